@@ -1,0 +1,129 @@
+"""Runs, attempts, checkpoints and logs as the API shows them, and API request bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from waypost.model.base import ApiModel
+from waypost.model.enums import AttemptStatus, FailureType, RunStatus
+
+
+class ErrorInfo(ApiModel):
+    """Why an attempt or run failed."""
+
+    type: FailureType
+    message: str
+    name: str | None = Field(None, description="Exception class name, for type=error.")
+    traceback: str | None = None
+    exit_code: int | None = None
+    retryable: bool = True
+
+
+class Attempt(ApiModel):
+    attempt: int
+    status: AttemptStatus
+    memory_bytes: int
+    worker: str | None = None
+    error: ErrorInfo | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+class Checkpoint(ApiModel):
+    key: str
+    data: Any
+    attempt: int
+    size_bytes: int
+    created_at: datetime
+
+
+class LogEntry(ApiModel):
+    attempt: int
+    ts: datetime
+    level: str
+    message: str
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class Run(ApiModel):
+    """A run of a task: its state, payload, result or error."""
+
+    id: str
+    namespace: str
+    task: str
+    queue: str
+    status: RunStatus
+    priority: int
+    attempt: int = Field(description="Number of the latest attempt (0 before the first).")
+    max_attempts: int
+    payload: Any = None
+    result: Any = None
+    error: ErrorInfo | None = None
+    idempotency_key: str | None = None
+    concurrency_key: str | None = None
+    memory_bytes: int
+    trace_id: str
+    replay_of: str | None = None
+    source: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: list[Attempt] | None = None
+    checkpoints: list[Checkpoint] | None = None
+
+
+class TriggerRequest(ApiModel):
+    """Body of a trigger: the payload and how the run queues."""
+
+    payload: Any = None
+    priority: int | None = Field(None, ge=-1000, le=1000)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=256)
+    concurrency_key: str | None = Field(None, min_length=1, max_length=256)
+
+
+class RunList(ApiModel):
+    runs: list[Run]
+    next_cursor: int | None = None
+
+
+class FailureReport(ApiModel):
+    """What a runner says about an attempt that raised."""
+
+    type: FailureType = FailureType.ERROR
+    name: str | None = None
+    message: str = Field(..., max_length=64 * 1024)
+    traceback: str | None = Field(None, max_length=256 * 1024)
+    retryable: bool = True
+
+
+class RunnerFailBody(ApiModel):
+    error: FailureReport
+
+
+class RunnerCheckpointBody(ApiModel):
+    key: str = Field(..., min_length=1, max_length=256)
+    data: Any
+
+
+class RunnerLogLine(ApiModel):
+    ts: datetime
+    level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
+    message: str = Field(..., max_length=16 * 1024)
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunnerLogsBody(ApiModel):
+    entries: list[RunnerLogLine] = Field(..., max_length=1000)
+
+
+class ErrorBody(ApiModel):
+    """Every error answer of the API."""
+
+    class Detail(ApiModel):
+        code: str
+        message: str
+
+    error: Detail

@@ -1,0 +1,180 @@
+"""The Task definition: the single source for the CRD schema, the API and the store."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+
+from waypost.model import quantity
+from waypost.model.base import ApiModel
+from waypost.model.enums import FailureType, MissedRunPolicy
+
+ENTRYPOINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+RETRYABLE_BY_DEFAULT = (
+    FailureType.ERROR,
+    FailureType.OOM,
+    FailureType.TIMEOUT,
+    FailureType.LOST,
+    FailureType.EXIT,
+)
+
+Memory = Annotated[
+    str,
+    Field(
+        pattern=quantity.MEMORY_PATTERN,
+        description="Memory as a Kubernetes quantity, for example 512Mi or 1Gi.",
+    ),
+]
+
+
+class Backoff(ApiModel):
+    """Exponential backoff between attempts: initial * factor^(attempt-1), capped."""
+
+    initial_seconds: float = Field(1.0, gt=0, le=86400, description="Delay before attempt 2.")
+    factor: float = Field(2.0, ge=1, le=100, description="Growth of the delay per attempt.")
+    max_seconds: float = Field(300.0, gt=0, le=86400 * 7, description="Upper bound of a delay.")
+    jitter: float = Field(
+        0.2, ge=0, le=1, description="Random spread, as a fraction of the delay (0.2 = ±20%)."
+    )
+
+
+class OomPolicy(ApiModel):
+    """What the next attempt gets after an out-of-memory kill."""
+
+    memory_multiplier: float | None = Field(
+        None, ge=1, le=16, description="Multiply the memory limit by this after an OOM kill."
+    )
+    memory_ceiling: Memory | None = Field(
+        None, description="The memory limit never grows beyond this."
+    )
+
+
+class RetrySpec(ApiModel):
+    """How failed attempts are retried before a run is dead-lettered."""
+
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts before dead-lettering.")
+    backoff: Backoff = Field(default_factory=Backoff)  # type: ignore[arg-type]
+    retry_on: list[FailureType] = Field(
+        default_factory=lambda: list(RETRYABLE_BY_DEFAULT),
+        description="Failure types that are retried; others fail the run at once.",
+    )
+    oom: OomPolicy = Field(default_factory=OomPolicy)  # type: ignore[arg-type]
+
+
+class QueueSpec(ApiModel):
+    """The queue a Task's runs wait in, and its concurrency limits."""
+
+    name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description="Queue name; Tasks naming the same queue share its limits. "
+        "Defaults to the Task's name.",
+    )
+    max_concurrency: int | None = Field(
+        None, ge=1, le=100000, description="At most this many runs of the queue at once."
+    )
+    per_key_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=100000,
+        description="At most this many running runs per concurrencyKey (a tenant, a user).",
+    )
+    default_priority: int = Field(
+        0, ge=-1000, le=1000, description="Priority of runs that do not set one; higher first."
+    )
+
+
+class Resources(ApiModel):
+    memory: Memory = Field("512Mi", description="Memory limit of an attempt.")
+
+
+class Timeout(ApiModel):
+    max_duration: str = Field(
+        "1h",
+        pattern=quantity.DURATION_PATTERN,
+        description="An attempt running longer is killed and fails as a timeout (90s, 15m, 1h).",
+    )
+
+    @field_validator("max_duration")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        quantity.duration_seconds(value)
+        return value
+
+
+class Schedule(ApiModel):
+    """A cron schedule that triggers runs of the Task."""
+
+    name: str = Field(..., pattern=NAME_PATTERN, max_length=63)
+    cron: str = Field(..., min_length=1, description="Five-field cron or a macro like @hourly.")
+    timezone: str = Field("UTC", description="IANA time zone name, for example Europe/Berlin.")
+    payload: Any = Field(None, description="Payload of every triggered run.")
+    missed_runs: MissedRunPolicy = Field(
+        MissedRunPolicy.SKIP, description="After downtime: Skip missed ticks or Catchup."
+    )
+    catchup_limit: int = Field(10, ge=1, le=1000)
+    suspend: bool = False
+
+
+class WarmPool(ApiModel):
+    enabled: bool = True
+    max_warm: int = Field(5, ge=0, le=5, description="Idle warm Pods kept for this Task.")
+    idle_ttl_seconds: int = Field(60, ge=1, le=3600)
+
+
+class HistoryLimits(ApiModel):
+    successful_runs: int = Field(10, ge=0, le=1000)
+    failed_runs: int = Field(10, ge=0, le=1000)
+
+
+class TaskSpec(ApiModel):
+    """What a Task is: code, limits, retry and queue behaviour, schedules."""
+
+    entrypoint: str = Field(
+        ...,
+        pattern=ENTRYPOINT_PATTERN,
+        description="The task function as module:function, loaded by the runner.",
+    )
+    image: str | None = Field(None, description="Container image holding the task code.")
+    resources: Resources = Field(default_factory=Resources)  # type: ignore[arg-type]
+    retry: RetrySpec = Field(default_factory=RetrySpec)  # type: ignore[arg-type]
+    timeout: Timeout = Field(default_factory=Timeout)  # type: ignore[arg-type]
+    queue: QueueSpec = Field(default_factory=QueueSpec)  # type: ignore[arg-type]
+    schedules: list[Schedule] = Field(default_factory=list)
+    warm_pool: WarmPool = Field(default_factory=WarmPool)  # type: ignore[arg-type]
+    history_limits: HistoryLimits = Field(default_factory=HistoryLimits)  # type: ignore[arg-type]
+    env: dict[str, str] = Field(default_factory=dict, description="Environment of the runner.")
+
+    @model_validator(mode="after")
+    def _ceiling_above_limit(self) -> TaskSpec:
+        ceiling = self.retry.oom.memory_ceiling
+        if ceiling is not None and quantity.memory_bytes(ceiling) < self.memory_bytes:
+            raise ValueError(
+                f"retry.oom.memoryCeiling {ceiling} is below resources.memory "
+                f"{self.resources.memory}"
+            )
+        return self
+
+    @property
+    def memory_bytes(self) -> int:
+        return quantity.memory_bytes(self.resources.memory)
+
+    @property
+    def timeout_seconds(self) -> float:
+        return quantity.duration_seconds(self.timeout.max_duration)
+
+    def queue_name(self, task_name: str) -> str:
+        return self.queue.name or task_name
+
+
+class TaskDefinition(ApiModel):
+    """A Task as the store knows it: identity plus spec."""
+
+    namespace: str = Field(..., pattern=NAME_PATTERN, max_length=63)
+    name: str = Field(..., pattern=NAME_PATTERN, max_length=253)
+    spec: TaskSpec
+    generation: int = 1

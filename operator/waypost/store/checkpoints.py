@@ -1,0 +1,31 @@
+"""Checkpoints: named JSON results of an attempt, read back by later attempts."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from waypost.model.run import Checkpoint
+from waypost.store.pool import RawJson
+from waypost.store.sql import query
+
+
+async def write(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, key: str,
+    data: RawJson,
+) -> bool:
+    """Store a checkpoint; False when the attempt is no longer current."""
+    row = await db.fetchrow(
+        query("write_checkpoint"), run_id, claim_token, key, data, len(data.text.encode())
+    )
+    return row is not None
+
+
+async def list_for_run(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> list[Checkpoint]:
+    rows = await db.fetch(query("list_checkpoints"), run_id)
+    return [
+        Checkpoint(key=r["key"], data=r["data"], attempt=r["attempt"],
+                   size_bytes=r["size_bytes"], created_at=r["created_at"])
+        for r in rows
+    ]

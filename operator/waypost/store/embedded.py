@@ -1,0 +1,149 @@
+"""A throwaway local Postgres server for `waypost dev`, the tests and the benchmarks.
+
+Uses the PostgreSQL server binaries installed on the machine (Debian's
+``postgresql`` package, or any directory named by ``WAYPOST_PG_BIN``). Postgres
+refuses to run as root, so when we are root the server runs as the ``postgres``
+system user (created by the package) and its data directory is given to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class EmbeddedPostgresError(RuntimeError):
+    pass
+
+
+def find_bin_dir() -> Path:
+    """The directory holding ``initdb``, ``pg_ctl`` and ``postgres``."""
+    candidates: list[str] = []
+    if os.environ.get("WAYPOST_PG_BIN"):
+        candidates.append(os.environ["WAYPOST_PG_BIN"])
+    candidates += sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True
+    )
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(str(Path(initdb).resolve().parent))
+    for candidate in candidates:
+        if (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
+            return Path(candidate)
+    raise EmbeddedPostgresError(
+        "no PostgreSQL server binaries found: install the 'postgresql' package "
+        "(make deps does this on Debian) or set WAYPOST_PG_BIN to the folder with initdb, "
+        "or set WAYPOST_DATABASE_URL to use an existing server"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class EmbeddedPostgres:
+    """One Postgres cluster in ``data_dir``, listening on 127.0.0.1:``port``."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    durable: bool = True
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.bin_dir = find_bin_dir()
+        self._run_as: str | None = None
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError as exc:
+                raise EmbeddedPostgresError(
+                    "running as root needs the 'postgres' system user to own the server; "
+                    "install the 'postgresql' package or run as a normal user"
+                ) from exc
+            self._run_as = "postgres"
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def dsn_for(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _cmd(self, *args: str) -> list[str]:
+        if self._run_as:
+            return ["runuser", "-u", self._run_as, "--", *args]
+        return list(args)
+
+    def _run(self, *args: str) -> None:
+        proc = subprocess.run(self._cmd(*args), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise EmbeddedPostgresError(
+                f"{Path(args[0]).name} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
+            )
+
+    def start(self) -> EmbeddedPostgres:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as:
+            user = pwd.getpwnam(self._run_as)
+            os.chown(self.data_dir, user.pw_uid, user.pw_gid)
+            # The parent must be traversable by the server's user.
+            with contextlib.suppress(PermissionError):
+                os.chmod(self.data_dir.parent, 0o755)
+        if not (self.data_dir / "PG_VERSION").exists():
+            init_args = [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                         "-A", "trust", "-E", "UTF8", "--locale=C"]
+            if not self.durable:
+                init_args.append("--no-sync")
+            self._run(*init_args)
+        options = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(self.data_dir),
+            "max_connections": "200",
+            "shared_buffers": "128MB",
+        }
+        if not self.durable:
+            # Tests and dev do not need crash safety; a benchmark must never use this.
+            options.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        options.update(self.settings)
+        opt_text = " ".join(f"-c {k}={v}" for k, v in options.items())
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l",
+                  str(self.data_dir / "server.log"), "-o", opt_text, "-w", "-t", "60", "start")
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), timeout=1
+            ):
+                return
+            time.sleep(0.1)
+        raise EmbeddedPostgresError(f"postgres did not accept connections on port {self.port}")
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode,
+                      "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def destroy(self) -> None:
+        with contextlib.suppress(EmbeddedPostgresError):
+            self.stop("immediate")
+        shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -1,0 +1,65 @@
+"""Connections to the store: an asyncpg pool with JSON codecs and our schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+SCHEMA = "waypost"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=_encode_json, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+def _encode_json(value: Any) -> str:
+    # Values arrive pre-encoded (size limits are checked on the encoded text), so a
+    # str is passed through; anything else is encoded here.
+    if isinstance(value, RawJson):
+        return value.text
+    return json.dumps(value, separators=(",", ":"))
+
+
+class RawJson:
+    """JSON text that was already encoded (and measured) by the caller."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"RawJson({len(self.text)} bytes)"
+
+
+def server_settings() -> dict[str, str]:
+    return {"search_path": SCHEMA, "application_name": "waypost"}
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 10, timeout: float = 10.0
+) -> asyncpg.Pool:
+    """A pool whose connections use our schema and decode JSON to Python values."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings=server_settings(),
+        timeout=timeout,
+        command_timeout=60,
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+    """A single connection (LISTEN, migrations), configured like the pool's."""
+    conn = await asyncpg.connect(dsn, server_settings=server_settings(), timeout=timeout)
+    await _init_connection(conn)
+    return conn

@@ -1,0 +1,309 @@
+-- name: enqueue_run
+-- Creates a run and its hot queue row in one statement. Nothing is inserted when
+-- the task is unknown or the idempotency key was used before (the caller then
+-- looks up which). NOTIFY once per statement wakes the dispatcher.
+WITH task AS (
+    SELECT namespace, name, spec, queue, memory_bytes, default_priority
+    FROM tasks WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL
+), inserted AS (
+    INSERT INTO runs (id, namespace, task, queue, status, priority, payload,
+                      idempotency_key, concurrency_key, spec, memory_bytes, trace_id,
+                      source, replay_of)
+    SELECT $3, t.namespace, t.name, t.queue, 'queued', coalesce($4, t.default_priority),
+           $5::jsonb, $6, $7, t.spec, t.memory_bytes, $8, $9, $10
+    FROM task t
+    ON CONFLICT (namespace, task, idempotency_key) WHERE idempotency_key IS NOT NULL
+        DO NOTHING
+    RETURNING id, seq, queue, concurrency_key, priority
+), queued AS (
+    INSERT INTO run_queue (run_id, seq, queue, concurrency_key, priority, state, available_at)
+    SELECT id, seq, queue, concurrency_key, priority, 'ready', now() FROM inserted
+    RETURNING run_id
+)
+SELECT q.run_id, (SELECT pg_notify('waypost_ready', '')) IS NULL AS notified FROM queued q;
+
+-- name: enqueue_runs_bulk
+-- Bulk trigger: many runs of one task in one statement (arrays of equal length).
+WITH task AS (
+    SELECT namespace, name, spec, queue, memory_bytes, default_priority
+    FROM tasks WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL
+), input AS (
+    SELECT * FROM unnest($3::uuid[], $4::int[], $5::jsonb[], $6::text[], $7::text[], $8::text[])
+        AS i(id, priority, payload, idempotency_key, concurrency_key, trace_id)
+), inserted AS (
+    INSERT INTO runs (id, namespace, task, queue, status, priority, payload,
+                      idempotency_key, concurrency_key, spec, memory_bytes, trace_id, source)
+    SELECT i.id, t.namespace, t.name, t.queue, 'queued', coalesce(i.priority, t.default_priority),
+           i.payload, i.idempotency_key, i.concurrency_key, t.spec, t.memory_bytes, i.trace_id, $9
+    FROM input i CROSS JOIN task t
+    ON CONFLICT (namespace, task, idempotency_key) WHERE idempotency_key IS NOT NULL
+        DO NOTHING
+    RETURNING id, seq, queue, concurrency_key, priority
+), queued AS (
+    INSERT INTO run_queue (run_id, seq, queue, concurrency_key, priority, state, available_at)
+    SELECT id, seq, queue, concurrency_key, priority, 'ready', now() FROM inserted
+    RETURNING run_id
+)
+SELECT count(*) AS inserted, (SELECT pg_notify('waypost_ready', '')) IS NULL AS notified
+FROM queued;
+
+-- name: find_run_by_idempotency_key
+SELECT id FROM runs WHERE namespace = $1 AND task = $2 AND idempotency_key = $3;
+
+-- name: lock_claimable_queues
+-- First statement of a claim transaction: lock the queues so that counts of
+-- running runs stay exact until commit, even with two dispatchers. SKIP LOCKED
+-- lets a second dispatcher take the queues the first is not holding.
+SELECT name FROM queues
+WHERE EXISTS (SELECT 1 FROM run_queue r WHERE r.queue = queues.name AND r.state = 'ready'
+              AND r.available_at <= now())
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_ready_runs
+-- Claims up to $2 ready runs of the locked queues $1: highest priority first,
+-- then oldest, never past a queue's maxConcurrency nor a concurrencyKey's limit.
+-- Each claim draws a fencing token and a lease from the database clock, and
+-- opens its attempt row, all in this one statement.
+WITH limits AS (
+    SELECT q.name, q.max_concurrency, q.per_key_concurrency,
+           (SELECT count(*) FROM run_queue r
+            WHERE r.queue = q.name AND r.state = 'running') AS running
+    FROM queues q WHERE q.name = ANY($1::text[])
+), running_keys AS (
+    SELECT r.queue, r.concurrency_key, count(*) AS running
+    FROM run_queue r JOIN limits l ON l.name = r.queue AND l.per_key_concurrency IS NOT NULL
+    WHERE r.state = 'running' AND r.concurrency_key IS NOT NULL
+    GROUP BY r.queue, r.concurrency_key
+), candidates AS (
+    -- Queues without a per-key limit: just the head of the ready index.
+    SELECT c.run_id, c.queue, c.priority, c.seq
+    FROM limits l CROSS JOIN LATERAL (
+        SELECT r.run_id, r.queue, r.priority, r.seq FROM run_queue r
+        WHERE r.queue = l.name AND r.state = 'ready' AND r.available_at <= now()
+        ORDER BY r.priority DESC, r.seq
+        LIMIT greatest(0, least($2, coalesce(l.max_concurrency - l.running, $2)))
+    ) c
+    WHERE l.per_key_concurrency IS NULL
+    UNION ALL
+    -- Queues with a per-key limit: rank each key's ready runs and keep only those
+    -- that fit beside the key's running ones, so a key with a long backlog cannot
+    -- take the places of the other keys.
+    SELECT k.run_id, k.queue, k.priority, k.seq
+    FROM (
+        SELECT r.run_id, r.queue, r.concurrency_key, r.priority, r.seq, l.per_key_concurrency,
+               row_number() OVER (PARTITION BY r.queue, r.concurrency_key
+                                  ORDER BY r.priority DESC, r.seq) AS key_rank
+        FROM limits l JOIN run_queue r ON r.queue = l.name
+        WHERE l.per_key_concurrency IS NOT NULL AND r.state = 'ready'
+          AND r.available_at <= now()
+    ) k
+    LEFT JOIN running_keys rk ON rk.queue = k.queue AND rk.concurrency_key = k.concurrency_key
+    WHERE k.concurrency_key IS NULL
+       OR k.key_rank + coalesce(rk.running, 0) <= k.per_key_concurrency
+), admitted AS (
+    SELECT c.run_id FROM (
+        SELECT c.*, row_number() OVER (PARTITION BY c.queue
+                                       ORDER BY c.priority DESC, c.seq) AS queue_rank
+        FROM candidates c
+    ) c JOIN limits l ON l.name = c.queue
+    WHERE l.max_concurrency IS NULL OR c.queue_rank + l.running <= l.max_concurrency
+    ORDER BY c.priority DESC, c.seq
+    LIMIT $2
+), claimed AS (
+    UPDATE run_queue q
+    SET state = 'running',
+        attempt = q.attempt + 1,
+        claim_token = nextval('claim_tokens'),
+        lease_expires_at = now() + make_interval(secs => $3)
+    FROM admitted a
+    WHERE q.run_id = a.run_id AND q.state = 'ready'
+    RETURNING q.run_id, q.attempt, q.claim_token, q.lease_expires_at
+), started AS (
+    UPDATE runs r
+    SET status = 'running', attempt = c.attempt,
+        started_at = coalesce(r.started_at, now()), updated_at = now()
+    FROM claimed c WHERE r.id = c.run_id
+    RETURNING r.id, r.namespace, r.task, r.spec, r.memory_bytes, r.trace_id, r.attempt_base
+), opened AS (
+    INSERT INTO attempts (run_id, attempt, claim_token, status, memory_bytes, worker)
+    SELECT c.run_id, c.attempt, c.claim_token, 'running', s.memory_bytes, $4
+    FROM claimed c JOIN started s ON s.id = c.run_id
+)
+SELECT c.run_id, c.attempt, c.claim_token, c.lease_expires_at, s.namespace, s.task, s.spec,
+       s.memory_bytes, s.trace_id, s.attempt_base
+FROM claimed c JOIN started s ON s.id = c.run_id;
+
+-- name: current_attempt
+-- The run behind a credential, if that attempt is still the current one.
+SELECT q.run_id, q.attempt, q.claim_token, r.namespace, r.task, r.spec, r.payload,
+       r.memory_bytes, r.trace_id, r.idempotency_key, r.attempt_base
+FROM run_queue q JOIN runs r ON r.id = q.run_id
+WHERE q.run_id = $1 AND q.claim_token = $2 AND q.state = 'running';
+
+-- name: heartbeat
+-- Extends the lease of the current attempt; no row means it was superseded.
+UPDATE run_queue SET lease_expires_at = now() + make_interval(secs => $3)
+WHERE run_id = $1 AND claim_token = $2 AND state = 'running'
+RETURNING cancel_requested;
+
+-- name: complete_attempt
+-- Success: the run leaves the hot table and records its result, fenced on the token.
+WITH finished AS (
+    DELETE FROM run_queue
+    WHERE run_id = $1 AND claim_token = $2 AND state = 'running'
+    RETURNING run_id, attempt
+), run AS (
+    UPDATE runs SET status = 'succeeded', result = $3::jsonb, error = NULL,
+                    finished_at = now(), updated_at = now()
+    FROM finished f WHERE runs.id = f.run_id
+), attempt AS (
+    UPDATE attempts SET status = 'succeeded', finished_at = now()
+    FROM finished f WHERE attempts.run_id = f.run_id AND attempts.attempt = f.attempt
+)
+SELECT run_id FROM finished;
+
+-- name: retry_attempt
+-- Failure with attempts left: back to ready after the backoff $3 seconds, with the
+-- memory limit $5 for the next attempt. NOTIFY carries the delay so the dispatcher
+-- wakes when the run becomes claimable.
+WITH requeued AS (
+    UPDATE run_queue
+    SET state = 'ready', claim_token = NULL, lease_expires_at = NULL,
+        available_at = now() + make_interval(secs => $3)
+    WHERE run_id = $1 AND claim_token = $2 AND state = 'running'
+    RETURNING run_id, attempt
+), run AS (
+    UPDATE runs SET status = 'retrying', error = $4::jsonb, memory_bytes = $5, updated_at = now()
+    FROM requeued f WHERE runs.id = f.run_id
+), attempt AS (
+    UPDATE attempts SET status = 'failed', error = $4::jsonb, finished_at = now()
+    FROM requeued f WHERE attempts.run_id = f.run_id AND attempts.attempt = f.attempt
+)
+SELECT run_id, pg_notify('waypost_ready', $3::text) IS NULL AS notified FROM requeued;
+
+-- name: finish_failed_attempt
+-- Failure without a retry: the run ends as $4 ('failed' or 'dead_lettered').
+WITH finished AS (
+    DELETE FROM run_queue
+    WHERE run_id = $1 AND claim_token = $2 AND state = 'running'
+    RETURNING run_id, attempt
+), run AS (
+    UPDATE runs SET status = $4, error = $3::jsonb, finished_at = now(), updated_at = now()
+    FROM finished f WHERE runs.id = f.run_id
+), attempt AS (
+    UPDATE attempts SET status = 'failed', error = $3::jsonb, finished_at = now()
+    FROM finished f WHERE attempts.run_id = f.run_id AND attempts.attempt = f.attempt
+)
+SELECT run_id FROM finished;
+
+-- name: expired_attempts
+-- Running attempts whose lease ran out: their heartbeats stopped.
+SELECT run_id, claim_token FROM run_queue
+WHERE state = 'running' AND lease_expires_at < now()
+ORDER BY lease_expires_at
+LIMIT $1;
+
+-- name: cancel_run
+-- Cancels an active run. Its hot row goes, so a running attempt's next call is
+-- refused and the dispatcher is told (NOTIFY) to stop its worker.
+WITH run AS (
+    UPDATE runs SET status = 'cancelled', finished_at = now(), updated_at = now(),
+                    error = jsonb_build_object('type', 'cancelled', 'message', $2::text)
+    WHERE id = $1 AND status IN ('queued', 'running', 'retrying')
+    RETURNING id
+), removed AS (
+    DELETE FROM run_queue q USING run WHERE q.run_id = run.id
+    RETURNING q.run_id, q.state, q.claim_token
+), attempt AS (
+    UPDATE attempts a SET status = 'cancelled', finished_at = now()
+    FROM removed r WHERE a.run_id = r.run_id AND a.claim_token = r.claim_token
+)
+SELECT r.run_id, r.state,
+       CASE WHEN r.state = 'running' THEN pg_notify('waypost_cancel', r.run_id::text) IS NULL
+       END AS notified
+FROM removed r;
+
+-- name: cancel_task_runs
+-- A deleted Task: its queued and retrying runs are cancelled (running ones finish).
+WITH victims AS (
+    SELECT q.run_id FROM run_queue q JOIN runs r ON r.id = q.run_id
+    WHERE r.namespace = $1 AND r.task = $2 AND q.state = 'ready'
+    FOR UPDATE OF q SKIP LOCKED
+), removed AS (
+    DELETE FROM run_queue q USING victims v WHERE q.run_id = v.run_id RETURNING q.run_id
+)
+UPDATE runs SET status = 'cancelled', finished_at = now(), updated_at = now(),
+                error = jsonb_build_object('type', 'cancelled', 'message', 'task deleted')
+FROM removed WHERE runs.id = removed.run_id
+RETURNING runs.id;
+
+-- name: bump_run
+-- Moves a waiting run to the front of its queue: one above the highest priority there.
+WITH target AS (
+    SELECT run_id, queue FROM run_queue WHERE run_id = $1 AND state = 'ready' FOR UPDATE
+), top AS (
+    SELECT coalesce(max(q.priority), 0) + 1 AS priority
+    FROM run_queue q JOIN target t ON q.queue = t.queue WHERE q.state = 'ready'
+), bumped AS (
+    UPDATE run_queue q SET priority = top.priority, available_at = least(q.available_at, now())
+    FROM target, top WHERE q.run_id = target.run_id
+    RETURNING q.run_id, q.priority
+)
+UPDATE runs SET priority = b.priority, updated_at = now()
+FROM bumped b WHERE runs.id = b.run_id
+RETURNING runs.id, runs.priority;
+
+-- name: requeue_run
+-- A dead-lettered (or failed) run gets a fresh retry budget and resumes after its
+-- last checkpoint; its earlier attempts and checkpoints are kept.
+WITH run AS (
+    UPDATE runs SET status = 'queued', attempt_base = attempt, error = NULL, result = NULL,
+                    finished_at = NULL, updated_at = now()
+    WHERE id = $1 AND status IN ('dead_lettered', 'failed')
+    RETURNING id, seq, queue, concurrency_key, priority, attempt
+), queued AS (
+    INSERT INTO run_queue (run_id, seq, queue, concurrency_key, priority, state,
+                           available_at, attempt)
+    SELECT id, seq, queue, concurrency_key, priority, 'ready', now(), attempt FROM run
+    RETURNING run_id
+)
+SELECT run_id, pg_notify('waypost_ready', '') IS NULL AS notified FROM queued;
+
+-- name: get_run
+SELECT id, namespace, task, queue, status, priority, payload, idempotency_key,
+       concurrency_key, attempt, attempt_base, memory_bytes, result, error, trace_id,
+       replay_of, source, created_at, started_at, finished_at, updated_at,
+       (spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts
+FROM runs WHERE id = $1;
+
+-- name: list_runs
+-- Newest first; $5 is a keyset cursor (the seq of the last row of the previous page).
+SELECT id, namespace, task, queue, status, priority, payload, idempotency_key,
+       concurrency_key, attempt, attempt_base, memory_bytes, result, error, trace_id,
+       replay_of, source, created_at, started_at, finished_at, updated_at,
+       (spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts, seq
+FROM runs
+WHERE ($1::text IS NULL OR namespace = $1)
+  AND ($2::text IS NULL OR task = $2)
+  AND ($3::text[] IS NULL OR status = ANY($3::text[]))
+  AND ($5::bigint IS NULL OR seq < $5)
+ORDER BY seq DESC
+LIMIT $4;
+
+-- name: list_attempts
+SELECT attempt, claim_token, status, memory_bytes, worker, error, started_at, finished_at
+FROM attempts WHERE run_id = $1 ORDER BY attempt;
+
+-- name: count_running
+-- Running attempts per queue and key, as the database sees them (tests, metrics).
+SELECT queue, concurrency_key, count(*) AS running
+FROM run_queue WHERE state = 'running'
+GROUP BY queue, concurrency_key;
+
+-- name: queue_depths
+SELECT queue, count(*) FILTER (WHERE state = 'ready') AS ready,
+       count(*) FILTER (WHERE state = 'running') AS running
+FROM run_queue GROUP BY queue;
+
+-- name: status_counts
+SELECT status, count(*) AS n FROM runs GROUP BY status;

@@ -1,0 +1,267 @@
+"""Runs and their queue: enqueue, claim, finish, cancel, requeue, read."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from waypost.model.enums import RunStatus
+from waypost.model.run import Attempt, Run
+from waypost.store.pool import RawJson
+from waypost.store.sql import query
+
+
+@dataclass(frozen=True)
+class ClaimedAttempt:
+    """An attempt the dispatcher just claimed, with what a backend needs to start it."""
+
+    run_id: uuid.UUID
+    attempt: int
+    claim_token: int
+    lease_expires_at: datetime
+    namespace: str
+    task: str
+    spec: dict[str, Any]
+    memory_bytes: int
+    trace_id: str
+    attempt_base: int
+
+
+@dataclass(frozen=True)
+class CurrentAttempt:
+    """The run behind a valid, current attempt credential."""
+
+    run_id: uuid.UUID
+    attempt: int
+    claim_token: int
+    namespace: str
+    task: str
+    spec: dict[str, Any]
+    payload: Any
+    memory_bytes: int
+    trace_id: str
+    idempotency_key: str | None
+    attempt_base: int
+
+
+async def enqueue(
+    db: asyncpg.Pool | asyncpg.Connection,
+    *,
+    namespace: str,
+    task: str,
+    run_id: uuid.UUID,
+    payload: RawJson,
+    priority: int | None,
+    idempotency_key: str | None,
+    concurrency_key: str | None,
+    trace_id: str,
+    source: str,
+    replay_of: uuid.UUID | None = None,
+) -> bool:
+    """Insert the run; False when nothing was inserted (unknown task or used key)."""
+    row = await db.fetchrow(
+        query("enqueue_run"), namespace, task, run_id, priority, payload,
+        idempotency_key, concurrency_key, trace_id, source, replay_of,
+    )
+    return row is not None
+
+
+async def enqueue_bulk(
+    db: asyncpg.Pool | asyncpg.Connection,
+    *,
+    namespace: str,
+    task: str,
+    run_ids: Sequence[uuid.UUID],
+    priorities: Sequence[int | None],
+    payloads: Sequence[RawJson],
+    idempotency_keys: Sequence[str | None],
+    concurrency_keys: Sequence[str | None],
+    trace_ids: Sequence[str],
+    source: str,
+) -> int:
+    """Insert many runs of one task in one statement; returns how many were new."""
+    inserted: int = await db.fetchval(
+        query("enqueue_runs_bulk"), namespace, task, list(run_ids), list(priorities),
+        list(payloads), list(idempotency_keys), list(concurrency_keys), list(trace_ids), source,
+    )
+    return inserted
+
+
+async def find_by_idempotency_key(
+    db: asyncpg.Pool | asyncpg.Connection, namespace: str, task: str, key: str
+) -> uuid.UUID | None:
+    found: uuid.UUID | None = await db.fetchval(
+        query("find_run_by_idempotency_key"), namespace, task, key
+    )
+    return found
+
+
+async def claim(
+    pool: asyncpg.Pool, *, limit: int, lease_seconds: float, worker: str
+) -> list[ClaimedAttempt]:
+    """Claim up to ``limit`` ready runs within every queue's concurrency limits.
+
+    Two statements in one READ COMMITTED transaction: the queue locks come first
+    so that the claim statement, which takes a new snapshot, counts running runs
+    that no other dispatcher can change before we commit.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        queues = [r["name"] for r in await conn.fetch(query("lock_claimable_queues"))]
+        if not queues:
+            return []
+        rows = await conn.fetch(query("claim_ready_runs"), queues, limit, lease_seconds, worker)
+    return [
+        ClaimedAttempt(
+            run_id=r["run_id"], attempt=r["attempt"], claim_token=r["claim_token"],
+            lease_expires_at=r["lease_expires_at"], namespace=r["namespace"], task=r["task"],
+            spec=r["spec"], memory_bytes=r["memory_bytes"], trace_id=r["trace_id"],
+            attempt_base=r["attempt_base"],
+        )
+        for r in rows
+    ]
+
+
+async def current_attempt(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int
+) -> CurrentAttempt | None:
+    r = await db.fetchrow(query("current_attempt"), run_id, claim_token)
+    if r is None:
+        return None
+    return CurrentAttempt(
+        run_id=r["run_id"], attempt=r["attempt"], claim_token=r["claim_token"],
+        namespace=r["namespace"], task=r["task"], spec=r["spec"], payload=r["payload"],
+        memory_bytes=r["memory_bytes"], trace_id=r["trace_id"],
+        idempotency_key=r["idempotency_key"], attempt_base=r["attempt_base"],
+    )
+
+
+async def heartbeat(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int,
+    lease_seconds: float,
+) -> bool:
+    """Extend the lease; False when the attempt is no longer current."""
+    row = await db.fetchrow(query("heartbeat"), run_id, claim_token, lease_seconds)
+    return row is not None
+
+
+async def complete(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, result: RawJson
+) -> bool:
+    return await db.fetchrow(query("complete_attempt"), run_id, claim_token, result) is not None
+
+
+async def retry(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, *,
+    delay_seconds: float, error: dict[str, Any], memory_bytes: int,
+) -> bool:
+    row = await db.fetchrow(
+        query("retry_attempt"), run_id, claim_token, delay_seconds, error, memory_bytes
+    )
+    return row is not None
+
+
+async def finish_failed(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, *,
+    error: dict[str, Any], status: RunStatus,
+) -> bool:
+    assert status in (RunStatus.FAILED, RunStatus.DEAD_LETTERED)
+    row = await db.fetchrow(
+        query("finish_failed_attempt"), run_id, claim_token, error, str(status)
+    )
+    return row is not None
+
+
+async def expired_attempts(
+    db: asyncpg.Pool | asyncpg.Connection, limit: int = 100
+) -> list[tuple[uuid.UUID, int]]:
+    rows = await db.fetch(query("expired_attempts"), limit)
+    return [(r["run_id"], r["claim_token"]) for r in rows]
+
+
+async def cancel(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, reason: str
+) -> str | None:
+    """Cancel an active run; returns the hot state it was in, or None if not active."""
+    row = await db.fetchrow(query("cancel_run"), run_id, reason)
+    return None if row is None else str(row["state"])
+
+
+async def cancel_task_runs(
+    db: asyncpg.Pool | asyncpg.Connection, namespace: str, task: str
+) -> list[uuid.UUID]:
+    return [r["id"] for r in await db.fetch(query("cancel_task_runs"), namespace, task)]
+
+
+async def bump(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> int | None:
+    """Move a waiting run to the front of its queue; its new priority, or None."""
+    row = await db.fetchrow(query("bump_run"), run_id)
+    return None if row is None else int(row["priority"])
+
+
+async def requeue(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> bool:
+    return await db.fetchrow(query("requeue_run"), run_id) is not None
+
+
+def _run(r: asyncpg.Record) -> Run:
+    return Run(
+        id=str(r["id"]), namespace=r["namespace"], task=r["task"], queue=r["queue"],
+        status=RunStatus(r["status"]), priority=r["priority"], attempt=r["attempt"],
+        max_attempts=(r["max_attempts"] or 1) + r["attempt_base"],
+        payload=r["payload"], result=r["result"], error=r["error"],
+        idempotency_key=r["idempotency_key"], concurrency_key=r["concurrency_key"],
+        memory_bytes=r["memory_bytes"], trace_id=r["trace_id"],
+        replay_of=str(r["replay_of"]) if r["replay_of"] else None, source=r["source"],
+        created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"],
+    )
+
+
+async def get(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> Run | None:
+    r = await db.fetchrow(query("get_run"), run_id)
+    return None if r is None else _run(r)
+
+
+async def list_runs(
+    db: asyncpg.Pool | asyncpg.Connection, *, namespace: str | None = None,
+    task: str | None = None, statuses: Sequence[RunStatus] | None = None, limit: int = 50,
+    before_seq: int | None = None,
+) -> tuple[list[Run], int | None]:
+    """A page of runs, newest first, and the cursor of the next page."""
+    rows = await db.fetch(
+        query("list_runs"), namespace, task,
+        [str(s) for s in statuses] if statuses else None, limit, before_seq,
+    )
+    cursor = rows[-1]["seq"] if len(rows) == limit else None
+    return [_run(r) for r in rows], cursor
+
+
+async def list_attempts(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> list[Attempt]:
+    rows = await db.fetch(query("list_attempts"), run_id)
+    return [
+        Attempt(
+            attempt=r["attempt"], status=r["status"], memory_bytes=r["memory_bytes"],
+            worker=r["worker"], error=r["error"], started_at=r["started_at"],
+            finished_at=r["finished_at"],
+        )
+        for r in rows
+    ]
+
+
+async def running_counts(
+    db: asyncpg.Pool | asyncpg.Connection,
+) -> dict[tuple[str, str | None], int]:
+    rows = await db.fetch(query("count_running"))
+    return {(r["queue"], r["concurrency_key"]): r["running"] for r in rows}
+
+
+async def queue_depths(db: asyncpg.Pool | asyncpg.Connection) -> dict[str, tuple[int, int]]:
+    rows = await db.fetch(query("queue_depths"))
+    return {r["queue"]: (r["ready"], r["running"]) for r in rows}
+
+
+async def status_counts(db: asyncpg.Pool | asyncpg.Connection) -> dict[str, int]:
+    return {r["status"]: r["n"] for r in await db.fetch(query("status_counts"))}

@@ -1,0 +1,53 @@
+"""Task definitions as the store keeps them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from waypost.model.task import TaskDefinition, TaskSpec
+from waypost.store.sql import query
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    definition: TaskDefinition
+    queue: str
+    queued: int
+    running: int
+
+
+def _definition(r: asyncpg.Record) -> TaskDefinition:
+    return TaskDefinition(
+        namespace=r["namespace"], name=r["name"], generation=r["generation"],
+        spec=TaskSpec.model_validate(r["spec"]),
+    )
+
+
+async def upsert(db: asyncpg.Pool | asyncpg.Connection, task: TaskDefinition) -> None:
+    spec = task.spec
+    await db.fetchrow(
+        query("upsert_task"), task.namespace, task.name,
+        spec.model_dump(mode="json", by_alias=True), spec.queue_name(task.name),
+        spec.memory_bytes, spec.queue.default_priority, spec.queue.max_concurrency,
+        spec.queue.per_key_concurrency, task.generation,
+    )
+
+
+async def get(
+    db: asyncpg.Pool | asyncpg.Connection, namespace: str, name: str
+) -> TaskDefinition | None:
+    r = await db.fetchrow(query("get_task"), namespace, name)
+    return None if r is None else _definition(r)
+
+
+async def list_tasks(
+    db: asyncpg.Pool | asyncpg.Connection, namespace: str | None = None
+) -> list[TaskSummary]:
+    rows = await db.fetch(query("list_tasks"), namespace)
+    return [TaskSummary(_definition(r), r["queue"], r["queued"], r["running"]) for r in rows]
+
+
+async def delete(db: asyncpg.Pool | asyncpg.Connection, namespace: str, name: str) -> bool:
+    return await db.fetchrow(query("delete_task"), namespace, name) is not None

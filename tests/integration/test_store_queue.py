@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+
+from waypost.model.task import TaskDefinition, TaskSpec
+from waypost.store import checkpoints, runs, tasks
+from waypost.store.pool import RawJson
+
+
+async def _task(db: asyncpg.Pool, name: str = "t", **queue: int) -> None:
+    spec = TaskSpec.model_validate({"entrypoint": "m:f", "queue": queue})
+    await tasks.upsert(db, TaskDefinition(namespace="default", name=name, spec=spec))
+
+
+async def _enqueue(db: asyncpg.Pool, task: str = "t", **kw: object) -> uuid.UUID:
+    run_id = uuid.uuid4()
+    ok = await runs.enqueue(
+        db, namespace="default", task=task, run_id=run_id, payload=RawJson("{}"),
+        priority=kw.get("priority"), idempotency_key=kw.get("key"),  # type: ignore[arg-type]
+        concurrency_key=kw.get("ckey"), trace_id="0" * 32, source="test",  # type: ignore[arg-type]
+    )
+    assert ok
+    return run_id
+
+
+async def test_claim_respects_priority_then_age(db: asyncpg.Pool) -> None:
+    await _task(db)
+    a = await _enqueue(db)
+    b = await _enqueue(db)
+    c = await _enqueue(db, priority=5)
+    claimed = await runs.claim(db, limit=10, lease_seconds=30, worker="w")
+    assert [x.run_id for x in claimed] == [c, a, b]
+    assert {x.attempt for x in claimed} == {1}
+    assert len({x.claim_token for x in claimed}) == 3
+
+
+async def test_complete_is_fenced(db: asyncpg.Pool) -> None:
+    await _task(db)
+    run_id = await _enqueue(db)
+    [att] = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
+    assert not await runs.complete(db, run_id, att.claim_token + 1000, RawJson("1"))
+    assert await checkpoints.write(db, run_id, att.claim_token, "k", RawJson('{"a":1}'))
+    assert await runs.complete(db, run_id, att.claim_token, RawJson('{"ok":true}'))
+    assert not await runs.complete(db, run_id, att.claim_token, RawJson("2"))
+    run = await runs.get(db, run_id)
+    assert run is not None and run.status == "succeeded" and run.result == {"ok": True}
+
+
+async def test_max_concurrency_with_parallel_claims(db: asyncpg.Pool) -> None:
+    await _task(db, maxConcurrency=3)
+    for _ in range(20):
+        await _enqueue(db)
+    results = await asyncio.gather(
+        *[runs.claim(db, limit=10, lease_seconds=30, worker=f"w{i}") for i in range(5)]
+    )
+    assert sum(len(r) for r in results) == 3
