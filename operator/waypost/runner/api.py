@@ -1,0 +1,119 @@
+"""The runner's HTTP client for the coordinator's runner API.
+
+Every call carries the attempt's bearer token. A 409 from any endpoint means
+the attempt was superseded and raises
+:class:`~waypost.sdk.errors.AttemptSuperseded`; transient failures are
+retried with backoff (see :mod:`waypost.sdk.transport`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from waypost.sdk.errors import AttemptSuperseded, WaypostAPIError
+from waypost.sdk.transport import RetryPolicy, Sleep, request_json
+
+DEFAULT_REQUEST_TIMEOUT = 30.0
+
+
+class RunnerClient:
+    """Client for ``/v1/runner/*``, scoped to one attempt by its token.
+
+    Implements :class:`waypost.sdk.context.CoordinatorPort` and the extra
+    calls the runner makes (fetch, logs, complete, fail).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._sleep = sleep
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._session = session
+        self._owns_session = session is None
+
+    async def __aenter__(self) -> RunnerClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session if this client created it."""
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+        self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._owns_session = True
+        return self._session
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            _, data = await request_json(
+                self._get_session(),
+                method,
+                f"{self.base_url}{path}",
+                headers=self._headers,
+                json_body=body,
+                retry=self._retry,
+                sleep=self._sleep,
+            )
+        except WaypostAPIError as exc:
+            if exc.status == 409:
+                raise AttemptSuperseded(exc.message or "attempt superseded") from None
+            raise
+        return data
+
+    async def get_attempt(self) -> Any:
+        """``GET /v1/runner/attempt``: the attempt document (raw JSON)."""
+        return await self._call("GET", "/v1/runner/attempt")
+
+    async def write_checkpoint(self, key: str, data: Any) -> None:
+        """``POST /v1/runner/checkpoints``."""
+        await self._call("POST", "/v1/runner/checkpoints", {"key": key, "data": data})
+
+    async def heartbeat(self) -> bool:
+        """``POST /v1/runner/heartbeat``; True when the run was cancelled."""
+        answer = await self._call("POST", "/v1/runner/heartbeat", {})
+        return bool(isinstance(answer, dict) and answer.get("cancelled") is True)
+
+    async def send_logs(self, entries: list[dict[str, Any]]) -> None:
+        """``POST /v1/runner/logs`` with a batch of entries."""
+        await self._call("POST", "/v1/runner/logs", {"entries": entries})
+
+    async def complete(self, result: Any) -> str | None:
+        """``POST /v1/runner/complete``; returns the run status the coordinator reports."""
+        answer = await self._call("POST", "/v1/runner/complete", {"result": result})
+        return _status(answer)
+
+    async def fail(self, error: dict[str, Any]) -> str | None:
+        """``POST /v1/runner/fail``; returns ``retrying``, ``dead_lettered`` or ``failed``."""
+        answer = await self._call("POST", "/v1/runner/fail", {"error": error})
+        return _status(answer)
+
+
+def _status(answer: Any) -> str | None:
+    if isinstance(answer, dict) and isinstance(answer.get("status"), str):
+        return str(answer["status"])
+    return None

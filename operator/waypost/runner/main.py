@@ -1,0 +1,137 @@
+"""``waypost-runner``: the entrypoint of a runner Pod or process (cold mode).
+
+Configuration comes from the environment:
+
+``WAYPOST_COORDINATOR_URL``
+    Base URL of the coordinator API.
+``WAYPOST_ATTEMPT_TOKEN`` or ``WAYPOST_ATTEMPT_TOKEN_FILE``
+    The attempt's credential, or a file holding it (a mounted Secret).
+``WAYPOST_TASK_PATH``
+    Extra ``:``-separated directories to import task modules from (the
+    working directory is always searched).
+
+Exit codes (see :data:`EXIT_CODES`): 0 the result was reported; 1 the task
+failed and the failure was reported; 2 bad configuration (missing
+environment, unloadable entrypoint); 3 the attempt was superseded or the run
+cancelled, so nothing more was reported; 4 the outcome could not be
+delivered to the coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from waypost.runner import api, attempt, loader, logs
+from waypost.sdk.errors import AttemptSuperseded, CoordinatorUnavailable, WaypostAPIError
+
+_log = logging.getLogger("waypost.runner")
+
+EXIT_SUCCEEDED = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_STOPPED = 3
+EXIT_UNREPORTED = 4
+
+EXIT_CODES: dict[attempt.Outcome, int] = {
+    attempt.Outcome.SUCCEEDED: EXIT_SUCCEEDED,
+    attempt.Outcome.FAILED: EXIT_FAILED,
+    attempt.Outcome.CONFIG_ERROR: EXIT_CONFIG,
+    attempt.Outcome.SUPERSEDED: EXIT_STOPPED,
+    attempt.Outcome.CANCELLED: EXIT_STOPPED,
+    attempt.Outcome.UNREPORTED: EXIT_UNREPORTED,
+}
+
+
+class ConfigError(Exception):
+    """The runner's environment is incomplete or unreadable."""
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Process-level settings of a cold runner."""
+
+    coordinator_url: str
+    token: str
+    task_path: tuple[str, ...]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], cwd: str) -> RunnerConfig:
+        """Read the configuration; raise :class:`ConfigError` saying what is missing."""
+        url = env.get("WAYPOST_COORDINATOR_URL", "").strip()
+        if not url:
+            raise ConfigError("WAYPOST_COORDINATOR_URL is not set")
+        token = env.get("WAYPOST_ATTEMPT_TOKEN", "").strip()
+        token_file = env.get("WAYPOST_ATTEMPT_TOKEN_FILE", "").strip()
+        if not token and token_file:
+            try:
+                with open(token_file, encoding="utf-8") as handle:
+                    token = handle.read().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"WAYPOST_ATTEMPT_TOKEN_FILE {token_file!r} cannot be read: {exc.strerror}"
+                ) from None
+            if not token:
+                raise ConfigError(f"WAYPOST_ATTEMPT_TOKEN_FILE {token_file!r} is empty")
+        if not token:
+            raise ConfigError("neither WAYPOST_ATTEMPT_TOKEN nor WAYPOST_ATTEMPT_TOKEN_FILE is set")
+        extra = [p for p in env.get("WAYPOST_TASK_PATH", "").split(":") if p]
+        return cls(coordinator_url=url, token=token, task_path=(cwd, *extra))
+
+
+async def run_cold(config: RunnerConfig, client: api.RunnerClient | None = None) -> int:
+    """Fetch the attempt named by the token, run it, and return the exit code."""
+    loader.extend_search_path(config.task_path)
+    owned = client is None
+    runner_api = client or api.RunnerClient(config.coordinator_url, config.token)
+    try:
+        try:
+            raw = await runner_api.get_attempt()
+        except AttemptSuperseded:
+            _log.warning("attempt superseded before it started")
+            return EXIT_STOPPED
+        except WaypostAPIError as exc:
+            # 401/403/404 here mean a wrong token or URL: a configuration problem.
+            _log.error("cannot fetch the attempt", extra={"status": exc.status, "code": exc.code})
+            return EXIT_CONFIG if exc.status < 500 else EXIT_UNREPORTED
+        except CoordinatorUnavailable as exc:
+            _log.error("coordinator unreachable", extra={"error": str(exc)})
+            return EXIT_UNREPORTED
+        try:
+            doc = attempt.AttemptDocument.from_json(raw)
+        except attempt.ProtocolError as exc:
+            _log.error("bad attempt document", extra={"error": str(exc)})
+            return EXIT_CONFIG
+        result = await attempt.run_attempt(doc, runner_api)
+        return EXIT_CODES[result.outcome]
+    finally:
+        if owned:
+            await runner_api.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entrypoint: run one attempt and exit with its code."""
+    del argv  # configuration comes from the environment only
+    logs.configure()
+    try:
+        config = RunnerConfig.from_env(os.environ, os.getcwd())
+    except ConfigError as exc:
+        _log.error("bad runner configuration", extra={"error": str(exc)})
+        sys.exit(EXIT_CONFIG)
+    code = asyncio.run(run_cold(config))
+    if code == EXIT_STOPPED:
+        # A superseded sync task may still be running in its thread, and
+        # interpreter shutdown would wait for executor threads the task
+        # started; the coordinator has already moved on, so leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
