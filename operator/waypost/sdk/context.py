@@ -194,9 +194,7 @@ class Context:
         digest = hashlib.sha256(f"{self.run_id}\x00{suffix}".encode()).hexdigest()
         return f"wp-{digest[:40]}"
 
-    async def step(
-        self, key: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwargs: Any
-    ) -> Any:
+    async def step(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` once per run and checkpoint its result.
 
         If a checkpoint named ``key`` exists (an earlier attempt finished this
@@ -327,7 +325,7 @@ class SyncContext:
         """A key for an outgoing call, the same on every attempt of this run."""
         return self._context.idempotency_key(suffix)
 
-    def step(self, key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
+    def step(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` once per run and checkpoint its result (see :meth:`Context.step`).
 
         ``fn`` runs in the task's worker thread; an async ``fn`` runs on the

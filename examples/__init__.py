@@ -1,0 +1,1 @@
+"""Example task modules, used by ``waypost dev``, the README and the tests."""
