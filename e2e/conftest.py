@@ -1,0 +1,101 @@
+"""Fixtures for end-to-end tests against a real Kubernetes cluster.
+
+The cluster is the one named by ``KUBECONFIG`` when it is set (kind, k3d, a
+cloud cluster), otherwise the harness cluster that ``e2e/cluster/up`` starts on
+this machine. No cluster is a failure, never a skip: an e2e run that silently
+tests nothing is worse than a red one.
+
+Tests marked ``teardown`` (taking the harness cluster down and checking that
+nothing is left behind) always run last.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+from kubernetes import config as kube_config
+
+from e2e_support import E2E_DIR, build_image, kubeconfig_path, uses_harness, wait_until
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "teardown: takes the harness cluster down; runs after every other e2e test",
+    )
+    config.addinivalue_line(
+        "markers", "harness_only: needs the cluster this machine's harness runs"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Stable partition: every teardown test after everything else.
+    items.sort(key=lambda item: item.get_closest_marker("teardown") is not None)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> str:
+    path = kubeconfig_path()
+    if not path.exists():
+        pytest.fail(
+            f"no cluster: kubeconfig {path} does not exist. Run `make e2e-up` "
+            "(or set KUBECONFIG to an existing cluster).",
+            pytrace=False,
+        )
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def api(kubeconfig: str) -> client.ApiClient:
+    api_client = kube_config.new_client_from_config(config_file=kubeconfig)
+    try:
+        client.VersionApi(api_client).get_code(_request_timeout=10)
+    except Exception as exc:  # any failure to talk to it means "no cluster"
+        pytest.fail(f"no cluster: {kubeconfig} does not answer: {exc}", pytrace=False)
+    return api_client
+
+
+@pytest.fixture(scope="session")
+def core(api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture
+def namespace(core: client.CoreV1Api) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    # The service account controller creates "default" shortly after.
+    wait_until(lambda: _has_default_sa(core, name), 30, f"default SA in {name}")
+    yield name
+    core.delete_namespace(name, grace_period_seconds=0, propagation_policy="Background")
+
+
+def _has_default_sa(core: client.CoreV1Api, ns: str) -> bool:
+    try:
+        core.read_namespaced_service_account("default", ns)
+        return True
+    except client.ApiException:
+        return False
+
+
+@pytest.fixture(scope="session")
+def smoke_image(api: client.ApiClient) -> str:
+    """A locally built image (Debian base + python3 + e2e/images/smoke/smoke.py).
+
+    On an external cluster, build e2e/images/smoke yourself, load it (kind
+    load image-archive) and name it in WAYPOST_E2E_SMOKE_IMAGE.
+    """
+    given = os.environ.get("WAYPOST_E2E_SMOKE_IMAGE")
+    if given:
+        return given
+    if not uses_harness():
+        pytest.fail(
+            "external cluster: build e2e/images/smoke, load it into the cluster "
+            "and set WAYPOST_E2E_SMOKE_IMAGE",
+            pytrace=False,
+        )
+    return build_image("waypost-e2e-smoke:1", E2E_DIR / "images" / "smoke")
