@@ -56,12 +56,12 @@ class RetrySpec(ApiModel):
     """How failed attempts are retried before a run is dead-lettered."""
 
     max_attempts: int = Field(3, ge=1, le=100, description="Attempts before dead-lettering.")
-    backoff: Backoff = Field(default_factory=Backoff)  # type: ignore[arg-type]
+    backoff: Backoff = Field(default_factory=Backoff)
     retry_on: list[FailureType] = Field(
         default_factory=lambda: list(RETRYABLE_BY_DEFAULT),
         description="Failure types that are retried; others fail the run at once.",
     )
-    oom: OomPolicy = Field(default_factory=OomPolicy)  # type: ignore[arg-type]
+    oom: OomPolicy = Field(default_factory=OomPolicy)
 
 
 class QueueSpec(ApiModel):
@@ -140,13 +140,13 @@ class TaskSpec(ApiModel):
         description="The task function as module:function, loaded by the runner.",
     )
     image: str | None = Field(None, description="Container image holding the task code.")
-    resources: Resources = Field(default_factory=Resources)  # type: ignore[arg-type]
-    retry: RetrySpec = Field(default_factory=RetrySpec)  # type: ignore[arg-type]
-    timeout: Timeout = Field(default_factory=Timeout)  # type: ignore[arg-type]
-    queue: QueueSpec = Field(default_factory=QueueSpec)  # type: ignore[arg-type]
+    resources: Resources = Field(default_factory=Resources)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    timeout: Timeout = Field(default_factory=Timeout)
+    queue: QueueSpec = Field(default_factory=QueueSpec)
     schedules: list[Schedule] = Field(default_factory=list)
-    warm_pool: WarmPool = Field(default_factory=WarmPool)  # type: ignore[arg-type]
-    history_limits: HistoryLimits = Field(default_factory=HistoryLimits)  # type: ignore[arg-type]
+    warm_pool: WarmPool = Field(default_factory=WarmPool)
+    history_limits: HistoryLimits = Field(default_factory=HistoryLimits)
     env: dict[str, str] = Field(default_factory=dict, description="Environment of the runner.")
 
     @model_validator(mode="after")

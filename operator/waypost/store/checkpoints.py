@@ -22,7 +22,9 @@ async def write(
     return row is not None
 
 
-async def list_for_run(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> list[Checkpoint]:
+async def list_for_run(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID
+) -> list[Checkpoint]:
     rows = await db.fetch(query("list_checkpoints"), run_id)
     return [
         Checkpoint(key=r["key"], data=r["data"], attempt=r["attempt"],

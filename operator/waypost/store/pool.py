@@ -63,3 +63,13 @@ async def connect(dsn: str, *, timeout: float = 10.0) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn, server_settings=server_settings(), timeout=timeout)
     await _init_connection(conn)
     return conn
+
+
+# What a dead or unreachable database raises; the API answers these with 503.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)

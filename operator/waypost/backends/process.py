@@ -1,0 +1,178 @@
+"""The ``process`` backend: each attempt is a local ``waypost-runner`` subprocess.
+
+For `waypost dev` and fast tests. A watchdog samples the process tree's resident
+memory and kills it past the task's limit, which is recorded as an OOM failure
+just as a Pod's ``OOMKilled``; the task timeout kills it as a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from waypost.engine.backend import AttemptExit, AttemptLaunch, ExitHandler
+from waypost.model.enums import FailureType
+
+log = logging.getLogger("waypost.backends.process")
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class _Worker:
+    launch: AttemptLaunch
+    process: asyncio.subprocess.Process
+    verdict: tuple[FailureType, str] | None = None
+    watcher: asyncio.Task[None] | None = None
+    peak_rss: int = 0
+
+
+@dataclass
+class ProcessBackend:
+    """Runs attempts as subprocesses of this process, at most ``max_parallel`` at once."""
+
+    max_parallel: int = 4
+    task_path: list[str] = field(default_factory=list)
+    log_dir: Path | None = None
+    memory_poll_seconds: float = 0.05
+    extra_env: dict[str, str] = field(default_factory=dict)
+    name: str = "process"
+
+    def __post_init__(self) -> None:
+        self._workers: dict[uuid.UUID, _Worker] = {}
+        self._handler: ExitHandler | None = None
+
+    def set_exit_handler(self, handler: ExitHandler) -> None:
+        self._handler = handler
+
+    def free_slots(self) -> int:
+        return self.max_parallel - len(self._workers)
+
+    def running(self) -> list[uuid.UUID]:
+        return list(self._workers)
+
+    async def start(self, launch: AttemptLaunch) -> None:
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env.update(launch.env)
+        paths = [*self.task_path, os.getcwd()]
+        env["PYTHONPATH"] = os.pathsep.join(
+            [*paths, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
+        )
+        env.update({
+            "WAYPOST_COORDINATOR_URL": launch.coordinator_url,
+            "WAYPOST_ATTEMPT_TOKEN": launch.credential,
+            "WAYPOST_RUN_ID": str(launch.run_id),
+            "WAYPOST_ATTEMPT": str(launch.attempt),
+            "WAYPOST_TASK_PATH": os.pathsep.join(paths),
+        })
+        output: int | None = asyncio.subprocess.DEVNULL
+        log_file = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            # Opening a local file is quick; the child inherits the descriptor.
+            log_file = open(  # noqa: SIM115, ASYNC230
+                self.log_dir / f"{launch.run_id}-{launch.attempt}.log", "ab"
+            )
+            output = log_file.fileno()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "waypost.runner.main",
+                env=env, stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output,
+                start_new_session=True,  # its own process group, so we can kill the tree
+            )
+        finally:
+            if log_file is not None:
+                log_file.close()
+        worker = _Worker(launch, process)
+        self._workers[launch.run_id] = worker
+        worker.watcher = asyncio.get_running_loop().create_task(self._watch(worker))
+
+    async def _watch(self, worker: _Worker) -> None:
+        launch, process = worker.launch, worker.process
+        waiter = asyncio.ensure_future(process.wait())
+        try:
+            ps = psutil.Process(process.pid)
+        except psutil.NoSuchProcess:
+            ps = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + launch.timeout_seconds
+        try:
+            while not waiter.done():
+                rss = _tree_rss(ps) if ps is not None else 0
+                worker.peak_rss = max(worker.peak_rss, rss)
+                if rss > launch.memory_bytes and worker.verdict is None:
+                    worker.verdict = (FailureType.OOM, (
+                        f"OOMKilled: memory use {rss // MiB} MiB exceeded the limit of "
+                        f"{launch.memory_bytes // MiB} MiB"))
+                    _kill_group(process.pid, signal.SIGKILL)
+                elif loop.time() >= deadline and worker.verdict is None:
+                    worker.verdict = (FailureType.TIMEOUT, (
+                        f"the attempt ran longer than its timeout of "
+                        f"{launch.timeout_seconds:g} s and was killed"))
+                    _kill_group(process.pid, signal.SIGKILL)
+                await asyncio.wait({waiter}, timeout=self.memory_poll_seconds)
+            code = waiter.result()
+        finally:
+            self._workers.pop(launch.run_id, None)
+        if worker.verdict is not None:
+            failure: FailureType | None = worker.verdict[0]
+            message = worker.verdict[1]
+        elif code == 0:
+            failure, message = None, "exited 0"
+        elif code < 0:
+            failure = FailureType.EXIT
+            message = f"the runner was killed by signal {signal.Signals(-code).name}"
+        else:
+            failure, message = FailureType.EXIT, f"the runner exited with code {code}"
+        log.info("attempt process ended", extra={
+            "run_id": str(launch.run_id), "attempt": launch.attempt, "exit_code": code,
+            "peak_rss_mib": worker.peak_rss // MiB})
+        if self._handler is not None:
+            await self._handler(AttemptExit(launch.run_id, launch.claim_token, failure, message,
+                                            exit_code=code))
+
+    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
+        worker = self._workers.get(run_id)
+        if worker is None:
+            return
+        if worker.verdict is None:
+            worker.verdict = (FailureType.CANCELLED, f"stopped: {reason}")
+        _kill_group(worker.process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(worker.process.wait()), 5)
+        except TimeoutError:
+            _kill_group(worker.process.pid, signal.SIGKILL)
+
+    async def close(self) -> None:
+        for run_id in list(self._workers):
+            await self.stop(run_id, "backend shutting down")
+        watchers = [w.watcher for w in self._workers.values() if w.watcher is not None]
+        for watcher in watchers:
+            with contextlib.suppress(BaseException):
+                await watcher
+
+
+def _tree_rss(ps: psutil.Process) -> int:
+    try:
+        total: int = ps.memory_info().rss
+        for child in ps.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+        return total
+    except psutil.Error:
+        return 0
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)

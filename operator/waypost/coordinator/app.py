@@ -1,0 +1,324 @@
+"""The coordinator API: the only door to the store for runners and clients."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import metadata
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from waypost.coordinator import appkeys, dashboard, metrics, openapi
+from waypost.coordinator.routes import Auth, Route, RouteTable
+from waypost.engine import attempts, control
+from waypost.engine.core import Engine
+from waypost.engine.credentials import AttemptIdentity
+from waypost.engine.errors import EngineError, InvalidValue, Unauthorized
+from waypost.model.enums import RunStatus
+from waypost.model.run import (
+    ErrorInfo,
+    Run,
+    RunList,
+    RunnerCheckpointBody,
+    RunnerFailBody,
+    RunnerLogsBody,
+    TriggerRequest,
+)
+from waypost.store import pool as store_pool
+
+log = logging.getLogger("waypost.coordinator")
+
+ENGINE = appkeys.ENGINE
+ROUTES = appkeys.ROUTES
+M = TypeVar("M", bound=BaseModel)
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+@web.middleware
+async def errors_as_json(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every failure becomes a JSON error that says what was wrong."""
+    try:
+        return await handler(request)
+    except EngineError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except ValidationError as exc:
+        return error_response(400, "invalid_body", _describe_validation(exc))
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, "too_large", f"request body too large: {exc.text}")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"),
+                              f"{request.method} {request.path}: {exc.reason}")
+    except store_pool.UNAVAILABLE_ERRORS as exc:
+        log.warning("store unavailable: %s", exc)
+        return error_response(503, "store_unavailable",
+                              f"the database is unavailable, nothing was changed: {exc}")
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    raw = await request.read()
+    try:
+        data = json.loads(raw) if raw else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidValue(f"malformed JSON body: {exc}") from None
+    if data is None:
+        data = {}
+    return model.model_validate(data)
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None
+
+
+def require_user(request: web.Request) -> None:
+    expected = request.app[ENGINE].settings.api_token
+    if expected is None:
+        return
+    given = _bearer(request)
+    if given is None:
+        raise Unauthorized("missing API token (Authorization: Bearer <token>)")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("the API token is not valid")
+
+
+def attempt_of(request: web.Request) -> AttemptIdentity:
+    return attempts.authenticate(request.app[ENGINE], _bearer(request))
+
+
+def run_json(run: Run, status: int = 200) -> web.Response:
+    return web.json_response(run.model_dump(mode="json", by_alias=True), status=status)
+
+
+# --- user API ---------------------------------------------------------------
+
+async def trigger_run(request: web.Request) -> web.Response:
+    require_user(request)
+    body = await read_body(request, TriggerRequest)
+    run, created = await control.trigger(
+        request.app[ENGINE], request.match_info["namespace"], request.match_info["task"], body
+    )
+    return run_json(run, 201 if created else 200)
+
+
+async def get_run(request: web.Request) -> web.Response:
+    require_user(request)
+    run_id = control.parse_run_id(request.match_info["run_id"])
+    return run_json(await control.get(request.app[ENGINE], run_id, details=True))
+
+
+def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidValue(f"query parameter {name!r} must be an integer, got {value!r}") from None
+
+
+def _statuses(request: web.Request) -> list[RunStatus] | None:
+    raw = request.query.get("status")
+    if not raw:
+        return None
+    try:
+        return [RunStatus(s) for s in raw.split(",")]
+    except ValueError:
+        raise InvalidValue(
+            f"unknown status in {raw!r}; use {', '.join(s.value for s in RunStatus)}"
+        ) from None
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    require_user(request)
+    runs, cursor = await control.list_runs(
+        request.app[ENGINE], namespace=request.query.get("namespace"),
+        task=request.query.get("task"), statuses=_statuses(request),
+        limit=_int_param(request, "limit", 50) or 50, cursor=_int_param(request, "cursor", None),
+    )
+    body = RunList(runs=runs, next_cursor=cursor)
+    return web.json_response(body.model_dump(mode="json", by_alias=True))
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    require_user(request)
+    run_id = control.parse_run_id(request.match_info["run_id"])
+    return run_json(await control.cancel(request.app[ENGINE], run_id))
+
+
+async def bump_run(request: web.Request) -> web.Response:
+    require_user(request)
+    run_id = control.parse_run_id(request.match_info["run_id"])
+    return run_json(await control.bump(request.app[ENGINE], run_id))
+
+
+async def requeue_run(request: web.Request) -> web.Response:
+    require_user(request)
+    run_id = control.parse_run_id(request.match_info["run_id"])
+    return run_json(await control.requeue(request.app[ENGINE], run_id))
+
+
+async def list_dead_letters(request: web.Request) -> web.Response:
+    require_user(request)
+    runs, cursor = await control.list_runs(
+        request.app[ENGINE], namespace=request.query.get("namespace"),
+        task=request.query.get("task"), statuses=[RunStatus.DEAD_LETTERED],
+        limit=_int_param(request, "limit", 50) or 50, cursor=_int_param(request, "cursor", None),
+    )
+    body = RunList(runs=runs, next_cursor=cursor)
+    return web.json_response(body.model_dump(mode="json", by_alias=True))
+
+
+# --- runner API -------------------------------------------------------------
+
+async def runner_attempt(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    return web.json_response(await attempts.describe(engine, attempt_of(request)))
+
+
+async def runner_checkpoint(request: web.Request) -> web.Response:
+    ident = attempt_of(request)
+    body = await read_body(request, RunnerCheckpointBody)
+    await attempts.checkpoint(request.app[ENGINE], ident, body.key, body.data)
+    return web.json_response({"key": body.key}, status=201)
+
+
+async def runner_heartbeat(request: web.Request) -> web.Response:
+    await attempts.heartbeat(request.app[ENGINE], attempt_of(request))
+    return web.json_response({"cancelled": False})
+
+
+async def runner_logs(request: web.Request) -> web.Response:
+    ident = attempt_of(request)
+    body = await read_body(request, RunnerLogsBody)
+    await attempts.append_logs(request.app[ENGINE], ident, body.entries)
+    return web.json_response({"accepted": len(body.entries)}, status=202)
+
+
+async def runner_complete(request: web.Request) -> web.Response:
+    ident = attempt_of(request)
+    raw = await request.read()
+    try:
+        data: Any = json.loads(raw) if raw else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidValue(f"malformed JSON body: {exc}") from None
+    if not isinstance(data, dict) or "result" not in data:
+        raise InvalidValue('body must be an object with a "result" field')
+    await attempts.complete(request.app[ENGINE], ident, data["result"])
+    return web.json_response({"status": "succeeded"})
+
+
+async def runner_fail(request: web.Request) -> web.Response:
+    ident = attempt_of(request)
+    body = await read_body(request, RunnerFailBody)
+    report = body.error
+    status = await attempts.fail(request.app[ENGINE], ident, ErrorInfo(
+        type=report.type, name=report.name, message=report.message,
+        traceback=report.traceback, retryable=report.retryable,
+    ))
+    return web.json_response({"status": str(status)})
+
+
+# --- operations -------------------------------------------------------------
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    try:
+        await engine.pool.fetchval("SELECT 1")
+    except store_pool.UNAVAILABLE_ERRORS as exc:
+        return error_response(503, "store_unavailable", f"the database is unavailable: {exc}")
+    return web.json_response({"status": "ready"})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi.build(request.app[ROUTES], _version()))
+
+
+def _version() -> str:
+    try:
+        return metadata.version("waypost")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def route_table() -> RouteTable:
+    table = RouteTable()
+    add = table.add
+    filters = {"namespace": "Only this namespace.", "task": "Only this task.",
+               "status": "Comma-separated statuses.", "limit": "Page size (1-1000).",
+               "cursor": "nextCursor of the previous page."}
+    add(Route("POST", "/v1/tasks/{namespace}/{task}/trigger", trigger_run,
+              "Trigger a run (201 new, 200 existing run for the idempotency key)",
+              Auth.USER, "runs", body=TriggerRequest, response=Run, status=201))
+    add(Route("GET", "/v1/runs", list_runs, "List runs, newest first", Auth.USER, "runs",
+              response=RunList, query=filters))
+    add(Route("GET", "/v1/runs/{run_id}", get_run, "A run with its attempts and checkpoints",
+              Auth.USER, "runs", response=Run))
+    add(Route("POST", "/v1/runs/{run_id}/cancel", cancel_run, "Cancel an active run",
+              Auth.USER, "runs", response=Run))
+    add(Route("POST", "/v1/runs/{run_id}/bump", bump_run,
+              "Move a waiting run to the front of its queue", Auth.USER, "runs", response=Run))
+    add(Route("POST", "/v1/runs/{run_id}/requeue", requeue_run,
+              "Requeue a dead-lettered or failed run with a fresh retry budget",
+              Auth.USER, "dead letters", response=Run))
+    add(Route("GET", "/v1/dead-letters", list_dead_letters, "List dead-lettered runs",
+              Auth.USER, "dead letters", response=RunList,
+              query={k: v for k, v in filters.items() if k != "status"}))
+    add(Route("GET", "/v1/runner/attempt", runner_attempt,
+              "The attempt document: task, payload, checkpoints, limits", Auth.ATTEMPT, "runner"))
+    add(Route("POST", "/v1/runner/checkpoints", runner_checkpoint, "Write a checkpoint",
+              Auth.ATTEMPT, "runner", body=RunnerCheckpointBody, status=201))
+    add(Route("POST", "/v1/runner/heartbeat", runner_heartbeat, "Extend the attempt's lease",
+              Auth.ATTEMPT, "runner"))
+    add(Route("POST", "/v1/runner/logs", runner_logs, "Append a batch of log lines",
+              Auth.ATTEMPT, "runner", body=RunnerLogsBody, status=202))
+    add(Route("POST", "/v1/runner/complete", runner_complete, "Report the result",
+              Auth.ATTEMPT, "runner"))
+    add(Route("POST", "/v1/runner/fail", runner_fail, "Report a failure", Auth.ATTEMPT,
+              "runner", body=RunnerFailBody))
+    add(Route("GET", "/healthz", healthz, "Liveness", Auth.NONE, "operations"))
+    add(Route("GET", "/readyz", readyz, "Readiness: the database answers", Auth.NONE,
+              "operations"))
+    add(Route("GET", "/metrics", metrics.handler, "Prometheus metrics", Auth.NONE, "operations",
+              content_type="text/plain"))
+    add(Route("GET", "/openapi.json", openapi_json, "This document", Auth.NONE, "operations"))
+    add(Route("GET", "/", dashboard.handler, "The dashboard", Auth.NONE, "operations",
+              content_type="text/html"))
+    return table
+
+
+def create_app(engine: Engine) -> web.Application:
+    limits = engine.settings.limits
+    # Room for the largest allowed document plus its JSON envelope; the precise limit
+    # is checked per field so the error can name it.
+    max_body = max(limits.payload_bytes, limits.checkpoint_bytes, limits.result_bytes) * 2 + 65536
+    app = web.Application(middlewares=[errors_as_json], client_max_size=max_body)
+    app[ENGINE] = engine
+    table = route_table()
+    app[ROUTES] = table.routes
+    table.install(app)
+    return app

@@ -1,0 +1,11 @@
+"""Typed keys of what the coordinator's aiohttp application carries."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from waypost.coordinator.routes import Route
+from waypost.engine.core import Engine
+
+ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
+ROUTES: web.AppKey[list[Route]] = web.AppKey("routes", list)

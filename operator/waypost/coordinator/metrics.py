@@ -1,0 +1,26 @@
+"""Prometheus metrics, read from the store at scrape time (every replica agrees)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from waypost.coordinator import appkeys
+from waypost.store import runs
+
+
+async def handler(request: web.Request) -> web.Response:
+    engine = request.app[appkeys.ENGINE]
+    registry = CollectorRegistry()
+    ready = Gauge("waypost_queue_ready_runs", "Runs waiting in a queue (incl. backoff).",
+                  ["queue"], registry=registry)
+    running = Gauge("waypost_queue_running_runs", "Runs with a running attempt.", ["queue"],
+                    registry=registry)
+    by_status = Gauge("waypost_runs", "Runs by status.", ["status"], registry=registry)
+    for queue, (n_ready, n_running) in (await runs.queue_depths(engine.pool)).items():
+        ready.labels(queue).set(n_ready)
+        running.labels(queue).set(n_running)
+    for status, count in (await runs.status_counts(engine.pool)).items():
+        by_status.labels(status).set(count)
+    return web.Response(body=generate_latest(registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})

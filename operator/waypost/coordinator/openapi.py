@@ -1,0 +1,77 @@
+"""The OpenAPI document, built from the route table and the pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+from waypost.coordinator.routes import Auth, Route
+from waypost.model.run import ErrorBody
+
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+
+
+def _schema_ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    for name, definition in schema.pop("$defs", {}).items():
+        components[name] = definition
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def build(routes: list[Route], version: str) -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    error_ref = _schema_ref(ErrorBody, components)
+    paths: dict[str, Any] = {}
+    for route in routes:
+        op: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": route.handler.__name__,
+            "tags": [route.tag],
+            "responses": {
+                str(route.status): {
+                    "description": "OK",
+                    "content": {route.content_type: {
+                        "schema": _schema_ref(route.response, components)
+                        if route.response else {}}},
+                },
+                "default": {"description": "Error",
+                            "content": {"application/json": {"schema": error_ref}}},
+            },
+        }
+        params: list[dict[str, Any]] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PARAM.findall(route.path)
+        ]
+        params += [
+            {"name": name, "in": "query", "required": False, "description": text,
+             "schema": {"type": "string"}}
+            for name, text in route.query.items()
+        ]
+        if params:
+            op["parameters"] = params
+        if route.body is not None:
+            op["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": _schema_ref(route.body, components)}}}
+        if route.auth is Auth.USER:
+            op["security"] = [{"apiToken": []}]
+        elif route.auth is Auth.ATTEMPT:
+            op["security"] = [{"attemptCredential": []}]
+        paths.setdefault(route.path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "waypost coordinator API", "version": version,
+                 "description": "Trigger and inspect runs; the runner protocol."},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "apiToken": {"type": "http", "scheme": "bearer",
+                             "description": "The API token (WAYPOST_API_TOKEN)."},
+                "attemptCredential": {"type": "http", "scheme": "bearer",
+                                      "description": "The credential of one attempt."},
+            },
+        },
+    }

@@ -1,0 +1,45 @@
+"""The coordinator's routes, declared once: served by aiohttp, described by OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from aiohttp import web
+from pydantic import BaseModel
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Auth(StrEnum):
+    NONE = "none"
+    USER = "user"  # the API token, when one is configured
+    ATTEMPT = "attempt"  # a per-attempt runner credential
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    auth: Auth
+    tag: str
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    query: dict[str, str] = field(default_factory=dict)  # name -> description
+    content_type: str = "application/json"
+
+
+class RouteTable:
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def add(self, route: Route) -> None:
+        self.routes.append(route)
+
+    def install(self, app: web.Application) -> None:
+        for route in self.routes:
+            app.router.add_route(route.method, route.path, route.handler)

@@ -1,0 +1,177 @@
+"""What runners do with their attempt: read it, checkpoint, beat, log, finish.
+
+Every write is fenced on the attempt's claim token: a runner whose attempt was
+superseded gets AttemptSuperseded (HTTP 409) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from datetime import datetime
+from typing import Any
+
+from waypost.engine import encoding
+from waypost.engine.backend import AttemptExit
+from waypost.engine.core import Engine
+from waypost.engine.credentials import AttemptIdentity, InvalidCredential
+from waypost.engine.errors import AttemptSuperseded, InvalidValue, Unauthorized
+from waypost.engine.retry import Outcome, RetryPolicy
+from waypost.model.enums import FailureType, RunStatus
+from waypost.model.run import ErrorInfo, RunnerLogLine
+from waypost.model.task import TaskSpec
+from waypost.store import checkpoints, logs, runs
+
+log = logging.getLogger("waypost.engine.attempts")
+
+
+def authenticate(engine: Engine, token: str | None) -> AttemptIdentity:
+    if not token:
+        raise Unauthorized("missing attempt credential (Authorization: Bearer <token>)")
+    try:
+        return engine.signer.verify(token)
+    except InvalidCredential as exc:
+        raise Unauthorized(str(exc)) from None
+
+
+def _superseded(ident: AttemptIdentity) -> AttemptSuperseded:
+    return AttemptSuperseded(
+        f"attempt with claim token {ident.claim_token} of run {ident.run_id} is no longer "
+        "current (it was superseded, cancelled, or the run already finished)"
+    )
+
+
+async def describe(engine: Engine, ident: AttemptIdentity) -> dict[str, Any]:
+    """The attempt document a runner starts from: task, payload, checkpoints, limits."""
+    current = await runs.current_attempt(engine.pool, ident.run_id, ident.claim_token)
+    if current is None:
+        raise _superseded(ident)
+    stored = await checkpoints.list_for_run(engine.pool, ident.run_id)
+    limits = engine.settings.limits
+    return {
+        "runId": str(current.run_id),
+        "attempt": current.attempt,
+        "task": {
+            "namespace": current.namespace,
+            "name": current.task,
+            "entrypoint": current.spec["entrypoint"],
+        },
+        "payload": current.payload,
+        "checkpoints": [
+            {"key": c.key, "data": c.data, "attempt": c.attempt,
+             "createdAt": c.created_at.isoformat()}
+            for c in stored
+        ],
+        "traceparent": f"00-{current.trace_id}-{secrets.token_hex(8)}-01",
+        "idempotencyKey": current.idempotency_key,
+        "heartbeatIntervalSeconds": engine.settings.heartbeat_interval_seconds,
+        "limits": {
+            "checkpointBytes": limits.checkpoint_bytes,
+            "resultBytes": limits.result_bytes,
+            "logBatch": limits.log_batch,
+        },
+    }
+
+
+async def checkpoint(engine: Engine, ident: AttemptIdentity, key: str, data: Any) -> None:
+    encoded = encoding.encode_limited(
+        data, engine.settings.limits.checkpoint_bytes, f"checkpoint {key!r}"
+    )
+    if not await checkpoints.write(engine.pool, ident.run_id, ident.claim_token, key, encoded):
+        raise _superseded(ident)
+
+
+async def heartbeat(engine: Engine, ident: AttemptIdentity) -> None:
+    if not await runs.heartbeat(engine.pool, ident.run_id, ident.claim_token,
+                                engine.settings.lease_seconds):
+        raise _superseded(ident)
+
+
+async def append_logs(engine: Engine, ident: AttemptIdentity, lines: list[RunnerLogLine]) -> None:
+    if len(lines) > engine.settings.limits.log_batch:
+        raise InvalidValue(
+            f"{len(lines)} log lines in one request; the limit is "
+            f"{engine.settings.limits.log_batch}"
+        )
+    rows: list[tuple[datetime, str, str, dict[str, Any]]] = [
+        (line.ts, line.level, line.message, line.fields) for line in lines
+    ]
+    if not await logs.append(engine.pool, ident.run_id, ident.claim_token, rows):
+        raise _superseded(ident)
+
+
+async def complete(engine: Engine, ident: AttemptIdentity, result: Any) -> None:
+    encoded = encoding.encode_limited(result, engine.settings.limits.result_bytes, "result")
+    if not await runs.complete(engine.pool, ident.run_id, ident.claim_token, encoded):
+        raise _superseded(ident)
+    log.info("attempt succeeded", extra={"run_id": str(ident.run_id)})
+
+
+async def fail(engine: Engine, ident: AttemptIdentity, error: ErrorInfo) -> RunStatus:
+    """Record a failed attempt and decide: retry after backoff, dead-letter, or fail."""
+    current = await runs.current_attempt(engine.pool, ident.run_id, ident.claim_token)
+    if current is None:
+        raise _superseded(ident)
+    spec = TaskSpec.model_validate(current.spec)
+    decision = RetryPolicy(spec.retry).decide(
+        attempts_used=current.attempt - current.attempt_base,
+        failure=error.type,
+        retryable=error.retryable,
+        memory_bytes=current.memory_bytes,
+        rng=engine.rng,
+    )
+    stored_error = error.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if decision.outcome is Outcome.RETRY:
+        ok = await runs.retry(
+            engine.pool, ident.run_id, ident.claim_token, delay_seconds=decision.delay_seconds,
+            error=stored_error, memory_bytes=decision.memory_bytes,
+        )
+        status = RunStatus.RETRYING
+    else:
+        status = (RunStatus.DEAD_LETTERED if decision.outcome is Outcome.DEAD_LETTER
+                  else RunStatus.FAILED)
+        ok = await runs.finish_failed(
+            engine.pool, ident.run_id, ident.claim_token, error=stored_error, status=status
+        )
+    if not ok:
+        raise _superseded(ident)
+    log.info(
+        "attempt failed",
+        extra={"run_id": str(ident.run_id), "attempt": current.attempt, "task": current.task,
+               "failure": str(error.type), "outcome": str(status),
+               "delay_s": round(decision.delay_seconds, 3)},
+    )
+    return status
+
+
+async def report_exit(engine: Engine, exit: AttemptExit) -> None:
+    """A worker ended. If its attempt is still current, the runner did not report:
+    record the failure the backend saw (OOM, timeout, exit code, lost)."""
+    ident = AttemptIdentity(exit.run_id, exit.claim_token)
+    failure = exit.failure or FailureType.EXIT
+    message = exit.message if exit.failure else (
+        f"the runner exited (code {exit.exit_code}) without reporting a result"
+    )
+    # Superseded means the runner already reported, or a successor took over.
+    with contextlib.suppress(AttemptSuperseded):
+        await fail(engine, ident, ErrorInfo(type=failure, message=message,
+                                            exit_code=exit.exit_code))
+
+
+async def expire_lost_attempts(engine: Engine, limit: int = 100) -> list[AttemptIdentity]:
+    """Fail attempts whose heartbeats stopped; returns them so their workers get stopped."""
+    expired = await runs.expired_attempts(engine.pool, limit)
+    lost: list[AttemptIdentity] = []
+    window = engine.settings.lease_seconds
+    for run_id, token in expired:
+        ident = AttemptIdentity(run_id, token)
+        try:
+            await fail(engine, ident, ErrorInfo(
+                type=FailureType.LOST,
+                message=f"no heartbeat for {window:g} s: the attempt is presumed lost",
+            ))
+            lost.append(ident)
+        except AttemptSuperseded:
+            continue
+    return lost

@@ -1,0 +1,131 @@
+"""What users do with runs: trigger, read, cancel, bump, requeue."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from waypost.engine import encoding
+from waypost.engine.core import Engine
+from waypost.engine.errors import InvalidState, InvalidValue, RunNotFound, UnknownTask
+from waypost.model.enums import RunStatus
+from waypost.model.run import Run, TriggerRequest
+from waypost.model.task import TaskDefinition
+from waypost.store import checkpoints, runs, tasks
+
+
+def parse_run_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidValue(f"{value!r} is not a run id (expected a UUID)") from None
+
+
+async def register_task(engine: Engine, definition: TaskDefinition) -> None:
+    await tasks.upsert(engine.pool, definition)
+
+
+async def delete_task(engine: Engine, namespace: str, name: str) -> list[uuid.UUID]:
+    """Forget a Task and cancel its waiting runs; running ones finish."""
+    async with engine.pool.acquire() as conn, conn.transaction():
+        await tasks.delete(conn, namespace, name)
+        return await runs.cancel_task_runs(conn, namespace, name)
+
+
+async def trigger(
+    engine: Engine,
+    namespace: str,
+    task: str,
+    request: TriggerRequest,
+    *,
+    source: str = "api",
+    replay_of: uuid.UUID | None = None,
+) -> tuple[Run, bool]:
+    """Queue a run. Returns the run and whether it is new (False: idempotent repeat)."""
+    payload = encoding.encode_limited(
+        request.payload, engine.settings.limits.payload_bytes, "payload"
+    )
+    run_id = uuid.uuid4()
+    inserted = await runs.enqueue(
+        engine.pool, namespace=namespace, task=task, run_id=run_id, payload=payload,
+        priority=request.priority, idempotency_key=request.idempotency_key,
+        concurrency_key=request.concurrency_key, trace_id=secrets.token_hex(16),
+        source=source, replay_of=replay_of,
+    )
+    if not inserted:
+        if request.idempotency_key is not None:
+            existing = await runs.find_by_idempotency_key(
+                engine.pool, namespace, task, request.idempotency_key
+            )
+            if existing is not None:
+                return await get(engine, existing), False
+        raise UnknownTask(f"no task {task!r} in namespace {namespace!r}")
+    return await get(engine, run_id), True
+
+
+async def trigger_many(
+    engine: Engine, namespace: str, task: str, payloads: Sequence[Any], *,
+    priority: int | None = None, source: str = "api",
+) -> int:
+    """Queue many runs of one task in one statement; returns how many were queued."""
+    if not payloads:
+        return 0
+    limit = engine.settings.limits.payload_bytes
+    encoded = [encoding.encode_limited(p, limit, f"payload[{i}]") for i, p in enumerate(payloads)]
+    count = await runs.enqueue_bulk(
+        engine.pool, namespace=namespace, task=task,
+        run_ids=[uuid.uuid4() for _ in payloads], priorities=[priority] * len(payloads),
+        payloads=encoded, idempotency_keys=[None] * len(payloads),
+        concurrency_keys=[None] * len(payloads),
+        trace_ids=[secrets.token_hex(16) for _ in payloads], source=source,
+    )
+    if count == 0 and await tasks.get(engine.pool, namespace, task) is None:
+        raise UnknownTask(f"no task {task!r} in namespace {namespace!r}")
+    return count
+
+
+async def get(engine: Engine, run_id: uuid.UUID, *, details: bool = False) -> Run:
+    run = await runs.get(engine.pool, run_id)
+    if run is None:
+        raise RunNotFound(f"no run {run_id}")
+    if details:
+        run = run.model_copy(update={
+            "attempts": await runs.list_attempts(engine.pool, run_id),
+            "checkpoints": await checkpoints.list_for_run(engine.pool, run_id),
+        })
+    return run
+
+
+async def list_runs(
+    engine: Engine, *, namespace: str | None = None, task: str | None = None,
+    statuses: Sequence[RunStatus] | None = None, limit: int = 50, cursor: int | None = None,
+) -> tuple[list[Run], int | None]:
+    if not 1 <= limit <= 1000:
+        raise InvalidValue(f"limit must be between 1 and 1000, got {limit}")
+    return await runs.list_runs(engine.pool, namespace=namespace, task=task, statuses=statuses,
+                                limit=limit, before_seq=cursor)
+
+
+async def cancel(engine: Engine, run_id: uuid.UUID, reason: str = "cancelled by user") -> Run:
+    if await runs.cancel(engine.pool, run_id, reason) is None:
+        run = await get(engine, run_id)
+        raise InvalidState(f"run {run_id} is {run.status}; only active runs can be cancelled")
+    return await get(engine, run_id)
+
+
+async def bump(engine: Engine, run_id: uuid.UUID) -> Run:
+    if await runs.bump(engine.pool, run_id) is None:
+        run = await get(engine, run_id)
+        raise InvalidState(f"run {run_id} is {run.status}; only waiting runs can be bumped")
+    return await get(engine, run_id)
+
+
+async def requeue(engine: Engine, run_id: uuid.UUID) -> Run:
+    if not await runs.requeue(engine.pool, run_id):
+        run = await get(engine, run_id)
+        raise InvalidState(
+            f"run {run_id} is {run.status}; only dead-lettered or failed runs can be requeued"
+        )
+    return await get(engine, run_id)

@@ -1,0 +1,45 @@
+"""The engine's shared state: the store pool, settings, credential signer and clock."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from waypost.engine.clock import Clock, SystemClock
+from waypost.engine.credentials import CredentialSigner
+from waypost.model.settings import Settings
+from waypost.store import keys, migrate
+from waypost.store import pool as store_pool
+
+
+@dataclass
+class Engine:
+    """What every engine operation needs; made once per process by ``open``."""
+
+    pool: asyncpg.Pool
+    settings: Settings
+    signer: CredentialSigner
+    clock: Clock = field(default_factory=SystemClock)
+    rng: random.Random = field(default_factory=random.Random)
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, *, clock: Clock | None = None, migrate_schema: bool = True,
+        pool_size: int = 10,
+    ) -> Engine:
+        """Connect, bring the schema up to date, and load the signing key."""
+        if migrate_schema:
+            await migrate.apply_dsn(settings.database_url)
+        pool = await store_pool.create_pool(settings.database_url, max_size=pool_size)
+        try:
+            key = await keys.signing_key(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool=pool, settings=settings, signer=CredentialSigner(key),
+                   clock=clock or SystemClock())
+
+    async def close(self) -> None:
+        await self.pool.close()

@@ -1,0 +1,187 @@
+"""The dispatcher: claims ready runs in batches and hands them to a backend.
+
+LISTEN/NOTIFY wakes it when runs are queued, requeued or cancelled; polling is
+only the fallback. The same loop expires attempts whose heartbeats stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+
+from waypost.engine import attempts
+from waypost.engine.backend import AttemptExit, AttemptLaunch, ExecutionBackend
+from waypost.engine.core import Engine
+from waypost.engine.credentials import AttemptIdentity
+from waypost.model.enums import FailureType
+from waypost.model.run import ErrorInfo
+from waypost.model.task import TaskSpec
+from waypost.store import pool as store_pool
+from waypost.store import runs
+from waypost.store.runs import ClaimedAttempt
+
+log = logging.getLogger("waypost.engine.dispatcher")
+
+READY_CHANNEL = "waypost_ready"
+CANCEL_CHANNEL = "waypost_cancel"
+
+
+def build_launch(engine: Engine, claimed: ClaimedAttempt) -> AttemptLaunch:
+    """What the backend gets for a claimed attempt (a pure function of the claim)."""
+    spec = TaskSpec.model_validate(claimed.spec)
+    return AttemptLaunch(
+        run_id=claimed.run_id,
+        attempt=claimed.attempt,
+        claim_token=claimed.claim_token,
+        namespace=claimed.namespace,
+        task=claimed.task,
+        entrypoint=spec.entrypoint,
+        image=spec.image,
+        memory_bytes=claimed.memory_bytes,
+        timeout_seconds=spec.timeout_seconds,
+        credential=engine.signer.issue(claimed.run_id, claimed.claim_token),
+        coordinator_url=engine.settings.runner_coordinator_url,
+        trace_id=claimed.trace_id,
+        env=dict(spec.env),
+        warm_pool=spec.warm_pool.enabled,
+    )
+
+
+class Dispatcher:
+    """One dispatcher per engine process (the leader, in the operator)."""
+
+    def __init__(self, engine: Engine, backend: ExecutionBackend) -> None:
+        self.engine = engine
+        self.backend = backend
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._stopping: set[asyncio.Task[None]] = set()
+        backend.set_exit_handler(self._on_exit)
+        self.claimed_total = 0
+
+    async def _on_exit(self, exit: AttemptExit) -> None:
+        await attempts.report_exit(self.engine, exit)
+        self._wake.set()  # a slot is free
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        if channel == CANCEL_CHANNEL:
+            with contextlib.suppress(ValueError):
+                run_id = uuid.UUID(payload)
+                task = asyncio.get_running_loop().create_task(
+                    self.backend.stop(run_id, "run cancelled")
+                )
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
+            return
+        delay = 0.0
+        with contextlib.suppress(ValueError):
+            delay = float(payload) if payload else 0.0
+        if delay > 0:
+            # A retry becomes claimable after its backoff: wake up then.
+            handle = asyncio.get_running_loop().call_later(delay, self._wake.set)
+            self._timers.add(handle)
+        else:
+            self._wake.set()
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        conn = await store_pool.connect(self.engine.settings.database_url)
+        await conn.add_listener(READY_CHANNEL, self._on_notify)
+        await conn.add_listener(CANCEL_CHANNEL, self._on_notify)
+        self._listener = conn
+
+    async def dispatch_once(self) -> int:
+        """Claim what fits in the backend's free slots and start it; returns how many."""
+        slots = self.backend.free_slots()
+        if slots <= 0:
+            return 0
+        settings = self.engine.settings
+        claimed = await runs.claim(
+            self.engine.pool, limit=min(slots, settings.claim_batch),
+            lease_seconds=settings.lease_seconds, worker=settings.worker_name,
+        )
+        for item in claimed:
+            await self._start(item)
+        self.claimed_total += len(claimed)
+        return len(claimed)
+
+    async def _start(self, item: ClaimedAttempt) -> None:
+        try:
+            launch = build_launch(self.engine, item)
+            await self.backend.start(launch)
+            log.info("attempt started", extra={
+                "run_id": str(item.run_id), "attempt": item.attempt, "task": item.task})
+        except Exception as exc:
+            log.exception("could not start attempt", extra={"run_id": str(item.run_id)})
+            ident = AttemptIdentity(item.run_id, item.claim_token)
+            with contextlib.suppress(Exception):
+                await attempts.fail(self.engine, ident, ErrorInfo(
+                    type=FailureType.LOST, message=f"the backend could not start it: {exc}"))
+
+    async def expire_lost(self) -> int:
+        lost = await attempts.expire_lost_attempts(self.engine)
+        for ident in lost:
+            await self.backend.stop(ident.run_id, "heartbeat lost")
+        return len(lost)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until ``stop`` is set. Database outages are waited out."""
+        settings = self.engine.settings
+        reap_every = max(0.5, min(settings.heartbeat_interval_seconds, 10.0))
+        last_reap = self.engine.clock.monotonic()
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self._listen()
+                self._wake.clear()
+                started = await self.dispatch_once()
+                if self.engine.clock.monotonic() - last_reap >= reap_every:
+                    await self.expire_lost()
+                    last_reap = self.engine.clock.monotonic()
+                failures = 0
+                if started and self.backend.free_slots() > 0:
+                    continue  # there may be more ready work
+            except (*store_pool.UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+                failures += 1
+                log.warning("dispatcher cannot reach the store: %s", exc)
+                if self._listener is not None:
+                    with contextlib.suppress(Exception):
+                        await self._listener.close()
+                    self._listener = None
+                await _wait(stop, min(30.0, 0.5 * 2**failures))
+                continue
+            await _wait_any(stop, self._wake, min(settings.poll_interval_seconds, reap_every))
+        await self.close()
+
+    async def close(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,56 @@
+"""Errors the engine raises, each with a stable code the API turns into a status."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of engine errors; ``code`` is stable, the message says what was wrong."""
+
+    code = "engine_error"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownTask(EngineError):
+    code = "unknown_task"
+    status = 404
+
+
+class RunNotFound(EngineError):
+    code = "run_not_found"
+    status = 404
+
+
+class TooLarge(EngineError):
+    code = "too_large"
+    status = 413
+
+
+class InvalidValue(EngineError):
+    code = "invalid_value"
+    status = 400
+
+
+class AttemptSuperseded(EngineError):
+    """The attempt is no longer current: a successor took over, or the run ended."""
+
+    code = "attempt_superseded"
+    status = 409
+
+
+class InvalidState(EngineError):
+    code = "invalid_state"
+    status = 409
+
+
+class Unauthorized(EngineError):
+    code = "unauthorized"
+    status = 401
+
+
+class StoreUnavailable(EngineError):
+    code = "store_unavailable"
+    status = 503

@@ -1,0 +1,71 @@
+"""Settings of a waypost process, from the environment (WAYPOST_*) or the CLI."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Limits(BaseModel):
+    """Size limits, in bytes of encoded JSON."""
+
+    model_config = ConfigDict(frozen=True)
+
+    payload_bytes: int = Field(512 * 1024, ge=1, description="Largest trigger payload.")
+    checkpoint_bytes: int = Field(1024 * 1024, ge=1, description="Largest checkpoint.")
+    result_bytes: int = Field(1024 * 1024, ge=1, description="Largest run result.")
+    log_batch: int = Field(500, ge=1, description="Most log lines in one runner request.")
+
+
+class Settings(BaseModel):
+    """Everything a waypost process is configured with."""
+
+    model_config = ConfigDict(frozen=True)
+
+    database_url: str = Field(..., description="Postgres DSN (WAYPOST_DATABASE_URL).")
+    coordinator_host: str = "127.0.0.1"
+    coordinator_port: int = Field(8080, ge=0, le=65535)
+    coordinator_url: str | None = Field(
+        None, description="URL runners use to reach the coordinator; default from host/port."
+    )
+    api_token: str | None = Field(
+        None, description="Bearer token for the user API; unset means no authentication."
+    )
+    heartbeat_interval_seconds: float = Field(30.0, gt=0)
+    missed_heartbeats: int = Field(3, ge=1, description="Beats missed before an attempt is lost.")
+    claim_batch: int = Field(50, ge=1, le=1000)
+    poll_interval_seconds: float = Field(2.0, gt=0)
+    worker_name: str = Field(default_factory=socket.gethostname)
+    limits: Limits = Field(default_factory=Limits)
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.heartbeat_interval_seconds * self.missed_heartbeats
+
+    @property
+    def runner_coordinator_url(self) -> str:
+        return self.coordinator_url or f"http://{self.coordinator_host}:{self.coordinator_port}"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Settings from WAYPOST_* variables; keyword overrides win."""
+        env: dict[str, Any] = {}
+        mapping = {
+            "WAYPOST_DATABASE_URL": "database_url",
+            "WAYPOST_COORDINATOR_HOST": "coordinator_host",
+            "WAYPOST_COORDINATOR_PORT": "coordinator_port",
+            "WAYPOST_COORDINATOR_URL": "coordinator_url",
+            "WAYPOST_API_TOKEN": "api_token",
+            "WAYPOST_HEARTBEAT_INTERVAL": "heartbeat_interval_seconds",
+            "WAYPOST_MISSED_HEARTBEATS": "missed_heartbeats",
+            "WAYPOST_CLAIM_BATCH": "claim_batch",
+            "WAYPOST_POLL_INTERVAL": "poll_interval_seconds",
+        }
+        for var, field in mapping.items():
+            if os.environ.get(var):
+                env[field] = os.environ[var]
+        env.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(env)
