@@ -13,9 +13,9 @@ import pytest
 
 E2E_DIR = pathlib.Path(__file__).resolve().parent
 CLUSTER_DIR = E2E_DIR / "cluster"
-HARNESS_KUBECONFIG = pathlib.Path(
-    os.environ.get("E2E_STATE", "/var/lib/waypost-e2e")
-) / "admin.kubeconfig"
+HARNESS_KUBECONFIG = (
+    pathlib.Path(os.environ.get("E2E_STATE", "/var/lib/waypost-e2e")) / "admin.kubeconfig"
+)
 
 
 def kubeconfig_path() -> pathlib.Path:

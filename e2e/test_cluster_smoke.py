@@ -145,9 +145,7 @@ def test_crd_installed_and_custom_resource_created(api, namespace):
                                     type="object",
                                     required=["size"],
                                     properties={
-                                        "size": client.V1JSONSchemaProps(
-                                            type="integer", minimum=1
-                                        )
+                                        "size": client.V1JSONSchemaProps(type="integer", minimum=1)
                                     },
                                 ),
                                 "status": client.V1JSONSchemaProps(
@@ -178,9 +176,7 @@ def test_crd_installed_and_custom_resource_created(api, namespace):
             "spec": {"size": 3},
         }
         # Discovery can lag a moment behind Established.
-        wait_until(
-            lambda: _try_create(custom, group, namespace, plural, body), 30, "create CR"
-        )
+        wait_until(lambda: _try_create(custom, group, namespace, plural, body), 30, "create CR")
         got = custom.get_namespaced_custom_object(group, "v1alpha1", namespace, plural, "w1")
         assert got["spec"] == {"size": 3}
         # The schema is enforced by the apiserver.
@@ -205,9 +201,7 @@ def _try_create(custom, group, namespace, plural, body) -> bool:
 @pytest.fixture
 def echo_service(core, namespace, smoke_image):
     """A Pod serving HTTP on 8080 behind Service `echo` (port 80)."""
-    probe = client.V1Probe(
-        http_get=client.V1HTTPGetAction(path="/", port=8080), period_seconds=1
-    )
+    probe = client.V1Probe(http_get=client.V1HTTPGetAction(path="/", port=8080), period_seconds=1)
     core.create_namespaced_pod(
         namespace,
         _pod(

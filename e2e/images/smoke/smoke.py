@@ -1,9 +1,9 @@
 """Workload for the cluster smoke tests (standard library only).
 
-    smoke.py hello            print a greeting and exit 0
-    smoke.py oom MIB          allocate MIB mebibytes, touching every page
-    smoke.py serve PORT       answer GET / with this Pod's hostname
-    smoke.py fetch URL...     GET each URL (retrying for 30 s), print the bodies
+smoke.py hello            print a greeting and exit 0
+smoke.py oom MIB          allocate MIB mebibytes, touching every page
+smoke.py serve PORT       answer GET / with this Pod's hostname
+smoke.py fetch URL...     GET each URL (retrying for 30 s), print the bodies
 """
 
 import http.server
@@ -25,6 +25,7 @@ def main(argv: list[str]) -> int:
         print("allocated without being killed", flush=True)
         return 0
     if mode == "serve":
+
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 body = f"served-by {socket.gethostname()}\n".encode()
