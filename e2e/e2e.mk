@@ -1,0 +1,33 @@
+# --- e2e cluster ---
+# Included by the top-level Makefile (`include e2e/e2e.mk`). A real single-node
+# Kubernetes built on this machine; see e2e/README.md. Needs root.
+#
+#   make e2e-up       build (once, cached in /var/cache/waypost-e2e) and start the cluster
+#   make e2e-down     stop everything it started, leave nothing behind
+#   make e2e-status   what runs, and the KUBECONFIG line
+#   make e2e          bring the cluster up if needed, run the e2e tests (the
+#                     last one takes the cluster down and checks nothing is left)
+#   KUBECONFIG=... make e2e   run the e2e tests against an existing cluster instead
+
+E2E_PYTHON ?= .venv/bin/python
+E2E_PYTEST_ARGS ?=
+
+.PHONY: e2e e2e-up e2e-down e2e-status e2e-build
+
+e2e-build:
+	e2e/cluster/build-binaries
+	e2e/cluster/build-system-images
+
+e2e-up:
+	e2e/cluster/up
+
+e2e-down:
+	e2e/cluster/down
+
+e2e-status:
+	e2e/cluster/status
+
+e2e:
+	@test -x $(E2E_PYTHON) || { echo "$(E2E_PYTHON) missing: create the project venv first (make venv / make dev)"; exit 1; }
+	@if [ -z "$$KUBECONFIG" ]; then e2e/cluster/up; fi
+	$(E2E_PYTHON) -m pytest e2e/ -v -p no:cacheprovider $(E2E_PYTEST_ARGS)
