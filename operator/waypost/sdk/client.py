@@ -209,9 +209,7 @@ class WaypostClient:
     async def wait(
         self,
         run_id: str,
-        # A deadline argument, as in the API the CLI and tests use; polling
-        # needs the clock anyway to say what the last status was.
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
         *,
         poll_interval: float = 0.5,
         on_update: Callable[[RunDocument], Awaitable[None] | None] | None = None,

@@ -250,6 +250,10 @@ class Task(Generic[P, R]):
     the :class:`TaskDefinition` and ``fn`` the original function.
     """
 
+    # Copied from the function by functools.update_wrapper.
+    __name__: str
+    __qualname__: str
+
     def __init__(self, fn: Callable[P, R], definition: TaskDefinition) -> None:
         self.fn = fn
         self.definition = definition
