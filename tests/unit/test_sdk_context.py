@@ -163,7 +163,7 @@ async def test_checkpoint_size_limit_is_enforced_client_side() -> None:
     assert error.value.limit == 100
     assert "202 bytes" in str(error.value) and "100 bytes" in str(error.value)
     with pytest.raises(CheckpointTooLarge):
-        await ctx.step("big-step", lambda: "é" * 60)  # 120 bytes of UTF-8
+        await ctx.step("big-step", lambda: "é" * 20)  # sent escaped as \u00e9: 122 bytes
     assert [c.key for c in port.stored] == ["small"]
 
 

@@ -412,9 +412,9 @@ class _LogShipper:
         try:
             await self._api.send_logs([entry.as_dict() for entry in entries])
         except WaypostAPIError as exc:
-            if exc.status != 413 or len(entries) == 1:
+            if exc.status not in (400, 413) or len(entries) == 1:
                 raise
-            # One oversized entry should not cost the whole batch.
+            # One refused entry should not cost the whole batch.
             middle = len(entries) // 2
             await self._send(entries[:middle])
             await self._send(entries[middle:])

@@ -23,6 +23,10 @@ LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 # small enough that a runaway loop cannot exhaust the Pod's memory.
 DEFAULT_BUFFER_LIMIT = 10_000
 
+# The coordinator refuses longer messages; cut here rather than lose a batch.
+MAX_MESSAGE_CHARS = 16 * 1024
+_TRUNCATED = " ... (truncated)"
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -109,10 +113,13 @@ class TaskLogger:
         self._emit("error", message, {**fields, "exception": traceback.format_exc()})
 
     def _emit(self, level: str, message: str, fields: dict[str, Any]) -> None:
+        text = str(message)
+        if len(text) > MAX_MESSAGE_CHARS:
+            text = text[: MAX_MESSAGE_CHARS - len(_TRUNCATED)] + _TRUNCATED
         entry = LogEntry(
             ts=self._clock(),
             level=level,
-            message=str(message),
+            message=text,
             fields={**_jsonable_fields(fields), "run_id": self.run_id, "attempt": self.attempt},
         )
         stream = self._stream if self._stream is not None else sys.stderr

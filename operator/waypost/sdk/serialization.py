@@ -1,8 +1,9 @@
 """Strict JSON encoding for checkpoints and results.
 
 Values are encoded once, compactly, with ``allow_nan=False``: what the
-coordinator stores must be standard JSON that every client can read back, and
-the size limits are measured on exactly these bytes.
+coordinator stores must be standard JSON that every client can read back.
+Non-ASCII characters are escaped as the HTTP client sends them and as the
+coordinator measures them, so a size checked here is the size it checks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from waypost.sdk.errors import NotJSONSerializable
 def encode_json(value: Any, *, what: str) -> str:
     """Encode ``value`` as compact JSON or raise :class:`NotJSONSerializable`."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise NotJSONSerializable(what, str(exc)) from None
 
