@@ -1,0 +1,230 @@
+"""Queue limits under load: maxConcurrency and the per-key limit, with two dispatchers.
+
+Two ``Dispatcher`` instances, each over its own ``Engine`` (its own connection
+pool, as two operator processes would have), claim from the same database at
+once. Attempts run on ``InMemoryBackend``: an ``ExecutionBackend`` that does not
+start a process but sleeps briefly and then completes the attempt through
+``engine.attempts.complete`` (the same fenced call the runner's HTTP completion
+makes). That keeps 500 runs fast; the claim path, the limits and the completion
+are the real ones, all in the real Postgres. The running count is sampled from
+the database (``store.runs.running_counts``) throughout the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from tests.integration.stack import settings
+from waypost.engine import attempts
+from waypost.engine.backend import AttemptExit, AttemptLaunch, ExitHandler
+from waypost.engine.core import Engine
+from waypost.engine.credentials import AttemptIdentity
+from waypost.engine.dispatcher import Dispatcher
+from waypost.model.task import TaskDefinition, TaskSpec
+from waypost.store import runs, tasks
+from waypost.store.pool import RawJson
+
+
+@dataclass
+class InMemoryBackend:
+    """Completes each attempt after ``work_seconds`` via ``attempts.complete``.
+
+    It also counts how many attempts are working at once (from start until just
+    before the completion commits, a window inside the database's running
+    interval), as a second check besides the sampled database counts.
+    """
+
+    engine: Engine
+    slots: int = 10
+    work_seconds: float = 0.005
+    name: str = "in-memory"
+    started: list[uuid.UUID] = field(default_factory=list)
+    shared: dict[str, Any] = field(default_factory=dict)  # counters shared by all backends
+
+    def __post_init__(self) -> None:
+        self._handler: ExitHandler | None = None
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.shared.setdefault("active", Counter())
+        self.shared.setdefault("peak", Counter())
+
+    def set_exit_handler(self, handler: ExitHandler) -> None:
+        self._handler = handler
+
+    def free_slots(self) -> int:
+        return self.slots - len(self._tasks)
+
+    async def start(self, launch: AttemptLaunch) -> None:
+        self.started.append(launch.run_id)
+        self._tasks[launch.run_id] = asyncio.get_running_loop().create_task(self._work(launch))
+
+    async def _work(self, launch: AttemptLaunch) -> None:
+        row = await self.engine.pool.fetchrow(
+            "SELECT queue, concurrency_key FROM runs WHERE id = $1", launch.run_id)
+        assert row is not None
+        scopes = [("queue", row["queue"]), ("key", row["concurrency_key"])]
+        active, peak = self.shared["active"], self.shared["peak"]
+        for scope in scopes:
+            active[scope] += 1
+            peak[scope] = max(peak[scope], active[scope])
+        try:
+            await asyncio.sleep(self.work_seconds)
+        finally:
+            # Counted down before the completion commits, so this window lies
+            # inside the database's running interval of the attempt.
+            for scope in scopes:
+                active[scope] -= 1
+        try:
+            ident = self.engine.signer.verify(launch.credential)
+            assert ident == AttemptIdentity(launch.run_id, launch.claim_token)
+            await attempts.complete(self.engine, ident, {"run": str(launch.run_id)})
+        finally:
+            self._tasks.pop(launch.run_id, None)
+        if self._handler is not None:
+            await self._handler(AttemptExit(launch.run_id, launch.claim_token, None, "exited 0", 0))
+
+    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
+        task = self._tasks.get(run_id)
+        if task is not None:
+            task.cancel()
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def register(db: asyncpg.Pool, name: str, **queue: int) -> None:
+    spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello", "queue": queue})
+    await tasks.upsert(db, TaskDefinition(namespace="default", name=name, spec=spec))
+
+
+async def enqueue_many(db: asyncpg.Pool, task: str, keys: Sequence[str | None]) -> list[uuid.UUID]:
+    ids = [uuid.uuid4() for _ in keys]
+    inserted = await runs.enqueue_bulk(
+        db, namespace="default", task=task, run_ids=ids, priorities=[None] * len(ids),
+        payloads=[RawJson("{}")] * len(ids), idempotency_keys=[None] * len(ids),
+        concurrency_keys=list(keys), trace_ids=[secrets.token_hex(16) for _ in ids],
+        source="test",
+    )
+    assert inserted == len(ids)
+    return ids
+
+
+class TwoDispatchers:
+    """Two engines (own pools) with a dispatcher and an in-memory backend each."""
+
+    def __init__(self, database_url: str, work_seconds: float) -> None:
+        self.database_url = database_url
+        self.work_seconds = work_seconds
+        self.shared: dict[str, Any] = {}
+
+    async def __aenter__(self) -> TwoDispatchers:
+        self.engines: list[Engine] = []
+        self.backends: list[InMemoryBackend] = []
+        self.dispatchers: list[Dispatcher] = []
+        self.stop = asyncio.Event()
+        for i in range(2):
+            engine = await Engine.open(
+                settings(self.database_url, worker_name=f"dispatcher-{i}", claim_batch=10,
+                         poll_interval_seconds=0.05, heartbeat_interval_seconds=10.0),
+                migrate_schema=False,
+            )
+            backend = InMemoryBackend(engine, work_seconds=self.work_seconds, shared=self.shared)
+            self.engines.append(engine)
+            self.backends.append(backend)
+            self.dispatchers.append(Dispatcher(engine, backend))
+        self.loops = [asyncio.get_running_loop().create_task(d.run(self.stop))
+                      for d in self.dispatchers]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        await asyncio.gather(*self.loops, return_exceptions=True)
+        for backend in self.backends:
+            await backend.close()
+        for engine in self.engines:
+            await engine.close()
+
+
+async def drain(
+    db: asyncpg.Pool, ids: Sequence[uuid.UUID], timeout: float,
+) -> list[dict[tuple[str, str | None], int]]:
+    """Sample running counts from the database until every run in ``ids`` succeeded."""
+    samples: list[dict[tuple[str, str | None], int]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        samples.append(await runs.running_counts(db))
+        done = await db.fetchval(
+            "SELECT count(*) FROM runs WHERE id = ANY($1::uuid[]) AND status = 'succeeded'",
+            list(ids))
+        if done == len(ids):
+            return samples
+        assert loop.time() < deadline, f"only {done} of {len(ids)} runs succeeded in {timeout}s"
+        await asyncio.sleep(0.002)
+
+
+async def test_max_concurrency_holds_with_two_dispatchers(
+    database_url: str, db: asyncpg.Pool
+) -> None:
+    await register(db, "bounded", maxConcurrency=3)
+    ids = await enqueue_many(db, "bounded", [None] * 500)
+
+    async with TwoDispatchers(database_url, work_seconds=0.005) as stack:
+        samples = await drain(db, ids, timeout=120)
+
+    per_sample = [sum(n for (q, _), n in s.items() if q == "bounded") for s in samples]
+    assert len(per_sample) > 100, "too few samples to say anything about the drain"
+    assert max(per_sample) <= 3, f"the database showed {max(per_sample)} running at once"
+    assert max(per_sample) == 3, "the limit was never reached: the test proves nothing"
+    assert stack.shared["peak"][("queue", "bounded")] <= 3
+    # Both dispatchers took part; every run ran exactly once.
+    started = [len(b.started) for b in stack.backends]
+    assert all(n > 0 for n in started), f"claims per dispatcher: {started}"
+    assert sum(started) == 500
+    assert sorted(r for b in stack.backends for r in b.started) == sorted(ids)
+    counts = await db.fetch("SELECT status, count(*) AS n FROM runs GROUP BY status")
+    assert {r["status"]: r["n"] for r in counts} == {"succeeded": 500}
+    assert await db.fetchval("SELECT count(*) FROM attempts WHERE status = 'succeeded'") == 500
+    assert await db.fetchval("SELECT count(*) FROM run_queue") == 0
+
+
+async def test_per_key_limit_and_no_starvation(database_url: str, db: asyncpg.Pool) -> None:
+    await register(db, "tenanted", perKeyConcurrency=1)
+    a_ids = await enqueue_many(db, "tenanted", ["A"] * 400)
+    # B and C arrive after A's whole backlog: older runs are claimed first, so
+    # only the per-key limit can let them through early.
+    b_ids = await enqueue_many(db, "tenanted", ["B"] * 5)
+    c_ids = await enqueue_many(db, "tenanted", ["C"] * 5)
+    all_ids = [*a_ids, *b_ids, *c_ids]
+
+    async with TwoDispatchers(database_url, work_seconds=0.003) as stack:
+        samples = await drain(db, all_ids, timeout=180)
+
+    for key in ("A", "B", "C"):
+        most = max(s.get(("tenanted", key), 0) for s in samples)
+        assert most <= 1, f"key {key} had {most} runs running at once"
+        assert stack.shared["peak"][("key", key)] <= 1
+    assert max(s.get(("tenanted", "A"), 0) for s in samples) == 1
+    assert all(len(b.started) > 0 for b in stack.backends)
+
+    others_done = await db.fetchval(
+        "SELECT max(finished_at) FROM runs WHERE concurrency_key IN ('B', 'C')")
+    a_done_by_then = await db.fetchval(
+        "SELECT count(*) FROM runs WHERE concurrency_key = 'A' AND finished_at <= $1",
+        others_done)
+    assert a_done_by_then < 80, (
+        f"{a_done_by_then} of A's 400 runs finished before the last of B and C: "
+        "the backlog of one key delayed the others")
+    statuses = await db.fetch("SELECT status, count(*) AS n FROM runs GROUP BY status")
+    assert {r["status"]: r["n"] for r in statuses} == {"succeeded": 410}
