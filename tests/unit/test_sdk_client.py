@@ -1,0 +1,240 @@
+"""WaypostClient against a fake user API served on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from waypost.sdk.client import RunHandle, WaypostClient
+from waypost.sdk.decorator import Task, TaskDefinition
+from waypost.sdk.errors import CoordinatorUnavailable, WaypostAPIError
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@dataclass
+class FakeUserAPI:
+    token: str | None = None
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_key: dict[str, str] = field(default_factory=dict)
+    requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    # Statuses a run goes through, one per GET.
+    progress: list[str] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth])
+        app.router.add_post("/v1/tasks/{namespace}/{task}/trigger", self._trigger)
+        app.router.add_get("/v1/runs/{id}", self._get)
+        app.router.add_get("/v1/runs", self._list)
+        app.router.add_post("/v1/runs/{id}/cancel", self._action("cancelled"))
+        app.router.add_post("/v1/runs/{id}/bump", self._action(None))
+        app.router.add_post("/v1/runs/{id}/requeue", self._action("queued"))
+        app.router.add_get("/v1/dead-letters", self._dead_letters)
+        return app
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _error(401, "unauthorized", "missing or bad API token")
+        body = await request.json() if request.can_read_body else None
+        self.requests.append((request.method, request.path_qs, body))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _trigger(self, request: web.Request) -> web.Response:
+        task = request.match_info["task"]
+        if task != "process-order":
+            return _error(404, "unknown_task", f"no task {task!r} in namespace")
+        body = await request.json()
+        key = body.get("idempotencyKey")
+        if key and key in self.by_key:
+            return web.json_response(self.runs[self.by_key[key]], status=200)
+        run_id = f"run-{len(self.runs) + 1}"
+        self.runs[run_id] = {
+            "id": run_id,
+            "namespace": request.match_info["namespace"],
+            "task": task,
+            "status": "queued",
+            "attempt": 0,
+            "priority": body.get("priority", 0),
+            "payload": body["payload"],
+        }
+        if key:
+            self.by_key[key] = run_id
+        return web.json_response(self.runs[run_id], status=201)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        run = self.runs.get(request.match_info["id"])
+        if run is None:
+            return _error(404, "unknown_run", "no such run")
+        if self.progress:
+            run["status"] = self.progress.pop(0)
+            run["attempt"] += 1
+        return web.json_response({**run, "attempts": [], "checkpoints": []})
+
+    async def _list(self, request: web.Request) -> web.Response:
+        status = request.query.get("status")
+        runs = [r for r in self.runs.values() if status is None or r["status"] == status]
+        return web.json_response({"runs": runs[: int(request.query.get("limit", "100"))]})
+
+    async def _dead_letters(self, request: web.Request) -> web.Response:
+        runs = [r for r in self.runs.values() if r["status"] == "dead_lettered"]
+        return web.json_response({"runs": runs})
+
+    def _action(self, status: str | None) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            run = self.runs.get(request.match_info["id"])
+            if run is None:
+                return _error(404, "unknown_run", "no such run")
+            if status is not None:
+                run["status"] = status
+            return web.json_response(run)
+
+        return handler
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[tuple[FakeUserAPI, str]]:
+    fake = FakeUserAPI()
+    server = TestServer(fake.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield fake, str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+async def test_trigger_and_idempotency(api: tuple[FakeUserAPI, str]) -> None:
+    fake, url = api
+    async with WaypostClient(url) as client:
+        first = await client.trigger(
+            "process-order",
+            {"orderId": "o-1"},
+            priority=5,
+            idempotency_key="order-o-1",
+            concurrency_key="tenant-a",
+        )
+        again = await client.trigger(
+            "process-order", {"orderId": "o-1"}, idempotency_key="order-o-1"
+        )
+    assert isinstance(first, RunHandle)
+    assert first.created is True and again.created is False
+    assert first.id == again.id == "run-1"
+    assert first.status == "queued"
+    method, path, body = fake.requests[0]
+    assert (method, path) == ("POST", "/v1/tasks/default/process-order/trigger")
+    assert body == {
+        "payload": {"orderId": "o-1"},
+        "priority": 5,
+        "idempotencyKey": "order-o-1",
+        "concurrencyKey": "tenant-a",
+    }
+    # Optional fields are left out rather than sent as null.
+    assert fake.requests[1][2] == {"payload": {"orderId": "o-1"}, "idempotencyKey": "order-o-1"}
+
+
+async def test_trigger_accepts_a_task_object(api: tuple[FakeUserAPI, str]) -> None:
+    _fake, url = api
+
+    def fn(ctx: Any, payload: Any) -> None:
+        return None
+
+    definition = TaskDefinition(id="process-order", entrypoint="m:fn")
+    async with WaypostClient(url) as client:
+        handle = await client.trigger(Task(fn, definition), {"orderId": "o-2"}, namespace="shop")
+    assert handle.run["namespace"] == "shop"
+
+
+async def test_api_errors_carry_status_code_and_message(api: tuple[FakeUserAPI, str]) -> None:
+    _, url = api
+    async with WaypostClient(url) as client:
+        with pytest.raises(WaypostAPIError) as error:
+            await client.trigger("no-such-task", {})
+        assert error.value.status == 404
+        assert error.value.code == "unknown_task"
+        assert "no task 'no-such-task'" in error.value.message
+        with pytest.raises(WaypostAPIError, match="unknown_run"):
+            await client.get_run("missing")
+
+
+async def test_token_is_sent(api: tuple[FakeUserAPI, str]) -> None:
+    fake, url = api
+    fake.token = "secret-token"
+    async with WaypostClient(url) as client:
+        with pytest.raises(WaypostAPIError) as error:
+            await client.list_runs()
+        assert error.value.status == 401
+    async with WaypostClient(url, token="secret-token") as client:
+        assert await client.list_runs() == []
+
+
+async def test_queries_and_actions(api: tuple[FakeUserAPI, str]) -> None:
+    fake, url = api
+    async with WaypostClient(url) as client:
+        handle = await client.trigger("process-order", {"orderId": "o-1"})
+        await client.trigger("process-order", {"orderId": "o-2"})
+        fake.runs["run-2"]["status"] = "dead_lettered"
+        assert [r["id"] for r in await client.list_runs(status="queued", limit=10)] == ["run-1"]
+        assert [r["id"] for r in await client.list_dead_letters(namespace="default")] == ["run-2"]
+        assert (await client.requeue("run-2"))["status"] == "queued"
+        assert (await client.bump(handle.id))["id"] == handle.id
+        assert (await client.cancel(handle.id))["status"] == "cancelled"
+        run = await client.get_run(handle.id)
+        assert run["attempts"] == [] and run["checkpoints"] == []
+    paths = [path for _, path, _ in fake.requests]
+    assert "/v1/runs?status=queued&limit=10" in paths
+    assert "/v1/dead-letters?namespace=default" in paths
+
+
+async def test_wait_polls_until_terminal(api: tuple[FakeUserAPI, str]) -> None:
+    fake, url = api
+    updates: list[str] = []
+    slept: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async with WaypostClient(url, sleep=no_sleep) as client:
+        handle = await client.trigger("process-order", {})
+        fake.progress = ["running", "retrying", "running", "succeeded"]
+        run = await client.wait(
+            handle.id,
+            timeout=30,
+            poll_interval=0.25,
+            on_update=lambda r: updates.append(r["status"]),
+        )
+    assert run["status"] == "succeeded"
+    assert updates == ["running", "retrying", "running", "succeeded"]
+    assert slept == [0.25, 0.25, 0.25]
+
+
+async def test_wait_times_out_on_the_injected_clock(api: tuple[FakeUserAPI, str]) -> None:
+    _fake, url = api
+    now = [100.0]
+
+    async def advance(seconds: float) -> None:
+        now[0] += seconds
+
+    async with WaypostClient(url, clock=lambda: now[0], sleep=advance) as client:
+        handle = await client.trigger("process-order", {})
+        with pytest.raises(TimeoutError, match="last status: queued"):
+            await client.wait(handle.id, timeout=5, poll_interval=1)
+    assert now[0] == 105.0
+
+
+async def test_unreachable_coordinator(unused_tcp_port: int) -> None:
+    async with WaypostClient(f"http://127.0.0.1:{unused_tcp_port}") as client:
+        with pytest.raises(CoordinatorUnavailable):
+            await client.get_run("run-1")
+
+
+def test_from_env() -> None:
+    client = WaypostClient.from_env({"WAYPOST_URL": "http://coord:8080/", "WAYPOST_API_TOKEN": "t"})
+    assert client.base_url == "http://coord:8080"
