@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -62,6 +63,7 @@ class EmbeddedPostgres:
     settings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
         self.bin_dir = find_bin_dir()
         self._run_as: str | None = None
         if os.geteuid() == 0:
@@ -73,6 +75,19 @@ class EmbeddedPostgres:
                     "install the 'postgresql' package or run as a normal user"
                 ) from exc
             self._run_as = "postgres"
+            if not self._reachable_by_server_user(self.data_dir.parent):
+                # Folders such as /root or pytest's tmp are closed to other users; keep
+                # the cluster in a place the server's user can reach, one per path.
+                digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
+                self.data_dir = Path("/var/tmp/waypost-postgres") / digest
+                self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(self.data_dir.parent, 0o755)
+
+    def _reachable_by_server_user(self, folder: Path) -> bool:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = subprocess.run(self._cmd("test", "-x", str(folder)),
+                               capture_output=True, check=False)
+        return probe.returncode == 0
 
     @property
     def dsn(self) -> str:
@@ -98,9 +113,6 @@ class EmbeddedPostgres:
         if self._run_as:
             user = pwd.getpwnam(self._run_as)
             os.chown(self.data_dir, user.pw_uid, user.pw_gid)
-            # The parent must be traversable by the server's user.
-            with contextlib.suppress(PermissionError):
-                os.chmod(self.data_dir.parent, 0o755)
         if not (self.data_dir / "PG_VERSION").exists():
             init_args = [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
                          "-A", "trust", "-E", "UTF8", "--locale=C"]
@@ -110,7 +122,8 @@ class EmbeddedPostgres:
         options = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
-            "unix_socket_directories": str(self.data_dir),
+            # TCP only: socket paths have a short length limit deep folders exceed.
+            "unix_socket_directories": "''",
             "max_connections": "200",
             "shared_buffers": "128MB",
         }
