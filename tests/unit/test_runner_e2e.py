@@ -617,3 +617,52 @@ async def test_process_missing_configuration_exits_2(tmp_path: Path) -> None:
     code, stderr = await run_subprocess({}, cwd=tmp_path)
     assert code == 2
     assert "WAYPOST_COORDINATOR_URL is not set" in stderr
+
+
+BLOCKER = """
+import importlib.abc, sys
+
+BLOCKED = ("pydantic", "asyncpg", "psutil", "croniter", "kopf", "kubernetes",
+           "prometheus_client", "waypost.model", "waypost.store", "waypost.engine",
+           "waypost.coordinator", "waypost.backends", "waypost.controller", "waypost.cli")
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+            raise ImportError(f"{name} is not installed in the runner image")
+        return None
+
+sys.meta_path.insert(0, Blocker())
+from waypost.runner.main import main
+main()
+"""
+
+
+async def test_runner_needs_only_the_sdk_and_aiohttp(serve: Any) -> None:
+    fake = FakeCoordinator(entrypoint="examples.orders:process_order", payload={"orderId": "o-9"})
+    url = await serve(fake)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAYPOST_")}
+    env.update({"WAYPOST_COORDINATOR_URL": url, "WAYPOST_ATTEMPT_TOKEN": TOKEN})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        BLOCKER,
+        env=env,
+        cwd=str(REPO_ROOT),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    assert fake.completed and fake.completed[0]["orderId"] == "o-9"
+
+
+async def test_sys_exit_in_an_async_task_is_reported(serve: Any, task_dir: Path) -> None:
+    module = write_module(
+        task_dir, "import sys\n\nasync def task(ctx, payload):\n    sys.exit(7)\n"
+    )
+    fake = FakeCoordinator(entrypoint=f"{module}:task")
+    url = await serve(fake)
+    assert await run_in_process(url, task_dir) == main.EXIT_FAILED
+    [failure] = fake.failures
+    assert failure["name"] == "TaskExited"
+    assert "SystemExit(7)" in failure["message"]

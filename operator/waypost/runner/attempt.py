@@ -239,7 +239,7 @@ async def run_attempt(
     loop = asyncio.get_running_loop()
     work: asyncio.Future[Any]
     if inspect.iscoroutinefunction(fn):
-        work = asyncio.ensure_future(fn(ctx, doc.payload))
+        work = asyncio.ensure_future(_invoke_async(fn, ctx, doc.payload))
     else:
         work = _run_in_thread(fn, SyncContext(ctx, loop), doc.payload, loop, doc.run_id)
     background = [
@@ -418,6 +418,19 @@ class _LogShipper:
             middle = len(entries) // 2
             await self._send(entries[:middle])
             await self._send(entries[middle:])
+
+
+class TaskExited(Exception):
+    """The task function raised ``SystemExit`` or ``KeyboardInterrupt``."""
+
+
+async def _invoke_async(fn: Callable[..., Any], ctx: Context, payload: Any) -> Any:
+    try:
+        return await fn(ctx, payload)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        # Left alone, these would escape the event loop and end the process
+        # without reporting anything; report them as the task's failure.
+        raise TaskExited(f"the task raised {type(exc).__name__}({exc})") from exc
 
 
 def _run_in_thread(
