@@ -310,6 +310,13 @@ async def test_unloadable_entrypoint_is_reported(
     assert fake.calls == ["attempt", "fail"]
 
 
+async def test_unloadable_entrypoint_is_a_config_error_even_if_unreported(serve: Any) -> None:
+    fake = FakeCoordinator(entrypoint="wp_no_such_module_abc:run", unavailable={"fail": 100})
+    url = await serve(fake)
+    assert await run_in_process(url, REPO_ROOT) == main.EXIT_CONFIG
+    assert fake.count("fail") == 4 and fake.failures == []
+
+
 async def test_module_raising_at_import_is_reported(serve: Any, task_dir: Path) -> None:
     module = write_module(task_dir, "raise RuntimeError('missing setting DATABASE_URL')\n")
     fake = FakeCoordinator(entrypoint=f"{module}:task")

@@ -216,9 +216,10 @@ async def run_attempt(
         # Importing the same image again will fail the same way.
         report["retryable"] = False
         result = await _report(api, fields, failure=report)
-        if result.outcome is Outcome.FAILED:
-            return AttemptResult(Outcome.CONFIG_ERROR, result.run_status, "EntrypointError")
-        return result
+        if result.outcome is Outcome.SUPERSEDED:
+            return result
+        # Reported or not, the cause is the configuration: say that first.
+        return AttemptResult(Outcome.CONFIG_ERROR, result.run_status, "EntrypointError")
 
     control = AttemptControl()
     task_log = TaskLogger(doc.run_id, doc.attempt, stream=log_stream)
@@ -249,6 +250,11 @@ async def run_attempt(
     stopped = asyncio.create_task(control.wait())
     try:
         await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        # The runner itself is shutting down (warm Pod draining): the task
+        # goes with it rather than running on unsupervised.
+        work.cancel()
+        raise
     finally:
         for task in [*background, stopped]:
             task.cancel()
