@@ -80,9 +80,14 @@ class FakeUserAPI:
         return web.json_response({**run, "attempts": [], "checkpoints": []})
 
     async def _list(self, request: web.Request) -> web.Response:
-        status = request.query.get("status")
-        runs = [r for r in self.runs.values() if status is None or r["status"] == status]
-        return web.json_response({"runs": runs[: int(request.query.get("limit", "100"))]})
+        raw = request.query.get("status")
+        wanted = raw.split(",") if raw else None
+        runs = [r for r in self.runs.values() if wanted is None or r["status"] in wanted]
+        start = int(request.query.get("cursor", "0"))
+        limit = int(request.query.get("limit", "50"))
+        page = runs[start : start + limit]
+        more = start + limit < len(runs)
+        return web.json_response({"runs": page, "nextCursor": start + limit if more else None})
 
     async def _dead_letters(self, request: web.Request) -> web.Response:
         runs = [r for r in self.runs.values() if r["status"] == "dead_lettered"]
@@ -238,3 +243,19 @@ async def test_unreachable_coordinator(unused_tcp_port: int) -> None:
 def test_from_env() -> None:
     client = WaypostClient.from_env({"WAYPOST_URL": "http://coord:8080/", "WAYPOST_API_TOKEN": "t"})
     assert client.base_url == "http://coord:8080"
+
+
+async def test_paging_and_status_lists(api: tuple[FakeUserAPI, str]) -> None:
+    fake, url = api
+    async with WaypostClient(url) as client:
+        for n in range(7):
+            await client.trigger("process-order", {"n": n})
+        fake.runs["run-3"]["status"] = "failed"
+        fake.runs["run-5"]["status"] = "dead_lettered"
+        page, cursor = await client.list_runs_page(limit=3)
+        assert [r["id"] for r in page] == ["run-1", "run-2", "run-3"] and cursor == 3
+        every = [r["id"] async for r in client.iter_runs(page_size=2)]
+        assert every == [f"run-{n}" for n in range(1, 8)]
+        bad = await client.list_runs(status=["failed", "dead_lettered"])
+        assert [r["id"] for r in bad] == ["run-3", "run-5"]
+    assert any("status=failed,dead_lettered" in path for _, path, _ in fake.requests)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -178,13 +178,55 @@ class WaypostClient:
         *,
         namespace: str | None = None,
         task: str | None = None,
-        status: str | None = None,
+        status: str | Iterable[str] | None = None,
         limit: int | None = None,
+        cursor: int | None = None,
     ) -> list[RunDocument]:
-        """Runs matching every filter given, as the API orders them."""
-        params = _params(namespace=namespace, task=task, status=status, limit=limit)
+        """One page of runs matching every filter given, newest first.
+
+        ``status`` is one status or several. Use :meth:`iter_runs` to go
+        through every page.
+        """
+        runs, _ = await self.list_runs_page(
+            namespace=namespace, task=task, status=status, limit=limit, cursor=cursor
+        )
+        return runs
+
+    async def list_runs_page(
+        self,
+        *,
+        namespace: str | None = None,
+        task: str | None = None,
+        status: str | Iterable[str] | None = None,
+        limit: int | None = None,
+        cursor: int | None = None,
+    ) -> tuple[list[RunDocument], int | None]:
+        """One page of runs and the cursor of the next page (``None`` on the last)."""
+        statuses = status if isinstance(status, str) or status is None else ",".join(status)
+        params = _params(
+            namespace=namespace, task=task, status=statuses, limit=limit, cursor=cursor
+        )
         _, data = await self._request("GET", "/v1/runs", params=params)
-        return _runs(data)
+        return _runs(data), _next_cursor(data)
+
+    async def iter_runs(
+        self,
+        *,
+        namespace: str | None = None,
+        task: str | None = None,
+        status: str | Iterable[str] | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[RunDocument]:
+        """Every run matching the filters, fetched page by page."""
+        cursor: int | None = None
+        while True:
+            runs, cursor = await self.list_runs_page(
+                namespace=namespace, task=task, status=status, limit=page_size, cursor=cursor
+            )
+            for run in runs:
+                yield run
+            if cursor is None or not runs:
+                return
 
     async def cancel(self, run_id: str) -> RunDocument:
         """Cancel a run; returns the updated run document."""
@@ -195,10 +237,15 @@ class WaypostClient:
         return await self._document("POST", f"/v1/runs/{_segment(run_id)}/bump")
 
     async def list_dead_letters(
-        self, *, namespace: str | None = None, task: str | None = None
+        self,
+        *,
+        namespace: str | None = None,
+        task: str | None = None,
+        limit: int | None = None,
+        cursor: int | None = None,
     ) -> list[RunDocument]:
         """Dead-lettered runs, optionally for one namespace or task."""
-        params = _params(namespace=namespace, task=task)
+        params = _params(namespace=namespace, task=task, limit=limit, cursor=cursor)
         _, data = await self._request("GET", "/v1/dead-letters", params=params)
         return _runs(data)
 
@@ -250,6 +297,11 @@ class WaypostClient:
 
 def _params(**values: str | int | None) -> dict[str, str]:
     return {key: str(value) for key, value in values.items() if value is not None}
+
+
+def _next_cursor(data: Any) -> int | None:
+    cursor = data.get("nextCursor") if isinstance(data, dict) else None
+    return cursor if isinstance(cursor, int) and not isinstance(cursor, bool) else None
 
 
 def _runs(data: Any) -> list[RunDocument]:
