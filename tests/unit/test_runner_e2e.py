@@ -213,6 +213,9 @@ async def test_order_scenario_resumes_after_the_fetched_step(
     assert "payment provider unavailable on attempt 1" in failure["message"]
     assert "Traceback" in failure["traceback"] and "def charge" not in failure["traceback"]
     assert "in charge" in failure["traceback"]
+    # It starts at the task's own code, not at the runner calling it.
+    assert failure["traceback"].splitlines()[1].strip().startswith('File "')
+    assert "runner/attempt.py" not in failure["traceback"]
     assert fake.completed == []
 
     fake.attempt = 2
@@ -605,6 +608,7 @@ async def test_process_task_path_and_failure(serve: Any, tmp_path: Path) -> None
     [failure] = fake.failures
     assert failure["name"] == "ZeroDivisionError"
     assert "1 / 0" in failure["traceback"]
+    assert "runner/attempt.py" not in failure["traceback"]
 
 
 async def test_process_superseded_sync_task_exits_3_at_once(serve: Any, tmp_path: Path) -> None:

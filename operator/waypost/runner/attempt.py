@@ -174,7 +174,7 @@ def error_report(
     exc: BaseException, *, name: str | None = None, details: str | None = None
 ) -> dict[str, Any]:
     """The ``error`` body of ``POST /v1/runner/fail`` for an exception."""
-    tb = details if details is not None else "".join(traceback.format_exception(exc))
+    tb = details if details is not None else _user_traceback(exc)
     if len(tb) > MAX_TRACEBACK_CHARS:
         # The head says where it started, the tail where it failed: keep both.
         half = MAX_TRACEBACK_CHARS // 2
@@ -189,6 +189,15 @@ def error_report(
         "traceback": tb,
         "retryable": not isinstance(exc, NON_RETRYABLE),
     }
+
+
+def _user_traceback(exc: BaseException) -> str:
+    # The outermost frames are the runner calling the task; the reader wants
+    # to start at their own code.
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 async def run_attempt(
