@@ -73,6 +73,10 @@ def test_down_leaves_nothing_behind():
     # Network namespaces that existed before `up` (recorded by up) are not ours.
     netns_foreign = set((RUN / "netns.before").read_text().split())
 
+    created = (
+        (RUN / "created-paths").read_text().split() if (RUN / "created-paths").exists() else []
+    )
+
     t0 = time.monotonic()
     subprocess.run([str(CLUSTER_DIR / "down")], check=True, timeout=300)
     print(f"down took {time.monotonic() - t0:.1f} s")
@@ -92,3 +96,9 @@ def test_down_leaves_nothing_behind():
     assert "KUBE-" not in iptables and "WAYPOST-E2E" not in iptables
     assert not _cgroup_leftovers()
     assert not STATE.exists() and not RUN.exists()
+    # Fixed paths the kubelet/containerd/CNI created outside our directories.
+    assert not [p for p in created if os.path.exists(p)]
+    logs = pathlib.Path("/var/log/containers")
+    assert not [
+        link for link in (logs.glob("*.log") if logs.is_dir() else []) if not link.exists()
+    ], "dangling container log links"
