@@ -21,6 +21,15 @@ def _schema_ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str,
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
+def _operation_id(route: Route) -> str:
+    """The handler's name; a module's generic ``handler`` is named after its module,
+    so that operationIds stay unique (metrics, dashboard)."""
+    name = route.handler.__name__
+    if name == "handler":
+        return str(route.handler.__module__).rsplit(".", 1)[-1]
+    return name
+
+
 def build(routes: list[Route], version: str) -> dict[str, Any]:
     components: dict[str, Any] = {}
     error_ref = _schema_ref(ErrorBody, components)
@@ -28,7 +37,7 @@ def build(routes: list[Route], version: str) -> dict[str, Any]:
     for route in routes:
         op: dict[str, Any] = {
             "summary": route.summary,
-            "operationId": route.handler.__name__,
+            "operationId": _operation_id(route),
             "tags": [route.tag],
             "responses": {
                 str(route.status): {

@@ -1,0 +1,157 @@
+"""The OpenAPI document served at /openapi.json matches the routes the app serves."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from tests.integration.stack import settings
+from waypost.coordinator.app import ROUTES
+from waypost.model.run import ErrorBody, Run, RunList
+from waypost.model.task import TaskDefinition, TaskSpec
+from waypost.standalone import Standalone
+from waypost.store import tasks
+
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+
+
+@pytest.fixture
+async def stack(database_url: str, db: asyncpg.Pool) -> AsyncIterator[Standalone]:
+    spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello"})
+    await tasks.upsert(db, TaskDefinition(namespace="default", name="hello", spec=spec))
+    app = await Standalone(settings(database_url), dispatch=False).start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+def served_app(stack: Standalone) -> web.Application:
+    app = stack._runner.app
+    assert isinstance(app, web.Application)
+    return app
+
+
+def served_routes(app: web.Application) -> set[tuple[str, str]]:
+    routes = set()
+    for route in app.router.routes():
+        assert route.resource is not None
+        routes.add((route.method.upper(), route.resource.canonical))
+    return routes
+
+
+def operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            assert method in METHODS, f"{path}: {method} is not an HTTP method"
+            yield method.upper(), path, op
+
+
+def resolve(doc: dict[str, Any], ref: str) -> dict[str, Any]:
+    assert ref.startswith("#/"), ref
+    node: Any = doc
+    for part in ref[2:].split("/"):
+        assert part in node, f"unresolvable $ref {ref}"
+        node = node[part]
+    assert isinstance(node, dict)
+    return node
+
+
+def refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from refs(value)
+
+
+async def fetch(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.request(method, url, json=body) as resp:
+        data = await resp.json() if resp.content_type == "application/json" else None
+        return resp.status, data
+
+
+async def test_openapi_lists_exactly_the_served_routes(stack: Standalone) -> None:
+    status, doc = await fetch(f"{stack.url}/openapi.json")
+    assert status == 200
+    assert doc["openapi"].startswith("3.")
+    app = served_app(stack)
+    documented = {(method, path) for method, path, _ in operations(doc)}
+    served = served_routes(app)
+    assert documented == served, (
+        f"served but undocumented: {sorted(served - documented)}; "
+        f"documented but not served: {sorted(documented - served)}")
+    assert len(served) == len(app[ROUTES])
+
+
+async def test_every_operation_documents_its_responses(stack: Standalone) -> None:
+    _, doc = await fetch(f"{stack.url}/openapi.json")
+    declared = {(r.method, r.path): r for r in served_app(stack)[ROUTES]}
+    operation_ids = set()
+    for method, path, op in operations(doc):
+        route = declared[(method, path)]
+        where = f"{method} {path}"
+        assert op.get("summary"), where
+        operation_ids.add(op["operationId"])
+        responses = op["responses"]
+        success = responses[str(route.status)]
+        assert success["description"], where
+        content = success["content"]
+        assert list(content) == [route.content_type], where
+        assert "schema" in content[route.content_type], f"{where}: no response schema"
+        if route.response is not None:
+            schema = content[route.content_type]["schema"]
+            assert resolve(doc, schema["$ref"])["title"] == route.response.__name__, where
+        error = responses["default"]["content"]["application/json"]["schema"]
+        assert resolve(doc, error["$ref"])["title"] == ErrorBody.__name__, where
+        # Path parameters are declared, and only those.
+        params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+        assert params == {seg[1:-1] for seg in path.split("/") if seg.startswith("{")}, where
+        if route.body is not None:
+            body = op["requestBody"]["content"]["application/json"]["schema"]
+            assert resolve(doc, body["$ref"])["title"] == route.body.__name__, where
+        if route.auth.value != "none":
+            assert op["security"], f"{where}: authenticated but no security requirement"
+    assert len(operation_ids) == len(declared), "operationIds must be unique"
+    for ref in set(refs(doc)):
+        resolve(doc, ref)
+    for scheme in ("apiToken", "attemptCredential"):
+        assert doc["components"]["securitySchemes"][scheme]["scheme"] == "bearer"
+
+
+async def test_documented_schemas_match_real_answers(stack: Standalone) -> None:
+    """Each documented path is really routed, and the user API answers as documented."""
+    _, doc = await fetch(f"{stack.url}/openapi.json")
+    for method, path, _op in operations(doc):
+        url = stack.url + path.format(namespace="default", task="hello", run_id=uuid.uuid4())
+        status, body = await fetch(url, method)
+        if status >= 400:
+            assert body is not None, f"{method} {path}: error without a JSON body"
+            ErrorBody.model_validate(body)
+            # Missing credentials or a missing run, never an unrouted path.
+            assert body["error"]["code"] not in ("not_found", "method_not_allowed"), (
+                method, path, body)
+
+    status, created = await fetch(f"{stack.url}/v1/tasks/default/hello/trigger", "POST",
+                                  {"payload": {"name": "doc"}})
+    assert status == 201
+    Run.model_validate(created)
+    for path in (f"/v1/runs/{created['id']}", f"/v1/runs/{created['id']}/bump"):
+        method = "POST" if path.endswith("bump") else "GET"
+        status, body = await fetch(stack.url + path, method)
+        assert status == 200
+        Run.model_validate(body)
+    for path in ("/v1/runs", "/v1/dead-letters"):
+        status, body = await fetch(stack.url + path)
+        assert status == 200
+        RunList.model_validate(body)
