@@ -677,3 +677,53 @@ async def test_sys_exit_in_an_async_task_is_reported(serve: Any, task_dir: Path)
     [failure] = fake.failures
     assert failure["name"] == "TaskExited"
     assert "SystemExit(7)" in failure["message"]
+
+
+async def test_process_sigterm_cancels_the_task_and_flushes_logs(
+    serve: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "cleaned-up"
+    (tmp_path / "wp_proc_term.py").write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio
+
+            async def task(ctx, payload):
+                ctx.log.info("working")
+                await ctx.checkpoint("started", True)
+                try:
+                    await asyncio.sleep(600)
+                finally:
+                    ctx.log.info("cleaning up")
+                    open({str(marker)!r}, "w").close()
+            """
+        )
+    )
+    fake = FakeCoordinator(entrypoint="wp_proc_term:task", heartbeat_interval=60)
+    url = await serve(fake)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAYPOST_")}
+    env.update({"WAYPOST_COORDINATOR_URL": url, "WAYPOST_ATTEMPT_TOKEN": TOKEN})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "waypost.runner.main",
+        env=env,
+        cwd=str(tmp_path),
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(500):
+            if fake.checkpoints:
+                break
+            await asyncio.sleep(0.02)
+        assert fake.checkpoints, "the task never started"
+        process.terminate()
+        code = await asyncio.wait_for(process.wait(), timeout=20)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert code == main.EXIT_TERMINATED == 143
+    assert marker.exists(), "the task's finally block did not run"
+    assert [e["message"] for e in fake.logs] == ["working", "cleaning up"]
+    assert fake.count("complete") == 0 and fake.count("fail") == 0

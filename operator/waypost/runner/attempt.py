@@ -64,6 +64,8 @@ DEFAULT_LOG_FLUSH_INTERVAL = 1.0
 # How long a stopped task gets to unwind after cancellation before the
 # runner gives up waiting for it (a sync task's thread cannot be cancelled).
 DEFAULT_STOP_GRACE = 5.0
+# Kubernetes allows 30 s between SIGTERM and SIGKILL by default; stay well inside.
+SHUTDOWN_FLUSH_TIMEOUT = 2.0
 
 
 class ProtocolError(ValueError):
@@ -260,9 +262,13 @@ async def run_attempt(
     try:
         await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
-        # The runner itself is shutting down (warm Pod draining): the task
-        # goes with it rather than running on unsupervised.
+        # The runner itself is shutting down (SIGTERM, a warm Pod draining):
+        # the task goes with it rather than running on unsupervised. Its
+        # last log lines are worth a bounded try: they say what it was doing.
         work.cancel()
+        await asyncio.wait({work}, timeout=stop_grace)
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(shipper.flush(), timeout=SHUTDOWN_FLUSH_TIMEOUT)
         raise
     finally:
         for task in [*background, stopped]:

@@ -14,14 +14,17 @@ Exit codes (see :data:`EXIT_CODES`): 0 the result was reported; 1 the task
 failed and the failure was reported; 2 bad configuration (missing
 environment, unloadable entrypoint); 3 the attempt was superseded or the run
 cancelled, so nothing more was reported; 4 the outcome could not be
-delivered to the coordinator.
+delivered to the coordinator; 143 stopped by SIGTERM (Pod deleted, backend
+stopping the attempt) after cancelling the task and flushing its logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_STOPPED = 3
 EXIT_UNREPORTED = 4
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 EXIT_CODES: dict[attempt.Outcome, int] = {
     attempt.Outcome.SUCCEEDED: EXIT_SUCCEEDED,
@@ -106,7 +110,30 @@ async def run_cold(config: RunnerConfig, client: api.RunnerClient | None = None)
         except attempt.ProtocolError as exc:
             _log.error("bad attempt document", extra={"error": str(exc)})
             return EXIT_CONFIG
-        result = await attempt.run_attempt(doc, runner_api)
+        current = asyncio.current_task()
+        assert current is not None
+        loop = asyncio.get_running_loop()
+        terminated = False
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            terminated = True
+            current.cancel()
+
+        # Without a handler SIGTERM kills the process mid-write; with one, the
+        # task is cancelled (its finally blocks run) and logs are flushed.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            result = await attempt.run_attempt(doc, runner_api)
+        except asyncio.CancelledError:
+            if not terminated:
+                raise
+            _log.warning("terminated by SIGTERM; attempt abandoned", extra={"run_id": doc.run_id})
+            return EXIT_TERMINATED
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGTERM)
         return EXIT_CODES[result.outcome]
     finally:
         if owned:
@@ -123,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _log.error("bad runner configuration", extra={"error": str(exc)})
         sys.exit(EXIT_CONFIG)
     code = asyncio.run(run_cold(config))
-    if code == EXIT_STOPPED:
+    if code in (EXIT_STOPPED, EXIT_TERMINATED):
         # A superseded sync task may still be running in its thread, and
         # interpreter shutdown would wait for executor threads the task
         # started; the coordinator has already moved on, so leave now.
