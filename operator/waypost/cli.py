@@ -156,8 +156,7 @@ def cmd_dlq_requeue(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from waypost import devmode  # the server side is only needed here
 
-    return asyncio.run(devmode.run_dev(once=args.once, port=args.port,
-                                       state_dir=Path(args.state_dir)))
+    return devmode.run_dev(once=args.once, port=args.port, state_dir=Path(args.state_dir))
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

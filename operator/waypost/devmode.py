@@ -70,7 +70,8 @@ def _fetch_count(ledger_path: Path, run_id: str) -> int:
                    if e["run"] == run_id)["fetch_order"]
 
 
-async def run_dev(*, once: bool, port: int, state_dir: Path, timeout: float = 120.0) -> int:
+def run_dev(*, once: bool, port: int, state_dir: Path, timeout: float = 120.0) -> int:
+    """Start Postgres if needed, then the stack and the examples; returns the exit code."""
     state_dir.mkdir(parents=True, exist_ok=True)
     ledger_path = state_dir / "ledger.jsonl"
     os.environ["WAYPOST_EXAMPLE_LEDGER"] = str(ledger_path)
@@ -81,23 +82,28 @@ async def run_dev(*, once: bool, port: int, state_dir: Path, timeout: float = 12
         postgres = EmbeddedPostgres(state_dir / "postgres", durable=False)
         postgres.start()
         dsn = postgres.dsn
-    settings = Settings.from_env(database_url=dsn, coordinator_port=port,
-                                 heartbeat_interval_seconds=5.0, poll_interval_seconds=1.0)
+    try:
+        settings = Settings.from_env(database_url=dsn, coordinator_port=port,
+                                     heartbeat_interval_seconds=5.0, poll_interval_seconds=1.0)
+        return asyncio.run(_serve(settings, state_dir, ledger_path, once=once, timeout=timeout))
+    finally:
+        if postgres is not None:
+            postgres.stop()
+
+
+async def _serve(settings: Settings, state_dir: Path, ledger_path: Path, *, once: bool,
+                 timeout: float) -> int:
     tasks = _import_examples()
     stack = Standalone(settings, ProcessBackend(max_parallel=4, log_dir=state_dir / "logs"))
-    started = False
+    await stack.start()
     try:
-        await stack.start()
-        started = True
         await stack.register(*tasks)
-        print(f"waypost is up: dashboard and API at {stack.url}/  (OpenAPI: {stack.url}/openapi.json)")
+        print(f"waypost is up: dashboard and API at {stack.url}/ "
+              f"(OpenAPI: {stack.url}/openapi.json)")
         print(f"Registered tasks: {', '.join(t.id for t in tasks)}")
         return await _run_examples(stack, ledger_path, once=once, timeout=timeout)
     finally:
-        if started:
-            await stack.stop()
-        if postgres is not None:
-            postgres.stop()
+        await stack.stop()
 
 
 async def _run_examples(stack: Standalone, ledger_path: Path, *, once: bool,

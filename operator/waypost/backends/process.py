@@ -154,9 +154,11 @@ class ProcessBackend:
             _kill_group(worker.process.pid, signal.SIGKILL)
 
     async def close(self) -> None:
+        # Taken first: a watcher removes its worker when the process ends, and its
+        # exit report must finish before the engine's pool closes.
+        watchers = [w.watcher for w in self._workers.values() if w.watcher is not None]
         for run_id in list(self._workers):
             await self.stop(run_id, "backend shutting down")
-        watchers = [w.watcher for w in self._workers.values() if w.watcher is not None]
         for watcher in watchers:
             with contextlib.suppress(BaseException):
                 await watcher
