@@ -16,7 +16,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from waypost.store import migrate, pool as store_pool
+from waypost.store import migrate
+from waypost.store import pool as store_pool
 from waypost.store.embedded import EmbeddedPostgres
 
 TEMPLATE = "waypost_template"
