@@ -1,0 +1,239 @@
+-- The waypost schema after all migrations: pg_dump --schema-only --schema=waypost.
+-- Generated; do not edit. Add a migration, then regenerate with
+--     python -m waypost.store.dump_schema > operator/waypost/store/schema.sql
+-- tests/integration/test_migrations.py checks that this file matches the migrations.
+
+CREATE SCHEMA waypost;
+
+CREATE TABLE waypost.attempts (
+    run_id uuid NOT NULL,
+    attempt integer NOT NULL,
+    claim_token bigint NOT NULL,
+    status text NOT NULL,
+    memory_bytes bigint NOT NULL,
+    worker text,
+    error jsonb,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT attempts_status_check CHECK ((status = ANY (ARRAY['running'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text])))
+);
+
+CREATE TABLE waypost.checkpoints (
+    run_id uuid NOT NULL,
+    key text NOT NULL,
+    seq bigint NOT NULL,
+    attempt integer NOT NULL,
+    data jsonb NOT NULL,
+    size_bytes integer NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE SEQUENCE waypost.checkpoints_seq_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE waypost.checkpoints_seq_seq OWNED BY waypost.checkpoints.seq;
+
+CREATE SEQUENCE waypost.claim_tokens
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+CREATE TABLE waypost.runs (
+    id uuid NOT NULL,
+    seq bigint NOT NULL,
+    namespace text NOT NULL,
+    task text NOT NULL,
+    queue text NOT NULL,
+    status text NOT NULL,
+    priority integer DEFAULT 0 NOT NULL,
+    payload jsonb,
+    idempotency_key text,
+    concurrency_key text,
+    spec jsonb NOT NULL,
+    memory_bytes bigint NOT NULL,
+    attempt integer DEFAULT 0 NOT NULL,
+    attempt_base integer DEFAULT 0 NOT NULL,
+    result jsonb,
+    error jsonb,
+    trace_id text NOT NULL,
+    replay_of uuid,
+    source text DEFAULT 'api'::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'retrying'::text, 'succeeded'::text, 'failed'::text, 'dead_lettered'::text, 'cancelled'::text])))
+);
+
+CREATE VIEW waypost.dead_letters AS
+ SELECT runs.id,
+    runs.namespace,
+    runs.task,
+    runs.queue,
+    runs.attempt,
+    runs.error,
+    runs.payload,
+    runs.created_at,
+    runs.finished_at
+   FROM waypost.runs
+  WHERE (runs.status = 'dead_lettered'::text);
+
+CREATE TABLE waypost.leadership (
+    singleton boolean DEFAULT true NOT NULL,
+    epoch bigint NOT NULL,
+    holder text NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT leadership_singleton_check CHECK (singleton)
+);
+
+CREATE TABLE waypost.queues (
+    name text NOT NULL,
+    max_concurrency integer,
+    per_key_concurrency integer,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT queues_max_concurrency_check CHECK (((max_concurrency IS NULL) OR (max_concurrency >= 1))),
+    CONSTRAINT queues_per_key_concurrency_check CHECK (((per_key_concurrency IS NULL) OR (per_key_concurrency >= 1)))
+);
+
+CREATE TABLE waypost.run_logs (
+    run_id uuid NOT NULL,
+    seq bigint NOT NULL,
+    attempt integer NOT NULL,
+    ts timestamp with time zone NOT NULL,
+    level text NOT NULL,
+    message text NOT NULL,
+    fields jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+
+CREATE SEQUENCE waypost.run_logs_seq_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE waypost.run_logs_seq_seq OWNED BY waypost.run_logs.seq;
+
+CREATE TABLE waypost.run_queue (
+    run_id uuid NOT NULL,
+    seq bigint NOT NULL,
+    queue text NOT NULL,
+    concurrency_key text,
+    priority integer NOT NULL,
+    state text NOT NULL,
+    available_at timestamp with time zone NOT NULL,
+    attempt integer DEFAULT 0 NOT NULL,
+    claim_token bigint,
+    lease_expires_at timestamp with time zone,
+    cancel_requested boolean DEFAULT false NOT NULL,
+    CONSTRAINT run_queue_state_check CHECK ((state = ANY (ARRAY['ready'::text, 'running'::text])))
+)
+WITH (fillfactor='70', autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_cost_delay='0');
+
+CREATE SEQUENCE waypost.runs_seq_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE waypost.runs_seq_seq OWNED BY waypost.runs.seq;
+
+CREATE TABLE waypost.schema_migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE TABLE waypost.signing_keys (
+    id integer NOT NULL,
+    key bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE TABLE waypost.tasks (
+    namespace text NOT NULL,
+    name text NOT NULL,
+    spec jsonb NOT NULL,
+    queue text NOT NULL,
+    memory_bytes bigint NOT NULL,
+    default_priority integer DEFAULT 0 NOT NULL,
+    generation bigint DEFAULT 1 NOT NULL,
+    deleted_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE ONLY waypost.checkpoints ALTER COLUMN seq SET DEFAULT nextval('waypost.checkpoints_seq_seq'::regclass);
+
+ALTER TABLE ONLY waypost.run_logs ALTER COLUMN seq SET DEFAULT nextval('waypost.run_logs_seq_seq'::regclass);
+
+ALTER TABLE ONLY waypost.runs ALTER COLUMN seq SET DEFAULT nextval('waypost.runs_seq_seq'::regclass);
+
+ALTER TABLE ONLY waypost.attempts
+    ADD CONSTRAINT attempts_claim_token_key UNIQUE (claim_token);
+
+ALTER TABLE ONLY waypost.attempts
+    ADD CONSTRAINT attempts_pkey PRIMARY KEY (run_id, attempt);
+
+ALTER TABLE ONLY waypost.checkpoints
+    ADD CONSTRAINT checkpoints_pkey PRIMARY KEY (run_id, key);
+
+ALTER TABLE ONLY waypost.leadership
+    ADD CONSTRAINT leadership_pkey PRIMARY KEY (singleton);
+
+ALTER TABLE ONLY waypost.queues
+    ADD CONSTRAINT queues_pkey PRIMARY KEY (name);
+
+ALTER TABLE ONLY waypost.run_logs
+    ADD CONSTRAINT run_logs_pkey PRIMARY KEY (run_id, seq);
+
+ALTER TABLE ONLY waypost.run_queue
+    ADD CONSTRAINT run_queue_pkey PRIMARY KEY (run_id);
+
+ALTER TABLE ONLY waypost.runs
+    ADD CONSTRAINT runs_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY waypost.runs
+    ADD CONSTRAINT runs_seq_key UNIQUE (seq);
+
+ALTER TABLE ONLY waypost.schema_migrations
+    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+ALTER TABLE ONLY waypost.signing_keys
+    ADD CONSTRAINT signing_keys_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY waypost.tasks
+    ADD CONSTRAINT tasks_pkey PRIMARY KEY (namespace, name);
+
+CREATE UNIQUE INDEX run_queue_claim_token ON waypost.run_queue USING btree (claim_token) WHERE (claim_token IS NOT NULL);
+
+CREATE INDEX run_queue_leases ON waypost.run_queue USING btree (lease_expires_at) WHERE (state = 'running'::text);
+
+CREATE INDEX run_queue_ready ON waypost.run_queue USING btree (queue, priority DESC, seq) WHERE (state = 'ready'::text);
+
+CREATE INDEX run_queue_running ON waypost.run_queue USING btree (queue, concurrency_key) WHERE (state = 'running'::text);
+
+CREATE INDEX runs_by_status ON waypost.runs USING btree (status, seq DESC);
+
+CREATE INDEX runs_by_task ON waypost.runs USING btree (namespace, task, seq DESC);
+
+CREATE INDEX runs_dead_lettered ON waypost.runs USING btree (finished_at DESC) WHERE (status = 'dead_lettered'::text);
+
+CREATE UNIQUE INDEX runs_idempotency ON waypost.runs USING btree (namespace, task, idempotency_key) WHERE (idempotency_key IS NOT NULL);
+
+ALTER TABLE ONLY waypost.attempts
+    ADD CONSTRAINT attempts_run_id_fkey FOREIGN KEY (run_id) REFERENCES waypost.runs(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY waypost.checkpoints
+    ADD CONSTRAINT checkpoints_run_id_fkey FOREIGN KEY (run_id) REFERENCES waypost.runs(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY waypost.run_logs
+    ADD CONSTRAINT run_logs_run_id_fkey FOREIGN KEY (run_id) REFERENCES waypost.runs(id) ON DELETE CASCADE;
