@@ -15,8 +15,8 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
-from examples import ledger
 
+from examples import ledger
 from tests.integration.stack import settings, wait_for_status
 from waypost.backends.process import ProcessBackend
 from waypost.engine import control
