@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from examples import ledger
-from waypost import Retry, task
+from waypost import AbortRun, Retry, task
 from waypost.sdk import Context
 
 
@@ -46,6 +46,9 @@ async def decrement_inventory(ctx: Context, order: dict[str, Any]) -> None:
 )
 async def process_order(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
     """Fetch, charge and fulfil an order, resuming after the last finished step."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("orderId"), str):
+        # No retry can fix a malformed payload: fail the run at once.
+        raise AbortRun("payload must be an object with a string 'orderId'")
     fail_on = [int(n) for n in payload.get("failPaymentOnAttempts", [])]
     order = await ctx.step("order-fetched", fetch_order, ctx, payload["orderId"])
     ctx.log.info("order fetched", orderId=order["id"])

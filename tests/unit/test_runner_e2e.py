@@ -240,6 +240,15 @@ async def test_order_scenario_resumes_after_the_fetched_step(
     assert fake.calls[-1] == "complete"
 
 
+async def test_order_with_a_malformed_payload_is_aborted(serve: Any) -> None:
+    fake = FakeCoordinator(entrypoint="examples.orders:process_order", payload=["not", "a", "dict"])
+    url = await serve(fake)
+    assert await run_in_process(url, REPO_ROOT) == main.EXIT_FAILED
+    [failure] = fake.failures
+    assert failure["name"] == "AbortRun" and failure["retryable"] is False
+    assert "'orderId'" in failure["message"]
+
+
 async def test_sync_task_runs_in_a_thread(serve: Any) -> None:
     fake = FakeCoordinator(entrypoint="examples.hello:hello", payload={"name": "Ada"})
     url = await serve(fake)

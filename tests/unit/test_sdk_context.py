@@ -349,3 +349,13 @@ def test_log_requeue_puts_entries_back_in_front() -> None:
     first = log.drain(2)
     log.requeue(first)
     assert [e.fields["n"] for e in log.drain(10)] == [0, 1, 2]
+
+
+def test_long_log_messages_are_truncated_for_the_coordinator() -> None:
+    from waypost.sdk.logger import MAX_MESSAGE_CHARS
+
+    log = TaskLogger("run-1", 1, stream=io.StringIO())
+    log.info("x" * (MAX_MESSAGE_CHARS + 500))
+    [entry] = log.drain(1)
+    assert len(entry.message) == MAX_MESSAGE_CHARS
+    assert entry.message.endswith("(truncated)")

@@ -1,7 +1,34 @@
 """The waypost task SDK: declare tasks, use the run context, trigger runs.
 
-Task modules usually need only ``from waypost import task, Retry``; the
-rest is here for type hints and for code that triggers runs.
+Declaring a task (``from waypost import task, Retry`` is usually enough)::
+
+    @task(id="process-order", retry=Retry(max_attempts=5), memory="512Mi", timeout="15m")
+    async def process_order(ctx: Context, payload: dict) -> dict:
+        order = await ctx.step("order-fetched", fetch_order, payload["orderId"])
+        payment = await ctx.step("payment-complete", charge, order)  # skipped on retry once done
+        return {"orderId": order["id"], "paymentId": payment["id"]}
+
+What the context offers (:class:`Context` for async functions,
+:class:`SyncContext` with blocking methods for sync ones, which run in a
+worker thread):
+
+- ``ctx.step(key, fn, *args)``: runs ``fn`` once per run; its JSON result is
+  checkpointed under ``key`` and returned as read back from JSON, so every
+  attempt sees the same value. Keys name steps: use each key for one step.
+- ``ctx.checkpoint(key, data)``, ``ctx.checkpoints`` (read-only, in write
+  order), ``ctx.last_checkpoint``: the explicit form, for code that manages
+  its own resume point.
+- ``ctx.run_id``, ``ctx.attempt`` (1-based), ``ctx.payload``,
+  ``ctx.idempotency_key(suffix)`` (stable across attempts),
+  ``ctx.traceparent`` (W3C), ``ctx.log.info(message, **fields)``,
+  ``ctx.heartbeat()`` for long stretches that block the event loop.
+
+Failing: any exception fails the attempt and is retried according to
+:class:`Retry`; :class:`AbortRun` fails the run at once. Checkpoints and
+results are JSON, within the size limits the coordinator announces
+(:class:`CheckpointTooLarge`, :class:`ResultTooLarge`, which are not retried).
+
+Triggering from other code: :class:`WaypostClient`.
 """
 
 from waypost.sdk.client import RunHandle, WaypostClient
