@@ -296,3 +296,48 @@ def test_projected_token_passes_token_review(api, core, namespace):
     assert review.status.authenticated is True
     assert review.status.user.username == f"system:serviceaccount:{namespace}:default"
     assert review.status.audiences == ["waypost"]
+
+
+def test_components_report_pinned_versions(api, kubeconfig):
+    """Version ldflags are set (no v0.0.0-master) and helm talks to the cluster."""
+    if not uses_harness():
+        pytest.skip("versions are pinned only for the harness cluster")
+    import json
+    import subprocess
+
+    from e2e_support import CLUSTER_DIR
+
+    pins = dict(
+        line.split("#")[0].strip().split("=", 1)
+        for line in (CLUSTER_DIR / "versions.sh").read_text().splitlines()
+        if line.split("#")[0].strip().count("=") == 1 and "$" not in line
+    )
+    server = client.VersionApi(api).get_code()
+    assert server.git_version == pins["KUBERNETES_VERSION"]
+    env = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in subprocess.run(
+            [str(CLUSTER_DIR / "env")], capture_output=True, text=True, check=True
+        ).stdout.split("\n")
+        if line.startswith("export PATH=")
+    )
+    path = env["PATH"].replace("$PATH", "/usr/bin:/bin")
+    kubectl = subprocess.run(
+        ["kubectl", "version", "-o", "json"],
+        env={"PATH": path, "KUBECONFIG": kubeconfig},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(kubectl.stdout)["clientVersion"]["gitVersion"] == pins["KUBERNETES_VERSION"]
+    helm = subprocess.run(
+        ["helm", "version", "--short"], env={"PATH": path}, capture_output=True, text=True
+    )
+    assert helm.stdout.startswith(pins["HELM_VERSION"]), helm.stdout + helm.stderr
+    helm_list = subprocess.run(
+        ["helm", "list", "-A"],
+        env={"PATH": path, "KUBECONFIG": kubeconfig, "HOME": "/tmp"},
+        capture_output=True,
+        text=True,
+    )
+    assert helm_list.returncode == 0, helm_list.stderr
