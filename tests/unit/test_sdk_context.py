@@ -359,3 +359,14 @@ def test_long_log_messages_are_truncated_for_the_coordinator() -> None:
     [entry] = log.drain(1)
     assert len(entry.message) == MAX_MESSAGE_CHARS
     assert entry.message.endswith("(truncated)")
+
+
+def test_log_exception_carries_the_traceback() -> None:
+    log = TaskLogger("run-1", 1, stream=io.StringIO())
+    try:
+        raise ValueError("bad row")
+    except ValueError:
+        log.exception("import failed", row=3)
+    [entry] = log.drain(1)
+    assert entry.level == "error" and entry.fields["row"] == 3
+    assert "ValueError: bad row" in entry.fields["exception"]

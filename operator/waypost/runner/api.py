@@ -17,7 +17,9 @@ import aiohttp
 from waypost.sdk.errors import AttemptSuperseded, WaypostAPIError
 from waypost.sdk.transport import RetryPolicy, Sleep, request_json
 
-DEFAULT_REQUEST_TIMEOUT = 30.0
+# Every runner call is a single short transaction on the coordinator; a
+# request that takes longer is stuck, and retrying it is the better bet.
+DEFAULT_REQUEST_TIMEOUT = 10.0
 
 
 class RunnerClient:

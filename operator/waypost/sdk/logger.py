@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,8 +109,6 @@ class TaskLogger:
 
     def exception(self, message: str, **fields: Any) -> None:
         """Log at error level with the exception being handled."""
-        import traceback
-
         self._emit("error", message, {**fields, "exception": traceback.format_exc()})
 
     def _emit(self, level: str, message: str, fields: dict[str, Any]) -> None:

@@ -31,7 +31,9 @@ Sleep = Callable[[float], Awaitable[None]]
 class RetryPolicy:
     """How often and how patiently transient request failures are retried."""
 
-    attempts: int = 5
+    # About 15 s in all: enough to ride out a coordinator replica restarting
+    # (a rolling upgrade), well inside the heartbeat window of an attempt.
+    attempts: int = 8
     initial_delay: float = 0.2
     factor: float = 2.0
     max_delay: float = 5.0
