@@ -57,3 +57,18 @@ async def test_max_concurrency_with_parallel_claims(db: asyncpg.Pool) -> None:
         *[runs.claim(db, limit=10, lease_seconds=30, worker=f"w{i}") for i in range(5)]
     )
     assert sum(len(r) for r in results) == 3
+
+
+async def test_a_former_leader_claims_nothing(db: asyncpg.Pool) -> None:
+    from waypost.store import leadership
+
+    await _task(db)
+    await _enqueue(db)
+    assert await leadership.record_epoch(db, 1, "replica-a")
+    assert await leadership.record_epoch(db, 2, "replica-b")
+    assert not await leadership.record_epoch(db, 1, "replica-a")  # never goes back
+    assert await leadership.current(db) == (2, "replica-b")
+    stale = await runs.claim(db, limit=10, lease_seconds=30, worker="a", leader_epoch=1)
+    assert stale == []
+    fresh = await runs.claim(db, limit=10, lease_seconds=30, worker="b", leader_epoch=2)
+    assert len(fresh) == 1

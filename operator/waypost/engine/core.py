@@ -23,6 +23,8 @@ class Engine:
     signer: CredentialSigner
     clock: Clock = field(default_factory=SystemClock)
     rng: random.Random = field(default_factory=random.Random)
+    # Set while this process leads (operator mode); leader-only writes check it.
+    leader_epoch: int | None = None
 
     @classmethod
     async def open(

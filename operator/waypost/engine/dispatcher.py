@@ -109,6 +109,7 @@ class Dispatcher:
         claimed = await runs.claim(
             self.engine.pool, limit=min(slots, settings.claim_batch),
             lease_seconds=settings.lease_seconds, worker=settings.worker_name,
+            leader_epoch=self.engine.leader_epoch,
         )
         for item in claimed:
             await self._start(item)

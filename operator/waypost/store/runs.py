@@ -102,16 +102,19 @@ async def find_by_idempotency_key(
 
 
 async def claim(
-    pool: asyncpg.Pool, *, limit: int, lease_seconds: float, worker: str
+    pool: asyncpg.Pool, *, limit: int, lease_seconds: float, worker: str,
+    leader_epoch: int | None = None,
 ) -> list[ClaimedAttempt]:
     """Claim up to ``limit`` ready runs within every queue's concurrency limits.
 
     Two statements in one READ COMMITTED transaction: the queue locks come first
     so that the claim statement, which takes a new snapshot, counts running runs
-    that no other dispatcher can change before we commit.
+    that no other dispatcher can change before we commit. With ``leader_epoch``,
+    nothing is claimed unless that epoch is still the current one.
     """
     async with pool.acquire() as conn, conn.transaction():
-        queues = [r["name"] for r in await conn.fetch(query("lock_claimable_queues"))]
+        locked = await conn.fetch(query("lock_claimable_queues"), leader_epoch)
+        queues = [r["name"] for r in locked]
         if not queues:
             return []
         rows = await conn.fetch(query("claim_ready_runs"), queues, limit, lease_seconds, worker)

@@ -53,11 +53,16 @@ SELECT id FROM runs WHERE namespace = $1 AND task = $2 AND idempotency_key = $3;
 -- name: lock_claimable_queues
 -- First statement of a claim transaction: lock the queues so that counts of
 -- running runs stay exact until commit, even with two dispatchers. SKIP LOCKED
--- lets a second dispatcher take the queues the first is not holding.
+-- lets a second dispatcher take the queues the first is not holding. With a
+-- leader epoch ($1), nothing is locked unless it is still the current epoch; the
+-- shared lock on the leadership row holds a new leader's epoch update back
+-- until this claim has committed.
 SELECT name FROM queues
-WHERE EXISTS (SELECT 1 FROM run_queue r WHERE r.queue = queues.name AND r.state = 'ready'
+WHERE ($1::bigint IS NULL
+       OR EXISTS (SELECT 1 FROM leadership l WHERE l.epoch = $1 FOR SHARE))
+  AND EXISTS (SELECT 1 FROM run_queue r WHERE r.queue = queues.name AND r.state = 'ready'
               AND r.available_at <= now())
-FOR UPDATE SKIP LOCKED;
+FOR UPDATE OF queues SKIP LOCKED;
 
 -- name: claim_ready_runs
 -- Claims up to $2 ready runs of the locked queues $1: highest priority first,
