@@ -8,7 +8,7 @@ HELM_VERSION=v3.19.5         # built with client-go 0.34, same minor as the clus
 CRICTL_VERSION=v1.34.0        # crictl: lets `down` stop pod sandboxes through CRI (CNI DEL, netns removal)
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.1-waypost
 COREDNS_IMAGE=registry.k8s.io/coredns/coredns:${COREDNS_VERSION}-waypost
-BASE_IMAGE=localhost/waypost/debian-python:bookworm-1
+BASE_IMAGE=localhost/waypost/debian-python:bookworm-2
 DEBIAN_SUITE=bookworm
 
 # Everything the harness builds or runs lives outside the repository.
