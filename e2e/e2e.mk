@@ -28,6 +28,6 @@ e2e-status:
 	e2e/cluster/status
 
 e2e:
-	@test -x $(E2E_PYTHON) || { echo "$(E2E_PYTHON) missing: create the project venv first (make venv / make dev)"; exit 1; }
+	@test -x $(E2E_PYTHON) || $(MAKE) venv
 	@if [ -z "$$KUBECONFIG" ]; then e2e/cluster/up; fi
 	$(E2E_PYTHON) -m pytest e2e/ -v -p no:cacheprovider $(E2E_PYTEST_ARGS)
