@@ -27,7 +27,7 @@ e2e-down:
 e2e-status:
 	e2e/cluster/status
 
-e2e:
-	@test -x $(E2E_PYTHON) || $(MAKE) venv
+# `venv` is the top-level Makefile's target (the project venv with kubernetes and pytest).
+e2e: venv
 	@if [ -z "$$KUBECONFIG" ]; then e2e/cluster/up; fi
 	$(E2E_PYTHON) -m pytest e2e/ -v -p no:cacheprovider $(E2E_PYTEST_ARGS)
