@@ -84,3 +84,17 @@ save_and_import() { # normalized-name
     log "imported $name into containerd (k8s.io)"
   fi
 }
+
+# Serialize runs that share state (two `up`s, a build while another builds).
+# Re-entrant across the scripts' own calls (up -> down) via the environment.
+take_lock() { # name
+  local var="WAYPOST_E2E_LOCK_${1//-/_}" fd
+  [ -n "${!var:-}" ] && return 0
+  mkdir -p "$E2E_CACHE"
+  exec {fd}>"$E2E_CACHE/.$1.lock"
+  if ! flock -n "$fd"; then
+    log "waiting for another $1 run to finish"
+    flock "$fd"
+  fi
+  export "$var=1"
+}
