@@ -32,7 +32,6 @@ class _Worker:
     launch: AttemptLaunch
     process: asyncio.subprocess.Process
     verdict: tuple[FailureType, str] | None = None
-    watcher: asyncio.Task[None] | None = None
     peak_rss: int = 0
 
 
@@ -49,6 +48,7 @@ class ProcessBackend:
 
     def __post_init__(self) -> None:
         self._workers: dict[uuid.UUID, _Worker] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
         self._handler: ExitHandler | None = None
 
     def set_exit_handler(self, handler: ExitHandler) -> None:
@@ -95,7 +95,9 @@ class ProcessBackend:
                 log_file.close()
         worker = _Worker(launch, process)
         self._workers[launch.run_id] = worker
-        worker.watcher = asyncio.get_running_loop().create_task(self._watch(worker))
+        watcher = asyncio.get_running_loop().create_task(self._watch(worker))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
 
     async def _watch(self, worker: _Worker) -> None:
         launch, process = worker.launch, worker.process
@@ -154,12 +156,11 @@ class ProcessBackend:
             _kill_group(worker.process.pid, signal.SIGKILL)
 
     async def close(self) -> None:
-        # Taken first: a watcher removes its worker when the process ends, and its
-        # exit report must finish before the engine's pool closes.
-        watchers = [w.watcher for w in self._workers.values() if w.watcher is not None]
         for run_id in list(self._workers):
             await self.stop(run_id, "backend shutting down")
-        for watcher in watchers:
+        # Every watcher, including those whose process ended on its own just now:
+        # their exit reports must finish before the engine's pool closes.
+        for watcher in list(self._watchers):
             with contextlib.suppress(BaseException):
                 await watcher
 
