@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from waypost.model import quantity
 from waypost.model.base import ApiModel
@@ -21,12 +22,31 @@ RETRYABLE_BY_DEFAULT = (
     FailureType.EXIT,
 )
 
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+# CEL rules (``x-kubernetes-validations``) sit next to the field they check, so
+# the API server rejects what the model rejects; waypost.model.crd copies them
+# into the CRD schema.
+_POSITIVE_QUANTITY_RULE: JsonDict = {
+    "rule": "!isQuantity(self) || quantity(self).compareTo(quantity('1')) >= 0",
+    "message": "must be a positive memory quantity, for example 512Mi or 1Gi",
+}
+
+
+def _positive_memory(value: str) -> str:
+    quantity.memory_bytes(value)
+    return value
+
+
 Memory = Annotated[
     str,
     Field(
         pattern=quantity.MEMORY_PATTERN,
+        max_length=64,
         description="Memory as a Kubernetes quantity, for example 512Mi or 1Gi.",
+        json_schema_extra={"x-kubernetes-validations": [_POSITIVE_QUANTITY_RULE]},
     ),
+    AfterValidator(_positive_memory),
 ]
 
 
@@ -89,14 +109,25 @@ class QueueSpec(ApiModel):
 
 
 class Resources(ApiModel):
+    """Resources of each attempt's Pod or process."""
+
     memory: Memory = Field("512Mi", description="Memory limit of an attempt.")
 
 
 class Timeout(ApiModel):
+    """How long one attempt may run."""
+
     max_duration: str = Field(
         "1h",
         pattern=quantity.DURATION_PATTERN,
+        min_length=2,
+        max_length=32,
         description="An attempt running longer is killed and fails as a timeout (90s, 15m, 1h).",
+        json_schema_extra={"x-kubernetes-validations": [{
+            # A duration is positive exactly when some digit in it is not 0.
+            "rule": "self.matches('[1-9]')",
+            "message": "must be a positive duration, for example 90s, 15m or 1h30m",
+        }]},
     )
 
     @field_validator("max_duration")
@@ -121,18 +152,65 @@ class Schedule(ApiModel):
 
 
 class WarmPool(ApiModel):
+    """Idle Pods kept ready for this Task, so a run starts without a cold Pod."""
+
     enabled: bool = True
     max_warm: int = Field(5, ge=0, le=5, description="Idle warm Pods kept for this Task.")
     idle_ttl_seconds: int = Field(60, ge=1, le=3600)
 
 
 class HistoryLimits(ApiModel):
+    """How many finished TaskRuns of this Task are kept."""
+
     successful_runs: int = Field(10, ge=0, le=1000)
     failed_runs: int = Field(10, ge=0, le=1000)
 
 
+class LocalObjectReference(ApiModel):
+    """An object in the Task's namespace, by name."""
+
+    name: str = Field(..., pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=253)
+
+
+class EnvFromSource(ApiModel):
+    """Environment variables from every key of a ConfigMap or Secret."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "has(self.configMapRef) != has(self.secretRef)",
+        "message": "set exactly one of configMapRef and secretRef",
+    }]})
+
+    config_map_ref: LocalObjectReference | None = None
+    secret_ref: LocalObjectReference | None = None
+    prefix: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=253,
+        description="Prepended to every variable name.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvFromSource:
+        if (self.config_map_ref is None) == (self.secret_ref is None):
+            raise ValueError("set exactly one of configMapRef and secretRef")
+        return self
+
+
+_MEMORY_CEILING_RULE: JsonDict = {
+    "rule": "!has(self.retry) || !has(self.retry.oom) || !has(self.retry.oom.memoryCeiling)"
+    " || !has(self.resources) || !has(self.resources.memory)"
+    " || !isQuantity(self.retry.oom.memoryCeiling) || !isQuantity(self.resources.memory)"
+    " || quantity(self.retry.oom.memoryCeiling).compareTo(quantity(self.resources.memory)) >= 0",
+    "message": "retry.oom.memoryCeiling must not be below resources.memory",
+    "fieldPath": ".retry.oom.memoryCeiling",
+    "reason": "FieldValueInvalid",
+}
+
+
 class TaskSpec(ApiModel):
     """What a Task is: code, limits, retry and queue behaviour, schedules."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_MEMORY_CEILING_RULE]}
+    )
 
     entrypoint: str = Field(
         ...,
@@ -144,10 +222,29 @@ class TaskSpec(ApiModel):
     retry: RetrySpec = Field(default_factory=RetrySpec)
     timeout: Timeout = Field(default_factory=Timeout)
     queue: QueueSpec = Field(default_factory=QueueSpec)
-    schedules: list[Schedule] = Field(default_factory=list)
+    schedules: list[Schedule] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Cron schedules; each name at most once.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
     warm_pool: WarmPool = Field(default_factory=WarmPool)
     history_limits: HistoryLimits = Field(default_factory=HistoryLimits)
     env: dict[str, str] = Field(default_factory=dict, description="Environment of the runner.")
+    env_from: list[EnvFromSource] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Environment of the runner from ConfigMaps and Secrets.",
+    )
+    service_account_name: str | None = Field(
+        None,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="Service account of the runner Pods. Its API token is never mounted.",
+    )
 
     @model_validator(mode="after")
     def _ceiling_above_limit(self) -> TaskSpec:
@@ -158,6 +255,15 @@ class TaskSpec(ApiModel):
                 f"{self.resources.memory}"
             )
         return self
+
+    @field_validator("schedules")
+    @classmethod
+    def _unique_schedule_names(cls, value: list[Schedule]) -> list[Schedule]:
+        names = [s.name for s in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"schedule names must be unique: {', '.join(duplicates)}")
+        return value
 
     @property
     def memory_bytes(self) -> int:
