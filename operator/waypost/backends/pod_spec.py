@@ -1,0 +1,312 @@
+"""Pure builders of the Kubernetes objects of one attempt: its Pod and its Secret.
+
+Nothing here calls the API: the functions take an :class:`AttemptLaunch` and
+:class:`PodSettings` and return manifests as dicts, pinned by golden-file tests
+(CloudNativePG's ``pkg/specs`` does the same).
+
+The attempt's credential never appears in the Pod spec (anyone who may read
+Pods would see it): it goes into a per-attempt Secret, mounted read-only into
+the runner, which reads it from ``WAYPOST_ATTEMPT_TOKEN_FILE``. The Secret must
+exist before the Pod is created, or the kubelet keeps the Pod waiting in
+``ContainerCreating``. Create the Secret (owned by the TaskRun when there is
+one), then the Pod, then make the Pod the Secret's owner
+(:func:`secret_owner_patch`) so both go away together.
+
+Runner Pods follow the ``restricted`` Pod Security profile: non-root, no
+privilege escalation, every capability dropped, the RuntimeDefault seccomp
+profile, a read-only root filesystem with a writable ``/tmp``, and no
+service-account token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from waypost.engine.backend import AttemptLaunch
+from waypost.model.task import TaskSpec
+
+MANAGED_BY = "waypost"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_TASK = "waypost.dev/task"
+LABEL_RUN_ID = "waypost.dev/run-id"
+LABEL_ATTEMPT = "waypost.dev/attempt"
+ANNOTATION_CLAIM_TOKEN = "waypost.dev/claim-token"
+ANNOTATION_TRACE_ID = "waypost.dev/trace-id"
+ANNOTATION_TASK = "waypost.dev/task-name"
+
+COMPONENT_RUNNER = "runner"
+CONTAINER_NAME = "runner"
+RUNNER_COMMAND = ("waypost-runner",)
+RUNNER_UID = 10001
+
+CREDENTIAL_KEY = "token"
+CREDENTIAL_DIR = "/var/run/waypost/attempt"
+CREDENTIAL_FILE = f"{CREDENTIAL_DIR}/{CREDENTIAL_KEY}"
+TMP_DIR = "/tmp"  # the Pod's own emptyDir
+
+MAX_NAME_LENGTH = 63
+_MI = 1024 * 1024
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+@dataclass(frozen=True)
+class OwnerReference:
+    """The object whose deletion removes the attempt's Pod and Secret."""
+
+    kind: str  # "TaskRun" or "Task"
+    name: str
+    uid: str
+    api_version: str = "waypost.dev/v1alpha1"
+
+    def manifest(self, *, controller: bool = True) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": controller,
+        }
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """How the operator shapes runner Pods; the same for every attempt but ``owner``."""
+
+    coordinator_url: str
+    namespace: str | None = None
+    """Namespace of the Pods; the Task's namespace when None."""
+    service_account: str | None = None
+    """Runner service account when the Task names none (its token is never mounted)."""
+    image_pull_policy: str = "IfNotPresent"
+    default_image: str | None = None
+    """Image for Tasks that name none: the runner image with the task code baked in."""
+    owner: OwnerReference | None = None
+    credential_secret_name: str | None = None
+    """Name of the attempt's Secret; the Pod's name when None."""
+    image_pull_secrets: tuple[str, ...] = ()
+    tmp_size_limit: str = "1Gi"
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def _dns_part(text: str) -> str:
+    return _NOT_DNS.sub("-", text.lower()).strip("-")
+
+
+def _short_run_id(launch: AttemptLaunch) -> str:
+    # The tail of the id: random in both UUIDv4 and UUIDv7 (whose head is a
+    # timestamp, so runs created together would share it).
+    return launch.run_id.hex[-8:]
+
+
+def pod_name(launch: AttemptLaunch) -> str:
+    """``wp-<task>-<short run id>-<attempt>``: a DNS label of at most 63 characters."""
+    suffix = f"-{_short_run_id(launch)}-{launch.attempt}"
+    room = MAX_NAME_LENGTH - len("wp-") - len(suffix)
+    task = _dns_part(launch.task)[:room].strip("-") or "task"
+    return f"wp-{task}{suffix}"
+
+
+def label_value(text: str) -> str:
+    """A valid label value for ``text``: itself when it fits, else shortened with a hash."""
+    if len(text) <= MAX_NAME_LENGTH and re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]",
+                                                     text):
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    head = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[: MAX_NAME_LENGTH - 9].strip("-_.")
+    return f"{head}-{digest}" if head else digest
+
+
+def attempt_labels(launch: AttemptLaunch, settings: PodSettings) -> dict[str, str]:
+    """Labels tying an object to its task, run and attempt."""
+    return {
+        **settings.extra_labels,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_COMPONENT: COMPONENT_RUNNER,
+        LABEL_TASK: label_value(launch.task),
+        LABEL_RUN_ID: str(launch.run_id),
+        LABEL_ATTEMPT: str(launch.attempt),
+    }
+
+
+def run_selector(run_id: str) -> str:
+    """Label selector of every object of a run's attempts."""
+    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_RUN_ID}={run_id}"
+
+
+def memory_quantity(n_bytes: int) -> str:
+    """``<n>Mi`` when the byte count is a whole number of MiB, else plain bytes."""
+    if n_bytes <= 0:
+        raise ValueError(f"memory must be positive, got {n_bytes} bytes")
+    return f"{n_bytes // _MI}Mi" if n_bytes % _MI == 0 else str(n_bytes)
+
+
+def _metadata(launch: AttemptLaunch, settings: PodSettings, name: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": settings.namespace or launch.namespace,
+        "labels": attempt_labels(launch, settings),
+        "annotations": {
+            ANNOTATION_TASK: launch.task,
+            ANNOTATION_CLAIM_TOKEN: str(launch.claim_token),
+            ANNOTATION_TRACE_ID: launch.trace_id,
+        },
+    }
+    if settings.owner is not None:
+        meta["ownerReferences"] = [settings.owner.manifest()]
+    return meta
+
+
+def secret_name(launch: AttemptLaunch, settings: PodSettings) -> str:
+    return settings.credential_secret_name or pod_name(launch)
+
+
+def build_attempt_secret(launch: AttemptLaunch, settings: PodSettings) -> dict[str, Any]:
+    """The Secret holding the attempt's credential; create it before the Pod."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(launch, settings, secret_name(launch, settings)),
+        "type": "Opaque",
+        "immutable": True,
+        "stringData": {CREDENTIAL_KEY: launch.credential},
+    }
+
+
+def secret_owner_patch(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch making a created Pod (with its uid) the owner of its Secret.
+
+    It replaces the Secret's owner references: the Pod is owned by the same
+    TaskRun, so the chain still leads there.
+    """
+    meta = pod["metadata"]
+    return {"metadata": {"ownerReferences": [{
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": False,
+    }]}}
+
+
+def _env(launch: AttemptLaunch, settings: PodSettings) -> list[dict[str, Any]]:
+    values: dict[str, str] = {
+        # Defaults a task may override: nothing writes bytecode to the
+        # read-only image, and HOME is somewhere writable.
+        "HOME": TMP_DIR,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    values.update(launch.env)
+    # Set last: a task's env cannot redirect the runner or its credential.
+    values.update({
+        "WAYPOST_COORDINATOR_URL": settings.coordinator_url,
+        "WAYPOST_ATTEMPT_TOKEN_FILE": CREDENTIAL_FILE,
+        "WAYPOST_RUN_ID": str(launch.run_id),
+        "WAYPOST_ATTEMPT": str(launch.attempt),
+        "WAYPOST_TASK": launch.task,
+        "WAYPOST_TRACE_ID": launch.trace_id,
+    })
+    values.pop("WAYPOST_ATTEMPT_TOKEN", None)
+    return [{"name": k, "value": values[k]} for k in sorted(values)]
+
+
+def _env_from(task: TaskSpec | None) -> list[dict[str, Any]]:
+    sources: list[dict[str, Any]] = []
+    for source in task.env_from if task is not None else []:
+        item: dict[str, Any] = {}
+        if source.config_map_ref is not None:
+            item["configMapRef"] = {"name": source.config_map_ref.name}
+        if source.secret_ref is not None:
+            item["secretRef"] = {"name": source.secret_ref.name}
+        if source.prefix:
+            item["prefix"] = source.prefix
+        sources.append(item)
+    return sources
+
+
+def build_attempt_pod(
+    launch: AttemptLaunch, settings: PodSettings, task: TaskSpec | None = None
+) -> dict[str, Any]:
+    """The Pod that runs one attempt with ``waypost-runner``.
+
+    ``task`` adds what the launch does not carry (envFrom, serviceAccountName);
+    the launch's memory wins over the Task's, since an OOM retry grows it.
+    """
+    image = launch.image or settings.default_image
+    if not image:
+        raise ValueError(
+            f"task {launch.task!r} names no image and the operator has no default runner image"
+        )
+    if launch.timeout_seconds <= 0:
+        raise ValueError(f"timeout must be positive, got {launch.timeout_seconds}")
+    name = pod_name(launch)
+    memory = memory_quantity(launch.memory_bytes)
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": list(RUNNER_COMMAND),
+        "env": _env(launch, settings),
+    }
+    env_from = _env_from(task)
+    if env_from:
+        container["envFrom"] = env_from
+    container.update({
+        # Request = limit: the scheduler places the Pod where its whole limit
+        # fits, and the Pod is never the first evicted under memory pressure.
+        "resources": {"limits": {"memory": memory}, "requests": {"memory": memory}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": TMP_DIR},
+            {"name": "attempt-credential", "mountPath": CREDENTIAL_DIR, "readOnly": True},
+        ],
+    })
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "activeDeadlineSeconds": max(1, math.ceil(launch.timeout_seconds)),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+    }
+    account = (task.service_account_name if task is not None else None) or settings.service_account
+    if account:
+        spec["serviceAccountName"] = account
+    if settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
+    spec.update({
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNNER_UID,
+            "runAsGroup": RUNNER_UID,
+            # The credential file is group-readable by this group only.
+            "fsGroup": RUNNER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}},
+            {"name": "attempt-credential", "secret": {
+                "secretName": secret_name(launch, settings),
+                "defaultMode": 0o440,
+                "items": [{"key": CREDENTIAL_KEY, "path": CREDENTIAL_KEY}],
+            }},
+        ],
+    })
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(launch, settings, name),
+        "spec": spec,
+    }
