@@ -7,13 +7,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from waypost.engine import encoding
+from waypost.engine import encoding, scheduler
 from waypost.engine.core import Engine
+from waypost.engine.cron import InvalidSchedule
 from waypost.engine.errors import InvalidState, InvalidValue, RunNotFound, UnknownTask
 from waypost.model.enums import RunStatus
 from waypost.model.run import Run, TriggerRequest
 from waypost.model.task import TaskDefinition
-from waypost.store import checkpoints, runs, tasks
+from waypost.store import checkpoints, runs, schedules, tasks
 
 
 def parse_run_id(value: str) -> uuid.UUID:
@@ -23,14 +24,19 @@ def parse_run_id(value: str) -> uuid.UUID:
         raise InvalidValue(f"{value!r} is not a run id (expected a UUID)") from None
 
 
-async def register_task(engine: Engine, definition: TaskDefinition) -> None:
-    await tasks.upsert(engine.pool, definition)
+async def register_task(engine: Engine, definition: TaskDefinition) -> list[InvalidSchedule]:
+    """Store a Task and its schedules; returns the schedules that are malformed
+    (stored but parked; the others work)."""
+    async with engine.pool.acquire() as conn, conn.transaction():
+        await tasks.upsert(conn, definition)
+        return await scheduler.sync_schedules(conn, definition, engine.clock.now())
 
 
 async def delete_task(engine: Engine, namespace: str, name: str) -> list[uuid.UUID]:
     """Forget a Task and cancel its waiting runs; running ones finish."""
     async with engine.pool.acquire() as conn, conn.transaction():
         await tasks.delete(conn, namespace, name)
+        await schedules.delete_for_task(conn, namespace, name)
         return await runs.cancel_task_runs(conn, namespace, name)
 
 

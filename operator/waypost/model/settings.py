@@ -38,6 +38,9 @@ class Settings(BaseModel):
     missed_heartbeats: int = Field(3, ge=1, description="Beats missed before an attempt is lost.")
     claim_batch: int = Field(50, ge=1, le=1000)
     poll_interval_seconds: float = Field(2.0, gt=0)
+    schedule_interval_seconds: float = Field(
+        10.0, gt=0, description="How often the leader's scheduler fires due cron schedules."
+    )
     worker_name: str = Field(default_factory=socket.gethostname)
     limits: Limits = Field(default_factory=Limits)
 
@@ -63,6 +66,7 @@ class Settings(BaseModel):
             "WAYPOST_MISSED_HEARTBEATS": "missed_heartbeats",
             "WAYPOST_CLAIM_BATCH": "claim_batch",
             "WAYPOST_POLL_INTERVAL": "poll_interval_seconds",
+            "WAYPOST_SCHEDULE_INTERVAL": "schedule_interval_seconds",
         }
         for var, field in mapping.items():
             if os.environ.get(var):

@@ -145,6 +145,25 @@ CREATE SEQUENCE waypost.runs_seq_seq
 
 ALTER SEQUENCE waypost.runs_seq_seq OWNED BY waypost.runs.seq;
 
+CREATE TABLE waypost.schedules (
+    namespace text NOT NULL,
+    task text NOT NULL,
+    name text NOT NULL,
+    cron text NOT NULL,
+    timezone text DEFAULT 'UTC'::text NOT NULL,
+    payload jsonb,
+    missed_runs text DEFAULT 'Skip'::text NOT NULL,
+    catchup_limit integer DEFAULT 10 NOT NULL,
+    suspended boolean DEFAULT false NOT NULL,
+    next_fire_at timestamp with time zone,
+    last_fire_at timestamp with time zone,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT schedules_catchup_limit_check CHECK ((catchup_limit >= 1)),
+    CONSTRAINT schedules_missed_runs_check CHECK ((missed_runs = ANY (ARRAY['Skip'::text, 'Catchup'::text])))
+);
+
 CREATE TABLE waypost.schema_migrations (
     version integer NOT NULL,
     name text NOT NULL,
@@ -204,6 +223,9 @@ ALTER TABLE ONLY waypost.runs
 ALTER TABLE ONLY waypost.runs
     ADD CONSTRAINT runs_seq_key UNIQUE (seq);
 
+ALTER TABLE ONLY waypost.schedules
+    ADD CONSTRAINT schedules_pkey PRIMARY KEY (namespace, task, name);
+
 ALTER TABLE ONLY waypost.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 
@@ -229,6 +251,8 @@ CREATE INDEX runs_dead_lettered ON waypost.runs USING btree (finished_at DESC) W
 
 CREATE UNIQUE INDEX runs_idempotency ON waypost.runs USING btree (namespace, task, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
+CREATE INDEX schedules_due ON waypost.schedules USING btree (next_fire_at) WHERE ((NOT suspended) AND (next_fire_at IS NOT NULL));
+
 ALTER TABLE ONLY waypost.attempts
     ADD CONSTRAINT attempts_run_id_fkey FOREIGN KEY (run_id) REFERENCES waypost.runs(id) ON DELETE CASCADE;
 
@@ -237,3 +261,6 @@ ALTER TABLE ONLY waypost.checkpoints
 
 ALTER TABLE ONLY waypost.run_logs
     ADD CONSTRAINT run_logs_run_id_fkey FOREIGN KEY (run_id) REFERENCES waypost.runs(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY waypost.schedules
+    ADD CONSTRAINT schedules_namespace_task_fkey FOREIGN KEY (namespace, task) REFERENCES waypost.tasks(namespace, name) ON DELETE CASCADE;
