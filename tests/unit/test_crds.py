@@ -185,7 +185,7 @@ def test_task_printer_columns(crds: dict[str, dict[str, Any]]) -> None:
     assert columns["Queued"]["jsonPath"] == ".status.queueDepth"
     assert columns["Running"]["jsonPath"] == ".status.running"
     assert columns["Warm"]["jsonPath"] == ".status.warmPods"
-    assert columns["Next Schedule"] == {**columns["Next Schedule"], "type": "date",
+    assert columns["Next Schedule"] == {**columns["Next Schedule"], "type": "string",
                                         "jsonPath": ".status.nextScheduleTime"}
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
 

@@ -265,7 +265,8 @@ def task_crd() -> Schema:
             _column("Queued", "integer", ".status.queueDepth", "Runs waiting in the queue."),
             _column("Running", "integer", ".status.running", "Runs with an attempt running."),
             _column("Warm", "integer", ".status.warmPods", "Idle warm Pods."),
-            _column("Next Schedule", "date", ".status.nextScheduleTime",
+            # A string, not a date: kubectl shows future dates as <invalid>.
+            _column("Next Schedule", "string", ".status.nextScheduleTime",
                     "When a schedule triggers the next run."),
             _column("Ready", "string", '.status.conditions[?(@.type=="Ready")].status',
                     "Whether the definition is stored and runs can be enqueued."),
