@@ -27,6 +27,7 @@ from waypost.model.taskrun import (
     TaskStatus,
     find_condition,
     set_condition,
+    succeeded_condition,
 )
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
@@ -347,6 +348,20 @@ def test_set_condition_moves_the_transition_time_only_on_a_status_change() -> No
                                       "reason": TaskRunReason.SUCCEEDED})
     current = find_condition(set_condition(conditions, done), SUCCEEDED)
     assert current is not None and current.last_transition_time == t1
+    assert [c.type for c in set_condition(conditions, done)] == ["Ready", SUCCEEDED]
+
+
+def test_succeeded_condition_status_follows_the_reason() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    dead = succeeded_condition(TaskRunReason.DEAD_LETTERED, "OOMKilled after 3 attempts",
+                               now=now, generation=2)
+    assert (dead.type, dead.status, dead.reason) == ("Succeeded", ConditionStatus.FALSE,
+                                                      "DeadLettered")
+    assert dead.observed_generation == 2
+    assert succeeded_condition(TaskRunReason.RETRYING, "", now=now).status is (
+        ConditionStatus.UNKNOWN)
+    assert succeeded_condition(TaskRunReason.SUCCEEDED, "", now=now).status is (
+        ConditionStatus.TRUE)
 
 
 def test_status_serialises_to_declared_camel_case_fields(

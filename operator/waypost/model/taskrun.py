@@ -144,10 +144,25 @@ def set_condition(conditions: list[Condition], new: Condition) -> list[Condition
     conventions ask; a new reason or message alone keeps the old time.
     """
     old = find_condition(conditions, new.type)
-    if old is not None and old.status == new.status:
+    if old is None:
+        return [*conditions, new]
+    if old.status == new.status:
         new = new.model_copy(update={"last_transition_time": old.last_transition_time})
-    others = [c for c in conditions if c.type != new.type]
-    return [*others, new]
+    return [new if c.type == new.type else c for c in conditions]
+
+
+def succeeded_condition(
+    reason: TaskRunReason, message: str, *, now: datetime, generation: int | None = None
+) -> Condition:
+    """A TaskRun's ``Succeeded`` condition for a reason; its status follows from it."""
+    return Condition(
+        type=SUCCEEDED,
+        status=reason.condition_status,
+        reason=reason,
+        message=message[:32768],
+        last_transition_time=now,
+        observed_generation=generation,
+    )
 
 
 class TaskRef(ApiModel):
