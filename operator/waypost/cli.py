@@ -153,6 +153,27 @@ def cmd_dlq_requeue(args: argparse.Namespace) -> int:
     return asyncio.run(_with_client(go))
 
 
+def cmd_schedules_list(args: argparse.Namespace) -> int:
+    async def go(client: WaypostClient) -> int:
+        found = await client.list_schedules(namespace=args.namespace, task=args.task)
+        rows = [{**s, "nextFireAt": "suspended" if s.get("suspended") else s.get("nextFireAt"),
+                 "lastError": (s.get("lastError") or "")[:60] or None} for s in found]
+        print_table(rows, ("task", "name", "cron", "timezone", "nextFireAt", "lastFireAt",
+                           "lastError"))
+        return 0
+
+    return asyncio.run(_with_client(go))
+
+
+def cmd_schedules_trigger(args: argparse.Namespace) -> int:
+    async def go(client: WaypostClient) -> int:
+        run = await client.trigger_schedule(args.task, args.name, namespace=args.namespace)
+        print(f"triggered run {run['id']} ({run['idempotencyKey']})")
+        return 0
+
+    return asyncio.run(_with_client(go))
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from waypost import devmode  # the server side is only needed here
 
@@ -228,6 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
     dr = dlq_sub.add_parser("requeue", help="run a dead-lettered run again")
     dr.add_argument("run_id")
     dr.set_defaults(fn=cmd_dlq_requeue)
+
+    sch = sub.add_parser("schedules", help="cron schedules of Tasks")
+    sch_sub = sch.add_subparsers(dest="schedules_command", required=True)
+    sl = sch_sub.add_parser("list", help="schedules with their next fire times (UTC)")
+    sl.add_argument("--namespace")
+    sl.add_argument("--task")
+    sl.set_defaults(fn=cmd_schedules_list)
+    st = sch_sub.add_parser("trigger", help="fire schedule NAME of TASK once, now")
+    st.add_argument("task")
+    st.add_argument("name")
+    st.add_argument("--namespace", default="default")
+    st.set_defaults(fn=cmd_schedules_trigger)
 
     mig = sub.add_parser("migrate", help="apply schema migrations to WAYPOST_DATABASE_URL")
     mig.set_defaults(fn=cmd_migrate)

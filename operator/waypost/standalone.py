@@ -17,6 +17,7 @@ from waypost.engine import control
 from waypost.engine.clock import Clock
 from waypost.engine.core import Engine
 from waypost.engine.dispatcher import Dispatcher
+from waypost.engine.scheduler import Scheduler
 from waypost.model import from_sdk
 from waypost.model.settings import Settings
 from waypost.sdk.decorator import Task
@@ -52,9 +53,14 @@ class Standalone:
         await site.start()
         self.dispatcher = Dispatcher(self.engine, self.backend)
         self._stop = asyncio.Event()
+        self.scheduler = Scheduler(self.engine)
         self._task: asyncio.Task[None] | None = None
+        self._scheduler_task: asyncio.Task[None] | None = None
         if self.dispatch:
-            self._task = asyncio.get_running_loop().create_task(self.dispatcher.run(self._stop))
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self.dispatcher.run(self._stop))
+            if self.clock is None:  # with an injected clock, the test ticks the scheduler
+                self._scheduler_task = loop.create_task(self.scheduler.run(self._stop))
         return self
 
     @property
@@ -70,9 +76,10 @@ class Standalone:
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 10)
+        for task in (self._task, self._scheduler_task):
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 10)
         await self.backend.close()
         await self._runner.cleanup()
         await self.engine.close()

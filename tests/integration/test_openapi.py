@@ -133,7 +133,8 @@ async def test_documented_schemas_match_real_answers(stack: Standalone) -> None:
     """Each documented path is really routed, and the user API answers as documented."""
     _, doc = await fetch(f"{stack.url}/openapi.json")
     for method, path, _op in operations(doc):
-        url = stack.url + path.format(namespace="default", task="hello", run_id=uuid.uuid4())
+        url = stack.url + path.format(namespace="default", task="hello", run_id=uuid.uuid4(),
+                                      schedule="nightly")
         status, body = await fetch(url, method)
         if status >= 400:
             assert body is not None, f"{method} {path}: error without a JSON body"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,9 +21,11 @@ from waypost.engine.clock import FakeClock
 from waypost.engine.core import Engine
 from waypost.engine.scheduler import Scheduler, UnknownSchedule, trigger_now
 from waypost.model.task import TaskDefinition, TaskSpec
+from waypost.standalone import Standalone
 from waypost.store import runs, schedules
 from waypost.store.pool import RawJson
 
+REPO = Path(__file__).resolve().parents[2]
 NS = "default"
 START = datetime(2026, 1, 1, 11, 59, 55, tzinfo=UTC)
 
@@ -350,3 +356,43 @@ async def test_a_former_leader_fires_nothing(
     assert await _keys(db) == []
     assert len((await Scheduler(engine, clock, leader_epoch=2).tick()).firings) == 1
     assert await _keys(db) == [_key("m", _at(12, 0))]
+
+
+async def test_cli_lists_and_triggers_schedules(database_url: str) -> None:
+    async def waypost(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "waypost.cli", *args], cwd=REPO,
+            env={**os.environ, "WAYPOST_URL": app.url}, capture_output=True, text=True,
+            timeout=60, check=False)
+
+    app = await Standalone(stack.settings(database_url), dispatch=False).start()
+    try:
+        await _register(app.engine, "report",
+                        {"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin",
+                         "payload": {"from": "cli"}},
+                        {"name": "paused", "cron": "@hourly", "suspend": True})
+        listed = await waypost("schedules", "list")
+        assert listed.returncode == 0, listed.stderr
+        lines = listed.stdout.splitlines()
+        assert lines[0].split()[:5] == ["TASK", "NAME", "CRON", "TIMEZONE", "NEXTFIREAT"]
+        nightly = next(line for line in lines if "nightly" in line)
+        [stored] = [s for s in await schedules.list_schedules(app.engine.pool)
+                    if s.name == "nightly"]
+        assert stored.next_fire_at is not None
+        assert stored.next_fire_at.strftime("%Y-%m-%d %H:%M:%S") in nightly
+        assert "Europe/Berlin" in nightly and "30 2 * * *" in nightly
+        assert "suspended" in next(line for line in lines if "paused" in line)
+
+        fired = await waypost("schedules", "trigger", "report", "nightly")
+        assert fired.returncode == 0, fired.stderr
+        assert "schedule:nightly:manual:" in fired.stdout
+        run_id = fired.stdout.split()[2]
+        run = await control.get(app.engine, uuid.UUID(run_id))
+        assert run.payload == {"from": "cli"} and run.source == "schedule"
+
+        missing = await waypost("schedules", "trigger", "report", "nope")
+        assert missing.returncode == 1
+        assert "no schedule 'nope' on task 'report'" in missing.stderr
+        assert "unknown_schedule" in missing.stderr
+    finally:
+        await app.stop()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from waypost.coordinator import appkeys, dashboard, metrics, openapi
 from waypost.coordinator.routes import Auth, Route, RouteTable
-from waypost.engine import attempts, control
+from waypost.engine import attempts, control, scheduler
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity
 from waypost.engine.errors import EngineError, InvalidValue, Unauthorized
@@ -28,6 +28,7 @@ from waypost.model.run import (
     RunnerLogsBody,
     TriggerRequest,
 )
+from waypost.model.schedule import ScheduleList
 from waypost.store import pool as store_pool
 
 log = logging.getLogger("waypost.coordinator")
@@ -189,6 +190,23 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     return web.json_response(body.model_dump(mode="json", by_alias=True))
 
 
+async def list_schedules(request: web.Request) -> web.Response:
+    require_user(request)
+    found = await scheduler.list_schedules(
+        request.app[ENGINE], namespace=request.query.get("namespace"),
+        task=request.query.get("task"))
+    return web.json_response(ScheduleList(schedules=found).model_dump(mode="json", by_alias=True))
+
+
+async def trigger_schedule(request: web.Request) -> web.Response:
+    require_user(request)
+    engine = request.app[ENGINE]
+    run_id, _ = await scheduler.trigger_now(
+        engine, request.match_info["namespace"], request.match_info["task"],
+        request.match_info["schedule"])
+    return run_json(await control.get(engine, run_id), 201)
+
+
 # --- runner API -------------------------------------------------------------
 
 async def runner_attempt(request: web.Request) -> web.Response:
@@ -288,6 +306,14 @@ def route_table() -> RouteTable:
     add(Route("GET", "/v1/dead-letters", list_dead_letters, "List dead-lettered runs",
               Auth.USER, "dead letters", response=RunList,
               query={k: v for k, v in filters.items() if k != "status"}))
+    add(Route("GET", "/v1/schedules", list_schedules,
+              "List cron schedules with their next fire times", Auth.USER, "schedules",
+              response=ScheduleList,
+              query={"namespace": filters["namespace"], "task": filters["task"]}))
+    add(Route("POST", "/v1/tasks/{namespace}/{task}/schedules/{schedule}/trigger",
+              trigger_schedule,
+              "Fire a schedule once now, with a fresh idempotency key (its next tick is kept)",
+              Auth.USER, "schedules", response=Run, status=201))
     add(Route("GET", "/v1/runner/attempt", runner_attempt,
               "The attempt document: task, payload, checkpoints, limits", Auth.ATTEMPT, "runner"))
     add(Route("POST", "/v1/runner/checkpoints", runner_checkpoint, "Write a checkpoint",

@@ -48,6 +48,7 @@ from waypost.engine.clock import Clock
 from waypost.engine.core import Engine
 from waypost.engine.errors import EngineError, UnknownTask
 from waypost.model.enums import MissedRunPolicy
+from waypost.model.schedule import ScheduleInfo
 from waypost.model.task import TaskDefinition
 from waypost.store import pool as store_pool
 from waypost.store import runs, schedules
@@ -261,3 +262,18 @@ async def trigger_now(
 class UnknownSchedule(EngineError):
     code = "unknown_schedule"
     status = 404
+
+
+async def list_schedules(
+    engine: Engine, *, namespace: str | None = None, task: str | None = None
+) -> list[ScheduleInfo]:
+    """The schedules of active Tasks with their next and last fire times."""
+    return [
+        ScheduleInfo(
+            namespace=s.namespace, task=s.task, name=s.name, cron=s.cron, timezone=s.timezone,
+            payload=s.payload, missed_runs=s.missed_runs, catchup_limit=s.catchup_limit,
+            suspended=s.suspended, next_fire_at=s.next_fire_at, last_fire_at=s.last_fire_at,
+            last_error=s.last_error,
+        )
+        for s in await schedules.list_schedules(engine.pool, namespace, task)
+    ]

@@ -253,6 +253,24 @@ class WaypostClient:
         """Queue a dead-lettered run again; it resumes after its last checkpoint."""
         return await self._document("POST", f"/v1/runs/{_segment(run_id)}/requeue")
 
+    async def list_schedules(
+        self, *, namespace: str | None = None, task: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Cron schedules with their ``nextFireAt``, ``lastFireAt`` and ``lastError``."""
+        _, data = await self._request(
+            "GET", "/v1/schedules", params=_params(namespace=namespace, task=task))
+        if not isinstance(data, dict) or not isinstance(data.get("schedules"), list):
+            raise WaypostAPIError(200, "bad_response", "expected {'schedules': [...]}")
+        return [s for s in data["schedules"] if isinstance(s, dict)]
+
+    async def trigger_schedule(
+        self, task: str, schedule: str, *, namespace: str = "default"
+    ) -> RunDocument:
+        """Fire a schedule once now (a fresh idempotency key); returns the new run."""
+        path = (f"/v1/tasks/{_segment(namespace)}/{_segment(task)}/schedules/"
+                f"{_segment(schedule)}/trigger")
+        return await self._document("POST", path)
+
     async def wait(
         self,
         run_id: str,
