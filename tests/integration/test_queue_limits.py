@@ -52,7 +52,8 @@ class InMemoryBackend:
 
     def __post_init__(self) -> None:
         self._handler: ExitHandler | None = None
-        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}  # attempts holding a slot
+        self._all: set[asyncio.Task[None]] = set()  # until their exit is reported too
         self.shared.setdefault("active", Counter())
         self.shared.setdefault("peak", Counter())
 
@@ -64,7 +65,10 @@ class InMemoryBackend:
 
     async def start(self, launch: AttemptLaunch) -> None:
         self.started.append(launch.run_id)
-        self._tasks[launch.run_id] = asyncio.get_running_loop().create_task(self._work(launch))
+        task = asyncio.get_running_loop().create_task(self._work(launch))
+        self._tasks[launch.run_id] = task
+        self._all.add(task)
+        task.add_done_callback(self._all.discard)
 
     async def _work(self, launch: AttemptLaunch) -> None:
         row = await self.engine.pool.fetchrow(
@@ -99,6 +103,7 @@ class InMemoryBackend:
     async def close(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
+        for task in list(self._all):
             with contextlib.suppress(BaseException):
                 await task
 
