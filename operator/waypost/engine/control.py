@@ -48,6 +48,7 @@ async def trigger(
     *,
     source: str = "api",
     replay_of: uuid.UUID | None = None,
+    taskrun_name: str | None = None,
 ) -> tuple[Run, bool]:
     """Queue a run. Returns the run and whether it is new (False: idempotent repeat)."""
     payload = encoding.encode_limited(
@@ -58,7 +59,7 @@ async def trigger(
         engine.pool, namespace=namespace, task=task, run_id=run_id, payload=payload,
         priority=request.priority, idempotency_key=request.idempotency_key,
         concurrency_key=request.concurrency_key, trace_id=secrets.token_hex(16),
-        source=source, replay_of=replay_of,
+        source=source, replay_of=replay_of, taskrun_name=taskrun_name,
     )
     if not inserted:
         if request.idempotency_key is not None:

@@ -71,6 +71,10 @@ class Run(ApiModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    updated_at: datetime | None = None
+    taskrun_name: str | None = Field(
+        None, description="The TaskRun object that triggered this run, if any."
+    )
     attempts: list[Attempt] | None = None
     checkpoints: list[Checkpoint] | None = None
 

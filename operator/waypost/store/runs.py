@@ -30,6 +30,8 @@ class ClaimedAttempt:
     memory_bytes: int
     trace_id: str
     attempt_base: int
+    idempotency_key: str | None = None
+    taskrun_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,12 @@ async def enqueue(
     trace_id: str,
     source: str,
     replay_of: uuid.UUID | None = None,
+    taskrun_name: str | None = None,
 ) -> bool:
     """Insert the run; False when nothing was inserted (unknown task or used key)."""
     row = await db.fetchrow(
         query("enqueue_run"), namespace, task, run_id, priority, payload,
-        idempotency_key, concurrency_key, trace_id, source, replay_of,
+        idempotency_key, concurrency_key, trace_id, source, replay_of, taskrun_name,
     )
     return row is not None
 
@@ -123,7 +126,8 @@ async def claim(
             run_id=r["run_id"], attempt=r["attempt"], claim_token=r["claim_token"],
             lease_expires_at=r["lease_expires_at"], namespace=r["namespace"], task=r["task"],
             spec=r["spec"], memory_bytes=r["memory_bytes"], trace_id=r["trace_id"],
-            attempt_base=r["attempt_base"],
+            attempt_base=r["attempt_base"], idempotency_key=r["idempotency_key"],
+            taskrun_name=r["taskrun_name"],
         )
         for r in rows
     ]
@@ -220,6 +224,7 @@ def _run(r: asyncpg.Record) -> Run:
         memory_bytes=r["memory_bytes"], trace_id=r["trace_id"],
         replay_of=str(r["replay_of"]) if r["replay_of"] else None, source=r["source"],
         created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"],
+        updated_at=r["updated_at"], taskrun_name=r["taskrun_name"],
     )
 
 
@@ -268,3 +273,11 @@ async def queue_depths(db: asyncpg.Pool | asyncpg.Connection) -> dict[str, tuple
 
 async def status_counts(db: asyncpg.Pool | asyncpg.Connection) -> dict[str, int]:
     return {r["status"]: r["n"] for r in await db.fetch(query("status_counts"))}
+
+
+async def taskrun_runs_changed(
+    db: asyncpg.Pool | asyncpg.Connection, since: datetime, limit: int = 500
+) -> list[tuple[Run, str | None]]:
+    """Runs of TaskRun objects changed after ``since``, with their latest checkpoint key."""
+    rows = await db.fetch(query("taskrun_runs_changed"), since, limit)
+    return [(_run(r), r["last_checkpoint"]) for r in rows]

@@ -68,6 +68,7 @@ CREATE TABLE waypost.runs (
     started_at timestamp with time zone,
     finished_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    taskrun_name text,
     CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'retrying'::text, 'succeeded'::text, 'failed'::text, 'dead_lettered'::text, 'cancelled'::text])))
 );
 
@@ -250,6 +251,8 @@ CREATE INDEX runs_by_task ON waypost.runs USING btree (namespace, task, seq DESC
 CREATE INDEX runs_dead_lettered ON waypost.runs USING btree (finished_at DESC) WHERE (status = 'dead_lettered'::text);
 
 CREATE UNIQUE INDEX runs_idempotency ON waypost.runs USING btree (namespace, task, idempotency_key) WHERE (idempotency_key IS NOT NULL);
+
+CREATE INDEX runs_taskrun_changes ON waypost.runs USING btree (updated_at) WHERE (taskrun_name IS NOT NULL);
 
 CREATE INDEX schedules_due ON waypost.schedules USING btree (next_fire_at) WHERE ((NOT suspended) AND (next_fire_at IS NOT NULL));
 

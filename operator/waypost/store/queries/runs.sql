@@ -8,9 +8,9 @@ WITH task AS (
 ), inserted AS (
     INSERT INTO runs (id, namespace, task, queue, status, priority, payload,
                       idempotency_key, concurrency_key, spec, memory_bytes, trace_id,
-                      source, replay_of)
+                      source, replay_of, taskrun_name)
     SELECT $3, t.namespace, t.name, t.queue, 'queued', coalesce($4, t.default_priority),
-           $5::jsonb, $6, $7, t.spec, t.memory_bytes, $8, $9, $10
+           $5::jsonb, $6, $7, t.spec, t.memory_bytes, $8, $9, $10, $11
     FROM task t
     ON CONFLICT (namespace, task, idempotency_key) WHERE idempotency_key IS NOT NULL
         DO NOTHING
@@ -128,14 +128,15 @@ WITH limits AS (
     SET status = 'running', attempt = c.attempt,
         started_at = coalesce(r.started_at, now()), updated_at = now()
     FROM claimed c WHERE r.id = c.run_id
-    RETURNING r.id, r.namespace, r.task, r.spec, r.memory_bytes, r.trace_id, r.attempt_base
+    RETURNING r.id, r.namespace, r.task, r.spec, r.memory_bytes, r.trace_id, r.attempt_base,
+              r.idempotency_key, r.taskrun_name
 ), opened AS (
     INSERT INTO attempts (run_id, attempt, claim_token, status, memory_bytes, worker)
     SELECT c.run_id, c.attempt, c.claim_token, 'running', s.memory_bytes, $4
     FROM claimed c JOIN started s ON s.id = c.run_id
 )
 SELECT c.run_id, c.attempt, c.claim_token, c.lease_expires_at, s.namespace, s.task, s.spec,
-       s.memory_bytes, s.trace_id, s.attempt_base
+       s.memory_bytes, s.trace_id, s.attempt_base, s.idempotency_key, s.taskrun_name
 FROM claimed c JOIN started s ON s.id = c.run_id;
 
 -- name: current_attempt
@@ -277,7 +278,7 @@ SELECT run_id, pg_notify('waypost_ready', '') IS NULL AS notified FROM queued;
 -- name: get_run
 SELECT id, namespace, task, queue, status, priority, payload, idempotency_key,
        concurrency_key, attempt, attempt_base, memory_bytes, result, error, trace_id,
-       replay_of, source, created_at, started_at, finished_at, updated_at,
+       replay_of, source, created_at, started_at, finished_at, updated_at, taskrun_name,
        (spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts
 FROM runs WHERE id = $1;
 
@@ -285,7 +286,7 @@ FROM runs WHERE id = $1;
 -- Newest first; $5 is a keyset cursor (the seq of the last row of the previous page).
 SELECT id, namespace, task, queue, status, priority, payload, idempotency_key,
        concurrency_key, attempt, attempt_base, memory_bytes, result, error, trace_id,
-       replay_of, source, created_at, started_at, finished_at, updated_at,
+       replay_of, source, created_at, started_at, finished_at, updated_at, taskrun_name,
        (spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts, seq
 FROM runs
 WHERE ($1::text IS NULL OR namespace = $1)
@@ -312,3 +313,18 @@ FROM run_queue GROUP BY queue;
 
 -- name: status_counts
 SELECT status, count(*) AS n FROM runs GROUP BY status;
+
+-- name: taskrun_runs_changed
+-- Runs of TaskRun objects updated since $1, oldest change first: the operator
+-- mirrors them into TaskRun status. The latest checkpoint key rides along.
+SELECT r.id, r.namespace, r.task, r.queue, r.status, r.priority, r.payload,
+       r.idempotency_key, r.concurrency_key, r.attempt, r.attempt_base, r.memory_bytes,
+       r.result, r.error, r.trace_id, r.replay_of, r.source, r.created_at, r.started_at,
+       r.finished_at, r.updated_at, r.taskrun_name,
+       (r.spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts,
+       (SELECT c.key FROM checkpoints c WHERE c.run_id = r.id ORDER BY c.seq DESC LIMIT 1)
+           AS last_checkpoint
+FROM runs r
+WHERE r.taskrun_name IS NOT NULL AND r.updated_at > $1
+ORDER BY r.updated_at
+LIMIT $2;
