@@ -45,9 +45,13 @@ start_component() { # name cmd...
   local name=$1; shift
   mkdir -p "$(PIDDIR)" "$LOGDIR"
   if alive "$name"; then return 0; fi
-  # setsid execs in place (the background job is not a group leader), so $!
-  # is the component's own pid.
-  nohup setsid "$@" >"$LOGDIR/$name.log" 2>&1 </dev/null &
+  # The subshell closes our lock fds (a daemon holding them would hold the
+  # lock forever) and execs; setsid execs in place too (the background job is
+  # not a group leader), so $! is the component's own pid.
+  (
+    for fd in ${E2E_LOCK_FDS:-}; do eval "exec $fd>&-"; done
+    exec setsid "$@"
+  ) >"$LOGDIR/$name.log" 2>&1 </dev/null &
   echo $! >"$(PIDDIR)/$name.pid"
 }
 
@@ -97,4 +101,5 @@ take_lock() { # name
     flock "$fd"
   fi
   export "$var=1"
+  E2E_LOCK_FDS="${E2E_LOCK_FDS:-} $fd"
 }
