@@ -352,9 +352,11 @@ async def test_a_former_leader_fires_nothing(
     await _register(engine, "report", {"name": "m", "cron": "* * * * *"})
     await db.execute("INSERT INTO leadership (epoch, holder) VALUES (2, 'new-leader')")
     clock.set(_at(12, 0, 1))
-    assert (await Scheduler(engine, clock, leader_epoch=1).tick()).firings == []
+    engine.leader_epoch = 1
+    assert (await Scheduler(engine, clock).tick()).firings == []
     assert await _keys(db) == []
-    assert len((await Scheduler(engine, clock, leader_epoch=2).tick()).firings) == 1
+    engine.leader_epoch = 2
+    assert len((await Scheduler(engine, clock).tick()).firings) == 1
     assert await _keys(db) == [_key("m", _at(12, 0))]
 
 
@@ -396,3 +398,51 @@ async def test_cli_lists_and_triggers_schedules(database_url: str) -> None:
         assert "unknown_schedule" in missing.stderr
     finally:
         await app.stop()
+
+
+async def test_a_pass_fires_every_due_schedule_batch_by_batch(
+    open_engine: Callable[[FakeClock], Any], db: asyncpg.Pool
+) -> None:
+    clock = FakeClock(START)
+    engine = await open_engine(clock)
+    await _register(engine, "report", *[{"name": f"s{i}", "cron": "* * * * *"} for i in range(7)])
+    clock.set(_at(12, 0, 1))
+    result = await Scheduler(engine, clock, batch_size=3).tick()
+    assert result.runs_created == 7
+    assert sorted(await _keys(db)) == sorted(_key(f"s{i}", _at(12, 0)) for i in range(7))
+
+
+async def test_one_schedule_failing_does_not_stop_the_others(database_url: str,
+                                                             db: asyncpg.Pool) -> None:
+    clock = FakeClock(START)
+    engine = await Engine.open(stack.settings(database_url, limits={"payload_bytes": 64}),
+                               clock=clock, migrate_schema=False, pool_size=2)
+    try:
+        await _register(engine, "report",
+                        {"name": "good", "cron": "* * * * *"},
+                        {"name": "huge", "cron": "* * * * *", "payload": "x" * 100},
+                        {"name": "refused", "cron": "* * * * *"})
+        # The database refuses the runs of one schedule (a stand-in for any error).
+        await db.execute("ALTER TABLE runs ADD CONSTRAINT no_refused "
+                         "CHECK (idempotency_key NOT LIKE 'schedule:refused:%')")
+        clock.set(_at(12, 0, 1))
+        result = await Scheduler(engine, clock).tick()
+        assert [f.schedule for f in result.firings] == ["good"]
+        assert "over the limit of 64 bytes" in result.errors["default/report/huge"]
+        assert "CheckViolationError" in result.errors["default/report/refused"]
+        assert await _keys(db) == [_key("good", _at(12, 0))]
+        by_name = {s.name: s for s in await schedules.list_schedules(db)}
+        # Too large a payload: try again at the next tick. A database error: the
+        # tick stays due and the next pass tries it again.
+        assert by_name["huge"].next_fire_at == _at(12, 1)
+        assert by_name["refused"].next_fire_at == _at(12, 0)
+        assert by_name["refused"].last_error is not None
+        await db.execute("ALTER TABLE runs DROP CONSTRAINT no_refused")
+        clock.set(_at(12, 0, 9))
+        await Scheduler(engine, clock).tick()
+        assert sorted(await _keys(db)) == sorted(
+            [_key("good", _at(12, 0)), _key("refused", _at(12, 0))])
+        refused = await schedules.get(db, NS, "report", "refused")
+        assert refused is not None and refused.last_error is None
+    finally:
+        await engine.close()

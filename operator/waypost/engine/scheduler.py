@@ -1,14 +1,15 @@
 """The scheduler: fires the cron schedules of Tasks into runs.
 
-Leader only. Every ``interval_seconds`` (``Settings.schedule_interval_seconds``,
-``WAYPOST_SCHEDULE_INTERVAL``, 10 s by default) a pass locks the
-schedules whose ``next_fire_at`` has passed by the injected clock
-(``FOR UPDATE SKIP LOCKED``) and, for each, in one transaction, enqueues its
-firings and advances ``next_fire_at``. A firing's idempotency key is
-``schedule:<name>:<fire time in UTC>`` (unique per Task), so a scheduler that
-dies between the two writes (the transaction rolls back), or two schedulers on
-the same ticks (one skips the locked row, or the key refuses the second insert),
-still make exactly one run per tick. Runs get ``source='schedule'``.
+Leader only: with ``engine.leader_epoch`` set, a pass changes nothing unless
+that epoch is still the current one in the store. Every ``interval_seconds``
+(``Settings.schedule_interval_seconds``, ``WAYPOST_SCHEDULE_INTERVAL``, 10 s by
+default) a pass locks the schedules whose ``next_fire_at`` has passed by the
+injected clock (``FOR UPDATE SKIP LOCKED``) and, for each, in one transaction,
+enqueues its firings and advances ``next_fire_at``. A firing's idempotency key
+is ``schedule:<name>:<fire time in UTC>`` (unique per Task), so a scheduler
+that dies between the two writes (the transaction rolls back), or two
+schedulers on the same ticks (one skips the locked row, or the key refuses the
+second insert), still make exactly one run per tick. Runs get ``source='schedule'``.
 
 Missed ticks, that is ticks more than ``interval_seconds + grace_seconds`` in
 the past when a pass sees them (after downtime, a failover or a long stall):
@@ -57,6 +58,7 @@ from waypost.store.schedules import StoredSchedule
 log = logging.getLogger("waypost.engine.scheduler")
 
 SOURCE = "schedule"
+_MAX_BATCHES_PER_TICK = 100
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class Scheduler:
 
     def __init__(
         self, engine: Engine, clock: Clock | None = None, *, interval_seconds: float | None = None,
-        grace_seconds: float = 5.0, batch_size: int = 100, leader_epoch: int | None = None,
+        grace_seconds: float = 5.0, batch_size: int = 100,
     ) -> None:
         if interval_seconds is None:
             interval_seconds = engine.settings.schedule_interval_seconds
@@ -126,7 +128,6 @@ class Scheduler:
         self.interval_seconds = interval_seconds
         self.grace_seconds = grace_seconds
         self.batch_size = batch_size
-        self.leader_epoch = leader_epoch
 
     @property
     def on_time_window(self) -> timedelta:
@@ -134,21 +135,41 @@ class Scheduler:
         return timedelta(seconds=self.interval_seconds + self.grace_seconds)
 
     async def tick(self) -> TickResult:
-        """One pass: fire every due schedule (up to ``batch_size``) as of the clock's now."""
+        """One pass: fire every due schedule as of the clock's now.
+
+        Due schedules are taken ``batch_size`` at a time, each batch in its own
+        transaction, until none is left (or a batch only met database errors).
+        """
         now = self.clock.now()
         result = TickResult()
+        for _ in range(_MAX_BATCHES_PER_TICK):
+            locked, progressed = await self._batch(now, result)
+            if locked < self.batch_size or not progressed:
+                break
+        for f in result.firings:
+            if f.run_id is not None:
+                log.info("schedule %s/%s/%s fired for %s: run %s", f.namespace, f.task,
+                         f.schedule, f.fire_time.isoformat(), f.run_id)
+        return result
+
+    async def _batch(self, now: datetime, result: TickResult) -> tuple[int, bool]:
+        """Fire one batch of due schedules; returns how many were locked and whether
+        any of them moved on (fired, skipped or parked)."""
+        progressed = False
         async with self.engine.pool.acquire() as conn, conn.transaction():
-            due = await schedules.lock_due(conn, now, self.batch_size, self.leader_epoch)
+            due = await schedules.lock_due(conn, now, self.batch_size, self.engine.leader_epoch)
             for s in due:
                 ident = f"{s.namespace}/{s.task}/{s.name}"
                 try:
                     async with conn.transaction():  # a savepoint: one schedule's failure
                         firings = await self._fire(conn, s, now)
                     result.firings.extend(firings)
+                    progressed = True
                 except cron.InvalidSchedule as exc:
                     result.errors[ident] = str(exc)
                     log.warning("schedule %s is malformed and parked: %s", ident, exc)
                     await schedules.record_error(conn, s, str(exc), next_fire_at=None)
+                    progressed = True
                 except EngineError as exc:
                     # The payload cannot be sent; try again at the next tick.
                     result.errors[ident] = exc.message
@@ -156,6 +177,7 @@ class Scheduler:
                     await schedules.record_error(
                         conn, s, exc.message, next_fire_at=self._next_or_none(s, now)
                     )
+                    progressed = True
                 except asyncpg.PostgresError as exc:
                     # That schedule's writes were rolled back to the savepoint; it
                     # stays due and is tried again by the next pass.
@@ -164,11 +186,7 @@ class Scheduler:
                     await schedules.record_error(
                         conn, s, result.errors[ident], next_fire_at=s.next_fire_at
                     )
-        for f in result.firings:
-            if f.run_id is not None:
-                log.info("schedule %s/%s/%s fired for %s: run %s", f.namespace, f.task,
-                         f.schedule, f.fire_time.isoformat(), f.run_id)
-        return result
+        return len(due), progressed
 
     async def _fire(
         self, conn: asyncpg.Connection, s: StoredSchedule, now: datetime

@@ -44,6 +44,8 @@ SELECT s.namespace, s.task, s.name, s.cron, s.timezone, s.payload, s.missed_runs
        s.updated_at
 FROM schedules s
 WHERE NOT s.suspended AND s.next_fire_at IS NOT NULL AND s.next_fire_at <= $1
+  AND EXISTS (SELECT 1 FROM tasks t WHERE t.namespace = s.namespace AND t.name = s.task
+              AND t.deleted_at IS NULL)
   AND ($3::bigint IS NULL
        OR EXISTS (SELECT 1 FROM leadership l WHERE l.epoch = $3 FOR SHARE))
 ORDER BY s.next_fire_at
