@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -180,6 +181,26 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return devmode.run_dev(once=args.once, port=args.port, state_dir=Path(args.state_dir))
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    from waypost.controller import operator  # needs kopf and kubernetes: the operator extra
+    from waypost.model.settings import Settings
+
+    logging.basicConfig(level=logging.INFO,
+                        format='{"ts":"%(asctime)s","level":"%(levelname)s",'
+                               '"logger":"%(name)s","msg":"%(message)s"}')
+    settings = Settings.from_env(coordinator_host="0.0.0.0")
+    return asyncio.run(operator.run_operator(settings, operator.OperatorOptions.from_env()))
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    import yaml
+
+    from waypost.model import crd
+
+    print(yaml.safe_dump_all([crd.task_crd(), crd.taskrun_crd()], sort_keys=False), end="")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     import os
 
@@ -261,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("name")
     st.add_argument("--namespace", default="default")
     st.set_defaults(fn=cmd_schedules_trigger)
+
+    op = sub.add_parser("operator", help="run the Kubernetes operator (every replica serves "
+                        "the coordinator API; the Lease holder runs the controller)")
+    op.set_defaults(fn=cmd_operator)
+    crds = sub.add_parser("crds", help="print the CustomResourceDefinitions as YAML")
+    crds.set_defaults(fn=cmd_crds)
 
     mig = sub.add_parser("migrate", help="apply schema migrations to WAYPOST_DATABASE_URL")
     mig.set_defaults(fn=cmd_migrate)

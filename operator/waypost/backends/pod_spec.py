@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,17 +99,18 @@ def _dns_part(text: str) -> str:
     return _NOT_DNS.sub("-", text.lower()).strip("-")
 
 
-def _short_run_id(launch: AttemptLaunch) -> str:
-    # The tail of the id: random in both UUIDv4 and UUIDv7 (whose head is a
-    # timestamp, so runs created together would share it).
-    return launch.run_id.hex[-8:]
-
-
 def pod_name(launch: AttemptLaunch) -> str:
     """``wp-<task>-<short run id>-<attempt>``: a DNS label of at most 63 characters."""
-    suffix = f"-{_short_run_id(launch)}-{launch.attempt}"
+    return pod_name_for(launch.task, str(launch.run_id), launch.attempt)
+
+
+def pod_name_for(task_name: str, run_id: str, attempt: int) -> str:
+    """The Pod name of an attempt, from what a run record knows (status mirror)."""
+    # The tail of the id: random in both UUIDv4 and UUIDv7 (whose head is a
+    # timestamp, so runs created together would share it).
+    suffix = f"-{uuid.UUID(run_id).hex[-8:]}-{attempt}"
     room = MAX_NAME_LENGTH - len("wp-") - len(suffix)
-    task = _dns_part(launch.task)[:room].strip("-") or "task"
+    task = _dns_part(task_name)[:room].strip("-") or "task"
     return f"wp-{task}{suffix}"
 
 

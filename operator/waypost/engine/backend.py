@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from waypost.model.enums import FailureType
+from waypost.model.task import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class AttemptLaunch:
     trace_id: str
     env: dict[str, str] = field(default_factory=dict)
     warm_pool: bool = True
+    # The Task's spec (for envFrom, service account) and the TaskRun object that
+    # triggered the run, if any (its Pods are owned by it).
+    spec: TaskSpec | None = None
+    taskrun_name: str | None = None
 
 
 @dataclass(frozen=True)

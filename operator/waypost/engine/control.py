@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from waypost.engine import encoding, scheduler
@@ -136,3 +137,14 @@ async def requeue(engine: Engine, run_id: uuid.UUID) -> Run:
             f"run {run_id} is {run.status}; only dead-lettered or failed runs can be requeued"
         )
     return await get(engine, run_id)
+
+
+async def taskrun_runs_changed(
+    engine: Engine, since: datetime, limit: int = 500
+) -> list[tuple[Run, str | None]]:
+    """Runs triggered by TaskRun objects that changed after ``since`` (status mirror)."""
+    return await runs.taskrun_runs_changed(engine.pool, since, limit)
+
+
+async def task_summaries(engine: Engine) -> list[tasks.TaskSummary]:
+    return await tasks.list_tasks(engine.pool)

@@ -49,6 +49,8 @@ def build_launch(engine: Engine, claimed: ClaimedAttempt) -> AttemptLaunch:
         trace_id=claimed.trace_id,
         env=dict(spec.env),
         warm_pool=spec.warm_pool.enabled,
+        spec=spec,
+        taskrun_name=claimed.taskrun_name,
     )
 
 

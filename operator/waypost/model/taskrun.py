@@ -90,6 +90,7 @@ class TaskReason(StrEnum):
 
     SYNCED = "Synced"  # the definition is stored; runs can be enqueued
     INVALID = "Invalid"  # the spec passed the schema but not the model's checks
+    INVALID_SCHEDULE = "InvalidSchedule"  # a schedule's cron or timezone is malformed
     STORE_UNAVAILABLE = "StoreUnavailable"  # Postgres could not be reached; retried
     DELETING = "Deleting"  # queued runs are being cancelled
 

@@ -1,0 +1,128 @@
+"""The real PodApi and LeaseStore-adjacent calls, on the official Kubernetes client.
+
+The client is synchronous; every call runs in a worker thread so the event loop
+(coordinator API, dispatcher) never blocks on the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from waypost.backends.kubernetes import PodEventHandler
+
+log = logging.getLogger("waypost.backends.kubernetes_api")
+
+GROUP = "waypost.dev"
+VERSION = "v1alpha1"
+
+
+class KubernetesPodApi:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        data: dict[str, Any] = self.api_client.sanitize_for_serialization(obj)
+        return data
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.core.create_namespaced_secret, namespace, body)
+
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        pod = await asyncio.to_thread(self.core.create_namespaced_pod, namespace, body)
+        return self._plain(pod)
+
+    async def patch_secret(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.core.patch_namespaced_secret, name, namespace, patch)
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            await asyncio.to_thread(self.core.delete_namespaced_pod, name, namespace,
+                                    grace_period_seconds=5)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            await asyncio.to_thread(self.core.delete_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def find_pods(self, label_selector: str) -> list[dict[str, Any]]:
+        pods = await asyncio.to_thread(self.core.list_pod_for_all_namespaces,
+                                       label_selector=label_selector)
+        return [self._plain(p) for p in pods.items]
+
+    async def get_taskrun_uid(self, namespace: str, name: str) -> str | None:
+        try:
+            obj = await asyncio.to_thread(self.custom.get_namespaced_custom_object, GROUP,
+                                          VERSION, namespace, "taskruns", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        uid: str | None = obj.get("metadata", {}).get("uid")
+        return uid
+
+    def watch_pods(self, label_selector: str, on_event: PodEventHandler) -> Callable[[], None]:
+        stopped = threading.Event()
+        current: list[watch.Watch] = []
+
+        def loop() -> None:
+            resource_version: str | None = None
+            while not stopped.is_set():
+                try:
+                    if resource_version is None:
+                        # (Re)list: every Pod is offered again, so nothing that
+                        # ended while the watch was down is missed.
+                        pods = self.core.list_pod_for_all_namespaces(
+                            label_selector=label_selector)
+                        resource_version = pods.metadata.resource_version
+                        for pod in pods.items:
+                            on_event("SYNC", self._plain(pod))
+                    w = watch.Watch()
+                    current[:] = [w]
+                    for event in w.stream(self.core.list_pod_for_all_namespaces,
+                                          label_selector=label_selector,
+                                          resource_version=resource_version,
+                                          timeout_seconds=60, allow_watch_bookmarks=True):
+                        if stopped.is_set():
+                            break
+                        raw = event["raw_object"]
+                        if event["type"] == "ERROR":
+                            if raw.get("code") == 410:  # Gone: relist
+                                resource_version = None
+                            break
+                        resource_version = raw["metadata"]["resourceVersion"]
+                        if event["type"] != "BOOKMARK":
+                            on_event(event["type"], raw)
+                except ApiException as exc:
+                    if exc.status == 410:
+                        resource_version = None
+                    else:
+                        log.warning("pod watch failed: %s", exc)
+                        time.sleep(1)
+                except Exception as exc:
+                    log.warning("pod watch failed: %s", exc)
+                    time.sleep(1)
+
+        thread = threading.Thread(target=loop, name="waypost-pod-watch", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            stopped.set()
+            for w in current:
+                w.stop()
+
+        return stop

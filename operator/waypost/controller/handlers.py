@@ -1,0 +1,158 @@
+"""kopf handlers for Task and TaskRun. Each parses the body into the model once,
+lets the engine decide, and writes status through kopf's patch.
+
+Handlers run again after restarts (kopf resumes them), so each is idempotent:
+a Task is upserted, a TaskRun is enqueued with its uid as idempotency key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from waypost.controller import status as decide
+from waypost.engine import control
+from waypost.engine.core import Engine
+from waypost.engine.errors import EngineError, InvalidState, RunNotFound, UnknownTask
+from waypost.model.run import TriggerRequest
+from waypost.model.task import TaskDefinition, TaskSpec
+from waypost.model.taskrun import TaskReason, TaskRunReason, TaskRunSpec
+
+GROUP = "waypost.dev"
+VERSION = "v1alpha1"
+
+registry = kopf.OperatorRegistry()
+log = logging.getLogger("waypost.controller")
+
+
+@dataclass
+class OperatorMemo:
+    """What every handler gets as ``memo``."""
+
+    engine: Engine
+
+
+def _engine(memo: Any) -> Engine:
+    engine: Engine = memo.engine
+    return engine
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+    )
+
+
+@kopf.on.startup(registry=registry)
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # kopf's bookkeeping stays under our own prefix, with a domain-qualified finalizer.
+    settings.persistence.finalizer = "waypost.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="waypost.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="waypost.dev", key="last-handled-configuration")
+    # Only warnings become Kubernetes Events (kopf posts every INFO line by default).
+    settings.posting.level = logging.WARNING
+    # Bookmarks and an inactivity timeout keep a silently frozen watch from lasting.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.inactivity_timeout = 600
+    settings.execution.max_workers = 4
+
+
+@kopf.on.resume(GROUP, VERSION, "tasks", registry=registry)
+@kopf.on.create(GROUP, VERSION, "tasks", registry=registry)
+@kopf.on.update(GROUP, VERSION, "tasks", field="spec", registry=registry)
+async def task_changed(spec: kopf.Spec, name: str, namespace: str | None, meta: kopf.Meta,
+                       status: kopf.Status, patch: kopf.Patch, memo: Any, body: kopf.Body,
+                       **_: Any) -> None:
+    assert namespace is not None  # Tasks are namespaced
+    engine = _engine(memo)
+    generation = meta.get("generation")
+    now = engine.clock.now()
+    try:
+        task_spec = TaskSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        message = _describe(exc)
+        patch.status.update(decide.task_ready(False, TaskReason.INVALID, message, dict(status),
+                                              now=now, generation=generation))
+        kopf.warn(body, reason="InvalidSpec", message=message)
+        raise kopf.PermanentError(message) from None
+    invalid = await control.register_task(
+        engine, TaskDefinition(namespace=namespace, name=name, spec=task_spec,
+                               generation=generation or 1))
+    if invalid:
+        message = "; ".join(str(e) for e in invalid)
+        patch.status.update(decide.task_ready(False, TaskReason.INVALID_SCHEDULE, message,
+                                              dict(status), now=now, generation=generation))
+        kopf.warn(body, reason="InvalidSchedule", message=message)
+        return
+    patch.status.update(decide.task_ready(True, TaskReason.SYNCED, "stored; runs can be queued",
+                                          dict(status), now=now, generation=generation))
+
+
+@kopf.on.delete(GROUP, VERSION, "tasks", registry=registry)
+async def task_deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    assert namespace is not None
+    cancelled = await control.delete_task(_engine(memo), namespace, name)
+    log.info("task deleted", extra={"task": name, "namespace": namespace,
+                                    "cancelled_runs": len(cancelled)})
+
+
+@kopf.on.resume(GROUP, VERSION, "taskruns", registry=registry)
+@kopf.on.create(GROUP, VERSION, "taskruns", registry=registry)
+async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid: str,
+                          meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, memo: Any,
+                          body: kopf.Body, **_: Any) -> None:
+    assert namespace is not None  # TaskRuns are namespaced
+    engine = _engine(memo)
+    generation = meta.get("generation")
+    now = engine.clock.now()
+    try:
+        run_spec = TaskRunSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        message = _describe(exc)
+        patch.status.update(decide.taskrun_not_enqueued(
+            TaskRunReason.INVALID, message, dict(status), now=now, generation=generation))
+        kopf.warn(body, reason="Invalid", message=message)
+        raise kopf.PermanentError(message) from None
+    request = TriggerRequest(
+        payload=run_spec.payload, priority=run_spec.priority,
+        idempotency_key=run_spec.idempotency_key or uid,
+        concurrency_key=run_spec.concurrency_key,
+    )
+    task_name = run_spec.task_ref.name
+    try:
+        run, _created = await control.trigger(engine, namespace, task_name, request,
+                                              source="taskrun", taskrun_name=name)
+    except UnknownTask:
+        message = f"Task {task_name!r} does not exist in namespace {namespace!r}"
+        patch.status.update(decide.taskrun_not_enqueued(
+            TaskRunReason.TASK_NOT_FOUND, message, dict(status), now=now, generation=generation))
+        kopf.warn(body, reason="TaskNotFound", message=message)
+        # Not permanent: the Task may be applied right after its TaskRun (GitOps).
+        raise kopf.TemporaryError(message, delay=15) from None
+    except EngineError as exc:
+        if exc.status >= 500:
+            raise  # the store is away: kopf retries
+        patch.status.update(decide.taskrun_not_enqueued(
+            TaskRunReason.INVALID, exc.message, dict(status), now=now, generation=generation))
+        kopf.warn(body, reason="Invalid", message=exc.message)
+        raise kopf.PermanentError(exc.message) from None
+    patch.status.update(decide.taskrun_status(run, None, dict(status), now=now,
+                                              generation=generation))
+
+
+@kopf.on.delete(GROUP, VERSION, "taskruns", registry=registry)
+async def taskrun_deleted(status: kopf.Status, memo: Any, name: str, **_: Any) -> None:
+    run_id = status.get("runId")
+    if not run_id:
+        return
+    # InvalidState: already finished, nothing to stop.
+    with contextlib.suppress(InvalidState, RunNotFound):
+        await control.cancel(_engine(memo), control.parse_run_id(str(run_id)),
+                             reason=f"TaskRun {name} was deleted")

@@ -1,0 +1,174 @@
+"""`waypost operator`: the process every replica runs.
+
+Every replica serves the coordinator API. The replica holding the Lease also
+runs the kopf handlers, the dispatcher (Kubernetes backend), the scheduler and
+the status mirror; it records the Lease's transition count as the leader epoch
+in Postgres first, so writes of a former leader are refused. A replica that
+loses the lease stops that work at once and exits, to come back clean as a
+follower (client-go's advice: a former leader should not linger).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass
+
+import kopf
+from aiohttp import web
+from kubernetes import client, config
+
+from waypost.backends.kubernetes import KubernetesBackend, KubernetesBackendSettings
+from waypost.backends.kubernetes_api import KubernetesPodApi
+from waypost.controller import handlers
+from waypost.controller.leader import ElectionTiming, LeaderElector
+from waypost.controller.lease_k8s import KubernetesLeaseStore
+from waypost.controller.mirror import StatusMirror
+from waypost.coordinator.app import create_app
+from waypost.engine.core import Engine
+from waypost.engine.dispatcher import Dispatcher
+from waypost.engine.scheduler import Scheduler
+from waypost.model.settings import Settings
+from waypost.store import leadership
+
+log = logging.getLogger("waypost.operator")
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    namespace: str
+    identity: str
+    lease_name: str = "waypost-leader"
+    bind_host: str = "0.0.0.0"
+    runner_image: str | None = None
+    max_pods: int = 200
+    watch_namespaces: tuple[str, ...] = ()  # empty: every namespace
+
+    @classmethod
+    def from_env(cls) -> OperatorOptions:
+        namespaces = os.environ.get("WAYPOST_WATCH_NAMESPACES", "")
+        return cls(
+            namespace=os.environ.get("POD_NAMESPACE", "default"),
+            identity=os.environ.get("POD_NAME") or socket.gethostname(),
+            lease_name=os.environ.get("WAYPOST_LEASE_NAME", "waypost-leader"),
+            runner_image=os.environ.get("WAYPOST_RUNNER_IMAGE") or None,
+            max_pods=int(os.environ.get("WAYPOST_MAX_PODS", "200")),
+            watch_namespaces=tuple(n for n in namespaces.split(",") if n),
+        )
+
+
+def kube_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class LeaderWork:
+    """What only the leader runs; started on election, stopped on loss."""
+
+    def __init__(self, engine: Engine, api_client: client.ApiClient,
+                 options: OperatorOptions) -> None:
+        self.engine = engine
+        self.api_client = api_client
+        self.options = options
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self._backend: KubernetesBackend | None = None
+
+    async def start(self, epoch: int) -> None:
+        if not await leadership.record_epoch(self.engine.pool, epoch, self.options.identity):
+            raise RuntimeError(f"a newer leader epoch than {epoch} is already stored")
+        self.engine.leader_epoch = epoch
+        backend = await KubernetesBackend(KubernetesPodApi(self.api_client),
+                                          KubernetesBackendSettings(
+            coordinator_url=self.engine.settings.runner_coordinator_url,
+            default_image=self.options.runner_image, max_pods=self.options.max_pods,
+        )).open()
+        loop = asyncio.get_running_loop()
+        kopf_run = kopf.operator(
+            registry=handlers.registry, memo=handlers.OperatorMemo(engine=self.engine),
+            standalone=True,  # kopf's peering is not leader election: the Lease is
+            clusterwide=not self.options.watch_namespaces,
+            namespaces=self.options.watch_namespaces, stop_flag=self.stop,
+        )
+        self.tasks = [
+            loop.create_task(kopf_run, name="kopf"),
+            loop.create_task(Dispatcher(self.engine, backend).run(self.stop), name="dispatcher"),
+            loop.create_task(Scheduler(self.engine).run(self.stop), name="scheduler"),
+            loop.create_task(StatusMirror(self.engine, self.api_client).run(self.stop),
+                             name="mirror"),
+        ]
+        self._backend = backend
+        log.info("leading", extra={"epoch": epoch, "identity": self.options.identity})
+
+    async def halt(self) -> None:
+        self.engine.leader_epoch = None  # leader-only writes stop now, before anything else
+        self.stop.set()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=10)
+        for task in self.tasks:
+            task.cancel()
+        if self._backend is not None:
+            with contextlib.suppress(Exception):
+                await self._backend.close()
+
+
+async def run_operator(settings: Settings, options: OperatorOptions) -> int:
+    engine = await Engine.open(settings)
+    runner = web.AppRunner(create_app(engine), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, options.bind_host, settings.coordinator_port).start()
+    log.info("coordinator API listening", extra={"port": settings.coordinator_port})
+
+    api_client = kube_client()
+    work = LeaderWork(engine, api_client, options)
+    stop = asyncio.Event()
+    lost = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def started(epoch: int) -> None:
+        await work.start(epoch)
+
+    async def stopped(epoch: int) -> None:
+        await work.halt()
+        lost.set()
+
+    elector = LeaderElector(
+        KubernetesLeaseStore(api_client, options.namespace, options.lease_name),
+        options.identity, engine.clock, timing=ElectionTiming(),
+        on_started=started, on_stopped=stopped,
+    )
+    elector_stop = asyncio.Event()
+    elector_task = loop.create_task(elector.run(elector_stop), name="elector")
+    waiters = [loop.create_task(stop.wait()), loop.create_task(lost.wait())]
+    try:
+        while True:
+            # kopf may take over SIGTERM while it runs; its end is our end too.
+            pending = [*waiters, elector_task, *work.tasks]
+            done, _ = await asyncio.wait(pending, timeout=1,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                break
+    finally:
+        if not lost.is_set():
+            await work.halt()
+        elector_stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(elector_task, 10)  # releases the lease if held
+        for w in waiters:
+            w.cancel()
+        await runner.cleanup()
+        await engine.close()
+        api_client.close()
+    if lost.is_set() and not stop.is_set():
+        log.warning("lost the lease: exiting so the replica restarts as a follower")
+        return 1
+    return 0

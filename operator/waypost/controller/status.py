@@ -1,0 +1,108 @@
+"""Pure functions that decide what the operator writes into Task and TaskRun status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from waypost.backends import pod_spec
+from waypost.model.enums import FailureType
+from waypost.model.run import Run
+from waypost.model.taskrun import (
+    READY,
+    Condition,
+    ConditionStatus,
+    TaskReason,
+    TaskRunError,
+    TaskRunReason,
+    set_condition,
+    succeeded_condition,
+)
+
+
+def _conditions(raw: Any) -> list[Condition]:
+    out: list[Condition] = []
+    for item in raw or []:
+        try:
+            out.append(Condition.model_validate(item))
+        except ValueError:
+            continue  # not ours to fix: a condition we do not understand is replaced
+    return out
+
+
+def _message(run: Run, reason: TaskRunReason) -> str:
+    if reason is TaskRunReason.SUCCEEDED:
+        return f"succeeded on attempt {run.attempt}"
+    if reason is TaskRunReason.RUNNING:
+        return f"attempt {run.attempt} of {run.max_attempts} is running"
+    if reason is TaskRunReason.RETRYING and run.error is not None:
+        return f"attempt {run.attempt} failed ({run.error.type}): {run.error.message}; retrying"
+    if reason is TaskRunReason.QUEUED:
+        return "waiting in queue " + run.queue
+    if run.error is not None:
+        return f"{run.error.type}: {run.error.message}"
+    return str(reason)
+
+
+def taskrun_status(
+    run: Run, last_checkpoint: str | None, current: dict[str, Any] | None, *, now: datetime,
+    generation: int | None = None,
+) -> dict[str, Any]:
+    """The TaskRun status that mirrors ``run``, as a JSON patch body for ``status``."""
+    reason = TaskRunReason.from_run_status(run.status)
+    conditions = set_condition(
+        _conditions((current or {}).get("conditions")),
+        succeeded_condition(reason, _message(run, reason), now=now, generation=generation),
+    )
+    error = None
+    if run.error is not None and reason is not TaskRunReason.SUCCEEDED:
+        error = TaskRunError(
+            type=run.error.type, message=run.error.message[:32768],
+            exit_code=run.error.exit_code, oom_killed=run.error.type == FailureType.OOM,
+        )
+    pod = None
+    if run.attempt > 0:
+        pod = pod_spec.pod_name_for(run.task, run.id, run.attempt)
+    status: dict[str, Any] = {
+        "conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions],
+        "runId": run.id,
+        "attempt": run.attempt,
+        "startTime": run.started_at.isoformat() if run.started_at else None,
+        "completionTime": run.finished_at.isoformat() if run.finished_at else None,
+        "lastCheckpoint": last_checkpoint,
+        "result": run.result if reason is TaskRunReason.SUCCEEDED else None,
+        "error": error.model_dump(mode="json", by_alias=True) if error else None,
+        "podName": pod,
+        "traceId": run.trace_id,
+    }
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
+def taskrun_not_enqueued(
+    reason: TaskRunReason, message: str, current: dict[str, Any] | None, *, now: datetime,
+    generation: int | None,
+) -> dict[str, Any]:
+    """Status of a TaskRun that could not be enqueued (missing Task, invalid input)."""
+    conditions = set_condition(
+        _conditions((current or {}).get("conditions")),
+        succeeded_condition(reason, message, now=now, generation=generation),
+    )
+    return {"conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions],
+            "observedGeneration": generation}
+
+
+def task_ready(
+    ok: bool, reason: TaskReason, message: str, current: dict[str, Any] | None, *,
+    now: datetime, generation: int | None,
+) -> dict[str, Any]:
+    """A Task's ``Ready`` condition and observedGeneration."""
+    condition = Condition(
+        type=READY, status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+        reason=reason, message=message[:32768], last_transition_time=now,
+        observed_generation=generation,
+    )
+    conditions = set_condition(_conditions((current or {}).get("conditions")), condition)
+    return {"conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions],
+            "observedGeneration": generation}
