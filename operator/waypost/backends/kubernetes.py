@@ -151,7 +151,8 @@ class KubernetesBackend:
             return
         self._live.pop(key, None)
         ident = (outcome.run_id, outcome.claim_token)
-        if ident not in self._reported:
+        first = ident not in self._reported
+        if first:
             self._reported[ident] = None
             while len(self._reported) > 10000:
                 self._reported.popitem(last=False)
@@ -161,8 +162,9 @@ class KubernetesBackend:
                 "exit_code": outcome.exit_code})
             if self._handler is not None:
                 await self._handler(outcome)
-        if kind != "DELETED" and meta.get("deletionTimestamp") is None:
-            await self.api.delete_pod(*key)  # finished Pods are cleaned up
+        # Finished Pods are cleaned up: once, and again on a relist if one survived.
+        if (first or kind == "SYNC") and kind != "DELETED" and not meta.get("deletionTimestamp"):
+            await self.api.delete_pod(*key)
 
     async def stop(self, run_id: uuid.UUID, reason: str) -> None:
         pods = await self.api.find_pods(f"{RUNNER_SELECTOR},{pod_spec.LABEL_RUN_ID}={run_id}")
