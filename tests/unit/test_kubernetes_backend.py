@@ -145,7 +145,7 @@ async def test_pod_deleted_while_running_is_a_lost_attempt() -> None:
 
 
 async def test_clean_exit_reports_no_failure_and_stop_deletes_the_runs_pods() -> None:
-    backend, api, exits = await _backend()
+    backend, api, _exits = await _backend()
     await backend.start(_launch())
     await backend.stop(_launch().run_id, "cancelled")
     assert len(api.deleted) == 1 and api.pods == {}
