@@ -341,3 +341,35 @@ def test_components_report_pinned_versions(api, kubeconfig):
         text=True,
     )
     assert helm_list.returncode == 0, helm_list.stderr
+
+
+def test_pod_network_stays_on_this_machine(core, namespace, smoke_image, echo_service):
+    """Pods have no default route, and the host drops forwarding off the bridge.
+
+    Checked by inspection only: the test never sends a packet anywhere else.
+    """
+    if not uses_harness():
+        pytest.skip("the network isolation is the harness cluster's own")
+    import subprocess
+
+    from kubernetes.stream import stream as k8s_stream
+
+    routes = k8s_stream(
+        core.connect_get_namespaced_pod_exec,
+        "echo-server",
+        namespace,
+        command=["cat", "/proc/net/route"],
+        stderr=True,
+        stdout=True,
+        stdin=False,
+        tty=False,
+    )
+    destinations = [line.split()[1] for line in routes.splitlines()[1:] if line.strip()]
+    assert destinations, routes
+    assert "00000000" not in destinations, f"Pod has a default route:\n{routes}"
+    mangle = subprocess.run(
+        ["iptables", "-t", "mangle", "-S"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "-A FORWARD -j WAYPOST-E2E" in mangle
+    assert "-A WAYPOST-E2E -i wpe2e0 ! -o wpe2e0 -j DROP" in mangle
+    assert "-A WAYPOST-E2E ! -i wpe2e0 -o wpe2e0 -j DROP" in mangle
