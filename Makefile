@@ -39,8 +39,8 @@ types: venv
 imports: venv
 	$(BIN)/lint-imports
 
-test: deps venv lint types imports
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+test: deps venv lint types imports chart-lint
+	WAYPOST_HELM="$$(charts/tools/ensure-helm)" $(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 schema: deps venv
 	$(BIN)/python -m waypost.store.dump_schema > operator/waypost/store/schema.sql
@@ -49,3 +49,4 @@ clean:
 	rm -rf $(VENV) .waypost .mypy_cache .ruff_cache
 
 include e2e/e2e.mk
+include charts/chart.mk
