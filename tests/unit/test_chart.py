@@ -226,6 +226,16 @@ def test_operator_deployment(default_docs: list[Manifest]) -> None:
     assert service["spec"]["ports"][0]["port"] == 8080
 
 
+def test_numeric_image_tags_are_taken_as_strings(helm: str) -> None:
+    # `--set postgresql.image.tag=15` arrives as a number.
+    docs = render(helm, "postgresql.enabled=true", "postgresql.image.tag=15",
+                  "operator.image.tag=2")
+    assert one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "postgres:15")
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "waypost-operator:2")
+
+
 def test_database_and_api_token_secrets_are_configurable(helm: str) -> None:
     docs = render(helm, "database.existingSecret=pg-dsn", "database.secretKey=dsn",
                   "apiToken.existingSecret=api", "operator.image.tag=1.2.3")

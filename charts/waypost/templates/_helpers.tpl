@@ -53,15 +53,15 @@ app.kubernetes.io/component: postgresql
 {{- end }}
 
 {{- define "waypost.operatorImage" -}}
-{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag | toString) }}
 {{- end }}
 
 {{- define "waypost.runnerImage" -}}
-{{- printf "%s:%s" .Values.runner.image.repository (default .Chart.AppVersion .Values.runner.image.tag) }}
+{{- printf "%s:%s" .Values.runner.image.repository (default .Chart.AppVersion .Values.runner.image.tag | toString) }}
 {{- end }}
 
 {{- define "waypost.postgresqlImage" -}}
-{{- printf "%s:%s" .Values.postgresql.image.repository .Values.postgresql.image.tag }}
+{{- printf "%s:%s" .Values.postgresql.image.repository (toString .Values.postgresql.image.tag) }}
 {{- end }}
 
 {{- define "waypost.postgresqlName" -}}
