@@ -48,5 +48,17 @@ schema: deps venv
 clean:
 	rm -rf $(VENV) .waypost .mypy_cache .ruff_cache
 
+# Benchmarks against pgqueuer and procrastinate on a durable Postgres of its own
+# (docs/benchmarks.md). Not part of `make test`. BENCH_QUICK=1 for a
+# smoke run; BENCH_ARGS for flags (python -m bench --help).
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,operator,bench]'
+	@touch $(BENCH_STAMP)
+
+.PHONY: bench
+bench: deps $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 include e2e/e2e.mk
 include charts/chart.mk

@@ -1,0 +1,1 @@
+"""waypost benchmarks: `make bench` (never part of `make test`)."""

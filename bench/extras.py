@@ -1,0 +1,190 @@
+"""waypost only: checkpoint writes through the coordinator, the cost of concurrency
+limits, and the hot table's bloat after a steady run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from bench.stats import pct
+from bench.systems import Waypost, now
+
+if TYPE_CHECKING:
+    from bench.run import Bench
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def checkpoints(b: Bench) -> None:
+    """POST /v1/runner/checkpoints with a plain HTTP client (no SDK), keep-alive, one
+    at a time, distinct keys; timed from send to the 201 having been read."""
+    from waypost.coordinator.app import create_app
+    from waypost.store import runs
+
+    a = b.args
+    for rep in range(a.repeats):
+        async with b.database("waypost") as db:
+            dsn = b.pg.dsn_for(db)
+            sys_ = Waypost()
+            await sys_.open(dsn, 4)
+            engine = sys_.engine
+            runner = web.AppRunner(create_app(engine), access_log=None)
+            await runner.setup()
+            port = _free_port()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            try:
+                await sys_.enqueue_one(now())
+                (claimed,) = await runs.claim(engine.pool, limit=1, lease_seconds=3600,
+                                              worker="bench")
+                cred = engine.signer.issue(claimed.run_id, claimed.claim_token)
+                headers = {"Authorization": f"Bearer {cred}",
+                           "Content-Type": "application/json"}
+                url = f"http://127.0.0.1:{port}/v1/runner/checkpoints"
+                async with aiohttp.ClientSession() as http:
+                    for size in (1024, 10 * 1024, 100 * 1024):
+                        label = f"{size // 1024}kb"
+                        lat: list[float] = []
+                        for i in range(a.checkpoints + 20):
+                            body = json.dumps({"key": f"{label}-{i}",
+                                               "data": {"blob": "x" * (size - 12)}}).encode()
+                            t = now()
+                            async with http.post(url, data=body, headers=headers) as r:
+                                await r.read()
+                                assert r.status == 201, (r.status, await r.text())
+                            if i >= 20:  # warm-up excluded
+                                lat.append((now() - t) * 1000)
+                        b.results.add("checkpoint", "waypost", f"{label}_p50_ms", pct(lat, 50))
+                        b.results.add("checkpoint", "waypost", f"{label}_p99_ms", pct(lat, 99))
+                        print(f"  rep {rep} checkpoint {label}: p50 {pct(lat, 50):.2f} ms "
+                              f"p99 {pct(lat, 99):.2f} ms", flush=True)
+            finally:
+                await runner.cleanup()
+                await sys_.close()
+
+
+async def limits(b: Bench) -> None:
+    """The same drain with no limit, a queue maxConcurrency and a per-key limit (100
+    keys), none of them binding: what computing the limits costs. And the drain with
+    one acknowledgement (one commit) per run instead of batched acknowledgements."""
+    a = b.args
+    variants = [("none", "noop", 0, False), ("queue_limit", "noop-queue-limit", 0, False),
+                ("key_limit", "noop-key-limit", 100, False), ("ack_each", "noop", 0, True)]
+    for rep in range(a.repeats):
+        k = rep % len(variants)
+        for label, task, keys, ack_each in variants[k:] + variants[:k]:
+            async with b.database("waypost") as db:
+                sys_ = Waypost(task=task, keys=keys, ack_each=ack_each)
+                await sys_.open(b.pg.dsn_for(db), a.workers)
+                left = a.limit_jobs
+                while left > 0:
+                    k = min(a.bulk_size, left)
+                    await sys_.enqueue_many(k)
+                    left -= k
+                t = now()
+                await sys_.start_workers(a.workers, a.batch, lambda t0: None,
+                                         drain_count=a.limit_jobs)
+                await asyncio.wait_for(sys_.wait_workers(), 3600)
+                rate = a.limit_jobs / (now() - t)
+                await sys_.close()
+                b.results.add("limits", "waypost", f"{label}_runs_per_s", rate)
+                print(f"  rep {rep} limits {label}: {rate:,.0f} runs/s", flush=True)
+    base = b.results.median("limits", "waypost", "none_runs_per_s")
+    for label in ("queue_limit", "key_limit"):
+        v = b.results.median("limits", "waypost", f"{label}_runs_per_s")
+        if base and v:
+            b.results.add("limits", "waypost", f"{label}_overhead_pct", (base / v - 1) * 100)
+
+
+async def _hot_table(conn: asyncpg.Connection) -> dict[str, Any]:
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = await conn.fetchrow(
+        """SELECT n_live_tup, n_dead_tup, autovacuum_count, vacuum_count,
+                  pg_relation_size('waypost.run_queue') AS heap_bytes,
+                  pg_total_relation_size('waypost.run_queue') AS total_bytes
+           FROM pg_stat_user_tables WHERE relid = 'waypost.run_queue'::regclass""")
+    return dict(row)
+
+
+async def bloat(b: Bench) -> None:
+    """A steady run at the steady-state rate for --bloat-seconds, sampling run_queue;
+    then the same with a REPEATABLE READ transaction held open on another connection."""
+    a = b.args
+    for held in (False, True):
+        label = "long_txn" if held else "plain"
+        async with b.database("waypost") as db:
+            dsn = b.pg.dsn_for(db)
+            watch = await asyncpg.connect(dsn)
+            holder = None
+            if held:
+                holder = await asyncpg.connect(dsn)
+                await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                await holder.fetchval("SELECT count(*) FROM waypost.runs")
+            samples: list[dict[str, Any]] = []
+            stop = asyncio.Event()
+
+            async def sample(watch: asyncpg.Connection = watch,
+                             samples: list[dict[str, Any]] = samples,
+                             stop: asyncio.Event = stop) -> None:
+                t0 = now()
+                while not stop.is_set():
+                    s = await _hot_table(watch)
+                    s["t"] = round(now() - t0, 1)
+                    samples.append(s)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), max(1.0, a.bloat_seconds / 30))
+
+            sampler = asyncio.create_task(sample())
+            lat: list[float] = []
+            _offered, _thr, sent = await b.steady("waypost", db, b.rate, a.bloat_seconds, lat)
+            stop.set()
+            await sampler
+            end = await _hot_table(watch)
+            if holder is not None:
+                await holder.execute("ROLLBACK")
+                await holder.close()
+            await watch.close()
+            first = samples[0]
+            fig = b.results.add
+            fig("bloat", "waypost", f"{label}_runs", sent)
+            fig("bloat", "waypost", f"{label}_seconds", a.bloat_seconds)
+            fig("bloat", "waypost", f"{label}_dead_tuples_end", end["n_dead_tup"])
+            fig("bloat", "waypost", f"{label}_dead_tuples_max",
+                max(s["n_dead_tup"] for s in samples))
+            fig("bloat", "waypost", f"{label}_hot_table_kb_start", first["total_bytes"] / 1024)
+            fig("bloat", "waypost", f"{label}_hot_table_kb_end", end["total_bytes"] / 1024)
+            fig("bloat", "waypost", f"{label}_hot_table_kb_max",
+                max(s["total_bytes"] for s in samples) / 1024)
+            fig("bloat", "waypost", f"{label}_autovacuums", end["autovacuum_count"])
+            fig("bloat", "waypost", f"{label}_p99_ms", pct(lat, 99))
+            b.meta.setdefault("bloat_samples", {})[label] = samples
+            print(f"  bloat {label}: {sent} runs in {a.bloat_seconds:.0f} s, run_queue "
+                  f"{first['total_bytes'] // 1024} kB -> {end['total_bytes'] // 1024} kB "
+                  f"(max {max(s['total_bytes'] for s in samples) // 1024} kB), dead tuples "
+                  f"{end['n_dead_tup']} (max {max(s['n_dead_tup'] for s in samples)}), "
+                  f"autovacuums {end['autovacuum_count']}", flush=True)
+
+
+async def run_all(b: Bench) -> None:
+    if "checkpoint" not in b.skip:
+        print("Checkpoints through the coordinator …", flush=True)
+        await checkpoints(b)
+    if "limits" not in b.skip:
+        print("Concurrency limits vs none …", flush=True)
+        await limits(b)
+    if "bloat" not in b.skip:
+        print(f"Bloat: {b.args.bloat_seconds:.0f} s steady runs …", flush=True)
+        await bloat(b)
+
+
