@@ -37,7 +37,10 @@ def memory_hog(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
     memory (up to 256Mi).
     """
     ledger.record(ctx.run_id, ctx.attempt, "memory_hog")
-    size = int(payload["mb"]) * MIB
+    # A checkpoint before the big allocation: a retry after an OOM kill resumes
+    # after it (its attempt number shows it was written once).
+    checked = ctx.step("input-checked", lambda: {"mb": int(payload["mb"])})
+    size = int(checked["mb"]) * MIB
     block = bytearray(size)
     # Writing one byte per page forces the kernel to back each page.
     for offset in range(0, size, PAGE):
