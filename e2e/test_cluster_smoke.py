@@ -373,3 +373,24 @@ def test_pod_network_stays_on_this_machine(core, namespace, smoke_image, echo_se
     assert "-A FORWARD -j WAYPOST-E2E" in mangle
     assert "-A WAYPOST-E2E -i wpe2e0 ! -o wpe2e0 -j DROP" in mangle
     assert "-A WAYPOST-E2E ! -i wpe2e0 -o wpe2e0 -j DROP" in mangle
+
+
+def test_missing_image_fails_fast_without_leaving_the_machine(core, namespace):
+    """A Pod whose image was never built gets ErrImagePull from a loopback 'registry'."""
+    if not uses_harness():
+        pytest.skip("the loopback registry redirect is the harness cluster's own")
+    core.create_namespaced_pod(namespace, _pod("missing", "waypost-e2e-never-built:1", []))
+
+    def waiting_reason() -> str | None:
+        statuses = core.read_namespaced_pod("missing", namespace).status.container_statuses
+        waiting = statuses[0].state.waiting if statuses else None
+        if waiting and waiting.reason in ("ErrImagePull", "ImagePullBackOff"):
+            return waiting.message or waiting.reason
+        return None
+
+    wait_until(waiting_reason, 60, "ErrImagePull")
+    events = core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=missing,reason=Failed"
+    ).items
+    messages = " ".join(e.message or "" for e in events)
+    assert "127.0.0.1:9" in messages, messages
