@@ -8,9 +8,11 @@
 #   make e2e          bring the cluster up if needed, run the e2e tests (the
 #                     last one takes the cluster down and checks nothing is left)
 #   KUBECONFIG=... make e2e   run the e2e tests against an existing cluster instead
+#   make e2e E2E_PYTEST_ARGS='-m "not teardown"'   keep the cluster up afterwards
 
 E2E_PYTHON ?= .venv/bin/python
 E2E_PYTEST_ARGS ?=
+E2E_HARNESS_KUBECONFIG := /var/lib/waypost-e2e/admin.kubeconfig
 
 .PHONY: e2e e2e-up e2e-down e2e-status e2e-build
 
@@ -29,5 +31,5 @@ e2e-status:
 
 # `venv` is the top-level Makefile's target (the project venv with kubernetes and pytest).
 e2e: venv
-	@if [ -z "$$KUBECONFIG" ]; then e2e/cluster/up; fi
+	@if [ -z "$$KUBECONFIG" ] || [ "$$KUBECONFIG" = "$(E2E_HARNESS_KUBECONFIG)" ]; then e2e/cluster/up; fi
 	$(E2E_PYTHON) -m pytest e2e/ -v -p no:cacheprovider $(E2E_PYTEST_ARGS)
