@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import time
 import tomllib
 import urllib.request
@@ -27,13 +28,15 @@ REPO = E2E_DIR.parent
 CHART = REPO / "charts" / "waypost"
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 RELEASE = "wpe2e"
+CACHE_DIR = tempfile.mkdtemp(prefix="waypost-e2e-kubectl-")
 EXAMPLES_IMAGE = f"waypost-examples:{VERSION}"
 
 
 def sh(*cmd: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig_path())}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                            check=False)
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
     if check:
         assert result.returncode == 0, f"{' '.join(cmd)}:\n{result.stdout}\n{result.stderr}"
     return result
@@ -44,18 +47,29 @@ def kubectl_bin() -> str:
     if os.environ.get("KUBECTL"):
         return os.environ["KUBECTL"]
     versions = (E2E_DIR / "cluster" / "versions.sh").read_text()
-    version = next(line.split("=")[1].split()[0] for line in versions.splitlines()
-                   if line.startswith("KUBERNETES_VERSION="))
+    version = next(
+        line.split("=")[1].split()[0]
+        for line in versions.splitlines()
+        if line.startswith("KUBERNETES_VERSION=")
+    )
     cache = os.environ.get("E2E_CACHE", "/var/cache/waypost-e2e")
     built = f"{cache}/kubernetes-{version}/bin/kubectl"
     return built if os.path.exists(built) else "kubectl"
 
 
-def kubectl(*args: str, timeout: float = 120, check: bool = True,
-            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    *args: str, timeout: float = 120, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig_path())}
-    result = subprocess.run([kubectl_bin(), *args], capture_output=True, text=True, input=stdin,
-                            timeout=timeout, env=env, check=False)
+    result = subprocess.run(
+        [kubectl_bin(), *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
     if check:
         assert result.returncode == 0, f"kubectl {' '.join(args)}:\n{result.stderr}"
     return result
@@ -73,8 +87,14 @@ def helm() -> str:
 @pytest.fixture(scope="module")
 def images() -> str:
     if uses_harness():
-        sh(str(REPO / "runner-image/build-images"), "runner", "examples", "operator",
-           "postgres", timeout=2400)
+        sh(
+            str(REPO / "runner-image/build-images"),
+            "runner",
+            "examples",
+            "operator",
+            "postgres",
+            timeout=2400,
+        )
         return "waypost-e2e-postgres:15"
     return os.environ.get("WAYPOST_E2E_POSTGRES_IMAGE", "postgres:16")
 
@@ -90,15 +110,40 @@ def ns(api: client.ApiClient) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def release(helm: str, images: str, ns: str, api: client.ApiClient) -> Iterator[dict[str, str]]:
     kubectl("apply", "-f", str(REPO / "crds"))  # shared by releases; kept on uninstall
+    kubectl("wait", "--for=condition=Established", "crd/tasks.waypost.dev",
+            "crd/taskruns.waypost.dev", "--timeout=60s", timeout=70)
     repo, tag = images.rsplit(":", 1)
-    sh(helm, "install", RELEASE, str(CHART), "--namespace", ns,
-       "--set", "operator.replicas=2", "--set", "crds.install=false",
-       "--set", "postgresql.enabled=true",
-       "--set", f"postgresql.image.repository={repo}",
-       "--set-string", f"postgresql.image.tag={tag}",
-       "--set", "postgresql.persistence.enabled=false", timeout=300)
-    sh(kubectl_bin(), "rollout", "status", f"deployment/{RELEASE}-waypost", "-n", ns,
-       "--timeout=300s", timeout=320)
+    sh(
+        helm,
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        ns,
+        "--set",
+        "operator.replicas=2",
+        "--set",
+        "crds.install=false",
+        "--set",
+        "postgresql.enabled=true",
+        "--set",
+        f"postgresql.image.repository={repo}",
+        "--set-string",
+        f"postgresql.image.tag={tag}",
+        "--set",
+        "postgresql.persistence.enabled=false",
+        timeout=300,
+    )
+    sh(
+        kubectl_bin(),
+        "rollout",
+        "status",
+        f"deployment/{RELEASE}-waypost",
+        "-n",
+        ns,
+        "--timeout=300s",
+        timeout=320,
+    )
     service = client.CoreV1Api(api).read_namespaced_service(f"{RELEASE}-waypost", ns)
     info = {"namespace": ns, "url": f"http://{service.spec.cluster_ip}:8080"}
     yield info
@@ -111,8 +156,12 @@ def api_get(release: dict[str, str], path: str) -> Any:
 
 
 def api_post(release: dict[str, str], path: str) -> Any:
-    req = urllib.request.Request(release["url"] + path, data=b"{}", method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        release["url"] + path,
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as response:
         return json.loads(response.read())
 
@@ -120,14 +169,21 @@ def api_post(release: dict[str, str], path: str) -> Any:
 def task(ns: str, name: str, entrypoint: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"entrypoint": entrypoint, "image": EXAMPLES_IMAGE}
     body.update(spec)
-    return {"apiVersion": "waypost.dev/v1alpha1", "kind": "Task",
-            "metadata": {"name": name, "namespace": ns}, "spec": body}
+    return {
+        "apiVersion": "waypost.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": body,
+    }
 
 
 def taskrun(ns: str, name: str, task_name: str, payload: Any) -> dict[str, Any]:
-    return {"apiVersion": "waypost.dev/v1alpha1", "kind": "TaskRun",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"taskRef": {"name": task_name}, "payload": payload}}
+    return {
+        "apiVersion": "waypost.dev/v1alpha1",
+        "kind": "TaskRun",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"taskRef": {"name": task_name}, "payload": payload},
+    }
 
 
 def status_of(ns: str, kind: str, name: str) -> dict[str, Any]:
@@ -144,8 +200,9 @@ def reason_of(ns: str, name: str) -> str | None:
 
 
 def wait_reason(ns: str, name: str, reasons: set[str], timeout: float) -> dict[str, Any]:
-    wait_until(lambda: reason_of(ns, name) in reasons, timeout,
-               f"TaskRun {name} to reach {reasons}")
+    wait_until(
+        lambda: reason_of(ns, name) in reasons, timeout, f"TaskRun {name} to reach {reasons}"
+    )
     return status_of(ns, "taskrun", name)
 
 
@@ -157,17 +214,21 @@ def leader(ns: str) -> str:
 
 def operator_pods(api: client.ApiClient, ns: str) -> list[client.V1Pod]:
     pods = client.CoreV1Api(api).list_namespaced_pod(
-        ns, label_selector="app.kubernetes.io/component=operator")
+        ns, label_selector="app.kubernetes.io/component=operator"
+    )
     return [p for p in pods.items if p.metadata.deletion_timestamp is None]
 
 
-def test_both_replicas_ready_and_one_holds_the_lease(release: dict[str, str],
-                                                    api: client.ApiClient) -> None:
+def test_both_replicas_ready_and_one_holds_the_lease(
+    release: dict[str, str], api: client.ApiClient
+) -> None:
     ns = release["namespace"]
     pods = operator_pods(api, ns)
     assert len(pods) == 2
-    assert all(any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-               for p in pods)
+    assert all(
+        any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        for p in pods
+    )
     holder = wait_until(lambda: leader(ns), 60, "a lease holder")
     assert holder in {p.metadata.name for p in pods}
     # Every replica serves the coordinator API.
@@ -177,13 +238,25 @@ def test_both_replicas_ready_and_one_holds_the_lease(release: dict[str, str],
 def test_taskrun_succeeds_and_kubectl_wait_returns(release: dict[str, str]) -> None:
     ns = release["namespace"]
     apply(task(ns, "hello", "examples.hello:hello"))
-    wait_until(lambda: any(c["type"] == "Ready" and c["status"] == "True"
-                           for c in status_of(ns, "task", "hello").get("conditions") or []),
-               60, "Task hello Ready")
+    wait_until(
+        lambda: any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in status_of(ns, "task", "hello").get("conditions") or []
+        ),
+        60,
+        "Task hello Ready",
+    )
     apply(taskrun(ns, "hello-1", "hello", {"name": "cluster"}))
     started = time.monotonic()
-    kubectl("wait", "--for=condition=Succeeded", "taskrun/hello-1", "-n", ns,
-            "--timeout=120s", timeout=130)
+    kubectl(
+        "wait",
+        "--for=condition=Succeeded",
+        "taskrun/hello-1",
+        "-n",
+        ns,
+        "--timeout=120s",
+        timeout=130,
+    )
     elapsed = time.monotonic() - started
     status = status_of(ns, "taskrun", "hello-1")
     assert status["result"]["greeting"] == "Hello, cluster!"
@@ -197,10 +270,17 @@ def test_taskrun_succeeds_and_kubectl_wait_returns(release: dict[str, str]) -> N
 
 def test_order_scenario_resumes_after_order_fetched(release: dict[str, str]) -> None:
     ns = release["namespace"]
-    apply(task(ns, "process-order", "examples.orders:process_order",
-               retry={"maxAttempts": 3, "backoff": {"initialSeconds": 1}}))
-    apply(taskrun(ns, "order-1", "process-order",
-                  {"orderId": "o-42", "failPaymentOnAttempts": [1]}))
+    apply(
+        task(
+            ns,
+            "process-order",
+            "examples.orders:process_order",
+            retry={"maxAttempts": 3, "backoff": {"initialSeconds": 1}},
+        )
+    )
+    apply(
+        taskrun(ns, "order-1", "process-order", {"orderId": "o-42", "failPaymentOnAttempts": [1]})
+    )
     status = wait_reason(ns, "order-1", {"Succeeded", "Failed", "DeadLettered"}, 180)
     assert reason_of(ns, "order-1") == "Succeeded", status
     assert status["attempt"] == 2
@@ -217,8 +297,15 @@ def test_order_scenario_resumes_after_order_fetched(release: dict[str, str]) -> 
 
 def test_oom_killed_attempts_dead_letter_then_requeue(release: dict[str, str]) -> None:
     ns = release["namespace"]
-    apply(task(ns, "memory-hog", "examples.flaky:memory_hog", resources={"memory": "64Mi"},
-               retry={"maxAttempts": 2, "backoff": {"initialSeconds": 1, "jitter": 0}}))
+    apply(
+        task(
+            ns,
+            "memory-hog",
+            "examples.flaky:memory_hog",
+            resources={"memory": "64Mi"},
+            retry={"maxAttempts": 2, "backoff": {"initialSeconds": 1, "jitter": 0}},
+        )
+    )
     apply(taskrun(ns, "hog-1", "memory-hog", {"mb": 200}))
     status = wait_reason(ns, "hog-1", {"Succeeded", "Failed", "DeadLettered"}, 240)
     assert reason_of(ns, "hog-1") == "DeadLettered", status
@@ -226,19 +313,32 @@ def test_oom_killed_attempts_dead_letter_then_requeue(release: dict[str, str]) -
     assert "OOMKilled" in status["error"]["message"]
     run = api_get(release, f"/v1/runs/{status['runId']}")
     assert [a["error"]["type"] for a in run["attempts"]] == ["oom", "oom"]
-    gap = (time_of(run["attempts"][1]["startedAt"]) - time_of(run["attempts"][0]["finishedAt"]))
+    gap = time_of(run["attempts"][1]["startedAt"]) - time_of(run["attempts"][0]["finishedAt"])
     assert gap >= 1.0  # the backoff was waited out
     requeued = api_post(release, f"/v1/runs/{status['runId']}/requeue")
     assert requeued["status"] == "queued"
-    wait_until(lambda: api_get(release, f"/v1/runs/{status['runId']}")["attempt"] >= 4, 240,
-               "the requeued run to use its fresh budget")
+    wait_until(
+        lambda: api_get(release, f"/v1/runs/{status['runId']}")["attempt"] >= 4,
+        240,
+        "the requeued run to use its fresh budget",
+    )
 
 
 def test_oom_multiplier_gives_a_bigger_pod_that_resumes(release: dict[str, str]) -> None:
     ns = release["namespace"]
-    apply(task(ns, "memory-grow", "examples.flaky:memory_hog", resources={"memory": "64Mi"},
-               retry={"maxAttempts": 4, "backoff": {"initialSeconds": 1},
-                      "oom": {"memoryMultiplier": 2, "memoryCeiling": "512Mi"}}))
+    apply(
+        task(
+            ns,
+            "memory-grow",
+            "examples.flaky:memory_hog",
+            resources={"memory": "64Mi"},
+            retry={
+                "maxAttempts": 4,
+                "backoff": {"initialSeconds": 1},
+                "oom": {"memoryMultiplier": 2, "memoryCeiling": "512Mi"},
+            },
+        )
+    )
     apply(taskrun(ns, "grow-1", "memory-grow", {"mb": 120}))
     status = wait_reason(ns, "grow-1", {"Succeeded", "Failed", "DeadLettered"}, 300)
     assert reason_of(ns, "grow-1") == "Succeeded", status
@@ -251,18 +351,29 @@ def test_oom_multiplier_gives_a_bigger_pod_that_resumes(release: dict[str, str])
 
 
 def test_deleting_a_runner_pod_fails_the_attempt_and_the_run_retries(
-        release: dict[str, str], api: client.ApiClient) -> None:
+    release: dict[str, str], api: client.ApiClient
+) -> None:
     ns = release["namespace"]
-    apply(task(ns, "sleepy", "examples.flaky:sleepy", timeout={"maxDuration": "60s"},
-               retry={"maxAttempts": 3, "backoff": {"initialSeconds": 1}}))
+    apply(
+        task(
+            ns,
+            "sleepy",
+            "examples.flaky:sleepy",
+            timeout={"maxDuration": "60s"},
+            retry={"maxAttempts": 3, "backoff": {"initialSeconds": 1}},
+        )
+    )
     apply(taskrun(ns, "sleepy-1", "sleepy", {"seconds": 8}))
     core = client.CoreV1Api(api)
     selector = "app.kubernetes.io/component=runner"
 
     def running_pod() -> str | None:
         for p in core.list_namespaced_pod(ns, label_selector=selector).items:
-            if p.status.phase == "Running" and p.metadata.annotations and \
-                    reason_of(ns, "sleepy-1") == "Running":
+            if (
+                p.status.phase == "Running"
+                and p.metadata.annotations
+                and reason_of(ns, "sleepy-1") == "Running"
+            ):
                 return str(p.metadata.name)
         return None
 
@@ -277,10 +388,18 @@ def test_deleting_a_runner_pod_fails_the_attempt_and_the_run_retries(
 
 
 def test_leader_killed_mid_run_the_other_takes_over_and_nothing_is_lost(
-        release: dict[str, str], api: client.ApiClient) -> None:
+    release: dict[str, str], api: client.ApiClient
+) -> None:
     ns = release["namespace"]
-    apply(task(ns, "nap", "examples.flaky:sleepy", timeout={"maxDuration": "120s"},
-               retry={"maxAttempts": 3, "backoff": {"initialSeconds": 1}}))
+    apply(
+        task(
+            ns,
+            "nap",
+            "examples.flaky:sleepy",
+            timeout={"maxDuration": "120s"},
+            retry={"maxAttempts": 3, "backoff": {"initialSeconds": 1}},
+        )
+    )
     names = [f"nap-{i}" for i in range(4)]
     for name in names:
         apply(taskrun(ns, name, "nap", {"seconds": 4}))
@@ -300,7 +419,8 @@ def test_leader_killed_mid_run_the_other_takes_over_and_nothing_is_lost(
 
 
 def test_invalid_manifests_are_refused_and_a_missing_task_is_reported(
-        release: dict[str, str]) -> None:
+    release: dict[str, str],
+) -> None:
     ns = release["namespace"]
     bad_memory = apply(task(ns, "bad-mem", "m:f", resources={"memory": "12XB"}), check=False)
     assert bad_memory.returncode != 0 and "spec.resources.memory" in bad_memory.stderr
@@ -314,19 +434,27 @@ def test_invalid_manifests_are_refused_and_a_missing_task_is_reported(
     status = wait_reason(ns, "orphan", {"TaskNotFound"}, 60)
     [cond] = [c for c in status["conditions"] if c["type"] == "Succeeded"]
     assert "no-such-task" in cond["message"]
-    events = kubectl("get", "events", "-n", ns, "--field-selector",
-                     "involvedObject.name=orphan", "-o", "json").stdout
+    events = kubectl(
+        "get", "events", "-n", ns, "--field-selector", "involvedObject.name=orphan", "-o", "json"
+    ).stdout
     assert "TaskNotFound" in events
 
 
 def test_uninstall_leaves_no_operator_created_pods(
-        helm: str, release: dict[str, str], api: client.ApiClient) -> None:
+    helm: str, release: dict[str, str], api: client.ApiClient
+) -> None:
     ns = release["namespace"]
     sh(helm, "uninstall", RELEASE, "--namespace", ns, "--wait", timeout=300)
     core = client.CoreV1Api(api)
-    wait_until(lambda: not core.list_namespaced_pod(
-        ns, label_selector="app.kubernetes.io/managed-by=waypost").items, 120,
-        "operator-created Pods to go")
+    wait_until(
+        lambda: (
+            not core.list_namespaced_pod(
+                ns, label_selector="app.kubernetes.io/managed-by=waypost"
+            ).items
+        ),
+        120,
+        "operator-created Pods to go",
+    )
     wait_until(lambda: not operator_pods(api, ns), 120, "operator Pods to go")
 
 
