@@ -219,6 +219,7 @@ def test_operator_deployment(default_docs: list[Manifest]) -> None:
     assert env["WAYPOST_LEASE_NAME"]["value"] == "waypost-leader"
     assert env["WAYPOST_RUNNER_IMAGE"]["value"] == "waypost-runner:0.1.0"
     assert "WAYPOST_API_TOKEN" not in env
+    assert "WAYPOST_WATCH_NAMESPACES" not in env  # every namespace
     # The ServiceAccount itself does not hand its token to anything else.
     assert one(default_docs, "ServiceAccount")["automountServiceAccountToken"] is False
     service = one(default_docs, "Service", "waypost")
@@ -357,6 +358,17 @@ def test_runner_network_policy_allows_only_dns_and_the_coordinator(
     assert operator["podSelector"]["matchLabels"] == operator_selector()
     assert operator["policyTypes"] == ["Ingress"]
     assert operator["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
+
+
+def test_watched_namespaces_reach_the_operator_and_the_runner_policy(helm: str) -> None:
+    docs = render(helm, "operator.watchNamespaces={team-a,team-b}", "operator.maxPods=50")
+    env = {e["name"]: e.get("value") for e in one(docs, "Deployment")["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert env["WAYPOST_WATCH_NAMESPACES"] == "team-a,team-b"
+    assert env["WAYPOST_MAX_PODS"] == "50"
+    runner = [d["metadata"]["namespace"] for d in docs
+              if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "waypost-runners"]
+    assert sorted(runner) == ["team-a", "team-b"]
 
 
 def test_runner_policy_in_each_listed_namespace(helm: str) -> None:

@@ -87,6 +87,8 @@ app.kubernetes.io/component: postgresql
 {{- define "waypost.runnerNamespaces" -}}
 {{- if .Values.networkPolicy.runnerNamespaces }}
 {{- join "," .Values.networkPolicy.runnerNamespaces }}
+{{- else if .Values.operator.watchNamespaces }}
+{{- join "," .Values.operator.watchNamespaces }}
 {{- else }}
 {{- .Release.Namespace }}
 {{- end }}
