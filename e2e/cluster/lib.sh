@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the e2e cluster scripts (sourced, not executed).
 
 log() { echo "[$(basename "$0") $(date -u +%H:%M:%S)] $*" >&2; }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Pinned versions for the e2e cluster. Sourced by the scripts in this folder.
 # Changing one of these changes the cache key, so the next `up` rebuilds only
 # the component whose version changed.
