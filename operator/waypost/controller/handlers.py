@@ -64,6 +64,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 4
 
 
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # Our own registry has none of kopf's default login handlers: use the
+    # in-cluster service account, or the kubeconfig outside a cluster.
+    info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+    return info
+
+
 @kopf.on.resume(GROUP, VERSION, "tasks", registry=registry)
 @kopf.on.create(GROUP, VERSION, "tasks", registry=registry)
 @kopf.on.update(GROUP, VERSION, "tasks", field="spec", registry=registry)
