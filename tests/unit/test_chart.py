@@ -438,6 +438,27 @@ def test_schema_rejects_bad_values(helm: str, setting: str, message: str) -> Non
     assert message in result.stderr, result.stderr
 
 
+def test_schema_describes_exactly_the_values() -> None:
+    """Every key of values.yaml is in values.schema.json and the other way round."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+
+    def walk(value: Any, node: dict[str, Any], path: str) -> Iterator[str]:
+        props = node.get("properties")
+        if not isinstance(value, dict) or props is None:
+            return
+        for key in sorted(set(value) | set(props) - {"global"}):
+            where = f"{path}.{key}" if path else key
+            if key not in props:
+                yield f"{where}: in values.yaml, not in the schema"
+            elif key not in value:
+                yield f"{where}: in the schema, not in values.yaml"
+            elif not key.endswith(FREE_FORM):  # Kubernetes objects: free-form by design
+                yield from walk(value[key], props[key], where)
+
+    assert list(walk(values, schema, "")) == []
+
+
 def leaf_paths(values: Any, prefix: str = "") -> Iterator[str]:
     """Dotted paths of the documented values; maps of free-form settings end a path."""
     if isinstance(values, dict) and values and not prefix.endswith(FREE_FORM):
