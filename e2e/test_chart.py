@@ -1,6 +1,7 @@
 """The Helm chart and the images on a real cluster: install with the bundled
-Postgres, the operator's environment reaches that Postgres, RBAC is what the
-chart promises, a runner Pod starts, and uninstall keeps only what it should.
+Postgres in a namespace enforcing the `restricted` Pod Security profile, the
+operator's environment reaches that Postgres, RBAC is what the chart promises,
+a runner Pod starts, and uninstall keeps only what it should.
 
 The operator itself runs with 0 replicas here: the operator e2e tests install
 it for real, and a second operator watching every namespace would compete
@@ -65,6 +66,12 @@ def release(
     existing = {c.metadata.name for c in ext.list_custom_resource_definition().items}
     # CRDs belong to one release; when another release installed them, leave them be.
     own_crds = not (set(CRDS) & existing)
+    # Every Pod of the release (and the test's own) must pass the `restricted`
+    # Pod Security profile: the API server refuses any that does not.
+    client.CoreV1Api(api).patch_namespace(namespace, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }}})
     name = f"wp-{uuid.uuid4().hex[:6]}"
     repo, tag = postgres_image.rsplit(":", 1)
     run(
