@@ -7,7 +7,7 @@
 #
 # helm comes from charts/tools/ensure-helm: $WAYPOST_HELM, else the e2e
 # harness's cached build, else a one-time `go install` of the pinned version
-# into that cache (~6 min cold on 2 cores, instant afterwards).
+# into $E2E_CACHE/chart-helm-<version> (~6 min cold on 2 cores, instant afterwards).
 
 CHART := charts/waypost
 # The chart's kubeVersion check and capabilities use this instead of helm's
