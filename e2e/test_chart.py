@@ -84,6 +84,9 @@ def release(
         "--wait=false",
         "--set",
         "operator.replicas=0",
+        # The uninstall hook deletes runner Pods of the watched namespaces only.
+        "--set",
+        f"operator.watchNamespaces={{{namespace}}}",
         "--set",
         "postgresql.enabled=true",
         "--set",
@@ -245,7 +248,7 @@ def test_operator_rbac_on_the_cluster(release: tuple[str, str], api: client.ApiC
     assert not can_i(api, sa, "create", "deployments", ns, group="apps")
 
 
-def test_uninstall_keeps_crds_and_the_password_only(
+def test_uninstall_keeps_crds_and_the_password_and_removes_runner_pods(
     helm: str,
     postgres_image: str,
     namespace: str,
@@ -261,10 +264,31 @@ def test_uninstall_keeps_crds_and_the_password_only(
     name = f"wp-{uuid.uuid4().hex[:6]}"
     repo, tag = postgres_image.rsplit(":", 1)
     run(helm, "install", name, str(CHART), "--namespace", namespace,
-        "--set", "operator.replicas=0", "--set", "postgresql.enabled=true",
+        "--set", "operator.replicas=0", "--set", f"operator.watchNamespaces={{{namespace}}}",
+        "--set", "postgresql.enabled=true",
         "--set", f"postgresql.image.repository={repo}", "--set-string",
         f"postgresql.image.tag={tag}", "--set", "postgresql.persistence.enabled=false",
         "--set", f"crds.install={str(own_crds).lower()}")
+    # An attempt's Pod still running when the operator goes: the uninstall
+    # hook must delete it.
+    core.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "wp-leftover-1", "labels": {
+            "app.kubernetes.io/managed-by": "waypost", "waypost.dev/run-id": str(uuid.uuid4())}},
+        "spec": {
+            "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 1,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "runner", "image": f"waypost-runner:{VERSION}",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["python", "-c", "import time; time.sleep(600)"],
+                "securityContext": {"allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    })
+    wait_until(lambda: core.read_namespaced_pod("wp-leftover-1", namespace).status.phase
+               == "Running", 60, "the leftover runner Pod to run")
     try:
         out = run(helm, "uninstall", name, "--namespace", namespace, "--wait")
         assert "kept due to the resource policy" in out
@@ -273,6 +297,11 @@ def test_uninstall_keeps_crds_and_the_password_only(
             assert set(CRDS) <= kept
         secrets = {s.metadata.name for s in core.list_namespaced_secret(namespace).items}
         assert f"{name}-waypost-postgresql" in secrets
+        # The hook has finished (helm waits for it): the runner Pod is gone already.
+        leftovers = core.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/managed-by=waypost").items
+        assert [p.metadata.name for p in leftovers
+                if p.metadata.deletion_timestamp is None] == []
         wait_until(
             lambda: not core.list_namespaced_pod(namespace).items, 60, "the release's Pods to go"
         )

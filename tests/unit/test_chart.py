@@ -123,6 +123,9 @@ def test_default_render_has_the_expected_objects(default_docs: list[Manifest]) -
         "Deployment/waypost", "NetworkPolicy/waypost-operator", "NetworkPolicy/waypost-runners",
         "PodDisruptionBudget/waypost", "Role/waypost-leader-election",
         "RoleBinding/waypost-leader-election", "Service/waypost", "ServiceAccount/waypost",
+        # The post-delete hook that removes leftover runner Pods.
+        "ServiceAccount/waypost-cleanup", "ClusterRole/waypost-cleanup",
+        "ClusterRoleBinding/waypost-cleanup", "Job/waypost-cleanup",
     ])
 
 
@@ -221,7 +224,7 @@ def test_operator_deployment(default_docs: list[Manifest]) -> None:
     assert "WAYPOST_API_TOKEN" not in env
     assert "WAYPOST_WATCH_NAMESPACES" not in env  # every namespace
     # The ServiceAccount itself does not hand its token to anything else.
-    assert one(default_docs, "ServiceAccount")["automountServiceAccountToken"] is False
+    assert one(default_docs, "ServiceAccount", "waypost")["automountServiceAccountToken"] is False
     service = one(default_docs, "Service", "waypost")
     assert service["spec"]["selector"] == operator_selector()
     assert service["spec"]["ports"][0]["port"] == 8080
@@ -275,8 +278,9 @@ def test_every_container_is_restricted(docs_name: str, request: pytest.FixtureRe
             assert seccomp.get("type") in ("RuntimeDefault", "Localhost"), name
 
 
-def rules_of(docs: list[Manifest], kind: str) -> list[Manifest]:
-    return [rule for d in docs if d["kind"] == kind for rule in d["rules"]]
+def rules_of(docs: list[Manifest], kind: str, name: str | None = None) -> list[Manifest]:
+    return [rule for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])
+            for rule in d["rules"]]
 
 
 def test_lease_updates_are_limited_by_resource_names(default_docs: list[Manifest]) -> None:
@@ -307,7 +311,7 @@ def test_lease_name_follows_the_value(helm: str) -> None:
 def test_cluster_role_grants_exactly_what_the_operator_uses(default_docs: list[Manifest]) -> None:
     granted = {
         (group, resource, verb)
-        for rule in rules_of(default_docs, "ClusterRole")
+        for rule in rules_of(default_docs, "ClusterRole", "waypost")
         for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]
     }
     assert not {g for g in granted if "*" in g}, "no wildcards"
@@ -324,7 +328,7 @@ def test_cluster_role_grants_exactly_what_the_operator_uses(default_docs: list[M
                  for v in ("get", "list", "watch")}
     expected |= {("", "namespaces", v) for v in ("list", "watch")}
     assert granted == expected, (granted - expected, expected - granted)
-    binding = one(default_docs, "ClusterRoleBinding")
+    binding = one(default_docs, "ClusterRoleBinding", "waypost")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "waypost",
                                     "namespace": NAMESPACE}]
 
@@ -378,6 +382,28 @@ def test_runner_policy_in_each_listed_namespace(helm: str) -> None:
     assert sorted(d["metadata"]["namespace"] for d in runner) == ["team-a", "team-b"]
     assert not [d for d in render(helm, "networkPolicy.enabled=false")
                 if d["kind"] == "NetworkPolicy"]
+
+
+def test_uninstall_hook_deletes_only_runner_pods(default_docs: list[Manifest], helm: str) -> None:
+    hook_objects = [d for d in default_docs
+                    if d["metadata"]["name"] == "waypost-cleanup"]
+    assert len(hook_objects) == 4
+    for doc in hook_objects:
+        annotations = doc["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "post-delete"
+        assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"]
+    assert rules_of(default_docs, "ClusterRole", "waypost-cleanup") == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]}]
+    job = one(default_docs, "Job", "waypost-cleanup")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "waypost-cleanup"
+    script = pod["containers"][0]["args"][0]
+    compile(script, "cleanup-hook", "exec")  # the embedded script is valid Python
+    assert "app.kubernetes.io/managed-by=waypost,waypost.dev/run-id" in script
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["OPERATOR_SELECTOR"] == ",".join(f"{k}={v}" for k, v in operator_selector().items())
+    assert not [d for d in render(helm, "cleanupOnUninstall.enabled=false")
+                if d["metadata"]["name"] == "waypost-cleanup"]
 
 
 # --- CRDs ---------------------------------------------------------------------
