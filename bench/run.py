@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=5000 if quick else 100_000,
                    help="pre-loaded no-op jobs per drain (the issue: 100,000)")
+    p.add_argument("--slow-jobs", type=int, default=1000 if quick else 10_000,
+                   help="pre-loaded jobs per drain for procrastinate, which drains about "
+                        "two orders of magnitude slower (100,000 would take ~15 min a repeat)")
     p.add_argument("--single", type=int, default=500 if quick else 5000,
                    help="single enqueues per repeat")
     p.add_argument("--enqueue-concurrency", type=int, default=4,
@@ -50,14 +53,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=10,
                    help="claim/dequeue batch for waypost and pgqueuer (pgqueuer's default)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--steady-seconds", type=float, default=5 if quick else 20)
+    p.add_argument("--steady-seconds", type=float, default=5 if quick else 10)
+    p.add_argument("--steady-grace", type=float, default=10 if quick else 30,
+                   help="after the producer stops, wait this long for started jobs")
     p.add_argument("--rate", type=float, default=0,
                    help="offered rate of the steady state, runs/s (0: half of waypost's "
-                        "median drain throughput in this run)")
+                        "median steady-state peak in this run)")
+    p.add_argument("--max-inflight", type=int, default=64,
+                   help="most enqueues in flight at once in the steady-state producer")
+    p.add_argument("--peak-rate", type=float, default=20000,
+                   help="offered rate of the steady-state peak run (more than any takes)")
     p.add_argument("--wakeups", type=int, default=30 if quick else 200)
     p.add_argument("--checkpoints", type=int, default=100 if quick else 1000,
                    help="checkpoint writes per size")
-    p.add_argument("--limit-jobs", type=int, default=3000 if quick else 20_000,
+    p.add_argument("--limit-jobs", type=int, default=3000 if quick else 10_000,
                    help="runs per drain in the concurrency-limit comparison")
     p.add_argument("--bloat-seconds", type=float, default=10 if quick else 300,
                    help="steady run before the bloat reading (the issue: 5 minutes)")
@@ -115,9 +124,12 @@ class Bench:
             finally:
                 await conn.close()
 
-    async def counters(self, db: str) -> tuple[int, int]:
-        """(commits in db, cluster WAL position). Call with the system's connections
-        closed: a backend reports its counts when it exits."""
+    async def counters(self, db: str) -> tuple[int, int, int]:
+        """(transactions committed in db, cluster WAL position, WAL flushes). Call with
+        the system's connections closed: a backend reports its counts when it exits.
+        xact_commit counts read-only transactions too (asyncpg's pool runs its reset
+        query in one on every release); wal_sync counts the flushes, after group
+        commit."""
         conn = await self.admin()
         try:
             await asyncio.sleep(0.2)
@@ -125,9 +137,10 @@ class Bench:
             commits = await conn.fetchval(
                 "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", db)
             lsn = await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+            syncs = await conn.fetchval("SELECT wal_sync FROM pg_stat_wal")
         finally:
             await conn.close()
-        return int(commits), int(lsn)
+        return int(commits), int(lsn), int(syncs)
 
     async def reset_statements(self) -> None:
         conn = await self.admin()
@@ -135,6 +148,16 @@ class Bench:
             await conn.execute("SELECT pg_stat_statements_reset()")
         finally:
             await conn.close()
+
+    async def exec_time_ms(self, db: str) -> float:
+        conn = await self.admin()
+        try:
+            total = await conn.fetchval(
+                """SELECT coalesce(sum(s.total_exec_time), 0) FROM pg_stat_statements s
+                   JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1""", db)
+        finally:
+            await conn.close()
+        return float(total)
 
     async def top_statements(self, db: str, n: int = 6) -> list[dict[str, Any]]:
         conn = await self.admin()
@@ -160,9 +183,10 @@ class Bench:
         a = self.args
         for name in self.order(rep):
             sys_ = SYSTEMS[name]()
+            jobs = a.slow_jobs if name == "procrastinate" else a.jobs
             async with self.database(name) as db:
-                dsn = self.pg.dsn_for(db)
                 # single enqueues: C concurrent clients, one job per call
+                dsn = self.pg.dsn_for(db)
                 c0 = await self.counters(db)
                 await sys_.open(dsn, a.enqueue_concurrency)
                 per_client = a.single // a.enqueue_concurrency
@@ -180,17 +204,16 @@ class Bench:
                 self.results.add("enqueue_single", name, "runs_per_s", n / elapsed)
                 self.results.add("enqueue_single", name, "commits_per_run", (c1[0] - c0[0]) / n)
                 self.results.add("enqueue_single", name, "wal_bytes_per_run", (c1[1] - c0[1]) / n)
-                # drain the single enqueues away first so the drain starts from pre-load only
-                await sys_.open(dsn, a.workers)
-                await sys_.start_workers(a.workers, a.batch, lambda t0: None, drain_count=n)
-                await asyncio.wait_for(sys_.wait_workers(), 600)
-                await sys_.close()
-
+                self.results.add("enqueue_single", name, "wal_flushes_per_run",
+                                 (c1[2] - c0[2]) / n)
+            sys_ = SYSTEMS[name]()
+            async with self.database(name) as db:
+                dsn = self.pg.dsn_for(db)
                 # batched enqueue = the drain's pre-load
                 c2 = await self.counters(db)
                 await sys_.open(dsn, a.workers)
                 t = now()
-                left = a.jobs
+                left = jobs
                 while left > 0:
                     k = min(a.bulk_size, left)
                     await sys_.enqueue_many(k)
@@ -198,11 +221,11 @@ class Bench:
                 elapsed = now() - t
                 await sys_.close()
                 c3 = await self.counters(db)
-                self.results.add("enqueue_batch", name, "runs_per_s", a.jobs / elapsed)
+                self.results.add("enqueue_batch", name, "runs_per_s", jobs / elapsed)
                 self.results.add("enqueue_batch", name, "commits_per_run",
-                                 (c3[0] - c2[0]) / a.jobs)
+                                 (c3[0] - c2[0]) / jobs)
                 self.results.add("enqueue_batch", name, "wal_bytes_per_run",
-                                 (c3[1] - c2[1]) / a.jobs)
+                                 (c3[1] - c2[1]) / jobs)
 
                 # drain
                 conn = await asyncpg.connect(dsn)
@@ -223,7 +246,7 @@ class Bench:
                     profiler = Profiler(async_mode="enabled")
                     profiler.start()
                 t = now()
-                await sys_.start_workers(a.workers, a.batch, count, drain_count=a.jobs)
+                await sys_.start_workers(a.workers, a.batch, count, drain_count=jobs)
                 await asyncio.wait_for(sys_.wait_workers(), 3600)
                 elapsed = now() - t
                 if profiler is not None:
@@ -237,28 +260,36 @@ class Bench:
                 conn = await asyncpg.connect(dsn)
                 done = await sys_.done_count(conn) - done_before
                 await conn.close()
-                if done != a.jobs or seen < a.jobs:
+                if done != jobs or seen < jobs:
                     self.notes.append(f"drain {name} rep {rep}: {done} acknowledged, "
-                                      f"{seen} started, expected {a.jobs}")
-                self.results.add("drain", name, "runs_per_s", a.jobs / elapsed)
+                                      f"{seen} started, expected {jobs}")
+                self.results.add("drain", name, "runs_per_s", jobs / elapsed)
                 self.results.add("drain", name, "seconds", elapsed)
-                self.results.add("drain", name, "commits_per_run", (c4[0] - c3[0]) / a.jobs)
-                self.results.add("drain", name, "wal_bytes_per_run", (c4[1] - c3[1]) / a.jobs)
+                self.results.add("drain", name, "commits_per_run", (c4[0] - c3[0]) / jobs)
+                self.results.add("drain", name, "wal_bytes_per_run", (c4[1] - c3[1]) / jobs)
+                self.results.add("drain", name, "wal_flushes_per_run", (c4[2] - c3[2]) / jobs)
+                self.results.add("drain", name, "db_exec_us_per_run",
+                                 await self.exec_time_ms(db) * 1000 / jobs)
                 if rep == 0:
                     self.meta.setdefault("top_statements", {})[f"drain.{name}"] = (
                         await self.top_statements(db))
                 print(f"  rep {rep} {name}: single {n / 1:.0f} jobs, drain "
-                      f"{a.jobs / elapsed:,.0f} runs/s", flush=True)
+                      f"{jobs / elapsed:,.0f} runs/s", flush=True)
 
     async def steady(self, name: str, db: str, rate: float, seconds: float,
-                     lat: list[float], sys_: System | None = None) -> tuple[float, float, int]:
-        """Open-loop producer at `rate` runs/s for `seconds`, N workers running.
-        Returns (offered rate achieved, throughput, runs)."""
+                     lat: list[float], sys_: System | None = None,
+                     wait: bool = True) -> tuple[float, float, int]:
+        """Open-loop producer (single enqueues, each its own task, so a slow enqueue
+        does not hold the next back) at `rate` runs/s for `seconds`, N workers running.
+        Latency runs from a job's scheduled enqueue time to its start. Returns (offered
+        rate achieved, runs started per second during the window, runs sent)."""
         a = self.args
         own = sys_ is None
         if sys_ is None:
             sys_ = SYSTEMS[name]()
             await sys_.open(self.pg.dsn_for(db), a.workers)
+        # the producer has its own client (pool), as a separate service would
+        prod = await self.producer(name, db, sys_)
         started = 0
         last_start = 0.0
 
@@ -282,21 +313,50 @@ class Bench:
             delay = target - now()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = asyncio.create_task(sys_.enqueue_one(target))
+            if len(inflight) >= a.max_inflight:
+                # the producer cannot keep up: wait for a slot (the latency of the
+                # jobs it sends later still counts from their scheduled time)
+                await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            task = asyncio.create_task(prod.enqueue_one(target))
             inflight.add(task)
             task.add_done_callback(inflight.discard)
             sent += 1
-        offered = sent / (now() - t_begin)
+        window = now() - t_begin
+        offered = sent / window
+        started_in_window = started
         if inflight:
             await asyncio.gather(*inflight)
-        deadline = now() + 60
+        deadline = now() + (self.args.steady_grace if wait else 0)
         while started < sent and now() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-        throughput = started / (max(last_start, t_begin + 1e-9) - t_begin)
+        throughput = started_in_window / window
         await sys_.stop_workers()
+        await prod.close()
         if own:
             await sys_.close()
+        self.last_started_fraction = started / sent if sent else 1.0
         return offered, throughput, sent
+
+    async def producer(self, name: str, db: str, workers: System) -> System:
+        prod = SYSTEMS[name]()
+        await prod.open(self.pg.dsn_for(db), self.args.enqueue_concurrency)
+        if hasattr(workers, "t0"):
+            prod.t0 = workers.t0  # type: ignore[attr-defined]
+        return prod
+
+    async def scenario_peak(self, rep: int) -> None:
+        """Enqueue and dequeue together, offered more than anyone can take: the
+        steady-state peak throughput."""
+        a = self.args
+        for name in self.order(rep):
+            async with self.database(name) as db:
+                lat: list[float] = []
+                offered, thr, _sent = await self.steady(name, db, a.peak_rate,
+                                                        a.steady_seconds, lat, wait=False)
+                self.results.add("steady_peak", name, "offered_per_s", offered)
+                self.results.add("steady_peak", name, "runs_per_s", thr)
+                print(f"  rep {rep} {name}: peak {thr:,.0f}/s (offered {offered:,.0f}/s)",
+                      flush=True)
 
     async def scenario_steady(self, rep: int) -> None:
         a = self.args
@@ -309,6 +369,7 @@ class Bench:
                 self.results.add("steady", name, "runs_per_s", thr)
                 self.results.add("steady", name, "p50_ms", pct(lat, 50))
                 self.results.add("steady", name, "p99_ms", pct(lat, 99))
+                self.results.add("steady", name, "started_fraction", self.last_started_fraction)
                 print(f"  rep {rep} {name}: steady {thr:,.0f}/s of {offered:,.0f} offered, "
                       f"p50 {pct(lat, 50):.1f} ms p99 {pct(lat, 99):.1f} ms", flush=True)
 
@@ -326,17 +387,19 @@ class Bench:
                     got.set()
 
                 await sys_.start_workers(a.workers, a.batch, on_start)
+                prod = await self.producer(name, db, sys_)
                 await asyncio.sleep(1.0)
                 missed = 0
                 for _ in range(a.wakeups):
                     got.clear()
-                    await sys_.enqueue_one(now())
+                    await prod.enqueue_one(now())
                     try:
                         await asyncio.wait_for(got.wait(), 10)
                     except TimeoutError:
                         missed += 1
                     await asyncio.sleep(0.02)
                 await sys_.stop_workers()
+                await prod.close()
                 await sys_.close()
                 if missed:
                     self.notes.append(f"wakeup {name} rep {rep}: {missed} not started in 10 s")
@@ -385,7 +448,11 @@ class Bench:
                 if "drain" not in self.skip:
                     print(f"Enqueue and drain, repeat {rep + 1}/{a.repeats} …", flush=True)
                     await self.scenario_enqueue_drain(rep)
-            peak = self.results.median("drain", "waypost", "runs_per_s")
+            for rep in range(a.repeats):
+                if "steady" not in self.skip:
+                    print(f"Steady-state peak, repeat {rep + 1}/{a.repeats} …", flush=True)
+                    await self.scenario_peak(rep)
+            peak = self.results.median("steady_peak", "waypost", "runs_per_s")
             self.rate = a.rate or (peak / 2 if peak else 200.0)
             self.meta["steady_rate_per_s"] = self.rate
             for rep in range(a.repeats):

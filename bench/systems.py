@@ -159,6 +159,7 @@ class Waypost(System):
 
         self._stop = asyncio.Event()
         self._wakes = [asyncio.Event() for _ in range(n)]
+        self._idle: set[int] = set()
         self._done = 0
         self._drain_count = drain_count
         listener = await store_pool.connect(self.dsn)
@@ -167,9 +168,16 @@ class Waypost(System):
             for w in self._wakes:
                 w.set()
 
-        await listener.add_listener("waypost_ready", wake_all)
+        def wake_one(*_: Any) -> None:
+            # One NOTIFY wakes one idle loop, like the dispatcher's single claimer; a
+            # loop that claims a full batch wakes the next (there may be more).
+            idle = self._idle
+            self._wakes[idle.pop() if idle else 0].set()
+
+        await listener.add_listener("waypost_ready", wake_one)
         self._listener = listener
         self._wake_all = wake_all
+        self._wake_one = wake_one
         self._tasks = [asyncio.create_task(self._loop(i, batch, on_start)) for i in range(n)]
 
     async def _loop(self, i: int, batch: int, on_start: OnStart) -> None:
@@ -195,7 +203,8 @@ class Waypost(System):
                 self._count(len(pending))
                 pending = []
             if claimed:
-                self._wake_all()  # the queue lock is free again: others may claim
+                if len(claimed) == batch:
+                    self._wake_one()  # there may be more: another loop claims meanwhile
                 for c in claimed:
                     build_launch(engine, c)  # what the dispatcher hands to a backend
                     on_start(self.t0.pop(c.run_id, 0.0))
@@ -208,8 +217,10 @@ class Waypost(System):
                 else:
                     pending = [(c.run_id, c.claim_token, result) for c in claimed]
                 continue
+            self._idle.add(i)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), 0.5)
+            self._idle.discard(i)
         if pending:
             await runs.complete_many(engine.pool, pending)
             self._count(len(pending))
@@ -258,7 +269,7 @@ class PgQueuer(System):
         from pgqueuer import AsyncpgPoolDriver, Queries
 
         self.dsn = dsn
-        self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max(4, workers))
+        self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max(4, 2 * workers))
         self.queries = Queries(AsyncpgPoolDriver(self.pool))
         self._conns: list[asyncpg.Connection] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -338,7 +349,7 @@ class Procrastinate(System):
             await app.schema_manager.apply_schema_async()
 
     async def open(self, dsn: str, workers: int) -> None:
-        self.app = self._app(dsn, workers + 4)
+        self.app = self._app(dsn, max(4, 2 * workers))
         await self.app.open_async()
         self._task: asyncio.Task[None] | None = None
 
