@@ -418,6 +418,37 @@ def test_leader_killed_mid_run_the_other_takes_over_and_nothing_is_lost(
     print(f"lease moved from {old} to {new} {took:.1f} s after the kill")
 
 
+def test_every_minute_schedule_makes_taskruns_and_prunes_history(
+        release: dict[str, str]) -> None:
+    ns = release["namespace"]
+    apply(task(ns, "tick", "examples.hello:hello",
+               schedules=[{"name": "every-minute", "cron": "*/1 * * * *",
+                           "payload": {"name": "cron"}}],
+               historyLimits={"successfulRuns": 1, "failedRuns": 1}))
+    seen: set[str] = set()
+
+    def scheduled() -> list[dict[str, Any]]:
+        out = kubectl("get", "taskruns", "-n", ns, "-l",
+                      "waypost.dev/task=tick,waypost.dev/schedule=every-minute",
+                      "-o", "json").stdout
+        items: list[dict[str, Any]] = json.loads(out)["items"]
+        seen.update(i["metadata"]["name"] for i in items)
+        return items
+
+    def two_ticks_and_pruned() -> bool:
+        items = scheduled()
+        succeeded = [i for i in items if any(
+            c["type"] == "Succeeded" and c["status"] == "True"
+            for c in (i.get("status") or {}).get("conditions") or [])]
+        return len(seen) >= 2 and len(succeeded) == 1 and len(items) <= 2
+
+    wait_until(two_ticks_and_pruned, 200, "two minutes of TaskRuns, pruned to the limit",
+               interval=2)
+    status = status_of(ns, "task", "tick")
+    assert status.get("nextScheduleTime") and status.get("lastScheduleTime"), status
+    print(f"schedule made {len(seen)} TaskRuns: {sorted(seen)}")
+
+
 def test_invalid_manifests_are_refused_and_a_missing_task_is_reported(
     release: dict[str, str],
 ) -> None:

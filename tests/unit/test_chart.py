@@ -321,6 +321,8 @@ def test_cluster_role_grants_exactly_what_the_operator_uses(default_docs: list[M
                      for v in ("get", "list", "watch", "patch", "update")}
         expected |= {("waypost.dev", f"{resource}/status", v) for v in ("get", "patch", "update")}
         expected.add(("waypost.dev", f"{resource}/finalizers", "update"))
+    # Scheduled runs become TaskRuns; finished ones past the history limits go.
+    expected |= {("waypost.dev", "taskruns", v) for v in ("create", "delete")}
     expected |= {("", "pods", v) for v in ("create", "get", "list", "watch", "delete")}
     expected |= {("", "secrets", v) for v in ("create", "get", "patch", "delete")}
     expected |= {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}

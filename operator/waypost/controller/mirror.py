@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from waypost.controller import status as decide
+from waypost.controller.schedule_runs import ScheduledTaskRuns
 from waypost.engine import control, scheduler
 from waypost.engine.core import Engine
 
@@ -46,6 +48,7 @@ class StatusMirror:
         self.task_interval = task_interval
         self.watermark = datetime(1970, 1, 1, tzinfo=UTC)
         self._task_status: dict[tuple[str, str], dict[str, Any]] = {}
+        self.scheduled = ScheduledTaskRuns(engine, api_client)
 
     async def sync_taskruns(self) -> int:
         """Mirror every TaskRun run changed since the last pass; returns how many."""
@@ -91,6 +94,8 @@ class StatusMirror:
         for summary in summaries:
             d = summary.definition
             mine = [s for s in schedules if s.namespace == d.namespace and s.task == d.name]
+            if d.spec.schedules:
+                await self.scheduled.prune(d.namespace, d.name, d.spec.history_limits)
             nexts = [s.next_fire_at for s in mine if s.next_fire_at and not s.suspended]
             lasts = [s.last_fire_at for s in mine if s.last_fire_at]
             desired = {
@@ -116,12 +121,21 @@ class StatusMirror:
         loop = asyncio.get_running_loop()
         next_tasks = 0.0
         while not stop.is_set():
-            try:
-                await self.sync_taskruns()
-                if loop.time() >= next_tasks:
-                    await self.sync_tasks()
-                    next_tasks = loop.time() + self.task_interval
-            except Exception as exc:  # the API server or store being away: try again
-                log.warning("status mirror pass failed: %s", exc)
+            # Each step on its own: one failing (RBAC, the API server away) must not
+            # hold the others back.
+            await _attempt("scheduled TaskRuns", self.scheduled.materialize())
+            await _attempt("TaskRun status", self.sync_taskruns())
+            if loop.time() >= next_tasks:
+                await _attempt("Task status", self.sync_tasks())
+                next_tasks = loop.time() + self.task_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
+
+
+async def _attempt(what: str, step: Awaitable[object]) -> None:
+    try:
+        await step
+    except ApiException as exc:
+        log.warning("%s: the API server answered %s %s", what, exc.status, exc.reason)
+    except Exception as exc:  # the store being away: the next pass tries again
+        log.warning("%s: %s", what, exc)

@@ -148,3 +148,14 @@ async def taskrun_runs_changed(
 
 async def task_summaries(engine: Engine) -> list[tasks.TaskSummary]:
     return await tasks.list_tasks(engine.pool)
+
+
+async def scheduled_runs_without_taskrun(
+    engine: Engine, limit: int = 100
+) -> list[runs.ScheduledRun]:
+    """Scheduled runs still waiting for their TaskRun object (operator mode)."""
+    return await runs.scheduled_runs_without_taskrun(engine.pool, limit)
+
+
+async def link_taskrun(engine: Engine, run_id: uuid.UUID, taskrun_name: str) -> bool:
+    return await runs.link_taskrun(engine.pool, run_id, taskrun_name)

@@ -319,3 +319,26 @@ async def taskrun_runs_changed(
     """Runs of TaskRun objects changed after ``since``, with their latest checkpoint key."""
     rows = await db.fetch(query("taskrun_runs_changed"), since, limit)
     return [(_run(r), r["last_checkpoint"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    id: uuid.UUID
+    namespace: str
+    task: str
+    payload: Any
+    idempotency_key: str | None
+    created_at: datetime
+
+
+async def scheduled_runs_without_taskrun(
+    db: asyncpg.Pool | asyncpg.Connection, limit: int = 100
+) -> list[ScheduledRun]:
+    rows = await db.fetch(query("scheduled_runs_without_taskrun"), limit)
+    return [ScheduledRun(r["id"], r["namespace"], r["task"], r["payload"], r["idempotency_key"],
+                         r["created_at"]) for r in rows]
+
+
+async def link_taskrun(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID,
+                       taskrun_name: str) -> bool:
+    return await db.fetchrow(query("link_taskrun"), run_id, taskrun_name) is not None

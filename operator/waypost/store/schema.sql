@@ -252,6 +252,8 @@ CREATE INDEX runs_dead_lettered ON waypost.runs USING btree (finished_at DESC) W
 
 CREATE UNIQUE INDEX runs_idempotency ON waypost.runs USING btree (namespace, task, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
+CREATE INDEX runs_schedule_without_taskrun ON waypost.runs USING btree (created_at) WHERE ((source = 'schedule'::text) AND (taskrun_name IS NULL));
+
 CREATE INDEX runs_taskrun_changes ON waypost.runs USING btree (updated_at) WHERE (taskrun_name IS NOT NULL);
 
 CREATE INDEX schedules_due ON waypost.schedules USING btree (next_fire_at) WHERE ((NOT suspended) AND (next_fire_at IS NOT NULL));

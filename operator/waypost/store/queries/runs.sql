@@ -373,3 +373,17 @@ FROM runs r
 WHERE r.taskrun_name IS NOT NULL AND r.updated_at > $1
 ORDER BY r.updated_at
 LIMIT $2;
+
+-- name: scheduled_runs_without_taskrun
+-- Runs fired by schedules that no TaskRun object stands for yet, oldest first.
+SELECT id, namespace, task, payload, idempotency_key, created_at
+FROM runs
+WHERE source = 'schedule' AND taskrun_name IS NULL
+ORDER BY created_at
+LIMIT $1;
+
+-- name: link_taskrun
+-- Ties a run to the TaskRun object made for it (once).
+UPDATE runs SET taskrun_name = $2, updated_at = now()
+WHERE id = $1 AND taskrun_name IS NULL
+RETURNING id;
