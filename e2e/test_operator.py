@@ -449,6 +449,15 @@ def test_invalid_manifests_are_refused_and_a_missing_task_is_reported(
     del no_ref["spec"]["taskRef"]
     missing = apply(no_ref, check=False)
     assert missing.returncode != 0 and "taskRef" in missing.stderr
+    not_cron = apply(task(ns, "bad-cron", "m:f", schedules=[{"name": "x", "cron": "hello"}]),
+                     check=False)
+    assert not_cron.returncode != 0 and "spec.schedules[0].cron" in not_cron.stderr
+    # Cron-shaped but out of range: only croniter can tell; the Task says so.
+    apply(task(ns, "late-cron", "examples.hello:hello",
+               schedules=[{"name": "x", "cron": "61 * * * *"}]))
+    wait_until(lambda: any(c["type"] == "Ready" and c["reason"] == "InvalidSchedule"
+                           for c in status_of(ns, "task", "late-cron").get("conditions") or []),
+               60, "Task late-cron to report InvalidSchedule")
     apply(taskrun(ns, "orphan", "no-such-task", {}))
     status = wait_reason(ns, "orphan", {"TaskNotFound"}, 60)
     [cond] = [c for c in status["conditions"] if c["type"] == "Succeeded"]

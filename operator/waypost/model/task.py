@@ -12,6 +12,10 @@ from waypost.model.base import ApiModel
 from waypost.model.enums import FailureType, MissedRunPolicy
 
 ENTRYPOINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
+CRON_SHAPE = (
+    r"^\s*(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+    r"[^\s]+(\s+[^\s]+){4})\s*$"
+)
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 RETRYABLE_BY_DEFAULT = (
@@ -141,8 +145,16 @@ class Schedule(ApiModel):
     """A cron schedule that triggers runs of the Task."""
 
     name: str = Field(..., pattern=NAME_PATTERN, max_length=63)
-    cron: str = Field(..., min_length=1, description="Five-field cron or a macro like @hourly.")
-    timezone: str = Field("UTC", description="IANA time zone name, for example Europe/Berlin.")
+    # The schema rejects what is not even cron-shaped; what croniter still refuses
+    # (61 * * * *) becomes Ready=False with reason InvalidSchedule.
+    cron: str = Field(
+        ..., min_length=1, max_length=256, pattern=CRON_SHAPE,
+        description="Five-field cron or a macro like @hourly.",
+    )
+    timezone: str = Field(
+        "UTC", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$",
+        description="IANA time zone name, for example Europe/Berlin.",
+    )
     payload: Any = Field(None, description="Payload of every triggered run.")
     missed_runs: MissedRunPolicy = Field(
         MissedRunPolicy.SKIP, description="After downtime: Skip missed ticks or Catchup."
