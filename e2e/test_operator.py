@@ -353,15 +353,15 @@ def test_deleting_a_runner_pod_fails_the_attempt_and_the_run_retries(
     )
     apply(taskrun(ns, "sleepy-1", "sleepy", {"seconds": 8}))
     core = client.CoreV1Api(api)
-    selector = "app.kubernetes.io/component=runner"
 
     def running_pod() -> str | None:
+        status = status_of(ns, "taskrun", "sleepy-1")
+        if status.get("attempt") != 1 or reason_of(ns, "sleepy-1") != "Running":
+            return None
+        # This run's Pod only: other tests' Pods may still be terminating.
+        selector = f"waypost.dev/run-id={status['runId']}"
         for p in core.list_namespaced_pod(ns, label_selector=selector).items:
-            if (
-                p.status.phase == "Running"
-                and p.metadata.annotations
-                and reason_of(ns, "sleepy-1") == "Running"
-            ):
+            if p.status.phase == "Running" and p.metadata.deletion_timestamp is None:
                 return str(p.metadata.name)
         return None
 
