@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from e2e_support import E2E_DIR, kubeconfig_path, uses_harness, wait_until
-from kubernetes import client
 
 REPO = E2E_DIR.parent
 CHART = REPO / "charts" / "waypost"
@@ -239,7 +239,7 @@ def test_taskrun_succeeds_and_kubectl_wait_returns(release: dict[str, str]) -> N
     """The README's example manifest, applied as the README says."""
     ns = release["namespace"]
     started = time.monotonic()
-    kubectl("apply", "-n", ns, "-f", str(REPO / "examples/kubernetes/hello.yaml"))
+    kubectl("apply", "-n", ns, "-f", str(REPO / "examples/manifests/hello.yaml"))
     kubectl("wait", "--for=condition=Succeeded", "taskrun/hello-1", "-n", ns,
             "--timeout=120s", timeout=130)
     elapsed = time.monotonic() - started
