@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -56,13 +56,13 @@ async def trigger(
         request.payload, engine.settings.limits.payload_bytes, "payload"
     )
     run_id = uuid.uuid4()
-    inserted = await runs.enqueue(
+    created = await runs.enqueue(
         engine.pool, namespace=namespace, task=task, run_id=run_id, payload=payload,
         priority=request.priority, idempotency_key=request.idempotency_key,
         concurrency_key=request.concurrency_key, trace_id=secrets.token_hex(16),
         source=source, replay_of=replay_of, taskrun_name=taskrun_name,
     )
-    if not inserted:
+    if created is None:
         if request.idempotency_key is not None:
             existing = await runs.find_by_idempotency_key(
                 engine.pool, namespace, task, request.idempotency_key
@@ -70,7 +70,7 @@ async def trigger(
             if existing is not None:
                 return await get(engine, existing), False
         raise UnknownTask(f"no task {task!r} in namespace {namespace!r}")
-    return await get(engine, run_id), True
+    return created, True
 
 
 async def trigger_many(
@@ -116,27 +116,33 @@ async def list_runs(
                                 limit=limit, before_seq=cursor)
 
 
+async def _changed(engine: Engine, run_id: uuid.UUID, change: Callable[[Any], Awaitable[Any]],
+                   refusal: str) -> Run:
+    """Apply ``change`` and read the run in the same transaction, so the answer shows
+    the state the change left (a dispatcher may claim the run right after commit)."""
+    async with engine.pool.acquire() as conn, conn.transaction():
+        done = await change(conn)
+        run = await runs.get(conn, run_id)
+    if run is None:
+        raise RunNotFound(f"no run {run_id}")
+    if done is None or done is False:
+        raise InvalidState(f"run {run_id} is {run.status}; {refusal}")
+    return run
+
+
 async def cancel(engine: Engine, run_id: uuid.UUID, reason: str = "cancelled by user") -> Run:
-    if await runs.cancel(engine.pool, run_id, reason) is None:
-        run = await get(engine, run_id)
-        raise InvalidState(f"run {run_id} is {run.status}; only active runs can be cancelled")
-    return await get(engine, run_id)
+    return await _changed(engine, run_id, lambda conn: runs.cancel(conn, run_id, reason),
+                          "only active runs can be cancelled")
 
 
 async def bump(engine: Engine, run_id: uuid.UUID) -> Run:
-    if await runs.bump(engine.pool, run_id) is None:
-        run = await get(engine, run_id)
-        raise InvalidState(f"run {run_id} is {run.status}; only waiting runs can be bumped")
-    return await get(engine, run_id)
+    return await _changed(engine, run_id, lambda conn: runs.bump(conn, run_id),
+                          "only waiting runs can be bumped")
 
 
 async def requeue(engine: Engine, run_id: uuid.UUID) -> Run:
-    if not await runs.requeue(engine.pool, run_id):
-        run = await get(engine, run_id)
-        raise InvalidState(
-            f"run {run_id} is {run.status}; only dead-lettered or failed runs can be requeued"
-        )
-    return await get(engine, run_id)
+    return await _changed(engine, run_id, lambda conn: runs.requeue(conn, run_id),
+                          "only dead-lettered or failed runs can be requeued")
 
 
 async def taskrun_runs_changed(

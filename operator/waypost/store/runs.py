@@ -65,13 +65,14 @@ async def enqueue(
     source: str,
     replay_of: uuid.UUID | None = None,
     taskrun_name: str | None = None,
-) -> bool:
-    """Insert the run; False when nothing was inserted (unknown task or used key)."""
+) -> Run | None:
+    """Insert the run and return it; None when nothing was inserted (unknown task or
+    used key)."""
     row = await db.fetchrow(
         query("enqueue_run"), namespace, task, run_id, priority, payload,
         idempotency_key, concurrency_key, trace_id, source, replay_of, taskrun_name,
     )
-    return row is not None
+    return None if row is None else _run(row)
 
 
 async def enqueue_bulk(

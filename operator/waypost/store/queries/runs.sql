@@ -1,7 +1,8 @@
 -- name: enqueue_run
--- Creates a run and its hot queue row in one statement. Nothing is inserted when
--- the task is unknown or the idempotency key was used before (the caller then
--- looks up which). NOTIFY once per statement wakes the dispatcher.
+-- Creates a run and its hot queue row in one statement and returns the run as
+-- created. Nothing is inserted when the task is unknown or the idempotency key
+-- was used before (the caller then looks up which). NOTIFY once per statement
+-- wakes the dispatcher.
 WITH task AS (
     SELECT namespace, name, spec, queue, memory_bytes, default_priority
     FROM tasks WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL
@@ -14,13 +15,19 @@ WITH task AS (
     FROM task t
     ON CONFLICT (namespace, task, idempotency_key) WHERE idempotency_key IS NOT NULL
         DO NOTHING
-    RETURNING id, seq, queue, concurrency_key, priority
+    RETURNING *
 ), queued AS (
     INSERT INTO run_queue (run_id, seq, queue, concurrency_key, priority, state, available_at)
     SELECT id, seq, queue, concurrency_key, priority, 'ready', now() FROM inserted
     RETURNING run_id
 )
-SELECT q.run_id, (SELECT pg_notify('waypost_ready', '')) IS NULL AS notified FROM queued q;
+SELECT i.id, i.namespace, i.task, i.queue, i.status, i.priority, i.payload,
+       i.idempotency_key, i.concurrency_key, i.attempt, i.attempt_base, i.memory_bytes,
+       i.result, i.error, i.trace_id, i.replay_of, i.source, i.created_at, i.started_at,
+       i.finished_at, i.updated_at, i.taskrun_name,
+       (i.spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts,
+       (SELECT pg_notify('waypost_ready', '')) IS NULL AS notified
+FROM inserted i JOIN queued q ON q.run_id = i.id;
 
 -- name: enqueue_runs_bulk
 -- Bulk trigger: many runs of one task in one statement (arrays of equal length).
