@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -182,12 +182,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
+    from waypost import logformat
     from waypost.controller import operator  # needs kopf and kubernetes: the operator extra
     from waypost.model.settings import Settings
 
-    logging.basicConfig(level=logging.INFO,
-                        format='{"ts":"%(asctime)s","level":"%(levelname)s",'
-                               '"logger":"%(name)s","msg":"%(message)s"}')
+    logformat.configure(os.environ.get("WAYPOST_LOG_LEVEL", "INFO"))
     settings = Settings.from_env(coordinator_host="0.0.0.0")
     return asyncio.run(operator.run_operator(settings, operator.OperatorOptions.from_env()))
 

@@ -45,6 +45,7 @@ class OperatorOptions:
     lease_name: str = "waypost-leader"
     bind_host: str = "0.0.0.0"
     runner_image: str | None = None
+    runner_image_pull_policy: str = "IfNotPresent"
     max_pods: int = 200
     watch_namespaces: tuple[str, ...] = ()  # empty: every namespace
 
@@ -56,6 +57,8 @@ class OperatorOptions:
             identity=os.environ.get("POD_NAME") or socket.gethostname(),
             lease_name=os.environ.get("WAYPOST_LEASE_NAME", "waypost-leader"),
             runner_image=os.environ.get("WAYPOST_RUNNER_IMAGE") or None,
+            runner_image_pull_policy=os.environ.get("WAYPOST_RUNNER_IMAGE_PULL_POLICY")
+            or "IfNotPresent",
             max_pods=int(os.environ.get("WAYPOST_MAX_PODS", "200")),
             watch_namespaces=tuple(n for n in namespaces.split(",") if n),
         )
@@ -89,6 +92,7 @@ class LeaderWork:
                                           KubernetesBackendSettings(
             coordinator_url=self.engine.settings.runner_coordinator_url,
             default_image=self.options.runner_image, max_pods=self.options.max_pods,
+            image_pull_policy=self.options.runner_image_pull_policy,
         )).open()
         loop = asyncio.get_running_loop()
         kopf_run = kopf.operator(
