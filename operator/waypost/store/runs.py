@@ -141,12 +141,12 @@ async def ack_and_claim(
     completion was accepted (the others were superseded) and the claimed attempts."""
     async with pool.acquire() as conn, conn.transaction():
         acked = await complete_many(conn, acks) if acks else []
+        await conn.execute(_CLAIM_PLAN)  # before the ready check too: it reads the same index
         ready = await conn.fetch(query("lock_claimable_queues"), leader_epoch)
         if not ready:
             return acked, []
         locked = [r["name"] for r in ready if r["locked"]]
         unlocked = [r["name"] for r in ready if not r["locked"]]
-        await conn.execute(_CLAIM_PLAN)
         rows = await conn.fetch(query("claim_ready_runs"), locked, limit, lease_seconds, worker,
                                 unlocked)
     return acked, [
