@@ -501,6 +501,7 @@ class Bench:
             "settings": {k: v for k, v in vars(a).items()},
             "machine": machine(),
             "versions": versions(),
+            "git_commit": git_commit(),
             "floors": self.floors,
             "results": summary,
             "meta": self.meta,
@@ -529,6 +530,13 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError):
         info["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
     return info
+
+
+def git_commit() -> str | None:
+    import subprocess
+    proc = subprocess.run(["git", "-C", str(HERE), "describe", "--always", "--dirty"],
+                          capture_output=True, text=True, check=False)
+    return proc.stdout.strip() or None
 
 
 def versions() -> dict[str, str]:
