@@ -72,3 +72,16 @@ async def test_a_former_leader_claims_nothing(db: asyncpg.Pool) -> None:
     assert stale == []
     fresh = await runs.claim(db, limit=10, lease_seconds=30, worker="b", leader_epoch=2)
     assert len(fresh) == 1
+
+
+async def test_a_claim_carries_the_taskrun_that_triggered_the_run(db: asyncpg.Pool) -> None:
+    await _task(db)
+    run_id = uuid.uuid4()
+    assert await runs.enqueue(
+        db, namespace="default", task="t", run_id=run_id, payload=RawJson("{}"), priority=None,
+        idempotency_key="uid-1", concurrency_key=None, trace_id="0" * 32, source="taskrun",
+        taskrun_name="order-1",
+    )
+    [claimed] = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
+    # The Kubernetes backend owns the attempt's Pod by this TaskRun.
+    assert (claimed.taskrun_name, claimed.idempotency_key) == ("order-1", "uid-1")

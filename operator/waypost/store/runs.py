@@ -154,7 +154,8 @@ async def ack_and_claim(
             run_id=r["run_id"], attempt=r["attempt"], claim_token=r["claim_token"],
             lease_expires_at=r["lease_expires_at"], namespace=r["namespace"], task=r["task"],
             spec=r["spec"], memory_bytes=r["memory_bytes"], trace_id=r["trace_id"],
-            attempt_base=r["attempt_base"],
+            attempt_base=r["attempt_base"], idempotency_key=r["idempotency_key"],
+            taskrun_name=r["taskrun_name"],
         )
         for r in rows
     ]
