@@ -366,6 +366,8 @@ def test_deleting_a_runner_pod_fails_the_attempt_and_the_run_retries(
         return None
 
     pod = wait_until(running_pod, 120, "the sleepy runner Pod to run")
+    owners = core.read_namespaced_pod(pod, ns).metadata.owner_references or []
+    assert [(o.kind, o.name) for o in owners] == [("TaskRun", "sleepy-1")]
     core.delete_namespaced_pod(pod, ns, grace_period_seconds=0)
     status = wait_reason(ns, "sleepy-1", {"Succeeded", "Failed", "DeadLettered"}, 180)
     assert reason_of(ns, "sleepy-1") == "Succeeded", status
