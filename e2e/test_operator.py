@@ -414,7 +414,7 @@ def test_every_minute_schedule_makes_taskruns_and_prunes_history(
     apply(task(ns, "tick", "examples.hello:hello",
                schedules=[{"name": "every-minute", "cron": "*/1 * * * *",
                            "payload": {"name": "cron"}}],
-               historyLimits={"successfulRuns": 1, "failedRuns": 1}))
+               successfulRunsHistoryLimit=1, failedRunsHistoryLimit=1))
     seen: set[str] = set()
 
     def scheduled() -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from waypost.controller.schedule_runs import schedule_of, taskrun_for, taskrun_name, to_prune
-from waypost.model.task import HistoryLimits
 from waypost.store.runs import ScheduledRun
 
 
@@ -45,6 +44,6 @@ def test_prune_keeps_the_newest_per_outcome_and_never_active_ones() -> None:
         _item("active", "2026-11-25T03:00:00Z", "Unknown"),
         _item("new", "2026-11-25T03:04:00Z", None),
     ]
-    doomed = to_prune(items, HistoryLimits(successful_runs=1, failed_runs=1))
+    doomed = to_prune(items, keep_succeeded=1, keep_failed=1)
     assert sorted(doomed) == ["f1", "s1", "s2"]
-    assert to_prune(items, HistoryLimits(successful_runs=10, failed_runs=10)) == []
+    assert to_prune(items, keep_succeeded=10, keep_failed=10) == []

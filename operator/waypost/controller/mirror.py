@@ -95,7 +95,9 @@ class StatusMirror:
             d = summary.definition
             mine = [s for s in schedules if s.namespace == d.namespace and s.task == d.name]
             if d.spec.schedules:
-                await self.scheduled.prune(d.namespace, d.name, d.spec.history_limits)
+                await self.scheduled.prune(
+                    d.namespace, d.name, keep_succeeded=d.spec.successful_runs_history_limit,
+                    keep_failed=d.spec.failed_runs_history_limit)
             nexts = [s.next_fire_at for s in mine if s.next_fire_at and not s.suspended]
             lasts = [s.last_fire_at for s in mine if s.last_fire_at]
             desired = {

@@ -19,7 +19,6 @@ from kubernetes.client.exceptions import ApiException
 
 from waypost.engine import control
 from waypost.engine.core import Engine
-from waypost.model.task import HistoryLimits
 from waypost.store.runs import ScheduledRun
 
 log = logging.getLogger("waypost.controller.schedule_runs")
@@ -59,7 +58,7 @@ def taskrun_for(run: ScheduledRun, task_uid: str | None) -> dict[str, Any]:
                      "idempotencyKey": run.idempotency_key}}
 
 
-def to_prune(items: list[dict[str, Any]], limits: HistoryLimits) -> list[str]:
+def to_prune(items: list[dict[str, Any]], *, keep_succeeded: int, keep_failed: int) -> list[str]:
     """Names of finished scheduled TaskRuns beyond the history limits, oldest first."""
     succeeded: list[tuple[str, str]] = []
     failed: list[tuple[str, str]] = []
@@ -72,7 +71,7 @@ def to_prune(items: list[dict[str, Any]], limits: HistoryLimits) -> list[str]:
         elif state == "False":
             failed.append(entry)
     doomed: list[str] = []
-    for group, keep in ((succeeded, limits.successful_runs), (failed, limits.failed_runs)):
+    for group, keep in ((succeeded, keep_succeeded), (failed, keep_failed)):
         group.sort(reverse=True)  # newest first
         doomed += [name for _, name in group[keep:]]
     return doomed
@@ -110,11 +109,13 @@ class ScheduledTaskRuns:
         uid: str | None = obj["metadata"].get("uid")
         return uid
 
-    async def prune(self, namespace: str, task: str, limits: HistoryLimits) -> list[str]:
+    async def prune(self, namespace: str, task: str, *, keep_succeeded: int,
+                    keep_failed: int) -> list[str]:
         listed = await asyncio.to_thread(
             self.api.list_namespaced_custom_object, GROUP, VERSION, namespace, "taskruns",
             label_selector=f"{LABEL_TASK}={task},{LABEL_SCHEDULE}")
-        doomed = to_prune(listed.get("items") or [], limits)
+        doomed = to_prune(listed.get("items") or [], keep_succeeded=keep_succeeded,
+                          keep_failed=keep_failed)
         for name in doomed:
             try:
                 await asyncio.to_thread(self.api.delete_namespaced_custom_object, GROUP,

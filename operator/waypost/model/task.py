@@ -171,13 +171,6 @@ class WarmPool(ApiModel):
     idle_ttl_seconds: int = Field(60, ge=1, le=3600)
 
 
-class HistoryLimits(ApiModel):
-    """How many finished TaskRuns of this Task are kept."""
-
-    successful_runs: int = Field(10, ge=0, le=1000)
-    failed_runs: int = Field(10, ge=0, le=1000)
-
-
 class LocalObjectReference(ApiModel):
     """An object in the Task's namespace, by name."""
 
@@ -244,7 +237,12 @@ class TaskSpec(ApiModel):
         },
     )
     warm_pool: WarmPool = Field(default_factory=WarmPool)
-    history_limits: HistoryLimits = Field(default_factory=HistoryLimits)
+    # As a CronJob's successfulJobsHistoryLimit/failedJobsHistoryLimit: finished
+    # TaskRuns made by this Task's schedules beyond these are deleted.
+    successful_runs_history_limit: int = Field(
+        10, ge=0, le=1000, description="Succeeded scheduled TaskRuns kept.")
+    failed_runs_history_limit: int = Field(
+        10, ge=0, le=1000, description="Failed or dead-lettered scheduled TaskRuns kept.")
     env: dict[str, str] = Field(default_factory=dict, description="Environment of the runner.")
     env_from: list[EnvFromSource] = Field(
         default_factory=list,
