@@ -10,5 +10,15 @@ from waypost.store.sql import query
 
 
 async def signing_key(db: asyncpg.Pool | asyncpg.Connection) -> bytes:
-    key: bytes = await db.fetchval(query("ensure_signing_key"), secrets.token_bytes(32))
-    return key
+    """Return the cluster's signing key, storing a new one if none exists yet.
+
+    Two replicas starting together race on the insert: the loser's INSERT waits for
+    the winner and does nothing, but its SELECT still reads the snapshot taken before
+    the winner committed and finds no row. A second statement takes a new snapshot
+    (READ COMMITTED) and sees the winner's key, so one retry is always enough.
+    """
+    for _ in range(3):
+        key: bytes | None = await db.fetchval(query("ensure_signing_key"), secrets.token_bytes(32))
+        if key is not None:
+            return bytes(key)
+    raise RuntimeError("the credential signing key could not be read from signing_keys")
