@@ -11,7 +11,6 @@ import asyncpg
 from tests.integration.test_store_queue import _enqueue, _task
 from waypost.store import runs
 from waypost.store.pool import RawJson
-from waypost.store.sql import query
 
 
 async def test_complete_many_is_fenced_per_run(db: asyncpg.Pool) -> None:
@@ -85,9 +84,10 @@ async def test_a_queue_that_gains_a_limit_is_not_claimed_unlocked(db: asyncpg.Po
     await _task(db)
     await _enqueue(db)
     async with db.acquire() as conn, conn.transaction():
-        ready = await conn.fetch(query("lock_claimable_queues"), None)
+        # The two steps of claim_runs, with another session between them.
+        ready = await conn.fetch("SELECT * FROM lock_claimable_queues(NULL)")
         assert [(r["name"], r["locked"]) for r in ready] == [("t", False)]
         await _task(db, maxConcurrency=1)  # another session adds a limit meanwhile
-        rows = await conn.fetch(query("claim_ready_runs"), [], 10, 30.0, "w", ["t"])
+        rows = await conn.fetch("SELECT * FROM claim_ready_runs('{}', 10, 30.0, 'w', '{t}')")
         assert rows == []
     assert len(await runs.claim(db, limit=10, lease_seconds=30, worker="w")) == 1

@@ -105,13 +105,6 @@ async def find_by_idempotency_key(
     return found
 
 
-# Set in every claim transaction. The claim reads the head of the ready index in
-# order; when the statistics are stale (a burst after a quiet spell, before
-# autoanalyze) the planner guesses a handful of ready rows and picks a bitmap scan,
-# which reads and sorts the whole backlog on every claim (50 ms per claim with
-# 100,000 runs waiting). The index scan stops after `limit` rows whatever the backlog.
-_CLAIM_PLAN = "SET LOCAL enable_bitmapscan = off"
-
 Ack = tuple[uuid.UUID, int, RawJson]  # (run id, claim token, result)
 
 
@@ -121,11 +114,12 @@ async def claim(
 ) -> list[ClaimedAttempt]:
     """Claim up to ``limit`` ready runs within every queue's concurrency limits.
 
-    Two statements in one READ COMMITTED transaction: the locks of the queues with
-    limits come first so that the claim statement, which takes a new snapshot, counts
-    running runs that no other dispatcher can change before we commit; queues without
-    limits are claimed row by row (SKIP LOCKED), by several claimers at once. With
-    ``leader_epoch``, nothing is claimed unless that epoch is still the current one.
+    One call of the ``claim_runs`` function (migration 0005): one round trip and one
+    READ COMMITTED transaction in which the locks of the queues with limits come first
+    so that the claim statement, which takes a new snapshot, counts running runs that
+    no other dispatcher can change before we commit; queues without limits are claimed
+    row by row (SKIP LOCKED), by several claimers at once. With ``leader_epoch``,
+    nothing is claimed unless that epoch is still the current one.
     """
     _, claimed = await ack_and_claim(pool, acks=(), limit=limit, lease_seconds=lease_seconds,
                                      worker=worker, leader_epoch=leader_epoch)
@@ -136,20 +130,14 @@ async def ack_and_claim(
     pool: asyncpg.Pool, *, acks: Sequence[Ack], limit: int, lease_seconds: float, worker: str,
     leader_epoch: int | None = None,
 ) -> tuple[list[uuid.UUID], list[ClaimedAttempt]]:
-    """Complete ``acks`` and claim the next batch in one transaction: one commit (one
-    WAL flush) for a whole batch of acknowledgements and claims. Returns the runs whose
+    """Complete ``acks`` and claim the next batch in one call: one round trip and one
+    commit (one WAL flush) for a whole batch of acknowledgements and claims. Returns the runs whose
     completion was accepted (the others were superseded) and the claimed attempts."""
-    async with pool.acquire() as conn, conn.transaction():
-        acked = await complete_many(conn, acks) if acks else []
-        await conn.execute(_CLAIM_PLAN)  # before the ready check too: it reads the same index
-        ready = await conn.fetch(query("lock_claimable_queues"), leader_epoch)
-        if not ready:
-            return acked, []
-        locked = [r["name"] for r in ready if r["locked"]]
-        unlocked = [r["name"] for r in ready if not r["locked"]]
-        rows = await conn.fetch(query("claim_ready_runs"), locked, limit, lease_seconds, worker,
-                                unlocked)
-    return acked, [
+    rows = await pool.fetch(
+        query("claim_runs"), [a[0] for a in acks], [a[1] for a in acks], [a[2] for a in acks],
+        limit, lease_seconds, worker, leader_epoch,
+    )
+    return [r["run_id"] for r in rows if r["acked"]], [
         ClaimedAttempt(
             run_id=r["run_id"], attempt=r["attempt"], claim_token=r["claim_token"],
             lease_expires_at=r["lease_expires_at"], namespace=r["namespace"], task=r["task"],
@@ -158,6 +146,7 @@ async def ack_and_claim(
             taskrun_name=r["taskrun_name"],
         )
         for r in rows
+        if not r["acked"]
     ]
 
 
