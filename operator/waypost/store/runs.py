@@ -26,7 +26,9 @@ class ClaimedAttempt:
     lease_expires_at: datetime
     namespace: str
     task: str
-    spec: dict[str, Any]
+    # The task's spec as the run was triggered, as JSON text (claims of the same task
+    # version carry the same text, so the dispatcher validates it once).
+    spec_json: str
     memory_bytes: int
     trace_id: str
     attempt_base: int
@@ -141,7 +143,7 @@ async def ack_and_claim(
         ClaimedAttempt(
             run_id=r["run_id"], attempt=r["attempt"], claim_token=r["claim_token"],
             lease_expires_at=r["lease_expires_at"], namespace=r["namespace"], task=r["task"],
-            spec=r["spec"], memory_bytes=r["memory_bytes"], trace_id=r["trace_id"],
+            spec_json=r["spec_json"], memory_bytes=r["memory_bytes"], trace_id=r["trace_id"],
             attempt_base=r["attempt_base"], idempotency_key=r["idempotency_key"],
             taskrun_name=r["taskrun_name"],
         )

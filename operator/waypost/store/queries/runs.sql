@@ -59,7 +59,11 @@ SELECT id FROM runs WHERE namespace = $1 AND task = $2 AND idempotency_key = $3;
 
 -- name: claim_runs
 -- Acknowledge a batch and claim the next in one call (migration 0005 explains).
-SELECT * FROM claim_runs($1::uuid[], $2::bigint[], $3::jsonb[], $4, $5, $6, $7);
+-- The spec comes back as JSON text: the dispatcher parses each distinct spec once.
+SELECT acked, run_id, attempt, claim_token, lease_expires_at, namespace, task,
+       spec::text AS spec_json, memory_bytes, trace_id, attempt_base, idempotency_key,
+       taskrun_name
+FROM claim_runs($1::uuid[], $2::bigint[], $3::jsonb[], $4, $5, $6, $7);
 
 -- name: current_attempt
 -- The run behind a credential, if that attempt is still the current one.
