@@ -408,10 +408,6 @@ ALTER TABLE ONLY waypost.signing_keys
 ALTER TABLE ONLY waypost.tasks
     ADD CONSTRAINT tasks_pkey PRIMARY KEY (namespace, name);
 
-CREATE UNIQUE INDEX run_queue_claim_token ON waypost.run_queue USING btree (claim_token) WHERE (claim_token IS NOT NULL);
-
-CREATE INDEX run_queue_leases ON waypost.run_queue USING btree (lease_expires_at) WHERE (state = 'running'::text);
-
 CREATE INDEX run_queue_ready ON waypost.run_queue USING btree (queue, priority DESC, seq) WHERE (state = 'ready'::text);
 
 CREATE INDEX run_queue_running ON waypost.run_queue USING btree (queue, concurrency_key) WHERE (state = 'running'::text);
