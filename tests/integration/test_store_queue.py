@@ -85,3 +85,32 @@ async def test_a_claim_carries_the_taskrun_that_triggered_the_run(db: asyncpg.Po
     [claimed] = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
     # The Kubernetes backend owns the attempt's Pod by this TaskRun.
     assert (claimed.taskrun_name, claimed.idempotency_key) == ("order-1", "uid-1")
+
+
+async def test_per_key_claim_takes_each_keys_head_in_global_order(db: asyncpg.Pool) -> None:
+    await _task(db, perKeyConcurrency=2)
+    a_running = await _enqueue(db, ckey="A")
+    [first] = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
+    assert first.run_id == a_running  # A now has one of its two places taken
+    a = [await _enqueue(db, ckey="A") for _ in range(4)]
+    b = [await _enqueue(db, ckey="B") for _ in range(3)]
+    keyless = [await _enqueue(db) for _ in range(2)]
+    urgent_c = await _enqueue(db, ckey="C", priority=9)
+    later_c = await _enqueue(db, ckey="C")
+
+    claimed = [x.run_id for x in await runs.claim(db, limit=100, lease_seconds=30, worker="w")]
+    # Priority first, then age across keys; A gets the one place it has left, B and C
+    # two each, keyless runs are not limited by key.
+    assert claimed == [urgent_c, a[0], b[0], b[1], *keyless, later_c]
+    assert await runs.claim(db, limit=100, lease_seconds=30, worker="w") == []
+
+
+async def test_per_key_claim_honours_a_small_batch_and_max_concurrency(db: asyncpg.Pool) -> None:
+    await _task(db, perKeyConcurrency=1, maxConcurrency=3)
+    ids = {k: [await _enqueue(db, ckey=k) for _ in range(3)] for k in "WXYZ"}
+    one = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
+    assert [x.run_id for x in one] == [ids["W"][0]]
+    more = await runs.claim(db, limit=100, lease_seconds=30, worker="w")
+    # maxConcurrency 3 leaves two places; the oldest heads of the other keys take them.
+    assert [x.run_id for x in more] == [ids["X"][0], ids["Y"][0]]
+    assert await runs.claim(db, limit=100, lease_seconds=30, worker="w") == []

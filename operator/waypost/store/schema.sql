@@ -14,7 +14,7 @@ CREATE FUNCTION waypost.claim_ready_runs(p_locked text[], p_limit integer, p_lea
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
-    WITH limits AS (
+    WITH RECURSIVE limits AS (
         SELECT q.name, q.max_concurrency, q.per_key_concurrency,
                (SELECT count(*) FROM run_queue r
                 WHERE r.queue = q.name AND r.state = 'running') AS running
@@ -23,6 +23,21 @@ BEGIN
         SELECT q.name, NULL, NULL, 0 FROM queues q
         WHERE q.name = ANY(p_unlocked) AND q.max_concurrency IS NULL
           AND q.per_key_concurrency IS NULL
+    ), ready_keys AS (
+        -- The distinct keys with ready runs of each per-key queue, one index probe
+        -- per key (Postgres has no skip scan of its own).
+        SELECT l.name AS queue,
+               (SELECT r.concurrency_key FROM run_queue r
+                WHERE r.queue = l.name AND r.state = 'ready' AND r.concurrency_key IS NOT NULL
+                ORDER BY r.concurrency_key LIMIT 1) AS concurrency_key
+        FROM limits l WHERE l.per_key_concurrency IS NOT NULL
+        UNION ALL
+        SELECT k.queue,
+               (SELECT r.concurrency_key FROM run_queue r
+                WHERE r.queue = k.queue AND r.state = 'ready'
+                  AND r.concurrency_key > k.concurrency_key
+                ORDER BY r.concurrency_key LIMIT 1)
+        FROM ready_keys k WHERE k.concurrency_key IS NOT NULL
     ), running_keys AS (
         SELECT r.queue, r.concurrency_key, count(*) AS running
         FROM run_queue r JOIN limits l ON l.name = r.queue AND l.per_key_concurrency IS NOT NULL
@@ -40,23 +55,35 @@ BEGIN
         ) c
         WHERE l.per_key_concurrency IS NULL
         UNION ALL
-        -- Queues with a per-key limit: rank each key's ready runs and keep only those
-        -- that fit beside the key's running ones, so a key with a long backlog cannot
-        -- take the places of the other keys.
-        SELECT k.run_id, k.queue, k.priority, k.seq
-        FROM (
-            SELECT r.run_id, r.queue, r.concurrency_key, r.priority, r.seq,
-                   l.per_key_concurrency,
-                   row_number() OVER (PARTITION BY r.queue, r.concurrency_key
-                                      ORDER BY r.priority DESC, r.seq) AS key_rank
-            FROM limits l JOIN run_queue r ON r.queue = l.name
-            WHERE l.per_key_concurrency IS NOT NULL AND r.state = 'ready'
-              AND r.available_at <= now()
-        ) k
+        -- Queues with a per-key limit: each key that has ready runs (found with a
+        -- loose index scan, one probe per key) offers the head of its own ready
+        -- runs, as many as fit beside its running ones; keyless runs are not
+        -- limited by key. The admitted step then orders all of them, so the result
+        -- is the same as ranking the whole backlog, at a cost that grows with the
+        -- number of keys instead of the number of ready runs.
+        SELECT c.run_id, c.queue, c.priority, c.seq
+        FROM ready_keys k
+        JOIN limits l ON l.name = k.queue
         LEFT JOIN running_keys rk
                ON rk.queue = k.queue AND rk.concurrency_key = k.concurrency_key
-        WHERE k.concurrency_key IS NULL
-           OR k.key_rank + coalesce(rk.running, 0) <= k.per_key_concurrency
+        CROSS JOIN LATERAL (
+            SELECT r.run_id, r.queue, r.priority, r.seq FROM run_queue r
+            WHERE r.queue = k.queue AND r.concurrency_key = k.concurrency_key
+              AND r.state = 'ready' AND r.available_at <= now()
+            ORDER BY r.priority DESC, r.seq
+            LIMIT greatest(0, least(p_limit, l.per_key_concurrency - coalesce(rk.running, 0)))
+        ) c
+        WHERE k.concurrency_key IS NOT NULL
+        UNION ALL
+        SELECT c.run_id, c.queue, c.priority, c.seq
+        FROM limits l CROSS JOIN LATERAL (
+            SELECT r.run_id, r.queue, r.priority, r.seq FROM run_queue r
+            WHERE r.queue = l.name AND r.concurrency_key IS NULL
+              AND r.state = 'ready' AND r.available_at <= now()
+            ORDER BY r.priority DESC, r.seq
+            LIMIT p_limit
+        ) c
+        WHERE l.per_key_concurrency IS NOT NULL
     ), admitted AS (
         SELECT c.run_id FROM (
             SELECT c.*, row_number() OVER (PARTITION BY c.queue
@@ -409,6 +436,8 @@ ALTER TABLE ONLY waypost.tasks
     ADD CONSTRAINT tasks_pkey PRIMARY KEY (namespace, name);
 
 CREATE INDEX run_queue_ready ON waypost.run_queue USING btree (queue, priority DESC, seq) WHERE (state = 'ready'::text);
+
+CREATE INDEX run_queue_ready_by_key ON waypost.run_queue USING btree (queue, concurrency_key, priority DESC, seq) WHERE (state = 'ready'::text);
 
 CREATE INDEX run_queue_running ON waypost.run_queue USING btree (queue, concurrency_key) WHERE (state = 'running'::text);
 
