@@ -11,9 +11,9 @@ Per job, each system's worker does:
   batch in the transaction of its next claim (``runs.ack_and_claim``: one statement
   completes the batch, each run fenced on its claim token: the hot row leaves
   ``run_queue``, the run gets its result, the attempt is closed). One commit per
-  batch. The ``ack_each`` variant acknowledges each run with ``runs.complete`` (one
-  statement and one commit per run, the batch's acks in flight together), which is
-  what the coordinator does for a runner's POST /v1/runner/complete today. LISTEN on
+  batch. The ``ack_each`` variant acknowledges each run on its own, as the coordinator
+  does for a runner's POST /v1/runner/complete: through ``engine.completions``,
+  where completions that arrive while a write is in flight share the next one. LISTEN on
   a dedicated connection wakes idle loops; an empty claim polls again after 0.5 s.
 - pgqueuer: ``QueueManager.run(batch_size=B)`` per worker on its own asyncpg
   connection: dequeues a batch (one statement), runs each job as an asyncio task, and
@@ -90,8 +90,8 @@ class Waypost(System):
     def __init__(self, task: str = "noop", keys: int = 0, ack_each: bool = False) -> None:
         self.task = task
         # False: a batch's acknowledgements go in the transaction of the next claim
-        # (runs.ack_and_claim); True: one runs.complete per run, as the coordinator
-        # does for a runner's POST /v1/runner/complete.
+        # (runs.ack_and_claim); True: one completion per run through
+        # engine.completions, as the coordinator does for POST /v1/runner/complete.
         self.ack_each = ack_each
         self.keys = keys  # spread runs over this many concurrency keys (0: none)
         self.t0: dict[uuid.UUID, float] = {}
@@ -210,7 +210,7 @@ class Waypost(System):
                     on_start(self.t0.pop(c.run_id, 0.0))
                 if self.ack_each:
                     oks = await asyncio.gather(*(
-                        runs.complete(engine.pool, c.run_id, c.claim_token, result)
+                        engine.completions.complete(c.run_id, c.claim_token, result)
                         for c in claimed))
                     assert all(oks), "a completion was refused"
                     self._count(len(claimed))

@@ -103,7 +103,7 @@ async def append_logs(engine: Engine, ident: AttemptIdentity, lines: list[Runner
 
 async def complete(engine: Engine, ident: AttemptIdentity, result: Any) -> None:
     encoded = encoding.encode_limited(result, engine.settings.limits.result_bytes, "result")
-    if not await runs.complete(engine.pool, ident.run_id, ident.claim_token, encoded):
+    if not await engine.completions.complete(ident.run_id, ident.claim_token, encoded):
         raise _superseded(ident)
     log.info("attempt succeeded", extra={"run_id": str(ident.run_id)})
 

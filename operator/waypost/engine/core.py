@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from waypost.engine.clock import Clock, SystemClock
+from waypost.engine.completions import CompletionBatcher
 from waypost.engine.credentials import CredentialSigner
 from waypost.model.settings import Settings
-from waypost.store import keys, migrate
+from waypost.store import keys, migrate, runs
 from waypost.store import pool as store_pool
 
 
@@ -25,6 +26,12 @@ class Engine:
     rng: random.Random = field(default_factory=random.Random)
     # Set while this process leads (operator mode); leader-only writes check it.
     leader_epoch: int | None = None
+    # Successful completions of concurrent runners share statements and commits.
+    completions: CompletionBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        pool = self.pool
+        self.completions = CompletionBatcher(lambda acks: runs.complete_many(pool, acks))
 
     @classmethod
     async def open(
