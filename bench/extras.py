@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import asyncpg
 from aiohttp import web
 
@@ -28,9 +26,13 @@ def _free_port() -> int:
 
 
 async def checkpoints(b: Bench) -> None:
-    """POST /v1/runner/checkpoints with a plain HTTP client (no SDK), keep-alive, one
-    at a time, distinct keys; timed from send to the 201 having been read."""
+    """``ctx.checkpoint(key, data)`` of the task SDK, with the runner's own coordinator
+    client (``RunnerClient``, keep-alive) against the real coordinator app on a TCP
+    port: SDK (size check, JSON) -> HTTP -> coordinator (credential, fencing) ->
+    Postgres. One at a time, distinct keys; timed around the call."""
     from waypost.coordinator.app import create_app
+    from waypost.runner.api import RunnerClient
+    from waypost.sdk.context import Context
     from waypost.store import runs
 
     a = b.args
@@ -49,22 +51,22 @@ async def checkpoints(b: Bench) -> None:
                 (claimed,) = await runs.claim(engine.pool, limit=1, lease_seconds=3600,
                                               worker="bench")
                 cred = engine.signer.issue(claimed.run_id, claimed.claim_token)
-                headers = {"Authorization": f"Bearer {cred}",
-                           "Content-Type": "application/json"}
-                url = f"http://127.0.0.1:{port}/v1/runner/checkpoints"
-                async with aiohttp.ClientSession() as http:
+                async with RunnerClient(f"http://127.0.0.1:{port}", cred) as client:
+                    ctx = Context(run_id=str(claimed.run_id), attempt=claimed.attempt,
+                                  payload={}, port=client)
                     for size in (1024, 10 * 1024, 100 * 1024):
                         label = f"{size // 1024}kb"
                         lat: list[float] = []
                         for i in range(a.checkpoints + 20):
-                            body = json.dumps({"key": f"{label}-{i}",
-                                               "data": {"blob": "x" * (size - 12)}}).encode()
+                            data = {"blob": "x" * (size - 12)}  # ~size bytes as JSON
                             t = now()
-                            async with http.post(url, data=body, headers=headers) as r:
-                                await r.read()
-                                assert r.status == 201, (r.status, await r.text())
+                            await ctx.checkpoint(f"{label}-{i}", data)
                             if i >= 20:  # warm-up excluded
                                 lat.append((now() - t) * 1000)
+                        stored = await engine.pool.fetchval(
+                            "SELECT count(*) FROM checkpoints WHERE run_id = $1 AND key LIKE $2",
+                            claimed.run_id, f"{label}-%")
+                        assert stored == a.checkpoints + 20, (label, stored)
                         b.results.add("checkpoint", "waypost", f"{label}_p50_ms", pct(lat, 50))
                         b.results.add("checkpoint", "waypost", f"{label}_p99_ms", pct(lat, 99))
                         print(f"  rep {rep} checkpoint {label}: p50 {pct(lat, 50):.2f} ms "
