@@ -114,3 +114,32 @@ async def test_per_key_claim_honours_a_small_batch_and_max_concurrency(db: async
     # maxConcurrency 3 leaves two places; the oldest heads of the other keys take them.
     assert [x.run_id for x in more] == [ids["X"][0], ids["Y"][0]]
     assert await runs.claim(db, limit=100, lease_seconds=30, worker="w") == []
+
+
+async def test_claims_read_the_hot_table_through_its_indexes_whatever_the_statistics(
+    db: asyncpg.Pool,
+) -> None:
+    """After autoanalyze has seen a large backlog, the planner once costed the ready
+    check as a sequential scan that finds a ready row at once; the heap starts with
+    claimed rows, so every claim read thousands of buffers."""
+    await _task(db)
+    await _task(db, "limited", maxConcurrency=100_000)
+    await _task(db, "tenanted", perKeyConcurrency=100_000)
+    await runs.enqueue_bulk(
+        db, namespace="default", task="t", run_ids=[uuid.uuid4() for _ in range(4000)],
+        priorities=[None] * 4000, payloads=[RawJson("{}")] * 4000,
+        idempotency_keys=[None] * 4000, concurrency_keys=[None] * 4000,
+        trace_ids=["0" * 32] * 4000, source="test")
+    for task in ("limited", "tenanted"):
+        for i in range(20):
+            await _enqueue(db, task, ckey=f"k{i % 5}")
+    await runs.claim(db, limit=1500, lease_seconds=30, worker="w")
+    await db.execute("ANALYZE run_queue")
+    async with db.acquire() as conn, conn.transaction():
+        rows = await conn.fetch("SELECT * FROM claim_runs('{}', '{}', '{}', 50, 30, 'w', NULL)")
+        # Sequential scans of run_queue in this transaction so far (the "numscans"
+        # of a table count its sequential scans).
+        seq_scans = await conn.fetchval(
+            "SELECT pg_stat_get_xact_numscans('run_queue'::regclass)")
+    assert len(rows) == 50
+    assert seq_scans == 0

@@ -10,6 +10,7 @@ CREATE FUNCTION waypost.claim_ready_runs(p_locked text[], p_limit integer, p_lea
     SET enable_bitmapscan TO 'off'
     SET plan_cache_mode TO 'force_generic_plan'
     SET search_path TO 'waypost', 'pg_catalog'
+    SET enable_seqscan TO 'off'
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -176,6 +177,7 @@ $$;
 CREATE FUNCTION waypost.lock_claimable_queues(p_leader_epoch bigint) RETURNS TABLE(name text, locked boolean)
     LANGUAGE plpgsql
     SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
     SET plan_cache_mode TO 'force_generic_plan'
     SET search_path TO 'waypost', 'pg_catalog'
     AS $$
@@ -191,7 +193,7 @@ BEGIN
         WHERE (max_concurrency IS NOT NULL OR per_key_concurrency IS NOT NULL)
           AND (SELECT ok FROM leader)
           AND (SELECT true FROM run_queue r WHERE r.queue = queues.name AND r.state = 'ready'
-               AND r.available_at <= now() LIMIT 1)
+               AND r.available_at <= now() ORDER BY r.priority DESC, r.seq LIMIT 1)
         FOR UPDATE OF queues SKIP LOCKED
     )
     SELECT limited.name, true FROM limited
@@ -200,7 +202,7 @@ BEGIN
     WHERE max_concurrency IS NULL AND per_key_concurrency IS NULL
       AND (SELECT ok FROM leader)
       AND (SELECT true FROM run_queue r WHERE r.queue = queues.name AND r.state = 'ready'
-           AND r.available_at <= now() LIMIT 1);
+           AND r.available_at <= now() ORDER BY r.priority DESC, r.seq LIMIT 1);
 END
 $$;
 
