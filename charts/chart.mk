@@ -22,7 +22,7 @@ chart-lint:
 	  $$helm lint --strict --kube-version $(CHART_KUBE_VERSION) $(CHART) --set postgresql.enabled=true && \
 	  $$helm template waypost $(CHART) --kube-version $(CHART_KUBE_VERSION) >/dev/null && \
 	  $$helm template waypost $(CHART) --kube-version $(CHART_KUBE_VERSION) \
-	    --set postgresql.enabled=true,serviceMonitor.enabled=true,grafanaDashboard.enabled=true >/dev/null
+	    --set postgresql.enabled=true,serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true >/dev/null
 
 chart-crds: venv
 	$(BIN)/python -m waypost.model.crd crds

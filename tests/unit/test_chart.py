@@ -88,7 +88,7 @@ def default_docs(helm: str) -> list[Manifest]:
 @pytest.fixture(scope="module")
 def bundled_docs(helm: str) -> list[Manifest]:
     return render(helm, "postgresql.enabled=true", "serviceMonitor.enabled=true",
-                  "grafanaDashboard.enabled=true")
+                  "prometheusRule.enabled=true", "grafanaDashboard.enabled=true")
 
 
 # --- lint, snapshot, rendering -------------------------------------------------
@@ -536,3 +536,19 @@ def _inside_free_form(lines: list[str], i: int, indent: int) -> bool:
                 return True
             return _inside_free_form(lines, j, parent_indent) if parent_indent > 0 else False
     return False
+
+
+def test_prometheus_rule_alerts_on_long_transactions_and_hot_table_bloat(
+    bundled_docs: list[Manifest],
+) -> None:
+    rule = one(bundled_docs, "PrometheusRule", "waypost")
+    [group] = rule["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert set(alerts) == {"WaypostLongTransaction", "WaypostHotTableBloat"}
+    long_txn = alerts["WaypostLongTransaction"]
+    assert long_txn["expr"] == (
+        'max(waypost_db_oldest_snapshot_seconds{namespace="waypost-system"}) > 300')
+    assert long_txn["for"] == "10m"
+    assert "{{ $value | humanizeDuration }}" in long_txn["annotations"]["summary"]
+    assert alerts["WaypostHotTableBloat"]["expr"] == (
+        'max(waypost_hot_table_dead_tuples{namespace="waypost-system"}) > 1000000')

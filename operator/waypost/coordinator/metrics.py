@@ -6,7 +6,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from waypost.coordinator import appkeys
-from waypost.store import runs
+from waypost.store import health, runs
 
 
 async def handler(request: web.Request) -> web.Response:
@@ -22,5 +22,17 @@ async def handler(request: web.Request) -> web.Response:
         running.labels(queue).set(n_running)
     for status, count in (await runs.status_counts(engine.pool)).items():
         by_status.labels(status).set(count)
+    store = await health.read(engine.pool)
+    Gauge("waypost_hot_table_dead_tuples",
+          "Dead tuples in run_queue, the table of active runs (pg_stat_user_tables).",
+          registry=registry).set(store.hot_dead_tuples)
+    Gauge("waypost_hot_table_live_tuples", "Live tuples in run_queue (active runs).",
+          registry=registry).set(store.hot_live_tuples)
+    Gauge("waypost_hot_table_bytes", "Size of run_queue with its indexes and TOAST.",
+          registry=registry).set(store.hot_table_bytes)
+    Gauge("waypost_db_oldest_snapshot_seconds",
+          "Age of the oldest transaction holding a snapshot in waypost's database: while "
+          "it stays open, vacuum cannot clean run_queue and claims slow down.",
+          registry=registry).set(store.oldest_snapshot_seconds)
     return web.Response(body=generate_latest(registry),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
