@@ -143,3 +143,23 @@ async def test_claims_read_the_hot_table_through_its_indexes_whatever_the_statis
             "SELECT pg_stat_get_xact_numscans('run_queue'::regclass)")
     assert len(rows) == 50
     assert seq_scans == 0
+
+
+async def test_claim_functions_run_without_jit_and_with_cached_generic_plans(
+    db: asyncpg.Pool,
+) -> None:
+    """Settings the claim path depends on (migrations 0005, 0008, 0009): without
+    ``jit = off`` the priced-out sequential scans pushed the ready check over
+    jit_above_cost and every claim spent ~365 ms compiling it; without generic plans
+    every call planned its statements again, a hidden millisecond per claim."""
+    rows = await db.fetch(
+        "SELECT proname, proconfig FROM pg_proc WHERE pronamespace = 'waypost'::regnamespace "
+        "AND proname = ANY($1)",
+        ["lock_claimable_queues", "claim_ready_runs", "claim_runs", "complete_attempts"])
+    config = {r["proname"]: set(r["proconfig"]) for r in rows}
+    assert set(config) == {"lock_claimable_queues", "claim_ready_runs", "claim_runs",
+                           "complete_attempts"}
+    assert all("jit=off" in c for c in config.values()), config
+    for name in ("lock_claimable_queues", "claim_ready_runs"):
+        assert {"enable_seqscan=off", "enable_bitmapscan=off",
+                "plan_cache_mode=force_generic_plan"} <= config[name], config[name]

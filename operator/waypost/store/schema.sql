@@ -11,6 +11,7 @@ CREATE FUNCTION waypost.claim_ready_runs(p_locked text[], p_limit integer, p_lea
     SET plan_cache_mode TO 'force_generic_plan'
     SET search_path TO 'waypost', 'pg_catalog'
     SET enable_seqscan TO 'off'
+    SET jit TO 'off'
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -125,6 +126,7 @@ $$;
 CREATE FUNCTION waypost.claim_runs(p_ack_run_ids uuid[], p_ack_tokens bigint[], p_ack_results jsonb[], p_limit integer, p_lease_seconds double precision, p_worker text, p_leader_epoch bigint) RETURNS TABLE(acked boolean, run_id uuid, attempt integer, claim_token bigint, lease_expires_at timestamp with time zone, namespace text, task text, spec jsonb, memory_bytes bigint, trace_id text, attempt_base integer, idempotency_key text, taskrun_name text)
     LANGUAGE plpgsql
     SET search_path TO 'waypost', 'pg_catalog'
+    SET jit TO 'off'
     AS $$
 DECLARE
     v_locked text[];
@@ -153,6 +155,7 @@ $$;
 CREATE FUNCTION waypost.complete_attempts(p_run_ids uuid[], p_tokens bigint[], p_results jsonb[]) RETURNS SETOF uuid
     LANGUAGE plpgsql
     SET search_path TO 'waypost', 'pg_catalog'
+    SET jit TO 'off'
     AS $$
 BEGIN
     RETURN QUERY
@@ -180,6 +183,7 @@ CREATE FUNCTION waypost.lock_claimable_queues(p_leader_epoch bigint) RETURNS TAB
     SET enable_seqscan TO 'off'
     SET plan_cache_mode TO 'force_generic_plan'
     SET search_path TO 'waypost', 'pg_catalog'
+    SET jit TO 'off'
     AS $$
 #variable_conflict use_column
 BEGIN
