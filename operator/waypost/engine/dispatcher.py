@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from waypost.engine import attempts
+from waypost.engine import attempts, hot_table
 from waypost.engine.backend import AttemptExit, AttemptLaunch, ExecutionBackend
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity
@@ -152,6 +152,20 @@ class Dispatcher:
         reap_every = max(0.5, min(settings.heartbeat_interval_seconds, 10.0))
         last_reap = self.engine.clock.monotonic()
         failures = 0
+        # Beside the claim loop, so that a vacuum never holds a claim back.
+        vacuum = asyncio.create_task(hot_table.vacuum_loop(self.engine, stop))
+        try:
+            await self._dispatch_until(stop, reap_every, last_reap, failures)
+        finally:
+            vacuum.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await vacuum
+        await self.close()
+
+    async def _dispatch_until(
+        self, stop: asyncio.Event, reap_every: float, last_reap: float, failures: int
+    ) -> None:
+        settings = self.engine.settings
         while not stop.is_set():
             try:
                 await self._listen()
@@ -173,7 +187,6 @@ class Dispatcher:
                 await _wait(stop, min(30.0, 0.5 * 2**failures))
                 continue
             await _wait_any(stop, self._wake, min(settings.poll_interval_seconds, reap_every))
-        await self.close()
 
     async def close(self) -> None:
         for handle in self._timers:

@@ -41,6 +41,13 @@ class Settings(BaseModel):
     schedule_interval_seconds: float = Field(
         10.0, gt=0, description="How often the leader's scheduler fires due cron schedules."
     )
+    hot_table_vacuum_seconds: float = Field(
+        10.0, gt=0, description="How often the leader checks run_queue's dead tuples."
+    )
+    hot_table_vacuum_dead_tuples: int = Field(
+        10_000, ge=0,
+        description="Dead tuples in run_queue above which the leader vacuums it (0: never).",
+    )
     worker_name: str = Field(default_factory=socket.gethostname)
     limits: Limits = Field(default_factory=Limits)
 
@@ -67,6 +74,8 @@ class Settings(BaseModel):
             "WAYPOST_CLAIM_BATCH": "claim_batch",
             "WAYPOST_POLL_INTERVAL": "poll_interval_seconds",
             "WAYPOST_SCHEDULE_INTERVAL": "schedule_interval_seconds",
+            "WAYPOST_HOT_TABLE_VACUUM_INTERVAL": "hot_table_vacuum_seconds",
+            "WAYPOST_HOT_TABLE_VACUUM_DEAD_TUPLES": "hot_table_vacuum_dead_tuples",
         }
         for var, field in mapping.items():
             if os.environ.get(var):

@@ -15,3 +15,14 @@ SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
                  FROM pg_stat_activity
                  WHERE datname = current_database() AND backend_xmin IS NOT NULL
                    AND pid <> pg_backend_pid()), 0)::float8 AS oldest_snapshot_seconds;
+
+-- name: hot_table_dead_tuples
+-- Dead tuples in run_queue as the cumulative statistics last saw them.
+SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
+                 WHERE schemaname = current_schema() AND relname = 'run_queue'), 0);
+
+-- name: vacuum_hot_table
+-- Outside any transaction block (VACUUM refuses one). SKIP_LOCKED: if someone
+-- holds a conflicting lock (an autovacuum already at it, a schema change), skip
+-- this round instead of queueing behind them.
+VACUUM (SKIP_LOCKED) run_queue;
