@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -37,36 +39,39 @@ async def _vacuums(db: asyncpg.Pool) -> tuple[int, int]:
     return row["vacuum_count"], row["n_dead_tup"]
 
 
-async def test_vacuums_only_past_the_threshold(database_url: str, db: asyncpg.Pool) -> None:
-    await _task(db)
+@contextlib.asynccontextmanager
+async def one_connection_engine(database_url: str, **overrides: object) -> AsyncIterator[Engine]:
+    """An engine whose writes all go through one backend, whose statistics _churn flushes."""
     one = await store_pool.create_pool(database_url, min_size=1, max_size=1)
-    engine = Engine(pool=one, signer=CredentialSigner(b"k" * 32),
-                    settings=settings(database_url, hot_table_vacuum_dead_tuples=500))
     try:
-        await _churn(one, 100)
-        assert await hot_table.vacuum_if_needed(engine) is False
-        assert (await _vacuums(db))[0] == 0
-
-        await _churn(one, 400)
-        dead_before = await maintenance.hot_table_dead_tuples(one)
-        assert dead_before >= 500
-        assert await hot_table.vacuum_if_needed(engine) is True
-        count, dead_after = await _vacuums(db)
-        assert count == 1 and dead_after < dead_before
+        yield Engine(pool=one, signer=CredentialSigner(b"k" * 32),
+                     settings=settings(database_url, **overrides))
     finally:
         await one.close()
 
 
+async def test_vacuums_only_past_the_threshold(database_url: str, db: asyncpg.Pool) -> None:
+    await _task(db)
+    async with one_connection_engine(database_url, hot_table_vacuum_dead_tuples=500) as engine:
+        await _churn(engine.pool, 100)
+        assert await hot_table.vacuum_if_needed(engine) is False
+        assert (await _vacuums(db))[0] == 0
+
+        await _churn(engine.pool, 400)
+        dead_before = await maintenance.hot_table_dead_tuples(engine.pool)
+        assert dead_before >= 500
+        assert await hot_table.vacuum_if_needed(engine) is True
+        count, dead_after = await _vacuums(db)
+        assert count == 1 and dead_after < dead_before
+
+
 async def test_the_loop_keeps_going_and_stops(database_url: str, db: asyncpg.Pool) -> None:
     await _task(db)
-    one = await store_pool.create_pool(database_url, min_size=1, max_size=1)
-    engine = Engine(pool=one, signer=CredentialSigner(b"k" * 32),
-                    settings=settings(database_url, hot_table_vacuum_dead_tuples=100,
-                                      hot_table_vacuum_seconds=0.05))
     stop = asyncio.Event()
-    try:
+    async with one_connection_engine(database_url, hot_table_vacuum_dead_tuples=100,
+                                     hot_table_vacuum_seconds=0.05) as engine:
         loop = asyncio.create_task(hot_table.vacuum_loop(engine, stop))
-        await _churn(one, 200)
+        await _churn(engine.pool, 200)
         for _ in range(100):
             if (await _vacuums(db))[0] >= 1:
                 break
@@ -74,19 +79,12 @@ async def test_the_loop_keeps_going_and_stops(database_url: str, db: asyncpg.Poo
         assert (await _vacuums(db))[0] >= 1
         stop.set()
         await asyncio.wait_for(loop, 5)
-    finally:
-        await one.close()
 
 
 async def test_zero_turns_it_off(database_url: str, db: asyncpg.Pool) -> None:
     await _task(db)
-    one = await store_pool.create_pool(database_url, min_size=1, max_size=1)
-    engine = Engine(pool=one, signer=CredentialSigner(b"k" * 32),
-                    settings=settings(database_url, hot_table_vacuum_dead_tuples=0))
-    try:
-        await _churn(one, 300)
-        assert await maintenance.hot_table_dead_tuples(one) > 0
+    async with one_connection_engine(database_url, hot_table_vacuum_dead_tuples=0) as engine:
+        await _churn(engine.pool, 300)
+        assert await maintenance.hot_table_dead_tuples(engine.pool) > 0
         assert await hot_table.vacuum_if_needed(engine) is False
         assert (await _vacuums(db))[0] == 0
-    finally:
-        await one.close()
