@@ -148,24 +148,21 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set. Database outages are waited out."""
-        settings = self.engine.settings
-        reap_every = max(0.5, min(settings.heartbeat_interval_seconds, 10.0))
-        last_reap = self.engine.clock.monotonic()
-        failures = 0
         # Beside the claim loop, so that a vacuum never holds a claim back.
         vacuum = asyncio.create_task(hot_table.vacuum_loop(self.engine, stop))
         try:
-            await self._dispatch_until(stop, reap_every, last_reap, failures)
+            await self._dispatch_until(stop)
         finally:
             vacuum.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await vacuum
         await self.close()
 
-    async def _dispatch_until(
-        self, stop: asyncio.Event, reap_every: float, last_reap: float, failures: int
-    ) -> None:
+    async def _dispatch_until(self, stop: asyncio.Event) -> None:
         settings = self.engine.settings
+        reap_every = max(0.5, min(settings.heartbeat_interval_seconds, 10.0))
+        last_reap = self.engine.clock.monotonic()
+        failures = 0
         while not stop.is_set():
             try:
                 await self._listen()
