@@ -21,13 +21,14 @@ from typing import Any, Protocol
 
 from waypost.backends import pod_outcome, pod_spec
 from waypost.engine.backend import AttemptExit, AttemptLaunch, ExitHandler
+from waypost.model import k8s
 from waypost.model.enums import FailureType
 
 log = logging.getLogger("waypost.backends.kubernetes")
 
 RUNNER_SELECTOR = (
-    f"{pod_spec.LABEL_MANAGED_BY}={pod_spec.MANAGED_BY},"
-    f"{pod_spec.LABEL_COMPONENT}={pod_spec.COMPONENT_RUNNER}"
+    f"{k8s.LABEL_MANAGED_BY}={k8s.MANAGED_BY},"
+    f"{k8s.LABEL_COMPONENT}={k8s.COMPONENT_RUNNER}"
 )
 
 PodEventHandler = Callable[[str, dict[str, Any]], None]
@@ -103,7 +104,7 @@ class KubernetesBackend:
         if launch.taskrun_name:
             uid = await self.api.get_taskrun_uid(launch.namespace, launch.taskrun_name)
             if uid:
-                owner = pod_spec.OwnerReference("TaskRun", launch.taskrun_name, uid)
+                owner = pod_spec.OwnerReference(k8s.TASKRUN_KIND, launch.taskrun_name, uid)
         settings = pod_spec.PodSettings(
             coordinator_url=self.settings.coordinator_url,
             namespace=launch.namespace,
@@ -167,7 +168,7 @@ class KubernetesBackend:
             await self.api.delete_pod(*key)
 
     async def stop(self, run_id: uuid.UUID, reason: str) -> None:
-        pods = await self.api.find_pods(f"{RUNNER_SELECTOR},{pod_spec.LABEL_RUN_ID}={run_id}")
+        pods = await self.api.find_pods(f"{RUNNER_SELECTOR},{k8s.LABEL_RUN_ID}={run_id}")
         for pod in pods:
             meta = pod["metadata"]
             log.info("deleting attempt pod", extra={"run_id": str(run_id), "pod": meta["name"],

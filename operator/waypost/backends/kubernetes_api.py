@@ -17,11 +17,9 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from waypost.backends.kubernetes import PodEventHandler
+from waypost.model import k8s
 
 log = logging.getLogger("waypost.backends.kubernetes_api")
-
-GROUP = "waypost.dev"
-VERSION = "v1alpha1"
 
 
 class KubernetesPodApi:
@@ -66,8 +64,9 @@ class KubernetesPodApi:
 
     async def get_taskrun_uid(self, namespace: str, name: str) -> str | None:
         try:
-            obj = await asyncio.to_thread(self.custom.get_namespaced_custom_object, GROUP,
-                                          VERSION, namespace, "taskruns", name)
+            obj = await asyncio.to_thread(self.custom.get_namespaced_custom_object, k8s.GROUP,
+                                          k8s.VERSION, namespace, k8s.TASKRUN_PLURAL,
+                                          name)
         except ApiException as exc:
             if exc.status == 404:
                 return None

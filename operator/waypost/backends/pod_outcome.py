@@ -17,6 +17,7 @@ from typing import Any
 
 from waypost.backends import pod_spec
 from waypost.engine.backend import AttemptExit
+from waypost.model import k8s
 from waypost.model.enums import FailureType
 
 # Waiting reasons after which the container can never start; the attempt would
@@ -32,8 +33,8 @@ def attempt_identity(pod: Mapping[str, Any]) -> tuple[uuid.UUID, int]:
     annotations = meta.get("annotations") or {}
     name = meta.get("name", "?")
     try:
-        run_id = uuid.UUID(labels[pod_spec.LABEL_RUN_ID])
-        token = int(annotations[pod_spec.ANNOTATION_CLAIM_TOKEN])
+        run_id = uuid.UUID(labels[k8s.LABEL_RUN_ID])
+        token = int(annotations[k8s.ANNOTATION_CLAIM_TOKEN])
     except (KeyError, ValueError) as exc:
         raise ValueError(f"pod {name} is not a waypost attempt pod: {exc}") from None
     return run_id, token

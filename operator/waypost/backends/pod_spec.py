@@ -29,19 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from waypost.engine.backend import AttemptLaunch
+from waypost.model import k8s
 from waypost.model.task import TaskSpec
 
-MANAGED_BY = "waypost"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_TASK = "waypost.dev/task"
-LABEL_RUN_ID = "waypost.dev/run-id"
-LABEL_ATTEMPT = "waypost.dev/attempt"
-ANNOTATION_CLAIM_TOKEN = "waypost.dev/claim-token"
-ANNOTATION_TRACE_ID = "waypost.dev/trace-id"
-ANNOTATION_TASK = "waypost.dev/task-name"
-
-COMPONENT_RUNNER = "runner"
 CONTAINER_NAME = "runner"
 RUNNER_COMMAND = ("waypost-runner",)
 RUNNER_UID = 10001
@@ -60,10 +50,10 @@ _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 class OwnerReference:
     """The object whose deletion removes the attempt's Pod and Secret."""
 
-    kind: str  # "TaskRun" or "Task"
+    kind: str  # k8s.TASKRUN_KIND or k8s.TASK_KIND
     name: str
     uid: str
-    api_version: str = "waypost.dev/v1alpha1"
+    api_version: str = k8s.API_VERSION
 
     def manifest(self, *, controller: bool = True) -> dict[str, Any]:
         return {
@@ -128,17 +118,17 @@ def attempt_labels(launch: AttemptLaunch, settings: PodSettings) -> dict[str, st
     """Labels tying an object to its task, run and attempt."""
     return {
         **settings.extra_labels,
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_COMPONENT: COMPONENT_RUNNER,
-        LABEL_TASK: label_value(launch.task),
-        LABEL_RUN_ID: str(launch.run_id),
-        LABEL_ATTEMPT: str(launch.attempt),
+        k8s.LABEL_MANAGED_BY: k8s.MANAGED_BY,
+        k8s.LABEL_COMPONENT: k8s.COMPONENT_RUNNER,
+        k8s.LABEL_TASK: label_value(launch.task),
+        k8s.LABEL_RUN_ID: str(launch.run_id),
+        k8s.LABEL_ATTEMPT: str(launch.attempt),
     }
 
 
 def run_selector(run_id: str) -> str:
     """Label selector of every object of a run's attempts."""
-    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_RUN_ID}={run_id}"
+    return f"{k8s.LABEL_MANAGED_BY}={k8s.MANAGED_BY},{k8s.LABEL_RUN_ID}={run_id}"
 
 
 def memory_quantity(n_bytes: int) -> str:
@@ -154,9 +144,9 @@ def _metadata(launch: AttemptLaunch, settings: PodSettings, name: str) -> dict[s
         "namespace": settings.namespace or launch.namespace,
         "labels": attempt_labels(launch, settings),
         "annotations": {
-            ANNOTATION_TASK: launch.task,
-            ANNOTATION_CLAIM_TOKEN: str(launch.claim_token),
-            ANNOTATION_TRACE_ID: launch.trace_id,
+            k8s.ANNOTATION_TASK: launch.task,
+            k8s.ANNOTATION_CLAIM_TOKEN: str(launch.claim_token),
+            k8s.ANNOTATION_TRACE_ID: launch.trace_id,
         },
     }
     if settings.owner is not None:

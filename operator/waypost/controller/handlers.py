@@ -19,12 +19,10 @@ from waypost.controller import status as decide
 from waypost.engine import control
 from waypost.engine.core import Engine
 from waypost.engine.errors import EngineError, InvalidState, RunNotFound, UnknownTask
+from waypost.model import k8s
 from waypost.model.run import TriggerRequest
 from waypost.model.task import TaskDefinition, TaskSpec
 from waypost.model.taskrun import TaskReason, TaskRunReason, TaskRunSpec
-
-GROUP = "waypost.dev"
-VERSION = "v1alpha1"
 
 registry = kopf.OperatorRegistry()
 log = logging.getLogger("waypost.controller")
@@ -51,10 +49,11 @@ def _describe(exc: ValidationError) -> str:
 @kopf.on.startup(registry=registry)
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's bookkeeping stays under our own prefix, with a domain-qualified finalizer.
-    settings.persistence.finalizer = "waypost.dev/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="waypost.dev")
+    settings.persistence.finalizer = k8s.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=k8s.KOPF_ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="waypost.dev", key="last-handled-configuration")
+        prefix=k8s.KOPF_ANNOTATION_PREFIX, key=k8s.KOPF_LAST_HANDLED_KEY)
     # Only warnings become Kubernetes Events (kopf posts every INFO line by default).
     settings.posting.level = logging.WARNING
     # Bookmarks and an inactivity timeout keep a silently frozen watch from lasting.
@@ -72,9 +71,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
-@kopf.on.resume(GROUP, VERSION, "tasks", registry=registry)
-@kopf.on.create(GROUP, VERSION, "tasks", registry=registry)
-@kopf.on.update(GROUP, VERSION, "tasks", field="spec", registry=registry)
+@kopf.on.resume(k8s.GROUP, k8s.VERSION, k8s.TASK_PLURAL, registry=registry)
+@kopf.on.create(k8s.GROUP, k8s.VERSION, k8s.TASK_PLURAL, registry=registry)
+@kopf.on.update(k8s.GROUP, k8s.VERSION, k8s.TASK_PLURAL, field="spec", registry=registry)
 async def task_changed(spec: kopf.Spec, name: str, namespace: str | None, meta: kopf.Meta,
                        status: kopf.Status, patch: kopf.Patch, memo: Any, body: kopf.Body,
                        **_: Any) -> None:
@@ -103,7 +102,7 @@ async def task_changed(spec: kopf.Spec, name: str, namespace: str | None, meta: 
                                           dict(status), now=now, generation=generation))
 
 
-@kopf.on.delete(GROUP, VERSION, "tasks", registry=registry)
+@kopf.on.delete(k8s.GROUP, k8s.VERSION, k8s.TASK_PLURAL, registry=registry)
 async def task_deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     assert namespace is not None
     cancelled = await control.delete_task(_engine(memo), namespace, name)
@@ -111,8 +110,8 @@ async def task_deleted(name: str, namespace: str | None, memo: Any, **_: Any) ->
                                     "cancelled_runs": len(cancelled)})
 
 
-@kopf.on.resume(GROUP, VERSION, "taskruns", registry=registry)
-@kopf.on.create(GROUP, VERSION, "taskruns", registry=registry)
+@kopf.on.resume(k8s.GROUP, k8s.VERSION, k8s.TASKRUN_PLURAL, registry=registry)
+@kopf.on.create(k8s.GROUP, k8s.VERSION, k8s.TASKRUN_PLURAL, registry=registry)
 async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid: str,
                           meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, memo: Any,
                           body: kopf.Body, **_: Any) -> None:
@@ -155,7 +154,7 @@ async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid
                                               generation=generation))
 
 
-@kopf.on.delete(GROUP, VERSION, "taskruns", registry=registry)
+@kopf.on.delete(k8s.GROUP, k8s.VERSION, k8s.TASKRUN_PLURAL, registry=registry)
 async def taskrun_deleted(status: kopf.Status, memo: Any, name: str, **_: Any) -> None:
     run_id = status.get("runId")
     if not run_id:

@@ -21,11 +21,10 @@ from waypost.controller import status as decide
 from waypost.controller.schedule_runs import ScheduledTaskRuns
 from waypost.engine import control, scheduler
 from waypost.engine.core import Engine
+from waypost.model import k8s
 
 log = logging.getLogger("waypost.controller.mirror")
 
-GROUP = "waypost.dev"
-VERSION = "v1alpha1"
 # Transactions commit out of updated_at order; re-reading a short window catches
 # a run whose change committed after a later one was seen.
 OVERLAP = timedelta(seconds=5)
@@ -70,8 +69,9 @@ class StatusMirror:
     async def _mirror(self, run: Any, last_checkpoint: str | None) -> bool:
         name = run.taskrun_name
         try:
-            obj = await asyncio.to_thread(self.api.get_namespaced_custom_object, GROUP, VERSION,
-                                          run.namespace, "taskruns", name)
+            obj = await asyncio.to_thread(self.api.get_namespaced_custom_object, k8s.GROUP,
+                                          k8s.VERSION, run.namespace, k8s.TASKRUN_PLURAL,
+                                          name)
         except ApiException as exc:
             if exc.status == 404:
                 return False  # the TaskRun is gone; its run stays in the store
@@ -83,8 +83,9 @@ class StatusMirror:
                                         generation=obj["metadata"].get("generation"))
         if _same(current, desired):
             return False
-        await asyncio.to_thread(self.api.patch_namespaced_custom_object_status, GROUP, VERSION,
-                                run.namespace, "taskruns", name, {"status": desired})
+        await asyncio.to_thread(self.api.patch_namespaced_custom_object_status, k8s.GROUP,
+                                k8s.VERSION, run.namespace, k8s.TASKRUN_PLURAL, name,
+                                {"status": desired})
         return True
 
     async def sync_tasks(self) -> None:
@@ -111,8 +112,8 @@ class StatusMirror:
             if self._task_status.get(key) == desired:
                 continue
             try:
-                await asyncio.to_thread(self.api.patch_namespaced_custom_object_status, GROUP,
-                                        VERSION, d.namespace, "tasks", d.name,
+                await asyncio.to_thread(self.api.patch_namespaced_custom_object_status, k8s.GROUP,
+                                        k8s.VERSION, d.namespace, k8s.TASK_PLURAL, d.name,
                                         {"status": desired})
                 self._task_status[key] = desired
             except ApiException as exc:

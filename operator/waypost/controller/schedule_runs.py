@@ -19,14 +19,11 @@ from kubernetes.client.exceptions import ApiException
 
 from waypost.engine import control
 from waypost.engine.core import Engine
+from waypost.model import k8s
 from waypost.store.runs import ScheduledRun
 
 log = logging.getLogger("waypost.controller.schedule_runs")
 
-GROUP = "waypost.dev"
-VERSION = "v1alpha1"
-LABEL_TASK = "waypost.dev/task"
-LABEL_SCHEDULE = "waypost.dev/schedule"
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 
 
@@ -47,13 +44,13 @@ def taskrun_name(run: ScheduledRun) -> str:
 def taskrun_for(run: ScheduledRun, task_uid: str | None) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": taskrun_name(run), "namespace": run.namespace,
-        "labels": {LABEL_TASK: run.task, LABEL_SCHEDULE: schedule_of(run)[:63],
-                   "app.kubernetes.io/managed-by": "waypost"},
+        "labels": {k8s.LABEL_TASK: run.task, k8s.LABEL_SCHEDULE: schedule_of(run)[:63],
+                   k8s.LABEL_MANAGED_BY: k8s.MANAGED_BY},
     }
     if task_uid:
-        meta["ownerReferences"] = [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "Task",
+        meta["ownerReferences"] = [{"apiVersion": k8s.API_VERSION, "kind": k8s.TASK_KIND,
                                     "name": run.task, "uid": task_uid}]
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun", "metadata": meta,
+    return {"apiVersion": k8s.API_VERSION, "kind": k8s.TASKRUN_KIND, "metadata": meta,
             "spec": {"taskRef": {"name": run.task}, "payload": run.payload,
                      "idempotencyKey": run.idempotency_key}}
 
@@ -89,8 +86,8 @@ class ScheduledTaskRuns:
             uid = await self._task_uid(run.namespace, run.task)
             body = taskrun_for(run, uid)
             try:
-                await asyncio.to_thread(self.api.create_namespaced_custom_object, GROUP,
-                                        VERSION, run.namespace, "taskruns", body)
+                await asyncio.to_thread(self.api.create_namespaced_custom_object, k8s.GROUP,
+                                        k8s.VERSION, run.namespace, k8s.TASKRUN_PLURAL, body)
                 made += 1
             except ApiException as exc:
                 if exc.status != 409:  # 409: made by a pass that died before linking
@@ -100,8 +97,8 @@ class ScheduledTaskRuns:
 
     async def _task_uid(self, namespace: str, name: str) -> str | None:
         try:
-            obj = await asyncio.to_thread(self.api.get_namespaced_custom_object, GROUP, VERSION,
-                                          namespace, "tasks", name)
+            obj = await asyncio.to_thread(self.api.get_namespaced_custom_object, k8s.GROUP,
+                                          k8s.VERSION, namespace, k8s.TASK_PLURAL, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -112,14 +109,14 @@ class ScheduledTaskRuns:
     async def prune(self, namespace: str, task: str, *, keep_succeeded: int,
                     keep_failed: int) -> list[str]:
         listed = await asyncio.to_thread(
-            self.api.list_namespaced_custom_object, GROUP, VERSION, namespace, "taskruns",
-            label_selector=f"{LABEL_TASK}={task},{LABEL_SCHEDULE}")
+            self.api.list_namespaced_custom_object, k8s.GROUP, k8s.VERSION, namespace,
+            k8s.TASKRUN_PLURAL, label_selector=f"{k8s.LABEL_TASK}={task},{k8s.LABEL_SCHEDULE}")
         doomed = to_prune(listed.get("items") or [], keep_succeeded=keep_succeeded,
                           keep_failed=keep_failed)
         for name in doomed:
             try:
-                await asyncio.to_thread(self.api.delete_namespaced_custom_object, GROUP,
-                                        VERSION, namespace, "taskruns", name)
+                await asyncio.to_thread(self.api.delete_namespaced_custom_object, k8s.GROUP,
+                                        k8s.VERSION, namespace, k8s.TASKRUN_PLURAL, name)
             except ApiException as exc:
                 if exc.status != 404:
                     raise

@@ -30,13 +30,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
+from waypost.model import k8s
 from waypost.model.task import TaskSpec
 from waypost.model.taskrun import TaskRunSpec, TaskRunStatus, TaskStatus
-
-GROUP = "waypost.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-CATEGORY = "waypost"
 
 Schema = dict[str, Any]
 
@@ -221,11 +217,11 @@ def _crd(
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{plural}.{GROUP}",
-            "labels": {"app.kubernetes.io/part-of": "waypost"},
+            "name": f"{plural}.{k8s.GROUP}",
+            "labels": {k8s.LABEL_PART_OF: k8s.MANAGED_BY},
         },
         "spec": {
-            "group": GROUP,
+            "group": k8s.GROUP,
             "scope": "Namespaced",
             "names": {
                 "kind": kind,
@@ -233,10 +229,10 @@ def _crd(
                 "plural": plural,
                 "singular": kind.lower(),
                 "shortNames": short_names,
-                "categories": [CATEGORY],
+                "categories": [k8s.CATEGORY],
             },
             "versions": [{
-                "name": VERSION,
+                "name": k8s.VERSION,
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
@@ -257,8 +253,8 @@ def task_crd() -> Schema:
         [_TASK_NAME_RULE],
     )
     return _crd(
-        kind="Task",
-        plural="tasks",
+        kind=k8s.TASK_KIND,
+        plural=k8s.TASK_PLURAL,
         short_names=["wpt"],
         schema=schema,
         columns=[
@@ -287,8 +283,8 @@ def taskrun_crd() -> Schema:
         [],
     )
     return _crd(
-        kind="TaskRun",
-        plural="taskruns",
+        kind=k8s.TASKRUN_KIND,
+        plural=k8s.TASKRUN_PLURAL,
         short_names=["wptr"],
         schema=schema,
         columns=[
@@ -308,8 +304,8 @@ def taskrun_crd() -> Schema:
 
 
 CRDS: dict[str, Callable[[], Schema]] = {
-    f"tasks.{GROUP}.yaml": task_crd,
-    f"taskruns.{GROUP}.yaml": taskrun_crd,
+    f"{k8s.TASK_PLURAL}.{k8s.GROUP}.yaml": task_crd,
+    f"{k8s.TASKRUN_PLURAL}.{k8s.GROUP}.yaml": taskrun_crd,
 }
 
 HEADER = "# Generated from the pydantic models by `python -m waypost.model.crd`. Do not edit.\n"
