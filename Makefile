@@ -7,12 +7,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: dev dev-once test lint types imports unit integration deps venv schema clean
 
-# The server binaries of PostgreSQL (Debian's package) for the embedded database.
+# The server binaries of PostgreSQL (Debian's package) for the embedded database,
+# and Debian's chromium for the UI's browser test (Playwright's own browser
+# download is not used: tests/ui drives /usr/bin/chromium).
 deps:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "$$WAYPOST_PG_BIN" ]; then \
-	  echo "Installing PostgreSQL server (Debian package)…"; \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; missing=; \
+	if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "$$WAYPOST_PG_BIN" ]; then \
+	  missing="$$missing postgresql"; fi; \
+	if [ ! -x /usr/bin/chromium ]; then missing="$$missing chromium"; fi; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing …"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml
@@ -62,3 +67,28 @@ bench: deps $(BENCH_STAMP)
 
 include e2e/e2e.mk
 include charts/chart.mk
+
+# The UI's vendored scripts (docs/ui.md): fetched from npm with `npm pack`, the
+# files copied into the package and their versions and sha256 recorded in
+# static/VENDORED.json (tests/unit/test_ui_assets.py checks the two agree).
+# Run it only to upgrade; the built files are committed, so the UI needs no network.
+HTMX_VERSION := 2.0.11
+HTMX_SSE_VERSION := 2.2.4
+UI_STATIC := operator/waypost/coordinator/static
+.PHONY: ui-assets
+ui-assets:
+	@tmp=$$(mktemp -d) && cd $$tmp && \
+	  npm pack -q htmx.org@$(HTMX_VERSION) htmx-ext-sse@$(HTMX_SSE_VERSION) >/dev/null && \
+	  tar xzf htmx.org-$(HTMX_VERSION).tgz package/dist/htmx.min.js package/LICENSE && \
+	  cp package/dist/htmx.min.js $(CURDIR)/$(UI_STATIC)/htmx.min.js && \
+	  cp package/LICENSE $(CURDIR)/$(UI_STATIC)/LICENSE.htmx && rm -rf package && \
+	  tar xzf htmx-ext-sse-$(HTMX_SSE_VERSION).tgz package/dist/sse.js && \
+	  cp package/dist/sse.js $(CURDIR)/$(UI_STATIC)/sse.js && cd $(CURDIR) && rm -rf $$tmp
+	$(PYTHON) -c 'import hashlib, json, pathlib; d = pathlib.Path("$(UI_STATIC)"); \
+	  files = {"htmx.min.js": ("htmx.org", "$(HTMX_VERSION)", "dist/htmx.min.js"), \
+	           "sse.js": ("htmx-ext-sse", "$(HTMX_SSE_VERSION)", "dist/sse.js")}; \
+	  out = {n: {"package": p, "version": v, "path": f, \
+	             "sha256": hashlib.sha256((d / n).read_bytes()).hexdigest()} \
+	         for n, (p, v, f) in files.items()}; \
+	  (d / "VENDORED.json").write_text(json.dumps(out, indent=2) + "\n")'
+	@cat $(UI_STATIC)/VENDORED.json

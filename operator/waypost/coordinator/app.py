@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from waypost.coordinator import appkeys, dashboard, metrics, openapi
+from waypost.coordinator import appkeys, auth, dashboard, metrics, openapi
 from waypost.coordinator.routes import Auth, Route, RouteTable
 from waypost.engine import attempts, control, scheduler
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity
-from waypost.engine.errors import EngineError, InvalidValue, Unauthorized
+from waypost.engine.errors import EngineError, InvalidValue
 from waypost.model.enums import RunStatus
 from waypost.model.run import (
     ErrorInfo,
@@ -85,22 +85,8 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     return model.model_validate(data)
 
 
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return None
-
-
-def require_user(request: web.Request) -> None:
-    expected = request.app[ENGINE].settings.api_token
-    if expected is None:
-        return
-    given = _bearer(request)
-    if given is None:
-        raise Unauthorized("missing API token (Authorization: Bearer <token>)")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("the API token is not valid")
+_bearer = auth.bearer
+require_user = auth.require_user
 
 
 def attempt_of(request: web.Request) -> AttemptIdentity:
@@ -150,12 +136,27 @@ def _statuses(request: web.Request) -> list[RunStatus] | None:
         ) from None
 
 
+def time_param(request: web.Request, name: str) -> datetime | None:
+    """An ISO-8601 timestamp query parameter; one without a zone is taken as UTC."""
+    value = request.query.get(name)
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidValue(
+            f"query parameter {name!r} must be an ISO-8601 time, got {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 async def list_runs(request: web.Request) -> web.Response:
     require_user(request)
     runs, cursor = await control.list_runs(
         request.app[ENGINE], namespace=request.query.get("namespace"),
         task=request.query.get("task"), statuses=_statuses(request),
         limit=_int_param(request, "limit", 50) or 50, cursor=_int_param(request, "cursor", None),
+        since=time_param(request, "since"), until=time_param(request, "until"),
+        search=request.query.get("q") or None,
     )
     body = RunList(runs=runs, next_cursor=cursor)
     return web.json_response(body.model_dump(mode="json", by_alias=True))
@@ -293,7 +294,10 @@ def route_table() -> RouteTable:
               "Trigger a run (201 new, 200 existing run for the idempotency key)",
               Auth.USER, "runs", body=TriggerRequest, response=Run, status=201))
     add(Route("GET", "/v1/runs", list_runs, "List runs, newest first", Auth.USER, "runs",
-              response=RunList, query=filters))
+              response=RunList, query={
+                  **filters, "since": "Created at or after this ISO-8601 time.",
+                  "until": "Created before this ISO-8601 time.",
+                  "q": "A prefix of the run id or of the idempotency key."}))
     add(Route("GET", "/v1/runs/{run_id}", get_run, "A run with its attempts and checkpoints",
               Auth.USER, "runs", response=Run))
     add(Route("POST", "/v1/runs/{run_id}/cancel", cancel_run, "Cancel an active run",
@@ -332,9 +336,47 @@ def route_table() -> RouteTable:
     add(Route("GET", "/metrics", metrics.handler, "Prometheus metrics", Auth.NONE, "operations",
               content_type="text/plain"))
     add(Route("GET", "/openapi.json", openapi_json, "This document", Auth.NONE, "operations"))
-    add(Route("GET", "/", dashboard.handler, "The dashboard", Auth.NONE, "operations",
-              content_type="text/html"))
+    dashboard_routes(add)
     return table
+
+
+def dashboard_routes(add: Callable[[Route], None]) -> None:
+    """The UI's pages (docs/ui.md). Each reads or does what a JSON route above does;
+    with a token set they need the login's session cookie."""
+    html = "text/html"
+    ui = dashboard
+    add(Route("GET", "/", ui.runs_page, "UI: runs, filtered and paged", Auth.USER, "ui",
+              content_type=html, query={
+                  "task": "Only this task.", "namespace": "Only this namespace.",
+                  "status": "Only this status.", "window": "Created within 15m, 1h, 24h or 7d.",
+                  "q": "A prefix of the run id or idempotency key.",
+                  "cursor": "The next page's cursor."}))
+    add(Route("GET", "/runs/{run_id}", ui.run_page, "UI: a run", Auth.USER, "ui",
+              content_type=html))
+    add(Route("GET", "/runs/{run_id}/overview", ui.run_overview,
+              "UI: the live part of a run's page", Auth.USER, "ui", content_type=html))
+    add(Route("POST", "/runs/{run_id}/cancel", ui.cancel_button, "UI: cancel a run", Auth.USER,
+              "ui", content_type=html, status=204))
+    add(Route("POST", "/runs/{run_id}/requeue", ui.requeue_button, "UI: requeue a run",
+              Auth.USER, "ui", content_type=html, status=204))
+    add(Route("GET", "/dead-letters", ui.dead_letters_page, "UI: dead-lettered runs",
+              Auth.USER, "ui", content_type=html,
+              query={"task": "Only this task.", "namespace": "Only this namespace.",
+                     "cursor": "The next page's cursor."}))
+    add(Route("POST", "/dead-letters/requeue", ui.requeue_dead_letters,
+              "UI: requeue the selected dead-lettered runs (form field run, repeated)",
+              Auth.USER, "ui", content_type=html))
+    add(Route("GET", "/tasks", ui.tasks_page, "UI: tasks, queues, failure rates, schedules",
+              Auth.USER, "ui", content_type=html))
+    add(Route("GET", "/login", ui.login_form, "UI: the login form", Auth.NONE, "ui",
+              content_type=html))
+    add(Route("POST", "/login", ui.login,
+              "UI: log in with the API token (form field token); sets the session cookie",
+              Auth.NONE, "ui", content_type=html, status=303))
+    add(Route("POST", "/logout", ui.logout, "UI: end the session", Auth.NONE, "ui",
+              content_type=html, status=303))
+    add(Route("GET", "/static/{name}", ui.static, "UI: vendored scripts and styles",
+              Auth.NONE, "ui", content_type="text/*"))
 
 
 def create_app(engine: Engine) -> web.Application:

@@ -1,42 +1,334 @@
-"""A small server-rendered dashboard: tasks with queue depth, and recent runs."""
+"""The UI: server-rendered pages (Jinja2, autoescaped) made live with htmx and its SSE
+extension, vendored under ``static/``. docs/ui.md says why this approach.
+
+Every page reads what the JSON API reads (the same engine functions); the buttons
+call the same engine actions as the API. User data (task names, payloads,
+checkpoints, log lines) is only ever rendered as escaped text.
+"""
 
 from __future__ import annotations
 
-from html import escape
+import itertools
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from functools import cache
+from importlib import resources
+from typing import Any
+from urllib.parse import urlencode
 
+import jinja2
 from aiohttp import web
 
-from waypost.coordinator import appkeys
-from waypost.store import runs, tasks
+from waypost.coordinator import appkeys, auth, timeline
+from waypost.engine import control, scheduler
+from waypost.engine.errors import EngineError, InvalidValue
+from waypost.model.enums import RunStatus
+from waypost.model.run import Run
+from waypost.store import checkpoints
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-table{border-collapse:collapse;margin-bottom:2rem}td,th{padding:.3rem .8rem;text-align:left;
-border-bottom:1px solid #ddd}th{background:#f4f4f4}.succeeded{color:#17803d}
-.failed,.dead_lettered{color:#b91c1c}.running{color:#1d4ed8}.retrying{color:#b45309}
-code{font-size:.9em}
-"""
+PAGE_SIZE = 50
+WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1),
+           "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+# The page may load only its own scripts and talk only to its own origin: an
+# injected <script> or inline handler would not run even if escaping failed.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+       "form-action 'self'")
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def handler(request: web.Request) -> web.Response:
+def _json_text(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False, sort_keys=False)
+
+
+def _when(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover
+
+
+def _memory(n: int) -> str:
+    return f"{n // (1024 * 1024)}Mi" if n % (1024 * 1024) == 0 else _size(n)
+
+
+@cache
+def environment() -> jinja2.Environment:
+    """One template environment per process; autoescape is on for every template."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("waypost.coordinator", "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(first_n=lambda items, n: itertools.islice(items, n),
+                       json_text=_json_text, when=_when, size=_size, memory=_memory,
+                       duration=timeline.duration_label)
+    env.globals.update(statuses=[s.value for s in RunStatus], windows=list(WINDOWS))
+    return env
+
+
+def render(request: web.Request, template: str, status: int = 200,
+           **context: Any) -> web.Response:
+    body = environment().get_template(template).render(
+        auth_enabled=request.app[appkeys.ENGINE].settings.api_token is not None,
+        path=request.path, **context)
+    response = web.Response(text=body, status=status, content_type="text/html")
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _is_htmx(request: web.Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def page(handler: Handler) -> Handler:
+    """A UI handler: asks for the login first when a token is set, and shows engine
+    errors (unknown run, bad filter) as a page that says what was wrong."""
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        if not auth.has_session(request):
+            if _is_htmx(request):
+                return web.Response(status=401, headers={"HX-Redirect": "/login"})
+            raise web.HTTPSeeOther(f"/login?{urlencode({'next': request.path_qs})}")
+        if request.method not in auth.SAFE_METHODS:
+            auth.require_user(request)  # the cookie must come with the UI's header
+        try:
+            return await handler(request)
+        except EngineError as exc:
+            template = "error_fragment.html" if _is_htmx(request) else "error.html"
+            return render(request, template, status=exc.status, code=exc.code,
+                          message=exc.message)
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+# --- login ------------------------------------------------------------------
+
+def _safe_next(value: str | None) -> str:
+    """Only a path on this site: never an absolute or scheme-relative URL."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+async def login_form(request: web.Request) -> web.Response:
+    """The login form (the only page shown without a session when a token is set)."""
+    return render(request, "login.html", next=_safe_next(request.query.get("next")),
+                  error=None)
+
+
+async def login(request: web.Request) -> web.Response:
+    """Check the token; on success set the HttpOnly session cookie and go on."""
+    expected = request.app[appkeys.ENGINE].settings.api_token
+    form = await request.post()
+    token = form.get("token")
+    target = _safe_next(str(form.get("next") or "/"))
+    if expected is None:
+        raise web.HTTPSeeOther(target)
+    if not isinstance(token, str) or not auth.token_matches(token, expected):
+        return render(request, "login.html", status=401, next=target,
+                      error="That token is not valid.")
+    response = web.HTTPSeeOther(target)
+    response.set_cookie(auth.COOKIE, auth.session_value(expected), httponly=True,
+                        samesite="Strict", path="/", secure=request.secure)
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    """End the UI session."""
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(auth.COOKIE, path="/")
+    raise response
+
+
+# --- runs list --------------------------------------------------------------
+
+def _filters(query: Mapping[str, str]) -> dict[str, str]:
+    keys = ("task", "namespace", "status", "window", "q")
+    return {k: query[k].strip() for k in keys if query.get(k, "").strip()}
+
+
+@page
+async def runs_page(request: web.Request) -> web.Response:
+    """Runs, newest first, filtered by task, namespace, status, age and id or key."""
     engine = request.app[appkeys.ENGINE]
-    task_rows = await tasks.list_tasks(engine.pool)
-    recent, _ = await runs.list_runs(engine.pool, limit=50)
-    out = [f"<!doctype html><html><head><meta charset=utf-8><title>waypost</title>"
-           f"<meta http-equiv=refresh content=3><style>{_STYLE}</style></head><body>",
-           "<h1>waypost</h1><h2>Tasks</h2><table><tr><th>namespace</th><th>task</th>"
-           "<th>entrypoint</th><th>queue</th><th>queued</th><th>running</th></tr>"]
-    for t in task_rows:
-        d = t.definition
-        out.append(f"<tr><td>{escape(d.namespace)}</td><td>{escape(d.name)}</td>"
-                   f"<td><code>{escape(d.spec.entrypoint)}</code></td><td>{escape(t.queue)}</td>"
-                   f"<td>{t.queued}</td><td>{t.running}</td></tr>")
-    out.append("</table><h2>Recent runs</h2><table><tr><th>run</th><th>task</th>"
-               "<th>status</th><th>attempt</th><th>created</th><th>error</th></tr>")
-    for r in recent:
-        error = escape(r.error.message[:120]) if r.error else ""
-        out.append(f"<tr><td><code>{escape(r.id)}</code></td><td>{escape(r.task)}</td>"
-                   f"<td class={escape(r.status.value)}>{escape(r.status.value)}</td>"
-                   f"<td>{r.attempt}</td><td>{r.created_at:%H:%M:%S}</td><td>{error}</td></tr>")
-    out.append("</table></body></html>")
-    return web.Response(text="".join(out), content_type="text/html")
+    chosen = _filters(request.query)
+    status = chosen.get("status")
+    window = chosen.get("window")
+    if window is not None and window not in WINDOWS:
+        raise InvalidValue(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+    try:
+        statuses = [RunStatus(status)] if status else None
+    except ValueError:
+        raise InvalidValue(f"unknown status {status!r}") from None
+    cursor = request.query.get("cursor") or None
+    if cursor is not None and not cursor.isdigit():
+        raise InvalidValue(f"cursor must be a number, got {cursor!r}")
+    found, next_cursor = await control.list_runs(
+        engine, namespace=chosen.get("namespace"), task=chosen.get("task"), statuses=statuses,
+        limit=PAGE_SIZE, cursor=int(cursor) if cursor else None,
+        since=engine.clock.now() - WINDOWS[window] if window else None,
+        search=chosen.get("q"))
+    summaries = await control.task_summaries(engine)
+    next_url = f"/?{urlencode({**chosen, 'cursor': next_cursor})}" if next_cursor else None
+    return render(request, "runs.html", runs=found, filters=chosen, next_url=next_url,
+                  first_page=cursor is None,
+                  tasks=sorted({s.definition.name for s in summaries}),
+                  namespaces=sorted({s.definition.namespace for s in summaries}))
+
+
+# --- one run ----------------------------------------------------------------
+
+def _run_id(request: web.Request) -> uuid.UUID:
+    return control.parse_run_id(request.match_info["run_id"])
+
+
+def _seq_param(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise InvalidValue(f"{name} must be a number, got {raw!r}")
+    return int(raw)
+
+
+@page
+async def run_page(request: web.Request) -> web.Response:
+    """A run: header, timeline, checkpoints, payload and result, and actions."""
+    engine = request.app[appkeys.ENGINE]
+    run = await control.get(engine, _run_id(request), details=True)
+    return render(request, "run.html", **_run_context(engine.clock.now(), run))
+
+
+def _run_context(now: datetime, run: Run) -> dict[str, Any]:
+    attempts = run.attempts or []
+    saved = run.checkpoints or []
+    return {"run": run, "attempts": attempts, "checkpoints": saved,
+            "timeline": timeline.build(run, attempts, saved, now),
+            "active": not run.status.is_final}
+
+
+@page
+async def run_overview(request: web.Request) -> web.Response:
+    """The live parts of the run page (header, timeline, checkpoints, result), redrawn
+    when the run's event stream says something changed."""
+    engine = request.app[appkeys.ENGINE]
+    run = await control.get(engine, _run_id(request), details=True)
+    return render(request, "run_overview.html", **_run_context(engine.clock.now(), run))
+
+
+async def _act(request: web.Request, action: Callable[[uuid.UUID], Awaitable[Run]]) -> web.Response:
+    run = await action(_run_id(request))
+    return web.Response(status=204, headers={"HX-Redirect": f"/runs/{run.id}"})
+
+
+@page
+async def cancel_button(request: web.Request) -> web.Response:
+    """Cancel the run (the run page's button)."""
+    engine = request.app[appkeys.ENGINE]
+    return await _act(request, lambda rid: control.cancel(engine, rid, "cancelled in the UI"))
+
+
+@page
+async def requeue_button(request: web.Request) -> web.Response:
+    """Requeue a dead-lettered or failed run (the run page's button)."""
+    engine = request.app[appkeys.ENGINE]
+    return await _act(request, lambda rid: control.requeue(engine, rid))
+
+
+# --- dead letters -----------------------------------------------------------
+
+async def _dead_letter_context(request: web.Request) -> dict[str, Any]:
+    engine = request.app[appkeys.ENGINE]
+    chosen = _filters(request.query)
+    cursor = _seq_param(request, "cursor")
+    found, next_cursor = await control.list_runs(
+        engine, namespace=chosen.get("namespace"), task=chosen.get("task"),
+        statuses=[RunStatus.DEAD_LETTERED], limit=PAGE_SIZE, cursor=cursor)
+    last = await checkpoints.last_for_runs(engine.pool, [uuid.UUID(r.id) for r in found])
+    next_url = (f"/dead-letters?{urlencode({**chosen, 'cursor': next_cursor})}"
+                if next_cursor else None)
+    return {"runs": found, "last": {str(k): v for k, v in last.items()},
+            "filters": chosen, "next_url": next_url}
+
+
+@page
+async def dead_letters_page(request: web.Request) -> web.Response:
+    """Dead-lettered runs: reason, last checkpoint, attempts; select and requeue."""
+    return render(request, "dead_letters.html", **await _dead_letter_context(request),
+                  requeued=None, refused=[])
+
+
+@page
+async def requeue_dead_letters(request: web.Request) -> web.Response:
+    """Requeue the selected dead-lettered runs; reports what was requeued or refused."""
+    engine = request.app[appkeys.ENGINE]
+    form = await request.post()
+    chosen = [str(v) for v in form.getall("run", [])]
+    if not chosen:
+        raise InvalidValue("select at least one run to requeue")
+    if len(chosen) > PAGE_SIZE * 4:
+        raise InvalidValue(f"at most {PAGE_SIZE * 4} runs at once, got {len(chosen)}")
+    ids = [control.parse_run_id(v) for v in chosen]
+    requeued: list[str] = []
+    refused: list[tuple[str, str]] = []
+    for run_id in ids:
+        try:
+            requeued.append((await control.requeue(engine, run_id)).id)
+        except EngineError as exc:
+            refused.append((str(run_id), exc.message))
+    return render(request, "dead_letters_body.html", **await _dead_letter_context(request),
+                  requeued=requeued, refused=refused)
+
+
+# --- tasks ------------------------------------------------------------------
+
+@page
+async def tasks_page(request: web.Request) -> web.Response:
+    """Tasks: queue depth, running, failure rate over the last hour, schedules."""
+    engine = request.app[appkeys.ENGINE]
+    summaries = await control.task_summaries(engine)
+    rates = {(r.namespace, r.task): r for r in
+             await control.failure_rates(engine, engine.clock.now() - timedelta(hours=1))}
+    found = await scheduler.list_schedules(engine)
+    by_task: dict[tuple[str, str], list[Any]] = {}
+    for s in found:
+        by_task.setdefault((s.namespace, s.task), []).append(s)
+    rows = [{"summary": s, "rate": rates.get((s.definition.namespace, s.definition.name)),
+             "schedules": by_task.get((s.definition.namespace, s.definition.name), [])}
+            for s in summaries]
+    return render(request, "tasks.html", rows=rows)
+
+
+# --- static assets ----------------------------------------------------------
+
+@cache
+def _asset(name: str) -> bytes | None:
+    folder = resources.files("waypost.coordinator") / "static"
+    entry = folder / name
+    return entry.read_bytes() if entry.is_file() else None
+
+
+async def static(request: web.Request) -> web.Response:
+    """The UI's scripts and styles, vendored in the package (no CDN)."""
+    name = request.match_info["name"]
+    kind = STATIC_TYPES.get(name[name.rfind("."):]) if "." in name else None
+    if kind is None or "/" in name or name.startswith("."):
+        raise web.HTTPNotFound()
+    body = _asset(name)
+    if body is None:
+        raise web.HTTPNotFound()
+    return web.Response(body=body, content_type=kind, charset="utf-8", headers={
+        "Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})

@@ -109,11 +109,17 @@ async def get(engine: Engine, run_id: uuid.UUID, *, details: bool = False) -> Ru
 async def list_runs(
     engine: Engine, *, namespace: str | None = None, task: str | None = None,
     statuses: Sequence[RunStatus] | None = None, limit: int = 50, cursor: int | None = None,
+    since: datetime | None = None, until: datetime | None = None, search: str | None = None,
 ) -> tuple[list[Run], int | None]:
+    """A page of runs, newest first. ``since``/``until`` bound the creation time;
+    ``search`` is a prefix of the run id or of the idempotency key."""
     if not 1 <= limit <= 1000:
         raise InvalidValue(f"limit must be between 1 and 1000, got {limit}")
+    if search is not None and not 1 <= len(search) <= 256:
+        raise InvalidValue(f"q must be 1 to 256 characters, got {len(search)}")
     return await runs.list_runs(engine.pool, namespace=namespace, task=task, statuses=statuses,
-                                limit=limit, before_seq=cursor)
+                                limit=limit, before_seq=cursor, created_after=since,
+                                created_before=until, search=search)
 
 
 async def _changed(engine: Engine, run_id: uuid.UUID, change: Callable[[Any], Awaitable[Any]],
@@ -154,6 +160,11 @@ async def taskrun_runs_changed(
 
 async def task_summaries(engine: Engine) -> list[tasks.TaskSummary]:
     return await tasks.list_tasks(engine.pool)
+
+
+async def failure_rates(engine: Engine, since: datetime) -> list[runs.FailureRate]:
+    """Per task, runs finished since ``since`` and how many failed (the tasks page)."""
+    return await runs.failure_rates(engine.pool, since)
 
 
 async def scheduled_runs_without_taskrun(

@@ -31,3 +31,15 @@ async def list_for_run(
                    size_bytes=r["size_bytes"], created_at=r["created_at"])
         for r in rows
     ]
+
+
+async def last_for_runs(
+    db: asyncpg.Pool | asyncpg.Connection, run_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, Checkpoint]:
+    """The newest checkpoint of each run that has one (without its data)."""
+    rows = await db.fetch(query("last_checkpoints"), run_ids)
+    return {
+        r["run_id"]: Checkpoint(key=r["key"], data=None, attempt=r["attempt"],
+                                size_bytes=r["size_bytes"], created_at=r["created_at"])
+        for r in rows
+    }

@@ -267,12 +267,15 @@ async def get(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> Run |
 async def list_runs(
     db: asyncpg.Pool | asyncpg.Connection, *, namespace: str | None = None,
     task: str | None = None, statuses: Sequence[RunStatus] | None = None, limit: int = 50,
-    before_seq: int | None = None,
+    before_seq: int | None = None, created_after: datetime | None = None,
+    created_before: datetime | None = None, search: str | None = None,
 ) -> tuple[list[Run], int | None]:
-    """A page of runs, newest first, and the cursor of the next page."""
+    """A page of runs, newest first, and the cursor of the next page. ``search`` is a
+    prefix of the run id or of the idempotency key."""
     rows = await db.fetch(
         query("list_runs"), namespace, task,
         [str(s) for s in statuses] if statuses else None, limit, before_seq,
+        created_after, created_before, search,
     )
     cursor = rows[-1]["seq"] if len(rows) == limit else None
     return [_run(r) for r in rows], cursor
@@ -335,3 +338,20 @@ async def scheduled_runs_without_taskrun(
 async def link_taskrun(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID,
                        taskrun_name: str) -> bool:
     return await db.fetchrow(query("link_taskrun"), run_id, taskrun_name) is not None
+
+
+@dataclass(frozen=True)
+class FailureRate:
+    """Runs of one task that finished in a window, and how many of them failed."""
+
+    namespace: str
+    task: str
+    finished: int
+    failed: int
+
+
+async def failure_rates(
+    db: asyncpg.Pool | asyncpg.Connection, since: datetime
+) -> list[FailureRate]:
+    rows = await db.fetch(query("task_failure_rates"), since)
+    return [FailureRate(r["namespace"], r["task"], r["finished"], r["failed"]) for r in rows]

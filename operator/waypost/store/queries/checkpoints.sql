@@ -17,3 +17,9 @@ RETURNING key;
 -- name: list_checkpoints
 SELECT key, data, attempt, size_bytes, created_at FROM checkpoints
 WHERE run_id = $1 ORDER BY seq;
+
+-- name: last_checkpoints
+-- The newest checkpoint of each of the runs in $1 (the dead-letter page).
+SELECT DISTINCT ON (run_id) run_id, key, attempt, size_bytes, created_at
+FROM checkpoints WHERE run_id = ANY($1::uuid[])
+ORDER BY run_id, seq DESC;

@@ -214,6 +214,8 @@ FROM runs WHERE id = $1;
 
 -- name: list_runs
 -- Newest first; $5 is a keyset cursor (the seq of the last row of the previous page).
+-- $6/$7 bound created_at; $8 is a prefix of the run id or of the idempotency key
+-- (starts_with, so a user's % or _ is matched literally).
 SELECT id, namespace, task, queue, status, priority, payload, idempotency_key,
        concurrency_key, attempt, attempt_base, memory_bytes, result, error, trace_id,
        replay_of, source, created_at, started_at, finished_at, updated_at, taskrun_name,
@@ -223,6 +225,9 @@ WHERE ($1::text IS NULL OR namespace = $1)
   AND ($2::text IS NULL OR task = $2)
   AND ($3::text[] IS NULL OR status = ANY($3::text[]))
   AND ($5::bigint IS NULL OR seq < $5)
+  AND ($6::timestamptz IS NULL OR created_at >= $6)
+  AND ($7::timestamptz IS NULL OR created_at < $7)
+  AND ($8::text IS NULL OR starts_with(id::text, lower($8)) OR starts_with(idempotency_key, $8))
 ORDER BY seq DESC
 LIMIT $4;
 
@@ -272,3 +277,13 @@ LIMIT $1;
 UPDATE runs SET taskrun_name = $2, updated_at = now()
 WHERE id = $1 AND taskrun_name IS NULL
 RETURNING id;
+
+-- name: task_failure_rates
+-- Per task, the runs that finished since $1 and how many of them failed (failed or
+-- dead-lettered): the tasks page's failure rate over the last hour.
+SELECT namespace, task,
+       count(*) AS finished,
+       count(*) FILTER (WHERE status IN ('failed', 'dead_lettered')) AS failed
+FROM runs
+WHERE finished_at >= $1
+GROUP BY namespace, task;

@@ -1,0 +1,327 @@
+"""The UI's pages against the real coordinator and Postgres: filters, the run page,
+dead letters and bulk requeue, tasks, bad input, escaping of user data, and the login.
+
+Attempts are driven by the test itself over the runner protocol (like
+test_fencing), so a run gets exactly the checkpoints, logs and errors the test
+wants, including hostile ones. The browser test (tests/ui) drives the same pages
+in chromium against `waypost dev`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.integration.stack import settings, wait_for_status
+from waypost.coordinator import auth
+from waypost.engine import control
+from waypost.engine.backend import AttemptLaunch, ExitHandler
+from waypost.model.enums import RunStatus
+from waypost.model.run import Run, TriggerRequest
+from waypost.model.task import TaskDefinition, TaskSpec
+from waypost.standalone import Standalone
+
+XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+class ScriptedBackend:
+    """Takes attempts and starts nothing: the test plays the runner."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.launches: list[AttemptLaunch] = []
+
+    def set_exit_handler(self, handler: ExitHandler) -> None:
+        pass
+
+    def free_slots(self) -> int:
+        return 10
+
+    async def start(self, launch: AttemptLaunch) -> None:
+        self.launches.append(launch)
+
+    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+class Harness:
+    def __init__(self, stack: Standalone, backend: ScriptedBackend,
+                 http: aiohttp.ClientSession) -> None:
+        self.stack, self.backend, self.http = stack, backend, http
+
+    async def runner(self, run: Run, attempt: int, method: str, path: str, body: Any) -> int:
+        await wait_until(lambda: any(
+            launch.run_id == uuid.UUID(run.id) and launch.attempt == attempt
+            for launch in self.backend.launches))
+        launch = next(launch for launch in self.backend.launches
+                      if launch.run_id == uuid.UUID(run.id) and launch.attempt == attempt)
+        async with self.http.request(
+                method, f"{self.stack.url}/v1/runner/{path}", json=body,
+                headers={"Authorization": f"Bearer {launch.credential}"}) as resp:
+            return resp.status
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, str]:
+        async with self.http.get(self.stack.url + path, allow_redirects=False,
+                                 **kwargs) as resp:
+            return resp.status, await resp.text()
+
+    async def dead_letter(self, payload: Any, *, checkpoint: Any = None,
+                          message: str = "boom", key: str | None = None) -> Run:
+        """A run whose one attempt checkpoints, logs and fails: dead-lettered."""
+        run, _ = await control.trigger(self.stack.engine, "default", "one-shot",
+                                       TriggerRequest(payload=payload, idempotency_key=key))
+        if checkpoint is not None:
+            assert await self.runner(run, 1, "POST", "checkpoints",
+                                     {"key": "order-fetched", "data": checkpoint}) == 201
+        assert await self.runner(run, 1, "POST", "fail", {"error": {
+            "type": "error", "name": "RuntimeError", "message": message}}) == 200
+        return await wait_for_status(self.stack.engine, run.id, {RunStatus.DEAD_LETTERED})
+
+
+@pytest.fixture
+async def harness(database_url: str) -> AsyncIterator[Harness]:
+    backend = ScriptedBackend()
+    stack = await Standalone(settings(database_url, poll_interval_seconds=0.1),
+                             backend).start()  # type: ignore[arg-type]
+    spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello",
+                                    "retry": {"maxAttempts": 1}})
+    await control.register_task(
+        stack.engine, TaskDefinition(namespace="default", name="one-shot", spec=spec))
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Harness(stack, backend, http)
+    finally:
+        await stack.stop()
+
+
+def run_links(page: str) -> list[str]:
+    return re.findall(r'href="/runs/([0-9a-f-]{36})"', page)
+
+
+async def test_runs_list_filters_pages_and_links(harness: Harness) -> None:
+    first = await harness.dead_letter({"n": 1}, key="order-aaa")
+    second = await harness.dead_letter({"n": 2}, key="order-bbb")
+
+    status, page = await harness.get("/")
+    assert status == 200
+    assert run_links(page)[:2] == [second.id, first.id]  # newest first, each a link
+
+    _, page = await harness.get("/?q=order-a")
+    assert run_links(page) == [first.id]
+    _, page = await harness.get(f"/?q={second.id[:8]}")
+    assert run_links(page) == [second.id]
+    _, page = await harness.get("/?status=succeeded")
+    assert run_links(page) == [] and "No runs match" in page
+    _, page = await harness.get("/?status=dead_lettered&task=one-shot&window=1h")
+    assert set(run_links(page)) == {first.id, second.id}
+    _, page = await harness.get("/?namespace=elsewhere")
+    assert run_links(page) == []
+
+    # Paging: a cursor link to the older runs, which lists the rest.
+    for n in range(55):
+        await control.trigger(harness.stack.engine, "default", "one-shot",
+                              TriggerRequest(payload={"bulk": n}))
+    _, page = await harness.get("/")
+    assert len(run_links(page)) == 50
+    older = re.search(r'class="next" href="([^"]+)"', page)
+    assert older is not None
+    _, rest = await harness.get(html.unescape(older.group(1)))
+    assert len(run_links(rest)) == 7 and first.id in run_links(rest)
+
+
+async def test_run_page_shows_header_timeline_checkpoints_payload(harness: Harness) -> None:
+    run = await harness.dead_letter({"orderId": "ord-1"}, checkpoint={"id": "ord-1"},
+                                    message="payment declined", key="k-1")
+    status, page = await harness.get(f"/runs/{run.id}")
+    assert status == 200
+    for fact in (run.id, run.trace_id, "k-1", "one-shot", "dead_lettered"):
+        assert fact in page
+    assert 'class="row attempt" data-attempt="1" data-status="failed"' in page
+    assert 'class="mark" data-key="order-fetched"' in page
+    assert 'data-failure="error"' in page and "payment declined" in page
+    assert '<details class="checkpoint" data-key="order-fetched">' in page
+    assert "written by attempt 1" in page
+    assert "&#34;ord-1&#34;" in page  # the checkpoint's JSON, as escaped text
+    # The requeue button is offered for a dead-lettered run, cancel is not.
+    assert f'hx-post="/runs/{run.id}/requeue"' in page
+    assert f'hx-post="/runs/{run.id}/cancel"' not in page
+    # The live part of the page renders alone.
+    status, part = await harness.get(f"/runs/{run.id}/overview")
+    assert status == 200 and part.startswith('<div id="overview"')
+
+
+async def test_user_data_is_never_rendered_as_html(harness: Harness, db: asyncpg.Pool) -> None:
+    run = await harness.dead_letter({XSS: XSS, "list": [XSS]}, checkpoint={XSS: [XSS]},
+                                    message=XSS, key=XSS)
+    # Task names are DNS labels (the model refuses others); one stored behind the
+    # model's back is still only text.
+    await db.execute("UPDATE runs SET task = $1, queue = $1 WHERE id = $2", XSS,
+                     uuid.UUID(run.id))
+    pages = [await harness.get(p) for p in (
+        "/", f"/runs/{run.id}", f"/runs/{run.id}/overview", "/dead-letters", "/tasks",
+        "/?" + urlencode({"q": XSS}))]
+    for status, page in pages:
+        assert status == 200, page[-800:]
+        assert "<script>alert" not in page and "<img src=x" not in page
+    escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
+    run_page = pages[1][1]
+    assert run_page.count(escaped) >= 4  # task, queue, idempotency key, error: as text
+    assert "&lt;script&gt;alert(\\&#34;x\\&#34;)" in run_page  # in JSON: payload, checkpoint
+    assert escaped in pages[0][1] and escaped in pages[3][1]  # runs list, dead letters
+    # A strict CSP backs the escaping: no inline or foreign scripts would run.
+    async with harness.http.get(f"{harness.stack.url}/runs/{run.id}") as resp:
+        assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+
+
+async def test_bad_input_gets_a_4xx_page_that_names_it(harness: Harness) -> None:
+    cases = {
+        "/?status=exploded": (400, "unknown status"),
+        "/?window=3y": (400, "window must be one of"),
+        "/?cursor=abc": (400, "cursor must be a number"),
+        f"/?q={'x' * 300}": (400, "q must be 1 to 256 characters"),
+        "/runs/not-a-uuid": (400, "is not a run id"),
+        f"/runs/{uuid.uuid4()}": (404, "no run"),
+        "/dead-letters?cursor=-1": (400, "cursor must be a number"),
+        "/static/../app.py": (404, None),
+        "/static/nothing.js": (404, None),
+    }
+    for path, (want, text) in cases.items():
+        status, page = await harness.get(path)
+        assert status == want, (path, status, page[:300])
+        if text is not None:
+            assert text in page, (path, page[:500])
+    async with harness.http.get(f"{harness.stack.url}/v1/runs?since=yesterday") as resp:
+        assert resp.status == 400
+        assert "since" in (await resp.json())["error"]["message"]
+    # Requeue with nothing selected, or with a malformed id: refused, nothing changes.
+    headers = {"HX-Request": "true"}
+    async with harness.http.post(f"{harness.stack.url}/dead-letters/requeue", data={},
+                                 headers=headers) as resp:
+        assert resp.status == 400 and "select at least one run" in await resp.text()
+    async with harness.http.post(f"{harness.stack.url}/dead-letters/requeue",
+                                 data={"run": "nope"}, headers=headers) as resp:
+        assert resp.status == 400 and "is not a run id" in await resp.text()
+
+
+async def test_bulk_requeue_of_dead_letters(harness: Harness) -> None:
+    runs = [await harness.dead_letter({"n": n}, checkpoint={"step": n}) for n in range(3)]
+    status, page = await harness.get("/dead-letters")
+    assert status == 200
+    assert set(run_links(page)) == {r.id for r in runs}
+    assert page.count('<span class="mono">order-fetched</span>') == 3  # last checkpoint
+    chosen = [runs[0].id, runs[2].id]
+    async with harness.http.post(
+            f"{harness.stack.url}/dead-letters/requeue",
+            data=[("run", rid) for rid in chosen], headers={"HX-Request": "true"}) as resp:
+        assert resp.status == 200
+        body = await resp.text()
+    assert "Requeued 2 runs" in body
+    assert run_links(body) == [*chosen, runs[1].id]  # the report links, then what is left
+    for rid in chosen:
+        again = await control.get(harness.stack.engine, uuid.UUID(rid))
+        assert again.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+    # Requeueing them again refuses each one and says why.
+    async with harness.http.post(
+            f"{harness.stack.url}/dead-letters/requeue",
+            data=[("run", rid) for rid in chosen], headers={"HX-Request": "true"}) as resp:
+        body = await resp.text()
+    assert body.count("Not requeued") == 2 and "only dead-lettered or failed" in body
+
+
+async def test_run_page_buttons_cancel_and_requeue(harness: Harness) -> None:
+    dead = await harness.dead_letter({"n": 1})
+    async with harness.http.post(f"{harness.stack.url}/runs/{dead.id}/requeue",
+                                 headers={"HX-Request": "true"}) as resp:
+        assert resp.status == 204 and resp.headers["HX-Redirect"] == f"/runs/{dead.id}"
+    async with harness.http.post(f"{harness.stack.url}/runs/{dead.id}/cancel",
+                                 headers={"HX-Request": "true"}) as resp:
+        assert resp.status == 204
+    assert (await control.get(harness.stack.engine, uuid.UUID(dead.id))).status == "cancelled"
+    async with harness.http.post(f"{harness.stack.url}/runs/{dead.id}/cancel",
+                                 headers={"HX-Request": "true"}) as resp:
+        assert resp.status == 409 and "only active runs can be cancelled" in await resp.text()
+
+
+async def test_tasks_page(harness: Harness) -> None:
+    await harness.dead_letter({"n": 1})
+    await control.trigger(harness.stack.engine, "default", "one-shot", TriggerRequest())
+    status, page = await harness.get("/tasks")
+    assert status == 200
+    assert "examples.hello:hello" in page
+    assert "100% <span class=\"muted\">(1 of 1)</span>" in page
+
+
+async def test_login_is_required_when_a_token_is_set(database_url: str) -> None:
+    stack = await Standalone(settings(database_url, api_token="s3cret"), dispatch=False).start()
+    try:
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            for path in ("/", "/tasks", "/dead-letters", f"/runs/{uuid.uuid4()}"):
+                async with http.get(stack.url + path, allow_redirects=False) as resp:
+                    assert resp.status == 303, path
+                    assert resp.headers["Location"].startswith("/login?next=")
+            async with http.get(f"{stack.url}/login") as resp:
+                page = await resp.text()
+            assert 'name="token"' in page and "Runs</a>" not in page  # only the login
+            async with http.get(f"{stack.url}/", headers={"HX-Request": "true"},
+                                allow_redirects=False) as resp:
+                assert resp.status == 401 and resp.headers["HX-Redirect"] == "/login"
+
+            async with http.post(f"{stack.url}/login", data={"token": "wrong", "next": "/tasks"},
+                                 allow_redirects=False) as resp:
+                assert resp.status == 401
+                assert "That token is not valid" in await resp.text()
+                assert auth.COOKIE not in resp.cookies
+            async with http.get(f"{stack.url}/tasks", allow_redirects=False) as resp:
+                assert resp.status == 303
+
+            async with http.post(f"{stack.url}/login",
+                                 data={"token": "s3cret", "next": "//evil.example/x"},
+                                 allow_redirects=False) as resp:
+                assert resp.status == 303 and resp.headers["Location"] == "/"
+                cookie = resp.cookies[auth.COOKIE]
+            assert cookie["httponly"] and cookie["samesite"] == "Strict"
+            assert "s3cret" not in cookie.value
+            async with http.get(f"{stack.url}/tasks") as resp:
+                assert resp.status == 200 and "Tasks" in await resp.text()
+            # The JSON API takes the session for reads (the page's event stream) ...
+            async with http.get(f"{stack.url}/v1/runs") as resp:
+                assert resp.status == 200
+            # ... but a change needs the UI's own header: a forged form post is refused.
+            async with http.post(f"{stack.url}/runs/{uuid.uuid4()}/cancel",
+                                 allow_redirects=False) as resp:
+                assert resp.status == 401
+            async with http.post(f"{stack.url}/v1/runs/{uuid.uuid4()}/cancel") as resp:
+                assert resp.status == 401
+            async with http.post(f"{stack.url}/logout", allow_redirects=False) as resp:
+                assert resp.status == 303
+            async with http.get(f"{stack.url}/tasks", allow_redirects=False) as resp:
+                assert resp.status == 303
+        # A forged cookie is no session.
+        async with aiohttp.ClientSession(cookies={auth.COOKIE: "0" * 64}) as http:
+            async with http.get(f"{stack.url}/", allow_redirects=False) as resp:
+                assert resp.status == 303
+            async with http.get(f"{stack.url}/v1/runs") as resp:
+                assert resp.status == 401
+    finally:
+        await stack.stop()
