@@ -22,39 +22,15 @@ import asyncpg
 import pytest
 
 from tests.integration.stack import settings, wait_for_status
+from tests.integration.test_fencing import StalledBackend  # the test plays the runner
 from waypost.coordinator import auth
 from waypost.engine import control
-from waypost.engine.backend import AttemptLaunch, ExitHandler
 from waypost.model.enums import RunStatus
 from waypost.model.run import Run, TriggerRequest
 from waypost.model.task import TaskDefinition, TaskSpec
 from waypost.standalone import Standalone
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-
-
-class ScriptedBackend:
-    """Takes attempts and starts nothing: the test plays the runner."""
-
-    name = "scripted"
-
-    def __init__(self) -> None:
-        self.launches: list[AttemptLaunch] = []
-
-    def set_exit_handler(self, handler: ExitHandler) -> None:
-        pass
-
-    def free_slots(self) -> int:
-        return 10
-
-    async def start(self, launch: AttemptLaunch) -> None:
-        self.launches.append(launch)
-
-    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
 
 async def wait_until(check: Callable[[], bool], timeout: float = 10) -> None:
@@ -65,7 +41,7 @@ async def wait_until(check: Callable[[], bool], timeout: float = 10) -> None:
 
 
 class Harness:
-    def __init__(self, stack: Standalone, backend: ScriptedBackend,
+    def __init__(self, stack: Standalone, backend: StalledBackend,
                  http: aiohttp.ClientSession) -> None:
         self.stack, self.backend, self.http = stack, backend, http
 
@@ -100,7 +76,7 @@ class Harness:
 
 @pytest.fixture
 async def harness(database_url: str) -> AsyncIterator[Harness]:
-    backend = ScriptedBackend()
+    backend = StalledBackend()
     stack = await Standalone(settings(database_url, poll_interval_seconds=0.1),
                              backend).start()  # type: ignore[arg-type]
     spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello",
