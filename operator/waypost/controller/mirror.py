@@ -101,13 +101,11 @@ class StatusMirror:
                     keep_failed=d.spec.failed_runs_history_limit)
             nexts = [s.next_fire_at for s in mine if s.next_fire_at and not s.suspended]
             lasts = [s.last_fire_at for s in mine if s.last_fire_at]
-            desired = {
-                "queueDepth": summary.queued,
-                "running": summary.running,
-                "warmPods": 0,
-                "nextScheduleTime": min(nexts).isoformat() if nexts else None,
-                "lastScheduleTime": max(lasts).isoformat() if lasts else None,
-            }
+            desired = decide.task_figures(
+                queued=summary.queued, running=summary.running,
+                next_schedule=min(nexts) if nexts else None,
+                last_schedule=max(lasts) if lasts else None,
+            )
             key = (d.namespace, d.name)
             if self._task_status.get(key) == desired:
                 continue

@@ -1,4 +1,10 @@
-"""Pure functions that decide what the operator writes into Task and TaskRun status."""
+"""Pure functions that decide what the operator writes into Task and TaskRun status.
+
+Every status is built as its pydantic model (:class:`TaskRunStatus`,
+:class:`TaskStatus`), the same models the CRD schemas are generated from, and
+dumped with :func:`patch_body`: a field the schema does not declare cannot be
+written (the API server would drop it silently).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +21,23 @@ from waypost.model.taskrun import (
     TaskReason,
     TaskRunError,
     TaskRunReason,
+    TaskRunStatus,
+    TaskStatus,
     set_condition,
     succeeded_condition,
 )
+
+
+def patch_body(status: TaskRunStatus | TaskStatus) -> dict[str, Any]:
+    """``status`` as the body of a merge patch of ``.status``: camelCase JSON with
+    every field that was set, ``None`` included (it clears what an earlier patch
+    wrote, such as the error of a failed attempt once the run succeeds)."""
+    return status.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _generation(generation: int | None) -> dict[str, Any]:
+    # Only a known generation is written: None would clear the one already there.
+    return {} if generation is None else {"observed_generation": generation}
 
 
 def _conditions(raw: Any) -> list[Condition]:
@@ -63,21 +83,19 @@ def taskrun_status(
     pod = None
     if run.attempt > 0:
         pod = pod_spec.pod_name_for(run.task, run.id, run.attempt)
-    status: dict[str, Any] = {
-        "conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions],
-        "runId": run.id,
-        "attempt": run.attempt,
-        "startTime": run.started_at.isoformat() if run.started_at else None,
-        "completionTime": run.finished_at.isoformat() if run.finished_at else None,
-        "lastCheckpoint": last_checkpoint,
-        "result": run.result if reason is TaskRunReason.SUCCEEDED else None,
-        "error": error.model_dump(mode="json", by_alias=True) if error else None,
-        "podName": pod,
-        "traceId": run.trace_id,
-    }
-    if generation is not None:
-        status["observedGeneration"] = generation
-    return status
+    return patch_body(TaskRunStatus(
+        conditions=conditions,
+        run_id=run.id,
+        attempt=run.attempt,
+        start_time=run.started_at,
+        completion_time=run.finished_at,
+        last_checkpoint=last_checkpoint,
+        result=run.result if reason is TaskRunReason.SUCCEEDED else None,
+        error=error,
+        pod_name=pod,
+        trace_id=run.trace_id,
+        **_generation(generation),
+    ))
 
 
 def taskrun_not_enqueued(
@@ -89,8 +107,7 @@ def taskrun_not_enqueued(
         _conditions((current or {}).get("conditions")),
         succeeded_condition(reason, message, now=now, generation=generation),
     )
-    return {"conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions],
-            "observedGeneration": generation}
+    return patch_body(TaskRunStatus(conditions=conditions, observed_generation=generation))
 
 
 def task_ready(
@@ -104,5 +121,17 @@ def task_ready(
         observed_generation=generation,
     )
     conditions = set_condition(_conditions((current or {}).get("conditions")), condition)
-    return {"conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions],
-            "observedGeneration": generation}
+    return patch_body(TaskStatus(conditions=conditions, observed_generation=generation))
+
+
+def task_figures(
+    *, queued: int, running: int, next_schedule: datetime | None,
+    last_schedule: datetime | None,
+) -> dict[str, Any]:
+    """A Task's queue figures and schedule times (its conditions are left alone)."""
+    return patch_body(TaskStatus(
+        queue_depth=queued, running=running,
+        # No warm pool yet: none is ever idle (the warm-pool issue fills this in).
+        warm_pods=0,
+        next_schedule_time=next_schedule, last_schedule_time=last_schedule,
+    ))
