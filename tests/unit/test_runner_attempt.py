@@ -103,11 +103,17 @@ async def test_unreachable_heartbeats_do_not_stop_the_task() -> None:
     port = MemoryRunnerPort(heartbeat_answers=[CoordinatorUnavailable("down")] * 3)
 
     async def task(ctx: Any, payload: Any) -> int:
-        await asyncio.sleep(0.1)
+        # Keep running until the beats after the three failed ones arrive: a
+        # fixed sleep made this depend on how busy the machine was.
+        while port.heartbeats <= 3:
+            await asyncio.sleep(0.01)
         return 1
 
-    result = await run_attempt(
-        make_doc(heartbeat_interval=0.01), port, load=lambda _: task, log_stream=io.StringIO()
+    result = await asyncio.wait_for(
+        run_attempt(
+            make_doc(heartbeat_interval=0.01), port, load=lambda _: task, log_stream=io.StringIO()
+        ),
+        timeout=30,
     )
     assert result.outcome is Outcome.SUCCEEDED
     assert port.heartbeats > 3
