@@ -75,6 +75,15 @@ include charts/chart.mk
 HTMX_VERSION := 2.0.11
 HTMX_SSE_VERSION := 2.2.4
 UI_STATIC := operator/waypost/coordinator/static
+# The UI's browser test alone (it also runs in `make test`): Playwright drives
+# Debian's chromium against `waypost dev`. ui-screenshots also rewrites docs/ui/*.png.
+.PHONY: ui-test ui-screenshots
+ui-test: deps venv
+	$(BIN)/python -m pytest tests/ui -q -p no:cacheprovider
+
+ui-screenshots: deps venv
+	WAYPOST_UI_SCREENSHOTS=docs/ui $(BIN)/python -m pytest tests/ui -q -p no:cacheprovider
+
 .PHONY: ui-assets
 ui-assets:
 	@tmp=$$(mktemp -d) && cd $$tmp && \

@@ -83,6 +83,8 @@ def _nice_step(seconds: float, ticks: int = 5) -> float:
 
 def duration_label(seconds: float) -> str:
     """A short human duration: 850ms, 4.2s, 3m 10s, 2h 05m."""
+    if seconds == 0:
+        return "0"
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:

@@ -1,0 +1,146 @@
+"""The UI in Debian's chromium, driven by Playwright, against `waypost dev`.
+
+One walk through what a person does after a run went wrong: log in (and be
+refused with a wrong token), find the order run by filtering, read its
+timeline and checkpoints, and requeue dead-lettered runs in bulk. Screenshots
+of each page are written for docs/ui.md (``make ui-screenshots``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from playwright.async_api import Browser, Page, expect
+
+from tests.ui.conftest import DevServer
+
+VIEWPORT = {"width": 1400, "height": 900}
+
+
+async def api(server: DevServer, method: str, path: str, body: Any = None) -> Any:
+    headers = {"Authorization": f"Bearer {server.token}"}
+    async with aiohttp.ClientSession() as http, http.request(
+            method, server.url + path, json=body, headers=headers) as resp:
+        assert resp.status < 400, (path, resp.status, await resp.text())
+        return await resp.json()
+
+
+async def wait_for_status(server: DevServer, run_id: str, status: str,
+                          timeout: float = 90) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        run: dict[str, Any] = await api(server, "GET", f"/v1/runs/{run_id}")
+        if run["status"] == status:
+            return run
+        assert asyncio.get_running_loop().time() < deadline, (run_id, run["status"])
+        await asyncio.sleep(0.3)
+
+
+async def logged_in(browser: Browser, server: DevServer) -> Page:
+    page = await browser.new_page(viewport=VIEWPORT)  # type: ignore[arg-type]
+    await page.goto(server.url + "/login")
+    await page.fill('input[name="token"]', server.token)
+    await page.click('button[type="submit"]')
+    await expect(page.locator("h1")).to_have_text("Runs")
+    return page
+
+
+async def test_login_refuses_a_wrong_token_and_shows_nothing_else(
+        browser: Browser, dev_server: DevServer, screenshots: Path) -> None:
+    page = await browser.new_page(viewport=VIEWPORT)  # type: ignore[arg-type]
+    await page.goto(dev_server.url + "/")
+    await expect(page).to_have_url(re.compile(r"/login\?next=(%2F|/)$"))
+    # Unauthenticated: the login form and nothing of the runs.
+    await expect(page.locator("nav")).to_have_count(0)
+    await expect(page.locator("table")).to_have_count(0)
+    await page.fill('input[name="token"]', "not-the-token")
+    await page.click('button[type="submit"]')
+    await expect(page.get_by_role("alert")).to_have_text("That token is not valid.")
+    await page.screenshot(path=str(screenshots / "login-refused.png"))
+    await page.goto(dev_server.url + "/tasks")
+    await expect(page).to_have_url(re.compile(r"/login\?next=(%2F|/)tasks$"))
+
+    await page.fill('input[name="token"]', dev_server.token)
+    await page.click('button[type="submit"]')
+    await expect(page).to_have_url(dev_server.url + "/tasks")
+    await expect(page.locator("#tasks")).to_contain_text("process-order")
+    cookies = await page.context.cookies()
+    session = next(c for c in cookies if c["name"] == "waypost_session")
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert dev_server.token not in session["value"]
+    await page.screenshot(path=str(screenshots / "tasks.png"), full_page=True)
+
+
+async def test_find_the_order_run_and_read_its_timeline(
+        browser: Browser, dev_server: DevServer, screenshots: Path) -> None:
+    page = await logged_in(browser, dev_server)
+    rows = page.locator("table.runs tbody tr")
+    await expect(rows).to_have_count(3)  # the three examples of `waypost dev`
+
+    await page.select_option('select[name="task"]', "process-order")
+    await expect(page).to_have_url(re.compile(r"task=process-order"))
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("succeeded")
+    await page.select_option('select[name="status"]', "dead_lettered")
+    await expect(page.locator("#runs")).to_contain_text("No runs match.")
+    await page.select_option('select[name="status"]', "")
+    await expect(rows).to_have_count(1)
+    await page.screenshot(path=str(screenshots / "runs.png"))
+
+    await rows.first.locator("a.run-link").click()
+    await expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
+    await expect(page.locator("#run-status")).to_have_text("succeeded")
+    # The order scenario: attempt 1 checkpoints order-fetched, then the charge fails;
+    # attempt 2 resumes after it and checkpoints payment-complete.
+    attempts = page.locator(".timeline .row.attempt")
+    await expect(attempts).to_have_count(2)
+    first, second = attempts.nth(0), attempts.nth(1)
+    await expect(first).to_have_attribute("data-status", "failed")
+    await expect(first.locator(".mark")).to_have_attribute("data-key", "order-fetched")
+    await expect(first.locator(".failure")).to_have_text("error")
+    await expect(first.locator(".seg.backoff")).to_have_count(1)
+    await expect(first).to_contain_text("payment provider unavailable on attempt 1")
+    await expect(second).to_have_attribute("data-status", "succeeded")
+    await expect(second.locator(".mark")).to_have_attribute("data-key", "payment-complete")
+    await page.screenshot(path=str(screenshots / "run.png"), full_page=True)
+
+    # The state inspector: a checkpoint opens into its JSON tree.
+    checkpoint = page.locator('details.checkpoint[data-key="order-fetched"]')
+    await expect(checkpoint).to_contain_text("written by attempt 1")
+    tree = checkpoint.locator(".tree")
+    await expect(tree).to_be_hidden()
+    await checkpoint.locator("summary").first.click()
+    await expect(tree).to_be_visible()
+    await expect(tree).to_contain_text('"ord-1001"')
+    await expect(tree).to_contain_text('"amountCents"')
+    await checkpoint.scroll_into_view_if_needed()
+    await page.screenshot(path=str(screenshots / "checkpoint.png"))
+
+
+async def test_bulk_requeue_of_two_dead_lettered_runs(
+        browser: Browser, dev_server: DevServer, screenshots: Path) -> None:
+    triggered = [await api(dev_server, "POST", "/v1/tasks/default/always-fails/trigger",
+                           {"payload": {"reason": f"bulk-{n}"}}) for n in range(2)]
+    ids = [r["id"] for r in triggered]
+    for run_id in ids:
+        await wait_for_status(dev_server, run_id, "dead_lettered")
+
+    page = await logged_in(browser, dev_server)
+    await page.click('nav a[href="/dead-letters"]')
+    await expect(page.locator("h1")).to_have_text("Dead letters")
+    for run_id in ids:
+        row = page.locator("table.runs tbody tr", has=page.locator(f'a[href="/runs/{run_id}"]'))
+        await expect(row).to_contain_text("always-fails failed on attempt 3, as designed")
+        await row.locator('input[name="run"]').check()
+    await page.screenshot(path=str(screenshots / "dead-letters.png"))
+    await page.click("#requeue-selected")
+    await expect(page.get_by_role("status")).to_contain_text("Requeued 2 runs")
+    for run_id in ids:
+        await expect(page.locator(f'table.runs a[href="/runs/{run_id}"]')).to_have_count(0)
+        run = await api(dev_server, "GET", f"/v1/runs/{run_id}")
+        # A fresh retry budget: three more attempts allowed.
+        assert run["status"] != "dead_lettered" and run["maxAttempts"] == 6, run
