@@ -12,8 +12,7 @@ import asyncio
 from types import TracebackType
 from typing import Any
 
-import aiohttp
-
+from waypost.runner.http import ThreadedHTTP
 from waypost.sdk.errors import AttemptSuperseded, WaypostAPIError
 from waypost.sdk.transport import RetryPolicy, Sleep, request_json
 
@@ -37,15 +36,16 @@ class RunnerClient:
         retry: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-        session: aiohttp.ClientSession | None = None,
+        http: ThreadedHTTP | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
         self._retry = retry if retry is not None else RetryPolicy()
         self._sleep = sleep
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
-        self._session = session
-        self._owns_session = session is None
+        self._timeout = request_timeout
+        self._http = http
+        # A shared transport (a warm runner's, across attempts) is its owner's to close.
+        self._owns_http = http is None
 
     async def __aenter__(self) -> RunnerClient:
         return self
@@ -59,21 +59,21 @@ class RunnerClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the HTTP session if this client created it."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
+        """Close the HTTP connections if this client opened them."""
+        if self._http is not None and self._owns_http:
+            self._http.close()
+        self._http = None
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-            self._owns_session = True
-        return self._session
+    def _get_http(self) -> ThreadedHTTP:
+        if self._http is None:
+            self._http = ThreadedHTTP(self.base_url, self._timeout)
+            self._owns_http = True
+        return self._http
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
             _, data = await request_json(
-                self._get_session(),
+                self._get_http().send,
                 method,
                 f"{self.base_url}{path}",
                 headers=self._headers,

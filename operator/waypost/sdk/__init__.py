@@ -31,7 +31,8 @@ results are JSON, within the size limits the coordinator announces
 Triggering from other code: :class:`WaypostClient`.
 """
 
-from waypost.sdk.client import RunHandle, WaypostClient
+from typing import TYPE_CHECKING, Any
+
 from waypost.sdk.context import Checkpoint, Context, Limits, SyncContext
 from waypost.sdk.decorator import (
     FAILURE_TYPES,
@@ -55,6 +56,20 @@ from waypost.sdk.errors import (
 )
 from waypost.sdk.logger import TaskLogger
 from waypost.sdk.quantity import parse_duration, parse_memory_quantity
+
+if TYPE_CHECKING:
+    from waypost.sdk.client import RunHandle, WaypostClient
+
+
+def __getattr__(name: str) -> Any:
+    # The client pulls in aiohttp, which task code running in a runner does
+    # not need: importing it on first use keeps runner start-up fast.
+    if name in ("RunHandle", "WaypostClient"):
+        from waypost.sdk import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'waypost.sdk' has no attribute {name!r}")
+
 
 __all__ = [
     "FAILURE_TYPES",

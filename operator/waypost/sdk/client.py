@@ -22,7 +22,7 @@ import aiohttp
 
 from waypost.sdk.decorator import Task
 from waypost.sdk.errors import CoordinatorUnavailable, WaypostAPIError
-from waypost.sdk.transport import NO_RETRY, Sleep, request_json
+from waypost.sdk.transport import NO_RETRY, SendOnce, Sleep, TransportError, request_json
 
 __all__ = ["TERMINAL_STATUSES", "RunHandle", "WaypostAPIError", "WaypostClient"]
 
@@ -48,6 +48,21 @@ class RunHandle:
     def status(self) -> str:
         """The run's status when it was triggered."""
         return str(self.run.get("status", ""))
+
+
+def aiohttp_sender(session: aiohttp.ClientSession) -> SendOnce:
+    """A :data:`~waypost.sdk.transport.SendOnce` over an aiohttp session."""
+
+    async def send(
+        method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> tuple[int, str]:
+        try:
+            async with session.request(method, url, headers=headers, data=body) as response:
+                return response.status, await response.text()
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+
+    return send
 
 
 def _segment(value: str) -> str:
@@ -125,7 +140,7 @@ class WaypostClient:
         # No automatic retries: a repeated trigger without an idempotency
         # key could enqueue the run twice. Callers decide.
         return await request_json(
-            self._get_session(),
+            aiohttp_sender(self._get_session()),
             method,
             f"{self.base_url}{path}",
             headers=self._headers,

@@ -1,6 +1,9 @@
 """JSON over HTTP with the coordinator's error format and transient retries.
 
-Shared by the user client and the runner. Error bodies are
+Shared by the user client and the runner. Neither HTTP library is imported
+here: each caller passes its own :data:`SendOnce` (the user client aiohttp's,
+the runner one on the standard library's ``http.client``, so that starting a
+runner does not pay for importing aiohttp). Error bodies are
 ``{"error": {"code": ..., "message": ...}}`` and become
 :class:`~waypost.sdk.errors.WaypostAPIError`. Transient failures (connection
 refused or reset, timeouts, 5xx) are retried with exponential backoff when a
@@ -16,15 +19,21 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
-
-import aiohttp
+from urllib.parse import urlencode, urlsplit
 
 from waypost.sdk.errors import CoordinatorUnavailable, WaypostAPIError
 
 _log = logging.getLogger("waypost.transport")
 
 Sleep = Callable[[float], Awaitable[None]]
+
+#: Sends one request: ``(method, url, headers, body) -> (status, response text)``.
+#: Raises :class:`TransportError` when no answer came (refused, reset, timed out).
+SendOnce = Callable[[str, str, Mapping[str, str], bytes | None], Awaitable[tuple[int, str]]]
+
+
+class TransportError(Exception):
+    """The request got no HTTP answer: connection refused or reset, or a timeout."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ class _Transient(Exception):
 
 
 async def request_json(
-    session: aiohttp.ClientSession,
+    send: SendOnce,
     method: str,
     url: str,
     *,
@@ -79,10 +88,17 @@ async def request_json(
     are off; :class:`CoordinatorUnavailable` when the connection failed, or
     when every retry failed transiently.
     """
+    if params:
+        url = f"{url}?{urlencode(params)}"
+    all_headers = dict(headers or {})
+    body: bytes | None = None
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        all_headers["Content-Type"] = "application/json"
     failures = 0
     while True:
         try:
-            return await _send_once(session, method, url, headers, json_body, params)
+            return await _send_once(send, method, url, all_headers, body)
         except _Transient as exc:
             failures += 1
             if failures >= retry.attempts:
@@ -112,30 +128,21 @@ def _path(url: str) -> str:
 
 
 async def _send_once(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    headers: Mapping[str, str] | None,
-    json_body: Any,
-    params: Mapping[str, str] | None,
+    send: SendOnce, method: str, url: str, headers: Mapping[str, str], body: bytes | None
 ) -> tuple[int, Any]:
     try:
-        async with session.request(
-            method, url, headers=headers, json=json_body, params=params
-        ) as response:
-            text = await response.text()
-            status = response.status
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-        raise _Transient(f"{type(exc).__name__}: {exc}") from None
-    body: Any = None
+        status, text = await send(method, url, headers, body)
+    except TransportError as exc:
+        raise _Transient(str(exc)) from None
+    decoded: Any = None
     if text:
         try:
-            body = json.loads(text)
+            decoded = json.loads(text)
         except ValueError:
-            body = None
+            decoded = None
     if 200 <= status < 300:
-        return status, body
-    error = _error_from_body(status, body, text)
+        return status, decoded
+    error = _error_from_body(status, decoded, text)
     if status >= 500:
         raise _Transient(f"HTTP {status} {error.code}: {error.message}", error)
     raise error
