@@ -22,14 +22,11 @@ from waypost.engine.credentials import AttemptIdentity
 from waypost.model.enums import FailureType
 from waypost.model.run import ErrorInfo
 from waypost.model.task import TaskSpec
+from waypost.store import notify, runs
 from waypost.store import pool as store_pool
-from waypost.store import runs
 from waypost.store.runs import ClaimedAttempt
 
 log = logging.getLogger("waypost.engine.dispatcher")
-
-READY_CHANNEL = "waypost_ready"
-CANCEL_CHANNEL = "waypost_cancel"
 
 
 @functools.lru_cache(maxsize=512)
@@ -84,7 +81,7 @@ class Dispatcher:
         self._wake.set()
 
     def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
-        if channel == CANCEL_CHANNEL:
+        if channel == notify.CANCEL_CHANNEL:
             with contextlib.suppress(ValueError):
                 run_id = uuid.UUID(payload)
                 task = asyncio.get_running_loop().create_task(
@@ -107,8 +104,8 @@ class Dispatcher:
         if self._listener is not None and not self._listener.is_closed():
             return
         conn = await store_pool.connect(self.engine.settings.database_url)
-        await conn.add_listener(READY_CHANNEL, self._on_notify)
-        await conn.add_listener(CANCEL_CHANNEL, self._on_notify)
+        await conn.add_listener(notify.READY_CHANNEL, self._on_notify)
+        await conn.add_listener(notify.CANCEL_CHANNEL, self._on_notify)
         self._listener = conn
 
     async def dispatch_once(self) -> int:

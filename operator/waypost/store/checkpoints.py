@@ -8,7 +8,7 @@ import asyncpg
 
 from waypost.model.run import Checkpoint
 from waypost.store.pool import RawJson
-from waypost.store.sql import query
+from waypost.store.sql import bind
 
 
 async def write(
@@ -17,7 +17,8 @@ async def write(
 ) -> bool:
     """Store a checkpoint; False when the attempt is no longer current."""
     row = await db.fetchrow(
-        query("write_checkpoint"), run_id, claim_token, key, data, len(data.text.encode())
+        *bind("write_checkpoint", run_id=run_id, claim_token=claim_token, key=key, data=data,
+              size_bytes=len(data.text.encode()))
     )
     return row is not None
 
@@ -25,7 +26,7 @@ async def write(
 async def list_for_run(
     db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID
 ) -> list[Checkpoint]:
-    rows = await db.fetch(query("list_checkpoints"), run_id)
+    rows = await db.fetch(*bind("list_checkpoints", run_id=run_id))
     return [
         Checkpoint(key=r["key"], data=r["data"], attempt=r["attempt"],
                    size_bytes=r["size_bytes"], created_at=r["created_at"])
@@ -37,7 +38,7 @@ async def last_for_runs(
     db: asyncpg.Pool | asyncpg.Connection, run_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, Checkpoint]:
     """The newest checkpoint of each run that has one (without its data)."""
-    rows = await db.fetch(query("last_checkpoints"), run_ids)
+    rows = await db.fetch(*bind("last_checkpoints", run_ids=run_ids))
     return {
         r["run_id"]: Checkpoint(key=r["key"], data=None, attempt=r["attempt"],
                                 size_bytes=r["size_bytes"], created_at=r["created_at"])

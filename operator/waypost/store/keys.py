@@ -6,7 +6,7 @@ import secrets
 
 import asyncpg
 
-from waypost.store.sql import query
+from waypost.store.sql import bind
 
 
 async def signing_key(db: asyncpg.Pool | asyncpg.Connection) -> bytes:
@@ -18,7 +18,8 @@ async def signing_key(db: asyncpg.Pool | asyncpg.Connection) -> bytes:
     (READ COMMITTED) and sees the winner's key, so one retry is always enough.
     """
     for _ in range(3):
-        key: bytes | None = await db.fetchval(query("ensure_signing_key"), secrets.token_bytes(32))
+        key: bytes | None = await db.fetchval(
+            *bind("ensure_signing_key", key=secrets.token_bytes(32)))
         if key is not None:
             return bytes(key)
     raise RuntimeError("the credential signing key could not be read from signing_keys")

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from waypost.model.run import LogEntry
-from waypost.store.sql import query
+from waypost.store.sql import bind
 
 
 async def append(
@@ -19,8 +19,9 @@ async def append(
 ) -> bool:
     """Store a batch of (ts, level, message, fields); False if the attempt is stale."""
     status: str = await db.execute(
-        query("append_logs"), run_id, claim_token, [line[0] for line in lines],
-        [line[1] for line in lines], [line[2] for line in lines], [line[3] for line in lines],
+        *bind("append_logs", run_id=run_id, claim_token=claim_token,
+              ts=[line[0] for line in lines], levels=[line[1] for line in lines],
+              messages=[line[2] for line in lines], fields=[line[3] for line in lines])
     )
     return not status.endswith(" 0") or not lines
 
@@ -29,7 +30,8 @@ async def list_for_run(
     db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, after_seq: int = 0,
     limit: int = 500,
 ) -> list[tuple[int, LogEntry]]:
-    rows = await db.fetch(query("list_logs"), run_id, after_seq, limit)
+    rows = await db.fetch(*bind("list_logs", run_id=run_id, after_seq=after_seq,
+                                    limit=limit))
     return [
         (r["seq"], LogEntry(attempt=r["attempt"], ts=r["ts"], level=r["level"],
                             message=r["message"], fields=r["fields"]))

@@ -13,7 +13,7 @@ import asyncpg
 from waypost.model.enums import RunStatus
 from waypost.model.run import Attempt, Run
 from waypost.store.pool import RawJson
-from waypost.store.sql import query
+from waypost.store.sql import bind, query
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,10 @@ async def enqueue(
     """Insert the run and return it; None when nothing was inserted (unknown task or
     used key)."""
     row = await db.fetchrow(
-        query("enqueue_run"), namespace, task, run_id, priority, payload,
-        idempotency_key, concurrency_key, trace_id, source, replay_of, taskrun_name,
+        *bind("enqueue_run", namespace=namespace, task=task, run_id=run_id, priority=priority,
+              payload=payload, idempotency_key=idempotency_key,
+              concurrency_key=concurrency_key, trace_id=trace_id, source=source,
+              replay_of=replay_of, taskrun_name=taskrun_name)
     )
     return None if row is None else _run(row)
 
@@ -92,8 +94,10 @@ async def enqueue_bulk(
 ) -> int:
     """Insert many runs of one task in one statement; returns how many were new."""
     inserted: int = await db.fetchval(
-        query("enqueue_runs_bulk"), namespace, task, list(run_ids), list(priorities),
-        list(payloads), list(idempotency_keys), list(concurrency_keys), list(trace_ids), source,
+        *bind("enqueue_runs_bulk", namespace=namespace, task=task, run_ids=list(run_ids),
+              priorities=list(priorities), payloads=list(payloads),
+              idempotency_keys=list(idempotency_keys), concurrency_keys=list(concurrency_keys),
+              trace_ids=list(trace_ids), source=source)
     )
     return inserted
 
@@ -102,7 +106,8 @@ async def find_by_idempotency_key(
     db: asyncpg.Pool | asyncpg.Connection, namespace: str, task: str, key: str
 ) -> uuid.UUID | None:
     found: uuid.UUID | None = await db.fetchval(
-        query("find_run_by_idempotency_key"), namespace, task, key
+        *bind("find_run_by_idempotency_key", namespace=namespace, task=task,
+              idempotency_key=key)
     )
     return found
 
@@ -136,8 +141,9 @@ async def ack_and_claim(
     commit (one WAL flush) for a whole batch of acknowledgements and claims. Returns the runs whose
     completion was accepted (the others were superseded) and the claimed attempts."""
     rows = await pool.fetch(
-        query("claim_runs"), [a[0] for a in acks], [a[1] for a in acks], [a[2] for a in acks],
-        limit, lease_seconds, worker, leader_epoch,
+        *bind("claim_runs", ack_run_ids=[a[0] for a in acks], ack_tokens=[a[1] for a in acks],
+              ack_results=[a[2] for a in acks], limit=limit, lease_seconds=lease_seconds,
+              worker=worker, leader_epoch=leader_epoch)
     )
     return [r["run_id"] for r in rows if r["acked"]], [
         ClaimedAttempt(
@@ -155,7 +161,7 @@ async def ack_and_claim(
 async def current_attempt(
     db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int
 ) -> CurrentAttempt | None:
-    r = await db.fetchrow(query("current_attempt"), run_id, claim_token)
+    r = await db.fetchrow(*bind("current_attempt", run_id=run_id, claim_token=claim_token))
     if r is None:
         return None
     return CurrentAttempt(
@@ -171,14 +177,16 @@ async def heartbeat(
     lease_seconds: float,
 ) -> bool:
     """Extend the lease; False when the attempt is no longer current."""
-    row = await db.fetchrow(query("heartbeat"), run_id, claim_token, lease_seconds)
+    row = await db.fetchrow(*bind("heartbeat", run_id=run_id, claim_token=claim_token,
+                                  lease_seconds=lease_seconds))
     return row is not None
 
 
 async def complete(
     db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, result: RawJson
 ) -> bool:
-    return await db.fetchrow(query("complete_attempt"), run_id, claim_token, result) is not None
+    return await db.fetchrow(*bind("complete_attempt", run_id=run_id, claim_token=claim_token,
+                                   result=result)) is not None
 
 
 async def complete_many(
@@ -188,8 +196,9 @@ async def complete_many(
     runs that were still current."""
     if not acks:
         return []
-    rows = await db.fetch(query("complete_attempts"), [a[0] for a in acks],
-                          [a[1] for a in acks], [a[2] for a in acks])
+    rows = await db.fetch(*bind("complete_attempts", run_ids=[a[0] for a in acks],
+                                claim_tokens=[a[1] for a in acks],
+                                results=[a[2] for a in acks]))
     return [r["run_id"] for r in rows]
 
 
@@ -198,7 +207,8 @@ async def retry(
     delay_seconds: float, error: dict[str, Any], memory_bytes: int,
 ) -> bool:
     row = await db.fetchrow(
-        query("retry_attempt"), run_id, claim_token, delay_seconds, error, memory_bytes
+        *bind("retry_attempt", run_id=run_id, claim_token=claim_token,
+              delay_seconds=delay_seconds, error=error, memory_bytes=memory_bytes)
     )
     return row is not None
 
@@ -209,7 +219,8 @@ async def finish_failed(
 ) -> bool:
     assert status in (RunStatus.FAILED, RunStatus.DEAD_LETTERED)
     row = await db.fetchrow(
-        query("finish_failed_attempt"), run_id, claim_token, error, str(status)
+        *bind("finish_failed_attempt", run_id=run_id, claim_token=claim_token, error=error,
+              status=str(status))
     )
     return row is not None
 
@@ -217,7 +228,7 @@ async def finish_failed(
 async def expired_attempts(
     db: asyncpg.Pool | asyncpg.Connection, limit: int = 100
 ) -> list[tuple[uuid.UUID, int]]:
-    rows = await db.fetch(query("expired_attempts"), limit)
+    rows = await db.fetch(*bind("expired_attempts", limit=limit))
     return [(r["run_id"], r["claim_token"]) for r in rows]
 
 
@@ -225,24 +236,25 @@ async def cancel(
     db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, reason: str
 ) -> str | None:
     """Cancel an active run; returns the hot state it was in, or None if not active."""
-    row = await db.fetchrow(query("cancel_run"), run_id, reason)
+    row = await db.fetchrow(*bind("cancel_run", run_id=run_id, reason=reason))
     return None if row is None else str(row["state"])
 
 
 async def cancel_task_runs(
     db: asyncpg.Pool | asyncpg.Connection, namespace: str, task: str
 ) -> list[uuid.UUID]:
-    return [r["id"] for r in await db.fetch(query("cancel_task_runs"), namespace, task)]
+    return [r["id"] for r in await db.fetch(*bind("cancel_task_runs", namespace=namespace,
+                                                              task=task))]
 
 
 async def bump(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> int | None:
     """Move a waiting run to the front of its queue; its new priority, or None."""
-    row = await db.fetchrow(query("bump_run"), run_id)
+    row = await db.fetchrow(*bind("bump_run", run_id=run_id))
     return None if row is None else int(row["priority"])
 
 
 async def requeue(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> bool:
-    return await db.fetchrow(query("requeue_run"), run_id) is not None
+    return await db.fetchrow(*bind("requeue_run", run_id=run_id)) is not None
 
 
 def _run(r: asyncpg.Record) -> Run:
@@ -260,7 +272,7 @@ def _run(r: asyncpg.Record) -> Run:
 
 
 async def get(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> Run | None:
-    r = await db.fetchrow(query("get_run"), run_id)
+    r = await db.fetchrow(*bind("get_run", run_id=run_id))
     return None if r is None else _run(r)
 
 
@@ -273,16 +285,17 @@ async def list_runs(
     """A page of runs, newest first, and the cursor of the next page. ``search`` is a
     prefix of the run id or of the idempotency key."""
     rows = await db.fetch(
-        query("list_runs"), namespace, task,
-        [str(s) for s in statuses] if statuses else None, limit, before_seq,
-        created_after, created_before, search,
+        *bind("list_runs", namespace=namespace, task=task,
+              statuses=[str(s) for s in statuses] if statuses else None, limit=limit,
+              before_seq=before_seq, created_after=created_after,
+              created_before=created_before, search=search)
     )
     cursor = rows[-1]["seq"] if len(rows) == limit else None
     return [_run(r) for r in rows], cursor
 
 
 async def list_attempts(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> list[Attempt]:
-    rows = await db.fetch(query("list_attempts"), run_id)
+    rows = await db.fetch(*bind("list_attempts", run_id=run_id))
     return [
         Attempt(
             attempt=r["attempt"], status=r["status"], memory_bytes=r["memory_bytes"],
@@ -313,7 +326,7 @@ async def taskrun_runs_changed(
     db: asyncpg.Pool | asyncpg.Connection, since: datetime, limit: int = 500
 ) -> list[tuple[Run, str | None]]:
     """Runs of TaskRun objects changed after ``since``, with their latest checkpoint key."""
-    rows = await db.fetch(query("taskrun_runs_changed"), since, limit)
+    rows = await db.fetch(*bind("taskrun_runs_changed", since=since, limit=limit))
     return [(_run(r), r["last_checkpoint"]) for r in rows]
 
 
@@ -330,14 +343,15 @@ class ScheduledRun:
 async def scheduled_runs_without_taskrun(
     db: asyncpg.Pool | asyncpg.Connection, limit: int = 100
 ) -> list[ScheduledRun]:
-    rows = await db.fetch(query("scheduled_runs_without_taskrun"), limit)
+    rows = await db.fetch(*bind("scheduled_runs_without_taskrun", limit=limit))
     return [ScheduledRun(r["id"], r["namespace"], r["task"], r["payload"], r["idempotency_key"],
                          r["created_at"]) for r in rows]
 
 
 async def link_taskrun(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID,
                        taskrun_name: str) -> bool:
-    return await db.fetchrow(query("link_taskrun"), run_id, taskrun_name) is not None
+    return await db.fetchrow(*bind("link_taskrun", run_id=run_id,
+                                        taskrun_name=taskrun_name)) is not None
 
 
 @dataclass(frozen=True)
@@ -353,5 +367,5 @@ class FailureRate:
 async def failure_rates(
     db: asyncpg.Pool | asyncpg.Connection, since: datetime
 ) -> list[FailureRate]:
-    rows = await db.fetch(query("task_failure_rates"), since)
+    rows = await db.fetch(*bind("task_failure_rates", since=since))
     return [FailureRate(r["namespace"], r["task"], r["finished"], r["failed"]) for r in rows]

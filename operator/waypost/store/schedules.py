@@ -11,7 +11,7 @@ import asyncpg
 
 from waypost.model.enums import MissedRunPolicy
 from waypost.model.task import Schedule
-from waypost.store.sql import query
+from waypost.store.sql import bind
 
 Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
@@ -49,21 +49,23 @@ async def upsert(
 ) -> datetime | None:
     """Store one schedule; returns its next fire time (kept when cron and zone are unchanged)."""
     found: datetime | None = await db.fetchval(
-        query("upsert_schedule"), namespace, task, schedule.name, schedule.cron,
-        schedule.timezone, schedule.payload, schedule.missed_runs.value,
-        schedule.catchup_limit, schedule.suspend, next_fire_at, error,
+        *bind("upsert_schedule", namespace=namespace, task=task, name=schedule.name,
+              cron=schedule.cron, timezone=schedule.timezone, payload=schedule.payload,
+              missed_runs=schedule.missed_runs.value, catchup_limit=schedule.catchup_limit,
+              suspended=schedule.suspend, next_fire_at=next_fire_at, last_error=error)
     )
     return found
 
 
 async def remove_others(db: Db, namespace: str, task: str, keep: Sequence[str]) -> list[str]:
     """Delete the Task's schedules not named in ``keep``; returns the removed names."""
-    rows = await db.fetch(query("delete_schedules_not_in"), namespace, task, list(keep))
+    rows = await db.fetch(*bind("delete_schedules_not_in", namespace=namespace, task=task,
+                              keep=list(keep)))
     return [r["name"] for r in rows]
 
 
 async def delete_for_task(db: Db, namespace: str, task: str) -> list[str]:
-    rows = await db.fetch(query("delete_task_schedules"), namespace, task)
+    rows = await db.fetch(*bind("delete_task_schedules", namespace=namespace, task=task))
     return [r["name"] for r in rows]
 
 
@@ -71,7 +73,8 @@ async def lock_due(
     conn: asyncpg.Connection, now: datetime, limit: int, leader_epoch: int | None = None
 ) -> list[StoredSchedule]:
     """Lock up to ``limit`` due schedules for this transaction (others are skipped)."""
-    rows = await conn.fetch(query("lock_due_schedules"), now, limit, leader_epoch)
+    rows = await conn.fetch(*bind("lock_due_schedules", now=now, limit=limit,
+                                 leader_epoch=leader_epoch))
     return [_stored(r) for r in rows]
 
 
@@ -80,7 +83,8 @@ async def advance(
     last_fire_at: datetime | None,
 ) -> None:
     await conn.execute(
-        query("advance_schedule"), s.namespace, s.task, s.name, next_fire_at, last_fire_at
+        *bind("advance_schedule", namespace=s.namespace, task=s.task, name=s.name,
+              next_fire_at=next_fire_at, last_fire_at=last_fire_at)
     )
 
 
@@ -88,16 +92,18 @@ async def record_error(
     db: Db, s: StoredSchedule, error: str, *, next_fire_at: datetime | None
 ) -> None:
     await db.execute(
-        query("record_schedule_error"), s.namespace, s.task, s.name, error, next_fire_at
+        *bind("record_schedule_error", namespace=s.namespace, task=s.task, name=s.name,
+              last_error=error, next_fire_at=next_fire_at)
     )
 
 
 async def list_schedules(
     db: Db, namespace: str | None = None, task: str | None = None
 ) -> list[StoredSchedule]:
-    return [_stored(r) for r in await db.fetch(query("list_schedules"), namespace, task)]
+    return [_stored(r) for r in await db.fetch(*bind("list_schedules", namespace=namespace,
+                                                         task=task))]
 
 
 async def get(db: Db, namespace: str, task: str, name: str) -> StoredSchedule | None:
-    r = await db.fetchrow(query("get_schedule"), namespace, task, name)
+    r = await db.fetchrow(*bind("get_schedule", namespace=namespace, task=task, name=name))
     return None if r is None else _stored(r)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from waypost.model.task import TaskDefinition, TaskSpec
-from waypost.store.sql import query
+from waypost.store.sql import bind
 
 
 @dataclass(frozen=True)
@@ -28,26 +28,28 @@ def _definition(r: asyncpg.Record) -> TaskDefinition:
 async def upsert(db: asyncpg.Pool | asyncpg.Connection, task: TaskDefinition) -> None:
     spec = task.spec
     await db.fetchrow(
-        query("upsert_task"), task.namespace, task.name,
-        spec.model_dump(mode="json", by_alias=True), spec.queue_name(task.name),
-        spec.memory_bytes, spec.queue.default_priority, spec.queue.max_concurrency,
-        spec.queue.per_key_concurrency, task.generation,
+        *bind("upsert_task", namespace=task.namespace, name=task.name,
+              spec=spec.model_dump(mode="json", by_alias=True),
+              queue=spec.queue_name(task.name), memory_bytes=spec.memory_bytes,
+              default_priority=spec.queue.default_priority,
+              max_concurrency=spec.queue.max_concurrency,
+              per_key_concurrency=spec.queue.per_key_concurrency, generation=task.generation)
     )
 
 
 async def get(
     db: asyncpg.Pool | asyncpg.Connection, namespace: str, name: str
 ) -> TaskDefinition | None:
-    r = await db.fetchrow(query("get_task"), namespace, name)
+    r = await db.fetchrow(*bind("get_task", namespace=namespace, name=name))
     return None if r is None else _definition(r)
 
 
 async def list_tasks(
     db: asyncpg.Pool | asyncpg.Connection, namespace: str | None = None
 ) -> list[TaskSummary]:
-    rows = await db.fetch(query("list_tasks"), namespace)
+    rows = await db.fetch(*bind("list_tasks", namespace=namespace))
     return [TaskSummary(_definition(r), r["queue"], r["queued"], r["running"]) for r in rows]
 
 
 async def delete(db: asyncpg.Pool | asyncpg.Connection, namespace: str, name: str) -> bool:
-    return await db.fetchrow(query("delete_task"), namespace, name) is not None
+    return await db.fetchrow(*bind("delete_task", namespace=namespace, name=name)) is not None

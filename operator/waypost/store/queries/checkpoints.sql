@@ -4,11 +4,11 @@
 -- and writes nothing (it cannot overwrite its successor's checkpoint).
 WITH current AS (
     SELECT run_id, attempt FROM run_queue
-    WHERE run_id = $1 AND claim_token = $2 AND state = 'running'
+    WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
     FOR SHARE
 )
 INSERT INTO checkpoints (run_id, key, attempt, data, size_bytes)
-SELECT run_id, $3, attempt, $4::jsonb, $5 FROM current
+SELECT run_id, :key, attempt, :data::jsonb, :size_bytes FROM current
 ON CONFLICT (run_id, key) DO UPDATE
     SET data = excluded.data, attempt = excluded.attempt, size_bytes = excluded.size_bytes,
         seq = DEFAULT, created_at = now()
@@ -16,10 +16,10 @@ RETURNING key;
 
 -- name: list_checkpoints
 SELECT key, data, attempt, size_bytes, created_at FROM checkpoints
-WHERE run_id = $1 ORDER BY seq;
+WHERE run_id = :run_id ORDER BY seq;
 
 -- name: last_checkpoints
--- The newest checkpoint of each of the runs in $1 (the dead-letter page).
+-- The newest checkpoint of each of the runs in :run_ids (the dead-letter page).
 SELECT DISTINCT ON (run_id) run_id, key, attempt, size_bytes, created_at
-FROM checkpoints WHERE run_id = ANY($1::uuid[])
+FROM checkpoints WHERE run_id = ANY(:run_ids::uuid[])
 ORDER BY run_id, seq DESC;

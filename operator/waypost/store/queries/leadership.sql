@@ -1,7 +1,7 @@
 -- name: record_leader_epoch
 -- A new leader stores its epoch (the Lease's leaseTransitions). An older epoch
 -- never replaces a newer one; no row back means a newer leader exists.
-INSERT INTO leadership (singleton, epoch, holder) VALUES (true, $1, $2)
+INSERT INTO leadership (singleton, epoch, holder) VALUES (true, :epoch, :holder)
 ON CONFLICT (singleton) DO UPDATE
     SET epoch = excluded.epoch, holder = excluded.holder, updated_at = now()
     WHERE leadership.epoch <= excluded.epoch

@@ -1,3 +1,20 @@
+-- NOTIFY: channels and payloads are described once, in waypost/store/notify.py.
+--
+-- `(SELECT pg_notify(...)) IS NULL AS notified`: pg_notify returns void, which
+-- cannot stand in a result row as it is, so `IS NULL` turns it into a boolean
+-- whose value means nothing. Written as an uncorrelated scalar subquery it is an
+-- InitPlan: Postgres runs it once per statement, and only when a row needs it, so
+-- a statement that enqueues a thousand runs sends one NOTIFY (a NOTIFY takes a
+-- database-wide lock at commit), and one that inserts nothing sends none.
+
+-- fragment: run_columns
+-- The columns of a run record as store.runs reads them, from `runs` (or rows
+-- shaped like it) under the alias r.
+r.id, r.namespace, r.task, r.queue, r.status, r.priority, r.payload, r.idempotency_key,
+r.concurrency_key, r.attempt, r.attempt_base, r.memory_bytes, r.result, r.error,
+r.trace_id, r.replay_of, r.source, r.created_at, r.started_at, r.finished_at,
+r.updated_at, r.taskrun_name, (r.spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts
+
 -- name: enqueue_run
 -- Creates a run and its hot queue row in one statement and returns the run as
 -- created. Nothing is inserted when the task is unknown or the idempotency key
@@ -5,13 +22,15 @@
 -- wakes the dispatcher.
 WITH task AS (
     SELECT namespace, name, spec, queue, memory_bytes, default_priority
-    FROM tasks WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL
+    FROM tasks WHERE namespace = :namespace AND name = :task AND deleted_at IS NULL
 ), inserted AS (
     INSERT INTO runs (id, namespace, task, queue, status, priority, payload,
                       idempotency_key, concurrency_key, spec, memory_bytes, trace_id,
                       source, replay_of, taskrun_name)
-    SELECT $3, t.namespace, t.name, t.queue, 'queued', coalesce($4, t.default_priority),
-           $5::jsonb, $6, $7, t.spec, t.memory_bytes, $8, $9, $10, $11
+    SELECT :run_id, t.namespace, t.name, t.queue, 'queued',
+           coalesce(:priority, t.default_priority), :payload::jsonb, :idempotency_key,
+           :concurrency_key, t.spec, t.memory_bytes, :trace_id, :source, :replay_of,
+           :taskrun_name
     FROM task t
     ON CONFLICT (namespace, task, idempotency_key) WHERE idempotency_key IS NOT NULL
         DO NOTHING
@@ -21,27 +40,26 @@ WITH task AS (
     SELECT id, seq, queue, concurrency_key, priority, 'ready', now() FROM inserted
     RETURNING run_id
 )
-SELECT i.id, i.namespace, i.task, i.queue, i.status, i.priority, i.payload,
-       i.idempotency_key, i.concurrency_key, i.attempt, i.attempt_base, i.memory_bytes,
-       i.result, i.error, i.trace_id, i.replay_of, i.source, i.created_at, i.started_at,
-       i.finished_at, i.updated_at, i.taskrun_name,
-       (i.spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts,
+SELECT {run_columns},
        (SELECT pg_notify('waypost_ready', '')) IS NULL AS notified
-FROM inserted i JOIN queued q ON q.run_id = i.id;
+FROM inserted r JOIN queued q ON q.run_id = r.id;
 
 -- name: enqueue_runs_bulk
 -- Bulk trigger: many runs of one task in one statement (arrays of equal length).
 WITH task AS (
     SELECT namespace, name, spec, queue, memory_bytes, default_priority
-    FROM tasks WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL
+    FROM tasks WHERE namespace = :namespace AND name = :task AND deleted_at IS NULL
 ), input AS (
-    SELECT * FROM unnest($3::uuid[], $4::int[], $5::jsonb[], $6::text[], $7::text[], $8::text[])
+    SELECT * FROM unnest(:run_ids::uuid[], :priorities::int[], :payloads::jsonb[],
+                         :idempotency_keys::text[], :concurrency_keys::text[],
+                         :trace_ids::text[])
         AS i(id, priority, payload, idempotency_key, concurrency_key, trace_id)
 ), inserted AS (
     INSERT INTO runs (id, namespace, task, queue, status, priority, payload,
                       idempotency_key, concurrency_key, spec, memory_bytes, trace_id, source)
     SELECT i.id, t.namespace, t.name, t.queue, 'queued', coalesce(i.priority, t.default_priority),
-           i.payload, i.idempotency_key, i.concurrency_key, t.spec, t.memory_bytes, i.trace_id, $9
+           i.payload, i.idempotency_key, i.concurrency_key, t.spec, t.memory_bytes, i.trace_id,
+           :source
     FROM input i CROSS JOIN task t
     ON CONFLICT (namespace, task, idempotency_key) WHERE idempotency_key IS NOT NULL
         DO NOTHING
@@ -55,7 +73,8 @@ SELECT count(*) AS inserted, (SELECT pg_notify('waypost_ready', '')) IS NULL AS 
 FROM queued;
 
 -- name: find_run_by_idempotency_key
-SELECT id FROM runs WHERE namespace = $1 AND task = $2 AND idempotency_key = $3;
+SELECT id FROM runs
+WHERE namespace = :namespace AND task = :task AND idempotency_key = :idempotency_key;
 
 -- name: claim_runs
 -- Acknowledge a batch and claim the next in one call (migration 0005 explains).
@@ -63,29 +82,30 @@ SELECT id FROM runs WHERE namespace = $1 AND task = $2 AND idempotency_key = $3;
 SELECT acked, run_id, attempt, claim_token, lease_expires_at, namespace, task,
        spec::text AS spec_json, memory_bytes, trace_id, attempt_base, idempotency_key,
        taskrun_name
-FROM claim_runs($1::uuid[], $2::bigint[], $3::jsonb[], $4, $5, $6, $7);
+FROM claim_runs(:ack_run_ids::uuid[], :ack_tokens::bigint[], :ack_results::jsonb[], :limit,
+                :lease_seconds, :worker, :leader_epoch);
 
 -- name: current_attempt
 -- The run behind a credential, if that attempt is still the current one.
 SELECT q.run_id, q.attempt, q.claim_token, r.namespace, r.task, r.spec, r.payload,
        r.memory_bytes, r.trace_id, r.idempotency_key, r.attempt_base
 FROM run_queue q JOIN runs r ON r.id = q.run_id
-WHERE q.run_id = $1 AND q.claim_token = $2 AND q.state = 'running';
+WHERE q.run_id = :run_id AND q.claim_token = :claim_token AND q.state = 'running';
 
 -- name: heartbeat
 -- Extends the lease of the current attempt; no row means it was superseded.
-UPDATE run_queue SET lease_expires_at = now() + make_interval(secs => $3)
-WHERE run_id = $1 AND claim_token = $2 AND state = 'running'
+UPDATE run_queue SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
 RETURNING cancel_requested;
 
 -- name: complete_attempt
 -- Success: the run leaves the hot table and records its result, fenced on the token.
 WITH finished AS (
     DELETE FROM run_queue
-    WHERE run_id = $1 AND claim_token = $2 AND state = 'running'
+    WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
     RETURNING run_id, attempt
 ), run AS (
-    UPDATE runs SET status = 'succeeded', result = $3::jsonb, error = NULL,
+    UPDATE runs SET status = 'succeeded', result = :result::jsonb, error = NULL,
                     finished_at = now(), updated_at = now()
     FROM finished f WHERE runs.id = f.run_id
 ), attempt AS (
@@ -96,38 +116,42 @@ SELECT run_id FROM finished;
 
 -- name: complete_attempts
 -- complete_attempt for many attempts in one statement, each fenced on its own token.
-SELECT run_id FROM complete_attempts($1::uuid[], $2::bigint[], $3::jsonb[]) AS run_id;
+SELECT run_id
+FROM complete_attempts(:run_ids::uuid[], :claim_tokens::bigint[], :results::jsonb[]) AS run_id;
 
 -- name: retry_attempt
--- Failure with attempts left: back to ready after the backoff $3 seconds, with the
--- memory limit $5 for the next attempt. NOTIFY carries the delay so the dispatcher
--- wakes when the run becomes claimable.
+-- Failure with attempts left: back to ready after the backoff of :delay_seconds,
+-- with the memory limit :memory_bytes for the next attempt. NOTIFY carries the
+-- delay so the dispatcher wakes when the run becomes claimable.
 WITH requeued AS (
     UPDATE run_queue
     SET state = 'ready', claim_token = NULL, lease_expires_at = NULL,
-        available_at = now() + make_interval(secs => $3)
-    WHERE run_id = $1 AND claim_token = $2 AND state = 'running'
+        available_at = now() + make_interval(secs => :delay_seconds)
+    WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
     RETURNING run_id, attempt
 ), run AS (
-    UPDATE runs SET status = 'retrying', error = $4::jsonb, memory_bytes = $5, updated_at = now()
+    UPDATE runs SET status = 'retrying', error = :error::jsonb, memory_bytes = :memory_bytes,
+                    updated_at = now()
     FROM requeued f WHERE runs.id = f.run_id
 ), attempt AS (
-    UPDATE attempts SET status = 'failed', error = $4::jsonb, finished_at = now()
+    UPDATE attempts SET status = 'failed', error = :error::jsonb, finished_at = now()
     FROM requeued f WHERE attempts.run_id = f.run_id AND attempts.attempt = f.attempt
 )
-SELECT run_id, pg_notify('waypost_ready', $3::text) IS NULL AS notified FROM requeued;
+SELECT run_id, pg_notify('waypost_ready', :delay_seconds::text) IS NULL AS notified
+FROM requeued;
 
 -- name: finish_failed_attempt
--- Failure without a retry: the run ends as $4 ('failed' or 'dead_lettered').
+-- Failure without a retry: the run ends as :status ('failed' or 'dead_lettered').
 WITH finished AS (
     DELETE FROM run_queue
-    WHERE run_id = $1 AND claim_token = $2 AND state = 'running'
+    WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
     RETURNING run_id, attempt
 ), run AS (
-    UPDATE runs SET status = $4, error = $3::jsonb, finished_at = now(), updated_at = now()
+    UPDATE runs SET status = :status, error = :error::jsonb, finished_at = now(),
+                    updated_at = now()
     FROM finished f WHERE runs.id = f.run_id
 ), attempt AS (
-    UPDATE attempts SET status = 'failed', error = $3::jsonb, finished_at = now()
+    UPDATE attempts SET status = 'failed', error = :error::jsonb, finished_at = now()
     FROM finished f WHERE attempts.run_id = f.run_id AND attempts.attempt = f.attempt
 )
 SELECT run_id FROM finished;
@@ -137,15 +161,15 @@ SELECT run_id FROM finished;
 SELECT run_id, claim_token FROM run_queue
 WHERE state = 'running' AND lease_expires_at < now()
 ORDER BY lease_expires_at
-LIMIT $1;
+LIMIT :limit;
 
 -- name: cancel_run
 -- Cancels an active run. Its hot row goes, so a running attempt's next call is
 -- refused and the dispatcher is told (NOTIFY) to stop its worker.
 WITH run AS (
     UPDATE runs SET status = 'cancelled', finished_at = now(), updated_at = now(),
-                    error = jsonb_build_object('type', 'cancelled', 'message', $2::text)
-    WHERE id = $1 AND status IN ('queued', 'running', 'retrying')
+                    error = jsonb_build_object('type', 'cancelled', 'message', :reason::text)
+    WHERE id = :run_id AND status IN ('queued', 'running', 'retrying')
     RETURNING id
 ), removed AS (
     DELETE FROM run_queue q USING run WHERE q.run_id = run.id
@@ -163,7 +187,7 @@ FROM removed r;
 -- A deleted Task: its queued and retrying runs are cancelled (running ones finish).
 WITH victims AS (
     SELECT q.run_id FROM run_queue q JOIN runs r ON r.id = q.run_id
-    WHERE r.namespace = $1 AND r.task = $2 AND q.state = 'ready'
+    WHERE r.namespace = :namespace AND r.task = :task AND q.state = 'ready'
     FOR UPDATE OF q SKIP LOCKED
 ), removed AS (
     DELETE FROM run_queue q USING victims v WHERE q.run_id = v.run_id RETURNING q.run_id
@@ -176,7 +200,7 @@ RETURNING runs.id;
 -- name: bump_run
 -- Moves a waiting run to the front of its queue: one above the highest priority there.
 WITH target AS (
-    SELECT run_id, queue FROM run_queue WHERE run_id = $1 AND state = 'ready' FOR UPDATE
+    SELECT run_id, queue FROM run_queue WHERE run_id = :run_id AND state = 'ready' FOR UPDATE
 ), top AS (
     SELECT coalesce(max(q.priority), 0) + 1 AS priority
     FROM run_queue q JOIN target t ON q.queue = t.queue WHERE q.state = 'ready'
@@ -195,7 +219,7 @@ RETURNING runs.id, runs.priority;
 WITH run AS (
     UPDATE runs SET status = 'queued', attempt_base = attempt, error = NULL, result = NULL,
                     finished_at = NULL, updated_at = now()
-    WHERE id = $1 AND status IN ('dead_lettered', 'failed')
+    WHERE id = :run_id AND status IN ('dead_lettered', 'failed')
     RETURNING id, seq, queue, concurrency_key, priority, attempt
 ), queued AS (
     INSERT INTO run_queue (run_id, seq, queue, concurrency_key, priority, state,
@@ -206,34 +230,29 @@ WITH run AS (
 SELECT run_id, pg_notify('waypost_ready', '') IS NULL AS notified FROM queued;
 
 -- name: get_run
-SELECT id, namespace, task, queue, status, priority, payload, idempotency_key,
-       concurrency_key, attempt, attempt_base, memory_bytes, result, error, trace_id,
-       replay_of, source, created_at, started_at, finished_at, updated_at, taskrun_name,
-       (spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts
-FROM runs WHERE id = $1;
+SELECT {run_columns} FROM runs r WHERE r.id = :run_id;
 
 -- name: list_runs
--- Newest first; $5 is a keyset cursor (the seq of the last row of the previous page).
--- $6/$7 bound created_at; $8 is a prefix of the run id or of the idempotency key
--- (starts_with, so a user's % or _ is matched literally).
-SELECT id, namespace, task, queue, status, priority, payload, idempotency_key,
-       concurrency_key, attempt, attempt_base, memory_bytes, result, error, trace_id,
-       replay_of, source, created_at, started_at, finished_at, updated_at, taskrun_name,
-       (spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts, seq
-FROM runs
-WHERE ($1::text IS NULL OR namespace = $1)
-  AND ($2::text IS NULL OR task = $2)
-  AND ($3::text[] IS NULL OR status = ANY($3::text[]))
-  AND ($5::bigint IS NULL OR seq < $5)
-  AND ($6::timestamptz IS NULL OR created_at >= $6)
-  AND ($7::timestamptz IS NULL OR created_at < $7)
-  AND ($8::text IS NULL OR starts_with(id::text, lower($8)) OR starts_with(idempotency_key, $8))
-ORDER BY seq DESC
-LIMIT $4;
+-- Newest first; :before_seq is a keyset cursor (the seq of the last row of the
+-- previous page). Each filter applies only when given: :created_after and
+-- :created_before bound created_at; :search is a prefix of the run id or of the
+-- idempotency key (starts_with, so a user's % or _ is matched literally).
+SELECT {run_columns}, r.seq
+FROM runs r
+WHERE (:namespace::text IS NULL OR r.namespace = :namespace)
+  AND (:task::text IS NULL OR r.task = :task)
+  AND (:statuses::text[] IS NULL OR r.status = ANY(:statuses::text[]))
+  AND (:before_seq::bigint IS NULL OR r.seq < :before_seq)
+  AND (:created_after::timestamptz IS NULL OR r.created_at >= :created_after)
+  AND (:created_before::timestamptz IS NULL OR r.created_at < :created_before)
+  AND (:search::text IS NULL OR starts_with(r.id::text, lower(:search))
+       OR starts_with(r.idempotency_key, :search))
+ORDER BY r.seq DESC
+LIMIT :limit;
 
 -- name: list_attempts
 SELECT attempt, claim_token, status, memory_bytes, worker, error, started_at, finished_at
-FROM attempts WHERE run_id = $1 ORDER BY attempt;
+FROM attempts WHERE run_id = :run_id ORDER BY attempt;
 
 -- name: count_running
 -- Running attempts per queue and key, as the database sees them (tests, metrics).
@@ -250,19 +269,15 @@ FROM run_queue GROUP BY queue;
 SELECT status, count(*) AS n FROM runs GROUP BY status;
 
 -- name: taskrun_runs_changed
--- Runs of TaskRun objects updated since $1, oldest change first: the operator
+-- Runs of TaskRun objects updated since :since, oldest change first: the operator
 -- mirrors them into TaskRun status. The latest checkpoint key rides along.
-SELECT r.id, r.namespace, r.task, r.queue, r.status, r.priority, r.payload,
-       r.idempotency_key, r.concurrency_key, r.attempt, r.attempt_base, r.memory_bytes,
-       r.result, r.error, r.trace_id, r.replay_of, r.source, r.created_at, r.started_at,
-       r.finished_at, r.updated_at, r.taskrun_name,
-       (r.spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts,
+SELECT {run_columns},
        (SELECT c.key FROM checkpoints c WHERE c.run_id = r.id ORDER BY c.seq DESC LIMIT 1)
            AS last_checkpoint
 FROM runs r
-WHERE r.taskrun_name IS NOT NULL AND r.updated_at > $1
+WHERE r.taskrun_name IS NOT NULL AND r.updated_at > :since
 ORDER BY r.updated_at
-LIMIT $2;
+LIMIT :limit;
 
 -- name: scheduled_runs_without_taskrun
 -- Runs fired by schedules that no TaskRun object stands for yet, oldest first.
@@ -270,20 +285,20 @@ SELECT id, namespace, task, payload, idempotency_key, created_at
 FROM runs
 WHERE source = 'schedule' AND taskrun_name IS NULL
 ORDER BY created_at
-LIMIT $1;
+LIMIT :limit;
 
 -- name: link_taskrun
 -- Ties a run to the TaskRun object made for it (once).
-UPDATE runs SET taskrun_name = $2, updated_at = now()
-WHERE id = $1 AND taskrun_name IS NULL
+UPDATE runs SET taskrun_name = :taskrun_name, updated_at = now()
+WHERE id = :run_id AND taskrun_name IS NULL
 RETURNING id;
 
 -- name: task_failure_rates
--- Per task, the runs that finished since $1 and how many of them failed (failed or
+-- Per task, the runs that finished since :since and how many of them failed (failed or
 -- dead-lettered): the tasks page's failure rate over the last hour.
 SELECT namespace, task,
        count(*) AS finished,
        count(*) FILTER (WHERE status IN ('failed', 'dead_lettered')) AS failed
 FROM runs
-WHERE finished_at >= $1
+WHERE finished_at >= :since
 GROUP BY namespace, task;

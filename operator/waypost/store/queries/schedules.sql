@@ -1,12 +1,14 @@
 -- name: upsert_schedule
--- Stores one schedule of a Task's spec. $10 is the next fire time computed from
--- now (NULL when the schedule is malformed, with $11 saying why). An unchanged
+-- Stores one schedule of a Task's spec. :next_fire_at is the next fire time
+-- computed from now (NULL when the schedule is malformed, with :last_error saying
+-- why). An unchanged
 -- cron and timezone keep the stored next_fire_at, so re-applying a Task neither
 -- skips nor repeats a tick; a changed one, a schedule that was malformed, or one
 -- being resumed from suspend starts again from now.
 INSERT INTO schedules (namespace, task, name, cron, timezone, payload, missed_runs,
                        catchup_limit, suspended, next_fire_at, last_error)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11)
+VALUES (:namespace, :task, :name, :cron, :timezone, :payload::jsonb, :missed_runs,
+        :catchup_limit, :suspended, :next_fire_at, :last_error)
 ON CONFLICT (namespace, task, name) DO UPDATE
     SET cron = excluded.cron,
         timezone = excluded.timezone,
@@ -28,49 +30,49 @@ ON CONFLICT (namespace, task, name) DO UPDATE
 RETURNING next_fire_at;
 
 -- name: delete_schedules_not_in
--- Removes the schedules of a Task that its spec no longer lists ($3).
+-- Removes the schedules of a Task that its spec no longer lists (:keep).
 DELETE FROM schedules
-WHERE namespace = $1 AND task = $2 AND NOT (name = ANY($3::text[]))
+WHERE namespace = :namespace AND task = :task AND NOT (name = ANY(:keep::text[]))
 RETURNING name;
 
 -- name: lock_due_schedules
--- First statement of a scheduler pass: the active schedules due at $1 (the
--- scheduler's clock), oldest first, at most $2. SKIP LOCKED leaves the rows
+-- First statement of a scheduler pass: the active schedules due at :now (the
+-- scheduler's clock), oldest first, at most :limit. SKIP LOCKED leaves the rows
 -- another scheduler is firing to it; once that one commits, next_fire_at has
--- moved on and the row is no longer due. With a leader epoch ($3), nothing is
--- locked unless that epoch is still the current one.
+-- moved on and the row is no longer due. With a leader epoch, nothing is locked
+-- unless that epoch is still the current one.
 SELECT s.namespace, s.task, s.name, s.cron, s.timezone, s.payload, s.missed_runs,
        s.catchup_limit, s.suspended, s.next_fire_at, s.last_fire_at, s.last_error,
        s.updated_at
 FROM schedules s
-WHERE NOT s.suspended AND s.next_fire_at IS NOT NULL AND s.next_fire_at <= $1
+WHERE NOT s.suspended AND s.next_fire_at IS NOT NULL AND s.next_fire_at <= :now
   AND EXISTS (SELECT 1 FROM tasks t WHERE t.namespace = s.namespace AND t.name = s.task
               AND t.deleted_at IS NULL)
-  AND ($3::bigint IS NULL
-       OR EXISTS (SELECT 1 FROM leadership l WHERE l.epoch = $3 FOR SHARE))
+  AND (:leader_epoch::bigint IS NULL
+       OR EXISTS (SELECT 1 FROM leadership l WHERE l.epoch = :leader_epoch FOR SHARE))
 ORDER BY s.next_fire_at
-LIMIT $2
+LIMIT :limit
 FOR UPDATE OF s SKIP LOCKED;
 
 -- name: advance_schedule
 -- After its firings were enqueued (same transaction): the next fire time, and
 -- the newest fire time enqueued, if any.
 UPDATE schedules
-SET next_fire_at = $4,
-    last_fire_at = coalesce($5, last_fire_at),
+SET next_fire_at = :next_fire_at,
+    last_fire_at = coalesce(:last_fire_at, last_fire_at),
     last_error = NULL,
     updated_at = now()
-WHERE namespace = $1 AND task = $2 AND name = $3
+WHERE namespace = :namespace AND task = :task AND name = :name
 RETURNING next_fire_at;
 
 -- name: record_schedule_error
--- A schedule that cannot fire: why ($4), and its next fire time ($5; NULL stops
--- it until its Task is applied again with a fixed schedule).
+-- A schedule that cannot fire: why, and its next fire time (NULL stops it until
+-- its Task is applied again with a fixed schedule).
 UPDATE schedules
-SET last_error = $4,
-    next_fire_at = $5,
+SET last_error = :last_error,
+    next_fire_at = :next_fire_at,
     updated_at = now()
-WHERE namespace = $1 AND task = $2 AND name = $3
+WHERE namespace = :namespace AND task = :task AND name = :name
 RETURNING name;
 
 -- name: list_schedules
@@ -80,8 +82,8 @@ SELECT s.namespace, s.task, s.name, s.cron, s.timezone, s.payload, s.missed_runs
        s.updated_at
 FROM schedules s
 JOIN tasks t ON t.namespace = s.namespace AND t.name = s.task AND t.deleted_at IS NULL
-WHERE ($1::text IS NULL OR s.namespace = $1)
-  AND ($2::text IS NULL OR s.task = $2)
+WHERE (:namespace::text IS NULL OR s.namespace = :namespace)
+  AND (:task::text IS NULL OR s.task = :task)
 ORDER BY s.namespace, s.task, s.name;
 
 -- name: get_schedule
@@ -90,9 +92,9 @@ SELECT s.namespace, s.task, s.name, s.cron, s.timezone, s.payload, s.missed_runs
        s.updated_at
 FROM schedules s
 JOIN tasks t ON t.namespace = s.namespace AND t.name = s.task AND t.deleted_at IS NULL
-WHERE s.namespace = $1 AND s.task = $2 AND s.name = $3;
+WHERE s.namespace = :namespace AND s.task = :task AND s.name = :name;
 
 -- name: delete_task_schedules
 -- A deleted Task's schedules stop with it.
-DELETE FROM schedules WHERE namespace = $1 AND task = $2
+DELETE FROM schedules WHERE namespace = :namespace AND task = :task
 RETURNING name;

@@ -2,14 +2,15 @@
 -- Stores a Task definition and its queue's limits; returns whether it changed.
 WITH queue AS (
     INSERT INTO queues (name, max_concurrency, per_key_concurrency)
-    VALUES ($4, $7, $8)
+    VALUES (:queue, :max_concurrency, :per_key_concurrency)
     ON CONFLICT (name) DO UPDATE
         SET max_concurrency = excluded.max_concurrency,
             per_key_concurrency = excluded.per_key_concurrency,
             updated_at = now()
 )
 INSERT INTO tasks (namespace, name, spec, queue, memory_bytes, default_priority, generation)
-VALUES ($1, $2, $3::jsonb, $4, $5, $6, $9)
+VALUES (:namespace, :name, :spec::jsonb, :queue, :memory_bytes, :default_priority,
+        :generation)
 ON CONFLICT (namespace, name) DO UPDATE
     SET spec = excluded.spec,
         queue = excluded.queue,
@@ -22,7 +23,7 @@ RETURNING namespace, name, spec, generation;
 
 -- name: get_task
 SELECT namespace, name, spec, generation FROM tasks
-WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL;
+WHERE namespace = :namespace AND name = :name AND deleted_at IS NULL;
 
 -- name: list_tasks
 -- Active tasks with their queue depth and running count, for status and the dashboard.
@@ -36,11 +37,11 @@ LEFT JOIN (
     FROM run_queue q JOIN runs r ON r.id = q.run_id
     GROUP BY r.namespace, r.task
 ) c ON c.namespace = t.namespace AND c.task = t.name
-WHERE t.deleted_at IS NULL AND ($1::text IS NULL OR t.namespace = $1)
+WHERE t.deleted_at IS NULL AND (:namespace::text IS NULL OR t.namespace = :namespace)
 ORDER BY t.namespace, t.name;
 
 -- name: delete_task
 -- Marks a Task deleted; its queued and retrying runs are cancelled by cancel_task_runs.
 UPDATE tasks SET deleted_at = now(), updated_at = now()
-WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL
+WHERE namespace = :namespace AND name = :name AND deleted_at IS NULL
 RETURNING name;

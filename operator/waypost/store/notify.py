@@ -1,0 +1,25 @@
+"""The NOTIFY channels the store's statements send on, and their payloads.
+
+This is the one description of the format; the statements in ``queries/*.sql``
+that call ``pg_notify`` point here, and listeners import the channel names.
+
+``waypost_ready``
+    Runs became claimable, or will be. Sent once per statement that enqueues
+    (a batch of runs is one NOTIFY), by a requeue from the dead-letter queue, and
+    by a retry. The payload is empty when the runs are claimable now, or the
+    number of seconds (decimal text, e.g. ``"2.5"``) after which a retried run
+    becomes claimable, so the dispatcher can wake up then instead of polling.
+    A payload it cannot parse counts as "now".
+
+``waypost_cancel``
+    A running run was cancelled. The payload is the run's id (UUID text); the
+    dispatcher that runs its attempt stops it.
+
+Postgres folds identical notifications sent in one transaction into one, and
+delivers them only on commit, so a rolled-back enqueue wakes no one.
+"""
+
+from __future__ import annotations
+
+READY_CHANNEL = "waypost_ready"
+CANCEL_CHANNEL = "waypost_cancel"
