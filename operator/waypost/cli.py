@@ -200,6 +200,34 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifests(args: argparse.Namespace) -> int:
+    import importlib
+
+    import yaml
+
+    from waypost.model import from_sdk
+    from waypost.sdk.decorator import Task
+
+    sys.path.insert(0, os.getcwd())  # modules of the project it is run in, as the runner does
+    manifests = []
+    for name in args.modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            print(f"waypost manifests: cannot import {name}: {exc}", file=sys.stderr)
+            return 2
+        for value in vars(module).values():
+            if isinstance(value, Task) and value.__module__ == module.__name__:
+                manifests.append(from_sdk.task_manifest(
+                    value.definition, namespace=args.namespace, image=args.image))
+    if not manifests:
+        print("waypost manifests: no @task functions in " + ", ".join(args.modules),
+              file=sys.stderr)
+        return 2
+    print(yaml.safe_dump_all(manifests, sort_keys=False), end="")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     import os
 
@@ -287,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     op.set_defaults(fn=cmd_operator)
     crds = sub.add_parser("crds", help="print the CustomResourceDefinitions as YAML")
     crds.set_defaults(fn=cmd_crds)
+
+    man = sub.add_parser("manifests", help="print the Task objects of the @task functions "
+                         "in MODULE... as YAML, to kubectl apply or commit for GitOps")
+    man.add_argument("modules", nargs="+", metavar="MODULE", help="e.g. examples.orders")
+    man.add_argument("--image", help="container image holding the task code")
+    man.add_argument("--namespace", help="metadata.namespace (omitted when not given)")
+    man.set_defaults(fn=cmd_manifests)
 
     mig = sub.add_parser("migrate", help="apply schema migrations to WAYPOST_DATABASE_URL")
     mig.set_defaults(fn=cmd_migrate)

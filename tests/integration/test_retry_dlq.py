@@ -1,6 +1,6 @@
 """Backoff follows the policy; exhausted runs are dead-lettered, listed and requeued.
 
-The policy is checked as a unit (``RetryPolicy``) and in the database: a real
+The policy is checked as a unit (``engine.retry``) and in the database: a real
 runner subprocess executes the ``always-fails`` example, and the gaps between
 its attempts, measured on the database clock, are the policy's delays.
 """
@@ -19,8 +19,8 @@ import pytest
 from examples import ledger
 from tests.integration.stack import settings, wait_for_status
 from waypost.backends.process import ProcessBackend
-from waypost.engine import control
-from waypost.engine.retry import Outcome, RetryPolicy
+from waypost.engine import control, retry
+from waypost.engine.retry import Outcome
 from waypost.model.enums import FailureType, RunStatus
 from waypost.model.run import TriggerRequest
 from waypost.model.task import RetrySpec, TaskDefinition, TaskSpec
@@ -29,14 +29,14 @@ from waypost.standalone import Standalone
 MIB = 1024 * 1024
 
 
-def policy(**backoff: float) -> RetryPolicy:
-    return RetryPolicy(RetrySpec.model_validate({"maxAttempts": 4, "backoff": backoff}))
+def policy(**backoff: float) -> RetrySpec:
+    return RetrySpec.model_validate({"maxAttempts": 4, "backoff": backoff})
 
 
 def test_next_delay_without_jitter_is_exponential_and_capped() -> None:
     p = policy(initialSeconds=1, factor=2, maxSeconds=5, jitter=0)
-    assert [p.next_delay(n) for n in range(1, 7)] == [1, 2, 4, 5, 5, 5]
-    assert [policy(initialSeconds=0.5, factor=3, jitter=0).next_delay(n)
+    assert [retry.next_delay(p, n) for n in range(1, 7)] == [1, 2, 4, 5, 5, 5]
+    assert [retry.next_delay(policy(initialSeconds=0.5, factor=3, jitter=0), n)
             for n in (1, 2, 3)] == [0.5, 1.5, 4.5]
 
 
@@ -44,34 +44,34 @@ def test_next_delay_jitter_stays_within_its_band() -> None:
     p = policy(initialSeconds=2, factor=2, maxSeconds=100, jitter=0.25)
     rng = random.Random(7)
     for failed, base in ((1, 2.0), (2, 4.0), (3, 8.0)):
-        delays = [p.next_delay(failed, rng) for _ in range(2000)]
+        delays = [retry.next_delay(p, failed, rng) for _ in range(2000)]
         assert min(delays) >= base * 0.75 and max(delays) <= base * 1.25
         # Spread over the band, not a constant: runs failing together scatter.
         assert max(delays) - min(delays) > base * 0.4
     capped = policy(initialSeconds=10, factor=2, maxSeconds=12, jitter=0.5)
-    assert all(0 <= capped.next_delay(3, rng) <= 12 for _ in range(500))
+    assert all(0 <= retry.next_delay(capped, 3, rng) <= 12 for _ in range(500))
 
 
 def test_decide_retries_then_dead_letters_and_grows_memory_on_oom() -> None:
-    p = RetryPolicy(RetrySpec.model_validate({
+    p = RetrySpec.model_validate({
         "maxAttempts": 3, "backoff": {"initialSeconds": 1, "factor": 2, "jitter": 0},
         "oom": {"memoryMultiplier": 4, "memoryCeiling": "512Mi"},
         "retryOn": ["error", "oom"],
-    }))
-    first = p.decide(attempts_used=1, failure=FailureType.ERROR, retryable=True,
+    })
+    first = retry.decide(p, attempts_used=1, failure=FailureType.ERROR, retryable=True,
                      memory_bytes=64 * MIB)
     assert (first.outcome, first.delay_seconds, first.memory_bytes) == (
         Outcome.RETRY, 1, 64 * MIB)
-    oom = p.decide(attempts_used=2, failure=FailureType.OOM, retryable=True,
+    oom = retry.decide(p, attempts_used=2, failure=FailureType.OOM, retryable=True,
                    memory_bytes=200 * MIB)
     assert (oom.outcome, oom.delay_seconds, oom.memory_bytes) == (Outcome.RETRY, 2, 512 * MIB)
-    last = p.decide(attempts_used=3, failure=FailureType.ERROR, retryable=True,
+    last = retry.decide(p, attempts_used=3, failure=FailureType.ERROR, retryable=True,
                     memory_bytes=64 * MIB)
     assert last.outcome is Outcome.DEAD_LETTER
-    not_listed = p.decide(attempts_used=1, failure=FailureType.TIMEOUT, retryable=True,
+    not_listed = retry.decide(p, attempts_used=1, failure=FailureType.TIMEOUT, retryable=True,
                           memory_bytes=64 * MIB)
     assert not_listed.outcome is Outcome.FAIL
-    aborted = p.decide(attempts_used=1, failure=FailureType.ERROR, retryable=False,
+    aborted = retry.decide(p, attempts_used=1, failure=FailureType.ERROR, retryable=False,
                        memory_bytes=64 * MIB)
     assert aborted.outcome is Outcome.FAIL
 

@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from waypost.runner import api, main
-from waypost.sdk.transport import RetryPolicy
+from waypost.sdk.retry import Retry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "attempt-token-1"
@@ -182,7 +182,8 @@ def write_module(directory: Path, source: str) -> str:
 async def run_in_process(url: str, task_path: Path | str, *, token: str = TOKEN) -> int:
     config = main.RunnerConfig(url, token, (str(task_path),))
     # Fast retries so transient-failure tests do not sleep for seconds.
-    client = api.RunnerClient(url, token, retry=RetryPolicy(attempts=4, initial_delay=0.01))
+    client = api.RunnerClient(
+        url, token, retry=Retry(max_attempts=4, initial_delay=0.01, jitter=0.0))
     try:
         return await main.run_cold(config, client)
     finally:

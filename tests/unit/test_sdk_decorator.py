@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from waypost import AbortRun, Retry, task
+from waypost.model.task import RetrySpec, TaskSpec
 from waypost.sdk import decorator
 from waypost.sdk.decorator import Queue, Task, registered_tasks
 from waypost.sdk.quantity import parse_duration, parse_memory_quantity
@@ -99,9 +100,10 @@ def test_retry_as_dict_uses_resource_keys() -> None:
         "maxAttempts": 5,
         "backoff": {"initialSeconds": 1.0, "factor": 2.0, "maxSeconds": 300.0, "jitter": 0.2},
         "retryOn": ["error", "oom", "timeout", "lost", "exit"],
-        "oomMemoryMultiplier": 2.0,
-        "oomMemoryCeiling": "1Gi",
+        "oom": {"memoryMultiplier": 2.0, "memoryCeiling": "1Gi"},
     }
+    # The Task resource takes it as it is (the drift this once locked in is gone).
+    assert RetrySpec.model_validate(retry.as_dict()).oom.memory_multiplier == 2.0
 
 
 # --- Quantities and durations ------------------------------------------------
@@ -201,9 +203,14 @@ def test_task_records_its_definition() -> None:
     assert definition.queue_name == "payments"
     assert definition.is_async is True
     assert definition.description == "Charge a card."
-    as_dict = definition.as_dict()
-    assert as_dict["queue"] == {"name": "payments", "maxConcurrency": 3, "perKeyConcurrency": 1}
-    assert as_dict["memoryBytes"] == 256 * 1024**2
+    spec = definition.as_dict(image="registry.example/shop:1")
+    assert spec["queue"] == {"name": "payments", "maxConcurrency": 3, "perKeyConcurrency": 1}
+    assert spec["resources"] == {"memory": "256Mi"}
+    assert spec["timeout"] == {"maxDuration": "900s"}
+    assert spec["image"] == "registry.example/shop:1"
+    # (A function defined in a test has a <locals> entrypoint no runner could load.)
+    parsed = TaskSpec.model_validate({**spec, "entrypoint": "shop.cards:charge_card"})
+    assert (parsed.memory_bytes, parsed.timeout_seconds) == (256 * 1024**2, 900.0)
 
 
 def test_decorated_functions_stay_callable_like_the_original() -> None:

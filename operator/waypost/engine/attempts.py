@@ -12,12 +12,12 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from waypost.engine import encoding
+from waypost.engine import encoding, retry
 from waypost.engine.backend import AttemptExit
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity, InvalidCredential
 from waypost.engine.errors import AttemptSuperseded, InvalidValue, Unauthorized
-from waypost.engine.retry import Outcome, RetryPolicy
+from waypost.engine.retry import Outcome
 from waypost.model.enums import FailureType, RunStatus
 from waypost.model.run import ErrorInfo, RunnerLogLine
 from waypost.model.task import TaskSpec
@@ -114,7 +114,8 @@ async def fail(engine: Engine, ident: AttemptIdentity, error: ErrorInfo) -> RunS
     if current is None:
         raise _superseded(ident)
     spec = TaskSpec.model_validate(current.spec)
-    decision = RetryPolicy(spec.retry).decide(
+    decision = retry.decide(
+        spec.retry,
         attempts_used=current.attempt - current.attempt_base,
         failure=error.type,
         retryable=error.retryable,

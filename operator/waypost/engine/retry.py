@@ -1,4 +1,10 @@
-"""The retry policy: what happens after a failed attempt."""
+"""The retry policy: what happens after a failed attempt.
+
+The policy is the Task's ``retry`` block (:class:`RetrySpec`, the CRD schema);
+these functions read it. The backoff formula is the SDK's
+(:func:`waypost.sdk.retry.backoff_delay`), reached through
+:meth:`waypost.model.task.Backoff.delay`.
+"""
 
 from __future__ import annotations
 
@@ -24,50 +30,40 @@ class Decision:
     memory_bytes: int = 0
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    spec: RetrySpec
+def next_delay(spec: RetrySpec, failed_attempts: int, rng: random.Random | None = None) -> float:
+    """Backoff before the next attempt, after ``failed_attempts`` (≥ 1) failures."""
+    # No draw without jitter: the sequence of a seeded rng stays as it was.
+    fraction = (rng or random).random() if spec.backoff.jitter else 0.5
+    return spec.backoff.delay(failed_attempts, random_fraction=fraction)
 
-    def next_delay(self, failed_attempts: int, rng: random.Random | None = None) -> float:
-        """Backoff before the next attempt, after ``failed_attempts`` (≥ 1) failures.
 
-        initial · factor^(n-1), capped at max, then spread by ±jitter so that many
-        runs failing together do not retry in lockstep.
-        """
-        backoff = self.spec.backoff
-        base = min(backoff.initial_seconds * backoff.factor ** (failed_attempts - 1),
-                   backoff.max_seconds)
-        if backoff.jitter == 0:
-            return base
-        spread = (rng or random).uniform(-backoff.jitter, backoff.jitter)
-        return max(0.0, min(base * (1 + spread), backoff.max_seconds))
+def next_memory(spec: RetrySpec, current_bytes: int, failure: FailureType) -> int:
+    """Memory for the next attempt: grown after an OOM kill when the policy says so."""
+    oom = spec.oom
+    if failure != FailureType.OOM or oom.memory_multiplier is None:
+        return current_bytes
+    grown = int(current_bytes * oom.memory_multiplier)
+    if oom.memory_ceiling is not None:
+        grown = min(grown, quantity.memory_bytes(oom.memory_ceiling))
+    return max(grown, current_bytes)
 
-    def next_memory(self, current_bytes: int, failure: FailureType) -> int:
-        """Memory for the next attempt: grown after an OOM kill when the policy says so."""
-        oom = self.spec.oom
-        if failure != FailureType.OOM or oom.memory_multiplier is None:
-            return current_bytes
-        grown = int(current_bytes * oom.memory_multiplier)
-        if oom.memory_ceiling is not None:
-            grown = min(grown, quantity.memory_bytes(oom.memory_ceiling))
-        return max(grown, current_bytes)
 
-    def decide(
-        self,
-        *,
-        attempts_used: int,
-        failure: FailureType,
-        retryable: bool,
-        memory_bytes: int,
-        rng: random.Random | None = None,
-    ) -> Decision:
-        """What to do after attempt number ``attempts_used`` of this budget failed."""
-        if not retryable or failure not in self.spec.retry_on:
-            return Decision(Outcome.FAIL, memory_bytes=memory_bytes)
-        if attempts_used >= self.spec.max_attempts:
-            return Decision(Outcome.DEAD_LETTER, memory_bytes=memory_bytes)
-        return Decision(
-            Outcome.RETRY,
-            delay_seconds=self.next_delay(attempts_used, rng),
-            memory_bytes=self.next_memory(memory_bytes, failure),
-        )
+def decide(
+    spec: RetrySpec,
+    *,
+    attempts_used: int,
+    failure: FailureType,
+    retryable: bool,
+    memory_bytes: int,
+    rng: random.Random | None = None,
+) -> Decision:
+    """What to do after attempt number ``attempts_used`` of this budget failed."""
+    if not retryable or failure not in spec.retry_on:
+        return Decision(Outcome.FAIL, memory_bytes=memory_bytes)
+    if attempts_used >= spec.max_attempts:
+        return Decision(Outcome.DEAD_LETTER, memory_bytes=memory_bytes)
+    return Decision(
+        Outcome.RETRY,
+        delay_seconds=next_delay(spec, attempts_used, rng),
+        memory_bytes=next_memory(spec, memory_bytes, failure),
+    )

@@ -1,46 +1,39 @@
-"""Task definitions written with the SDK decorator, as store/CRD Task specs."""
+"""Tasks declared with the SDK decorator as Task specs and Task manifests.
+
+The conversion itself is the SDK's (:meth:`waypost.sdk.TaskDefinition.as_dict`,
+which the runner image can carry without pydantic); here it is validated by the
+model that is the CRD schema, so dev mode, ``waypost manifests`` and the
+operator accept the same specs.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from waypost.model import k8s
 from waypost.model.task import TaskDefinition, TaskSpec
 from waypost.sdk.decorator import TaskDefinition as SdkTaskDefinition
 
 
 def task_spec(sdk: SdkTaskDefinition, *, image: str | None = None) -> TaskSpec:
     """The Task spec equivalent to what ``@task(...)`` declared."""
-    retry = sdk.retry
-    oom: dict[str, Any] = {}
-    if retry.oom_memory_multiplier is not None:
-        oom["memoryMultiplier"] = retry.oom_memory_multiplier
-    if retry.oom_memory_ceiling is not None:
-        oom["memoryCeiling"] = retry.oom_memory_ceiling
-    queue: dict[str, Any] = {
-        "maxConcurrency": sdk.queue.max_concurrency,
-        "perKeyConcurrency": sdk.queue.per_key_concurrency,
-    }
-    if sdk.queue.name:
-        queue["name"] = sdk.queue.name
-    spec: dict[str, Any] = {
-        "entrypoint": sdk.entrypoint,
-        "image": image,
-        "resources": {"memory": sdk.memory},
-        "retry": {
-            "maxAttempts": retry.max_attempts,
-            "backoff": {"initialSeconds": retry.initial_delay, "factor": retry.factor,
-                        "maxSeconds": retry.max_delay, "jitter": retry.jitter},
-            "retryOn": list(retry.retry_on),
-            "oom": oom,
-        },
-        "queue": queue,
-    }
-    if sdk.timeout_seconds is not None:
-        spec["timeout"] = {"maxDuration": f"{sdk.timeout_seconds:g}s"}
-    return TaskSpec.model_validate(spec)
+    return TaskSpec.model_validate(sdk.as_dict(image=image))
 
 
 def task_definition(
     sdk: SdkTaskDefinition, *, namespace: str = "default", image: str | None = None
 ) -> TaskDefinition:
+    """The Task as the store keeps it, for dev mode's registration."""
     return TaskDefinition(namespace=namespace, name=sdk.id, spec=task_spec(sdk, image=image))
+
+
+def task_manifest(
+    sdk: SdkTaskDefinition, *, namespace: str | None = None, image: str | None = None
+) -> dict[str, Any]:
+    """The ``Task`` object to apply with kubectl or GitOps (validated first)."""
+    task_spec(sdk, image=image)  # what the API server would refuse fails here, naming the field
+    metadata: dict[str, Any] = {"name": sdk.id}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    return {"apiVersion": k8s.API_VERSION, "kind": k8s.TASK_KIND, "metadata": metadata,
+            "spec": sdk.as_dict(image=image)}

@@ -10,6 +10,7 @@ from pydantic.config import JsonDict
 from waypost.model import quantity
 from waypost.model.base import ApiModel
 from waypost.model.enums import FailureType, MissedRunPolicy
+from waypost.sdk import retry as sdk_retry
 
 ENTRYPOINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
 CRON_SHAPE = (
@@ -63,6 +64,13 @@ class Backoff(ApiModel):
     jitter: float = Field(
         0.2, ge=0, le=1, description="Random spread, as a fraction of the delay (0.2 = ±20%)."
     )
+
+    def delay(self, failures: int, *, random_fraction: float = 0.5) -> float:
+        """Seconds before the next attempt after ``failures`` (≥ 1) failed ones."""
+        return sdk_retry.backoff_delay(
+            failures, initial=self.initial_seconds, factor=self.factor,
+            maximum=self.max_seconds, jitter=self.jitter, random_fraction=random_fraction,
+        )
 
 
 class OomPolicy(ApiModel):

@@ -13,8 +13,10 @@ from types import TracebackType
 from typing import Any
 
 from waypost.runner.http import ThreadedHTTP
+from waypost.sdk import transport
 from waypost.sdk.errors import AttemptSuperseded, WaypostAPIError
-from waypost.sdk.transport import RetryPolicy, Sleep, request_json
+from waypost.sdk.retry import Retry
+from waypost.sdk.transport import Sleep, request_json
 
 # Every runner call is a single short transaction on the coordinator; a
 # request that takes longer is stuck, and retrying it is the better bet.
@@ -33,14 +35,14 @@ class RunnerClient:
         base_url: str,
         token: str,
         *,
-        retry: RetryPolicy | None = None,
+        retry: Retry | None = None,
         sleep: Sleep = asyncio.sleep,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         http: ThreadedHTTP | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
-        self._retry = retry if retry is not None else RetryPolicy()
+        self._retry = retry if retry is not None else transport.PATIENT
         self._sleep = sleep
         self._timeout = request_timeout
         self._http = http

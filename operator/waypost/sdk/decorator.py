@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import re
 import threading
 import warnings
@@ -19,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from waypost.sdk.quantity import parse_duration, parse_memory_quantity
+from waypost.sdk.quantity import format_duration, parse_duration, parse_memory_quantity
+from waypost.sdk.retry import FAILURE_TYPES, Retry
 
 __all__ = [
     "FAILURE_TYPES",
@@ -36,130 +36,12 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: Failure types an attempt can end with. ``error``: the task raised;
-#: ``oom``: killed for exceeding its memory limit; ``timeout``: ran past its
-#: timeout; ``lost``: its heartbeats stopped (Pod or node gone); ``exit``: the
-#: process exited without reporting.
-FAILURE_TYPES: tuple[str, ...] = ("error", "oom", "timeout", "lost", "exit")
-
 DEFAULT_MEMORY = "512Mi"
 
 # A task id is used in URLs, Kubernetes label values and object names, so it
 # follows the strictest of those: an RFC 1123 DNS label.
 _TASK_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _TASK_ID_MAX = 63
-
-
-def _finite_number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name}: expected a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: must be finite, got {value!r}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class Retry:
-    """When and how a failed attempt is retried.
-
-    The delay before attempt ``n + 1`` is ``initial_delay * factor ** (n - 1)``
-    capped at ``max_delay``, then spread by ``± jitter`` (a fraction of the
-    delay) so that runs failing together do not retry together. After
-    ``max_attempts`` attempts the run is dead-lettered.
-
-    Only failures whose type is in ``retry_on`` are retried (see
-    :data:`FAILURE_TYPES`); :class:`~waypost.sdk.errors.AbortRun` is never
-    retried. On an out-of-memory kill, ``oom_memory_multiplier`` grows the
-    next attempt's memory limit (up to ``oom_memory_ceiling``), and that
-    attempt still resumes after the last checkpoint.
-    """
-
-    max_attempts: int = 3
-    initial_delay: float = 1.0
-    factor: float = 2.0
-    max_delay: float = 300.0
-    jitter: float = 0.2
-    retry_on: tuple[str, ...] = FAILURE_TYPES
-    oom_memory_multiplier: float | None = None
-    oom_memory_ceiling: str | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise ValueError(
-                f"Retry.max_attempts: expected an integer, got {type(self.max_attempts).__name__}"
-            )
-        if not 1 <= self.max_attempts <= 100:
-            raise ValueError(
-                f"Retry.max_attempts: must be between 1 and 100, got {self.max_attempts}"
-            )
-        if _finite_number("Retry.initial_delay", self.initial_delay) < 0:
-            raise ValueError(f"Retry.initial_delay: must be >= 0 seconds, got {self.initial_delay}")
-        if _finite_number("Retry.factor", self.factor) < 1:
-            raise ValueError(f"Retry.factor: must be >= 1, got {self.factor}")
-        if _finite_number("Retry.max_delay", self.max_delay) < self.initial_delay:
-            raise ValueError(
-                f"Retry.max_delay: must be >= initial_delay ({self.initial_delay}), "
-                f"got {self.max_delay}"
-            )
-        if not 0 <= _finite_number("Retry.jitter", self.jitter) <= 1:
-            raise ValueError(f"Retry.jitter: must be a fraction between 0 and 1, got {self.jitter}")
-        retry_on = self.retry_on
-        if isinstance(retry_on, str) or not all(isinstance(t, str) for t in retry_on):
-            raise ValueError("Retry.retry_on: expected a sequence of failure type names")
-        unknown = [t for t in retry_on if t not in FAILURE_TYPES]
-        if unknown:
-            raise ValueError(
-                f"Retry.retry_on: unknown failure type(s) {', '.join(map(repr, unknown))}; "
-                f"known types are {', '.join(FAILURE_TYPES)}"
-            )
-        # A list passed by the user would make the frozen dataclass unhashable.
-        object.__setattr__(self, "retry_on", tuple(dict.fromkeys(retry_on)))
-        if self.oom_memory_multiplier is not None and (
-            _finite_number("Retry.oom_memory_multiplier", self.oom_memory_multiplier) < 1
-        ):
-            raise ValueError(
-                f"Retry.oom_memory_multiplier: must be >= 1, got {self.oom_memory_multiplier}"
-            )
-        if self.oom_memory_ceiling is not None:
-            parse_memory_quantity(self.oom_memory_ceiling, field="Retry.oom_memory_ceiling")
-            if self.oom_memory_multiplier is None:
-                raise ValueError(
-                    "Retry.oom_memory_ceiling: only meaningful with oom_memory_multiplier set"
-                )
-
-    def delay_before(self, attempt: int, random_fraction: float = 0.5) -> float:
-        """Seconds to wait before ``attempt`` (2 or more) starts.
-
-        ``random_fraction`` in ``[0, 1)`` picks the point in the jitter band:
-        0.5 gives the undisturbed delay. Callers inject the randomness so that
-        schedules are reproducible in tests.
-        """
-        if attempt < 2:
-            return 0.0
-        # Cap the exponent so large attempt numbers cannot overflow a float.
-        exponent = min(attempt - 2, 1024)
-        try:
-            base = self.initial_delay * self.factor**exponent
-        except OverflowError:
-            base = self.max_delay
-        base = min(base, self.max_delay)
-        spread = base * self.jitter * (2.0 * random_fraction - 1.0)
-        return max(0.0, base + spread)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The policy as JSON, with the camelCase keys of the ``Task`` resource."""
-        return {
-            "maxAttempts": self.max_attempts,
-            "backoff": {
-                "initialSeconds": self.initial_delay,
-                "factor": self.factor,
-                "maxSeconds": self.max_delay,
-                "jitter": self.jitter,
-            },
-            "retryOn": list(self.retry_on),
-            "oomMemoryMultiplier": self.oom_memory_multiplier,
-            "oomMemoryCeiling": self.oom_memory_ceiling,
-        }
 
 
 def _optional_positive_int(name: str, value: int | None) -> None:
@@ -192,12 +74,13 @@ class Queue:
         _optional_positive_int("Queue.per_key_concurrency", self.per_key_concurrency)
 
     def as_dict(self) -> dict[str, Any]:
-        """The queue settings as JSON, with the camelCase keys of the ``Task`` resource."""
-        return {
+        """The ``queue`` block of the Task resource; unset limits are left out."""
+        block = {
             "name": self.name,
             "maxConcurrency": self.max_concurrency,
             "perKeyConcurrency": self.per_key_concurrency,
         }
+        return {key: value for key, value in block.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -229,18 +112,23 @@ class TaskDefinition:
         """The queue's name: the one set on :class:`Queue`, else the task id."""
         return self.queue.name or self.id
 
-    def as_dict(self) -> dict[str, Any]:
-        """The definition as JSON, with the camelCase keys of the ``Task`` resource."""
-        return {
-            "id": self.id,
-            "entrypoint": self.entrypoint,
-            "retry": self.retry.as_dict(),
-            "memory": self.memory,
-            "memoryBytes": self.memory_bytes,
-            "timeoutSeconds": self.timeout_seconds,
-            "queue": {**self.queue.as_dict(), "name": self.queue_name},
-            "description": self.description,
-        }
+    def as_dict(self, *, image: str | None = None) -> dict[str, Any]:
+        """The ``spec`` of the Task resource this declaration stands for.
+
+        The one conversion from ``@task(...)`` to a Task: ``waypost dev``
+        registers it, ``waypost manifests`` prints it, and the operator's
+        schema accepts it unchanged. ``image`` is the container image of the
+        task code (Pods need one; local processes do not).
+        """
+        spec: dict[str, Any] = {"entrypoint": self.entrypoint}
+        if image is not None:
+            spec["image"] = image
+        spec["resources"] = {"memory": self.memory}
+        spec["retry"] = self.retry.as_dict()
+        spec["queue"] = self.queue.as_dict()
+        if self.timeout_seconds is not None:
+            spec["timeout"] = {"maxDuration": format_duration(self.timeout_seconds)}
+        return spec
 
 
 class Task(Generic[P, R]):

@@ -100,3 +100,13 @@ def parse_duration(value: str | float, *, field: str = "timeout") -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{field}: {value!r} must be a positive duration")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """A positive number of seconds as a duration string :func:`parse_duration`
+    reads back to the same value: ``"90s"``, ``"1.5s"``."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"duration: {seconds!r} must be a positive number of seconds")
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{seconds!r}s"

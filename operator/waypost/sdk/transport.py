@@ -7,7 +7,7 @@ runner does not pay for importing aiohttp). Error bodies are
 ``{"error": {"code": ..., "message": ...}}`` and become
 :class:`~waypost.sdk.errors.WaypostAPIError`. Transient failures (connection
 refused or reset, timeouts, 5xx) are retried with exponential backoff when a
-:class:`RetryPolicy` is given; a 4xx never is, because repeating a refused
+:class:`~waypost.sdk.retry.Retry` is given; a 4xx never is, because repeating a refused
 request cannot make it acceptable.
 """
 
@@ -17,11 +17,11 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from waypost.sdk.errors import CoordinatorUnavailable, WaypostAPIError
+from waypost.sdk.retry import Retry
 
 _log = logging.getLogger("waypost.transport")
 
@@ -36,23 +36,11 @@ class TransportError(Exception):
     """The request got no HTTP answer: connection refused or reset, or a timeout."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently transient request failures are retried."""
-
-    # About 15 s in all: enough to ride out a coordinator replica restarting
-    # (a rolling upgrade), well inside the heartbeat window of an attempt.
-    attempts: int = 8
-    initial_delay: float = 0.2
-    factor: float = 2.0
-    max_delay: float = 5.0
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""
-        return float(min(self.max_delay, self.initial_delay * self.factor ** (failures - 1)))
-
-
-NO_RETRY = RetryPolicy(attempts=1)
+#: Transient failures retried for about 15 s in all: enough to ride out a
+#: coordinator replica restarting (a rolling upgrade), well inside the
+#: heartbeat window of an attempt. Not spread: one client retries alone.
+PATIENT = Retry(max_attempts=8, initial_delay=0.2, factor=2.0, max_delay=5.0, jitter=0.0)
+NO_RETRY = Retry(max_attempts=1, jitter=0.0)
 
 
 def _error_from_body(status: int, body: Any, text: str) -> WaypostAPIError:
@@ -79,7 +67,7 @@ async def request_json(
     headers: Mapping[str, str] | None = None,
     json_body: Any = None,
     params: Mapping[str, str] | None = None,
-    retry: RetryPolicy = NO_RETRY,
+    retry: Retry = NO_RETRY,
     sleep: Sleep = asyncio.sleep,
 ) -> tuple[int, Any]:
     """Send one request and return ``(status, decoded JSON body or None)`` on 2xx.
@@ -101,13 +89,13 @@ async def request_json(
             return await _send_once(send, method, url, all_headers, body)
         except _Transient as exc:
             failures += 1
-            if failures >= retry.attempts:
-                if exc.error is not None and retry.attempts == 1:
+            if failures >= retry.max_attempts:
+                if exc.error is not None and retry.max_attempts == 1:
                     raise exc.error from None
                 raise CoordinatorUnavailable(
                     f"{method} {_path(url)} failed after {failures} tries: {exc}"
                 ) from None
-            delay = retry.delay(failures)
+            delay = retry.delay_after(failures)
             _log.warning(
                 "coordinator request failed; retrying",
                 extra={
