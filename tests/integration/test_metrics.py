@@ -53,8 +53,9 @@ async def test_queue_depths_and_hot_table_health(
     finally:
         await holder.close()
 
-    assert metrics["waypost_queue_ready_runs"] == [({"queue": "t"}, 3.0)]
-    assert metrics["waypost_queue_running_runs"] == [({"queue": "t"}, 2.0)]
+    queue = {"queue_namespace": "default", "queue": "t"}
+    assert metrics["waypost_queue_ready_runs"] == [(queue, 3.0)]
+    assert metrics["waypost_queue_running_runs"] == [(queue, 2.0)]
     [(_, oldest)] = metrics["waypost_db_oldest_snapshot_seconds"]
     assert 1.2 <= oldest < 60
     [(_, size)] = metrics["waypost_hot_table_bytes"]

@@ -102,3 +102,125 @@ async def test_changed_or_newer_migrations_are_refused(database_url: str) -> Non
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
     finally:
         await conn.close()
+
+
+async def _apply_up_to(conn: asyncpg.Connection, version: int) -> None:
+    """Apply the shipped migrations 1..version, recorded as migrate.apply records them,
+    so that a later migrate.apply applies only the newer ones."""
+    await conn.execute("CREATE SCHEMA IF NOT EXISTS waypost")
+    await conn.execute(
+        "CREATE TABLE waypost.schema_migrations (version integer PRIMARY KEY, name text NOT "
+        "NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+    for m in migrate.available():
+        if m.version > version:
+            break
+        async with conn.transaction():
+            await conn.execute("SET LOCAL search_path = waypost")
+            await conn.execute(m.sql)
+            await conn.execute(
+                "INSERT INTO waypost.schema_migrations (version, name, checksum) "
+                "VALUES ($1, $2, $3)", m.version, m.name, m.checksum)
+
+
+# The enqueue statement of the release before migration 0010, verbatim: a replica
+# of that release keeps enqueueing while a new one migrates (docs/migrations.md).
+PREVIOUS_RELEASE_ENQUEUE = """
+WITH task AS (
+    SELECT namespace, name, spec, queue, memory_bytes, default_priority
+    FROM tasks WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL
+), inserted AS (
+    INSERT INTO runs (id, namespace, task, queue, status, priority, payload,
+                      idempotency_key, concurrency_key, spec, memory_bytes, trace_id,
+                      source, replay_of, taskrun_name)
+    SELECT $3, t.namespace, t.name, t.queue, 'queued', coalesce($4, t.default_priority),
+           $5::jsonb, $6, $7, t.spec, t.memory_bytes, $8, $9, $10, $11
+    FROM task t
+    ON CONFLICT (namespace, task, idempotency_key) WHERE idempotency_key IS NOT NULL
+        DO NOTHING
+    RETURNING *
+), queued AS (
+    INSERT INTO run_queue (run_id, seq, queue, concurrency_key, priority, state, available_at)
+    SELECT id, seq, queue, concurrency_key, priority, 'ready', now() FROM inserted
+    RETURNING run_id
+)
+SELECT i.id FROM inserted i JOIN queued q ON q.run_id = i.id
+"""
+
+
+async def test_queues_per_namespace_migration_moves_every_row_over(
+    postgres: EmbeddedPostgres, empty_database: str
+) -> None:
+    """Migration 0010 on a database written by the previous release: one global
+    queue `hello` used by Tasks of two namespaces becomes one queue per namespace
+    with the same limits; every active run's hot row points at its own namespace's
+    queue; runs that can still be requeued keep a queue; nothing is lost, and
+    claims and the previous release's enqueue work afterwards."""
+    conn = await asyncpg.connect(postgres.dsn_for(empty_database))
+    try:
+        await _apply_up_to(conn, 9)
+        await conn.execute("SET search_path = waypost")
+        await conn.execute("""
+            INSERT INTO queues (name, max_concurrency, per_key_concurrency) VALUES
+                ('hello', 2, NULL), ('shared', NULL, 3), ('unused', 7, NULL);
+            INSERT INTO tasks (namespace, name, spec, queue, memory_bytes) VALUES
+                ('a', 'hello', '{"retry": {"maxAttempts": 3}}', 'hello', 1024),
+                ('b', 'hello', '{"retry": {"maxAttempts": 3}}', 'hello', 1024),
+                ('c', 'other', '{"retry": {"maxAttempts": 3}}', 'shared', 1024);
+        """)
+        run_ids: dict[tuple[str, str], uuid.UUID] = {}
+        for namespace, task, queue, status, state in [
+            ("a", "hello", "hello", "queued", "ready"),
+            ("b", "hello", "hello", "queued", "ready"),
+            ("b", "hello", "hello", "running", "running"),
+            ("c", "other", "shared", "dead_lettered", None),
+            ("c", "other", "shared", "succeeded", None),
+        ]:
+            run_id = uuid.uuid4()
+            run_ids[(namespace, status)] = run_id
+            seq = await conn.fetchval(
+                "INSERT INTO runs (id, namespace, task, queue, status, spec, memory_bytes, "
+                "trace_id) VALUES ($1, $2, $3, $4, $5, '{}', 1024, 't') RETURNING seq",
+                run_id, namespace, task, queue, status)
+            if state:
+                await conn.execute(
+                    "INSERT INTO run_queue (run_id, seq, queue, priority, state, available_at, "
+                    "claim_token, lease_expires_at) VALUES ($1, $2, $3, 0, $4, now(), $5, "
+                    "CASE WHEN $4 = 'running' THEN now() + interval '1 minute' END)",
+                    run_id, seq, queue, state, 1 if state == "running" else None)
+        before = await conn.fetchval("SELECT count(*) FROM runs")
+
+        assert await migrate.apply(conn) == [m.version for m in migrate.available()
+                                             if m.version >= 10]
+
+        queues = await conn.fetch(
+            "SELECT namespace, name, max_concurrency, per_key_concurrency FROM queues "
+            "ORDER BY namespace, name")
+        assert [tuple(r) for r in queues] == [
+            ("a", "hello", 2, None), ("b", "hello", 2, None), ("c", "shared", None, 3)]
+        hot = await conn.fetch(
+            "SELECT r.namespace, q.namespace AS queue_namespace, q.name, h.state "
+            "FROM run_queue h JOIN runs r ON r.id = h.run_id JOIN queues q ON q.id = h.queue_id "
+            "ORDER BY r.namespace, h.state")
+        assert [tuple(r) for r in hot] == [
+            ("a", "a", "hello", "ready"), ("b", "b", "hello", "ready"),
+            ("b", "b", "hello", "running")]
+        assert await conn.fetchval("SELECT count(*) FROM runs") == before
+        assert await conn.fetchval("SELECT count(*) FROM run_queue WHERE queue IS NOT NULL") == 0
+
+        # The previous release's enqueue still lands in its own namespace's queue.
+        old_run = uuid.uuid4()
+        assert await conn.fetchval(
+            PREVIOUS_RELEASE_ENQUEUE, "b", "hello", old_run, None, "{}", None, None, "t",
+            "api", None, None) == old_run
+        assert await conn.fetchval(
+            "SELECT q.namespace FROM run_queue h JOIN queues q ON q.id = h.queue_id "
+            "WHERE h.run_id = $1", old_run) == "b"
+
+        # Claims see the moved rows: b's queue (limit 2, one running) admits one more,
+        # a's queue its one run.
+        claimed = await conn.fetch(
+            "SELECT namespace FROM claim_runs('{}', '{}', '{}', 10, 30, 'w', NULL) "
+            "WHERE NOT acked ORDER BY namespace")
+        assert [r["namespace"] for r in claimed] == ["a", "b"]
+    finally:
+        await conn.close()

@@ -72,9 +72,9 @@ class InMemoryBackend:
 
     async def _work(self, launch: AttemptLaunch) -> None:
         row = await self.engine.pool.fetchrow(
-            "SELECT queue, concurrency_key FROM runs WHERE id = $1", launch.run_id)
+            "SELECT namespace, queue, concurrency_key FROM runs WHERE id = $1", launch.run_id)
         assert row is not None
-        scopes = [("queue", row["queue"]), ("key", row["concurrency_key"])]
+        scopes = [("queue", row["namespace"], row["queue"]), ("key", row["concurrency_key"])]
         active, peak = self.shared["active"], self.shared["peak"]
         for scope in scopes:
             active[scope] += 1
@@ -108,15 +108,19 @@ class InMemoryBackend:
                 await task
 
 
-async def register(db: asyncpg.Pool, name: str, **queue: int) -> None:
+async def register(
+    db: asyncpg.Pool, name: str, namespace: str = "default", **queue: int
+) -> None:
     spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello", "queue": queue})
-    await tasks.upsert(db, TaskDefinition(namespace="default", name=name, spec=spec))
+    await tasks.upsert(db, TaskDefinition(namespace=namespace, name=name, spec=spec))
 
 
-async def enqueue_many(db: asyncpg.Pool, task: str, keys: Sequence[str | None]) -> list[uuid.UUID]:
+async def enqueue_many(
+    db: asyncpg.Pool, task: str, keys: Sequence[str | None], namespace: str = "default"
+) -> list[uuid.UUID]:
     ids = [uuid.uuid4() for _ in keys]
     inserted = await runs.enqueue_bulk(
-        db, namespace="default", task=task, run_ids=ids, priorities=[None] * len(ids),
+        db, namespace=namespace, task=task, run_ids=ids, priorities=[None] * len(ids),
         payloads=[RawJson("{}")] * len(ids), idempotency_keys=[None] * len(ids),
         concurrency_keys=list(keys), trace_ids=[secrets.token_hex(16) for _ in ids],
         source="test",
@@ -163,9 +167,9 @@ class TwoDispatchers:
 
 async def drain(
     db: asyncpg.Pool, ids: Sequence[uuid.UUID], timeout: float,
-) -> list[dict[tuple[str, str | None], int]]:
+) -> list[dict[tuple[str, str, str | None], int]]:
     """Sample running counts from the database until every run in ``ids`` succeeded."""
-    samples: list[dict[tuple[str, str | None], int]] = []
+    samples: list[dict[tuple[str, str, str | None], int]] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -188,11 +192,11 @@ async def test_max_concurrency_holds_with_two_dispatchers(
     async with TwoDispatchers(database_url, work_seconds=0.005) as stack:
         samples = await drain(db, ids, timeout=120)
 
-    per_sample = [sum(n for (q, _), n in s.items() if q == "bounded") for s in samples]
+    per_sample = [sum(n for (_, q, _), n in s.items() if q == "bounded") for s in samples]
     assert len(per_sample) > 100, "too few samples to say anything about the drain"
     assert max(per_sample) <= 3, f"the database showed {max(per_sample)} running at once"
     assert max(per_sample) == 3, "the limit was never reached: the test proves nothing"
-    assert stack.shared["peak"][("queue", "bounded")] <= 3
+    assert stack.shared["peak"][("queue", "default", "bounded")] <= 3
     # Both dispatchers took part; every run ran exactly once.
     started = [len(b.started) for b in stack.backends]
     assert all(n > 0 for n in started), f"claims per dispatcher: {started}"
@@ -217,10 +221,10 @@ async def test_per_key_limit_and_no_starvation(database_url: str, db: asyncpg.Po
         samples = await drain(db, all_ids, timeout=180)
 
     for key in ("A", "B", "C"):
-        most = max(s.get(("tenanted", key), 0) for s in samples)
+        most = max(s.get(("default", "tenanted", key), 0) for s in samples)
         assert most <= 1, f"key {key} had {most} runs running at once"
         assert stack.shared["peak"][("key", key)] <= 1
-    assert max(s.get(("tenanted", "A"), 0) for s in samples) == 1
+    assert max(s.get(("default", "tenanted", "A"), 0) for s in samples) == 1
     assert all(len(b.started) > 0 for b in stack.backends)
 
     others_done = await db.fetchval(
@@ -233,3 +237,33 @@ async def test_per_key_limit_and_no_starvation(database_url: str, db: asyncpg.Po
         "the backlog of one key delayed the others")
     statuses = await db.fetch("SELECT status, count(*) AS n FROM runs GROUP BY status")
     assert {r["status"]: r["n"] for r in statuses} == {"succeeded": 410}
+
+
+async def test_same_task_name_in_two_namespaces_keeps_separate_limits(
+    database_url: str, db: asyncpg.Pool
+) -> None:
+    """Queues are keyed by (namespace, name): Task `hello` in namespace a
+    (maxConcurrency 1) and Task `hello` in namespace b (maxConcurrency 5) each keep
+    their own limit, and applying one never overwrites the other's."""
+    await register(db, "hello", namespace="a", maxConcurrency=1)
+    await register(db, "hello", namespace="b", maxConcurrency=5)
+    stored = await db.fetch("SELECT namespace, name, max_concurrency FROM queues ORDER BY 1")
+    assert [tuple(r) for r in stored] == [("a", "hello", 1), ("b", "hello", 5)]
+    a_ids = await enqueue_many(db, "hello", [None] * 40, namespace="a")
+    b_ids = await enqueue_many(db, "hello", [None] * 200, namespace="b")
+
+    async with TwoDispatchers(database_url, work_seconds=0.01) as stack:
+        samples = await drain(db, [*a_ids, *b_ids], timeout=180)
+
+    def most(namespace: str) -> int:
+        return max(sum(n for (ns, q, _), n in s.items() if (ns, q) == (namespace, "hello"))
+                   for s in samples)
+
+    assert len(samples) > 50, "too few samples to say anything about the drain"
+    assert most("a") == 1, f"namespace a ran {most('a')} at once (limit 1)"
+    assert most("b") == 5, f"namespace b peaked at {most('b')} running (limit 5)"
+    assert stack.shared["peak"][("queue", "a", "hello")] == 1
+    assert stack.shared["peak"][("queue", "b", "hello")] <= 5
+    statuses = await db.fetch(
+        "SELECT namespace, status, count(*) AS n FROM runs GROUP BY 1, 2 ORDER BY 1")
+    assert [tuple(r) for r in statuses] == [("a", "succeeded", 40), ("b", "succeeded", 200)]

@@ -12,14 +12,19 @@ from waypost.store import health, runs
 async def handler(request: web.Request) -> web.Response:
     engine = request.app[appkeys.ENGINE]
     registry = CollectorRegistry()
+    # A queue is named within its namespace: two namespaces may each have a queue
+    # "hello" with limits of their own, so both labels identify it. Not `namespace`:
+    # Prometheus sets that one to the scraped operator Pod's namespace.
     ready = Gauge("waypost_queue_ready_runs", "Runs waiting in a queue (incl. backoff).",
-                  ["queue"], registry=registry)
-    running = Gauge("waypost_queue_running_runs", "Runs with a running attempt.", ["queue"],
-                    registry=registry)
+                  ["queue_namespace", "queue"], registry=registry)
+    running = Gauge("waypost_queue_running_runs", "Runs with a running attempt.",
+                    ["queue_namespace", "queue"], registry=registry)
     by_status = Gauge("waypost_runs", "Runs by status.", ["status"], registry=registry)
-    for queue, (n_ready, n_running) in (await runs.queue_depths(engine.pool)).items():
-        ready.labels(queue).set(n_ready)
-        running.labels(queue).set(n_running)
+    for (namespace, queue), (n_ready, n_running) in (
+        await runs.queue_depths(engine.pool)
+    ).items():
+        ready.labels(namespace, queue).set(n_ready)
+        running.labels(namespace, queue).set(n_running)
     for status, count in (await runs.status_counts(engine.pool)).items():
         by_status.labels(status).set(count)
     store = await health.read(engine.pool)

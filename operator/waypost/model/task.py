@@ -103,7 +103,8 @@ class QueueSpec(ApiModel):
         None,
         pattern=NAME_PATTERN,
         max_length=63,
-        description="Queue name; Tasks naming the same queue share its limits. "
+        description="Queue name within the Task's namespace; Tasks of one namespace "
+        "naming the same queue share its limits, Tasks of other namespaces never do. "
         "Defaults to the Task's name.",
     )
     max_concurrency: int | None = Field(

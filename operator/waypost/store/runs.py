@@ -308,14 +308,18 @@ async def list_attempts(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID
 
 async def running_counts(
     db: asyncpg.Pool | asyncpg.Connection,
-) -> dict[tuple[str, str | None], int]:
+) -> dict[tuple[str, str, str | None], int]:
+    """Running attempts by (namespace, queue, concurrency key)."""
     rows = await db.fetch(query("count_running"))
-    return {(r["queue"], r["concurrency_key"]): r["running"] for r in rows}
+    return {(r["namespace"], r["queue"], r["concurrency_key"]): r["running"] for r in rows}
 
 
-async def queue_depths(db: asyncpg.Pool | asyncpg.Connection) -> dict[str, tuple[int, int]]:
+async def queue_depths(
+    db: asyncpg.Pool | asyncpg.Connection,
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(ready, running) by (namespace, queue)."""
     rows = await db.fetch(query("queue_depths"))
-    return {r["queue"]: (r["ready"], r["running"]) for r in rows}
+    return {(r["namespace"], r["queue"]): (r["ready"], r["running"]) for r in rows}
 
 
 async def status_counts(db: asyncpg.Pool | asyncpg.Connection) -> dict[str, int]:

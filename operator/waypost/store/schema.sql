@@ -5,82 +5,73 @@
 
 CREATE SCHEMA waypost;
 
-CREATE FUNCTION waypost.claim_ready_runs(p_locked text[], p_limit integer, p_lease_seconds double precision, p_worker text, p_unlocked text[]) RETURNS TABLE(run_id uuid, attempt integer, claim_token bigint, lease_expires_at timestamp with time zone, namespace text, task text, spec jsonb, memory_bytes bigint, trace_id text, attempt_base integer, idempotency_key text, taskrun_name text)
+CREATE FUNCTION waypost.claim_ready_runs(p_locked integer[], p_limit integer, p_lease_seconds double precision, p_worker text, p_unlocked integer[]) RETURNS TABLE(run_id uuid, attempt integer, claim_token bigint, lease_expires_at timestamp with time zone, namespace text, task text, spec jsonb, memory_bytes bigint, trace_id text, attempt_base integer, idempotency_key text, taskrun_name text)
     LANGUAGE plpgsql
     SET enable_bitmapscan TO 'off'
-    SET plan_cache_mode TO 'force_generic_plan'
-    SET search_path TO 'waypost', 'pg_catalog'
     SET enable_seqscan TO 'off'
     SET jit TO 'off'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET search_path TO 'waypost', 'pg_catalog'
     AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
     WITH RECURSIVE limits AS (
-        SELECT q.name, q.max_concurrency, q.per_key_concurrency,
+        SELECT q.id, q.max_concurrency, q.per_key_concurrency,
                (SELECT count(*) FROM run_queue r
-                WHERE r.queue = q.name AND r.state = 'running') AS running
-        FROM queues q WHERE q.name = ANY(p_locked)
+                WHERE r.queue_id = q.id AND r.state = 'running') AS running
+        FROM queues q WHERE q.id = ANY(p_locked)
         UNION ALL
-        SELECT q.name, NULL, NULL, 0 FROM queues q
-        WHERE q.name = ANY(p_unlocked) AND q.max_concurrency IS NULL
+        SELECT q.id, NULL, NULL, 0 FROM queues q
+        WHERE q.id = ANY(p_unlocked) AND q.max_concurrency IS NULL
           AND q.per_key_concurrency IS NULL
     ), ready_keys AS (
-        -- The distinct keys with ready runs of each per-key queue, one index probe
-        -- per key (Postgres has no skip scan of its own).
-        SELECT l.name AS queue,
+        SELECT l.id AS queue_id,
                (SELECT r.concurrency_key FROM run_queue r
-                WHERE r.queue = l.name AND r.state = 'ready' AND r.concurrency_key IS NOT NULL
+                WHERE r.queue_id = l.id AND r.state = 'ready' AND r.concurrency_key IS NOT NULL
                 ORDER BY r.concurrency_key LIMIT 1) AS concurrency_key
         FROM limits l WHERE l.per_key_concurrency IS NOT NULL
         UNION ALL
-        SELECT k.queue,
+        SELECT k.queue_id,
                (SELECT r.concurrency_key FROM run_queue r
-                WHERE r.queue = k.queue AND r.state = 'ready'
+                WHERE r.queue_id = k.queue_id AND r.state = 'ready'
                   AND r.concurrency_key > k.concurrency_key
                 ORDER BY r.concurrency_key LIMIT 1)
         FROM ready_keys k WHERE k.concurrency_key IS NOT NULL
     ), running_keys AS (
-        SELECT r.queue, r.concurrency_key, count(*) AS running
-        FROM run_queue r JOIN limits l ON l.name = r.queue AND l.per_key_concurrency IS NOT NULL
+        SELECT r.queue_id, r.concurrency_key, count(*) AS running
+        FROM run_queue r JOIN limits l ON l.id = r.queue_id AND l.per_key_concurrency IS NOT NULL
         WHERE r.state = 'running' AND r.concurrency_key IS NOT NULL
-        GROUP BY r.queue, r.concurrency_key
+        GROUP BY r.queue_id, r.concurrency_key
     ), candidates AS (
-        -- Queues without a per-key limit: just the head of the ready index.
-        SELECT c.run_id, c.queue, c.priority, c.seq
+        SELECT c.run_id, c.queue_id, c.priority, c.seq
         FROM limits l CROSS JOIN LATERAL (
-            SELECT r.run_id, r.queue, r.priority, r.seq FROM run_queue r
-            WHERE r.queue = l.name AND r.state = 'ready' AND r.available_at <= now()
+            SELECT r.run_id, r.queue_id, r.priority, r.seq FROM run_queue r
+            WHERE r.queue_id = l.id AND r.state = 'ready' AND r.available_at <= now()
             ORDER BY r.priority DESC, r.seq
             LIMIT greatest(0, least(p_limit, coalesce(l.max_concurrency - l.running, p_limit)))
             FOR UPDATE OF r SKIP LOCKED
         ) c
         WHERE l.per_key_concurrency IS NULL
         UNION ALL
-        -- Queues with a per-key limit: each key that has ready runs (found with a
-        -- loose index scan, one probe per key) offers the head of its own ready
-        -- runs, as many as fit beside its running ones; keyless runs are not
-        -- limited by key. The admitted step then orders all of them, so the result
-        -- is the same as ranking the whole backlog, at a cost that grows with the
-        -- number of keys instead of the number of ready runs.
-        SELECT c.run_id, c.queue, c.priority, c.seq
+        SELECT c.run_id, c.queue_id, c.priority, c.seq
         FROM ready_keys k
-        JOIN limits l ON l.name = k.queue
+        JOIN limits l ON l.id = k.queue_id
         LEFT JOIN running_keys rk
-               ON rk.queue = k.queue AND rk.concurrency_key = k.concurrency_key
+               ON rk.queue_id = k.queue_id AND rk.concurrency_key = k.concurrency_key
         CROSS JOIN LATERAL (
-            SELECT r.run_id, r.queue, r.priority, r.seq FROM run_queue r
-            WHERE r.queue = k.queue AND r.concurrency_key = k.concurrency_key
+            SELECT r.run_id, r.queue_id, r.priority, r.seq FROM run_queue r
+            WHERE r.queue_id = k.queue_id AND r.concurrency_key = k.concurrency_key
               AND r.state = 'ready' AND r.available_at <= now()
             ORDER BY r.priority DESC, r.seq
             LIMIT greatest(0, least(p_limit, l.per_key_concurrency - coalesce(rk.running, 0)))
         ) c
         WHERE k.concurrency_key IS NOT NULL
         UNION ALL
-        SELECT c.run_id, c.queue, c.priority, c.seq
+        SELECT c.run_id, c.queue_id, c.priority, c.seq
         FROM limits l CROSS JOIN LATERAL (
-            SELECT r.run_id, r.queue, r.priority, r.seq FROM run_queue r
-            WHERE r.queue = l.name AND r.concurrency_key IS NULL
+            SELECT r.run_id, r.queue_id, r.priority, r.seq FROM run_queue r
+            WHERE r.queue_id = l.id AND r.concurrency_key IS NULL
               AND r.state = 'ready' AND r.available_at <= now()
             ORDER BY r.priority DESC, r.seq
             LIMIT p_limit
@@ -88,10 +79,10 @@ BEGIN
         WHERE l.per_key_concurrency IS NOT NULL
     ), admitted AS (
         SELECT c.run_id FROM (
-            SELECT c.*, row_number() OVER (PARTITION BY c.queue
+            SELECT c.*, row_number() OVER (PARTITION BY c.queue_id
                                            ORDER BY c.priority DESC, c.seq) AS queue_rank
             FROM candidates c
-        ) c JOIN limits l ON l.name = c.queue
+        ) c JOIN limits l ON l.id = c.queue_id
         WHERE l.max_concurrency IS NULL OR c.queue_rank + l.running <= l.max_concurrency
         ORDER BY c.priority DESC, c.seq
         LIMIT p_limit
@@ -125,12 +116,12 @@ $$;
 
 CREATE FUNCTION waypost.claim_runs(p_ack_run_ids uuid[], p_ack_tokens bigint[], p_ack_results jsonb[], p_limit integer, p_lease_seconds double precision, p_worker text, p_leader_epoch bigint) RETURNS TABLE(acked boolean, run_id uuid, attempt integer, claim_token bigint, lease_expires_at timestamp with time zone, namespace text, task text, spec jsonb, memory_bytes bigint, trace_id text, attempt_base integer, idempotency_key text, taskrun_name text)
     LANGUAGE plpgsql
-    SET search_path TO 'waypost', 'pg_catalog'
     SET jit TO 'off'
+    SET search_path TO 'waypost', 'pg_catalog'
     AS $$
 DECLARE
-    v_locked text[];
-    v_unlocked text[];
+    v_locked integer[];
+    v_unlocked integer[];
 BEGIN
     IF cardinality(p_ack_run_ids) > 0 THEN
         RETURN QUERY
@@ -139,8 +130,8 @@ BEGIN
                NULL::text
         FROM complete_attempts(p_ack_run_ids, p_ack_tokens, p_ack_results) AS c(id);
     END IF;
-    SELECT coalesce(array_agg(q.name) FILTER (WHERE q.locked), '{}'),
-           coalesce(array_agg(q.name) FILTER (WHERE NOT q.locked), '{}')
+    SELECT coalesce(array_agg(q.queue_id) FILTER (WHERE q.locked), '{}'),
+           coalesce(array_agg(q.queue_id) FILTER (WHERE NOT q.locked), '{}')
       INTO v_locked, v_unlocked
       FROM lock_claimable_queues(p_leader_epoch) q;
     IF cardinality(v_locked) = 0 AND cardinality(v_unlocked) = 0 THEN
@@ -177,13 +168,13 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION waypost.lock_claimable_queues(p_leader_epoch bigint) RETURNS TABLE(name text, locked boolean)
+CREATE FUNCTION waypost.lock_claimable_queues(p_leader_epoch bigint) RETURNS TABLE(queue_id integer, locked boolean)
     LANGUAGE plpgsql
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
+    SET jit TO 'off'
     SET plan_cache_mode TO 'force_generic_plan'
     SET search_path TO 'waypost', 'pg_catalog'
-    SET jit TO 'off'
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -193,20 +184,33 @@ BEGIN
                OR EXISTS (SELECT 1 FROM leadership l WHERE l.epoch = p_leader_epoch FOR SHARE)
                AS ok
     ), limited AS (
-        SELECT queues.name FROM queues
+        SELECT queues.id FROM queues
         WHERE (max_concurrency IS NOT NULL OR per_key_concurrency IS NOT NULL)
           AND (SELECT ok FROM leader)
-          AND (SELECT true FROM run_queue r WHERE r.queue = queues.name AND r.state = 'ready'
+          AND (SELECT true FROM run_queue r WHERE r.queue_id = queues.id AND r.state = 'ready'
                AND r.available_at <= now() ORDER BY r.priority DESC, r.seq LIMIT 1)
         FOR UPDATE OF queues SKIP LOCKED
     )
-    SELECT limited.name, true FROM limited
+    SELECT limited.id, true FROM limited
     UNION ALL
-    SELECT queues.name, false FROM queues
+    SELECT queues.id, false FROM queues
     WHERE max_concurrency IS NULL AND per_key_concurrency IS NULL
       AND (SELECT ok FROM leader)
-      AND (SELECT true FROM run_queue r WHERE r.queue = queues.name AND r.state = 'ready'
+      AND (SELECT true FROM run_queue r WHERE r.queue_id = queues.id AND r.state = 'ready'
            AND r.available_at <= now() ORDER BY r.priority DESC, r.seq LIMIT 1);
+END
+$$;
+
+CREATE FUNCTION waypost.run_queue_queue_id() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'waypost', 'pg_catalog'
+    AS $$
+BEGIN
+    NEW.queue_id := (SELECT q.id FROM runs r
+                     JOIN queues q ON q.namespace = r.namespace AND q.name = NEW.queue
+                     WHERE r.id = NEW.run_id);
+    NEW.queue := NULL;
+    RETURN NEW;
 END
 $$;
 
@@ -303,8 +307,19 @@ CREATE TABLE waypost.queues (
     max_concurrency integer,
     per_key_concurrency integer,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    namespace text NOT NULL,
+    id integer NOT NULL,
     CONSTRAINT queues_max_concurrency_check CHECK (((max_concurrency IS NULL) OR (max_concurrency >= 1))),
     CONSTRAINT queues_per_key_concurrency_check CHECK (((per_key_concurrency IS NULL) OR (per_key_concurrency >= 1)))
+);
+
+ALTER TABLE waypost.queues ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY (
+    SEQUENCE NAME waypost.queues_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
 );
 
 CREATE TABLE waypost.run_logs (
@@ -329,7 +344,7 @@ ALTER SEQUENCE waypost.run_logs_seq_seq OWNED BY waypost.run_logs.seq;
 CREATE TABLE waypost.run_queue (
     run_id uuid NOT NULL,
     seq bigint NOT NULL,
-    queue text NOT NULL,
+    queue text,
     concurrency_key text,
     priority integer NOT NULL,
     state text NOT NULL,
@@ -338,6 +353,7 @@ CREATE TABLE waypost.run_queue (
     claim_token bigint,
     lease_expires_at timestamp with time zone,
     cancel_requested boolean DEFAULT false NOT NULL,
+    queue_id integer NOT NULL,
     CONSTRAINT run_queue_state_check CHECK ((state = ANY (ARRAY['ready'::text, 'running'::text])))
 )
 WITH (fillfactor='70', autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_cost_delay='0');
@@ -415,7 +431,10 @@ ALTER TABLE ONLY waypost.leadership
     ADD CONSTRAINT leadership_pkey PRIMARY KEY (singleton);
 
 ALTER TABLE ONLY waypost.queues
-    ADD CONSTRAINT queues_pkey PRIMARY KEY (name);
+    ADD CONSTRAINT queues_id_key UNIQUE (id);
+
+ALTER TABLE ONLY waypost.queues
+    ADD CONSTRAINT queues_pkey PRIMARY KEY (namespace, name);
 
 ALTER TABLE ONLY waypost.run_logs
     ADD CONSTRAINT run_logs_pkey PRIMARY KEY (run_id, seq);
@@ -441,11 +460,11 @@ ALTER TABLE ONLY waypost.signing_keys
 ALTER TABLE ONLY waypost.tasks
     ADD CONSTRAINT tasks_pkey PRIMARY KEY (namespace, name);
 
-CREATE INDEX run_queue_ready ON waypost.run_queue USING btree (queue, priority DESC, seq) WHERE (state = 'ready'::text);
+CREATE INDEX run_queue_ready ON waypost.run_queue USING btree (queue_id, priority DESC, seq) WHERE (state = 'ready'::text);
 
-CREATE INDEX run_queue_ready_by_key ON waypost.run_queue USING btree (queue, concurrency_key, priority DESC, seq) WHERE (state = 'ready'::text);
+CREATE INDEX run_queue_ready_by_key ON waypost.run_queue USING btree (queue_id, concurrency_key, priority DESC, seq) WHERE (state = 'ready'::text);
 
-CREATE INDEX run_queue_running ON waypost.run_queue USING btree (queue, concurrency_key) WHERE (state = 'running'::text);
+CREATE INDEX run_queue_running ON waypost.run_queue USING btree (queue_id, concurrency_key) WHERE (state = 'running'::text);
 
 CREATE INDEX runs_by_status ON waypost.runs USING btree (status, seq DESC);
 
@@ -460,6 +479,8 @@ CREATE INDEX runs_schedule_without_taskrun ON waypost.runs USING btree (created_
 CREATE INDEX runs_taskrun_changes ON waypost.runs USING btree (updated_at) WHERE (taskrun_name IS NOT NULL);
 
 CREATE INDEX schedules_due ON waypost.schedules USING btree (next_fire_at) WHERE ((NOT suspended) AND (next_fire_at IS NOT NULL));
+
+CREATE TRIGGER run_queue_queue_id BEFORE INSERT ON waypost.run_queue FOR EACH ROW WHEN ((new.queue_id IS NULL)) EXECUTE FUNCTION waypost.run_queue_queue_id();
 
 ALTER TABLE ONLY waypost.attempts
     ADD CONSTRAINT attempts_run_id_fkey FOREIGN KEY (run_id) REFERENCES waypost.runs(id) ON DELETE CASCADE;

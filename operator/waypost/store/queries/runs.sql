@@ -21,8 +21,10 @@ r.updated_at, r.taskrun_name, (r.spec -> 'retry' ->> 'maxAttempts')::int AS max_
 -- was used before (the caller then looks up which). NOTIFY once per statement
 -- wakes the dispatcher.
 WITH task AS (
-    SELECT namespace, name, spec, queue, memory_bytes, default_priority
-    FROM tasks WHERE namespace = :namespace AND name = :task AND deleted_at IS NULL
+    SELECT t.namespace, t.name, t.spec, t.queue, t.memory_bytes, t.default_priority,
+           t.generation, q.id AS queue_id
+    FROM tasks t JOIN queues q ON q.namespace = t.namespace AND q.name = t.queue
+    WHERE t.namespace = :namespace AND t.name = :task AND t.deleted_at IS NULL
 ), inserted AS (
     INSERT INTO runs (id, namespace, task, queue, status, priority, payload,
                       idempotency_key, concurrency_key, spec, memory_bytes, trace_id,
@@ -36,8 +38,10 @@ WITH task AS (
         DO NOTHING
     RETURNING *
 ), queued AS (
-    INSERT INTO run_queue (run_id, seq, queue, concurrency_key, priority, state, available_at)
-    SELECT id, seq, queue, concurrency_key, priority, 'ready', now() FROM inserted
+    INSERT INTO run_queue (run_id, seq, queue_id, concurrency_key, priority, state,
+                           available_at)
+    SELECT i.id, i.seq, t.queue_id, i.concurrency_key, i.priority, 'ready', now()
+    FROM inserted i CROSS JOIN task t
     RETURNING run_id
 )
 SELECT {run_columns},
@@ -47,8 +51,10 @@ FROM inserted r JOIN queued q ON q.run_id = r.id;
 -- name: enqueue_runs_bulk
 -- Bulk trigger: many runs of one task in one statement (arrays of equal length).
 WITH task AS (
-    SELECT namespace, name, spec, queue, memory_bytes, default_priority
-    FROM tasks WHERE namespace = :namespace AND name = :task AND deleted_at IS NULL
+    SELECT t.namespace, t.name, t.spec, t.queue, t.memory_bytes, t.default_priority,
+           t.generation, q.id AS queue_id
+    FROM tasks t JOIN queues q ON q.namespace = t.namespace AND q.name = t.queue
+    WHERE t.namespace = :namespace AND t.name = :task AND t.deleted_at IS NULL
 ), input AS (
     SELECT * FROM unnest(:run_ids::uuid[], :priorities::int[], :payloads::jsonb[],
                          :idempotency_keys::text[], :concurrency_keys::text[],
@@ -63,10 +69,12 @@ WITH task AS (
     FROM input i CROSS JOIN task t
     ON CONFLICT (namespace, task, idempotency_key) WHERE idempotency_key IS NOT NULL
         DO NOTHING
-    RETURNING id, seq, queue, concurrency_key, priority
+    RETURNING id, seq, concurrency_key, priority
 ), queued AS (
-    INSERT INTO run_queue (run_id, seq, queue, concurrency_key, priority, state, available_at)
-    SELECT id, seq, queue, concurrency_key, priority, 'ready', now() FROM inserted
+    INSERT INTO run_queue (run_id, seq, queue_id, concurrency_key, priority, state,
+                           available_at)
+    SELECT i.id, i.seq, t.queue_id, i.concurrency_key, i.priority, 'ready', now()
+    FROM inserted i CROSS JOIN task t
     RETURNING run_id
 )
 SELECT count(*) AS inserted, (SELECT pg_notify('waypost_ready', '')) IS NULL AS notified
@@ -200,10 +208,11 @@ RETURNING runs.id;
 -- name: bump_run
 -- Moves a waiting run to the front of its queue: one above the highest priority there.
 WITH target AS (
-    SELECT run_id, queue FROM run_queue WHERE run_id = :run_id AND state = 'ready' FOR UPDATE
+    SELECT run_id, queue_id FROM run_queue
+    WHERE run_id = :run_id AND state = 'ready' FOR UPDATE
 ), top AS (
     SELECT coalesce(max(q.priority), 0) + 1 AS priority
-    FROM run_queue q JOIN target t ON q.queue = t.queue WHERE q.state = 'ready'
+    FROM run_queue q JOIN target t ON q.queue_id = t.queue_id WHERE q.state = 'ready'
 ), bumped AS (
     UPDATE run_queue q SET priority = top.priority, available_at = least(q.available_at, now())
     FROM target, top WHERE q.run_id = target.run_id
@@ -255,15 +264,21 @@ SELECT attempt, claim_token, status, memory_bytes, worker, error, started_at, fi
 FROM attempts WHERE run_id = :run_id ORDER BY attempt;
 
 -- name: count_running
--- Running attempts per queue and key, as the database sees them (tests, metrics).
-SELECT queue, concurrency_key, count(*) AS running
-FROM run_queue WHERE state = 'running'
-GROUP BY queue, concurrency_key;
+-- Running attempts per queue (namespace and name) and key, as the database sees
+-- them (tests).
+SELECT q.namespace, q.name AS queue, h.concurrency_key, count(*) AS running
+FROM run_queue h JOIN queues q ON q.id = h.queue_id
+WHERE h.state = 'running'
+GROUP BY q.namespace, q.name, h.concurrency_key;
 
 -- name: queue_depths
-SELECT queue, count(*) FILTER (WHERE state = 'ready') AS ready,
-       count(*) FILTER (WHERE state = 'running') AS running
-FROM run_queue GROUP BY queue;
+-- Ready and running runs per queue (namespace and name), for metrics.
+SELECT q.namespace, q.name AS queue, h.ready, h.running
+FROM (
+    SELECT queue_id, count(*) FILTER (WHERE state = 'ready') AS ready,
+           count(*) FILTER (WHERE state = 'running') AS running
+    FROM run_queue GROUP BY queue_id
+) h JOIN queues q ON q.id = h.queue_id;
 
 -- name: status_counts
 SELECT status, count(*) AS n FROM runs GROUP BY status;

@@ -1,9 +1,11 @@
 -- name: upsert_task
--- Stores a Task definition and its queue's limits; returns whether it changed.
+-- Stores a Task definition and the limits of its queue, which is keyed by the
+-- Task's namespace and the queue name: Tasks of one namespace naming the same
+-- queue share its limits, Tasks of two namespaces never do.
 WITH queue AS (
-    INSERT INTO queues (name, max_concurrency, per_key_concurrency)
-    VALUES (:queue, :max_concurrency, :per_key_concurrency)
-    ON CONFLICT (name) DO UPDATE
+    INSERT INTO queues (namespace, name, max_concurrency, per_key_concurrency)
+    VALUES (:namespace, :queue, :max_concurrency, :per_key_concurrency)
+    ON CONFLICT (namespace, name) DO UPDATE
         SET max_concurrency = excluded.max_concurrency,
             per_key_concurrency = excluded.per_key_concurrency,
             updated_at = now()
