@@ -86,8 +86,11 @@ async def test_a_queue_that_gains_a_limit_is_not_claimed_unlocked(db: asyncpg.Po
     async with db.acquire() as conn, conn.transaction():
         # The two steps of claim_runs, with another session between them.
         ready = await conn.fetch("SELECT * FROM lock_claimable_queues(NULL)")
-        assert [(r["name"], r["locked"]) for r in ready] == [("t", False)]
+        queue_id = await conn.fetchval(
+            "SELECT id FROM queues WHERE namespace = 'default' AND name = 't'")
+        assert [(r["queue_id"], r["locked"]) for r in ready] == [(queue_id, False)]
         await _task(db, maxConcurrency=1)  # another session adds a limit meanwhile
-        rows = await conn.fetch("SELECT * FROM claim_ready_runs('{}', 10, 30.0, 'w', '{t}')")
+        rows = await conn.fetch(
+            "SELECT * FROM claim_ready_runs('{}', 10, 30.0, 'w', $1)", [queue_id])
         assert rows == []
     assert len(await runs.claim(db, limit=10, lease_seconds=30, worker="w")) == 1
