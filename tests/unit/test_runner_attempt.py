@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from waypost.runner import attempt
-from waypost.runner.attempt import AttemptDocument, Outcome, run_attempt
+from waypost.runner.attempt import Outcome, run_attempt
+from waypost.sdk import protocol
 from waypost.sdk.context import Checkpoint, Limits
 from waypost.sdk.errors import AttemptSuperseded, CoordinatorUnavailable
 
@@ -36,34 +37,32 @@ class MemoryRunnerPort:
             return answer
         return False
 
-    async def send_logs(self, entries: list[dict[str, Any]]) -> None:
-        self.logs.extend(entries)
+    async def send_logs(self, entries: list[protocol.LogLine]) -> None:
+        self.logs.extend(protocol.encode(e) for e in entries)
 
     async def complete(self, result: Any) -> str | None:
         self.completed.append(result)
         return "succeeded"
 
-    async def fail(self, error: dict[str, Any]) -> str | None:
-        self.failures.append(error)
+    async def fail(self, error: protocol.FailureReport) -> str | None:
+        self.failures.append(protocol.encode(error))
         return "retrying"
 
 
-def make_doc(**overrides: Any) -> AttemptDocument:
+def make_doc(**overrides: Any) -> protocol.AttemptDocument:
     values: dict[str, Any] = {
         "run_id": "run-1",
         "attempt": 1,
-        "namespace": "default",
-        "task_name": "t",
-        "entrypoint": "m:f",
+        "task": protocol.AttemptTask(namespace="default", name="t", entrypoint="m:f"),
         "payload": {"n": 1},
-        "checkpoints": (),
+        "checkpoints": [],
         "traceparent": "",
         "idempotency_key": None,
-        "heartbeat_interval": 10.0,
+        "heartbeat_interval_seconds": 10.0,
         "limits": Limits(checkpoint_bytes=1000, result_bytes=1000, log_batch=10),
     }
     values.update(overrides)
-    return AttemptDocument(**values)
+    return protocol.AttemptDocument(**values)
 
 
 async def test_heartbeats_follow_the_announced_interval() -> None:
@@ -84,7 +83,7 @@ async def test_heartbeats_follow_the_announced_interval() -> None:
 
     result = await asyncio.wait_for(
         run_attempt(
-            make_doc(heartbeat_interval=7.5),
+            make_doc(heartbeat_interval_seconds=7.5),
             port,
             load=lambda _: task,
             sleep=fast_sleep,
@@ -112,7 +111,8 @@ async def test_unreachable_heartbeats_do_not_stop_the_task() -> None:
 
     result = await asyncio.wait_for(
         run_attempt(
-            make_doc(heartbeat_interval=0.01), port, load=lambda _: task, log_stream=io.StringIO()
+            make_doc(heartbeat_interval_seconds=0.01), port, load=lambda _: task,
+            log_stream=io.StringIO(),
         ),
         timeout=30,
     )
@@ -133,7 +133,8 @@ async def test_superseded_heartbeat_cancels_an_async_task() -> None:
 
     result = await asyncio.wait_for(
         run_attempt(
-            make_doc(heartbeat_interval=0.01), port, load=lambda _: task, log_stream=io.StringIO()
+            make_doc(heartbeat_interval_seconds=0.01), port, load=lambda _: task,
+        log_stream=io.StringIO(),
         ),
         timeout=5,
     )
@@ -179,7 +180,8 @@ async def test_checkpoints_from_the_document_are_visible() -> None:
 
     doc = make_doc(
         attempt=3,
-        checkpoints=(Checkpoint("a", 1), Checkpoint("b", {"x": 2})),
+        checkpoints=[protocol.AttemptCheckpoint(key="a", data=1),
+                     protocol.AttemptCheckpoint(key="b", data={"x": 2})],
         traceparent="00-abc-def-01",
     )
     result = await run_attempt(doc, port, load=lambda _: task, log_stream=io.StringIO())

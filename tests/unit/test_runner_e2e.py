@@ -272,7 +272,9 @@ async def test_sync_task_resumes_from_checkpoint(serve: Any, task_dir: Path) -> 
         """,
     )
     fake = FakeCoordinator(entrypoint=f"{module}:task", attempt=2)
-    fake.checkpoints.append({"key": "a", "data": 10, "attempt": 1, "createdAt": "x"})
+    fake.checkpoints.append(
+        {"key": "a", "data": 10, "attempt": 1, "createdAt": "2026-01-01T00:00:00+00:00"}
+    )
     url = await serve(fake)
     assert await run_in_process(url, task_dir) == main.EXIT_SUCCEEDED
     assert fake.completed == [{"a": 10, "b": 2, "calls": ["b"], "last": "b"}]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from waypost.runner import attempt, loader, main
+from waypost.sdk import protocol
 from waypost.sdk.context import Checkpoint, Limits
 
 GOOD_DOC: dict[str, Any] = {
@@ -18,7 +19,8 @@ GOOD_DOC: dict[str, Any] = {
     "task": {"namespace": "default", "name": "process-order", "entrypoint": "m:f"},
     "payload": {"orderId": "o-1"},
     "checkpoints": [
-        {"key": "order-fetched", "data": {"id": "o-1"}, "attempt": 1, "createdAt": "t"}
+        {"key": "order-fetched", "data": {"id": "o-1"}, "attempt": 1,
+         "createdAt": "2026-01-01T00:00:00+00:00"}
     ],
     "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     "idempotencyKey": None,
@@ -28,26 +30,30 @@ GOOD_DOC: dict[str, Any] = {
 
 
 def test_attempt_document_parses() -> None:
-    doc = attempt.AttemptDocument.from_json(GOOD_DOC)
+    doc = protocol.decode(protocol.AttemptDocument, GOOD_DOC)
     assert doc.run_id == "run-1"
     assert doc.attempt == 2
-    assert doc.entrypoint == "m:f"
-    assert doc.task_name == "process-order"
-    assert doc.checkpoints == (Checkpoint("order-fetched", {"id": "o-1"}),)
-    assert doc.heartbeat_interval == 30.0
+    assert doc.task.entrypoint == "m:f"
+    assert doc.task.name == "process-order"
+    assert attempt.context_checkpoints(doc) == (Checkpoint("order-fetched", {"id": "o-1"}),)
+    assert doc.heartbeat_interval_seconds == 30.0
     assert doc.limits == Limits(checkpoint_bytes=1000, result_bytes=2000, log_batch=100)
+
+
+def test_attempt_document_ignores_fields_a_newer_coordinator_adds() -> None:
+    doc = protocol.decode(protocol.AttemptDocument, {**GOOD_DOC, "somethingNew": 1})
+    assert doc.run_id == "run-1"
 
 
 @pytest.mark.parametrize(
     ("mutate", "fragment"),
     [
-        (lambda d: d.pop("runId"), "'runId'"),
-        (lambda d: d.update(attempt="2"), "'attempt'"),
-        (lambda d: d.update(attempt=True), "'attempt'"),
-        (lambda d: d.update(attempt=0), "'attempt' must be >= 1"),
-        (lambda d: d["task"].pop("entrypoint"), "'task.entrypoint'"),
-        (lambda d: d["limits"].pop("resultBytes"), "'limits.resultBytes'"),
-        (lambda d: d.update(checkpoints=[{"data": 1}]), "checkpoints[0]"),
+        (lambda d: d.pop("runId"), "runId"),
+        (lambda d: d.update(attempt="two"), "attempt"),
+        (lambda d: d.update(attempt=0), "attempt"),
+        (lambda d: d["task"].pop("entrypoint"), "task.entrypoint"),
+        (lambda d: d["limits"].update(resultBytes=0), "limits.resultBytes"),
+        (lambda d: d.update(checkpoints=[{"data": 1}]), "checkpoints[0].key"),
         (lambda d: d.update(heartbeatIntervalSeconds=0), "heartbeatIntervalSeconds"),
         (lambda d: d.update(idempotencyKey=5), "idempotencyKey"),
     ],
@@ -55,8 +61,8 @@ def test_attempt_document_parses() -> None:
 def test_attempt_document_rejects(mutate: Any, fragment: str) -> None:
     doc = copy.deepcopy(GOOD_DOC)
     mutate(doc)
-    with pytest.raises(attempt.ProtocolError) as error:
-        attempt.AttemptDocument.from_json(doc)
+    with pytest.raises(protocol.ProtocolError) as error:
+        protocol.decode(protocol.AttemptDocument, doc)
     assert fragment in str(error.value)
 
 
@@ -143,12 +149,12 @@ def test_error_report_truncates_and_classifies() -> None:
         raise ValueError("x" * 20_000)
     except ValueError as exc:
         report = attempt.error_report(exc)
-    assert report["type"] == "error" and report["name"] == "ValueError"
-    assert report["retryable"] is True
-    assert len(report["message"]) < 9_000 and report["message"].endswith("(truncated)")
-    assert "Traceback" in report["traceback"]
-    assert attempt.error_report(AbortRun("no"))["retryable"] is False
-    assert attempt.error_report(ResultTooLarge(10, 5))["retryable"] is False
+    assert report.type == "error" and report.name == "ValueError"
+    assert report.retryable is True
+    assert len(report.message) < 9_000 and report.message.endswith("(truncated)")
+    assert report.traceback is not None and "Traceback" in report.traceback
+    assert attempt.error_report(AbortRun("no")).retryable is False
+    assert attempt.error_report(ResultTooLarge(10, 5)).retryable is False
 
 
 def test_exit_codes_cover_every_outcome() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from waypost.sdk import protocol
 from waypost.sdk.context import (
     AttemptControl,
     Checkpoint,
@@ -324,7 +325,7 @@ def test_log_writes_json_lines_and_buffers_entries() -> None:
     }
     assert lines[1]["level"] == "error" and lines[1]["value"].startswith("<object object")
     batch = log.drain(10)
-    assert batch[0].as_dict() == {
+    assert protocol.encode(batch[0]) == {
         "ts": "2026-01-02T03:04:05+00:00",
         "level": "info",
         "message": "order fetched",

@@ -31,6 +31,7 @@ from typing import Any
 from waypost.engine.backend import AttemptLaunch
 from waypost.model import k8s
 from waypost.model.task import TaskSpec
+from waypost.sdk import protocol
 
 CONTAINER_NAME = "runner"
 RUNNER_COMMAND = ("waypost-runner",)
@@ -195,16 +196,13 @@ def _env(launch: AttemptLaunch, settings: PodSettings) -> list[dict[str, Any]]:
         "PYTHONUNBUFFERED": "1",
     }
     values.update(launch.env)
-    # Set last: a task's env cannot redirect the runner or its credential.
-    values.update({
-        "WAYPOST_COORDINATOR_URL": settings.coordinator_url,
-        "WAYPOST_ATTEMPT_TOKEN_FILE": CREDENTIAL_FILE,
-        "WAYPOST_RUN_ID": str(launch.run_id),
-        "WAYPOST_ATTEMPT": str(launch.attempt),
-        "WAYPOST_TASK": launch.task,
-        "WAYPOST_TRACE_ID": launch.trace_id,
-    })
-    values.pop("WAYPOST_ATTEMPT_TOKEN", None)
+    # The runner's own variables win: a task's env cannot redirect the runner or
+    # its credential.
+    values = protocol.runner_env(
+        coordinator_url=settings.coordinator_url, run_id=str(launch.run_id),
+        attempt=launch.attempt, task=launch.task, trace_id=launch.trace_id,
+        token_file=CREDENTIAL_FILE, base=values,
+    )
     return [{"name": k, "value": values[k]} for k in sorted(values)]
 
 

@@ -21,6 +21,7 @@ import psutil
 
 from waypost.engine.backend import AttemptExit, AttemptLaunch, ExitHandler
 from waypost.model.enums import FailureType
+from waypost.sdk import protocol
 
 log = logging.getLogger("waypost.backends.process")
 
@@ -68,13 +69,11 @@ class ProcessBackend:
         env["PYTHONPATH"] = os.pathsep.join(
             [*paths, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
         )
-        env.update({
-            "WAYPOST_COORDINATOR_URL": launch.coordinator_url,
-            "WAYPOST_ATTEMPT_TOKEN": launch.credential,
-            "WAYPOST_RUN_ID": str(launch.run_id),
-            "WAYPOST_ATTEMPT": str(launch.attempt),
-            "WAYPOST_TASK_PATH": os.pathsep.join(paths),
-        })
+        env = protocol.runner_env(
+            coordinator_url=launch.coordinator_url, run_id=str(launch.run_id),
+            attempt=launch.attempt, task=launch.task, trace_id=launch.trace_id,
+            token=launch.credential, task_path=os.pathsep.join(paths), base=env,
+        )
         output: int | None = asyncio.subprocess.DEVNULL
         log_file = None
         if self.log_dir is not None:

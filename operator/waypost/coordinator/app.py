@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -23,12 +23,10 @@ from waypost.model.run import (
     ErrorInfo,
     Run,
     RunList,
-    RunnerCheckpointBody,
-    RunnerFailBody,
-    RunnerLogsBody,
     TriggerRequest,
 )
 from waypost.model.schedule import ScheduleList
+from waypost.sdk import protocol
 from waypost.store import pool as store_pool
 
 log = logging.getLogger("waypost.coordinator")
@@ -36,6 +34,7 @@ log = logging.getLogger("waypost.coordinator")
 ENGINE = appkeys.ENGINE
 ROUTES = appkeys.ROUTES
 M = TypeVar("M", bound=BaseModel)
+P = TypeVar("P")
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -74,15 +73,17 @@ async def errors_as_json(
                               f"the database is unavailable, nothing was changed: {exc}")
 
 
-async def read_body(request: web.Request, model: type[M]) -> M:
+async def _json_body(request: web.Request) -> Any:
     raw = await request.read()
     try:
         data = json.loads(raw) if raw else None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidValue(f"malformed JSON body: {exc}") from None
-    if data is None:
-        data = {}
-    return model.model_validate(data)
+    return {} if data is None else data
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    return model.model_validate(await _json_body(request))
 
 
 _bearer = auth.bearer
@@ -210,52 +211,57 @@ async def trigger_schedule(request: web.Request) -> web.Response:
 
 # --- runner API -------------------------------------------------------------
 
+def answer(message: Any, status: int = 200) -> web.Response:
+    """A runner-protocol message as the runner reads it (camelCase)."""
+    return web.json_response(protocol.encode(message), status=status)
+
+
+async def read_message(request: web.Request, kind: type[P]) -> P:
+    """A runner-protocol body, validated by pydantic (a 400 names the field)."""
+    body = openapi.adapter(kind).validate_python(await _json_body(request))
+    return cast(P, body)
+
+
 async def runner_attempt(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    return web.json_response(await attempts.describe(engine, attempt_of(request)))
+    return answer(await attempts.describe(engine, attempt_of(request)))
 
 
 async def runner_checkpoint(request: web.Request) -> web.Response:
     ident = attempt_of(request)
-    body = await read_body(request, RunnerCheckpointBody)
+    body = await read_message(request, protocol.CheckpointBody)
     await attempts.checkpoint(request.app[ENGINE], ident, body.key, body.data)
     return web.json_response({"key": body.key}, status=201)
 
 
 async def runner_heartbeat(request: web.Request) -> web.Response:
     await attempts.heartbeat(request.app[ENGINE], attempt_of(request))
-    return web.json_response({"cancelled": False})
+    return answer(protocol.HeartbeatAnswer(cancelled=False))
 
 
 async def runner_logs(request: web.Request) -> web.Response:
     ident = attempt_of(request)
-    body = await read_body(request, RunnerLogsBody)
+    body = await read_message(request, protocol.LogsBody)
     await attempts.append_logs(request.app[ENGINE], ident, body.entries)
     return web.json_response({"accepted": len(body.entries)}, status=202)
 
 
 async def runner_complete(request: web.Request) -> web.Response:
     ident = attempt_of(request)
-    raw = await request.read()
-    try:
-        data: Any = json.loads(raw) if raw else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidValue(f"malformed JSON body: {exc}") from None
-    if not isinstance(data, dict) or "result" not in data:
-        raise InvalidValue('body must be an object with a "result" field')
-    await attempts.complete(request.app[ENGINE], ident, data["result"])
-    return web.json_response({"status": "succeeded"})
+    body = await read_message(request, protocol.CompleteBody)
+    await attempts.complete(request.app[ENGINE], ident, body.result)
+    return answer(protocol.OutcomeAnswer(status=str(RunStatus.SUCCEEDED)))
 
 
 async def runner_fail(request: web.Request) -> web.Response:
     ident = attempt_of(request)
-    body = await read_body(request, RunnerFailBody)
+    body = await read_message(request, protocol.FailBody)
     report = body.error
     status = await attempts.fail(request.app[ENGINE], ident, ErrorInfo(
         type=report.type, name=report.name, message=report.message,
         traceback=report.traceback, retryable=report.retryable,
     ))
-    return web.json_response({"status": str(status)})
+    return answer(protocol.OutcomeAnswer(status=str(status)))
 
 
 # --- operations -------------------------------------------------------------
@@ -318,18 +324,21 @@ def route_table() -> RouteTable:
               trigger_schedule,
               "Fire a schedule once now, with a fresh idempotency key (its next tick is kept)",
               Auth.USER, "schedules", response=Run, status=201))
-    add(Route("GET", "/v1/runner/attempt", runner_attempt,
-              "The attempt document: task, payload, checkpoints, limits", Auth.ATTEMPT, "runner"))
-    add(Route("POST", "/v1/runner/checkpoints", runner_checkpoint, "Write a checkpoint",
-              Auth.ATTEMPT, "runner", body=RunnerCheckpointBody, status=201))
-    add(Route("POST", "/v1/runner/heartbeat", runner_heartbeat, "Extend the attempt's lease",
-              Auth.ATTEMPT, "runner"))
-    add(Route("POST", "/v1/runner/logs", runner_logs, "Append a batch of log lines",
-              Auth.ATTEMPT, "runner", body=RunnerLogsBody, status=202))
-    add(Route("POST", "/v1/runner/complete", runner_complete, "Report the result",
-              Auth.ATTEMPT, "runner"))
-    add(Route("POST", "/v1/runner/fail", runner_fail, "Report a failure", Auth.ATTEMPT,
-              "runner", body=RunnerFailBody))
+    add(Route("GET", protocol.PATH_ATTEMPT, runner_attempt,
+              "The attempt document: task, payload, checkpoints, limits", Auth.ATTEMPT, "runner",
+              response=protocol.AttemptDocument))
+    add(Route("POST", protocol.PATH_CHECKPOINTS, runner_checkpoint, "Write a checkpoint",
+              Auth.ATTEMPT, "runner", body=protocol.CheckpointBody, status=201))
+    add(Route("POST", protocol.PATH_HEARTBEAT, runner_heartbeat,
+              "Extend the attempt's lease; the answer says whether the run was cancelled",
+              Auth.ATTEMPT, "runner", response=protocol.HeartbeatAnswer))
+    add(Route("POST", protocol.PATH_LOGS, runner_logs, "Append a batch of log lines",
+              Auth.ATTEMPT, "runner", body=protocol.LogsBody, status=202))
+    add(Route("POST", protocol.PATH_COMPLETE, runner_complete, "Report the result",
+              Auth.ATTEMPT, "runner", body=protocol.CompleteBody,
+              response=protocol.OutcomeAnswer))
+    add(Route("POST", protocol.PATH_FAIL, runner_fail, "Report a failure", Auth.ATTEMPT,
+              "runner", body=protocol.FailBody, response=protocol.OutcomeAnswer))
     add(Route("GET", "/healthz", healthz, "Liveness", Auth.NONE, "operations"))
     add(Route("GET", "/readyz", readyz, "Readiness: the database answers", Auth.NONE,
               "operations"))

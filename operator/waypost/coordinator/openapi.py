@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import TypeAdapter
 
 from waypost.coordinator.routes import Auth, Route
 from waypost.model.run import ErrorBody
@@ -13,8 +13,20 @@ from waypost.model.run import ErrorBody
 _PARAM = re.compile(r"\{([a-z_]+)\}")
 
 
-def _schema_ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
-    schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def adapter(kind: type[Any]) -> TypeAdapter[Any]:
+    """pydantic's validator and schema of a body or answer type (a model or a
+    runner-protocol dataclass), built once per type."""
+    if kind not in _ADAPTERS:
+        _ADAPTERS[kind] = TypeAdapter(kind)
+    return _ADAPTERS[kind]
+
+
+def _schema_ref(model: type[Any], components: dict[str, Any]) -> dict[str, Any]:
+    schema = adapter(model).json_schema(by_alias=True,
+                                        ref_template="#/components/schemas/{model}")
     for name, definition in schema.pop("$defs", {}).items():
         components[name] = definition
     components[model.__name__] = schema

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -26,8 +26,9 @@ class Route:
     summary: str
     auth: Auth
     tag: str
-    body: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
+    # A pydantic model or a runner-protocol dataclass (waypost.sdk.protocol).
+    body: type[Any] | None = None
+    response: type[Any] | None = None
     status: int = 200
     query: dict[str, str] = field(default_factory=dict)  # name -> description
     content_type: str = "application/json"

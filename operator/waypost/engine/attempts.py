@@ -19,8 +19,9 @@ from waypost.engine.credentials import AttemptIdentity, InvalidCredential
 from waypost.engine.errors import AttemptSuperseded, InvalidValue, Unauthorized
 from waypost.engine.retry import Outcome
 from waypost.model.enums import FailureType, RunStatus
-from waypost.model.run import ErrorInfo, RunnerLogLine
+from waypost.model.run import ErrorInfo
 from waypost.model.task import TaskSpec
+from waypost.sdk import protocol
 from waypost.store import checkpoints, logs, runs
 
 log = logging.getLogger("waypost.engine.attempts")
@@ -42,36 +43,36 @@ def _superseded(ident: AttemptIdentity) -> AttemptSuperseded:
     )
 
 
-async def describe(engine: Engine, ident: AttemptIdentity) -> dict[str, Any]:
+async def describe(engine: Engine, ident: AttemptIdentity) -> protocol.AttemptDocument:
     """The attempt document a runner starts from: task, payload, checkpoints, limits."""
     current = await runs.current_attempt(engine.pool, ident.run_id, ident.claim_token)
     if current is None:
         raise _superseded(ident)
     stored = await checkpoints.list_for_run(engine.pool, ident.run_id)
     limits = engine.settings.limits
-    return {
-        "runId": str(current.run_id),
-        "attempt": current.attempt,
-        "task": {
-            "namespace": current.namespace,
-            "name": current.task,
-            "entrypoint": current.spec["entrypoint"],
-        },
-        "payload": current.payload,
-        "checkpoints": [
-            {"key": c.key, "data": c.data, "attempt": c.attempt,
-             "createdAt": c.created_at.isoformat()}
+    spec = TaskSpec.model_validate(current.spec)
+    return protocol.AttemptDocument(
+        run_id=str(current.run_id),
+        attempt=current.attempt,
+        task=protocol.AttemptTask(
+            namespace=current.namespace, name=current.task, entrypoint=spec.entrypoint
+        ),
+        payload=current.payload,
+        checkpoints=[
+            protocol.AttemptCheckpoint(
+                key=c.key, data=c.data, attempt=c.attempt, created_at=c.created_at
+            )
             for c in stored
         ],
-        "traceparent": f"00-{current.trace_id}-{secrets.token_hex(8)}-01",
-        "idempotencyKey": current.idempotency_key,
-        "heartbeatIntervalSeconds": engine.settings.heartbeat_interval_seconds,
-        "limits": {
-            "checkpointBytes": limits.checkpoint_bytes,
-            "resultBytes": limits.result_bytes,
-            "logBatch": limits.log_batch,
-        },
-    }
+        traceparent=f"00-{current.trace_id}-{secrets.token_hex(8)}-01",
+        idempotency_key=current.idempotency_key,
+        heartbeat_interval_seconds=engine.settings.heartbeat_interval_seconds,
+        limits=protocol.AttemptLimits(
+            checkpoint_bytes=limits.checkpoint_bytes,
+            result_bytes=limits.result_bytes,
+            log_batch=limits.log_batch,
+        ),
+    )
 
 
 async def checkpoint(engine: Engine, ident: AttemptIdentity, key: str, data: Any) -> None:
@@ -88,7 +89,9 @@ async def heartbeat(engine: Engine, ident: AttemptIdentity) -> None:
         raise _superseded(ident)
 
 
-async def append_logs(engine: Engine, ident: AttemptIdentity, lines: list[RunnerLogLine]) -> None:
+async def append_logs(
+    engine: Engine, ident: AttemptIdentity, lines: list[protocol.LogLine]
+) -> None:
     if len(lines) > engine.settings.limits.log_batch:
         raise InvalidValue(
             f"{len(lines)} log lines in one request; the limit is "

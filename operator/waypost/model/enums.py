@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# Runners report it too: defined with the runner protocol, named here with the others.
+from waypost.sdk.protocol import FailureType
+
+__all__ = ["AttemptStatus", "FailureType", "MissedRunPolicy", "RunStatus"]
+
 
 class RunStatus(StrEnum):
     """Where a run is in its life. The first three are active; the rest are final."""
@@ -19,17 +24,6 @@ class RunStatus(StrEnum):
     @property
     def is_final(self) -> bool:
         return self not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)
-
-
-class FailureType(StrEnum):
-    """Why an attempt ended without a result."""
-
-    ERROR = "error"  # the task raised
-    OOM = "oom"  # killed for exceeding its memory limit
-    TIMEOUT = "timeout"  # ran past the task's maxDuration
-    LOST = "lost"  # heartbeats stopped, Pod deleted, node lost
-    EXIT = "exit"  # the runner process exited without reporting
-    CANCELLED = "cancelled"
 
 
 class AttemptStatus(StrEnum):

@@ -93,36 +93,6 @@ class RunList(ApiModel):
     next_cursor: int | None = None
 
 
-class FailureReport(ApiModel):
-    """What a runner says about an attempt that raised."""
-
-    type: FailureType = FailureType.ERROR
-    name: str | None = None
-    message: str = Field(..., max_length=64 * 1024)
-    traceback: str | None = Field(None, max_length=256 * 1024)
-    retryable: bool = True
-
-
-class RunnerFailBody(ApiModel):
-    error: FailureReport
-
-
-class RunnerCheckpointBody(ApiModel):
-    key: str = Field(..., min_length=1, max_length=256)
-    data: Any
-
-
-class RunnerLogLine(ApiModel):
-    ts: datetime
-    level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
-    message: str = Field(..., max_length=16 * 1024)
-    fields: dict[str, Any] = Field(default_factory=dict)
-
-
-class RunnerLogsBody(ApiModel):
-    entries: list[RunnerLogLine] = Field(..., max_length=1000)
-
-
 class ErrorBody(ApiModel):
     """Every error answer of the API."""
 

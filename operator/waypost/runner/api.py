@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from waypost.runner.http import ThreadedHTTP
-from waypost.sdk import transport
+from waypost.sdk import protocol, transport
 from waypost.sdk.errors import AttemptSuperseded, WaypostAPIError
 from waypost.sdk.retry import Retry
 from waypost.sdk.transport import Sleep, request_json
@@ -89,35 +89,48 @@ class RunnerClient:
             raise
         return data
 
-    async def get_attempt(self) -> Any:
-        """``GET /v1/runner/attempt``: the attempt document (raw JSON)."""
-        return await self._call("GET", "/v1/runner/attempt")
+    async def get_attempt(self) -> protocol.AttemptDocument:
+        """``GET /v1/runner/attempt``: the attempt document.
+
+        Raises :class:`~waypost.sdk.protocol.ProtocolError` when the
+        coordinator's answer is not a valid document.
+        """
+        answer = await self._call("GET", protocol.PATH_ATTEMPT)
+        return protocol.decode(protocol.AttemptDocument, answer)
 
     async def write_checkpoint(self, key: str, data: Any) -> None:
         """``POST /v1/runner/checkpoints``."""
-        await self._call("POST", "/v1/runner/checkpoints", {"key": key, "data": data})
+        await self._send(protocol.PATH_CHECKPOINTS, protocol.CheckpointBody(key=key, data=data))
 
     async def heartbeat(self) -> bool:
         """``POST /v1/runner/heartbeat``; True when the run was cancelled."""
-        answer = await self._call("POST", "/v1/runner/heartbeat", {})
-        return bool(isinstance(answer, dict) and answer.get("cancelled") is True)
+        answer = await self._call("POST", protocol.PATH_HEARTBEAT, {})
+        try:
+            return protocol.decode(protocol.HeartbeatAnswer, answer).cancelled
+        except protocol.ProtocolError as exc:
+            raise WaypostAPIError(200, "bad_answer", f"heartbeat answer: {exc}") from None
 
-    async def send_logs(self, entries: list[dict[str, Any]]) -> None:
+    async def send_logs(self, entries: list[protocol.LogLine]) -> None:
         """``POST /v1/runner/logs`` with a batch of entries."""
-        await self._call("POST", "/v1/runner/logs", {"entries": entries})
+        await self._send(protocol.PATH_LOGS, protocol.LogsBody(entries=entries))
 
     async def complete(self, result: Any) -> str | None:
         """``POST /v1/runner/complete``; returns the run status the coordinator reports."""
-        answer = await self._call("POST", "/v1/runner/complete", {"result": result})
+        answer = await self._send(protocol.PATH_COMPLETE, protocol.CompleteBody(result=result))
         return _status(answer)
 
-    async def fail(self, error: dict[str, Any]) -> str | None:
+    async def fail(self, error: protocol.FailureReport) -> str | None:
         """``POST /v1/runner/fail``; returns ``retrying``, ``dead_lettered`` or ``failed``."""
-        answer = await self._call("POST", "/v1/runner/fail", {"error": error})
+        answer = await self._send(protocol.PATH_FAIL, protocol.FailBody(error=error))
         return _status(answer)
+
+    async def _send(self, path: str, body: Any) -> Any:
+        return await self._call("POST", path, protocol.encode(body))
 
 
 def _status(answer: Any) -> str | None:
-    if isinstance(answer, dict) and isinstance(answer.get("status"), str):
-        return str(answer["status"])
-    return None
+    # The outcome is recorded whatever the answer says; its status is for the log.
+    try:
+        return protocol.decode(protocol.OutcomeAnswer, answer).status
+    except protocol.ProtocolError:
+        return None

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 from waypost.runner import loader
-from waypost.sdk import serialization
+from waypost.sdk import protocol, serialization
 from waypost.sdk.context import (
     AttemptControl,
     Checkpoint,
     Context,
     CoordinatorPort,
-    Limits,
     StopReason,
     SyncContext,
 )
@@ -42,7 +41,7 @@ from waypost.sdk.errors import (
     RunCancelled,
     WaypostAPIError,
 )
-from waypost.sdk.logger import LogEntry, TaskLogger
+from waypost.sdk.logger import TaskLogger
 from waypost.sdk.transport import Sleep
 
 _log = logging.getLogger("waypost.runner")
@@ -68,75 +67,9 @@ DEFAULT_STOP_GRACE = 5.0
 SHUTDOWN_FLUSH_TIMEOUT = 2.0
 
 
-class ProtocolError(ValueError):
-    """The coordinator's attempt document is not what the runner API promises."""
-
-
-@dataclass(frozen=True)
-class AttemptDocument:
-    """The answer of ``GET /v1/runner/attempt``, validated."""
-
-    run_id: str
-    attempt: int
-    namespace: str
-    task_name: str
-    entrypoint: str
-    payload: Any
-    checkpoints: tuple[Checkpoint, ...]
-    traceparent: str
-    idempotency_key: str | None
-    heartbeat_interval: float
-    limits: Limits
-
-    @classmethod
-    def from_json(cls, doc: Any) -> AttemptDocument:
-        """Validate and convert the raw JSON document; raise :class:`ProtocolError`."""
-        if not isinstance(doc, dict):
-            raise ProtocolError("attempt document: expected a JSON object")
-        task = _field(doc, "task", dict)
-        limits = _field(doc, "limits", dict)
-        raw_checkpoints = _field(doc, "checkpoints", list)
-        checkpoints: list[Checkpoint] = []
-        for index, item in enumerate(raw_checkpoints):
-            if not isinstance(item, dict) or not isinstance(item.get("key"), str):
-                raise ProtocolError(f"attempt document: checkpoints[{index}] has no string 'key'")
-            checkpoints.append(Checkpoint(item["key"], item.get("data")))
-        attempt = _field(doc, "attempt", int)
-        if attempt < 1:
-            raise ProtocolError(f"attempt document: 'attempt' must be >= 1, got {attempt}")
-        interval = float(_field(doc, "heartbeatIntervalSeconds", (int, float)))
-        if interval <= 0:
-            raise ProtocolError("attempt document: 'heartbeatIntervalSeconds' must be positive")
-        idempotency_key = doc.get("idempotencyKey")
-        if idempotency_key is not None and not isinstance(idempotency_key, str):
-            raise ProtocolError("attempt document: 'idempotencyKey' must be a string or null")
-        traceparent = doc.get("traceparent") or ""
-        if not isinstance(traceparent, str):
-            raise ProtocolError("attempt document: 'traceparent' must be a string")
-        return cls(
-            run_id=_field(doc, "runId", str),
-            attempt=attempt,
-            namespace=_field(task, "namespace", str, "task."),
-            task_name=_field(task, "name", str, "task."),
-            entrypoint=_field(task, "entrypoint", str, "task."),
-            payload=doc.get("payload"),
-            checkpoints=tuple(checkpoints),
-            traceparent=traceparent,
-            idempotency_key=idempotency_key,
-            heartbeat_interval=interval,
-            limits=Limits(
-                checkpoint_bytes=_field(limits, "checkpointBytes", int, "limits."),
-                result_bytes=_field(limits, "resultBytes", int, "limits."),
-                log_batch=max(1, _field(limits, "logBatch", int, "limits.")),
-            ),
-        )
-
-
-def _field(doc: dict[str, Any], name: str, kind: Any, prefix: str = "") -> Any:
-    value = doc.get(name)
-    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-        raise ProtocolError(f"attempt document: '{prefix}{name}' is missing or has the wrong type")
-    return value
+def context_checkpoints(doc: protocol.AttemptDocument) -> tuple[Checkpoint, ...]:
+    """The document's checkpoints as the task sees them (key and data)."""
+    return tuple(Checkpoint(c.key, c.data) for c in doc.checkpoints)
 
 
 class Outcome(enum.StrEnum):
@@ -162,19 +95,20 @@ class AttemptResult:
 class RunnerPort(CoordinatorPort, Protocol):
     """The coordinator calls one attempt needs (see :class:`~waypost.runner.api.RunnerClient`)."""
 
-    async def send_logs(self, entries: list[dict[str, Any]]) -> None: ...
+    async def send_logs(self, entries: list[protocol.LogLine]) -> None: ...
 
     async def complete(self, result: Any) -> str | None: ...
 
-    async def fail(self, error: dict[str, Any]) -> str | None: ...
+    async def fail(self, error: protocol.FailureReport) -> str | None: ...
 
 
 Loader = Callable[[str], Callable[..., Any]]
 
 
 def error_report(
-    exc: BaseException, *, name: str | None = None, details: str | None = None
-) -> dict[str, Any]:
+    exc: BaseException, *, name: str | None = None, details: str | None = None,
+    retryable: bool | None = None,
+) -> protocol.FailureReport:
     """The ``error`` body of ``POST /v1/runner/fail`` for an exception."""
     tb = details if details is not None else _user_traceback(exc)
     if len(tb) > MAX_TRACEBACK_CHARS:
@@ -184,13 +118,13 @@ def error_report(
     message = str(exc)
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[:MAX_MESSAGE_CHARS] + "... (truncated)"
-    return {
-        "type": "error",
-        "name": name or type(exc).__name__,
-        "message": message,
-        "traceback": tb,
-        "retryable": not isinstance(exc, NON_RETRYABLE),
-    }
+    return protocol.FailureReport(
+        type=protocol.FailureType.ERROR,
+        name=name or type(exc).__name__,
+        message=message,
+        traceback=tb,
+        retryable=not isinstance(exc, NON_RETRYABLE) if retryable is None else retryable,
+    )
 
 
 def _user_traceback(exc: BaseException) -> str:
@@ -203,7 +137,7 @@ def _user_traceback(exc: BaseException) -> str:
 
 
 async def run_attempt(
-    doc: AttemptDocument,
+    doc: protocol.AttemptDocument,
     api: RunnerPort,
     *,
     load: Loader = loader.load_entrypoint,
@@ -216,16 +150,16 @@ async def run_attempt(
 
     Never raises for anything the task does; the outcome says what happened.
     """
-    fields = {"run_id": doc.run_id, "attempt": doc.attempt, "task": doc.task_name}
+    fields = {"run_id": doc.run_id, "attempt": doc.attempt, "task": doc.task.name}
     try:
-        fn = load(doc.entrypoint)
+        fn = load(doc.task.entrypoint)
     except loader.EntrypointError as load_error:
         _log.error("cannot load entrypoint", extra={**fields, "error": str(load_error)})
+        # Importing the same image again will fail the same way: not retryable.
         report = error_report(
-            load_error, name="EntrypointError", details=load_error.details or str(load_error)
+            load_error, name="EntrypointError", details=load_error.details or str(load_error),
+            retryable=False,
         )
-        # Importing the same image again will fail the same way.
-        report["retryable"] = False
         result = await _report(api, fields, failure=report)
         if result.outcome is Outcome.SUPERSEDED:
             return result
@@ -239,7 +173,7 @@ async def run_attempt(
         attempt=doc.attempt,
         payload=doc.payload,
         port=api,
-        checkpoints=doc.checkpoints,
+        checkpoints=context_checkpoints(doc),
         limits=doc.limits,
         traceparent=doc.traceparent,
         log=task_log,
@@ -255,7 +189,9 @@ async def run_attempt(
     else:
         work = _run_in_thread(fn, SyncContext(ctx, loop), doc.payload, loop, doc.run_id)
     background = [
-        asyncio.create_task(_heartbeat_loop(api, control, doc.heartbeat_interval, sleep, fields)),
+        asyncio.create_task(
+            _heartbeat_loop(api, control, doc.heartbeat_interval_seconds, sleep, fields)
+        ),
         asyncio.create_task(shipper.run_periodically(log_flush_interval, sleep)),
     ]
     stopped = asyncio.create_task(control.wait())
@@ -334,7 +270,7 @@ async def _report(
     fields: dict[str, Any],
     *,
     result: Any = None,
-    failure: dict[str, Any] | None = None,
+    failure: protocol.FailureReport | None = None,
     result_limit: int = 0,
 ) -> AttemptResult:
     try:
@@ -355,9 +291,9 @@ async def _report(
         status = await api.fail(failure)
         _log.info(
             "attempt failed",
-            extra={**fields, "error_name": failure["name"], "run_status": status},
+            extra={**fields, "error_name": failure.name, "run_status": status},
         )
-        return AttemptResult(Outcome.FAILED, status, str(failure["name"]))
+        return AttemptResult(Outcome.FAILED, status, failure.name)
     except AttemptSuperseded:
         _log.warning("attempt superseded while reporting", extra=fields)
         return AttemptResult(Outcome.SUPERSEDED)
@@ -429,9 +365,9 @@ class _LogShipper:
                     )
                     return True
 
-    async def _send(self, entries: list[LogEntry]) -> None:
+    async def _send(self, entries: list[protocol.LogLine]) -> None:
         try:
-            await self._api.send_logs([entry.as_dict() for entry in entries])
+            await self._api.send_logs(entries)
         except WaypostAPIError as exc:
             if exc.status not in (400, 413) or len(entries) == 1:
                 raise

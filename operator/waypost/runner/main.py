@@ -1,14 +1,11 @@
 """``waypost-runner``: the entrypoint of a runner Pod or process (cold mode).
 
-Configuration comes from the environment:
-
-``WAYPOST_COORDINATOR_URL``
-    Base URL of the coordinator API.
-``WAYPOST_ATTEMPT_TOKEN`` or ``WAYPOST_ATTEMPT_TOKEN_FILE``
-    The attempt's credential, or a file holding it (a mounted Secret).
-``WAYPOST_TASK_PATH``
-    Extra ``:``-separated directories to import task modules from (the
-    working directory is always searched).
+Configuration comes from the environment, whose names are defined with the
+runner protocol (:mod:`waypost.sdk.protocol`): the coordinator's URL
+(``ENV_COORDINATOR_URL``), the attempt's credential or a file holding it
+(``ENV_ATTEMPT_TOKEN``, ``ENV_ATTEMPT_TOKEN_FILE``), and extra directories to
+import task modules from (``ENV_TASK_PATH``; the working directory is always
+searched).
 
 Exit codes (see :data:`EXIT_CODES`): 0 the result was reported; 1 the task
 failed and the failure was reported; 2 bad configuration (missing
@@ -30,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from waypost.runner import api, attempt, loader, logs
+from waypost.sdk import protocol
 from waypost.sdk.errors import AttemptSuperseded, CoordinatorUnavailable, WaypostAPIError
 
 _log = logging.getLogger("waypost.runner")
@@ -66,24 +64,27 @@ class RunnerConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str], cwd: str) -> RunnerConfig:
         """Read the configuration; raise :class:`ConfigError` saying what is missing."""
-        url = env.get("WAYPOST_COORDINATOR_URL", "").strip()
+        url = env.get(protocol.ENV_COORDINATOR_URL, "").strip()
         if not url:
-            raise ConfigError("WAYPOST_COORDINATOR_URL is not set")
-        token = env.get("WAYPOST_ATTEMPT_TOKEN", "").strip()
-        token_file = env.get("WAYPOST_ATTEMPT_TOKEN_FILE", "").strip()
+            raise ConfigError(f"{protocol.ENV_COORDINATOR_URL} is not set")
+        token = env.get(protocol.ENV_ATTEMPT_TOKEN, "").strip()
+        token_file = env.get(protocol.ENV_ATTEMPT_TOKEN_FILE, "").strip()
         if not token and token_file:
             try:
                 with open(token_file, encoding="utf-8") as handle:
                     token = handle.read().strip()
             except OSError as exc:
                 raise ConfigError(
-                    f"WAYPOST_ATTEMPT_TOKEN_FILE {token_file!r} cannot be read: {exc.strerror}"
+                    f"{protocol.ENV_ATTEMPT_TOKEN_FILE} {token_file!r} cannot be read: "
+                    f"{exc.strerror}"
                 ) from None
             if not token:
-                raise ConfigError(f"WAYPOST_ATTEMPT_TOKEN_FILE {token_file!r} is empty")
+                raise ConfigError(f"{protocol.ENV_ATTEMPT_TOKEN_FILE} {token_file!r} is empty")
         if not token:
-            raise ConfigError("neither WAYPOST_ATTEMPT_TOKEN nor WAYPOST_ATTEMPT_TOKEN_FILE is set")
-        extra = [p for p in env.get("WAYPOST_TASK_PATH", "").split(":") if p]
+            raise ConfigError(
+                f"neither {protocol.ENV_ATTEMPT_TOKEN} nor {protocol.ENV_ATTEMPT_TOKEN_FILE} is set"
+            )
+        extra = [p for p in env.get(protocol.ENV_TASK_PATH, "").split(":") if p]
         return cls(coordinator_url=url, token=token, task_path=(cwd, *extra))
 
 
@@ -94,7 +95,10 @@ async def run_cold(config: RunnerConfig, client: api.RunnerClient | None = None)
     runner_api = client or api.RunnerClient(config.coordinator_url, config.token)
     try:
         try:
-            raw = await runner_api.get_attempt()
+            doc = await runner_api.get_attempt()
+        except protocol.ProtocolError as exc:
+            _log.error("bad attempt document", extra={"error": str(exc)})
+            return EXIT_CONFIG
         except AttemptSuperseded:
             _log.warning("attempt superseded before it started")
             return EXIT_STOPPED
@@ -105,11 +109,6 @@ async def run_cold(config: RunnerConfig, client: api.RunnerClient | None = None)
         except CoordinatorUnavailable as exc:
             _log.error("coordinator unreachable", extra={"error": str(exc)})
             return EXIT_UNREPORTED
-        try:
-            doc = attempt.AttemptDocument.from_json(raw)
-        except attempt.ProtocolError as exc:
-            _log.error("bad attempt document", extra={"error": str(exc)})
-            return EXIT_CONFIG
         current = asyncio.current_task()
         assert current is not None
         loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
-from waypost.sdk import serialization
+from waypost.sdk import protocol, serialization
 from waypost.sdk.errors import (
     AttemptSuperseded,
     CheckpointTooLarge,
@@ -45,8 +45,7 @@ _log = logging.getLogger("waypost.sdk")
 
 T = TypeVar("T")
 
-# Keys end up in URLs, log lines and a database index; keep them short.
-MAX_KEY_LENGTH = 256
+MAX_KEY_LENGTH = protocol.MAX_KEY_LENGTH
 
 
 @dataclass(frozen=True)
@@ -57,17 +56,9 @@ class Checkpoint:
     data: Any
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Size limits announced by the coordinator for this attempt.
-
-    The defaults here only apply when a context is built without a
-    coordinator (tests); the runner always uses the coordinator's values.
-    """
-
-    checkpoint_bytes: int = 1024 * 1024
-    result_bytes: int = 1024 * 1024
-    log_batch: int = 100
+Limits = protocol.AttemptLimits
+"""Size limits announced by the coordinator for this attempt (the attempt
+document's ``limits``)."""
 
 
 class CoordinatorPort(Protocol):

@@ -14,18 +14,17 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+from waypost.sdk import protocol
 
 # Enough for minutes of chatty logging while the coordinator is unreachable,
 # small enough that a runaway loop cannot exhaust the Pod's memory.
 DEFAULT_BUFFER_LIMIT = 10_000
 
 # The coordinator refuses longer messages; cut here rather than lose a batch.
-MAX_MESSAGE_CHARS = 16 * 1024
+MAX_MESSAGE_CHARS = protocol.MAX_LOG_MESSAGE_CHARS
 _TRUNCATED = " ... (truncated)"
 
 
@@ -33,23 +32,8 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
-class LogEntry:
-    """One log entry, as sent to ``POST /v1/runner/logs``."""
-
-    ts: datetime
-    level: str
-    message: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The entry in the runner API's wire format."""
-        return {
-            "ts": self.ts.isoformat(),
-            "level": self.level,
-            "message": self.message,
-            "fields": self.fields,
-        }
+LogEntry = protocol.LogLine
+"""One log entry, as sent to ``POST /v1/runner/logs``."""
 
 
 def _jsonable_fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +95,7 @@ class TaskLogger:
         """Log at error level with the exception being handled."""
         self._emit("error", message, {**fields, "exception": traceback.format_exc()})
 
-    def _emit(self, level: str, message: str, fields: dict[str, Any]) -> None:
+    def _emit(self, level: protocol.LogLevel, message: str, fields: dict[str, Any]) -> None:
         text = str(message)
         if len(text) > MAX_MESSAGE_CHARS:
             text = text[: MAX_MESSAGE_CHARS - len(_TRUNCATED)] + _TRUNCATED

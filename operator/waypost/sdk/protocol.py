@@ -1,0 +1,418 @@
+"""The runner protocol: what a runner and the coordinator say to each other.
+
+One definition of every message of the runner API (``/v1/runner/*``) and of
+the environment a runner starts with. The engine builds the attempt document
+as an :class:`AttemptDocument`, the coordinator's runner routes validate the
+bodies and write the answers with these classes (and describe them in the
+OpenAPI document), both execution backends set the environment with
+:func:`runner_env`, and the runner parses and sends the same classes. A change
+to the protocol is a change to this module.
+
+The messages are standard-library dataclasses, not pydantic models, on
+purpose: the runner may import only the SDK and an HTTP client, and importing
+pydantic and building models doubled a runner's start-up (140 of 280 ms for
+``import waypost.runner.main``, measured with ``-X importtime``) and added
+11 MiB of resident memory to every attempt. The coordinator validates them
+with pydantic all the same (pydantic reads dataclasses and their
+``__pydantic_config__``); the runner uses :func:`decode`, which reads the same
+field definitions. Value constraints live in ``__post_init__``, which both
+run.
+
+Direction of each message:
+
+- coordinator to runner: :class:`AttemptDocument` (``GET /v1/runner/attempt``),
+  :class:`HeartbeatAnswer`, :class:`OutcomeAnswer`. A runner ignores fields it
+  does not know, so a newer coordinator can add some during a rolling upgrade.
+- runner to coordinator: :class:`CheckpointBody`, :class:`LogsBody`,
+  :class:`CompleteBody`, :class:`FailBody`. The coordinator refuses unknown
+  fields, naming them (HTTP 400).
+
+Every write answers 409 once the attempt is no longer current (superseded,
+cancelled, finished): the runner stops and reports nothing more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar, Literal, TypeVar, Union
+
+# --- the runner's environment -------------------------------------------------
+
+ENV_COORDINATOR_URL = "WAYPOST_COORDINATOR_URL"
+"""Base URL of the coordinator API."""
+ENV_ATTEMPT_TOKEN = "WAYPOST_ATTEMPT_TOKEN"
+"""The attempt's credential (process backend)."""
+ENV_ATTEMPT_TOKEN_FILE = "WAYPOST_ATTEMPT_TOKEN_FILE"
+"""A file holding the attempt's credential (kubernetes backend: a mounted Secret)."""
+ENV_TASK_PATH = "WAYPOST_TASK_PATH"
+"""Extra ``:``-separated directories to import task modules from."""
+ENV_RUN_ID = "WAYPOST_RUN_ID"
+"""The run's id, for the task's own use (logs, metrics); the runner reads the document."""
+ENV_ATTEMPT = "WAYPOST_ATTEMPT"
+"""The attempt number, for the task's own use."""
+ENV_TASK = "WAYPOST_TASK"
+"""The task's name, for the task's own use."""
+ENV_TRACE_ID = "WAYPOST_TRACE_ID"
+"""The run's W3C trace id, for the task's own use."""
+
+# Always the backend's: a task's own ``env`` cannot redirect the runner, hand it
+# another credential, or mislabel the attempt. (``WAYPOST_TASK_PATH`` is the
+# task's to extend.)
+PROTECTED_ENV_NAMES: tuple[str, ...] = (
+    ENV_COORDINATOR_URL, ENV_ATTEMPT_TOKEN, ENV_ATTEMPT_TOKEN_FILE,
+    ENV_RUN_ID, ENV_ATTEMPT, ENV_TASK, ENV_TRACE_ID,
+)
+
+
+def runner_env(
+    *,
+    coordinator_url: str,
+    run_id: str,
+    attempt: int,
+    task: str,
+    trace_id: str,
+    token: str | None = None,
+    token_file: str | None = None,
+    task_path: str | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of a runner: ``base`` (the task's own variables) overlaid
+    with the runner's, which always win. Exactly one of ``token`` and
+    ``token_file`` names the credential."""
+    if (token is None) == (token_file is None):
+        raise ValueError("runner_env: give exactly one of token and token_file")
+    values = {k: v for k, v in (base or {}).items() if k not in PROTECTED_ENV_NAMES}
+    values.update({
+        ENV_COORDINATOR_URL: coordinator_url,
+        ENV_RUN_ID: run_id,
+        ENV_ATTEMPT: str(attempt),
+        ENV_TASK: task,
+        ENV_TRACE_ID: trace_id,
+    })
+    if token is not None:
+        values[ENV_ATTEMPT_TOKEN] = token
+    if token_file is not None:
+        values[ENV_ATTEMPT_TOKEN_FILE] = token_file
+    if task_path is not None:
+        values[ENV_TASK_PATH] = task_path
+    return values
+
+
+# --- paths ----------------------------------------------------------------------
+
+PATH_ATTEMPT = "/v1/runner/attempt"
+PATH_CHECKPOINTS = "/v1/runner/checkpoints"
+PATH_HEARTBEAT = "/v1/runner/heartbeat"
+PATH_LOGS = "/v1/runner/logs"
+PATH_COMPLETE = "/v1/runner/complete"
+PATH_FAIL = "/v1/runner/fail"
+
+# --- limits both sides know -----------------------------------------------------
+
+MAX_KEY_LENGTH = 256
+"""Checkpoint keys end up in URLs, log lines and a database index."""
+MAX_LOG_MESSAGE_CHARS = 16 * 1024
+MAX_LOG_BATCH = 1000
+MAX_ERROR_MESSAGE_CHARS = 64 * 1024
+MAX_TRACEBACK_CHARS = 256 * 1024
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class FailureType(enum.StrEnum):
+    """Why an attempt ended without a result."""
+
+    ERROR = "error"  # the task raised
+    OOM = "oom"  # killed for exceeding its memory limit
+    TIMEOUT = "timeout"  # ran past the task's maxDuration
+    LOST = "lost"  # heartbeats stopped, Pod deleted, node lost
+    EXIT = "exit"  # the runner process exited without reporting
+    CANCELLED = "cancelled"
+
+
+def to_camel(name: str) -> str:
+    """``heartbeat_interval_seconds`` -> ``heartbeatIntervalSeconds`` (the wire names)."""
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+# What pydantic reads on the coordinator's side (a pydantic ConfigDict, spelled
+# as a plain dict so this module does not import pydantic).
+_REQUEST_CONFIG = {"alias_generator": to_camel, "populate_by_name": True, "extra": "forbid"}
+_ANSWER_CONFIG = {"alias_generator": to_camel, "populate_by_name": True, "extra": "ignore"}
+
+def _require(ok: bool, field: str, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"{field} {rule}")
+
+
+# --- coordinator to runner --------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttemptTask:
+    """The task an attempt runs."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER_CONFIG
+    namespace: str
+    name: str
+    entrypoint: str
+    """``module:function`` of the task."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttemptCheckpoint:
+    """A checkpoint written by this run's earlier attempts."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER_CONFIG
+    key: str
+    data: Any = None
+    attempt: int | None = None
+    created_at: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttemptLimits:
+    """Size limits the coordinator enforces for this attempt.
+
+    The defaults only apply to a context built without a coordinator (tests);
+    a runner always has the coordinator's values.
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER_CONFIG
+    checkpoint_bytes: int = 1024 * 1024
+    result_bytes: int = 1024 * 1024
+    log_batch: int = 100
+
+    def __post_init__(self) -> None:
+        _require(self.checkpoint_bytes > 0, "checkpointBytes", "must be positive")
+        _require(self.result_bytes > 0, "resultBytes", "must be positive")
+        _require(self.log_batch >= 1, "logBatch", "must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttemptDocument:
+    """``GET /v1/runner/attempt``: everything a runner needs to run its attempt."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER_CONFIG
+    run_id: str
+    attempt: int
+    task: AttemptTask
+    payload: Any = None
+    checkpoints: list[AttemptCheckpoint] = dataclasses.field(default_factory=list)
+    traceparent: str = ""
+    idempotency_key: str | None = None
+    heartbeat_interval_seconds: float
+    limits: AttemptLimits
+
+    def __post_init__(self) -> None:
+        _require(self.attempt >= 1, "attempt", "must be at least 1")
+        _require(self.heartbeat_interval_seconds > 0, "heartbeatIntervalSeconds",
+                 "must be positive")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HeartbeatAnswer:
+    """``POST /v1/runner/heartbeat``: the lease was extended; was the run cancelled?"""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER_CONFIG
+    cancelled: bool = False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutcomeAnswer:
+    """The answer to complete and fail: the run's status after the report."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER_CONFIG
+    status: str
+
+
+# --- runner to coordinator --------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckpointBody:
+    """``POST /v1/runner/checkpoints``."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    key: str
+    data: Any
+
+    def __post_init__(self) -> None:
+        _require(0 < len(self.key) <= MAX_KEY_LENGTH, "key",
+                 f"must be 1 to {MAX_KEY_LENGTH} characters")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LogLine:
+    """One entry of ``ctx.log``."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    ts: datetime
+    level: LogLevel = "info"
+    message: str
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(len(self.message) <= MAX_LOG_MESSAGE_CHARS, "message",
+                 f"must be at most {MAX_LOG_MESSAGE_CHARS} characters")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LogsBody:
+    """``POST /v1/runner/logs``: a batch of log lines."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    entries: list[LogLine]
+
+    def __post_init__(self) -> None:
+        _require(len(self.entries) <= MAX_LOG_BATCH, "entries",
+                 f"must hold at most {MAX_LOG_BATCH} lines")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompleteBody:
+    """``POST /v1/runner/complete``: the task's result (any JSON, ``null`` included)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    result: Any
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FailureReport:
+    """What a runner says about an attempt that raised."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    type: FailureType = FailureType.ERROR
+    name: str | None = None
+    message: str
+    traceback: str | None = None
+    retryable: bool = True
+
+    def __post_init__(self) -> None:
+        _require(len(self.message) <= MAX_ERROR_MESSAGE_CHARS, "message",
+                 f"must be at most {MAX_ERROR_MESSAGE_CHARS} characters")
+        _require(self.traceback is None or len(self.traceback) <= MAX_TRACEBACK_CHARS,
+                 "traceback", f"must be at most {MAX_TRACEBACK_CHARS} characters")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FailBody:
+    """``POST /v1/runner/fail``."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    error: FailureReport
+
+
+# --- reading and writing messages without pydantic -----------------------------------
+
+class ProtocolError(ValueError):
+    """A message does not match the runner protocol; the text says where."""
+
+
+M = TypeVar("M")
+
+
+def encode(message: Any) -> Any:
+    """A message (or any value inside one) as JSON-ready data with wire names."""
+    if dataclasses.is_dataclass(message) and not isinstance(message, type):
+        return {to_camel(f.name): encode(getattr(message, f.name))
+                for f in dataclasses.fields(message)}
+    if isinstance(message, enum.Enum):
+        return message.value
+    if isinstance(message, datetime):
+        return message.isoformat()
+    if isinstance(message, list | tuple):
+        return [encode(item) for item in message]
+    if isinstance(message, dict):
+        return {key: encode(value) for key, value in message.items()}
+    return message
+
+
+def decode(kind: type[M], data: Any) -> M:
+    """Read a message of class ``kind`` from JSON data; raise :class:`ProtocolError`."""
+    return typing.cast(M, _decode_message(kind, data, ""))
+
+
+@functools.cache
+def _fields(kind: type) -> tuple[tuple[str, str, Any, bool], ...]:
+    hints = typing.get_type_hints(kind)
+    return tuple(
+        (f.name, to_camel(f.name), hints[f.name],
+         f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)
+        for f in dataclasses.fields(kind)
+    )
+
+
+def _decode_message(kind: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{where or kind.__name__}: expected a JSON object")
+    values: dict[str, Any] = {}
+    known: set[str] = set()
+    for name, wire, hint, optional in _fields(kind):
+        known.add(wire)
+        path = f"{where}.{wire}" if where else wire
+        if wire in data:
+            values[name] = _decode_value(hint, data[wire], path)
+        elif not optional:
+            raise ProtocolError(f"{path}: missing")
+    config: dict[str, Any] = getattr(kind, "__pydantic_config__", {})
+    if config.get("extra") == "forbid" and set(data) - known:
+        raise ProtocolError(f"{where or kind.__name__}: unknown fields "
+                            f"{', '.join(sorted(set(data) - known))}")
+    try:
+        return kind(**values)
+    except ValueError as exc:
+        raise ProtocolError(f"{where + '.' if where else ''}{exc}") from None
+
+
+def _decode_value(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        return _decode_value(options[0], value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ProtocolError(f"{path}: expected a list")
+        (item,) = typing.get_args(hint)
+        return [_decode_value(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{path}: expected an object")
+        return dict(value)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ProtocolError(f"{path}: expected one of {typing.get_args(hint)}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _decode_message(typing.cast(type, hint), value, path)
+    if hint is datetime:
+        try:
+            return datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise ProtocolError(f"{path}: expected an ISO 8601 time") from None
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise ProtocolError(f"{path}: unknown value {value!r}") from None
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(hint)
+    if ok is None:
+        raise TypeError(f"{path}: the protocol has no decoder for {hint!r}")
+    if not ok:
+        raise ProtocolError(f"{path}: expected {hint.__name__}, got {type(value).__name__}")
+    return float(value) if hint is float else value
