@@ -29,6 +29,7 @@ from waypost.model.taskrun import (
     set_condition,
     succeeded_condition,
 )
+from waypost.sdk import quantity
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 
@@ -219,7 +220,7 @@ def test_task_spec_schema_carries_the_model_bounds(crds: dict[str, dict[str, Any
     assert props["entrypoint"]["pattern"].startswith("^[A-Za-z_]")
     memory = props["resources"]["properties"]["memory"]
     assert memory["default"] == "512Mi"
-    assert memory["pattern"] == r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+    assert memory["pattern"] == quantity.MEMORY_PATTERN
     assert "isQuantity(self)" in memory["x-kubernetes-validations"][0]["rule"]
     retry = props["retry"]["properties"]
     assert (retry["maxAttempts"]["minimum"], retry["maxAttempts"]["maximum"]) == (1, 100)

@@ -12,9 +12,9 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from waypost.model import quantity
 from waypost.model.enums import FailureType
 from waypost.model.task import RetrySpec
+from waypost.sdk import quantity
 
 
 class Outcome(StrEnum):
@@ -44,7 +44,7 @@ def next_memory(spec: RetrySpec, current_bytes: int, failure: FailureType) -> in
         return current_bytes
     grown = int(current_bytes * oom.memory_multiplier)
     if oom.memory_ceiling is not None:
-        grown = min(grown, quantity.memory_bytes(oom.memory_ceiling))
+        grown = min(grown, quantity.parse_memory_quantity(oom.memory_ceiling))
     return max(grown, current_bytes)
 
 

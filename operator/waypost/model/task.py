@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
-from waypost.model import quantity
 from waypost.model.base import ApiModel
 from waypost.model.enums import FailureType, MissedRunPolicy
+from waypost.sdk import quantity
 from waypost.sdk import retry as sdk_retry
 
 ENTRYPOINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
@@ -32,14 +32,15 @@ DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 # CEL rules (``x-kubernetes-validations``) sit next to the field they check, so
 # the API server rejects what the model rejects; waypost.model.crd copies them
 # into the CRD schema.
-_POSITIVE_QUANTITY_RULE: JsonDict = {
-    "rule": "!isQuantity(self) || quantity(self).compareTo(quantity('1')) >= 0",
-    "message": "must be a positive memory quantity, for example 512Mi or 1Gi",
+_MEMORY_RANGE_RULE: JsonDict = {
+    "rule": quantity.MEMORY_RANGE_RULE,
+    "message": "must be a memory quantity of at least one byte and below 8Ei, "
+    "for example 512Mi or 1Gi",
 }
 
 
-def _positive_memory(value: str) -> str:
-    quantity.memory_bytes(value)
+def _memory_in_range(value: str) -> str:
+    quantity.parse_memory_quantity(value)
     return value
 
 
@@ -47,11 +48,11 @@ Memory = Annotated[
     str,
     Field(
         pattern=quantity.MEMORY_PATTERN,
-        max_length=64,
-        description="Memory as a Kubernetes quantity, for example 512Mi or 1Gi.",
-        json_schema_extra={"x-kubernetes-validations": [_POSITIVE_QUANTITY_RULE]},
+        max_length=quantity.MEMORY_MAX_LENGTH,
+        description="Memory as a Kubernetes quantity, for example 512Mi, 1Gi or 1e9.",
+        json_schema_extra={"x-kubernetes-validations": [_MEMORY_RANGE_RULE]},
     ),
-    AfterValidator(_positive_memory),
+    AfterValidator(_memory_in_range),
 ]
 
 
@@ -134,11 +135,11 @@ class Timeout(ApiModel):
         "1h",
         pattern=quantity.DURATION_PATTERN,
         min_length=2,
-        max_length=32,
-        description="An attempt running longer is killed and fails as a timeout (90s, 15m, 1h).",
+        max_length=quantity.DURATION_MAX_LENGTH,
+        description="An attempt running longer is killed and fails as a timeout "
+        "(90s, 15m, 1h30m, 2d).",
         json_schema_extra={"x-kubernetes-validations": [{
-            # A duration is positive exactly when some digit in it is not 0.
-            "rule": "self.matches('[1-9]')",
+            "rule": quantity.DURATION_POSITIVE_RULE,
             "message": "must be a positive duration, for example 90s, 15m or 1h30m",
         }]},
     )
@@ -146,7 +147,7 @@ class Timeout(ApiModel):
     @field_validator("max_duration")
     @classmethod
     def _positive(cls, value: str) -> str:
-        quantity.duration_seconds(value)
+        quantity.parse_duration(value, field="maxDuration")
         return value
 
 
@@ -268,7 +269,7 @@ class TaskSpec(ApiModel):
     @model_validator(mode="after")
     def _ceiling_above_limit(self) -> TaskSpec:
         ceiling = self.retry.oom.memory_ceiling
-        if ceiling is not None and quantity.memory_bytes(ceiling) < self.memory_bytes:
+        if ceiling is not None and quantity.parse_memory_quantity(ceiling) < self.memory_bytes:
             raise ValueError(
                 f"retry.oom.memoryCeiling {ceiling} is below resources.memory "
                 f"{self.resources.memory}"
@@ -286,11 +287,11 @@ class TaskSpec(ApiModel):
 
     @property
     def memory_bytes(self) -> int:
-        return quantity.memory_bytes(self.resources.memory)
+        return quantity.parse_memory_quantity(self.resources.memory)
 
     @property
     def timeout_seconds(self) -> float:
-        return quantity.duration_seconds(self.timeout.max_duration)
+        return quantity.parse_duration(self.timeout.max_duration)
 
     def queue_name(self, task_name: str) -> str:
         return self.queue.name or task_name
