@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
+from waypost import aiotime
 from waypost.engine.clock import Clock
 
 log = logging.getLogger("waypost.controller.leader")
@@ -223,8 +224,7 @@ class LeaderElector:
         """Campaign and renew until ``stop``; then release the lease if we hold it."""
         while not stop.is_set():
             await self.step()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._pause())
+            await aiotime.sleep(self._pause(), stop)
         if self.epoch is not None:
             await self.release()
 

@@ -8,7 +8,6 @@ never leaves a status behind, and a new leader starts with a full resync.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from waypost import aiotime
 from waypost.controller import status as decide
 from waypost.controller.schedule_runs import ScheduledTaskRuns
 from waypost.engine import control, scheduler
@@ -129,8 +129,7 @@ class StatusMirror:
             if loop.time() >= next_tasks:
                 await _attempt("Task status", self.sync_tasks())
                 next_tasks = loop.time() + self.task_interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
+            await aiotime.sleep(self.interval, stop)
 
 
 async def _attempt(what: str, step: Awaitable[object]) -> None:

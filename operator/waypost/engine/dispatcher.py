@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from waypost import aiotime
 from waypost.engine import attempts, hot_table
 from waypost.engine.backend import AttemptExit, AttemptLaunch, ExecutionBackend
 from waypost.engine.core import Engine
@@ -178,9 +179,9 @@ class Dispatcher:
                     with contextlib.suppress(Exception):
                         await self._listener.close()
                     self._listener = None
-                await _wait(stop, min(30.0, 0.5 * 2**failures))
+                await aiotime.sleep(aiotime.reconnect_delay(failures), stop)
                 continue
-            await _wait_any(stop, self._wake, min(settings.poll_interval_seconds, reap_every))
+            await aiotime.sleep(min(settings.poll_interval_seconds, reap_every), stop, self._wake)
 
     async def close(self) -> None:
         for handle in self._timers:
@@ -191,16 +192,3 @@ class Dispatcher:
                 await self._listener.close()
             self._listener = None
 
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()

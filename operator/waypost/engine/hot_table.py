@@ -14,11 +14,11 @@ what the ``WaypostLongTransaction`` alert is for.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
 
+from waypost import aiotime
 from waypost.engine.core import Engine
 from waypost.store import maintenance
 from waypost.store import pool as store_pool
@@ -48,5 +48,4 @@ async def vacuum_loop(engine: Engine, stop: asyncio.Event) -> None:
         except (*store_pool.UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
             # Not this loop's job to report outages (the dispatcher does); try later.
             log.warning("could not vacuum run_queue: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+        await aiotime.sleep(interval, stop)

@@ -35,7 +35,6 @@ schedules no longer in the spec are removed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import uuid
@@ -44,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from waypost import aiotime
 from waypost.engine import cron, encoding
 from waypost.engine.clock import Clock
 from waypost.engine.core import Engine
@@ -234,19 +234,9 @@ class Scheduler:
             except (*store_pool.UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
                 failures += 1
                 log.warning("scheduler cannot reach the store: %s", exc)
-                delay = min(30.0, self.interval_seconds, 0.5 * 2**failures)
-            await self._sleep(stop, delay)
-
-    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait([sleeper, stopper], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (sleeper, stopper):
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
+                delay = aiotime.reconnect_delay(
+                    failures, ceiling=min(aiotime.RECONNECT_MAX_SECONDS, self.interval_seconds))
+            await aiotime.sleep(delay, stop, sleeper=self.clock.sleep)
 
 
 async def trigger_now(
