@@ -41,10 +41,12 @@ async def test_complete_is_fenced(db: asyncpg.Pool) -> None:
     await _task(db)
     run_id = await _enqueue(db)
     [att] = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
-    assert not await runs.complete(db, run_id, att.claim_token + 1000, RawJson("1"))
+    # The one completion path (the engine's batcher writes through complete_many).
+    assert await runs.complete_many(db, [(run_id, att.claim_token + 1000, RawJson("1"))]) == []
     assert await checkpoints.write(db, run_id, att.claim_token, "k", RawJson('{"a":1}'))
-    assert await runs.complete(db, run_id, att.claim_token, RawJson('{"ok":true}'))
-    assert not await runs.complete(db, run_id, att.claim_token, RawJson("2"))
+    assert await runs.complete_many(
+        db, [(run_id, att.claim_token, RawJson('{"ok":true}'))]) == [run_id]
+    assert await runs.complete_many(db, [(run_id, att.claim_token, RawJson("2"))]) == []
     run = await runs.get(db, run_id)
     assert run is not None and run.status == "succeeded" and run.result == {"ok": True}
 

@@ -68,15 +68,15 @@ def test_macros(macro: str, expected: datetime) -> None:
 
 def test_next_fire_is_strictly_after_and_in_utc() -> None:
     schedule = Schedule(name="s", cron="*/15 * * * *", timezone="Asia/Tokyo")
-    nxt = cron.next_fire_after(schedule, _utc(2026, 1, 1, 12, 15))
+    nxt = cron.validate(schedule).next_after(_utc(2026, 1, 1, 12, 15))
     assert nxt == _utc(2026, 1, 1, 12, 30)
     assert nxt.utcoffset() is not None and nxt.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
     # 09:00 in Tokyo is 00:00 UTC.
-    assert cron.next_fire_after(
-        Schedule(name="s", cron="0 9 * * *", timezone="Asia/Tokyo"), _utc(2026, 1, 1, 12)
-    ) == _utc(2026, 1, 2, 0)
+    assert cron.validate(
+        Schedule(name="s", cron="0 9 * * *", timezone="Asia/Tokyo")
+    ).next_after(_utc(2026, 1, 1, 12)) == _utc(2026, 1, 2, 0)
     with pytest.raises(ValueError, match="naive"):
-        cron.next_fire_after(schedule, datetime(2026, 1, 1))
+        cron.validate(schedule).next_after(datetime(2026, 1, 1))
 
 
 def test_due_keeps_the_newest_ticks_oldest_first() -> None:

@@ -213,28 +213,29 @@ def test_task_spec_adds_service_account_and_env_from() -> None:
         "envFrom": [{"secretRef": {"name": "shop-db"}},
                     {"configMapRef": {"name": "shop-config"}, "prefix": "SHOP_"}],
     })
-    pod = pod_spec.build_attempt_pod(_launch(), _settings(service_account="default-runner"), task)
+    pod = pod_spec.build_attempt_pod(_launch(), _settings(), task)
     assert pod["spec"]["serviceAccountName"] == "shop-runner"
     assert pod["spec"]["automountServiceAccountToken"] is False
     (container,) = pod["spec"]["containers"]
     assert container["envFrom"] == [{"secretRef": {"name": "shop-db"}},
                                     {"configMapRef": {"name": "shop-config"}, "prefix": "SHOP_"}]
-    plain = pod_spec.build_attempt_pod(_launch(), _settings(service_account="default-runner"))
-    assert plain["spec"]["serviceAccountName"] == "default-runner"
+    # Without one on the Task, the namespace's default account (its token still unmounted).
+    plain = pod_spec.build_attempt_pod(_launch(), _settings())
+    assert "serviceAccountName" not in plain["spec"]
 
 
-def test_settings_namespace_image_and_owner() -> None:
-    settings = _settings(namespace="waypost-runs", owner=None, default_image="waypost-runner:dev",
-                         image_pull_policy="Never", credential_secret_name="creds-1")
+def test_settings_image_and_owner() -> None:
+    settings = _settings(owner=None, default_image="waypost-runner:dev",
+                         image_pull_policy="Never")
     pod = pod_spec.build_attempt_pod(_launch(image=None), settings)
-    assert pod["metadata"]["namespace"] == "waypost-runs"
+    assert pod["metadata"]["namespace"] == _launch().namespace
     assert "ownerReferences" not in pod["metadata"]
     (container,) = pod["spec"]["containers"]
     assert (container["image"], container["imagePullPolicy"]) == ("waypost-runner:dev", "Never")
     secret = pod_spec.build_attempt_secret(_launch(image=None), settings)
-    assert secret["metadata"]["name"] == "creds-1"
+    assert secret["metadata"]["name"] == pod["metadata"]["name"]
     volume = next(v for v in pod["spec"]["volumes"] if "secret" in v)
-    assert volume["secret"]["secretName"] == "creds-1"
+    assert volume["secret"]["secretName"] == pod["metadata"]["name"]
     with pytest.raises(ValueError, match="no image"):
         pod_spec.build_attempt_pod(_launch(image=None), _settings())
 

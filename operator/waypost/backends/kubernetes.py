@@ -64,7 +64,6 @@ class KubernetesBackendSettings:
     coordinator_url: str
     default_image: str | None = None
     image_pull_policy: str = "IfNotPresent"
-    service_account: str | None = None
     max_pods: int = 200
 
 
@@ -107,8 +106,6 @@ class KubernetesBackend:
                 owner = pod_spec.OwnerReference(k8s.TASKRUN_KIND, launch.taskrun_name, uid)
         settings = pod_spec.PodSettings(
             coordinator_url=self.settings.coordinator_url,
-            namespace=launch.namespace,
-            service_account=self.settings.service_account,
             image_pull_policy=self.settings.image_pull_policy,
             default_image=self.settings.default_image,
             owner=owner,

@@ -25,7 +25,7 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from waypost.engine.backend import AttemptLaunch
@@ -41,6 +41,7 @@ CREDENTIAL_KEY = "token"
 CREDENTIAL_DIR = "/var/run/waypost/attempt"
 CREDENTIAL_FILE = f"{CREDENTIAL_DIR}/{CREDENTIAL_KEY}"
 TMP_DIR = "/tmp"  # the Pod's own emptyDir
+TMP_SIZE_LIMIT = "1Gi"
 
 MAX_NAME_LENGTH = 63
 _MI = 1024 * 1024
@@ -71,19 +72,10 @@ class PodSettings:
     """How the operator shapes runner Pods; the same for every attempt but ``owner``."""
 
     coordinator_url: str
-    namespace: str | None = None
-    """Namespace of the Pods; the Task's namespace when None."""
-    service_account: str | None = None
-    """Runner service account when the Task names none (its token is never mounted)."""
     image_pull_policy: str = "IfNotPresent"
     default_image: str | None = None
     """Image for Tasks that name none: the runner image with the task code baked in."""
     owner: OwnerReference | None = None
-    credential_secret_name: str | None = None
-    """Name of the attempt's Secret; the Pod's name when None."""
-    image_pull_secrets: tuple[str, ...] = ()
-    tmp_size_limit: str = "1Gi"
-    extra_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def _dns_part(text: str) -> str:
@@ -118,7 +110,6 @@ def label_value(text: str) -> str:
 def attempt_labels(launch: AttemptLaunch, settings: PodSettings) -> dict[str, str]:
     """Labels tying an object to its task, run and attempt."""
     return {
-        **settings.extra_labels,
         k8s.LABEL_MANAGED_BY: k8s.MANAGED_BY,
         k8s.LABEL_COMPONENT: k8s.COMPONENT_RUNNER,
         k8s.LABEL_TASK: label_value(launch.task),
@@ -142,7 +133,7 @@ def memory_quantity(n_bytes: int) -> str:
 def _metadata(launch: AttemptLaunch, settings: PodSettings, name: str) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
-        "namespace": settings.namespace or launch.namespace,
+        "namespace": launch.namespace,
         "labels": attempt_labels(launch, settings),
         "annotations": {
             k8s.ANNOTATION_TASK: launch.task,
@@ -156,7 +147,7 @@ def _metadata(launch: AttemptLaunch, settings: PodSettings, name: str) -> dict[s
 
 
 def secret_name(launch: AttemptLaunch, settings: PodSettings) -> str:
-    return settings.credential_secret_name or pod_name(launch)
+    return pod_name(launch)
 
 
 def build_attempt_secret(launch: AttemptLaunch, settings: PodSettings) -> dict[str, Any]:
@@ -270,11 +261,9 @@ def build_attempt_pod(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
     }
-    account = (task.service_account_name if task is not None else None) or settings.service_account
+    account = task.service_account_name if task is not None else None
     if account:
         spec["serviceAccountName"] = account
-    if settings.image_pull_secrets:
-        spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
     spec.update({
         "securityContext": {
             "runAsNonRoot": True,
@@ -286,7 +275,7 @@ def build_attempt_pod(
         },
         "containers": [container],
         "volumes": [
-            {"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
             {"name": "attempt-credential", "secret": {
                 "secretName": secret_name(launch, settings),
                 "defaultMode": 0o440,

@@ -126,12 +126,6 @@ def validate(schedule: Schedule) -> CronSchedule:
     return parse(schedule.name, schedule.cron, schedule.timezone)
 
 
-def next_fire_after(schedule: Schedule | CronSchedule, after: datetime) -> datetime:
-    """The schedule's first fire time strictly after ``after``, as an aware UTC datetime."""
-    parsed = schedule if isinstance(schedule, CronSchedule) else validate(schedule)
-    return parsed.next_after(after)
-
-
 def fire_key(name: str, fire_time: datetime) -> str:
     """The idempotency key of a schedule's firing: ``schedule:<name>:<UTC ISO time>``."""
     stamp = _aware(fire_time).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -69,10 +69,11 @@ class Dispatcher:
         self.backend = backend
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
+        # Pending wake-ups for retries whose backoff has not run out; each leaves
+        # the set when it fires, so the set holds only what is still to come.
         self._timers: set[asyncio.TimerHandle] = set()
         self._stopping: set[asyncio.Task[None]] = set()
         backend.set_exit_handler(self._on_exit)
-        self.claimed_total = 0
 
     async def _on_exit(self, exit: AttemptExit) -> None:
         await attempts.report_exit(self.engine, exit)
@@ -96,7 +97,11 @@ class Dispatcher:
             delay = float(payload) if payload else 0.0
         if delay > 0:
             # A retry becomes claimable after its backoff: wake up then.
-            handle = asyncio.get_running_loop().call_later(delay, self._wake.set)
+            def due() -> None:
+                self._timers.discard(handle)
+                self._wake.set()
+
+            handle = asyncio.get_running_loop().call_later(delay, due)
             self._timers.add(handle)
         else:
             self._wake.set()
@@ -122,7 +127,6 @@ class Dispatcher:
         )
         for item in claimed:
             await self._start(item)
-        self.claimed_total += len(claimed)
         return len(claimed)
 
     async def _start(self, item: ClaimedAttempt) -> None:

@@ -182,13 +182,6 @@ async def heartbeat(
     return row is not None
 
 
-async def complete(
-    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, result: RawJson
-) -> bool:
-    return await db.fetchrow(*bind("complete_attempt", run_id=run_id, claim_token=claim_token,
-                                   result=result)) is not None
-
-
 async def complete_many(
     db: asyncpg.Pool | asyncpg.Connection, acks: Sequence[Ack]
 ) -> list[uuid.UUID]:

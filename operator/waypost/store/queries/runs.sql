@@ -106,24 +106,9 @@ UPDATE run_queue SET lease_expires_at = now() + make_interval(secs => :lease_sec
 WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
 RETURNING cancel_requested;
 
--- name: complete_attempt
--- Success: the run leaves the hot table and records its result, fenced on the token.
-WITH finished AS (
-    DELETE FROM run_queue
-    WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
-    RETURNING run_id, attempt
-), run AS (
-    UPDATE runs SET status = 'succeeded', result = :result::jsonb, error = NULL,
-                    finished_at = now(), updated_at = now()
-    FROM finished f WHERE runs.id = f.run_id
-), attempt AS (
-    UPDATE attempts SET status = 'succeeded', finished_at = now()
-    FROM finished f WHERE attempts.run_id = f.run_id AND attempts.attempt = f.attempt
-)
-SELECT run_id FROM finished;
-
 -- name: complete_attempts
--- complete_attempt for many attempts in one statement, each fenced on its own token.
+-- Success of many attempts in one statement, each fenced on its own token: the hot row
+-- leaves run_queue, the run records its result, the attempt is closed.
 SELECT run_id
 FROM complete_attempts(:run_ids::uuid[], :claim_tokens::bigint[], :results::jsonb[]) AS run_id;
 
