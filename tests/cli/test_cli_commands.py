@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from examples import flaky, hello
-from tests.integration.stack import settings, wait_for_status
+from tests.factories import settings, wait_for_status
 from waypost.backends.process import ProcessBackend
 from waypost.model.enums import RunStatus
 from waypost.standalone import Standalone

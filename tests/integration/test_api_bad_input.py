@@ -16,25 +16,19 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.integration.stack import settings
+from tests.factories import register_task, settings
 from waypost.engine.credentials import CredentialSigner
-from waypost.model.task import TaskDefinition, TaskSpec
 from waypost.standalone import Standalone
-from waypost.store import runs, tasks
+from waypost.store import runs
 from waypost.store.embedded import EmbeddedPostgres
 
 PAYLOAD_LIMIT = 1024
 CHECKPOINT_LIMIT = 512
 
 
-async def register(db: asyncpg.Pool, name: str = "hello") -> None:
-    spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello"})
-    await tasks.upsert(db, TaskDefinition(namespace="default", name=name, spec=spec))
-
-
 @pytest.fixture
 async def stack(database_url: str, db: asyncpg.Pool) -> AsyncIterator[Standalone]:
-    await register(db)
+    await register_task(db, "hello")
     app = await Standalone(
         settings(database_url, limits={"payload_bytes": PAYLOAD_LIMIT,
                                        "checkpoint_bytes": CHECKPOINT_LIMIT}),
@@ -173,7 +167,7 @@ async def test_runner_credentials_and_checkpoint_limit(
 
 
 async def test_api_token_is_required_when_configured(database_url: str, db: asyncpg.Pool) -> None:
-    await register(db)
+    await register_task(db, "hello")
     stack = await Standalone(settings(database_url, api_token="s3cret"), dispatch=False).start()
     try:
         trigger = f"{stack.url}/v1/tasks/default/hello/trigger"
@@ -202,7 +196,7 @@ async def test_database_down_when_triggering_is_503_then_recovers(tmp_path: Path
     stack: Standalone | None = None
     try:
         stack = await Standalone(settings(pg.dsn), dispatch=False).start()
-        await register(stack.engine.pool)
+        await register_task(stack.engine.pool, "hello")
         trigger = f"{stack.url}/v1/tasks/default/hello/trigger"
         status, before = await call("POST", trigger, json={"payload": {"n": 1}})
         assert status == 201

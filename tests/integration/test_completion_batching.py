@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from tests.integration.test_store_queue import _enqueue, _task
+from tests.factories import enqueue, register_task
 from waypost.engine import attempts
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity
@@ -17,8 +17,8 @@ from waypost.store import runs
 
 
 async def test_many_runners_completing_at_once(database_url: str, db: asyncpg.Pool) -> None:
-    await _task(db)
-    ids = [await _enqueue(db) for _ in range(60)]
+    await register_task(db)
+    ids = [await enqueue(db) for _ in range(60)]
     engine = await Engine.open(Settings(database_url=database_url), migrate_schema=False)
     writes: list[int] = []
     write = engine.completions._write
@@ -58,8 +58,8 @@ async def test_many_runners_completing_at_once(database_url: str, db: asyncpg.Po
 async def test_a_dead_database_fails_the_completions_and_keeps_the_runs(
     database_url: str, db: asyncpg.Pool
 ) -> None:
-    await _task(db)
-    run_id = await _enqueue(db)
+    await register_task(db)
+    run_id = await enqueue(db)
     engine = await Engine.open(Settings(database_url=database_url), migrate_schema=False)
     [c] = await runs.claim(engine.pool, limit=1, lease_seconds=30, worker="w")
     await engine.pool.close()  # the database goes away for this engine

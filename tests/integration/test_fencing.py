@@ -18,38 +18,12 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from tests.integration.stack import settings, wait_for_status
+from tests.factories import StalledBackend, settings, wait_for_status
 from waypost.engine import control
-from waypost.engine.backend import AttemptLaunch, ExitHandler
 from waypost.model.enums import RunStatus
 from waypost.model.run import TriggerRequest
 from waypost.model.task import TaskDefinition, TaskSpec
 from waypost.standalone import Standalone
-
-
-class StalledBackend:
-    """Takes attempts and does nothing with them; records launches and stops."""
-
-    name = "stalled"
-
-    def __init__(self) -> None:
-        self.launches: list[AttemptLaunch] = []
-        self.stopped: list[tuple[uuid.UUID, str]] = []
-
-    def set_exit_handler(self, handler: ExitHandler) -> None:
-        pass
-
-    def free_slots(self) -> int:
-        return 10
-
-    async def start(self, launch: AttemptLaunch) -> None:
-        self.launches.append(launch)
-
-    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
-        self.stopped.append((run_id, reason))
-
-    async def close(self) -> None:
-        pass
 
 
 class Runner:

@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from tests.integration.stack import settings
-from tests.integration.test_store_queue import _task
+from tests.factories import register_task, settings
 from waypost.engine import hot_table
 from waypost.engine.core import Engine
 from waypost.engine.credentials import CredentialSigner
@@ -51,7 +50,7 @@ async def one_connection_engine(database_url: str, **overrides: object) -> Async
 
 
 async def test_vacuums_only_past_the_threshold(database_url: str, db: asyncpg.Pool) -> None:
-    await _task(db)
+    await register_task(db)
     async with one_connection_engine(database_url, hot_table_vacuum_dead_tuples=500) as engine:
         await _churn(engine.pool, 100)
         assert await hot_table.vacuum_if_needed(engine) is False
@@ -66,7 +65,7 @@ async def test_vacuums_only_past_the_threshold(database_url: str, db: asyncpg.Po
 
 
 async def test_the_loop_keeps_going_and_stops(database_url: str, db: asyncpg.Pool) -> None:
-    await _task(db)
+    await register_task(db)
     stop = asyncio.Event()
     async with one_connection_engine(database_url, hot_table_vacuum_dead_tuples=100,
                                      hot_table_vacuum_seconds=0.05) as engine:
@@ -82,7 +81,7 @@ async def test_the_loop_keeps_going_and_stops(database_url: str, db: asyncpg.Poo
 
 
 async def test_zero_turns_it_off(database_url: str, db: asyncpg.Pool) -> None:
-    await _task(db)
+    await register_task(db)
     async with one_connection_engine(database_url, hot_table_vacuum_dead_tuples=0) as engine:
         await _churn(engine.pool, 300)
         assert await maintenance.hot_table_dead_tuples(engine.pool) > 0

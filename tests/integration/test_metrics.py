@@ -10,16 +10,14 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.stack import settings
-from tests.integration.test_api_bad_input import register
-from tests.integration.test_store_queue import _enqueue
+from tests.factories import enqueue, register_task, settings
 from waypost.standalone import Standalone
 from waypost.store import runs
 
 
 @pytest.fixture
 async def stack(database_url: str, db: asyncpg.Pool) -> AsyncIterator[Standalone]:
-    await register(db, "t")
+    await register_task(db, "t")
     app = await Standalone(settings(database_url), dispatch=False).start()
     try:
         yield app
@@ -39,7 +37,7 @@ async def test_queue_depths_and_hot_table_health(
     stack: Standalone, database_url: str, db: asyncpg.Pool
 ) -> None:
     for _ in range(5):
-        await _enqueue(db)
+        await enqueue(db)
     await runs.claim(db, limit=2, lease_seconds=30, worker="w")
     # Another client holds a snapshot open, as a long report or a forgotten session would.
     holder = await asyncpg.connect(database_url)

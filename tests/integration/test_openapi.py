@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from tests.integration.stack import settings
+from tests.factories import settings
 from waypost.coordinator.app import ROUTES
 from waypost.model.run import ErrorBody, Run, RunList
 from waypost.model.task import TaskDefinition, TaskSpec

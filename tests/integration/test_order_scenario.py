@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from examples import hello, ledger, orders
-from tests.integration.stack import settings, wait_for_status
+from tests.factories import settings, wait_for_status
 from waypost.backends.process import ProcessBackend
 from waypost.engine import control
 from waypost.model.enums import RunStatus

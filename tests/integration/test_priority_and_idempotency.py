@@ -16,8 +16,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.integration.stack import settings, wait_for_status
-from tests.integration.test_queue_limits import InMemoryBackend, register
+from tests.factories import InMemoryBackend, register_task, settings, wait_for_status
 from waypost.engine import control
 from waypost.engine.dispatcher import Dispatcher
 from waypost.model.enums import RunStatus
@@ -43,7 +42,7 @@ async def stack(database_url: str) -> AsyncIterator[Standalone]:
 async def test_bumped_runs_start_before_older_lower_priority_runs(
     stack: Standalone, db: asyncpg.Pool
 ) -> None:
-    await register(db, "ordered")
+    await register_task(db, "ordered")
     engine = stack.engine
     older = [(await control.trigger(engine, "default", "ordered", TriggerRequest()))[0].id
              for _ in range(4)]
@@ -83,7 +82,7 @@ async def test_bumped_runs_start_before_older_lower_priority_runs(
 
 
 async def test_same_idempotency_key_twice_is_one_run(stack: Standalone, db: asyncpg.Pool) -> None:
-    await register(db, "ordered")
+    await register_task(db, "ordered")
     url = f"{stack.url}/v1/tasks/default/ordered/trigger"
     body = {"payload": {"orderId": "o-42"}, "idempotencyKey": "order-42"}
     async with aiohttp.ClientSession() as http:
@@ -117,7 +116,7 @@ async def test_same_idempotency_key_twice_is_one_run(stack: Standalone, db: asyn
     assert await db.fetchval("SELECT count(*) FROM run_queue") == 3
 
     # The key is scoped to (namespace, task): another task may use it.
-    await register(db, "other")
+    await register_task(db, "other")
     run, created_again = await control.trigger(
         stack.engine, "default", "other", TriggerRequest(idempotency_key="order-42"))
     assert created_again and run.id != created["id"]

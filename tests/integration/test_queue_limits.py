@@ -13,106 +13,18 @@ the database (``store.runs.running_counts``) throughout the drain.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import uuid
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from tests.integration.stack import settings
-from waypost.engine import attempts
-from waypost.engine.backend import AttemptExit, AttemptLaunch, ExitHandler
+from tests.factories import InMemoryBackend, register_task, settings
 from waypost.engine.core import Engine
-from waypost.engine.credentials import AttemptIdentity
 from waypost.engine.dispatcher import Dispatcher
-from waypost.model.task import TaskDefinition, TaskSpec
-from waypost.store import runs, tasks
+from waypost.store import runs
 from waypost.store.pool import RawJson
-
-
-@dataclass
-class InMemoryBackend:
-    """Completes each attempt after ``work_seconds`` via ``attempts.complete``.
-
-    It also counts how many attempts are working at once (from start until just
-    before the completion commits, a window inside the database's running
-    interval), as a second check besides the sampled database counts.
-    """
-
-    engine: Engine
-    slots: int = 10
-    work_seconds: float = 0.005
-    name: str = "in-memory"
-    started: list[uuid.UUID] = field(default_factory=list)
-    shared: dict[str, Any] = field(default_factory=dict)  # counters shared by all backends
-
-    def __post_init__(self) -> None:
-        self._handler: ExitHandler | None = None
-        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}  # attempts holding a slot
-        self._all: set[asyncio.Task[None]] = set()  # until their exit is reported too
-        self.shared.setdefault("active", Counter())
-        self.shared.setdefault("peak", Counter())
-
-    def set_exit_handler(self, handler: ExitHandler) -> None:
-        self._handler = handler
-
-    def free_slots(self) -> int:
-        return self.slots - len(self._tasks)
-
-    async def start(self, launch: AttemptLaunch) -> None:
-        self.started.append(launch.run_id)
-        task = asyncio.get_running_loop().create_task(self._work(launch))
-        self._tasks[launch.run_id] = task
-        self._all.add(task)
-        task.add_done_callback(self._all.discard)
-
-    async def _work(self, launch: AttemptLaunch) -> None:
-        row = await self.engine.pool.fetchrow(
-            "SELECT namespace, queue, concurrency_key FROM runs WHERE id = $1", launch.run_id)
-        assert row is not None
-        scopes = [("queue", row["namespace"], row["queue"]), ("key", row["concurrency_key"])]
-        active, peak = self.shared["active"], self.shared["peak"]
-        for scope in scopes:
-            active[scope] += 1
-            peak[scope] = max(peak[scope], active[scope])
-        try:
-            await asyncio.sleep(self.work_seconds)
-        finally:
-            # Counted down before the completion commits, so this window lies
-            # inside the database's running interval of the attempt.
-            for scope in scopes:
-                active[scope] -= 1
-        try:
-            ident = self.engine.signer.verify(launch.credential)
-            assert ident == AttemptIdentity(launch.run_id, launch.claim_token)
-            await attempts.complete(self.engine, ident, {"run": str(launch.run_id)})
-        finally:
-            self._tasks.pop(launch.run_id, None)
-        if self._handler is not None:
-            await self._handler(AttemptExit(launch.run_id, launch.claim_token, None, "exited 0", 0))
-
-    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
-        task = self._tasks.get(run_id)
-        if task is not None:
-            task.cancel()
-
-    async def close(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
-        for task in list(self._all):
-            with contextlib.suppress(BaseException):
-                await task
-
-
-async def register(
-    db: asyncpg.Pool, name: str, namespace: str = "default", **queue: int
-) -> None:
-    spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello", "queue": queue})
-    await tasks.upsert(db, TaskDefinition(namespace=namespace, name=name, spec=spec))
 
 
 async def enqueue_many(
@@ -186,7 +98,7 @@ async def drain(
 async def test_max_concurrency_holds_with_two_dispatchers(
     database_url: str, db: asyncpg.Pool
 ) -> None:
-    await register(db, "bounded", maxConcurrency=3)
+    await register_task(db, "bounded", maxConcurrency=3)
     ids = await enqueue_many(db, "bounded", [None] * 500)
 
     async with TwoDispatchers(database_url, work_seconds=0.005) as stack:
@@ -209,7 +121,7 @@ async def test_max_concurrency_holds_with_two_dispatchers(
 
 
 async def test_per_key_limit_and_no_starvation(database_url: str, db: asyncpg.Pool) -> None:
-    await register(db, "tenanted", perKeyConcurrency=1)
+    await register_task(db, "tenanted", perKeyConcurrency=1)
     a_ids = await enqueue_many(db, "tenanted", ["A"] * 400)
     # B and C arrive after A's whole backlog: older runs are claimed first, so
     # only the per-key limit can let them through early.
@@ -245,8 +157,8 @@ async def test_same_task_name_in_two_namespaces_keeps_separate_limits(
     """Queues are keyed by (namespace, name): Task `hello` in namespace a
     (maxConcurrency 1) and Task `hello` in namespace b (maxConcurrency 5) each keep
     their own limit, and applying one never overwrites the other's."""
-    await register(db, "hello", namespace="a", maxConcurrency=1)
-    await register(db, "hello", namespace="b", maxConcurrency=5)
+    await register_task(db, "hello", namespace="a", maxConcurrency=1)
+    await register_task(db, "hello", namespace="b", maxConcurrency=5)
     stored = await db.fetch("SELECT namespace, name, max_concurrency FROM queues ORDER BY 1")
     assert [tuple(r) for r in stored] == [("a", "hello", 1), ("b", "hello", 5)]
     a_ids = await enqueue_many(db, "hello", [None] * 40, namespace="a")

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from examples import ledger
-from tests.integration.stack import settings, wait_for_status
+from tests.factories import settings, wait_for_status
 from waypost.backends.process import ProcessBackend
 from waypost.engine import control, retry
 from waypost.engine.retry import Outcome

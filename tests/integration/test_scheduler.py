@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.integration import stack
+from tests import factories
 from waypost.engine import control, cron
 from waypost.engine.clock import FakeClock
 from waypost.engine.core import Engine
@@ -41,7 +41,7 @@ async def open_engine(database_url: str) -> AsyncIterator[Callable[[FakeClock], 
 
     async def make(clock: FakeClock) -> Engine:
         engine = await Engine.open(
-            stack.settings(database_url), clock=clock, migrate_schema=False, pool_size=4
+            factories.settings(database_url), clock=clock, migrate_schema=False, pool_size=4
         )
         opened.append(engine)
         return engine
@@ -367,7 +367,7 @@ async def test_cli_lists_and_triggers_schedules(database_url: str) -> None:
             env={**os.environ, "WAYPOST_URL": app.url}, capture_output=True, text=True,
             timeout=60, check=False)
 
-    app = await Standalone(stack.settings(database_url), dispatch=False).start()
+    app = await Standalone(factories.settings(database_url), dispatch=False).start()
     try:
         await _register(app.engine, "report",
                         {"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin",
@@ -415,7 +415,7 @@ async def test_a_pass_fires_every_due_schedule_batch_by_batch(
 async def test_one_schedule_failing_does_not_stop_the_others(database_url: str,
                                                              db: asyncpg.Pool) -> None:
     clock = FakeClock(START)
-    engine = await Engine.open(stack.settings(database_url, limits={"payload_bytes": 64}),
+    engine = await Engine.open(factories.settings(database_url, limits={"payload_bytes": 64}),
                                clock=clock, migrate_schema=False, pool_size=2)
     try:
         await _register(engine, "report",

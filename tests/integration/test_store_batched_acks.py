@@ -8,14 +8,14 @@ import uuid
 
 import asyncpg
 
-from tests.integration.test_store_queue import _enqueue, _task
+from tests.factories import enqueue, register_task
 from waypost.store import runs
 from waypost.store.pool import RawJson
 
 
 async def test_complete_many_is_fenced_per_run(db: asyncpg.Pool) -> None:
-    await _task(db)
-    a, b, c = [await _enqueue(db) for _ in range(3)]
+    await register_task(db)
+    a, b, c = [await enqueue(db) for _ in range(3)]
     claimed = {x.run_id: x for x in await runs.claim(db, limit=3, lease_seconds=30, worker="w")}
     acks = [(a, claimed[a].claim_token, RawJson('{"n":1}')),
             (b, claimed[b].claim_token + 1000, RawJson('{"n":2}')),  # stale token
@@ -31,8 +31,8 @@ async def test_complete_many_is_fenced_per_run(db: asyncpg.Pool) -> None:
 
 
 async def test_ack_and_claim_commits_acks_with_the_next_claim(db: asyncpg.Pool) -> None:
-    await _task(db, maxConcurrency=2)
-    ids = [await _enqueue(db) for _ in range(3)]
+    await register_task(db, maxConcurrency=2)
+    ids = [await enqueue(db) for _ in range(3)]
     first = await runs.claim(db, limit=10, lease_seconds=30, worker="w")
     assert [x.run_id for x in first] == ids[:2]  # the limit holds the third back
     acked, second = await runs.ack_and_claim(
@@ -49,13 +49,13 @@ async def test_ack_and_claim_commits_acks_with_the_next_claim(db: asyncpg.Pool) 
 
 
 async def test_claim_takes_the_head_of_a_large_unanalysed_backlog(db: asyncpg.Pool) -> None:
-    await _task(db)
+    await register_task(db)
     await runs.enqueue_bulk(
         db, namespace="default", task="t", run_ids=[uuid.uuid4() for _ in range(3000)],
         priorities=[None] * 3000, payloads=[RawJson("{}")] * 3000,
         idempotency_keys=[None] * 3000, concurrency_keys=[None] * 3000,
         trace_ids=["0" * 32] * 3000, source="test")
-    urgent = await _enqueue(db, priority=9)
+    urgent = await enqueue(db, priority=9)
     claimed = await runs.claim(db, limit=5, lease_seconds=30, worker="w")
     assert claimed[0].run_id == urgent and len(claimed) == 5
     seqs = [await db.fetchval("SELECT seq FROM runs WHERE id = $1", x.run_id)
@@ -66,8 +66,8 @@ async def test_claim_takes_the_head_of_a_large_unanalysed_backlog(db: asyncpg.Po
 async def test_parallel_claims_of_an_unlimited_queue_take_different_runs(
     db: asyncpg.Pool,
 ) -> None:
-    await _task(db)
-    ids = {await _enqueue(db) for _ in range(40)}
+    await register_task(db)
+    ids = {await enqueue(db) for _ in range(40)}
     results = await asyncio.gather(
         *[runs.claim(db, limit=10, lease_seconds=30, worker=f"w{i}") for i in range(6)]
     )
@@ -81,15 +81,15 @@ async def test_parallel_claims_of_an_unlimited_queue_take_different_runs(
 
 
 async def test_a_queue_that_gains_a_limit_is_not_claimed_unlocked(db: asyncpg.Pool) -> None:
-    await _task(db)
-    await _enqueue(db)
+    await register_task(db)
+    await enqueue(db)
     async with db.acquire() as conn, conn.transaction():
         # The two steps of claim_runs, with another session between them.
         ready = await conn.fetch("SELECT * FROM lock_claimable_queues(NULL)")
         queue_id = await conn.fetchval(
             "SELECT id FROM queues WHERE namespace = 'default' AND name = 't'")
         assert [(r["queue_id"], r["locked"]) for r in ready] == [(queue_id, False)]
-        await _task(db, maxConcurrency=1)  # another session adds a limit meanwhile
+        await register_task(db, maxConcurrency=1)  # another session adds a limit meanwhile
         rows = await conn.fetch(
             "SELECT * FROM claim_ready_runs('{}', 10, 30.0, 'w', $1)", [queue_id])
         assert rows == []

@@ -5,32 +5,16 @@ import uuid
 
 import asyncpg
 
-from waypost.model.task import TaskDefinition, TaskSpec
-from waypost.store import checkpoints, runs, tasks
+from tests.factories import enqueue, register_task
+from waypost.store import checkpoints, runs
 from waypost.store.pool import RawJson
 
 
-async def _task(db: asyncpg.Pool, name: str = "t", **queue: int) -> None:
-    spec = TaskSpec.model_validate({"entrypoint": "m:f", "queue": queue})
-    await tasks.upsert(db, TaskDefinition(namespace="default", name=name, spec=spec))
-
-
-async def _enqueue(db: asyncpg.Pool, task: str = "t", **kw: object) -> uuid.UUID:
-    run_id = uuid.uuid4()
-    ok = await runs.enqueue(
-        db, namespace="default", task=task, run_id=run_id, payload=RawJson("{}"),
-        priority=kw.get("priority"), idempotency_key=kw.get("key"),  # type: ignore[arg-type]
-        concurrency_key=kw.get("ckey"), trace_id="0" * 32, source="test",  # type: ignore[arg-type]
-    )
-    assert ok
-    return run_id
-
-
 async def test_claim_respects_priority_then_age(db: asyncpg.Pool) -> None:
-    await _task(db)
-    a = await _enqueue(db)
-    b = await _enqueue(db)
-    c = await _enqueue(db, priority=5)
+    await register_task(db)
+    a = await enqueue(db)
+    b = await enqueue(db)
+    c = await enqueue(db, priority=5)
     claimed = await runs.claim(db, limit=10, lease_seconds=30, worker="w")
     assert [x.run_id for x in claimed] == [c, a, b]
     assert {x.attempt for x in claimed} == {1}
@@ -38,8 +22,8 @@ async def test_claim_respects_priority_then_age(db: asyncpg.Pool) -> None:
 
 
 async def test_complete_is_fenced(db: asyncpg.Pool) -> None:
-    await _task(db)
-    run_id = await _enqueue(db)
+    await register_task(db)
+    run_id = await enqueue(db)
     [att] = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
     # The one completion path (the engine's batcher writes through complete_many).
     assert await runs.complete_many(db, [(run_id, att.claim_token + 1000, RawJson("1"))]) == []
@@ -52,9 +36,9 @@ async def test_complete_is_fenced(db: asyncpg.Pool) -> None:
 
 
 async def test_max_concurrency_with_parallel_claims(db: asyncpg.Pool) -> None:
-    await _task(db, maxConcurrency=3)
+    await register_task(db, maxConcurrency=3)
     for _ in range(20):
-        await _enqueue(db)
+        await enqueue(db)
     results = await asyncio.gather(
         *[runs.claim(db, limit=10, lease_seconds=30, worker=f"w{i}") for i in range(5)]
     )
@@ -64,8 +48,8 @@ async def test_max_concurrency_with_parallel_claims(db: asyncpg.Pool) -> None:
 async def test_a_former_leader_claims_nothing(db: asyncpg.Pool) -> None:
     from waypost.store import leadership
 
-    await _task(db)
-    await _enqueue(db)
+    await register_task(db)
+    await enqueue(db)
     assert await leadership.record_epoch(db, 1, "replica-a")
     assert await leadership.record_epoch(db, 2, "replica-b")
     assert not await leadership.record_epoch(db, 1, "replica-a")  # never goes back
@@ -77,7 +61,7 @@ async def test_a_former_leader_claims_nothing(db: asyncpg.Pool) -> None:
 
 
 async def test_a_claim_carries_the_taskrun_that_triggered_the_run(db: asyncpg.Pool) -> None:
-    await _task(db)
+    await register_task(db)
     run_id = uuid.uuid4()
     assert await runs.enqueue(
         db, namespace="default", task="t", run_id=run_id, payload=RawJson("{}"), priority=None,
@@ -90,15 +74,15 @@ async def test_a_claim_carries_the_taskrun_that_triggered_the_run(db: asyncpg.Po
 
 
 async def test_per_key_claim_takes_each_keys_head_in_global_order(db: asyncpg.Pool) -> None:
-    await _task(db, perKeyConcurrency=2)
-    a_running = await _enqueue(db, ckey="A")
+    await register_task(db, perKeyConcurrency=2)
+    a_running = await enqueue(db, ckey="A")
     [first] = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
     assert first.run_id == a_running  # A now has one of its two places taken
-    a = [await _enqueue(db, ckey="A") for _ in range(4)]
-    b = [await _enqueue(db, ckey="B") for _ in range(3)]
-    keyless = [await _enqueue(db) for _ in range(2)]
-    urgent_c = await _enqueue(db, ckey="C", priority=9)
-    later_c = await _enqueue(db, ckey="C")
+    a = [await enqueue(db, ckey="A") for _ in range(4)]
+    b = [await enqueue(db, ckey="B") for _ in range(3)]
+    keyless = [await enqueue(db) for _ in range(2)]
+    urgent_c = await enqueue(db, ckey="C", priority=9)
+    later_c = await enqueue(db, ckey="C")
 
     claimed = [x.run_id for x in await runs.claim(db, limit=100, lease_seconds=30, worker="w")]
     # Priority first, then age across keys; A gets the one place it has left, B and C
@@ -108,8 +92,8 @@ async def test_per_key_claim_takes_each_keys_head_in_global_order(db: asyncpg.Po
 
 
 async def test_per_key_claim_honours_a_small_batch_and_max_concurrency(db: asyncpg.Pool) -> None:
-    await _task(db, perKeyConcurrency=1, maxConcurrency=3)
-    ids = {k: [await _enqueue(db, ckey=k) for _ in range(3)] for k in "WXYZ"}
+    await register_task(db, perKeyConcurrency=1, maxConcurrency=3)
+    ids = {k: [await enqueue(db, ckey=k) for _ in range(3)] for k in "WXYZ"}
     one = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
     assert [x.run_id for x in one] == [ids["W"][0]]
     more = await runs.claim(db, limit=100, lease_seconds=30, worker="w")
@@ -124,9 +108,9 @@ async def test_claims_read_the_hot_table_through_its_indexes_whatever_the_statis
     """After autoanalyze has seen a large backlog, the planner once costed the ready
     check as a sequential scan that finds a ready row at once; the heap starts with
     claimed rows, so every claim read thousands of buffers."""
-    await _task(db)
-    await _task(db, "limited", maxConcurrency=100_000)
-    await _task(db, "tenanted", perKeyConcurrency=100_000)
+    await register_task(db)
+    await register_task(db, "limited", maxConcurrency=100_000)
+    await register_task(db, "tenanted", perKeyConcurrency=100_000)
     await runs.enqueue_bulk(
         db, namespace="default", task="t", run_ids=[uuid.uuid4() for _ in range(4000)],
         priorities=[None] * 4000, payloads=[RawJson("{}")] * 4000,
@@ -134,7 +118,7 @@ async def test_claims_read_the_hot_table_through_its_indexes_whatever_the_statis
         trace_ids=["0" * 32] * 4000, source="test")
     for task in ("limited", "tenanted"):
         for i in range(20):
-            await _enqueue(db, task, ckey=f"k{i % 5}")
+            await enqueue(db, task, ckey=f"k{i % 5}")
     await runs.claim(db, limit=1500, lease_seconds=30, worker="w")
     await db.execute("ANALYZE run_queue")
     async with db.acquire() as conn, conn.transaction():

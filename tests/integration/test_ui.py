@@ -21,8 +21,11 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.integration.stack import settings, wait_for_status
-from tests.integration.test_fencing import StalledBackend  # the test plays the runner
+from tests.factories import (
+    StalledBackend,  # the test plays the runner
+    settings,
+    wait_for_status,
+)
 from waypost.coordinator import auth
 from waypost.engine import control
 from waypost.model.enums import RunStatus

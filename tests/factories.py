@@ -1,0 +1,174 @@
+"""Helpers shared by test modules: settings, store records, fake backends, waits.
+
+Test modules import what they share from here, never from one another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from waypost.engine import attempts, control
+from waypost.engine.backend import AttemptExit, AttemptLaunch, ExitHandler
+from waypost.engine.core import Engine
+from waypost.engine.credentials import AttemptIdentity
+from waypost.model.enums import RunStatus
+from waypost.model.run import Run
+from waypost.model.settings import Settings
+from waypost.model.task import TaskDefinition, TaskSpec
+from waypost.store import runs, tasks
+from waypost.store.pool import RawJson
+
+
+def settings(database_url: str, **overrides: object) -> Settings:
+    base: dict[str, object] = {
+        "database_url": database_url,
+        "coordinator_port": 0,
+        "heartbeat_interval_seconds": 1.0,
+        "missed_heartbeats": 3,
+        "poll_interval_seconds": 0.5,
+    }
+    base.update(overrides)
+    return Settings.model_validate(base)
+
+
+async def wait_for_status(
+    engine: object, run_id: str | uuid.UUID, statuses: Iterable[RunStatus], timeout: float = 60
+) -> Run:
+    wanted = set(statuses)
+    rid = uuid.UUID(str(run_id))
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        run = await control.get(engine, rid, details=True)  # type: ignore[arg-type]
+        if run.status in wanted:
+            return run
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"run {rid} is {run.status} after {timeout}s, wanted {wanted}: "
+                                 f"{run.error}")
+        await asyncio.sleep(0.1)
+
+
+async def register_task(
+    db: asyncpg.Pool, name: str = "t", namespace: str = "default", **queue: int
+) -> None:
+    """Store a Task (the hello example's entrypoint) with ``queue`` limits in camelCase."""
+    spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello", "queue": queue})
+    await tasks.upsert(db, TaskDefinition(namespace=namespace, name=name, spec=spec))
+
+
+async def enqueue(db: asyncpg.Pool, task: str = "t", **kw: object) -> uuid.UUID:
+    """Queue a run of ``task``: ``priority``, ``key`` (idempotency), ``ckey`` (concurrency)."""
+    run_id = uuid.uuid4()
+    ok = await runs.enqueue(
+        db, namespace="default", task=task, run_id=run_id, payload=RawJson("{}"),
+        priority=kw.get("priority"), idempotency_key=kw.get("key"),  # type: ignore[arg-type]
+        concurrency_key=kw.get("ckey"), trace_id="0" * 32, source="test",  # type: ignore[arg-type]
+    )
+    assert ok
+    return run_id
+
+
+class StalledBackend:
+    """Takes attempts and does nothing with them; records launches and stops."""
+
+    name = "stalled"
+
+    def __init__(self) -> None:
+        self.launches: list[AttemptLaunch] = []
+        self.stopped: list[tuple[uuid.UUID, str]] = []
+
+    def set_exit_handler(self, handler: ExitHandler) -> None:
+        pass
+
+    def free_slots(self) -> int:
+        return 10
+
+    async def start(self, launch: AttemptLaunch) -> None:
+        self.launches.append(launch)
+
+    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
+        self.stopped.append((run_id, reason))
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class InMemoryBackend:
+    """Completes each attempt after ``work_seconds`` via ``attempts.complete``.
+
+    It also counts how many attempts are working at once (from start until just
+    before the completion commits, a window inside the database's running
+    interval), as a second check besides the sampled database counts.
+    """
+
+    engine: Engine
+    slots: int = 10
+    work_seconds: float = 0.005
+    name: str = "in-memory"
+    started: list[uuid.UUID] = field(default_factory=list)
+    shared: dict[str, Any] = field(default_factory=dict)  # counters shared by all backends
+
+    def __post_init__(self) -> None:
+        self._handler: ExitHandler | None = None
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}  # attempts holding a slot
+        self._all: set[asyncio.Task[None]] = set()  # until their exit is reported too
+        self.shared.setdefault("active", Counter())
+        self.shared.setdefault("peak", Counter())
+
+    def set_exit_handler(self, handler: ExitHandler) -> None:
+        self._handler = handler
+
+    def free_slots(self) -> int:
+        return self.slots - len(self._tasks)
+
+    async def start(self, launch: AttemptLaunch) -> None:
+        self.started.append(launch.run_id)
+        task = asyncio.get_running_loop().create_task(self._work(launch))
+        self._tasks[launch.run_id] = task
+        self._all.add(task)
+        task.add_done_callback(self._all.discard)
+
+    async def _work(self, launch: AttemptLaunch) -> None:
+        row = await self.engine.pool.fetchrow(
+            "SELECT namespace, queue, concurrency_key FROM runs WHERE id = $1", launch.run_id)
+        assert row is not None
+        scopes = [("queue", row["namespace"], row["queue"]), ("key", row["concurrency_key"])]
+        active, peak = self.shared["active"], self.shared["peak"]
+        for scope in scopes:
+            active[scope] += 1
+            peak[scope] = max(peak[scope], active[scope])
+        try:
+            await asyncio.sleep(self.work_seconds)
+        finally:
+            # Counted down before the completion commits, so this window lies
+            # inside the database's running interval of the attempt.
+            for scope in scopes:
+                active[scope] -= 1
+        try:
+            ident = self.engine.signer.verify(launch.credential)
+            assert ident == AttemptIdentity(launch.run_id, launch.claim_token)
+            await attempts.complete(self.engine, ident, {"run": str(launch.run_id)})
+        finally:
+            self._tasks.pop(launch.run_id, None)
+        if self._handler is not None:
+            await self._handler(AttemptExit(launch.run_id, launch.claim_token, None, "exited 0", 0))
+
+    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
+        task = self._tasks.get(run_id)
+        if task is not None:
+            task.cancel()
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for task in list(self._all):
+            with contextlib.suppress(BaseException):
+                await task
