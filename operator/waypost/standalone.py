@@ -4,20 +4,15 @@ one process. What `waypost dev` runs, and what integration tests drive."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from dataclasses import dataclass, field
 
-from aiohttp import web
-
 from waypost.backends.process import ProcessBackend
-from waypost.coordinator.app import create_app
-from waypost.engine import control
+from waypost.coordinator import server
+from waypost.engine import control, loops
 from waypost.engine.clock import Clock
 from waypost.engine.core import Engine
-from waypost.engine.dispatcher import Dispatcher
-from waypost.engine.scheduler import Scheduler
 from waypost.model import from_sdk
 from waypost.model.settings import Settings
 from waypost.sdk.decorator import Task
@@ -46,21 +41,14 @@ class Standalone:
             port = _free_port(self.settings.coordinator_host)
             self.settings = self.settings.model_copy(update={"coordinator_port": port})
         self.engine = await Engine.open(self.settings, clock=self.clock)
-        self._runner = web.AppRunner(create_app(self.engine), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.coordinator_host,
-                           self.settings.coordinator_port)
-        await site.start()
-        self.dispatcher = Dispatcher(self.engine, self.backend)
+        self._runner = await server.serve(self.engine, self.settings.coordinator_host,
+                                          self.settings.coordinator_port)
         self._stop = asyncio.Event()
-        self.scheduler = Scheduler(self.engine)
-        self._task: asyncio.Task[None] | None = None
-        self._scheduler_task: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         if self.dispatch:
-            loop = asyncio.get_running_loop()
-            self._task = loop.create_task(self.dispatcher.run(self._stop))
-            if self.clock is None:  # with an injected clock, the test ticks the scheduler
-                self._scheduler_task = loop.create_task(self.scheduler.run(self._stop))
+            # With an injected clock, the test ticks the scheduler itself.
+            self._loops = loops.start(self.engine, self.backend, self._stop,
+                                      schedule=self.clock is None)
         return self
 
     @property
@@ -76,10 +64,7 @@ class Standalone:
 
     async def stop(self) -> None:
         self._stop.set()
-        for task in (self._task, self._scheduler_task):
-            if task is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, 10)
+        await loops.wind_down(self._loops)
         await self.backend.close()
         await self._runner.cleanup()
         await self.engine.close()

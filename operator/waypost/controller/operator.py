@@ -19,7 +19,6 @@ import socket
 from dataclasses import dataclass
 
 import kopf
-from aiohttp import web
 from kubernetes import client, config
 
 from waypost.backends.kubernetes import KubernetesBackend, KubernetesBackendSettings
@@ -28,10 +27,9 @@ from waypost.controller import handlers
 from waypost.controller.leader import ElectionTiming, LeaderElector
 from waypost.controller.lease_k8s import KubernetesLeaseStore
 from waypost.controller.mirror import StatusMirror
-from waypost.coordinator.app import create_app
+from waypost.coordinator import server
+from waypost.engine import loops
 from waypost.engine.core import Engine
-from waypost.engine.dispatcher import Dispatcher
-from waypost.engine.scheduler import Scheduler
 from waypost.model.settings import Settings
 from waypost.store import leadership
 
@@ -103,8 +101,7 @@ class LeaderWork:
         )
         self.tasks = [
             loop.create_task(kopf_run, name="kopf"),
-            loop.create_task(Dispatcher(self.engine, backend).run(self.stop), name="dispatcher"),
-            loop.create_task(Scheduler(self.engine).run(self.stop), name="scheduler"),
+            *loops.start(self.engine, backend, self.stop),
             loop.create_task(StatusMirror(self.engine, self.api_client).run(self.stop),
                              name="mirror"),
         ]
@@ -114,10 +111,7 @@ class LeaderWork:
     async def halt(self) -> None:
         self.engine.leader_epoch = None  # leader-only writes stop now, before anything else
         self.stop.set()
-        if self.tasks:
-            await asyncio.wait(self.tasks, timeout=10)
-        for task in self.tasks:
-            task.cancel()
+        await loops.wind_down(self.tasks)
         if self._backend is not None:
             with contextlib.suppress(Exception):
                 await self._backend.close()
@@ -125,9 +119,7 @@ class LeaderWork:
 
 async def run_operator(settings: Settings, options: OperatorOptions) -> int:
     engine = await Engine.open(settings)
-    runner = web.AppRunner(create_app(engine), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, options.bind_host, settings.coordinator_port).start()
+    runner = await server.serve(engine, options.bind_host, settings.coordinator_port)
     log.info("coordinator API listening", extra={"port": settings.coordinator_port})
 
     api_client = kube_client()
