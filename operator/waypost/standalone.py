@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from dataclasses import dataclass, field
 
 from waypost.backends.process import ProcessBackend
@@ -16,15 +15,9 @@ from waypost.engine.core import Engine
 from waypost.model import from_sdk
 from waypost.model.settings import Settings
 from waypost.sdk.decorator import Task
+from waypost.store import embedded
 
 log = logging.getLogger("waypost.standalone")
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -38,7 +31,7 @@ class Standalone:
 
     async def start(self) -> Standalone:
         if self.settings.coordinator_port == 0:
-            port = _free_port(self.settings.coordinator_host)
+            port = embedded.free_port(self.settings.coordinator_host)
             self.settings = self.settings.model_copy(update={"coordinator_port": port})
         self.engine = await Engine.open(self.settings, clock=self.clock)
         self._runner = await server.serve(self.engine, self.settings.coordinator_host,
