@@ -39,7 +39,7 @@ def _cell(value: Any) -> str:
 def print_run(run: dict[str, Any]) -> None:
     for key in ("id", "namespace", "task", "status", "attempt", "maxAttempts", "priority",
                 "queue", "idempotencyKey", "concurrencyKey", "createdAt", "startedAt",
-                "finishedAt", "traceId"):
+                "finishedAt", "traceId", "specChoice", "specGeneration"):
         if run.get(key) is not None:
             print(f"{key:>15}: {_cell(run[key])}")
     if run.get("result") is not None:
@@ -147,8 +147,9 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 def cmd_dlq_requeue(args: argparse.Namespace) -> int:
     async def go(client: WaypostClient) -> int:
-        run = await client.requeue(args.run_id)
-        print(f"run {run['id']} requeued ({run['status']})")
+        run = await client.requeue(args.run_id, spec=args.spec)
+        print(f"run {run['id']} requeued ({run['status']}) with the {args.spec} spec "
+              f"(Task generation {run.get('specGeneration')})")
         return 0
 
     return asyncio.run(_with_client(go))
@@ -296,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     dl.set_defaults(fn=cmd_dlq_list)
     dr = dlq_sub.add_parser("requeue", help="run a dead-lettered run again")
     dr.add_argument("run_id")
+    dr.add_argument("--spec", choices=("current", "original"), default="current",
+                    help="current (default): the Task's spec as it is now, e.g. a fixed "
+                         "image or more memory; original: the spec stored at trigger time")
     dr.set_defaults(fn=cmd_dlq_requeue)
 
     sch = sub.add_parser("schedules", help="cron schedules of Tasks")

@@ -21,6 +21,7 @@ from waypost.engine.errors import EngineError, InvalidValue
 from waypost.model.enums import RunStatus
 from waypost.model.run import (
     ErrorInfo,
+    RequeueRequest,
     Run,
     RunList,
     TriggerRequest,
@@ -178,7 +179,8 @@ async def bump_run(request: web.Request) -> web.Response:
 async def requeue_run(request: web.Request) -> web.Response:
     require_user(request)
     run_id = control.parse_run_id(request.match_info["run_id"])
-    return run_json(await control.requeue(request.app[ENGINE], run_id))
+    body = await read_body(request, RequeueRequest)
+    return run_json(await control.requeue(request.app[ENGINE], run_id, body.spec))
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
@@ -311,8 +313,9 @@ def route_table() -> RouteTable:
     add(Route("POST", "/v1/runs/{run_id}/bump", bump_run,
               "Move a waiting run to the front of its queue", Auth.USER, "runs", response=Run))
     add(Route("POST", "/v1/runs/{run_id}/requeue", requeue_run,
-              "Requeue a dead-lettered or failed run with a fresh retry budget",
-              Auth.USER, "dead letters", response=Run))
+              "Requeue a dead-lettered or failed run with a fresh retry budget, running the "
+              "Task's current spec (default) or the spec stored at trigger time",
+              Auth.USER, "dead letters", body=RequeueRequest, response=Run))
     add(Route("GET", "/v1/dead-letters", list_dead_letters, "List dead-lettered runs",
               Auth.USER, "dead letters", response=RunList,
               query={k: v for k, v in filters.items() if k != "status"}))

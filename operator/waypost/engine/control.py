@@ -12,7 +12,7 @@ from waypost.engine import encoding, scheduler
 from waypost.engine.core import Engine
 from waypost.engine.cron import InvalidSchedule
 from waypost.engine.errors import InvalidState, InvalidValue, RunNotFound, UnknownTask
-from waypost.model.enums import RunStatus
+from waypost.model.enums import RequeueSpec, RunStatus
 from waypost.model.run import Run, TriggerRequest
 from waypost.model.task import TaskDefinition
 from waypost.store import checkpoints, runs, schedules, tasks
@@ -123,7 +123,7 @@ async def list_runs(
 
 
 async def _changed(engine: Engine, run_id: uuid.UUID, change: Callable[[Any], Awaitable[Any]],
-                   refusal: str) -> Run:
+                   refusal: str | Callable[[Run], str]) -> Run:
     """Apply ``change`` and read the run in the same transaction, so the answer shows
     the state the change left (a dispatcher may claim the run right after commit)."""
     async with engine.pool.acquire() as conn, conn.transaction():
@@ -132,7 +132,8 @@ async def _changed(engine: Engine, run_id: uuid.UUID, change: Callable[[Any], Aw
     if run is None:
         raise RunNotFound(f"no run {run_id}")
     if done is None or done is False:
-        raise InvalidState(f"run {run_id} is {run.status}; {refusal}")
+        raise InvalidState(refusal(run) if callable(refusal)
+                           else f"run {run_id} is {run.status}; {refusal}")
     return run
 
 
@@ -146,9 +147,22 @@ async def bump(engine: Engine, run_id: uuid.UUID) -> Run:
                           "only waiting runs can be bumped")
 
 
-async def requeue(engine: Engine, run_id: uuid.UUID) -> Run:
-    return await _changed(engine, run_id, lambda conn: runs.requeue(conn, run_id),
-                          "only dead-lettered or failed runs can be requeued")
+async def requeue(
+    engine: Engine, run_id: uuid.UUID, spec: RequeueSpec = RequeueSpec.CURRENT
+) -> Run:
+    """Queue a dead-lettered or failed run again with a fresh retry budget. ``spec``:
+    the Task's spec as it is now (``current``: a fix deployed since is what a requeue
+    is for), or the spec stored when the run was triggered (``original``)."""
+
+    def refusal(run: Run) -> str:
+        if run.status in (RunStatus.DEAD_LETTERED, RunStatus.FAILED):
+            return (f"run {run_id}: its Task {run.namespace}/{run.task} no longer exists, so "
+                    "there is no current spec; requeue with spec original to run the spec "
+                    "stored when the run was triggered")
+        return f"run {run_id} is {run.status}; only dead-lettered or failed runs can be requeued"
+
+    return await _changed(engine, run_id, lambda conn: runs.requeue(conn, run_id, spec),
+                          refusal)
 
 
 async def taskrun_runs_changed(

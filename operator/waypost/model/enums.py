@@ -33,6 +33,21 @@ class AttemptStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class SpecChoice(StrEnum):
+    """Which spec a run's attempts run."""
+
+    TRIGGER = "trigger"  # the Task's spec stored when the run was triggered
+    CURRENT = "current"  # requeued with the Task's spec at requeue time
+    ORIGINAL = "original"  # requeued with the trigger-time spec again
+
+
+class RequeueSpec(StrEnum):
+    """The spec a requeue from the dead-letter queue gives the run."""
+
+    CURRENT = "current"
+    ORIGINAL = "original"
+
+
 class MissedRunPolicy(StrEnum):
     SKIP = "Skip"
     CATCHUP = "Catchup"

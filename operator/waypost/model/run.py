@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from waypost.model.base import ApiModel
-from waypost.model.enums import AttemptStatus, FailureType, RunStatus
+from waypost.model.enums import AttemptStatus, FailureType, RequeueSpec, RunStatus, SpecChoice
 
 
 class ErrorInfo(ApiModel):
@@ -75,6 +75,17 @@ class Run(ApiModel):
     taskrun_name: str | None = Field(
         None, description="The TaskRun object that triggered this run, if any."
     )
+    spec_choice: SpecChoice = Field(
+        SpecChoice.TRIGGER,
+        description="Which spec the run's attempts run: the Task's spec stored at trigger "
+        "time (trigger), or what the last requeue chose: the Task's spec at requeue time "
+        "(current) or the trigger-time spec again (original).",
+    )
+    spec_generation: int | None = Field(
+        None,
+        description="The Task generation whose spec the run runs (null for runs enqueued "
+        "before waypost recorded it).",
+    )
     attempts: list[Attempt] | None = None
     checkpoints: list[Checkpoint] | None = None
 
@@ -91,6 +102,17 @@ class TriggerRequest(ApiModel):
 class RunList(ApiModel):
     runs: list[Run]
     next_cursor: int | None = None
+
+
+class RequeueRequest(ApiModel):
+    """Body of a requeue from the dead-letter queue (optional)."""
+
+    spec: RequeueSpec = Field(
+        RequeueSpec.CURRENT,
+        description="current: run the Task's spec as it is now (a new image or new limits "
+        "deployed since the run was triggered); original: run the spec stored when the run "
+        "was triggered.",
+    )
 
 
 class ErrorBody(ApiModel):

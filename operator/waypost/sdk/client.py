@@ -264,9 +264,16 @@ class WaypostClient:
         _, data = await self._request("GET", "/v1/dead-letters", params=params)
         return _runs(data)
 
-    async def requeue(self, run_id: str) -> RunDocument:
-        """Queue a dead-lettered run again; it resumes after its last checkpoint."""
-        return await self._document("POST", f"/v1/runs/{_segment(run_id)}/requeue")
+    async def requeue(self, run_id: str, *, spec: str = "current") -> RunDocument:
+        """Queue a dead-lettered or failed run again; it resumes after its last checkpoint.
+
+        ``spec="current"`` (the default) runs the Task's spec as it is now, so a fix
+        deployed since the run failed (a new image, more memory) takes effect;
+        ``spec="original"`` runs the spec stored when the run was triggered. The run's
+        ``specChoice`` and ``specGeneration`` say which it got.
+        """
+        return await self._document("POST", f"/v1/runs/{_segment(run_id)}/requeue",
+                                    body={"spec": spec})
 
     async def list_schedules(
         self, *, namespace: str | None = None, task: str | None = None

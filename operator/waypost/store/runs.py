@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from waypost.model.enums import RunStatus
+from waypost.model.enums import RequeueSpec, RunStatus, SpecChoice
 from waypost.model.run import Attempt, Run
 from waypost.store.pool import RawJson
 from waypost.store.sql import bind, query
@@ -246,8 +246,13 @@ async def bump(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> int 
     return None if row is None else int(row["priority"])
 
 
-async def requeue(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> bool:
-    return await db.fetchrow(*bind("requeue_run", run_id=run_id)) is not None
+async def requeue(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, spec: RequeueSpec
+) -> bool:
+    """Queue a dead-lettered or failed run again with the chosen spec; False when it
+    is not requeueable (or ``current`` was asked and its Task no longer exists)."""
+    row = await db.fetchrow(*bind("requeue_run", run_id=run_id, spec_choice=str(spec)))
+    return row is not None
 
 
 def _run(r: asyncpg.Record) -> Run:
@@ -261,6 +266,7 @@ def _run(r: asyncpg.Record) -> Run:
         replay_of=str(r["replay_of"]) if r["replay_of"] else None, source=r["source"],
         created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"],
         updated_at=r["updated_at"], taskrun_name=r["taskrun_name"],
+        spec_choice=SpecChoice(r["spec_choice"]), spec_generation=r["spec_generation"],
     )
 
 

@@ -278,6 +278,10 @@ CREATE TABLE waypost.runs (
     finished_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     taskrun_name text,
+    spec_generation bigint,
+    spec_choice text DEFAULT 'trigger'::text NOT NULL,
+    original jsonb,
+    CONSTRAINT runs_spec_choice_check CHECK ((spec_choice = ANY (ARRAY['trigger'::text, 'current'::text, 'original'::text]))),
     CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'retrying'::text, 'succeeded'::text, 'failed'::text, 'dead_lettered'::text, 'cancelled'::text])))
 );
 

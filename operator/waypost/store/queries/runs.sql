@@ -13,7 +13,8 @@
 r.id, r.namespace, r.task, r.queue, r.status, r.priority, r.payload, r.idempotency_key,
 r.concurrency_key, r.attempt, r.attempt_base, r.memory_bytes, r.result, r.error,
 r.trace_id, r.replay_of, r.source, r.created_at, r.started_at, r.finished_at,
-r.updated_at, r.taskrun_name, (r.spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts
+r.updated_at, r.taskrun_name, r.spec_choice, r.spec_generation,
+(r.spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts
 
 -- name: enqueue_run
 -- Creates a run and its hot queue row in one statement and returns the run as
@@ -28,11 +29,11 @@ WITH task AS (
 ), inserted AS (
     INSERT INTO runs (id, namespace, task, queue, status, priority, payload,
                       idempotency_key, concurrency_key, spec, memory_bytes, trace_id,
-                      source, replay_of, taskrun_name)
+                      source, replay_of, taskrun_name, spec_generation)
     SELECT :run_id, t.namespace, t.name, t.queue, 'queued',
            coalesce(:priority, t.default_priority), :payload::jsonb, :idempotency_key,
            :concurrency_key, t.spec, t.memory_bytes, :trace_id, :source, :replay_of,
-           :taskrun_name
+           :taskrun_name, t.generation
     FROM task t
     ON CONFLICT (namespace, task, idempotency_key) WHERE idempotency_key IS NOT NULL
         DO NOTHING
@@ -62,10 +63,11 @@ WITH task AS (
         AS i(id, priority, payload, idempotency_key, concurrency_key, trace_id)
 ), inserted AS (
     INSERT INTO runs (id, namespace, task, queue, status, priority, payload,
-                      idempotency_key, concurrency_key, spec, memory_bytes, trace_id, source)
+                      idempotency_key, concurrency_key, spec, memory_bytes, trace_id, source,
+                      spec_generation)
     SELECT i.id, t.namespace, t.name, t.queue, 'queued', coalesce(i.priority, t.default_priority),
            i.payload, i.idempotency_key, i.concurrency_key, t.spec, t.memory_bytes, i.trace_id,
-           :source
+           :source, t.generation
     FROM input i CROSS JOIN task t
     ON CONFLICT (namespace, task, idempotency_key) WHERE idempotency_key IS NOT NULL
         DO NOTHING
@@ -209,19 +211,53 @@ RETURNING runs.id, runs.priority;
 
 -- name: requeue_run
 -- A dead-lettered (or failed) run gets a fresh retry budget and resumes after its
--- last checkpoint; its earlier attempts and checkpoints are kept.
-WITH run AS (
-    UPDATE runs SET status = 'queued', attempt_base = attempt, error = NULL, result = NULL,
-                    finished_at = NULL, updated_at = now()
-    WHERE id = :run_id AND status IN ('dead_lettered', 'failed')
-    RETURNING id, seq, queue, concurrency_key, priority, attempt
+-- last checkpoint; its earlier attempts and checkpoints are kept. :spec_choice
+-- picks the spec of the next attempts: 'current' is the Task's spec now (image,
+-- limits, retry policy as deployed since), 'original' the spec stored when the
+-- run was triggered. The first requeue keeps the trigger-time spec, memory limit
+-- and generation in `original`, so 'original' finds them after a 'current' (the
+-- trigger-time memory limit is the first attempt's: retries after an OOM kill
+-- raise the run's memory_bytes). The
+-- run waits in its Task's queue (its own recorded one once the Task is gone). No
+-- row back: not requeueable, or 'current' and the Task no longer exists.
+WITH target AS (
+    SELECT r.id, t.spec AS task_spec, t.memory_bytes AS task_memory_bytes,
+           t.generation AS task_generation, q.name AS queue, q.id AS queue_id,
+           coalesce((r.original ->> 'memory_bytes')::bigint,
+                    (SELECT a.memory_bytes FROM attempts a WHERE a.run_id = r.id
+                     ORDER BY a.attempt LIMIT 1),
+                    r.memory_bytes) AS trigger_memory_bytes
+    FROM runs r
+    LEFT JOIN tasks t
+           ON t.namespace = r.namespace AND t.name = r.task AND t.deleted_at IS NULL
+    JOIN queues q ON q.namespace = r.namespace AND q.name = coalesce(t.queue, r.queue)
+    WHERE r.id = :run_id AND r.status IN ('dead_lettered', 'failed')
+      AND (:spec_choice::text = 'original' OR t.name IS NOT NULL)
+    FOR UPDATE OF r
+), run AS (
+    UPDATE runs r
+    SET status = 'queued', attempt_base = r.attempt, error = NULL, result = NULL,
+        finished_at = NULL, updated_at = now(), queue = x.queue,
+        spec_choice = :spec_choice,
+        original = coalesce(r.original, jsonb_build_object(
+            'spec', r.spec, 'memory_bytes', x.trigger_memory_bytes,
+            'generation', r.spec_generation)),
+        spec = CASE WHEN :spec_choice = 'current' THEN x.task_spec
+                    ELSE coalesce(r.original -> 'spec', r.spec) END,
+        memory_bytes = CASE WHEN :spec_choice = 'current' THEN x.task_memory_bytes
+                            ELSE x.trigger_memory_bytes END,
+        spec_generation = CASE WHEN :spec_choice = 'current' THEN x.task_generation
+                               WHEN r.original IS NULL THEN r.spec_generation
+                               ELSE (r.original ->> 'generation')::bigint END
+    FROM target x WHERE r.id = x.id
+    RETURNING r.id, r.seq, x.queue_id, r.concurrency_key, r.priority, r.attempt
 ), queued AS (
-    INSERT INTO run_queue (run_id, seq, queue, concurrency_key, priority, state,
+    INSERT INTO run_queue (run_id, seq, queue_id, concurrency_key, priority, state,
                            available_at, attempt)
-    SELECT id, seq, queue, concurrency_key, priority, 'ready', now(), attempt FROM run
+    SELECT id, seq, queue_id, concurrency_key, priority, 'ready', now(), attempt FROM run
     RETURNING run_id
 )
-SELECT run_id, pg_notify('waypost_ready', '') IS NULL AS notified FROM queued;
+SELECT run_id, (SELECT pg_notify('waypost_ready', '')) IS NULL AS notified FROM queued;
 
 -- name: get_run
 SELECT {run_columns} FROM runs r WHERE r.id = :run_id;
