@@ -472,6 +472,143 @@ def test_invalid_manifests_are_refused_and_a_missing_task_is_reported(
     assert "TaskNotFound" in events
 
 
+def api_post_json(release: dict[str, str], path: str, body: Any) -> Any:
+    req = urllib.request.Request(
+        release["url"] + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def running_by_queue(release: dict[str, str]) -> dict[tuple[str, str], float]:
+    """waypost_queue_running_runs from /metrics, by (queue_namespace, queue)."""
+    with urllib.request.urlopen(release["url"] + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("waypost_queue_running_runs{"):
+            labels_text, value = line[len("waypost_queue_running_runs{"):].rsplit("} ", 1)
+            labels = dict(
+                part.split("=", 1) for part in labels_text.split(",") if "=" in part
+            )
+            key = (labels["queue_namespace"].strip('"'), labels["queue"].strip('"'))
+            found[key] = float(value)
+    return found
+
+
+@pytest.fixture
+def two_namespaces(api: client.ApiClient) -> Iterator[list[str]]:
+    """Two namespaces of their own (the release's operator watches every namespace)."""
+    suffix = uuid.uuid4().hex[:6]
+    names = [f"wp-qa-{suffix}", f"wp-qb-{suffix}"]
+    core = client.CoreV1Api(api)
+    for name in names:
+        core.create_namespace({"metadata": {"name": name}})
+    yield names
+    for name in names:
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def task_ready(ns: str, name: str) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in status_of(ns, "task", name).get("conditions") or [])
+
+
+def test_same_task_name_in_two_namespaces_keeps_separate_limits(
+    release: dict[str, str], two_namespaces: list[str]
+) -> None:
+    """Task `napper` in namespace qa (maxConcurrency 1) and Task `napper` in
+    namespace qb (maxConcurrency 3): each queue keeps its own limit, sampled from
+    the operator's /metrics (running attempts per queue_namespace and queue)."""
+    limits = dict(zip(two_namespaces, (1, 3), strict=True))
+    for ns, limit in limits.items():
+        apply(task(ns, "napper", "examples.flaky:sleepy", timeout={"maxDuration": "120s"},
+                   queue={"maxConcurrency": limit}))
+    for ns in limits:
+        wait_until(lambda ns=ns: task_ready(ns, "napper"), 60, f"Task napper in {ns} Ready")
+    run_ids = [
+        api_post_json(release, f"/v1/tasks/{ns}/napper/trigger",
+                      {"payload": {"seconds": 4}})["id"]
+        for ns in limits for _ in range(6)
+    ]
+    peaks = dict.fromkeys(limits, 0.0)
+    samples = 0
+    deadline = time.monotonic() + 420
+    while True:
+        running = running_by_queue(release)
+        samples += 1
+        for ns in limits:
+            peaks[ns] = max(peaks[ns], running.get((ns, "napper"), 0.0))
+        finished = [api_get(release, f"/v1/runs/{r}")["status"] for r in run_ids]
+        if all(s in {"succeeded", "failed", "dead_lettered", "cancelled"} for s in finished):
+            break
+        assert time.monotonic() < deadline, f"runs not finished: {finished}"
+        time.sleep(0.5)
+    assert finished == ["succeeded"] * len(run_ids), finished
+    qa, qb = two_namespaces
+    assert peaks[qa] == 1, f"{qa} (limit 1) peaked at {peaks[qa]} running"
+    assert peaks[qb] == 3, f"{qb} (limit 3) peaked at {peaks[qb]} running"
+    print(f"peak running per namespace over {samples} samples: {peaks}")
+
+
+def test_dlq_requeue_runs_the_current_spec_by_default_and_the_original_on_request(
+    release: dict[str, str],
+) -> None:
+    """A run that was OOM-killed at 64Mi is dead-lettered; the Task is then given
+    256Mi. `waypost dlq requeue --spec original` runs the trigger-time spec (64Mi:
+    killed again); `waypost dlq requeue` (current, the default) runs the fix and
+    succeeds. Each attempt's Pod had the memory limit of the spec it ran."""
+    ns = release["namespace"]
+    apply(task(ns, "hog-fix", "examples.flaky:memory_hog", resources={"memory": "64Mi"},
+               retry={"maxAttempts": 1}))
+    wait_until(lambda: task_ready(ns, "hog-fix"), 60, "Task hog-fix Ready")
+    apply(taskrun(ns, "hog-fix-1", "hog-fix", {"mb": 120}))
+    status = wait_reason(ns, "hog-fix-1", {"Succeeded", "Failed", "DeadLettered"}, 240)
+    assert reason_of(ns, "hog-fix-1") == "DeadLettered", status
+    run_id = status["runId"]
+
+    # The fix: more memory for the Task.
+    apply(task(ns, "hog-fix", "examples.flaky:memory_hog", resources={"memory": "256Mi"},
+               retry={"maxAttempts": 1}))
+    wait_until(lambda: status_of(ns, "task", "hog-fix").get("observedGeneration") == 2, 60,
+               "the operator to store the new Task spec")
+
+    cli = [str(REPO / ".venv/bin/waypost"), "dlq", "requeue", run_id]
+    env = {**os.environ, "WAYPOST_URL": release["url"]}
+
+    def requeue(*args: str) -> str:
+        result = subprocess.run([*cli, *args], capture_output=True, text=True, env=env,
+                                timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def settled(attempts: int) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            run: dict[str, Any] = api_get(release, f"/v1/runs/{run_id}")
+            final = run["status"] in {"succeeded", "dead_lettered", "failed"}
+            return run if final and run["attempt"] == attempts else None
+        return wait_until(done, 240, f"run {run_id} to settle after attempt {attempts}")
+
+    out = requeue("--spec", "original")
+    assert "original spec" in out, out
+    run = settled(2)
+    assert run["status"] == "dead_lettered" and run["error"]["type"] == "oom", run
+    assert (run["specChoice"], run["specGeneration"]) == ("original", 1)
+
+    out = requeue()
+    assert "current spec" in out, out
+    run = settled(3)
+    assert run["status"] == "succeeded", run
+    assert (run["specChoice"], run["specGeneration"]) == ("current", 2)
+    assert [a["memoryBytes"] for a in run["attempts"]] == [64 * 2**20, 64 * 2**20, 256 * 2**20]
+    shown = subprocess.run([str(REPO / ".venv/bin/waypost"), "runs", "show", run_id],
+                           capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert "specChoice: current" in shown.stdout and "specGeneration: 2" in shown.stdout
+
+
 def test_uninstall_leaves_no_operator_created_pods(
     helm: str, release: dict[str, str], api: client.ApiClient
 ) -> None:
