@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from waypost.model.enums import RunStatus
 from waypost.model.run import Run
 from waypost.model.settings import Settings
 from waypost.model.task import TaskDefinition, TaskSpec
+from waypost.standalone import Standalone
 from waypost.store import runs, tasks
 from waypost.store.pool import RawJson
 
@@ -37,6 +38,16 @@ def settings(database_url: str, **overrides: object) -> Settings:
     }
     base.update(overrides)
     return Settings.model_validate(base)
+
+
+@contextlib.asynccontextmanager
+async def api_only(database_url: str, **overrides: object) -> AsyncIterator[Standalone]:
+    """Engine and coordinator over HTTP without a dispatcher: the test claims."""
+    app = await Standalone(settings(database_url, **overrides), dispatch=False).start()
+    try:
+        yield app
+    finally:
+        await app.stop()
 
 
 async def wait_for_status(

@@ -16,7 +16,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.integration.stack import settings
+from tests.factories import api_only
 from waypost.engine import control
 from waypost.engine.dispatcher import build_launch
 from waypost.model.enums import RunStatus
@@ -38,11 +38,8 @@ def definition(image: str, memory: str, generation: int) -> TaskDefinition:
 
 @pytest.fixture
 async def stack(database_url: str) -> AsyncIterator[Standalone]:
-    app = await Standalone(settings(database_url), dispatch=False).start()
-    try:
+    async with api_only(database_url) as app:
         yield app
-    finally:
-        await app.stop()
 
 
 async def dead_letter(stack: Standalone, run_id: uuid.UUID) -> tuple[str | None, int]:
