@@ -104,7 +104,7 @@ class StalledBackend:
     async def start(self, launch: AttemptLaunch) -> None:
         self.launches.append(launch)
 
-    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
+    async def stop(self, run_id: uuid.UUID, reason: str, *, force: bool = False) -> None:
         self.stopped.append((run_id, reason))
 
     async def close(self) -> None:
@@ -172,7 +172,7 @@ class InMemoryBackend:
         if self._handler is not None:
             await self._handler(AttemptExit(launch.run_id, launch.claim_token, None, "exited 0", 0))
 
-    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
+    async def stop(self, run_id: uuid.UUID, reason: str, *, force: bool = False) -> None:
         task = self._tasks.get(run_id)
         if task is not None:
             task.cancel()

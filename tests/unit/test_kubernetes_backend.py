@@ -35,7 +35,9 @@ class InMemoryPodApi:
     async def patch_secret(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.secrets[(namespace, name)]["metadata"].update(patch["metadata"])
 
-    async def delete_pod(self, namespace: str, name: str) -> None:
+    async def delete_pod(
+        self, namespace: str, name: str, *, grace_period_seconds: int = 5
+    ) -> None:
         self.deleted.append(name)
         self.pods.pop((namespace, name), None)
 

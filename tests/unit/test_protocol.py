@@ -59,6 +59,7 @@ def test_the_coordinator_serves_the_protocol_paths_with_its_models() -> None:
     assert routes[protocol.PATH_LOGS].body is protocol.LogsBody
     assert routes[protocol.PATH_COMPLETE].body is protocol.CompleteBody
     assert routes[protocol.PATH_FAIL].body is protocol.FailBody
+    assert routes[protocol.PATH_CANCELLED].body is protocol.CancelledBody
     assert routes[protocol.PATH_CHECKPOINTS].body is protocol.CheckpointBody
 
 

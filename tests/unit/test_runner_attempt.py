@@ -22,6 +22,7 @@ class MemoryRunnerPort:
     logs: list[dict[str, Any]] = field(default_factory=list)
     completed: list[Any] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    cancellations: list[str] = field(default_factory=list)
     heartbeats: int = 0
     heartbeat_answers: list[bool | BaseException] = field(default_factory=list)
 
@@ -43,6 +44,10 @@ class MemoryRunnerPort:
     async def complete(self, result: Any) -> str | None:
         self.completed.append(result)
         return "succeeded"
+
+    async def cancelled(self, message: str) -> str | None:
+        self.cancellations.append(message)
+        return "cancelled"
 
     async def fail(self, error: protocol.FailureReport) -> str | None:
         self.failures.append(protocol.encode(error))
@@ -207,3 +212,43 @@ async def test_failure_report_shape() -> None:
     assert failure["type"] == "error" and failure["retryable"] is True
     assert "raise KeyError" in failure["traceback"]
     assert [e["message"] for e in port.logs] == ["about to fail"]
+
+
+async def test_a_loop_on_ctx_cancelled_ends_and_the_cancellation_is_reported() -> None:
+    port = MemoryRunnerPort(heartbeat_answers=[False, True])
+    seen: list[str] = []
+
+        while not ctx.cancelled:  # noqa: ASYNC110 (the pattern ctx.cancelled is for)
+        while not ctx.cancelled:
+            await asyncio.sleep(0.01)
+        seen.append("saw cancelled")
+        return "partial"  # a result after cancellation is not reported as success
+
+    result = await asyncio.wait_for(
+        run_attempt(make_doc(heartbeat_interval_seconds=0.01,
+                             cancellation_grace_period_seconds=4),
+                    port, load=lambda _: task, log_stream=io.StringIO()),
+        timeout=10,
+    )
+    assert seen == ["saw cancelled"]
+    assert result.outcome is Outcome.CANCELLED and result.run_status == "cancelled"
+    assert port.cancellations == ["the task stopped"] and port.completed == []
+
+
+async def test_a_task_that_ignores_the_cancellation_is_cancelled_within_the_grace() -> None:
+    port = MemoryRunnerPort(heartbeat_answers=[True])
+
+    async def task(ctx: Any, payload: Any) -> None:
+        await asyncio.sleep(3600)
+
+    started = asyncio.get_running_loop().time()
+    result = await asyncio.wait_for(
+        run_attempt(make_doc(heartbeat_interval_seconds=0.01,
+                             cancellation_grace_period_seconds=1),
+                    port, load=lambda _: task, log_stream=io.StringIO()),
+        timeout=10,
+    )
+    assert result.outcome is Outcome.CANCELLED
+    # A quarter of the grace period to stop on its own, then cancelled.
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert port.cancellations == ["the task was interrupted; the runner exited"]

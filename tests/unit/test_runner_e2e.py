@@ -62,6 +62,7 @@ class FakeCoordinator:
     logs: list[dict[str, Any]] = field(default_factory=list)
     completed: list[Any] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    cancellations: list[str] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
 
     def count(self, name: str) -> int:
@@ -75,6 +76,7 @@ class FakeCoordinator:
         app.router.add_post("/v1/runner/logs", self._wrap("logs", self._logs))
         app.router.add_post("/v1/runner/complete", self._wrap("complete", self._complete))
         app.router.add_post("/v1/runner/fail", self._wrap("fail", self._fail))
+        app.router.add_post("/v1/runner/cancelled", self._wrap("cancelled", self._cancelled))
         return app
 
     def _wrap(self, name: str, handler: Any) -> Any:
@@ -143,6 +145,10 @@ class FakeCoordinator:
     async def _complete(self, body: dict[str, Any]) -> web.Response:
         self.completed.append(body["result"])
         return web.json_response({"status": "succeeded"})
+
+    async def _cancelled(self, body: dict[str, Any]) -> web.Response:
+        self.cancellations.append(body["message"])
+        return web.json_response({"status": "cancelled"})
 
     async def _fail(self, body: dict[str, Any]) -> web.Response:
         self.failures.append(body["error"])
@@ -468,6 +474,8 @@ async def test_cancelled_heartbeat_stops_an_async_task(serve: Any, task_dir: Pat
     code = await asyncio.wait_for(run_in_process(url, task_dir), timeout=10)
     assert code == main.EXIT_STOPPED
     assert fake.count("complete") == 0 and fake.count("fail") == 0
+    # The task stopped at its next checkpoint (RunCancelled) and the runner said so.
+    assert fake.cancellations == ["the task stopped"]
     written = len(fake.checkpoints)
     await asyncio.sleep(0.2)
     assert len(fake.checkpoints) == written, "the task kept running after cancellation"
@@ -506,6 +514,7 @@ async def test_cancelled_heartbeat_stops_a_sync_task(serve: Any, task_dir: Path)
         await asyncio.sleep(0.02)
     assert seen == ["RunCancelled"]
     assert fake.count("complete") == 0 and fake.count("fail") == 0
+    assert fake.cancellations == ["the task stopped"]
 
 
 # --- Transport ---------------------------------------------------------------
@@ -739,3 +748,24 @@ async def test_process_sigterm_cancels_the_task_and_flushes_logs(
     assert marker.exists(), "the task's finally block did not run"
     assert [e["message"] for e in fake.logs] == ["working", "cleaning up"]
     assert fake.count("complete") == 0 and fake.count("fail") == 0
+
+
+async def test_cancelled_run_with_a_sync_task_stuck_in_a_blocking_call(
+    serve: Any, task_dir: Path
+) -> None:
+    module = write_module(
+        task_dir,
+        """
+        import time
+
+        def task(ctx, payload):
+            ctx.checkpoint("started", 1)
+            time.sleep(3600)
+        """,
+    )
+    fake = FakeCoordinator(entrypoint=f"{module}:task", cancel_on_heartbeat=2,
+                           heartbeat_interval=0.2)
+    url = await serve(fake)
+    code = await asyncio.wait_for(run_in_process(url, task_dir), timeout=20)
+    assert code == main.EXIT_STOPPED
+    assert fake.cancellations == ["the task was interrupted; the runner exited"]

@@ -43,7 +43,9 @@ class PodApi(Protocol):
 
     async def patch_secret(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
 
-    async def delete_pod(self, namespace: str, name: str) -> None:
+    async def delete_pod(
+        self, namespace: str, name: str, *, grace_period_seconds: int = 5
+    ) -> None:
         """Delete; a Pod that is already gone is not an error."""
         ...
 
@@ -164,13 +166,15 @@ class KubernetesBackend:
         if (first or kind == "SYNC") and kind != "DELETED" and not meta.get("deletionTimestamp"):
             await self.api.delete_pod(*key)
 
-    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
+    async def stop(self, run_id: uuid.UUID, reason: str, *, force: bool = False) -> None:
         pods = await self.api.find_pods(f"{RUNNER_SELECTOR},{k8s.LABEL_RUN_ID}={run_id}")
         for pod in pods:
             meta = pod["metadata"]
             log.info("deleting attempt pod", extra={"run_id": str(run_id), "pod": meta["name"],
                                                     "reason": reason})
-            await self.api.delete_pod(meta["namespace"], meta["name"])
+            # force: the attempt had its grace period already; SIGKILL now.
+            await self.api.delete_pod(meta["namespace"], meta["name"],
+                                      grace_period_seconds=0 if force else 5)
 
     async def close(self) -> None:
         if self._stop_watch is not None:

@@ -42,10 +42,12 @@ class KubernetesPodApi:
     async def patch_secret(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         await asyncio.to_thread(self.core.patch_namespaced_secret, name, namespace, patch)
 
-    async def delete_pod(self, namespace: str, name: str) -> None:
+    async def delete_pod(
+        self, namespace: str, name: str, *, grace_period_seconds: int = 5
+    ) -> None:
         try:
             await asyncio.to_thread(self.core.delete_namespaced_pod, name, namespace,
-                                    grace_period_seconds=5)
+                                    grace_period_seconds=grace_period_seconds)
         except ApiException as exc:
             if exc.status != 404:
                 raise

@@ -142,12 +142,15 @@ class ProcessBackend:
             await self._handler(AttemptExit(launch.run_id, launch.claim_token, failure, message,
                                             exit_code=code))
 
-    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
+    async def stop(self, run_id: uuid.UUID, reason: str, *, force: bool = False) -> None:
         worker = self._workers.get(run_id)
         if worker is None:
             return
         if worker.verdict is None:
             worker.verdict = (FailureType.CANCELLED, f"stopped: {reason}")
+        if force:
+            _kill_group(worker.process.pid, signal.SIGKILL)
+            return
         _kill_group(worker.process.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(worker.process.wait()), 5)

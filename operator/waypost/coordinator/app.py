@@ -237,8 +237,15 @@ async def runner_checkpoint(request: web.Request) -> web.Response:
 
 
 async def runner_heartbeat(request: web.Request) -> web.Response:
-    await attempts.heartbeat(request.app[ENGINE], attempt_of(request))
-    return answer(protocol.HeartbeatAnswer(cancelled=False))
+    cancelled = await attempts.heartbeat(request.app[ENGINE], attempt_of(request))
+    return answer(protocol.HeartbeatAnswer(cancelled=cancelled))
+
+
+async def runner_cancelled(request: web.Request) -> web.Response:
+    ident = attempt_of(request)
+    body = await read_message(request, protocol.CancelledBody)
+    status = await attempts.cancelled(request.app[ENGINE], ident, body.message)
+    return answer(protocol.OutcomeAnswer(status=str(status)))
 
 
 async def runner_logs(request: web.Request) -> web.Response:
@@ -342,6 +349,10 @@ def route_table() -> RouteTable:
               response=protocol.OutcomeAnswer))
     add(Route("POST", protocol.PATH_FAIL, runner_fail, "Report a failure", Auth.ATTEMPT,
               "runner", body=protocol.FailBody, response=protocol.OutcomeAnswer))
+    add(Route("POST", protocol.PATH_CANCELLED, runner_cancelled,
+              "Report that the task of a cancelled run stopped (409 unless cancelled)",
+              Auth.ATTEMPT, "runner", body=protocol.CancelledBody,
+              response=protocol.OutcomeAnswer))
     add(Route("GET", "/healthz", healthz, "Liveness", Auth.NONE, "operations"))
     add(Route("GET", "/readyz", readyz, "Readiness: the database answers", Auth.NONE,
               "operations"))

@@ -67,6 +67,7 @@ async def describe(engine: Engine, ident: AttemptIdentity) -> protocol.AttemptDo
         traceparent=f"00-{current.trace_id}-{secrets.token_hex(8)}-01",
         idempotency_key=current.idempotency_key,
         heartbeat_interval_seconds=engine.settings.heartbeat_interval_seconds,
+        cancellation_grace_period_seconds=spec.cancellation.grace_period_seconds,
         limits=protocol.AttemptLimits(
             checkpoint_bytes=limits.checkpoint_bytes,
             result_bytes=limits.result_bytes,
@@ -83,10 +84,21 @@ async def checkpoint(engine: Engine, ident: AttemptIdentity, key: str, data: Any
         raise _superseded(ident)
 
 
-async def heartbeat(engine: Engine, ident: AttemptIdentity) -> None:
-    if not await runs.heartbeat(engine.pool, ident.run_id, ident.claim_token,
-                                engine.settings.lease_seconds):
+async def heartbeat(engine: Engine, ident: AttemptIdentity) -> bool:
+    """Extend the attempt's lease; True when the run's cancellation was requested."""
+    cancel_requested = await runs.heartbeat(engine.pool, ident.run_id, ident.claim_token,
+                                            engine.settings.lease_seconds)
+    if cancel_requested is None:
         raise _superseded(ident)
+    return cancel_requested
+
+
+async def cancelled(engine: Engine, ident: AttemptIdentity, how: str) -> RunStatus:
+    """The attempt of a cancelled run ended: the run ends ``cancelled`` (once)."""
+    if not await runs.finish_cancelled(engine.pool, ident.run_id, ident.claim_token, how):
+        raise _superseded(ident)
+    log.info("run cancelled", extra={"run_id": str(ident.run_id), "how": how})
+    return RunStatus.CANCELLED
 
 
 async def append_logs(
@@ -116,6 +128,9 @@ async def fail(engine: Engine, ident: AttemptIdentity, error: ErrorInfo) -> RunS
     current = await runs.current_attempt(engine.pool, ident.run_id, ident.claim_token)
     if current is None:
         raise _superseded(ident)
+    if current.cancel_requested:
+        # A cancelled run is not retried, whatever ended its attempt.
+        return await cancelled(engine, ident, f"the attempt ended: {error.message}")
     spec = TaskSpec.model_validate(current.spec)
     decision = retry.decide(
         spec.retry,
@@ -164,13 +179,18 @@ async def report_exit(engine: Engine, exit: AttemptExit) -> None:
 
 
 async def expire_lost_attempts(engine: Engine, limit: int = 100) -> list[AttemptIdentity]:
-    """Fail attempts whose heartbeats stopped; returns them so their workers get stopped."""
+    """Fail attempts whose heartbeats stopped, and end cancelled runs whose grace period
+    ran out; returns them so their workers get stopped."""
     expired = await runs.expired_attempts(engine.pool, limit)
     lost: list[AttemptIdentity] = []
     window = engine.settings.lease_seconds
-    for run_id, token in expired:
+    for run_id, token, cancel_requested in expired:
         ident = AttemptIdentity(run_id, token)
         try:
+            if cancel_requested:
+                await cancelled(engine, ident, "the grace period ran out; the attempt was killed")
+                lost.append(ident)
+                continue
             await fail(engine, ident, ErrorInfo(
                 type=FailureType.LOST,
                 message=f"no heartbeat for {window:g} s: the attempt is presumed lost",

@@ -66,8 +66,9 @@ class ExecutionBackend(Protocol):
 
     async def start(self, launch: AttemptLaunch) -> None: ...
 
-    async def stop(self, run_id: uuid.UUID, reason: str) -> None:
-        """Stop the run's worker, if this backend has one."""
+    async def stop(self, run_id: uuid.UUID, reason: str, *, force: bool = False) -> None:
+        """Stop the run's worker, if this backend has one; ``force`` kills it at once
+        (it had its grace period already) instead of asking it to stop first."""
         ...
 
     async def close(self) -> None: ...

@@ -12,6 +12,7 @@ from waypost.engine import encoding, scheduler
 from waypost.engine.core import Engine
 from waypost.engine.cron import InvalidSchedule
 from waypost.engine.errors import InvalidState, InvalidValue, RunNotFound, UnknownTask
+from waypost.model import task as task_model
 from waypost.model.enums import RequeueSpec, RunStatus
 from waypost.model.run import Run, TriggerRequest
 from waypost.model.task import TaskDefinition
@@ -138,8 +139,13 @@ async def _changed(engine: Engine, run_id: uuid.UUID, change: Callable[[Any], Aw
 
 
 async def cancel(engine: Engine, run_id: uuid.UUID, reason: str = "cancelled by user") -> Run:
-    return await _changed(engine, run_id, lambda conn: runs.cancel(conn, run_id, reason),
-                          "only active runs can be cancelled")
+    """Cancel a run: a waiting one ends at once; a running one is asked to stop and
+    ends when its task stops or its grace period (the Task's
+    ``spec.cancellation.gracePeriodSeconds``) runs out (see ``attempts``)."""
+    return await _changed(
+        engine, run_id,
+        lambda conn: runs.cancel(conn, run_id, reason, task_model.DEFAULT_CANCEL_GRACE_SECONDS),
+        "only active runs can be cancelled")
 
 
 async def bump(engine: Engine, run_id: uuid.UUID) -> Run:

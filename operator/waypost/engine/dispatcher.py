@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import uuid
 from typing import Any
 
 import asyncpg
@@ -72,7 +71,6 @@ class Dispatcher:
         # Pending wake-ups for retries whose backoff has not run out; each leaves
         # the set when it fires, so the set holds only what is still to come.
         self._timers: set[asyncio.TimerHandle] = set()
-        self._stopping: set[asyncio.Task[None]] = set()
         backend.set_exit_handler(self._on_exit)
 
     async def _on_exit(self, exit: AttemptExit) -> None:
@@ -83,15 +81,6 @@ class Dispatcher:
         self._wake.set()
 
     def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
-        if channel == notify.CANCEL_CHANNEL:
-            with contextlib.suppress(ValueError):
-                run_id = uuid.UUID(payload)
-                task = asyncio.get_running_loop().create_task(
-                    self.backend.stop(run_id, "run cancelled")
-                )
-                self._stopping.add(task)
-                task.add_done_callback(self._stopping.discard)
-            return
         delay = 0.0
         with contextlib.suppress(ValueError):
             delay = float(payload) if payload else 0.0
@@ -111,7 +100,6 @@ class Dispatcher:
             return
         conn = await store_pool.connect(self.engine.settings.database_url)
         await conn.add_listener(notify.READY_CHANNEL, self._on_notify)
-        await conn.add_listener(notify.CANCEL_CHANNEL, self._on_notify)
         self._listener = conn
 
     async def dispatch_once(self) -> int:
@@ -145,7 +133,8 @@ class Dispatcher:
     async def expire_lost(self) -> int:
         lost = await attempts.expire_lost_attempts(self.engine)
         for ident in lost:
-            await self.backend.stop(ident.run_id, "heartbeat lost")
+            # A lost attempt's worker, or a cancelled one past its grace period: kill it.
+            await self.backend.stop(ident.run_id, "lease expired", force=True)
         return len(lost)
 
     async def run(self, stop: asyncio.Event) -> None:

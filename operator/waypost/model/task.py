@@ -220,6 +220,22 @@ _MEMORY_CEILING_RULE: JsonDict = {
 }
 
 
+DEFAULT_CANCEL_GRACE_SECONDS = 30
+
+
+class Cancellation(ApiModel):
+    """What cancelling a running run does to its attempt."""
+
+    grace_period_seconds: int = Field(
+        DEFAULT_CANCEL_GRACE_SECONDS,
+        ge=0,
+        le=3600,
+        description="After a running run is cancelled, how long its task has to stop "
+                    "(it sees ctx.cancelled, and RunCancelled at its next step, checkpoint "
+                    "or heartbeat) before its process or Pod is killed.",
+    )
+
+
 class TaskSpec(ApiModel):
     """What a Task is: code, limits, retry and queue behaviour, schedules."""
 
@@ -236,6 +252,7 @@ class TaskSpec(ApiModel):
     resources: Resources = Field(default_factory=Resources)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     timeout: Timeout = Field(default_factory=Timeout)
+    cancellation: Cancellation = Field(default_factory=Cancellation)
     queue: QueueSpec = Field(default_factory=QueueSpec)
     schedules: list[Schedule] = Field(
         default_factory=list,

@@ -124,6 +124,11 @@ class RunnerClient:
         answer = await self._send(protocol.PATH_FAIL, protocol.FailBody(error=error))
         return _status(answer)
 
+    async def cancelled(self, message: str) -> str | None:
+        """``POST /v1/runner/cancelled``: the cancelled run's task stopped."""
+        answer = await self._send(protocol.PATH_CANCELLED, protocol.CancelledBody(message=message))
+        return _status(answer)
+
     async def _send(self, path: str, body: Any) -> Any:
         return await self._call("POST", path, protocol.encode(body))
 

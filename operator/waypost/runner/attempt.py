@@ -78,7 +78,7 @@ class Outcome(enum.StrEnum):
     SUCCEEDED = "succeeded"  # result reported
     FAILED = "failed"  # the task raised; failure reported
     SUPERSEDED = "superseded"  # 409: another attempt is current; nothing more reported
-    CANCELLED = "cancelled"  # the run was cancelled; nothing more reported
+    CANCELLED = "cancelled"  # the run was cancelled; the task stopped and that was reported
     CONFIG_ERROR = "config_error"  # the entrypoint could not be loaded; reported as failure
     UNREPORTED = "unreported"  # the outcome could not be delivered to the coordinator
 
@@ -100,6 +100,8 @@ class RunnerPort(CoordinatorPort, Protocol):
     async def complete(self, result: Any) -> str | None: ...
 
     async def fail(self, error: protocol.FailureReport) -> str | None: ...
+
+    async def cancelled(self, message: str) -> str | None: ...
 
 
 Loader = Callable[[str], Callable[..., Any]]
@@ -213,8 +215,21 @@ async def run_attempt(
 
     if not work.done():
         # Stopped from outside (409 or cancellation) while the task ran.
-        work.cancel()
-        await asyncio.wait({work}, timeout=stop_grace)
+        grace = doc.cancellation_grace_period_seconds
+        if control.reason is StopReason.CANCELLED:
+            # A quarter of the grace period for the task to stop by itself (it
+            # sees ctx.cancelled, or RunCancelled at its next step), another
+            # for it to unwind once cancelled; the other half covers hearing of
+            # the cancellation late and reporting it before the kill.
+            await asyncio.wait({work}, timeout=grace / 4)
+            stop_grace = min(stop_grace, grace / 4)
+        # A sync task's thread cannot be interrupted: the runner exits without it.
+        how = "the task stopped" if work.done() else "the task was interrupted; the runner exited"
+        if not work.done():
+            work.cancel()
+            await asyncio.wait({work}, timeout=stop_grace)
+        if control.reason is StopReason.CANCELLED:
+            return await _report_cancelled(api, shipper, fields, how)
         return _stopped_result(control, fields)
     failure: BaseException | None
     if work.cancelled():
@@ -225,6 +240,9 @@ async def run_attempt(
         control.stop(StopReason.SUPERSEDED)
     elif isinstance(failure, RunCancelled):
         control.stop(StopReason.CANCELLED)
+    if control.reason is StopReason.CANCELLED:
+        # Whatever the task returned or raised, the run was cancelled.
+        return await _report_cancelled(api, shipper, fields, "the task stopped")
     if control.reason is not None:
         return _stopped_result(control, fields)
 
@@ -254,6 +272,25 @@ async def run_attempt(
 def task_log_failure(exc: BaseException, fields: dict[str, Any]) -> None:
     """Log (without the message, which may carry payload data) that the task failed."""
     _log.info("task raised", extra={**fields, "error_name": type(exc).__name__})
+
+
+async def _report_cancelled(
+    api: RunnerPort, shipper: _LogShipper, fields: dict[str, Any], how: str
+) -> AttemptResult:
+    """Tell the coordinator that the cancelled run's task stopped: the run ends now
+    rather than when its grace period runs out."""
+    _log.warning("run cancelled; attempt stopped", extra={**fields, "how": how})
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(shipper.flush(), timeout=SHUTDOWN_FLUSH_TIMEOUT)
+    try:
+        status = await api.cancelled(how)
+    except AttemptSuperseded:
+        # Already ended (its grace period ran out): nothing more to say.
+        return AttemptResult(Outcome.CANCELLED)
+    except (CoordinatorUnavailable, WaypostAPIError) as exc:
+        _log.error("could not report the cancellation", extra={**fields, "error": str(exc)})
+        return AttemptResult(Outcome.CANCELLED)
+    return AttemptResult(Outcome.CANCELLED, status)
 
 
 def _stopped_result(control: AttemptControl, fields: dict[str, Any]) -> AttemptResult:

@@ -161,6 +161,18 @@ class Context:
             self._remember(checkpoint.key, checkpoint.data)
 
     @property
+    def cancelled(self) -> bool:
+        """True once the run was cancelled: stop soon (return or raise).
+
+        For loops that call no other SDK method; ``step``, ``checkpoint`` and
+        ``heartbeat`` raise :class:`~waypost.sdk.errors.RunCancelled` instead.
+        The runner learns of a cancellation from its heartbeats; after the
+        Task's ``spec.cancellation.gracePeriodSeconds`` the process or Pod is
+        killed.
+        """
+        return self.control.reason is StopReason.CANCELLED
+
+    @property
     def checkpoints(self) -> Mapping[str, Any]:
         """Read-only mapping of checkpoint key to data, in write order."""
         return MappingProxyType(self._checkpoints)
@@ -301,6 +313,11 @@ class SyncContext:
     def limits(self) -> Limits:
         """Size limits for checkpoints and results."""
         return self._context.limits
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was cancelled (see :attr:`Context.cancelled`)."""
+        return self._context.cancelled
 
     @property
     def checkpoints(self) -> Mapping[str, Any]:

@@ -24,7 +24,7 @@ Direction of each message:
   :class:`HeartbeatAnswer`, :class:`OutcomeAnswer`. A runner ignores fields it
   does not know, so a newer coordinator can add some during a rolling upgrade.
 - runner to coordinator: :class:`CheckpointBody`, :class:`LogsBody`,
-  :class:`CompleteBody`, :class:`FailBody`. The coordinator refuses unknown
+  :class:`CompleteBody`, :class:`FailBody`, :class:`CancelledBody`. The coordinator refuses unknown
   fields, naming them (HTTP 400).
 
 Every write answers 409 once the attempt is no longer current (superseded,
@@ -112,6 +112,7 @@ PATH_HEARTBEAT = "/v1/runner/heartbeat"
 PATH_LOGS = "/v1/runner/logs"
 PATH_COMPLETE = "/v1/runner/complete"
 PATH_FAIL = "/v1/runner/fail"
+PATH_CANCELLED = "/v1/runner/cancelled"
 
 # --- limits both sides know -----------------------------------------------------
 
@@ -209,12 +210,17 @@ class AttemptDocument:
     traceparent: str = ""
     idempotency_key: str | None = None
     heartbeat_interval_seconds: float
+    cancellation_grace_period_seconds: float = 30.0
+    """After the run is cancelled, how long the task has to stop before its process
+    or Pod is killed (the Task's ``spec.cancellation.gracePeriodSeconds``)."""
     limits: AttemptLimits
 
     def __post_init__(self) -> None:
         _require(self.attempt >= 1, "attempt", "must be at least 1")
         _require(self.heartbeat_interval_seconds > 0, "heartbeatIntervalSeconds",
                  "must be positive")
+        _require(self.cancellation_grace_period_seconds >= 0,
+                 "cancellationGracePeriodSeconds", "must not be negative")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -227,7 +233,7 @@ class HeartbeatAnswer:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OutcomeAnswer:
-    """The answer to complete and fail: the run's status after the report."""
+    """The answer to complete, fail and cancelled: the run's status after the report."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER_CONFIG
     status: str
@@ -299,6 +305,18 @@ class FailureReport:
                  f"must be at most {MAX_ERROR_MESSAGE_CHARS} characters")
         _require(self.traceback is None or len(self.traceback) <= MAX_TRACEBACK_CHARS,
                  "traceback", f"must be at most {MAX_TRACEBACK_CHARS} characters")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CancelledBody:
+    """``POST /v1/runner/cancelled``: the run was cancelled and its task stopped."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    message: str = "the task stopped"
+
+    def __post_init__(self) -> None:
+        _require(len(self.message) <= MAX_ERROR_MESSAGE_CHARS, "message",
+                 f"must be at most {MAX_ERROR_MESSAGE_CHARS} characters")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

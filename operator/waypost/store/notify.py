@@ -11,10 +11,6 @@ that call ``pg_notify`` point here, and listeners import the channel names.
     becomes claimable, so the dispatcher can wake up then instead of polling.
     A payload it cannot parse counts as "now".
 
-``waypost_cancel``
-    A running run was cancelled. The payload is the run's id (UUID text); the
-    dispatcher that runs its attempt stops it.
-
 Postgres folds identical notifications sent in one transaction into one, and
 delivers them only on commit, so a rolled-back enqueue wakes no one.
 """
@@ -22,4 +18,3 @@ delivers them only on commit, so a rolled-back enqueue wakes no one.
 from __future__ import annotations
 
 READY_CHANNEL = "waypost_ready"
-CANCEL_CHANNEL = "waypost_cancel"

@@ -51,6 +51,7 @@ class CurrentAttempt:
     trace_id: str
     idempotency_key: str | None
     attempt_base: int
+    cancel_requested: bool = False
 
 
 async def enqueue(
@@ -169,17 +170,19 @@ async def current_attempt(
         namespace=r["namespace"], task=r["task"], spec=r["spec"], payload=r["payload"],
         memory_bytes=r["memory_bytes"], trace_id=r["trace_id"],
         idempotency_key=r["idempotency_key"], attempt_base=r["attempt_base"],
+        cancel_requested=r["cancel_requested"],
     )
 
 
 async def heartbeat(
     db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int,
     lease_seconds: float,
-) -> bool:
-    """Extend the lease; False when the attempt is no longer current."""
+) -> bool | None:
+    """Extend the lease; None when the attempt is no longer current, else whether
+    the run's cancellation was requested."""
     row = await db.fetchrow(*bind("heartbeat", run_id=run_id, claim_token=claim_token,
                                   lease_seconds=lease_seconds))
-    return row is not None
+    return None if row is None else bool(row["cancel_requested"])
 
 
 async def complete_many(
@@ -220,16 +223,30 @@ async def finish_failed(
 
 async def expired_attempts(
     db: asyncpg.Pool | asyncpg.Connection, limit: int = 100
-) -> list[tuple[uuid.UUID, int]]:
+) -> list[tuple[uuid.UUID, int, bool]]:
+    """(run id, claim token, cancellation requested) of attempts whose lease ran out."""
     rows = await db.fetch(*bind("expired_attempts", limit=limit))
-    return [(r["run_id"], r["claim_token"]) for r in rows]
+    return [(r["run_id"], r["claim_token"], r["cancel_requested"]) for r in rows]
+
+
+async def finish_cancelled(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, how: str
+) -> bool:
+    """End a run whose cancellation was requested; False when its attempt is no longer
+    current (or no cancellation was requested)."""
+    row = await db.fetchrow(*bind("finish_cancelled_attempt", run_id=run_id,
+                                  claim_token=claim_token, how=how))
+    return row is not None
 
 
 async def cancel(
-    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, reason: str
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, reason: str,
+    default_grace_seconds: float,
 ) -> str | None:
-    """Cancel an active run; returns the hot state it was in, or None if not active."""
-    row = await db.fetchrow(*bind("cancel_run", run_id=run_id, reason=reason))
+    """Cancel an active run: at once when it waits, by request when it runs (see the
+    query). Returns the hot state it was in, or None if it was not active."""
+    row = await db.fetchrow(*bind("cancel_run", run_id=run_id, reason=reason,
+                                  default_grace_seconds=default_grace_seconds))
     return None if row is None else str(row["state"])
 
 

@@ -97,14 +97,18 @@ FROM claim_runs(:ack_run_ids::uuid[], :ack_tokens::bigint[], :ack_results::jsonb
 
 -- name: current_attempt
 -- The run behind a credential, if that attempt is still the current one.
-SELECT q.run_id, q.attempt, q.claim_token, r.namespace, r.task, r.spec, r.payload,
-       r.memory_bytes, r.trace_id, r.idempotency_key, r.attempt_base
+SELECT q.run_id, q.attempt, q.claim_token, q.cancel_requested, r.namespace, r.task, r.spec,
+       r.payload, r.memory_bytes, r.trace_id, r.idempotency_key, r.attempt_base
 FROM run_queue q JOIN runs r ON r.id = q.run_id
 WHERE q.run_id = :run_id AND q.claim_token = :claim_token AND q.state = 'running';
 
 -- name: heartbeat
--- Extends the lease of the current attempt; no row means it was superseded.
-UPDATE run_queue SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+-- Extends the lease of the current attempt; no row means it was superseded. Once
+-- the run's cancellation was requested, the lease is left where cancel_run put it
+-- (at the end of the grace period), and the answer tells the runner to stop.
+UPDATE run_queue
+SET lease_expires_at = CASE WHEN cancel_requested THEN lease_expires_at
+                            ELSE now() + make_interval(secs => :lease_seconds) END
 WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
 RETURNING cancel_requested;
 
@@ -152,31 +156,77 @@ WITH finished AS (
 SELECT run_id FROM finished;
 
 -- name: expired_attempts
--- Running attempts whose lease ran out: their heartbeats stopped.
-SELECT run_id, claim_token FROM run_queue
+-- Running attempts whose lease ran out: their heartbeats stopped, or the grace
+-- period of their cancellation is over.
+SELECT run_id, claim_token, cancel_requested FROM run_queue
 WHERE state = 'running' AND lease_expires_at < now()
 ORDER BY lease_expires_at
 LIMIT :limit;
 
 -- name: cancel_run
--- Cancels an active run. Its hot row goes, so a running attempt's next call is
--- refused and the dispatcher is told (NOTIFY) to stop its worker.
-WITH run AS (
-    UPDATE runs SET status = 'cancelled', finished_at = now(), updated_at = now(),
-                    error = jsonb_build_object('type', 'cancelled', 'message', :reason::text)
-    WHERE id = :run_id AND status IN ('queued', 'running', 'retrying')
-    RETURNING id
+-- Cancels an active run. A waiting one (queued, retrying) ends `cancelled` at
+-- once and leaves the hot table. A running one gets the request: the runner
+-- learns of it from its next heartbeat and stops its task; its lease is cut to
+-- the grace period (the Task's spec.cancellation.gracePeriodSeconds), after
+-- which the reaper kills the worker (expired_attempts). Either way the run
+-- ends in finish_cancelled_attempt, fenced on its token, so exactly once.
+WITH target AS (
+    SELECT q.run_id, q.state,
+           coalesce((r.spec #>> '{cancellation,gracePeriodSeconds}')::float8,
+                    :default_grace_seconds) AS grace
+    FROM run_queue q JOIN runs r ON r.id = q.run_id
+    WHERE q.run_id = :run_id AND r.status IN ('queued', 'running', 'retrying')
+    FOR UPDATE OF q
+), requested AS (
+    UPDATE run_queue q
+    SET cancel_requested = true,
+        -- The lease becomes the deadline of the grace period (a repeated request
+        -- keeps the first deadline); heartbeats no longer extend it.
+        lease_expires_at = CASE WHEN q.cancel_requested THEN q.lease_expires_at
+                                ELSE now() + make_interval(secs => t.grace) END
+    FROM target t WHERE q.run_id = t.run_id AND t.state = 'running'
+    RETURNING q.run_id
 ), removed AS (
-    DELETE FROM run_queue q USING run WHERE q.run_id = run.id
-    RETURNING q.run_id, q.state, q.claim_token
-), attempt AS (
-    UPDATE attempts a SET status = 'cancelled', finished_at = now()
-    FROM removed r WHERE a.run_id = r.run_id AND a.claim_token = r.claim_token
+    DELETE FROM run_queue q USING target t WHERE q.run_id = t.run_id AND t.state = 'ready'
+    RETURNING q.run_id
+), run AS (
+    -- The reason is kept in error even while the run still runs: the final
+    -- message starts with it.
+    UPDATE runs
+    SET status = CASE WHEN runs.id IN (SELECT run_id FROM removed) THEN 'cancelled'
+                      ELSE runs.status END,
+        finished_at = CASE WHEN runs.id IN (SELECT run_id FROM removed) THEN now() END,
+        updated_at = now(),
+        error = jsonb_build_object('type', 'cancelled', 'message', :reason::text)
+    FROM target t WHERE runs.id = t.run_id
 )
-SELECT r.run_id, r.state,
-       CASE WHEN r.state = 'running' THEN pg_notify('waypost_cancel', r.run_id::text) IS NULL
-       END AS notified
-FROM removed r;
+SELECT t.run_id, t.state, t.grace FROM target t;
+
+-- name: finish_cancelled_attempt
+-- The attempt of a run whose cancellation was requested ended: its runner
+-- reported that the task stopped, its worker exited, or the grace period ran
+-- out. The run ends `cancelled`; fenced on the token and the request, so once.
+WITH finished AS (
+    DELETE FROM run_queue
+    WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
+      AND cancel_requested
+    RETURNING run_id, attempt
+), run AS (
+    UPDATE runs
+    SET status = 'cancelled', finished_at = now(), updated_at = now(),
+        error = jsonb_build_object(
+            'type', 'cancelled',
+            'message', coalesce(CASE WHEN runs.error ->> 'type' = 'cancelled'
+                                     THEN runs.error ->> 'message' END, 'cancelled')
+                       || ': ' || :how::text)
+    FROM finished f WHERE runs.id = f.run_id
+), attempt AS (
+    UPDATE attempts
+    SET status = 'cancelled', finished_at = now(),
+        error = jsonb_build_object('type', 'cancelled', 'message', :how::text)
+    FROM finished f WHERE attempts.run_id = f.run_id AND attempts.attempt = f.attempt
+)
+SELECT run_id FROM finished;
 
 -- name: cancel_task_runs
 -- A deleted Task: its queued and retrying runs are cancelled (running ones finish).
