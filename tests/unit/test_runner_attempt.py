@@ -218,8 +218,8 @@ async def test_a_loop_on_ctx_cancelled_ends_and_the_cancellation_is_reported() -
     port = MemoryRunnerPort(heartbeat_answers=[False, True])
     seen: list[str] = []
 
-        while not ctx.cancelled:  # noqa: ASYNC110 (the pattern ctx.cancelled is for)
-        while not ctx.cancelled:
+    async def task(ctx: Any, payload: Any) -> str:
+        while not ctx.cancelled:  # noqa: ASYNC110 (polling is what ctx.cancelled is for)
             await asyncio.sleep(0.01)
         seen.append("saw cancelled")
         return "partial"  # a result after cancellation is not reported as success
