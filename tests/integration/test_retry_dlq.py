@@ -150,6 +150,8 @@ async def test_backoff_in_the_database_dead_letter_and_requeue(
             await wait_for_status(stack.engine, run.id, {RunStatus.RUNNING, RunStatus.RETRYING},
                                   timeout=30)
             await control.cancel(stack.engine, run.id)
+            # Running, it ends when its attempt does (always-fails fails at once).
+            await wait_for_status(stack.engine, run.id, {RunStatus.CANCELLED}, timeout=30)
             async with http.post(f"{stack.url}/v1/runs/{run.id}/requeue") as resp:
                 assert resp.status == 409  # a cancelled run is not requeued
                 assert "cancelled" in (await resp.json())["error"]["message"]

@@ -232,9 +232,16 @@ async def test_run_page_buttons_cancel_and_requeue(harness: Harness) -> None:
     async with harness.http.post(f"{harness.stack.url}/runs/{dead.id}/requeue",
                                  headers={"HX-Request": "true"}) as resp:
         assert resp.status == 204 and resp.headers["HX-Redirect"] == f"/runs/{dead.id}"
+    # The requeued run's second attempt starts (on a backend that never runs it).
+    await wait_for_status(harness.stack.engine, dead.id, {RunStatus.RUNNING})
     async with harness.http.post(f"{harness.stack.url}/runs/{dead.id}/cancel",
                                  headers={"HX-Request": "true"}) as resp:
         assert resp.status == 204
+    # A running run is asked to stop; it ends when its runner says the task stopped.
+    asked = await control.get(harness.stack.engine, uuid.UUID(dead.id))
+    assert asked.status == "running" and asked.error is not None
+    assert asked.error.message == "cancelled in the UI"
+    assert await harness.runner(dead, 2, "POST", "cancelled", {}) == 200
     assert (await control.get(harness.stack.engine, uuid.UUID(dead.id))).status == "cancelled"
     async with harness.http.post(f"{harness.stack.url}/runs/{dead.id}/cancel",
                                  headers={"HX-Request": "true"}) as resp:

@@ -178,24 +178,26 @@ async def report_exit(engine: Engine, exit: AttemptExit) -> None:
                                             exit_code=exit.exit_code))
 
 
-async def expire_lost_attempts(engine: Engine, limit: int = 100) -> list[AttemptIdentity]:
+async def expire_lost_attempts(
+    engine: Engine, limit: int = 100
+) -> list[tuple[AttemptIdentity, str]]:
     """Fail attempts whose heartbeats stopped, and end cancelled runs whose grace period
-    ran out; returns them so their workers get stopped."""
+    ran out; returns them, each with why, so their workers get stopped."""
     expired = await runs.expired_attempts(engine.pool, limit)
-    lost: list[AttemptIdentity] = []
+    lost: list[tuple[AttemptIdentity, str]] = []
     window = engine.settings.lease_seconds
     for run_id, token, cancel_requested in expired:
         ident = AttemptIdentity(run_id, token)
         try:
             if cancel_requested:
                 await cancelled(engine, ident, "the grace period ran out; the attempt was killed")
-                lost.append(ident)
+                lost.append((ident, "cancelled: grace period over"))
                 continue
             await fail(engine, ident, ErrorInfo(
                 type=FailureType.LOST,
                 message=f"no heartbeat for {window:g} s: the attempt is presumed lost",
             ))
-            lost.append(ident)
+            lost.append((ident, "heartbeat lost"))
         except AttemptSuperseded:
             continue
     return lost

@@ -132,9 +132,9 @@ class Dispatcher:
 
     async def expire_lost(self) -> int:
         lost = await attempts.expire_lost_attempts(self.engine)
-        for ident in lost:
+        for ident, why in lost:
             # A lost attempt's worker, or a cancelled one past its grace period: kill it.
-            await self.backend.stop(ident.run_id, "lease expired", force=True)
+            await self.backend.stop(ident.run_id, why, force=True)
         return len(lost)
 
     async def run(self, stop: asyncio.Event) -> None:
