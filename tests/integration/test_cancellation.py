@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 from examples import cancellable
-from tests.integration.stack import settings, wait_for_status
+from tests.factories import settings, wait_for_status
 from waypost.backends.process import ProcessBackend
 from waypost.engine import control
 from waypost.model.enums import RunStatus

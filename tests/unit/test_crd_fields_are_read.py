@@ -41,6 +41,9 @@ TASK_READERS: dict[str, tuple[str, str]] = {
     "spec.retry.oom.memoryCeiling": ("waypost.engine.retry", "memory_ceiling"),
     # Through TaskSpec.timeout_seconds: the backend kills an attempt past it.
     "spec.timeout.maxDuration": ("waypost.engine.dispatcher", "timeout_seconds"),
+    # Announced to the runner in the attempt document; the cancel_run query cuts
+    # the lease of a cancelled attempt to it (its SQL reads the stored spec).
+    "spec.cancellation.gracePeriodSeconds": ("waypost.engine.attempts", "grace_period_seconds"),
     # Through TaskSpec.queue_name: the queue a Task's runs wait in.
     "spec.queue.name": ("waypost.store.tasks", "queue_name"),
     "spec.queue.maxConcurrency": ("waypost.store.tasks", "max_concurrency"),
