@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import logging
 from typing import Any
 
@@ -71,6 +72,9 @@ class Dispatcher:
         # Pending wake-ups for retries whose backoff has not run out; each leaves
         # the set when it fires, so the set holds only what is still to come.
         self._timers: set[asyncio.TimerHandle] = set()
+        # When the grace periods of cancelled attempts run out (monotonic, a heap):
+        # the reaper runs then rather than at its next periodic check.
+        self._cancel_deadlines: list[float] = []
         backend.set_exit_handler(self._on_exit)
 
     async def _on_exit(self, exit: AttemptExit) -> None:
@@ -81,6 +85,13 @@ class Dispatcher:
         self._wake.set()
 
     def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        if channel == notify.CANCEL_CHANNEL:
+            with contextlib.suppress(ValueError):
+                # A little after the database's deadline, so that the lease has ended.
+                heapq.heappush(self._cancel_deadlines,
+                               self.engine.clock.monotonic() + float(payload) + 0.2)
+                self._wake.set()
+            return
         delay = 0.0
         with contextlib.suppress(ValueError):
             delay = float(payload) if payload else 0.0
@@ -100,6 +111,7 @@ class Dispatcher:
             return
         conn = await store_pool.connect(self.engine.settings.database_url)
         await conn.add_listener(notify.READY_CHANNEL, self._on_notify)
+        await conn.add_listener(notify.CANCEL_CHANNEL, self._on_notify)
         self._listener = conn
 
     async def dispatch_once(self) -> int:
@@ -159,7 +171,11 @@ class Dispatcher:
                 await self._listen()
                 self._wake.clear()
                 started = await self.dispatch_once()
-                if self.engine.clock.monotonic() - last_reap >= reap_every:
+                now = self.engine.clock.monotonic()
+                cancel_due = bool(self._cancel_deadlines) and self._cancel_deadlines[0] <= now
+                if now - last_reap >= reap_every or cancel_due:
+                    while self._cancel_deadlines and self._cancel_deadlines[0] <= now:
+                        heapq.heappop(self._cancel_deadlines)
                     await self.expire_lost()
                     last_reap = self.engine.clock.monotonic()
                 failures = 0
@@ -174,7 +190,11 @@ class Dispatcher:
                     self._listener = None
                 await aiotime.sleep(aiotime.reconnect_delay(failures), stop)
                 continue
-            await aiotime.sleep(min(settings.poll_interval_seconds, reap_every), stop, self._wake)
+            pause = min(settings.poll_interval_seconds, reap_every)
+            if self._cancel_deadlines:
+                pause = max(0.0, min(pause, self._cancel_deadlines[0]
+                                     - self.engine.clock.monotonic()))
+            await aiotime.sleep(pause, stop, self._wake)
 
     async def close(self) -> None:
         for handle in self._timers:

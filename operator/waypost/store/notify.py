@@ -11,6 +11,12 @@ that call ``pg_notify`` point here, and listeners import the channel names.
     becomes claimable, so the dispatcher can wake up then instead of polling.
     A payload it cannot parse counts as "now".
 
+``waypost_cancel``
+    A running run's cancellation was requested (``cancel_run``). The payload is
+    its grace period in seconds (decimal text); its lease ends then, and the
+    dispatcher reaps it (kills the worker, ends the run ``cancelled``) at that
+    moment instead of at its next periodic check.
+
 Postgres folds identical notifications sent in one transaction into one, and
 delivers them only on commit, so a rolled-back enqueue wakes no one.
 """
@@ -18,3 +24,4 @@ delivers them only on commit, so a rolled-back enqueue wakes no one.
 from __future__ import annotations
 
 READY_CHANNEL = "waypost_ready"
+CANCEL_CHANNEL = "waypost_cancel"

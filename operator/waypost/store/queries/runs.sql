@@ -200,7 +200,11 @@ WITH target AS (
         error = jsonb_build_object('type', 'cancelled', 'message', :reason::text)
     FROM target t WHERE runs.id = t.run_id
 )
-SELECT t.run_id, t.state, t.grace FROM target t;
+SELECT t.run_id, t.state, t.grace,
+       -- notify.py: the leader's dispatcher reaps the attempt when the grace runs out.
+       CASE WHEN t.state = 'running'
+            THEN (SELECT pg_notify('waypost_cancel', t.grace::text)) IS NULL END AS notified
+FROM target t;
 
 -- name: finish_cancelled_attempt
 -- The attempt of a run whose cancellation was requested ended: its runner
