@@ -609,6 +609,96 @@ def test_dlq_requeue_runs_the_current_spec_by_default_and_the_original_on_reques
     assert "specChoice: current" in shown.stdout and "specGeneration: 2" in shown.stdout
 
 
+CANCEL_GRACE = 5
+
+
+def _running_pod_of(api: client.ApiClient, ns: str, taskrun_name: str) -> tuple[str, str] | None:
+    """(run id, Pod name) once the TaskRun's runner Pod runs."""
+    status = status_of(ns, "taskrun", taskrun_name)
+    if reason_of(ns, taskrun_name) != "Running" or not status.get("runId"):
+        return None
+    selector = f"waypost.dev/run-id={status['runId']}"
+    for p in client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=selector).items:
+        if p.status.phase == "Running" and p.metadata.deletion_timestamp is None:
+            return str(status["runId"]), str(p.metadata.name)
+    return None
+
+
+def _pod_gone(api: client.ApiClient, ns: str, pod: str) -> bool:
+    try:
+        client.CoreV1Api(api).read_namespaced_pod(pod, ns)
+    except client.ApiException as exc:
+        return exc.status == 404
+    return False
+
+
+def test_waypost_cancel_stops_the_task_and_its_pod_within_the_grace(
+    release: dict[str, str], api: client.ApiClient
+) -> None:
+    ns = release["namespace"]
+    apply(task(ns, "cancellable-loop", "examples.cancellable:cancellable_loop",
+               cancellation={"gracePeriodSeconds": CANCEL_GRACE}))
+    apply(taskrun(ns, "cancel-cli-1", "cancellable-loop", {}))
+    run_id, pod = wait_until(lambda: _running_pod_of(api, ns, "cancel-cli-1"), 120,
+                             "the cancellable-loop Pod to run")
+    started = time.monotonic()
+    cli = REPO / ".venv" / "bin" / "waypost"
+    done = subprocess.run([str(cli), "cancel", run_id], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "WAYPOST_URL": release["url"]},
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: _pod_gone(api, ns, pod), CANCEL_GRACE + 10, "the Pod to go")
+    gone_after = time.monotonic() - started
+    assert gone_after <= CANCEL_GRACE + 10
+    wait_reason(ns, "cancel-cli-1", {"Cancelled"}, 60)
+    run = api_get(release, f"/v1/runs/{run_id}")
+    assert run["status"] == "cancelled"
+    assert [a["status"] for a in run["attempts"]] == ["cancelled"]
+    assert run["error"]["message"].startswith("cancelled by user: ")
+    print(f"waypost cancel: Pod gone {gone_after:.1f} s after the cancel "
+          f"(grace {CANCEL_GRACE} s): {run['error']['message']}")
+
+
+def test_deleting_a_running_taskrun_cancels_its_run(
+    release: dict[str, str], api: client.ApiClient
+) -> None:
+    ns = release["namespace"]
+    apply(task(ns, "stuck-async", "examples.cancellable:stuck_async",
+               cancellation={"gracePeriodSeconds": CANCEL_GRACE}))
+    apply(taskrun(ns, "cancel-delete-1", "stuck-async", {}))
+    run_id, pod = wait_until(lambda: _running_pod_of(api, ns, "cancel-delete-1"), 120,
+                             "the stuck-async Pod to run")
+    started = time.monotonic()
+    kubectl("delete", "taskrun", "cancel-delete-1", "-n", ns, "--wait=false")
+    wait_until(lambda: _pod_gone(api, ns, pod), CANCEL_GRACE + 10, "the Pod to go")
+    gone_after = time.monotonic() - started
+    assert gone_after <= CANCEL_GRACE + 10
+    run = wait_until(
+        lambda: (r := api_get(release, f"/v1/runs/{run_id}"))["status"] == "cancelled" and r,
+        CANCEL_GRACE + 10, "the run to end cancelled")
+    assert [a["status"] for a in run["attempts"]] == ["cancelled"]
+    assert run["error"]["message"].startswith("TaskRun cancel-delete-1 was deleted: ")
+    print(f"TaskRun deleted: Pod gone {gone_after:.1f} s after the delete "
+          f"(grace {CANCEL_GRACE} s): {run['error']['message']}")
+
+
+def test_a_taskrun_asking_for_replay_is_not_run_as_a_fresh_run(
+    release: dict[str, str]
+) -> None:
+    ns = release["namespace"]
+    apply(task(ns, "replayed", "examples.hello:hello"))
+    body = taskrun(ns, "replay-1", "replayed", {"name": "again"})
+    body["spec"]["replay"] = {"fromRun": str(uuid.uuid4())}
+    apply(body)
+    status = wait_reason(ns, "replay-1", {"ReplayNotAvailable"}, 60)
+    [condition] = [c for c in status["conditions"] if c["type"] == "Succeeded"]
+    assert condition["status"] == "False"
+    assert "replay is not available yet" in condition["message"]
+    assert not status.get("runId")  # no run was queued
+    kubectl("wait", "--for=condition=Succeeded=False", "taskrun/replay-1", "-n", ns,
+            "--timeout=30s", timeout=40)
+
+
 def test_uninstall_leaves_no_operator_created_pods(
     helm: str, release: dict[str, str], api: client.ApiClient
 ) -> None:
