@@ -136,6 +136,8 @@ async def test_run_page_shows_header_timeline_checkpoints_payload(harness: Harne
     for fact in (run.id, run.trace_id, "k-1", "one-shot", "dead_lettered"):
         assert fact in page
     assert 'class="row attempt" data-attempt="1" data-status="failed"' in page
+    # Which spec the run runs: the one stored at trigger time, of Task generation 1.
+    assert '<dd id="run-spec">trigger (Task generation 1)</dd>' in page
     assert re.search(r'class="mark( late)?" data-key="order-fetched"', page)
     assert 'data-failure="error"' in page and "payment declined" in page
     assert '<details class="checkpoint" data-key="order-fetched">' in page
