@@ -4,7 +4,6 @@ limits, and the hot table's bloat after a steady run."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +121,8 @@ async def _hot_table(conn: asyncpg.Connection) -> dict[str, Any]:
 async def bloat(b: Bench) -> None:
     """A steady run at the steady-state rate for --bloat-seconds, sampling run_queue;
     then the same with a REPEATABLE READ transaction held open on another connection."""
+    from waypost import aiotime
+
     a = b.args
     for held in (False, True):
         label = "long_txn" if held else "plain"
@@ -144,8 +145,7 @@ async def bloat(b: Bench) -> None:
                     s = await _hot_table(watch)
                     s["t"] = round(now() - t0, 1)
                     samples.append(s)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), max(1.0, a.bloat_seconds / 30))
+                    await aiotime.sleep(max(1.0, a.bloat_seconds / 30), stop)
 
             sampler = asyncio.create_task(sample())
             lat: list[float] = []

@@ -184,6 +184,7 @@ class Waypost(System):
         self._tasks.append(asyncio.create_task(hot_table.vacuum_loop(self.engine, self._stop)))
 
     async def _loop(self, i: int, batch: int, on_start: OnStart) -> None:
+        from waypost import aiotime
         from waypost.engine.dispatcher import build_launch
         from waypost.store import runs
         from waypost.store.pool import RawJson
@@ -221,8 +222,7 @@ class Waypost(System):
                     pending = [(c.run_id, c.claim_token, result) for c in claimed]
                 continue
             self._idle.add(i)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), 0.5)
+            await aiotime.sleep(0.5, wake)
             self._idle.discard(i)
         if pending:
             await runs.complete_many(engine.pool, pending)

@@ -85,3 +85,13 @@ def test_one_backoff_formula_for_the_sdk_the_engine_and_the_transport() -> None:
     # Transient request retries: 0.2 s doubling up to 5 s, about 15 s over 8 tries.
     waits = [transport.PATIENT.delay_after(n) for n in range(1, transport.PATIENT.max_attempts)]
     assert waits == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+
+
+def test_the_example_manifest_is_the_task_the_decorator_declares() -> None:
+    docs = list(yaml.safe_load_all((REPO / "examples/manifests/hello.yaml").read_text()))
+    [doc] = [d for d in docs if d["kind"] == k8s.TASK_KIND]
+    written = TaskSpec.model_validate(doc["spec"])
+    declared = from_sdk.task_spec(hello.hello.definition, image=doc["spec"]["image"])
+    assert doc["metadata"]["name"] == hello.hello.id
+    assert written.timeout_seconds == declared.timeout_seconds  # "1m" there, "60s" here
+    assert written.model_dump(exclude={"timeout"}) == declared.model_dump(exclude={"timeout"})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -113,10 +112,10 @@ class KubernetesPodApi:
                         resource_version = None
                     else:
                         log.warning("pod watch failed: %s", exc)
-                        time.sleep(1)
+                        stopped.wait(1)  # a stop ends the pause at once
                 except Exception as exc:
                     log.warning("pod watch failed: %s", exc)
-                    time.sleep(1)
+                    stopped.wait(1)
 
         thread = threading.Thread(target=loop, name="waypost-pod-watch", daemon=True)
         thread.start()
