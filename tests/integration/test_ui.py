@@ -140,9 +140,11 @@ async def test_run_page_shows_header_timeline_checkpoints_payload(harness: Harne
     assert '<dd id="run-spec">trigger (Task generation 1)</dd>' in page
     assert re.search(r'class="mark( late)?" data-key="order-fetched"', page)
     assert 'data-failure="error"' in page and "payment declined" in page
-    assert '<details class="checkpoint" data-key="order-fetched">' in page
+    assert '<details class="checkpoint" data-key="order-fetched"' in page
     assert "written by attempt 1" in page
-    assert "&#34;ord-1&#34;" in page  # the checkpoint's JSON, as escaped text
+    # The checkpoint's JSON tree loads when it is opened, as escaped text.
+    status, tree = await harness.get(f"/runs/{run.id}/checkpoints?key=order-fetched")
+    assert status == 200 and '<span class="jv jstr">&#34;ord-1&#34;</span>' in tree
     # The requeue button is offered for a dead-lettered run, cancel is not.
     assert f'hx-post="/runs/{run.id}/requeue"' in page
     assert f'hx-post="/runs/{run.id}/cancel"' not in page
@@ -160,14 +162,15 @@ async def test_user_data_is_never_rendered_as_html(harness: Harness, db: asyncpg
                      uuid.UUID(run.id))
     pages = [await harness.get(p) for p in (
         "/", f"/runs/{run.id}", f"/runs/{run.id}/overview", "/dead-letters", "/tasks",
-        "/?" + urlencode({"q": XSS}))]
+        "/?" + urlencode({"q": XSS}), f"/runs/{run.id}/checkpoints?key=order-fetched")]
     for status, page in pages:
         assert status == 200, page[-800:]
         assert "<script>alert" not in page and "<img src=x" not in page
     escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
     run_page = pages[1][1]
     assert run_page.count(escaped) >= 4  # task, queue, idempotency key, error: as text
-    assert "&lt;script&gt;alert(\\&#34;x\\&#34;)" in run_page  # in JSON: payload, checkpoint
+    assert "&lt;script&gt;alert(\\&#34;x\\&#34;)" in run_page  # in JSON: the payload
+    assert "&lt;script&gt;alert(\\&#34;x\\&#34;)" in pages[6][1]  # the checkpoint's tree
     assert escaped in pages[0][1] and escaped in pages[3][1]  # runs list, dead letters
     # A strict CSP backs the escaping: no inline or foreign scripts would run.
     async with harness.http.get(f"{harness.stack.url}/runs/{run.id}") as resp:
@@ -185,9 +188,11 @@ async def test_bad_input_gets_a_4xx_page_that_names_it(harness: Harness) -> None
         "/dead-letters?cursor=-1": (400, "cursor must be a number"),
         "/static/../app.py": (404, None),
         "/static/nothing.js": (404, None),
+        "/runs/RUN/checkpoints?key=missing": (404, "has no checkpoint"),
     }
+    run = await harness.dead_letter({"n": 1})
     for path, (want, text) in cases.items():
-        status, page = await harness.get(path)
+        status, page = await harness.get(path.replace("RUN", run.id))
         assert status == want, (path, status, page[:300])
         if text is not None:
             assert text in page, (path, page[:500])
@@ -243,6 +248,8 @@ async def test_run_page_buttons_cancel_and_requeue(harness: Harness) -> None:
     asked = await control.get(harness.stack.engine, uuid.UUID(dead.id))
     assert asked.status == "running" and asked.error is not None
     assert asked.error.message == "cancelled in the UI"
+    _, page = await harness.get(f"/runs/{dead.id}")
+    assert 'id="cancel-requested"' in page and "cancelled in the UI" in page
     assert await harness.runner(dead, 2, "POST", "cancelled", {}) == 200
     assert (await control.get(harness.stack.engine, uuid.UUID(dead.id))).status == "cancelled"
     async with harness.http.post(f"{harness.stack.url}/runs/{dead.id}/cancel",

@@ -378,6 +378,9 @@ def dashboard_routes(add: Callable[[Route], None]) -> None:
               content_type=html))
     add(Route("GET", "/runs/{run_id}/overview", ui.run_overview,
               "UI: the live part of a run's page", Auth.USER, "ui", content_type=html))
+    add(Route("GET", "/runs/{run_id}/checkpoints", ui.checkpoint_tree,
+              "UI: a checkpoint's JSON as a collapsible tree", Auth.USER, "ui",
+              content_type=html, query={"key": "The checkpoint's key."}))
     add(Route("POST", "/runs/{run_id}/cancel", ui.cancel_button, "UI: cancel a run", Auth.USER,
               "ui", content_type=html, status=204))
     add(Route("POST", "/runs/{run_id}/requeue", ui.requeue_button, "UI: requeue a run",

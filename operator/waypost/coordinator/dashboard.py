@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from aiohttp import web
 
 from waypost.coordinator import appkeys, auth, timeline
 from waypost.engine import control, scheduler
-from waypost.engine.errors import EngineError, InvalidValue
+from waypost.engine.errors import EngineError, InvalidValue, RunNotFound
 from waypost.model.enums import RunStatus
 from waypost.model.run import Run
 from waypost.store import checkpoints
@@ -103,12 +104,19 @@ def page(handler: Handler) -> Handler:
             raise web.HTTPSeeOther(f"/login?{urlencode({'next': request.path_qs})}")
         if request.method not in auth.SAFE_METHODS:
             auth.require_user(request)  # the cookie must come with the UI's header
+        started, cpu = time.perf_counter(), time.process_time()
         try:
-            return await handler(request)
+            response = await handler(request)
         except EngineError as exc:
             template = "error_fragment.html" if _is_htmx(request) else "error.html"
-            return render(request, template, status=exc.status, code=exc.code,
-                          message=exc.message)
+            response = render(request, template, status=exc.status, code=exc.code,
+                              message=exc.message)
+        # The time the page took here (queries and rendering) and the CPU this process
+        # spent meanwhile, for browsers' dev tools.
+        elapsed = (time.perf_counter() - started) * 1000
+        spent = (time.process_time() - cpu) * 1000
+        response.headers["Server-Timing"] = f"page;dur={elapsed:.1f}, cpu;dur={spent:.1f}"
+        return response
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
     return wrapped
@@ -227,6 +235,18 @@ async def run_overview(request: web.Request) -> web.Response:
     engine = request.app[appkeys.ENGINE]
     run = await control.get(engine, _run_id(request), details=True)
     return render(request, "run_overview.html", **_run_context(engine.clock.now(), run))
+
+
+@page
+async def checkpoint_tree(request: web.Request) -> web.Response:
+    """One checkpoint's JSON as a collapsible tree (the inspector loads it on opening)."""
+    engine = request.app[appkeys.ENGINE]
+    run = await control.get(engine, _run_id(request), details=True)
+    key = request.query.get("key", "")
+    found = next((c for c in run.checkpoints or [] if c.key == key), None)
+    if found is None:
+        raise RunNotFound(f"run {run.id} has no checkpoint {key!r}")
+    return render(request, "checkpoint_tree.html", value=found.data)
 
 
 async def _act(request: web.Request, action: Callable[[uuid.UUID], Awaitable[Run]]) -> web.Response:
