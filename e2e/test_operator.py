@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import tomllib
@@ -281,6 +282,51 @@ def test_order_scenario_resumes_after_order_fetched(release: dict[str, str]) -> 
     # fetching again (a second fetch would have rewritten it as attempt 2).
     assert by_key == {"order-fetched": 1, "payment-complete": 2}
     assert status["lastCheckpoint"] == "payment-complete"
+
+
+def test_taskrun_replay_resumes_after_the_named_checkpoint_in_a_new_pod(
+    release: dict[str, str],
+) -> None:
+    """kubectl apply of a TaskRun with spec.replay: a new run (in a new Pod) that starts
+    right after order-fetched with an edited checkpoint; `waypost logs` shows the
+    task's lines as the Pods sent them to the coordinator."""
+    ns = release["namespace"]
+    apply(task(ns, "process-order", "examples.orders:process_order",
+               retry={"maxAttempts": 3, "backoff": {"initialSeconds": 1}}))
+    apply(taskrun(ns, "order-r0", "process-order",
+                  {"orderId": "o-50", "failPaymentOnAttempts": [1]}))
+    first = wait_reason(ns, "order-r0", {"Succeeded", "Failed", "DeadLettered"}, 180)
+    assert reason_of(ns, "order-r0") == "Succeeded", first
+    replay = taskrun(ns, "order-r1", "process-order", None)
+    replay["spec"]["replay"] = {
+        "fromRun": first["runId"], "fromCheckpoint": "order-fetched",
+        "payload": {"orderId": "o-50"},
+        "checkpoints": {"order-fetched": {"id": "o-51", "amountCents": 7, "items": []}},
+    }
+    apply(replay)
+    second = wait_reason(ns, "order-r1", {"Succeeded", "Failed", "DeadLettered"}, 180)
+    assert reason_of(ns, "order-r1") == "Succeeded", second
+    assert second["attempt"] == 1 and second["result"]["orderId"] == "o-51"
+    assert second["podName"] and second["podName"] != first["podName"]
+    run = api_get(release, f"/v1/runs/{second['runId']}")
+    assert run["replayOf"] == first["runId"] and run["source"] == "replay"
+    # order-fetched was copied (attempt 0), not fetched again by the new Pod.
+    assert [(c["key"], c["attempt"]) for c in run["checkpoints"]] == [
+        ("order-fetched", 0), ("payment-complete", 1)]
+    assert run["replay"]["requestedBy"].startswith(f"TaskRun {ns}/order-r1")
+    original = api_get(release, f"/v1/runs/{first['runId']}")
+    assert [r["runId"] for r in original["replays"]] == [second["runId"]]
+
+    env = {**os.environ, "WAYPOST_URL": release["url"]}
+    logs = subprocess.run([sys.executable, "-m", "waypost.cli", "logs", first["runId"]],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert logs.returncode == 0, logs.stderr
+    assert "#1 [order-fetched] INFO    fetching order" in logs.stdout, logs.stdout
+    assert "#1 [payment-complete] WARNING payment declined" in logs.stdout
+    assert "#2 INFO    payment complete" in logs.stdout
+    replayed = subprocess.run([sys.executable, "-m", "waypost.cli", "logs", second["runId"]],
+                              capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert "fetching order" not in replayed.stdout and "payment complete" in replayed.stdout
 
 
 def test_oom_killed_attempts_dead_letter_then_requeue(release: dict[str, str]) -> None:

@@ -21,6 +21,7 @@ class PaymentDeclined(Exception):
 
 async def fetch_order(ctx: Context, order_id: str) -> dict[str, Any]:
     """Load the order (simulated)."""
+    ctx.log.info("fetching order", orderId=order_id)
     ledger.record(ctx.run_id, ctx.attempt, "fetch_order")
     return {"id": order_id, "amountCents": 4200, "items": [{"sku": "book-1", "quantity": 1}]}
 
@@ -28,6 +29,7 @@ async def fetch_order(ctx: Context, order_id: str) -> dict[str, Any]:
 async def charge(ctx: Context, order: dict[str, Any], fail_on: list[int]) -> dict[str, Any]:
     """Charge the order once, keyed so that a repeated call would not charge twice."""
     if ctx.attempt in fail_on:
+        ctx.log.warning("payment declined", attempt=ctx.attempt)
         raise PaymentDeclined(f"payment provider unavailable on attempt {ctx.attempt}")
     key = ctx.idempotency_key("charge")
     ledger.record(ctx.run_id, ctx.attempt, "charge", idempotencyKey=key)

@@ -11,10 +11,14 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
+from examples import hello, ledger, orders
+from waypost.backends.process import ProcessBackend
 from waypost.engine import attempts, control
 from waypost.engine.backend import AttemptExit, AttemptLaunch, ExitHandler
 from waypost.engine.core import Engine
@@ -45,6 +49,25 @@ async def api_only(database_url: str, **overrides: object) -> AsyncIterator[Stan
     """Engine and coordinator over HTTP without a dispatcher: the test claims."""
     app = await Standalone(settings(database_url, **overrides), dispatch=False).start()
     try:
+        yield app
+    finally:
+        await app.stop()
+
+
+@contextlib.asynccontextmanager
+async def example_stack(
+    database_url: str, ledger_file: Path, monkeypatch: pytest.MonkeyPatch, *,
+    max_parallel: int = 2, **overrides: object,
+) -> AsyncIterator[Standalone]:
+    """A running engine, coordinator and process backend with the order and hello
+    examples registered and their ledger in ``ledger_file``. Leases are generous (10
+    missed heartbeats): on a loaded machine a runner can take seconds to start, and
+    the tests using this are not about lost attempts."""
+    monkeypatch.setenv(ledger.LEDGER_ENV, str(ledger_file))
+    app = await Standalone(settings(database_url, missed_heartbeats=10, **overrides),
+                           ProcessBackend(max_parallel=max_parallel)).start()
+    try:
+        await app.register(orders.process_order, hello.hello)
         yield app
     finally:
         await app.stop()

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from waypost.sdk.client import WaypostClient
+from waypost.sdk.client import UNSET, WaypostClient
 from waypost.sdk.errors import CoordinatorUnavailable, WaypostAPIError
 
 TABLE_COLUMNS = ("id", "task", "status", "attempt", "priority", "createdAt")
@@ -54,9 +54,71 @@ def print_run(run: dict[str, Any]) -> None:
         for a in run["attempts"]:
             if a.get("error"):
                 print(f"  attempt {a['attempt']}: [{a['error']['type']}] {a['error']['message']}")
+    if run.get("replay"):
+        rec = run["replay"]
+        print(f"\nReplay of {rec['replayOf']} from {rec.get('fromCheckpoint') or 'the start'}"
+              f" ({rec['spec']} spec), by {rec['requestedBy']} at {_cell(rec['requestedAt'])}")
+        if rec.get("diff"):
+            print(f"  changes: {json.dumps(rec['diff'])}")
+    if run.get("replays"):
+        print("\nReplays:")
+        print_table(run["replays"], ("runId", "fromCheckpoint", "requestedBy", "requestedAt"))
     if run.get("checkpoints"):
         print("\nCheckpoints:")
         print_table(run["checkpoints"], ("key", "attempt", "sizeBytes", "createdAt"))
+
+
+def _size(n: Any) -> str:
+    if not isinstance(n, int):
+        return "?"
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def describe_event(event: dict[str, Any]) -> str | None:
+    """One line for a run event, as ``trigger --wait`` shows progress."""
+    kind, data, attempt = event.get("kind"), event.get("data") or {}, event.get("attempt")
+    if kind == "status":
+        error = data.get("error") or {}
+        why = f" ({error.get('type')}: {error.get('message')})" if error else ""
+        return f"  status {data.get('status')}{why}"
+    if kind == "attempt_started":
+        return f"  attempt {attempt} started (memory {_size(data.get('memoryBytes'))})"
+    if kind == "attempt_finished":
+        if data.get("status") == "succeeded":
+            return f"  attempt {attempt} succeeded in {data.get('durationMs')} ms"
+        parts = [f"  attempt {attempt} {data.get('status')}: {data.get('failureType')}"]
+        if data.get("exitCode") is not None:
+            parts.append(f"exit code {data['exitCode']}")
+        if data.get("oomKilled"):
+            parts.append(f"OOM-killed at {_size(data.get('memoryBytes'))}")
+        if data.get("message"):
+            parts.append(str(data["message"])[:200])
+        return ", ".join(parts)
+    if kind == "checkpoint":
+        copied = ", copied by the replay" if attempt == 0 else ""
+        return f"  checkpoint {data.get('key')} ({_size(data.get('sizeBytes'))}{copied})"
+    if kind == "replay":
+        return f"  replay of {data.get('replayOf')} from {data.get('fromCheckpoint')}"
+    return None
+
+
+def print_event(event: dict[str, Any]) -> None:
+    line = describe_event(event)
+    if line is not None:
+        print(line, flush=True)
+
+
+def print_log_line(line: dict[str, Any]) -> None:
+    fields = {k: v for k, v in (line.get("fields") or {}).items()
+              if k not in ("run_id", "attempt")}
+    step = f" [{line['step']}]" if line.get("step") else ""
+    extra = f" {json.dumps(fields, separators=(',', ':'))}" if fields else ""
+    print(f"{_cell(line.get('ts'))} #{line.get('attempt')}{step} "
+          f"{str(line.get('level', '')).upper():<7} {line.get('message')}{extra}", flush=True)
 
 
 def _payload(text: str) -> Any:
@@ -90,12 +152,89 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         if not args.wait:
             return 0
 
-        def progress(run: dict[str, Any]) -> None:
-            print(f"  attempt {run.get('attempt')}: {run.get('status')}", flush=True)
-
-        run = await client.wait(handle.id, timeout=args.timeout, on_update=progress)
+        try:
+            run = await client.wait(handle.id, timeout=args.timeout, on_event=print_event)
+        except TimeoutError as exc:
+            print(f"waypost: {exc}; it keeps running (waypost runs show {handle.id})",
+                  file=sys.stderr)
+            return 2
         print_run(run)
         return 0 if run["status"] == "succeeded" else 1
+
+    return asyncio.run(_with_client(go))
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    async def go(client: WaypostClient) -> int:
+        if args.follow:
+            async for line in client.follow_logs(args.run_id, attempt=args.attempt,
+                                                 level=args.level):
+                print_log_line(line)
+            return 0
+        cursor: str | None = None
+        while True:
+            lines, cursor = await client.logs(args.run_id, attempt=args.attempt,
+                                              level=args.level, cursor=cursor, limit=1000)
+            for line in lines:
+                print_log_line(line)
+            if len(lines) < 1000:
+                return 0
+
+    return asyncio.run(_with_client(go))
+
+
+def _checkpoint_edit(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"waypost: --set-checkpoint wants KEY=JSON or KEY=@file.json, "
+                         f"got {text!r}")
+    return key, _payload(value)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    edits = dict(_checkpoint_edit(t) for t in args.set_checkpoint)
+    payload = UNSET if args.payload is None else _payload(args.payload)
+
+    async def go(client: WaypostClient) -> int:
+        run = await client.replay(args.run_id, from_checkpoint=args.from_checkpoint,
+                                  payload=payload, checkpoints=edits, spec=args.spec)
+        where = f"after checkpoint {args.from_checkpoint}" if args.from_checkpoint else (
+            "from the start")
+        print(f"replay run {run['id']} of {args.run_id} ({where})")
+        if not args.wait:
+            return 0
+        try:
+            run = await client.wait(run["id"], timeout=args.timeout, on_event=print_event)
+        except TimeoutError as exc:
+            print(f"waypost: {exc}", file=sys.stderr)
+            return 2
+        print_run(run)
+        return 0 if run["status"] == "succeeded" else 1
+
+    return asyncio.run(_with_client(go))
+
+
+def cmd_bulk(args: argparse.Namespace) -> int:
+    async def go(client: WaypostClient) -> int:
+        done = skipped = 0
+        total: int | None = None
+        async for batch in client.bulk(
+            args.action, namespace=args.namespace, task=args.task,
+            status=args.status.split(",") if args.status else None, since=args.since,
+            until=args.until, error_type=args.error_type, dead_lettered=args.dead_lettered,
+            dry_run=args.dry_run, batch_size=args.batch_size,
+            from_checkpoint=getattr(args, "from_checkpoint", None),
+            spec=getattr(args, "spec", "current"),
+        ):
+            if args.dry_run:
+                print(f"would {args.action} {batch['matched']} runs (dry run, nothing changed)")
+                return 0
+            total = batch["matched"] if total is None else total
+            done += batch["changed"]
+            skipped += batch["skipped"]
+            print(f"{args.action}: {done}/{total} done, {skipped} skipped", flush=True)
+        print(f"{args.action}: finished, {done} changed, {skipped} skipped")
+        return 0
 
     return asyncio.run(_with_client(go))
 
@@ -266,9 +405,57 @@ def build_parser() -> argparse.ArgumentParser:
     trig.add_argument("--priority", type=int)
     trig.add_argument("--idempotency-key")
     trig.add_argument("--concurrency-key")
-    trig.add_argument("--wait", action="store_true", help="show progress until the run ends")
-    trig.add_argument("--timeout", type=float, default=300.0)
+    trig.add_argument("--wait", action="store_true",
+                      help="show each attempt and checkpoint until the run ends")
+    trig.add_argument("--timeout", type=float, default=300.0,
+                      help="seconds --wait waits (exit code 2 when it runs out)")
     trig.set_defaults(fn=cmd_trigger)
+
+    logs = sub.add_parser("logs", help="log lines of a run (every attempt, oldest first)")
+    logs.add_argument("run_id")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing new lines until the run finishes")
+    logs.add_argument("--attempt", type=int, help="only this attempt")
+    logs.add_argument("--level", choices=("debug", "info", "warning", "error"),
+                      help="minimum level")
+    logs.set_defaults(fn=cmd_logs)
+
+    rep = sub.add_parser("replay", help="run a finished run again from one of its "
+                         "checkpoints, with edited input (a new run linked to it)")
+    rep.add_argument("run_id")
+    rep.add_argument("--from", dest="from_checkpoint", metavar="KEY",
+                     help="resume right after this checkpoint (default: from the start)")
+    rep.add_argument("--payload", help="JSON text or @file.json (default: the original's)")
+    rep.add_argument("--set-checkpoint", action="append", default=[], metavar="KEY=JSON",
+                     help="replace a copied checkpoint's data (JSON or @file.json); repeatable")
+    rep.add_argument("--spec", choices=("current", "original"), default="current",
+                     help="run the Task's current spec or the original run's")
+    rep.add_argument("--wait", action="store_true", help="follow the replay until it ends")
+    rep.add_argument("--timeout", type=float, default=300.0)
+    rep.set_defaults(fn=cmd_replay)
+
+    bulk = sub.add_parser("bulk", help="requeue, cancel or replay every run a filter "
+                          "matches, in batches (repeating it changes nothing more)")
+    bulk_sub = bulk.add_subparsers(dest="action", required=True)
+    for action, text in (("requeue", "requeue dead-lettered and failed runs"),
+                         ("cancel", "cancel queued, running and retrying runs"),
+                         ("replay", "replay finished runs")):
+        b = bulk_sub.add_parser(action, help=text)
+        b.add_argument("--namespace")
+        b.add_argument("--task")
+        b.add_argument("--status", help="comma-separated statuses")
+        b.add_argument("--since", help="created at or after (ISO 8601 with timezone)")
+        b.add_argument("--until", help="created before (ISO 8601 with timezone)")
+        b.add_argument("--error-type",
+                       choices=("error", "oom", "timeout", "lost", "exit", "cancelled"))
+        b.add_argument("--dead-lettered", action="store_true", help="only dead-lettered runs")
+        b.add_argument("--dry-run", action="store_true", help="only print how many runs match")
+        b.add_argument("--batch-size", type=int, default=100)
+        if action == "replay":
+            b.add_argument("--from", dest="from_checkpoint", metavar="KEY",
+                           help="resume each replay right after this checkpoint")
+            b.add_argument("--spec", choices=("current", "original"), default="current")
+        b.set_defaults(fn=cmd_bulk)
 
     runs = sub.add_parser("runs", help="list or show runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from waypost.backends.process import ProcessBackend
 from waypost.coordinator import server
-from waypost.engine import control, loops
+from waypost.engine import control, loops, output
 from waypost.engine.clock import Clock
 from waypost.engine.core import Engine
 from waypost.model import from_sdk
@@ -36,6 +36,11 @@ class Standalone:
         self.engine = await Engine.open(self.settings, clock=self.clock)
         self._runner = await server.serve(self.engine, self.settings.coordinator_host,
                                           self.settings.coordinator_port)
+        # Dev mode shows what runners print in the run's log stream too (backends that
+        # run no processes, such as tests' stand-ins, have nothing to capture).
+        capture = getattr(self.backend, "capture_output", None)
+        if capture is not None:
+            capture(output.StoreOutputSink(self.engine.pool))
         self._stop = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         if self.dispatch:

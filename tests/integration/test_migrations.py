@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -222,5 +224,57 @@ async def test_queues_per_namespace_migration_moves_every_row_over(
             "SELECT namespace FROM claim_runs('{}', '{}', '{}', 10, 30, 'w', NULL) "
             "WHERE NOT acked ORDER BY namespace")
         assert [r["namespace"] for r in claimed] == ["a", "b"]
+    finally:
+        await conn.close()
+
+
+# The log append of the release before migration 0012, verbatim.
+PREVIOUS_RELEASE_APPEND_LOGS = """
+INSERT INTO run_logs (run_id, attempt, ts, level, message, fields)
+SELECT q.run_id, q.attempt, l.ts, l.level, l.message, l.fields
+FROM run_queue q,
+     unnest($3::timestamptz[], $4::text[], $5::text[], $6::jsonb[]) AS l(ts, level, message, fields)
+WHERE q.run_id = $1 AND q.claim_token = $2 AND q.state = 'running'
+"""
+
+
+async def test_run_events_migration_keeps_logs_and_the_previous_release_logging(
+    postgres: EmbeddedPostgres, empty_database: str
+) -> None:
+    """Migration 0012 on a database written by the previous release: its log lines
+    become log events, and a coordinator of that release can still append lines
+    (they reach the event log) while a new replica is rolling out."""
+    conn = await asyncpg.connect(postgres.dsn_for(empty_database))
+    try:
+        await _apply_up_to(conn, 11)
+        await conn.execute("SET search_path = waypost")
+        await conn.execute("INSERT INTO queues (namespace, name) VALUES ('a', 'q')")
+        run_id = uuid.uuid4()
+        seq = await conn.fetchval(
+            "INSERT INTO runs (id, namespace, task, queue, status, spec, memory_bytes, "
+            "trace_id, attempt) VALUES ($1, 'a', 't', 'q', 'running', '{}', 1024, 't', 1) "
+            "RETURNING seq", run_id)
+        await conn.execute(
+            "INSERT INTO run_queue (run_id, seq, queue_id, priority, state, available_at, "
+            "attempt, claim_token, lease_expires_at) SELECT $1, $2, id, 0, 'running', now(), "
+            "1, 7, now() + interval '1 minute' FROM queues", run_id, seq)
+        now = datetime.now(UTC)
+        await conn.execute(PREVIOUS_RELEASE_APPEND_LOGS, run_id, 7, [now], ["info"],
+                           ["before the upgrade"], ['{"n": 1}'])
+
+        assert await migrate.apply(conn) == [12] + [
+            m.version for m in migrate.available() if m.version > 12]
+
+        status = await conn.execute(PREVIOUS_RELEASE_APPEND_LOGS, run_id, 7, [now], ["warning"],
+                                    ["during the upgrade"], ['{"n": 2}'])
+        assert status == "INSERT 0 1"  # the old coordinator sees its line stored
+        events = await conn.fetch(
+            "SELECT attempt, data FROM run_events WHERE run_id = $1 AND kind = 'log' "
+            "ORDER BY tx, id", run_id)
+        data = [json.loads(e["data"]) for e in events]  # no JSON codec on this connection
+        assert [(e["attempt"], d["message"], d["level"], d["fields"])
+                for e, d in zip(events, data, strict=True)] == [
+            (1, "before the upgrade", "info", {"n": 1}),
+            (1, "during the upgrade", "warning", {"n": 2})]
     finally:
         await conn.close()

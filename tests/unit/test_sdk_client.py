@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +27,9 @@ class FakeUserAPI:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_key: dict[str, str] = field(default_factory=dict)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
-    # Statuses a run goes through, one per GET.
+    # Statuses a run goes through, streamed as events.
     progress: list[str] = field(default_factory=list)
+    last_event_ids: list[str | None] = field(default_factory=list)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
@@ -37,7 +40,47 @@ class FakeUserAPI:
         app.router.add_post("/v1/runs/{id}/bump", self._action(None))
         app.router.add_post("/v1/runs/{id}/requeue", self._action("queued"))
         app.router.add_get("/v1/dead-letters", self._dead_letters)
+        app.router.add_get("/v1/runs/{id}/events", self._events)
+        app.router.add_get("/v1/runs/{id}/logs", self._logs)
         return app
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """SSE: a status event per entry of ``progress`` (an attempt_started after each
+        'running'); the connection drops after the third event, once."""
+        run = self.runs[request.match_info["id"]]
+        self.last_event_ids.append(request.headers.get("Last-Event-ID"))
+        events = []
+        for status in self.progress:
+            events.append(("status", {"status": status}))
+            if status == "running":
+                events.append(("attempt_started", {}))
+        skip = int(request.headers.get("Last-Event-ID", "0-0").split("-")[1])
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for n, (kind, data) in enumerate(events, start=1):
+            if n <= skip:
+                continue
+            if kind == "status":
+                run["status"] = data["status"]
+            body = {"id": f"0-{n}", "kind": kind, "data": data}
+            await response.write(
+                f"id: 0-{n}\nevent: {kind}\ndata: {json.dumps(body)}\n\n".encode())
+            if n == 3 and len(self.last_event_ids) == 1:
+                return response  # a dropped connection
+        while True:
+            await response.write(b": heartbeat\n\n")
+            await asyncio.sleep(0.1)
+
+    async def _logs(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("follow") != "1":
+            return web.json_response({"entries": [{"message": "hi"}], "nextCursor": "9-9"})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for n, message in enumerate(("hi", "bye")):
+            await response.write(
+                f'id: 1-{n}\nevent: log\ndata: {{"message": "{message}"}}\n\n'.encode())
+        await response.write(b'event: end\ndata: {"status": "succeeded"}\n\n')
+        return response
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -74,9 +117,6 @@ class FakeUserAPI:
         run = self.runs.get(request.match_info["id"])
         if run is None:
             return _error(404, "unknown_run", "no such run")
-        if self.progress:
-            run["status"] = self.progress.pop(0)
-            run["attempt"] += 1
         return web.json_response({**run, "attempts": [], "checkpoints": []})
 
     async def _list(self, request: web.Request) -> web.Response:
@@ -198,40 +238,54 @@ async def test_queries_and_actions(api: tuple[FakeUserAPI, str]) -> None:
     assert "/v1/dead-letters?namespace=default" in paths
 
 
-async def test_wait_polls_until_terminal(api: tuple[FakeUserAPI, str]) -> None:
+async def test_wait_follows_the_event_stream_until_terminal(
+    api: tuple[FakeUserAPI, str]
+) -> None:
     fake, url = api
-    updates: list[str] = []
-    slept: list[float] = []
-
-    async def no_sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    async with WaypostClient(url, sleep=no_sleep) as client:
+    seen: list[tuple[str, str | None]] = []
+    async with WaypostClient(url) as client:
         handle = await client.trigger("process-order", {})
         fake.progress = ["running", "retrying", "running", "succeeded"]
         run = await client.wait(
-            handle.id,
-            timeout=30,
-            poll_interval=0.25,
-            on_update=lambda r: updates.append(r["status"]),
+            handle.id, timeout=30,
+            on_event=lambda e: seen.append((e["kind"], e["data"].get("status"))),
         )
     assert run["status"] == "succeeded"
-    assert updates == ["running", "retrying", "running", "succeeded"]
-    assert slept == [0.25, 0.25, 0.25]
+    assert seen == [("status", "running"), ("attempt_started", None), ("status", "retrying"),
+                    ("status", "running"), ("attempt_started", None), ("status", "succeeded")]
+    # The stream dropped after its third event; the client came back after it.
+    assert fake.last_event_ids == [None, "0-3"]
+    assert any(path.startswith(f"/v1/runs/{handle.id}/events?kinds=status")
+               for _, path, _ in fake.requests)
 
 
-async def test_wait_times_out_on_the_injected_clock(api: tuple[FakeUserAPI, str]) -> None:
-    _fake, url = api
-    now = [100.0]
-
-    async def advance(seconds: float) -> None:
-        now[0] += seconds
-
-    async with WaypostClient(url, clock=lambda: now[0], sleep=advance) as client:
+async def test_wait_times_out_cleanly(api: tuple[FakeUserAPI, str]) -> None:
+    fake, url = api
+    async with WaypostClient(url) as client:
         handle = await client.trigger("process-order", {})
-        with pytest.raises(TimeoutError, match="last status: queued"):
-            await client.wait(handle.id, timeout=5, poll_interval=1)
-    assert now[0] == 105.0
+        fake.progress = ["running"]
+        with pytest.raises(TimeoutError, match=r"within 0.5 s \(last status: running"):
+            await client.wait(handle.id, timeout=0.5)
+
+
+async def test_subscribe_and_logs(api: tuple[FakeUserAPI, str]) -> None:
+    fake, url = api
+    async with WaypostClient(url) as client:
+        handle = await client.trigger("process-order", {})
+        fake.progress = ["running", "succeeded"]
+        kinds = []
+        async for event in client.subscribe(handle.id, last_event_id="0-0"):
+            kinds.append(event["kind"])
+            if len(kinds) == 3:
+                break
+        lines, cursor = await client.logs(handle.id, attempt=1, level="warning", limit=5)
+        followed = [line async for line in client.follow_logs(handle.id)]
+    assert kinds == ["status", "attempt_started", "status"]
+    assert fake.last_event_ids[0] == "0-0"
+    assert lines == [{"message": "hi"}] and cursor == "9-9"
+    assert ("GET", f"/v1/runs/{handle.id}/logs?attempt=1&level=warning&limit=5", None) in (
+        fake.requests)
+    assert followed == [{"message": "hi"}, {"message": "bye"}]
 
 
 async def test_unreachable_coordinator(unused_tcp_port: int) -> None:

@@ -15,11 +15,13 @@ import signal
 import sys
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 
 from waypost.engine.backend import AttemptExit, AttemptLaunch, ExitHandler
+from waypost.engine.output import OutputLine, OutputSink
 from waypost.model.enums import FailureType
 from waypost.sdk import protocol
 
@@ -34,6 +36,7 @@ class _Worker:
     process: asyncio.subprocess.Process
     verdict: tuple[FailureType, str] | None = None
     peak_rss: int = 0
+    readers: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 @dataclass
@@ -51,9 +54,15 @@ class ProcessBackend:
         self._workers: dict[uuid.UUID, _Worker] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self._handler: ExitHandler | None = None
+        self._sink: OutputSink | None = None
 
     def set_exit_handler(self, handler: ExitHandler) -> None:
         self._handler = handler
+
+    def capture_output(self, sink: OutputSink) -> None:
+        """Send what runner processes print to ``sink`` as well (dev mode: it joins
+        the run's log stream), instead of only to ``log_dir``."""
+        self._sink = sink
 
     def free_slots(self) -> int:
         return self.max_parallel - len(self._workers)
@@ -76,23 +85,32 @@ class ProcessBackend:
         )
         output: int | None = asyncio.subprocess.DEVNULL
         log_file = None
+        log_path = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.log_dir / f"{launch.run_id}-{launch.attempt}.log"
             # Opening a local file is quick; the child inherits the descriptor.
-            log_file = open(  # noqa: SIM115, ASYNC230
-                self.log_dir / f"{launch.run_id}-{launch.attempt}.log", "ab"
-            )
+            log_file = open(log_path, "ab")  # noqa: SIM115, ASYNC230
             output = log_file.fileno()
+        if self._sink is not None:
+            output = asyncio.subprocess.PIPE
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "waypost.runner.main",
                 env=env, stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output,
                 start_new_session=True,  # its own process group, so we can kill the tree
+                limit=OUTPUT_LINE_LIMIT,
             )
         finally:
             if log_file is not None:
                 log_file.close()
         worker = _Worker(launch, process)
+        if self._sink is not None:
+            loop = asyncio.get_running_loop()
+            for name, stream in (("stdout", process.stdout), ("stderr", process.stderr)):
+                if stream is not None:
+                    worker.readers.append(loop.create_task(
+                        _capture(stream, name, launch, self._sink, log_path)))
         self._workers[launch.run_id] = worker
         watcher = asyncio.get_running_loop().create_task(self._watch(worker))
         self._watchers.add(watcher)
@@ -123,6 +141,9 @@ class ProcessBackend:
                     _kill_group(process.pid, signal.SIGKILL)
                 await asyncio.wait({waiter}, timeout=self.memory_poll_seconds)
             code = waiter.result()
+            if worker.readers:
+                # What the process printed last is stored before its end is reported.
+                await asyncio.wait(worker.readers, timeout=5)
         finally:
             self._workers.pop(launch.run_id, None)
         if worker.verdict is not None:
@@ -165,6 +186,48 @@ class ProcessBackend:
         for watcher in list(self._watchers):
             with contextlib.suppress(BaseException):
                 await watcher
+
+
+OUTPUT_LINE_LIMIT = 256 * 1024  # longer lines are cut into pieces of this size
+OUTPUT_BATCH = 200
+
+
+async def _capture(stream: asyncio.StreamReader, name: str, launch: AttemptLaunch,
+                   sink: OutputSink, log_path: Path | None) -> None:
+    """Read one of a runner's output streams to its end, in batches to ``sink``
+    (and appended to ``log_path``, when given)."""
+    pending: list[OutputLine] = []
+
+    async def flush() -> None:
+        if not pending:
+            return
+        batch = pending[:]
+        pending.clear()
+        if log_path is not None:
+            with open(log_path, "a") as f:  # noqa: ASYNC230 - a local append
+                f.writelines(f"{text}\n" for _, _, text in batch)
+        try:
+            await sink.write(launch.run_id, launch.attempt, batch)
+        except Exception as exc:  # the attempt must not fail for its printing
+            log.warning("could not store runner output",
+                        extra={"run_id": str(launch.run_id), "error": str(exc)})
+
+    while True:
+        try:
+            raw = await asyncio.wait_for(stream.readline(), 0.25)
+        except TimeoutError:
+            await flush()
+            continue
+        except ValueError:  # a line over the limit: take what is there
+            raw = await stream.read(OUTPUT_LINE_LIMIT)
+        if not raw:
+            break
+        text = raw.decode(errors="replace").rstrip("\r\n")
+        if text:
+            pending.append((datetime.now(UTC), name, text))
+        if len(pending) >= OUTPUT_BATCH:
+            await flush()
+    await flush()
 
 
 def _tree_rss(ps: psutil.Process) -> int:

@@ -16,7 +16,7 @@ import kopf
 from pydantic import ValidationError
 
 from waypost.controller import status as decide
-from waypost.engine import control
+from waypost.engine import control, replay
 from waypost.engine.core import Engine
 from waypost.engine.errors import EngineError, InvalidState, RunNotFound, UnknownTask
 from waypost.model import k8s
@@ -110,6 +110,16 @@ async def task_deleted(name: str, namespace: str | None, memo: Any, **_: Any) ->
                                     "cancelled_runs": len(cancelled)})
 
 
+def _requester(namespace: str, name: str, meta: kopf.Meta) -> str:
+    """Who asked for a TaskRun's replay, for its audit record: the TaskRun and the
+    field manager that created it (kubectl, a GitOps controller)."""
+    managers = [str(m.get("manager")) for m in meta.get("managedFields") or []
+                if isinstance(m, dict) and m.get("operation") in ("Create", "Apply", "Update")
+                and m.get("manager")]
+    via = f" (via {managers[0]})" if managers else ""
+    return f"TaskRun {namespace}/{name}{via}"
+
+
 @kopf.on.resume(k8s.GROUP, k8s.VERSION, k8s.TASKRUN_PLURAL, registry=registry)
 @kopf.on.create(k8s.GROUP, k8s.VERSION, k8s.TASKRUN_PLURAL, registry=registry)
 async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid: str,
@@ -142,8 +152,14 @@ async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid
     )
     task_name = run_spec.task_ref.name
     try:
-        run, _created = await control.trigger(engine, namespace, task_name, request,
-                                              source="taskrun", taskrun_name=name)
+        if run_spec.replay is not None:
+            original, wanted = replay.from_taskrun(run_spec, uid)
+            run, _created = await replay.replay(
+                engine, original, wanted, requested_by=_requester(namespace, name, meta),
+                taskrun_name=name, expect_task=(namespace, task_name))
+        else:
+            run, _created = await control.trigger(engine, namespace, task_name, request,
+                                                  source="taskrun", taskrun_name=name)
     except UnknownTask:
         message = f"Task {task_name!r} does not exist in namespace {namespace!r}"
         patch.status.update(decide.taskrun_not_enqueued(

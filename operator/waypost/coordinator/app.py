@@ -5,19 +5,28 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, TypeVar, cast
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from waypost.coordinator import appkeys, auth, dashboard, metrics, openapi
+from waypost.coordinator import (
+    actions,
+    appkeys,
+    auth,
+    dashboard,
+    metrics,
+    openapi,
+    params,
+    streams,
+)
 from waypost.coordinator.routes import Auth, Route, RouteTable
 from waypost.engine import attempts, control, scheduler
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity
 from waypost.engine.errors import EngineError, InvalidValue
+from waypost.engine.events import EventHub
 from waypost.model.enums import RunStatus
 from waypost.model.run import (
     ErrorInfo,
@@ -116,14 +125,7 @@ async def get_run(request: web.Request) -> web.Response:
     return run_json(await control.get(request.app[ENGINE], run_id, details=True))
 
 
-def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
-    value = request.query.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidValue(f"query parameter {name!r} must be an integer, got {value!r}") from None
+_int_param = params.int_param
 
 
 def _statuses(request: web.Request) -> list[RunStatus] | None:
@@ -138,17 +140,7 @@ def _statuses(request: web.Request) -> list[RunStatus] | None:
         ) from None
 
 
-def time_param(request: web.Request, name: str) -> datetime | None:
-    """An ISO-8601 timestamp query parameter; one without a zone is taken as UTC."""
-    value = request.query.get(name)
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidValue(
-            f"query parameter {name!r} must be an ISO-8601 time, got {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+time_param = params.time_param
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -334,6 +326,8 @@ def route_table() -> RouteTable:
               trigger_schedule,
               "Fire a schedule once now, with a fresh idempotency key (its next tick is kept)",
               Auth.USER, "schedules", response=Run, status=201))
+    for route in streams.routes(require_user) + actions.routes(require_user, read_body):
+        add(route)
     add(Route("GET", protocol.PATH_ATTEMPT, runner_attempt,
               "The attempt document: task, payload, checkpoints, limits", Auth.ATTEMPT, "runner",
               response=protocol.AttemptDocument))
@@ -412,6 +406,14 @@ def create_app(engine: Engine) -> web.Application:
     max_body = max(limits.payload_bytes, limits.checkpoint_bytes, limits.result_bytes) * 2 + 65536
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body)
     app[ENGINE] = engine
+    hub = EventHub(engine.pool, interval=engine.settings.events_poll_seconds)
+    app[appkeys.EVENT_HUB] = hub
+
+    async def close_hub(_: web.Application) -> None:
+        await hub.close()
+
+    # Streams end before the runner's cleanup waits for their handlers.
+    app.on_shutdown.append(close_hub)
     table = route_table()
     app[ROUTES] = table.routes
     table.install(app)

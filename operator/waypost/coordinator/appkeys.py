@@ -6,6 +6,8 @@ from aiohttp import web
 
 from waypost.coordinator.routes import Route
 from waypost.engine.core import Engine
+from waypost.engine.events import EventHub
 
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
 ROUTES: web.AppKey[list[Route]] = web.AppKey("routes", list)
+EVENT_HUB: web.AppKey[EventHub] = web.AppKey("event_hub", EventHub)

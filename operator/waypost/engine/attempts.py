@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from datetime import datetime
 from typing import Any
 
 from waypost.engine import encoding, retry
@@ -109,8 +108,8 @@ async def append_logs(
             f"{len(lines)} log lines in one request; the limit is "
             f"{engine.settings.limits.log_batch}"
         )
-    rows: list[tuple[datetime, str, str, dict[str, Any]]] = [
-        (line.ts, line.level, line.message, line.fields) for line in lines
+    rows: list[logs.LogLine] = [
+        (line.ts, line.level, line.message, line.fields, line.step) for line in lines
     ]
     if not await logs.append(engine.pool, ident.run_id, ident.claim_token, rows):
         raise _superseded(ident)

@@ -16,7 +16,7 @@ from waypost.model import task as task_model
 from waypost.model.enums import RequeueSpec, RunStatus
 from waypost.model.run import Run, TriggerRequest
 from waypost.model.task import TaskDefinition
-from waypost.store import checkpoints, runs, schedules, tasks
+from waypost.store import checkpoints, replays, runs, schedules, tasks
 
 
 def parse_run_id(value: str) -> uuid.UUID:
@@ -103,6 +103,8 @@ async def get(engine: Engine, run_id: uuid.UUID, *, details: bool = False) -> Ru
         run = run.model_copy(update={
             "attempts": await runs.list_attempts(engine.pool, run_id),
             "checkpoints": await checkpoints.list_for_run(engine.pool, run_id),
+            "replay": await replays.replay_of_run(engine.pool, run_id),
+            "replays": await replays.replays_of_run(engine.pool, run_id),
         })
     return run
 

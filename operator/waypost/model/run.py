@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from waypost.model.base import ApiModel
 from waypost.model.enums import AttemptStatus, FailureType, RequeueSpec, RunStatus, SpecChoice
@@ -41,11 +41,62 @@ class Checkpoint(ApiModel):
 
 
 class LogEntry(ApiModel):
+    """One log line of a run, as ``GET /v1/runs/{id}/logs`` shows it."""
+
+    cursor: str = Field(description="Position in the run's event log; pass it as ?cursor= "
+                                    "to read the lines after this one.")
+    run_id: str
     attempt: int
+    step: str | None = Field(None, description="The ctx.step that was running, if any.")
     ts: datetime
     level: str
     message: str
     fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class LogPage(ApiModel):
+    """A page of log lines, oldest first."""
+
+    entries: list[LogEntry]
+    next_cursor: str = Field(description="Where the next page (or a later poll) starts.")
+
+
+class RunEvent(ApiModel):
+    """One entry of a run's event log: what the SSE streams send as ``data``.
+
+    ``kind`` is ``status`` (data: status, previous, error, result),
+    ``attempt_started`` (memoryBytes, worker), ``attempt_finished`` (status,
+    failureType, message, exitCode, oomKilled, memoryBytes, durationMs),
+    ``checkpoint`` (key, sizeBytes), ``log`` (level, message, fields, step) or
+    ``replay`` (the audit record).
+    """
+
+    id: str = Field(description="The event's cursor; the SSE id, for Last-Event-ID.")
+    run_id: str
+    namespace: str
+    task: str
+    kind: str
+    attempt: int | None = None
+    ts: datetime
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReplayRecord(ApiModel):
+    """The audit record of a replay: who asked, when, from which run and checkpoint,
+    and what was changed (RFC 6902 JSON patches against the original)."""
+
+    run_id: str = Field(description="The replay (the new run).")
+    replay_of: str = Field(description="The run it replays.")
+    from_checkpoint: str | None = Field(
+        None, description="The replay resumed after this checkpoint; null: from the start.")
+    spec: RequeueSpec = Field(
+        description="Whether the replay runs the Task's current spec or the original run's.")
+    requested_by: str = Field(description="Who asked: the API token, a TaskRun, anonymous.")
+    requested_at: datetime
+    diff: dict[str, Any] = Field(
+        description="{payload: patch, checkpoints: {key: patch}}: JSON patches (RFC 6902) "
+                    "from the original's payload and checkpoints to the replay's; only what "
+                    "changed.")
 
 
 class Run(ApiModel):
@@ -88,6 +139,10 @@ class Run(ApiModel):
     )
     attempts: list[Attempt] | None = None
     checkpoints: list[Checkpoint] | None = None
+    replay: ReplayRecord | None = Field(
+        None, description="How this run was made, when it is a replay (with details).")
+    replays: list[ReplayRecord] | None = Field(
+        None, description="The replays of this run, oldest first (with details).")
 
 
 class TriggerRequest(ApiModel):
@@ -97,6 +152,84 @@ class TriggerRequest(ApiModel):
     priority: int | None = Field(None, ge=-1000, le=1000)
     idempotency_key: str | None = Field(None, min_length=1, max_length=256)
     concurrency_key: str | None = Field(None, min_length=1, max_length=256)
+
+
+class ReplayRequest(ApiModel):
+    """Body of ``POST /v1/runs/{id}/replay``: run a finished run again, resuming after
+    one of its checkpoints, with edited input."""
+
+    from_checkpoint: str | None = Field(
+        None, min_length=1, max_length=256,
+        description="Copy the original's checkpoints up to and including this one, so the "
+                    "replay resumes right after it; null: start from scratch.")
+    payload: Any = Field(None, description="The replay's payload; the original's when omitted.")
+    checkpoints: dict[str, Any] | None = Field(
+        None, description="Edited data of copied checkpoints, by key (each key must be one "
+                          "of those copied).")
+    spec: RequeueSpec = Field(
+        RequeueSpec.CURRENT,
+        description="Run the Task's current spec, or the one the original ran.")
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=256,
+        description="Asking again with the same key returns the first replay.")
+
+
+class BulkFilter(ApiModel):
+    """Which runs a bulk action takes: every condition given must hold."""
+
+    namespace: str | None = Field(None, min_length=1, max_length=253)
+    task: str | None = Field(None, min_length=1, max_length=253)
+    statuses: list[RunStatus] | None = Field(
+        None, min_length=1, description="Only runs in one of these statuses.")
+    since: datetime | None = Field(None, description="Created at or after this time.")
+    until: datetime | None = Field(None, description="Created before this time.")
+    error_type: FailureType | None = Field(
+        None, description="Only runs whose last error is of this type (oom, timeout, ...).")
+    dead_lettered: bool = Field(False, description="Only dead-lettered runs.")
+
+    @model_validator(mode="after")
+    def _times_in_order(self) -> BulkFilter:
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name} needs a timezone (e.g. Z)")
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError("since must be before until")
+        return self
+
+
+class BulkReplayOptions(ApiModel):
+    """How a bulk replay replays each run (their payloads are kept)."""
+
+    from_checkpoint: str | None = Field(None, min_length=1, max_length=256)
+    spec: RequeueSpec = RequeueSpec.CURRENT
+
+
+class BulkRequest(ApiModel):
+    """Body of ``POST /v1/runs/bulk``: one bounded batch of an action over the runs a
+    filter matches. Call again with ``cursor`` = ``nextCursor`` until it is null."""
+
+    action: Literal["requeue", "cancel", "replay"]
+    filter: BulkFilter = Field(default_factory=BulkFilter)
+    dry_run: bool = Field(False, description="Only count the runs the action would take.")
+    batch_size: int = Field(100, ge=1, le=1000, description="Runs looked at in this call.")
+    cursor: int | None = Field(None, ge=0, description="nextCursor of the previous batch.")
+    replay: BulkReplayOptions = Field(default_factory=BulkReplayOptions)
+
+
+class BulkResult(ApiModel):
+    """What one batch of a bulk action did, and where the next batch starts."""
+
+    action: str
+    dry_run: bool
+    matched: int = Field(description="Runs the action still applies to (before this batch).")
+    processed: int = Field(description="Runs this batch looked at.")
+    changed: int = Field(description="Runs this batch changed (or created replays of).")
+    skipped: int = Field(description="Runs that no longer qualified when their turn came, or "
+                                     "(replay) were already replayed by this same action.")
+    run_ids: list[str] = Field(default_factory=list,
+                               description="Runs changed (replay: the new runs).")
+    next_cursor: int | None = Field(None, description="Pass as cursor; null: done.")
 
 
 class RunList(ApiModel):

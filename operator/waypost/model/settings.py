@@ -48,6 +48,14 @@ class Settings(BaseModel):
         10_000, ge=0,
         description="Dead tuples in run_queue above which the leader vacuums it (0: never).",
     )
+    events_poll_seconds: float = Field(
+        0.02, gt=0, le=5,
+        description="How often the coordinator reads new run events while anyone streams them.",
+    )
+    events_heartbeat_seconds: float = Field(
+        15.0, gt=0, le=300,
+        description="Idle seconds after which an event stream sends a heartbeat comment.",
+    )
     worker_name: str = Field(default_factory=socket.gethostname)
     limits: Limits = Field(default_factory=Limits)
 
@@ -76,6 +84,8 @@ class Settings(BaseModel):
             "WAYPOST_SCHEDULE_INTERVAL": "schedule_interval_seconds",
             "WAYPOST_HOT_TABLE_VACUUM_INTERVAL": "hot_table_vacuum_seconds",
             "WAYPOST_HOT_TABLE_VACUUM_DEAD_TUPLES": "hot_table_vacuum_dead_tuples",
+            "WAYPOST_EVENTS_POLL_INTERVAL": "events_poll_seconds",
+            "WAYPOST_EVENTS_HEARTBEAT": "events_heartbeat_seconds",
         }
         for var, field in mapping.items():
             if os.environ.get(var):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -178,17 +178,25 @@ class TaskRef(ApiModel):
 
 
 class Replay(ApiModel):
-    """Run again from an earlier run's checkpoint, with a new payload."""
+    """Run a finished run again from one of its checkpoints, with edited input."""
 
     from_run: str = Field(
         ..., min_length=1, max_length=64, description="Id of the run to replay."
     )
     from_checkpoint: str | None = Field(
         None, min_length=1, max_length=MAX_KEY_LENGTH,
-        description="Resume after this checkpoint of that run; all checkpoints when omitted.",
+        description="Resume right after this checkpoint of that run; from the start when "
+        "omitted.",
     )
     payload: Any = Field(
-        None, description="Payload of the replay; the original run's payload when omitted."
+        None, description="Payload of the replay; when omitted, the TaskRun's payload if it "
+        "has one, else the original run's.",
+    )
+    checkpoints: dict[str, Any] | None = Field(
+        None, description="Edited data of copied checkpoints, by key.",
+    )
+    spec: Literal["current", "original"] = Field(
+        "current", description="Run the Task's current spec, or the one the original ran.",
     )
 
 

@@ -5,13 +5,14 @@
     async with WaypostClient("http://localhost:8080") as client:
         handle = await client.trigger("process-order", {"orderId": "o-1"})
         run = await client.wait(handle.id, timeout=60)
+        async for event in client.subscribe(handle.id):
+            print(event["kind"], event["data"])
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -20,9 +21,18 @@ from urllib.parse import quote
 
 import aiohttp
 
+from waypost.sdk import sse
 from waypost.sdk.decorator import Task
 from waypost.sdk.errors import CoordinatorUnavailable, WaypostAPIError
-from waypost.sdk.transport import NO_RETRY, SendOnce, Sleep, TransportError, request_json
+from waypost.sdk.retry import Retry
+from waypost.sdk.transport import (
+    NO_RETRY,
+    SendOnce,
+    Sleep,
+    TransportError,
+    error_from_response,
+    request_json,
+)
 
 __all__ = ["TERMINAL_STATUSES", "RunHandle", "WaypostAPIError", "WaypostClient"]
 
@@ -30,6 +40,22 @@ __all__ = ["TERMINAL_STATUSES", "RunHandle", "WaypostAPIError", "WaypostClient"]
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "dead_lettered", "cancelled"})
 
 RunDocument = dict[str, Any]
+#: An event of a run's event log (``GET /v1/runs/{id}/events``).
+RunEvent = dict[str, Any]
+
+#: The events ``wait`` follows: everything but log lines.
+WAIT_KINDS = ("status", "attempt_started", "attempt_finished", "checkpoint", "replay")
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: Marks an argument that was not given (``payload=None`` is a JSON null).
+UNSET: Any = _Unset()
+
+# A dropped event stream is resumed for about a minute before giving up.
+STREAM_RETRY = Retry(max_attempts=12, initial_delay=0.2, factor=2.0, max_delay=5.0, jitter=0.0)
 
 
 @dataclass(frozen=True)
@@ -85,7 +111,6 @@ class WaypostClient:
         *,
         session: aiohttp.ClientSession | None = None,
         request_timeout: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -93,7 +118,6 @@ class WaypostClient:
         self._session = session
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
-        self._clock = clock
         self._sleep = sleep
 
     @classmethod
@@ -275,6 +299,75 @@ class WaypostClient:
         return await self._document("POST", f"/v1/runs/{_segment(run_id)}/requeue",
                                     body={"spec": spec})
 
+    async def replay(
+        self,
+        run_id: str,
+        *,
+        from_checkpoint: str | None = None,
+        payload: Any = UNSET,
+        checkpoints: Mapping[str, Any] | None = None,
+        spec: str = "current",
+        idempotency_key: str | None = None,
+    ) -> RunDocument:
+        """Run a finished run again as a new run that resumes right after
+        ``from_checkpoint`` (None: from scratch), with ``payload`` (the original's
+        when not given) and edited ``checkpoints`` (by key, among those copied).
+
+        ``spec`` is ``"current"`` (the Task as it is now) or ``"original"``. The new
+        run's ``replayOf`` names the original; both runs show the audit record.
+        """
+        body: dict[str, Any] = {"fromCheckpoint": from_checkpoint, "spec": spec}
+        if payload is not UNSET:
+            body["payload"] = payload
+        if checkpoints:
+            body["checkpoints"] = dict(checkpoints)
+        if idempotency_key is not None:
+            body["idempotencyKey"] = idempotency_key
+        return await self._document("POST", f"/v1/runs/{_segment(run_id)}/replay", body)
+
+    async def bulk(
+        self,
+        action: str,
+        *,
+        namespace: str | None = None,
+        task: str | None = None,
+        status: str | Iterable[str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        error_type: str | None = None,
+        dead_lettered: bool = False,
+        dry_run: bool = False,
+        batch_size: int = 100,
+        from_checkpoint: str | None = None,
+        spec: str = "current",
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Requeue, cancel or replay (``action``) every run matching the filters, one
+        bounded batch per request; yields each batch's result (``matched``,
+        ``processed``, ``changed``, ``skipped``, ``runIds``) as progress. With
+        ``dry_run`` it yields one result whose ``matched`` is the count.
+        ``from_checkpoint`` and ``spec`` apply to replays."""
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        flt: dict[str, Any] = {
+            k: v for k, v in {"namespace": namespace, "task": task, "since": since,
+                              "until": until, "errorType": error_type}.items()
+            if v is not None
+        }
+        if statuses:
+            flt["statuses"] = statuses
+        if dead_lettered:
+            flt["deadLettered"] = True
+        body: dict[str, Any] = {
+            "action": action, "filter": flt, "dryRun": dry_run, "batchSize": batch_size,
+            "replay": {"fromCheckpoint": from_checkpoint, "spec": spec},
+        }
+        while True:
+            result = await self._document("POST", "/v1/runs/bulk", body)
+            yield result
+            cursor = result.get("nextCursor")
+            if dry_run or not isinstance(cursor, int):
+                return
+            body["cursor"] = cursor
+
     async def list_schedules(
         self, *, namespace: str | None = None, task: str | None = None
     ) -> list[dict[str, Any]]:
@@ -298,41 +391,152 @@ class WaypostClient:
         run_id: str,
         timeout: float | None = None,
         *,
-        poll_interval: float = 0.5,
-        on_update: Callable[[RunDocument], Awaitable[None] | None] | None = None,
+        on_event: Callable[[RunEvent], Awaitable[None] | None] | None = None,
     ) -> RunDocument:
-        """Poll until the run reaches a terminal status and return its document.
+        """Follow the run's event stream until it reaches a terminal status, and return
+        its document.
 
-        Raises ``TimeoutError`` after ``timeout`` seconds. A coordinator that
-        is briefly unreachable does not end the wait. ``on_update`` is called
-        with each document whose status or attempt changed.
+        ``on_event`` is called with each status, attempt and checkpoint event as it
+        happens (from the run's start). Raises ``TimeoutError`` after ``timeout``
+        seconds. A dropped stream is resumed where it left off.
         """
-        deadline = None if timeout is None else self._clock() + timeout
-        last_seen: tuple[Any, Any] | None = None
-        while True:
-            try:
-                run = await self.get_run(run_id)
-            except CoordinatorUnavailable:
-                run = None
-            except WaypostAPIError as exc:
-                if exc.status < 500:
-                    raise
-                run = None
-            if run is not None:
-                seen = (run.get("status"), run.get("attempt"))
-                if on_update is not None and seen != last_seen:
-                    maybe = on_update(run)
+        last_status = ["unknown"]
+
+        async def follow() -> RunDocument:
+            run = await self.get_run(run_id)
+            last_status[0] = str(run.get("status"))
+            async for event in self.subscribe(run_id, kinds=WAIT_KINDS):
+                if on_event is not None:
+                    maybe = on_event(event)
                     if maybe is not None:
                         await maybe
-                last_seen = seen
-                if run.get("status") in TERMINAL_STATUSES:
-                    return run
-            if deadline is not None and self._clock() >= deadline:
-                status = last_seen[0] if last_seen else "unknown"
-                raise TimeoutError(
-                    f"run {run_id} did not finish within {timeout} s (last status: {status})"
-                )
-            await self._sleep(poll_interval)
+                if event.get("kind") != "status":
+                    continue
+                last_status[0] = str(event.get("data", {}).get("status"))
+                if last_status[0] in TERMINAL_STATUSES:
+                    # A requeued run's history holds earlier final statuses: only the
+                    # run's current status ends the wait.
+                    run = await self.get_run(run_id)
+                    if run.get("status") in TERMINAL_STATUSES:
+                        return run
+            raise WaypostAPIError(200, "bad_response", "the event stream ended")
+
+        try:
+            async with asyncio.timeout(timeout):
+                return await follow()
+        except TimeoutError:
+            raise TimeoutError(
+                f"run {run_id} did not finish within {timeout} s (last status: {last_status[0]})"
+            ) from None
+
+    def subscribe(
+        self,
+        run_id: str,
+        *,
+        last_event_id: str | None = None,
+        kinds: Iterable[str] | None = None,
+    ) -> AsyncIterator[RunEvent]:
+        """The live events of one run, as an async iterator of ``RunEvent`` documents
+        (``id``, ``runId``, ``kind``, ``attempt``, ``ts``, ``data``).
+
+        It starts at the run's first event, or after ``last_event_id``, and does not
+        end by itself (a finished run can be requeued): break out of the loop. A
+        dropped connection is resumed after the last event seen.
+        """
+        params = _params(kinds=",".join(kinds) if kinds else None)
+        return self._events(f"/v1/runs/{_segment(run_id)}/events", params, last_event_id)
+
+    def subscribe_all(
+        self,
+        *,
+        namespace: str | None = None,
+        task: str | None = None,
+        kinds: Iterable[str] | None = None,
+        last_event_id: str | None = None,
+    ) -> AsyncIterator[RunEvent]:
+        """Events of every run (of a namespace, of a task) from now, or after
+        ``last_event_id``; see :meth:`subscribe`."""
+        params = _params(namespace=namespace, task=task,
+                         kinds=",".join(kinds) if kinds else None)
+        return self._events("/v1/events", params, last_event_id)
+
+    async def _events(
+        self, path: str, params: Mapping[str, str], last_event_id: str | None
+    ) -> AsyncIterator[RunEvent]:
+        async for message in self._stream(path, params, last_event_id):
+            if isinstance(message.data, dict):
+                yield message.data
+
+    async def _stream(
+        self, path: str, params: Mapping[str, str], last_event_id: str | None
+    ) -> AsyncIterator[sse.Message]:
+        """SSE messages of ``path``, reconnecting with Last-Event-ID after a drop (with
+        backoff); ends after an ``end`` message."""
+        failures = 0
+        # No total timeout: a stream is meant to stay open; heartbeats arrive every
+        # 15 s, so a read that waits a minute means the connection is dead.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+        while True:
+            headers = dict(self._headers)
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = last_event_id
+            try:
+                async with self._get_session().get(
+                    f"{self.base_url}{path}", params=params, headers=headers, timeout=timeout
+                ) as response:
+                    if response.status >= 400:
+                        text = await response.text()
+                        raise error_from_response(response.status, text)
+                    failures = 0
+                    async for message in sse.messages(response):
+                        if message is None:
+                            continue
+                        if message.event == "end":
+                            return
+                        if message.id is not None:
+                            last_event_id = message.id
+                        yield message
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
+                    TimeoutError) as exc:
+                failures += 1
+                if failures >= STREAM_RETRY.max_attempts:
+                    raise CoordinatorUnavailable(f"GET {path}: {exc}") from None
+            await self._sleep(STREAM_RETRY.delay_after(max(failures, 1)))
+
+    async def logs(
+        self,
+        run_id: str,
+        *,
+        attempt: int | None = None,
+        level: str | None = None,
+        since: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """A page of the run's log lines (oldest first) and the cursor after it.
+
+        Each line has ``runId``, ``attempt``, ``step``, ``level``, ``ts``, ``message``
+        and ``fields``. ``level`` is a minimum; ``since`` an ISO 8601 time.
+        """
+        params = _params(attempt=attempt, level=level, since=since, cursor=cursor, limit=limit)
+        _, data = await self._request("GET", f"/v1/runs/{_segment(run_id)}/logs", params=params)
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+            raise WaypostAPIError(200, "bad_response", "expected {'entries': [...]}")
+        return [e for e in data["entries"] if isinstance(e, dict)], str(data.get("nextCursor"))
+
+    async def follow_logs(
+        self,
+        run_id: str,
+        *,
+        attempt: int | None = None,
+        level: str | None = None,
+        cursor: str | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The run's log lines as they are written; ends when the run finishes."""
+        params = _params(follow=1, attempt=attempt, level=level, cursor=cursor)
+        async for message in self._stream(f"/v1/runs/{_segment(run_id)}/logs", params, None):
+            if message.event == "log" and isinstance(message.data, dict):
+                yield message.data
 
 
 def _params(**values: str | int | None) -> dict[str, str]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
-from waypost.sdk import protocol, serialization
+from waypost.sdk import logger, protocol, serialization
 from waypost.sdk.errors import (
     AttemptSuperseded,
     CheckpointTooLarge,
@@ -211,9 +211,13 @@ class Context:
         self.control.raise_if_stopped()
         if key in self._checkpoints:
             return self._checkpoints[key]
-        result: Any = fn(*args, **kwargs)
-        if inspect.isawaitable(result):
-            result = await result
+        token = logger.current_step.set(key)
+        try:
+            result: Any = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        finally:
+            logger.current_step.reset(token)
         decoded, size = self._prepare(key, result, what=f"result of step {key!r}")
         await self._write(key, decoded, size)
         return decoded
@@ -344,9 +348,13 @@ class SyncContext:
         ctx.control.raise_if_stopped()
         if key in ctx.checkpoints:
             return ctx.checkpoints[key]
-        result: Any = fn(*args, **kwargs)
-        if inspect.isawaitable(result):
-            result = self._call(_await(result))
+        token = logger.current_step.set(key)
+        try:
+            result: Any = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = self._call(_await(result))
+        finally:
+            logger.current_step.reset(token)
         decoded, size = ctx._prepare(key, result, what=f"result of step {key!r}")
         self._call(ctx._write(key, decoded, size))
         return decoded

@@ -14,6 +14,7 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -26,6 +27,10 @@ DEFAULT_BUFFER_LIMIT = 10_000
 # The coordinator refuses longer messages; cut here rather than lose a batch.
 MAX_MESSAGE_CHARS = protocol.MAX_LOG_MESSAGE_CHARS
 _TRUNCATED = " ... (truncated)"
+
+
+#: The key of the ``ctx.step`` running in this context, so that its log lines say so.
+current_step: ContextVar[str | None] = ContextVar("waypost_current_step", default=None)
 
 
 def _utcnow() -> datetime:
@@ -104,10 +109,12 @@ class TaskLogger:
             level=level,
             message=text,
             fields={**_jsonable_fields(fields), "run_id": self.run_id, "attempt": self.attempt},
+            step=current_step.get(),
         )
         stream = self._stream if self._stream is not None else sys.stderr
         line = json.dumps(
-            {"ts": entry.ts.isoformat(), "level": level, "message": entry.message, **entry.fields},
+            {"ts": entry.ts.isoformat(), "level": level, "message": entry.message,
+             **({"step": entry.step} if entry.step else {}), **entry.fields},
             ensure_ascii=False,
             default=repr,
         )

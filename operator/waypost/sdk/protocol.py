@@ -125,6 +125,8 @@ MAX_TRACEBACK_CHARS = 256 * 1024
 
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+#: The log levels, lowest first.
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 
 
 class FailureType(enum.StrEnum):
@@ -263,10 +265,13 @@ class LogLine:
     level: LogLevel = "info"
     message: str
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+    step: str | None = None  # the key of the ctx.step that was running, if any
 
     def __post_init__(self) -> None:
         _require(len(self.message) <= MAX_LOG_MESSAGE_CHARS, "message",
                  f"must be at most {MAX_LOG_MESSAGE_CHARS} characters")
+        _require(self.step is None or 1 <= len(self.step) <= MAX_KEY_LENGTH, "step",
+                 f"must be 1 to {MAX_KEY_LENGTH} characters")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -53,6 +53,15 @@ def _error_from_body(status: int, body: Any, text: str) -> WaypostAPIError:
     return WaypostAPIError(status, "http_error", snippet)
 
 
+def error_from_response(status: int, text: str) -> WaypostAPIError:
+    """The API error an error answer's body describes."""
+    try:
+        body: Any = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    return _error_from_body(status, body, text)
+
+
 class _Transient(Exception):
     def __init__(self, description: str, error: WaypostAPIError | None = None) -> None:
         super().__init__(description)

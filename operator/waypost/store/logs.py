@@ -1,4 +1,4 @@
-"""Log lines of attempts, shipped in batches by runners."""
+"""Log lines of attempts: events of kind 'log' in the run's event log."""
 
 from __future__ import annotations
 
@@ -9,31 +9,32 @@ from typing import Any
 
 import asyncpg
 
-from waypost.model.run import LogEntry
 from waypost.store.sql import bind
+
+LogLine = tuple[datetime, str, str, dict[str, Any], str | None]  # ts, level, message, fields, step
 
 
 async def append(
     db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int,
-    lines: Sequence[tuple[datetime, str, str, dict[str, Any]]],
+    lines: Sequence[LogLine],
 ) -> bool:
-    """Store a batch of (ts, level, message, fields); False if the attempt is stale."""
+    """Store a batch of lines; False if the attempt is stale."""
     status: str = await db.execute(
         *bind("append_logs", run_id=run_id, claim_token=claim_token,
               ts=[line[0] for line in lines], levels=[line[1] for line in lines],
-              messages=[line[2] for line in lines], fields=[line[3] for line in lines])
+              messages=[line[2] for line in lines], fields=[line[3] for line in lines],
+              steps=[line[4] for line in lines])
     )
     return not status.endswith(" 0") or not lines
 
 
-async def list_for_run(
-    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, after_seq: int = 0,
-    limit: int = 500,
-) -> list[tuple[int, LogEntry]]:
-    rows = await db.fetch(*bind("list_logs", run_id=run_id, after_seq=after_seq,
-                                    limit=limit))
-    return [
-        (r["seq"], LogEntry(attempt=r["attempt"], ts=r["ts"], level=r["level"],
-                            message=r["message"], fields=r["fields"]))
-        for r in rows
-    ]
+async def append_output(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, attempt: int,
+    lines: Sequence[tuple[datetime, str, str, str]],
+) -> None:
+    """Store lines a runner process printed: (ts, level, message, stream)."""
+    if lines:
+        await db.execute(*bind(
+            "append_output", run_id=run_id, attempt=attempt, ts=[line[0] for line in lines],
+            levels=[line[1] for line in lines], messages=[line[2] for line in lines],
+            streams=[line[3] for line in lines]))

@@ -389,3 +389,38 @@ async def failure_rates(
 ) -> list[FailureRate]:
     rows = await db.fetch(*bind("task_failure_rates", since=since))
     return [FailureRate(r["namespace"], r["task"], r["finished"], r["failed"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class BulkSelection:
+    """The runs a bulk action looks at (see the bulk_candidates query)."""
+
+    statuses: Sequence[RunStatus]
+    namespace: str | None = None
+    task: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    error_type: str | None = None
+    exclude_key_prefix: str | None = None
+
+
+def _selection(sel: BulkSelection) -> dict[str, Any]:
+    return {"namespace": sel.namespace, "task": sel.task,
+            "statuses": [str(s) for s in sel.statuses], "since": sel.since,
+            "until": sel.until, "error_type": sel.error_type,
+            "exclude_key_prefix": sel.exclude_key_prefix}
+
+
+async def bulk_candidates(
+    db: asyncpg.Pool | asyncpg.Connection, sel: BulkSelection, *, before_seq: int | None,
+    limit: int,
+) -> list[tuple[uuid.UUID, int]]:
+    """A batch of (run id, seq), newest first, older than ``before_seq``."""
+    rows = await db.fetch(*bind("bulk_candidates", **_selection(sel),
+                                before_seq=before_seq, limit=limit))
+    return [(r["id"], r["seq"]) for r in rows]
+
+
+async def bulk_count(db: asyncpg.Pool | asyncpg.Connection, sel: BulkSelection) -> int:
+    n: int = await db.fetchval(*bind("bulk_count", **_selection(sel)))
+    return n

@@ -392,3 +392,29 @@ SELECT namespace, task,
 FROM runs
 WHERE finished_at >= :since
 GROUP BY namespace, task;
+
+-- fragment: bulk_filter
+-- The runs a bulk action takes: in :statuses, of :namespace/:task, created in
+-- [:since, :until), whose last error is of :error_type, except those whose
+-- idempotency key starts with :exclude_key_prefix (a bulk replay's own replays).
+(:namespace::text IS NULL OR namespace = :namespace)
+  AND (:task::text IS NULL OR task = :task)
+  AND status = ANY(:statuses::text[])
+  AND (:since::timestamptz IS NULL OR created_at >= :since)
+  AND (:until::timestamptz IS NULL OR created_at < :until)
+  AND (:error_type::text IS NULL OR error ->> 'type' = :error_type)
+  AND (:exclude_key_prefix::text IS NULL OR idempotency_key IS NULL
+       OR NOT starts_with(idempotency_key, :exclude_key_prefix))
+
+-- name: bulk_candidates
+-- A batch of a bulk action (bulk_filter), newest first after the keyset cursor
+-- :before_seq, at most :limit.
+SELECT id, seq FROM runs
+WHERE {bulk_filter}
+  AND (:before_seq::bigint IS NULL OR seq < :before_seq)
+ORDER BY seq DESC
+LIMIT :limit;
+
+-- name: bulk_count
+-- How many runs a bulk action's filter (bulk_filter) still matches.
+SELECT count(*) FROM runs WHERE {bulk_filter};

@@ -1,0 +1,162 @@
+"""Logs and live event streams of runs: JSON pages and server-sent events (SSE).
+
+Every SSE event carries ``id:`` (its cursor), so a client that reconnects with
+``Last-Event-ID`` (or ``?lastEventId=``, for clients that cannot set headers)
+continues right after the last event it saw. An idle stream sends a comment line
+every ``events_heartbeat_seconds``, which keeps proxies from closing it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from waypost.coordinator import appkeys, params
+from waypost.coordinator.routes import Auth, Route
+from waypost.engine import control
+from waypost.engine import events as run_events
+from waypost.engine.errors import InvalidValue
+from waypost.engine.events import Filter
+from waypost.model.enums import RunStatus
+from waypost.model.run import LogPage, RunEvent
+from waypost.store.events import START, Cursor
+
+SSE = "text/event-stream"
+_FINAL = {s.value for s in RunStatus if s.is_final}
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "")
+    if value in ("", "0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise InvalidValue(f"query parameter {name!r} must be 1 or 0, got {value!r}")
+
+
+def _last_event_id(request: web.Request) -> Cursor | None:
+    header = request.headers.get("Last-Event-ID")
+    if header:
+        return run_events.parse_cursor(header, "Last-Event-ID")
+    return run_events.parse_cursor(request.query.get("lastEventId"), "lastEventId")
+
+
+def _frame(event_id: str | None, event: str, data: Any) -> bytes:
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"event: {event}")
+    # json.dumps never emits a raw newline, so the data fits on one SSE line.
+    lines.append("data: " + json.dumps(data, separators=(",", ":"), default=str))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+async def _open(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={
+        "Content-Type": SSE, "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+    })
+    await response.prepare(request)
+    await response.write(b"retry: 2000\n\n")
+    return response
+
+
+async def _pump_sse(request: web.Request, flt: Filter, after: Cursor | None, *,
+                    until_final: bool = False, logs_only: bool = False) -> web.StreamResponse:
+    engine = request.app[appkeys.ENGINE]
+    hub = request.app[appkeys.EVENT_HUB]
+    response = await _open(request)
+    try:
+        async for event in hub.stream(flt, after,
+                                      heartbeat=engine.settings.events_heartbeat_seconds):
+            if event is None:
+                await response.write(b": heartbeat\n\n")
+                continue
+            if logs_only:
+                if event.kind == "log":
+                    entry = run_events.to_log_entry(event)
+                    await response.write(_frame(entry.cursor, "log",
+                                                entry.model_dump(mode="json", by_alias=True)))
+            else:
+                body = run_events.to_api(event).model_dump(mode="json", by_alias=True)
+                await response.write(_frame(body["id"], event.kind, body))
+            if until_final and event.kind == "status" and event.data.get("status") in _FINAL:
+                await response.write(_frame(None, "end", {"status": event.data["status"]}))
+                break
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client went away
+    return response
+
+
+def routes(require_user: Callable[[web.Request], None]) -> list[Route]:
+    """The logs and events routes; ``require_user`` checks the API token."""
+
+    async def get_run_logs(request: web.Request) -> web.StreamResponse:
+        require_user(request)
+        engine = request.app[appkeys.ENGINE]
+        run_id = control.parse_run_id(request.match_info["run_id"])
+        attempt = params.int_param(request, "attempt", None)
+        level = request.query.get("level") or None
+        levels = run_events.levels_from(level)
+        since = params.time_param(request, "since")
+        after = run_events.parse_cursor(request.query.get("cursor"))
+        limit = params.int_param(request, "limit", None)
+        follow = _flag(request, "follow")
+        if not follow:
+            entries, cursor = await run_events.read_logs(
+                engine.pool, run_id, after=after, attempt=attempt, level=level, since=since,
+                limit=500 if limit is None else limit)
+            page = LogPage(entries=entries, next_cursor=str(cursor))
+            return web.json_response(page.model_dump(mode="json", by_alias=True))
+        await control.get(engine, run_id)  # 404 before the stream starts
+        # Status events ride along so that the stream can end with the run (a finished
+        # run's stream sends its lines and ends at its final status).
+        flt = Filter(run_id=run_id, kinds=("log", "status"), attempt=attempt, levels=levels,
+                     since=since)
+        return await _pump_sse(request, flt, _last_event_id(request) or after or START,
+                               until_final=True, logs_only=True)
+
+    async def stream_run_events(request: web.Request) -> web.StreamResponse:
+        require_user(request)
+        engine = request.app[appkeys.ENGINE]
+        run_id = control.parse_run_id(request.match_info["run_id"])
+        flt = Filter(run_id=run_id, kinds=run_events.kinds_from(request.query.get("kinds")))
+        after = _last_event_id(request)
+        await control.get(engine, run_id)  # 404 before the stream starts
+        return await _pump_sse(request, flt, after or START)
+
+    async def stream_events(request: web.Request) -> web.StreamResponse:
+        require_user(request)
+        flt = Filter(namespace=request.query.get("namespace") or None,
+                     task=request.query.get("task") or None,
+                     kinds=run_events.kinds_from(request.query.get("kinds")))
+        return await _pump_sse(request, flt, _last_event_id(request))
+
+    resume = ("Resume after this event id (the Last-Event-ID header works too).")
+    kinds = ("Comma-separated event kinds: status, attempt_started, attempt_finished, "
+             "checkpoint, log, replay (default all).")
+    return [
+        Route("GET", "/v1/runs/{run_id}/logs", get_run_logs,
+              "A run's log lines, oldest first (JSON pages); with follow=1 an SSE stream of "
+              "`log` events that ends with an `end` event when the run finishes",
+              Auth.USER, "runs", response=LogPage,
+              query={"attempt": "Only this attempt.",
+                     "level": "Minimum level: debug, info, warning or error.",
+                     "since": "Only lines at or after this time (ISO 8601; UTC without a zone).",
+                     "cursor": "nextCursor of the previous page (or a line's cursor).",
+                     "limit": "Page size (1-5000, default 500).",
+                     "follow": "1: stream new lines as server-sent events."}),
+        Route("GET", "/v1/runs/{run_id}/events", stream_run_events,
+              "Server-sent events of one run from its start (or after lastEventId): status "
+              "changes, attempts, checkpoints (key and size), log lines, replays; data is a "
+              "RunEvent", Auth.USER, "events", response=RunEvent, content_type=SSE,
+              query={"kinds": kinds, "lastEventId": resume}),
+        Route("GET", "/v1/events", stream_events,
+              "Server-sent events of many runs from now (or after lastEventId); data is a "
+              "RunEvent", Auth.USER, "events", response=RunEvent, content_type=SSE,
+              query={"namespace": "Only runs of this namespace.", "task": "Only this task.",
+                     "kinds": kinds, "lastEventId": resume}),
+    ]
+

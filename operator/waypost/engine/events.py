@@ -1,0 +1,291 @@
+"""Following the run event log: logs pages, and live streams for many subscribers.
+
+One :class:`EventHub` per coordinator process reads new events for all of its
+subscribers with one query per tick (only while anyone subscribes) and hands each
+subscriber the events it asked for; no client polls the database on its own except
+for the catch-up when it (re)joins. Writers pay nothing beyond the event rows
+(no NOTIFY, see migration 0012).
+
+Joining a stream is gap-free: a subscription is registered first, the hub marks
+the cursor its next tick starts from, and only then does the subscriber read the
+events between its own cursor and the hub's from the database; whatever the hub
+delivers at or below the subscriber's cursor is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from waypost.engine.errors import InvalidValue, RunNotFound
+from waypost.model.run import LogEntry, RunEvent
+from waypost.sdk.protocol import LOG_LEVELS
+from waypost.store import events, runs
+from waypost.store import pool as store_pool
+from waypost.store.events import Cursor, Event
+
+log = logging.getLogger("waypost.engine.events")
+
+EVENT_KINDS = ("status", "attempt_started", "attempt_finished", "checkpoint", "log", "replay")
+
+
+def parse_cursor(text: str | None, name: str = "cursor") -> Cursor | None:
+    if text is None or text == "":
+        return None
+    try:
+        return Cursor.parse(text)
+    except ValueError as exc:
+        raise InvalidValue(f"{name}: {exc}") from None
+
+
+def levels_from(minimum: str | None) -> list[str] | None:
+    """The levels at or above ``minimum`` (None: all)."""
+    if minimum is None or minimum == "":
+        return None
+    if minimum not in LOG_LEVELS:
+        raise InvalidValue(f"level must be one of {', '.join(LOG_LEVELS)}, got {minimum!r}")
+    return list(LOG_LEVELS[LOG_LEVELS.index(minimum):])
+
+
+def kinds_from(text: str | None) -> list[str] | None:
+    if text is None or text == "":
+        return None
+    kinds = text.split(",")
+    unknown = [k for k in kinds if k not in EVENT_KINDS]
+    if unknown:
+        raise InvalidValue(f"kinds: unknown kind {unknown[0]!r}; use {', '.join(EVENT_KINDS)}")
+    return kinds
+
+
+def to_api(event: Event) -> RunEvent:
+    return RunEvent(id=str(event.cursor), run_id=str(event.run_id), namespace=event.namespace,
+                    task=event.task, kind=event.kind, attempt=event.attempt, ts=event.ts,
+                    data=event.data)
+
+
+def to_log_entry(event: Event) -> LogEntry:
+    data = event.data
+    fields = data.get("fields")
+    return LogEntry(
+        cursor=str(event.cursor), run_id=str(event.run_id), attempt=event.attempt or 0,
+        step=data.get("step"), ts=event.ts, level=str(data.get("level", "info")),
+        message=str(data.get("message", "")),
+        fields=fields if isinstance(fields, dict) else {},
+    )
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What a subscriber wants: one run or all runs (of a namespace, a task), some kinds,
+    log lines of one attempt or some levels, from a time on."""
+
+    run_id: uuid.UUID | None = None
+    namespace: str | None = None
+    task: str | None = None
+    kinds: Sequence[str] | None = None
+    attempt: int | None = None
+    levels: Sequence[str] | None = None
+    since: datetime | None = None
+
+    def matches(self, e: Event) -> bool:
+        if self.run_id is not None and e.run_id != self.run_id:
+            return False
+        if self.namespace is not None and e.namespace != self.namespace:
+            return False
+        if self.task is not None and e.task != self.task:
+            return False
+        if self.kinds is not None and e.kind not in self.kinds:
+            return False
+        if self.attempt is not None and e.kind == "log" and e.attempt != self.attempt:
+            return False
+        if self.levels is not None and e.kind == "log" and e.data.get("level") not in self.levels:
+            return False
+        return self.since is None or e.ts >= self.since
+
+
+async def read_logs(
+    pool: asyncpg.Pool, run_id: uuid.UUID, *, after: Cursor | None, attempt: int | None,
+    level: str | None, since: datetime | None, limit: int,
+) -> tuple[list[LogEntry], Cursor]:
+    """A page of a run's log lines after ``after`` and the cursor to continue from."""
+    if not 1 <= limit <= 5000:
+        raise InvalidValue(f"limit must be between 1 and 5000, got {limit}")
+    levels = levels_from(level)
+    if await runs.get(pool, run_id) is None:
+        raise RunNotFound(f"no run {run_id}")
+    found, cursor = await events.for_run(
+        pool, run_id, after or events.START, kinds=["log"], attempt=attempt, levels=levels,
+        since=since, limit=limit,
+    )
+    return [to_log_entry(e) for e in found], cursor
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One subscriber's place at the hub: a bounded queue of event batches."""
+
+    filter: Filter
+    capacity: int
+    queue: asyncio.Queue[list[Event]] = field(default_factory=asyncio.Queue)
+    # The cursor of the first hub tick that read on this subscriber's behalf.
+    covered_from: Cursor | None = None
+    covered: asyncio.Event = field(default_factory=asyncio.Event)
+    lagged: bool = False
+    closed: bool = False
+
+    def deliver(self, batch: list[Event]) -> None:
+        if self.lagged:
+            return
+        if self.queue.qsize() >= self.capacity:
+            # A subscriber this far behind reads from the database instead: the hub
+            # never waits for one slow client.
+            self.lagged = True
+            self.queue.put_nowait([])  # wakes the subscriber, which then sees `lagged`
+            return
+        self.queue.put_nowait(batch)
+
+
+class EventHub:
+    """Reads new events once per tick for every subscriber of this process."""
+
+    def __init__(self, pool: asyncpg.Pool, *, interval: float = 0.02, batch: int = 2000,
+                 capacity: int = 1000) -> None:
+        self._pool = pool
+        self._interval = interval
+        self._batch = batch
+        self._capacity = capacity
+        self._subs: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._closed = False
+        self.ticks = 0
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def _add(self, flt: Filter) -> Subscription:
+        sub = Subscription(flt, self._capacity)
+        self._subs.add(sub)
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._pump())
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    async def close(self) -> None:
+        """End every stream (each returns after its current event) and the pump."""
+        self._closed = True
+        for sub in self._subs:
+            sub.closed = True
+            sub.queue.put_nowait([])
+            sub.covered.set()
+        self._subs.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _pump(self) -> None:
+        cursor: Cursor | None = None
+        while self._subs:
+            try:
+                if cursor is None:
+                    cursor = await events.horizon(self._pool)
+                cursor = await self._tick(cursor)
+            except store_pool.UNAVAILABLE_ERRORS as exc:
+                log.warning("event pump: store unavailable: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+
+    async def _tick(self, cursor: Cursor) -> Cursor:
+        subs = list(self._subs)
+        for sub in subs:
+            if sub.covered_from is None:
+                sub.covered_from = cursor
+                sub.covered.set()
+        by_run: dict[uuid.UUID, list[Subscription]] = {}
+        everyone: list[Subscription] = []
+        for sub in subs:
+            if sub.filter.run_id is None:
+                everyone.append(sub)
+            else:
+                by_run.setdefault(sub.filter.run_id, []).append(sub)
+        while True:
+            found, cursor_after = await events.everyone_after(
+                self._pool, cursor, run_ids=None if everyone else list(by_run),
+                limit=self._batch,
+            )
+            self.ticks += 1
+            batches: dict[Subscription, list[Event]] = {}
+            for e in found:
+                for sub in (*by_run.get(e.run_id, ()), *everyone):
+                    if sub.filter.matches(e):
+                        batches.setdefault(sub, []).append(e)
+            for sub, batch in batches.items():
+                sub.deliver(batch)
+            cursor = cursor_after
+            if len(found) < self._batch:
+                return cursor
+
+    async def stream(
+        self, flt: Filter, after: Cursor | None, *, heartbeat: float,
+    ) -> AsyncIterator[Event | None]:
+        """The events matching ``flt`` after ``after`` (None: from the hub's position,
+        i.e. from now), oldest first, then live ones; ``None`` every ``heartbeat``
+        seconds without an event, so that the caller can keep its connection alive."""
+        while not self._closed:
+            sub = self._add(flt)
+            try:
+                await sub.covered.wait()
+                if sub.closed or sub.covered_from is None:
+                    return
+                cursor = after if after is not None else sub.covered_from
+                # Catch up from the database to at least the hub's first tick.
+                while True:
+                    page, next_cursor, full = await self._catch_up(flt, cursor)
+                    for e in page:
+                        yield e
+                    cursor = next_cursor
+                    if not full and cursor >= sub.covered_from:
+                        break
+                while not sub.lagged:
+                    if sub.closed:
+                        return
+                    try:
+                        batch = await asyncio.wait_for(sub.queue.get(), heartbeat)
+                    except TimeoutError:
+                        yield None
+                        continue
+                    for e in batch:
+                        if e.cursor > cursor:
+                            cursor = e.cursor
+                            yield e
+                after = cursor
+            finally:
+                self._remove(sub)
+
+    async def _catch_up(self, flt: Filter, cursor: Cursor) -> tuple[list[Event], Cursor, bool]:
+        """One page from the database after ``cursor``; whether the page was full."""
+        if flt.run_id is not None:
+            found, next_cursor = await events.for_run(
+                self._pool, flt.run_id, cursor, kinds=flt.kinds, attempt=flt.attempt,
+                levels=flt.levels, since=flt.since, limit=self._batch,
+            )
+            return found, next_cursor, len(found) >= self._batch
+        found, next_cursor = await events.everyone_after(
+            self._pool, cursor, namespace=flt.namespace, task=flt.task, limit=self._batch)
+        return [e for e in found if flt.matches(e)], next_cursor, len(found) >= self._batch
+

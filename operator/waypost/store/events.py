@@ -1,0 +1,98 @@
+"""The run event log (migration 0012): read by cursor, below the commit horizon."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from waypost.store.sql import bind, query
+
+
+@dataclass(frozen=True, order=True)
+class Cursor:
+    """A position in the event log: (transaction id, event id), ordered as events are.
+
+    ``Cursor(h, 0)`` for a horizon ``h`` means "every event below h has been seen".
+    Its text form ``"<tx>-<id>"`` is the SSE event id and the API's cursor.
+    """
+
+    tx: int
+    id: int
+
+    def __str__(self) -> str:
+        return f"{self.tx}-{self.id}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """Raise ValueError unless ``text`` is ``"<tx>-<id>"`` of non-negative integers."""
+        tx, sep, ident = text.strip().partition("-")
+        if not sep or not tx.isdigit() or not ident.isdigit():
+            raise ValueError(f"{text!r} is not an event cursor (expected <number>-<number>)")
+        return cls(int(tx), int(ident))
+
+
+START = Cursor(0, 0)
+
+
+@dataclass(frozen=True)
+class Event:
+    cursor: Cursor
+    run_id: uuid.UUID
+    namespace: str
+    task: str
+    kind: str
+    attempt: int | None
+    ts: datetime
+    data: dict[str, Any]
+
+
+def _page(rows: Sequence[asyncpg.Record], after: Cursor, limit: int) -> tuple[list[Event], Cursor]:
+    """The events of a page and where the next read starts: after the last event of a
+    full page, else at the horizon (nothing below it is left unread)."""
+    found = [
+        Event(Cursor(int(r["tx"]), r["id"]), r["run_id"], r["namespace"], r["task"], r["kind"],
+              r["attempt"], r["ts"], r["data"])
+        for r in rows if r["id"] is not None
+    ]
+    if len(found) >= limit:
+        return found, found[-1].cursor
+    horizon = Cursor(int(rows[0]["horizon"]), 0) if rows else after
+    return found, max(after, horizon, found[-1].cursor if found else after)
+
+
+async def for_run(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, after: Cursor, *,
+    kinds: Sequence[str] | None = None, attempt: int | None = None,
+    levels: Sequence[str] | None = None, since: datetime | None = None, limit: int = 500,
+) -> tuple[list[Event], Cursor]:
+    """A run's events after ``after`` matching the filters, and the next cursor."""
+    rows = await db.fetch(*bind(
+        "run_events_after", run_id=run_id, after_tx=str(after.tx), after_id=after.id,
+        kinds=list(kinds) if kinds else None, attempt=attempt,
+        levels=list(levels) if levels else None, since=since, limit=limit,
+    ))
+    return _page(rows, after, limit)
+
+
+async def everyone_after(
+    db: asyncpg.Pool | asyncpg.Connection, after: Cursor, *,
+    run_ids: Sequence[uuid.UUID] | None = None, namespace: str | None = None,
+    task: str | None = None, limit: int = 1000,
+) -> tuple[list[Event], Cursor]:
+    """Events of all runs (or of ``run_ids``, a namespace, a task) after ``after``."""
+    rows = await db.fetch(*bind(
+        "events_after", after_tx=str(after.tx), after_id=after.id,
+        run_ids=list(run_ids) if run_ids is not None else None, namespace=namespace,
+        task=task, limit=limit,
+    ))
+    return _page(rows, after, limit)
+
+
+async def horizon(db: asyncpg.Pool | asyncpg.Connection) -> Cursor:
+    """The cursor of a stream that starts now."""
+    return Cursor(int(await db.fetchval(query("event_horizon"))), 0)

@@ -1,0 +1,50 @@
+-- name: run_events_after
+-- The events of run :run_id after the cursor (:after_tx, :after_id), oldest first,
+-- at most :limit. Only events of transactions below the horizon, the oldest
+-- transaction still running, are read (migration 0012 explains why that keeps
+-- cursors exact); the horizon comes back on every row, and alone on one row of
+-- NULLs when no event does. Filters: :kinds, log lines of :attempt, log :levels,
+-- not before :since.
+WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
+SELECT h.horizon::text AS horizon, e.id, e.tx::text AS tx, e.run_id, r.namespace, r.task,
+       e.kind, e.attempt, e.ts, e.data
+FROM h
+LEFT JOIN LATERAL (
+    SELECT e.id, e.tx, e.run_id, e.kind, e.attempt, e.ts, e.data FROM run_events e
+    WHERE e.run_id = :run_id AND (e.tx, e.id) > (:after_tx::text::xid8, :after_id::bigint)
+      AND e.tx < h.horizon
+      AND (:kinds::text[] IS NULL OR e.kind = ANY(:kinds::text[]))
+      AND (:attempt::int IS NULL OR e.kind <> 'log' OR e.attempt = :attempt)
+      AND (:levels::text[] IS NULL OR e.kind <> 'log'
+           OR e.data ->> 'level' = ANY(:levels::text[]))
+      AND (:since::timestamptz IS NULL OR e.ts >= :since)
+    ORDER BY e.tx, e.id
+    LIMIT :limit
+) e ON true
+LEFT JOIN runs r ON r.id = e.run_id
+ORDER BY e.tx, e.id;
+
+-- name: events_after
+-- Everyone's events after the cursor (:after_tx, :after_id), oldest first, at most
+-- :limit: the coordinator's pump reads this once per tick for all its subscribers.
+-- :run_ids limits it to some runs, :namespace/:task to a namespace/task. Same
+-- horizon rule and answer shape as run_events_after.
+WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
+SELECT h.horizon::text AS horizon, e.id, e.tx::text AS tx, e.run_id, e.namespace, e.task,
+       e.kind, e.attempt, e.ts, e.data
+FROM h
+LEFT JOIN LATERAL (
+    SELECT e.id, e.tx, e.run_id, r.namespace, r.task, e.kind, e.attempt, e.ts, e.data
+    FROM run_events e JOIN runs r ON r.id = e.run_id
+    WHERE (e.tx, e.id) > (:after_tx::text::xid8, :after_id::bigint) AND e.tx < h.horizon
+      AND (:run_ids::uuid[] IS NULL OR e.run_id = ANY(:run_ids::uuid[]))
+      AND (:namespace::text IS NULL OR r.namespace = :namespace)
+      AND (:task::text IS NULL OR r.task = :task)
+    ORDER BY e.tx, e.id
+    LIMIT :limit
+) e ON true
+ORDER BY e.tx, e.id;
+
+-- name: event_horizon
+-- Where a stream that starts now begins: every event below it is already written.
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon;
