@@ -107,20 +107,22 @@ async def replay(
                                                   f"checkpoints.{key}")
         payload = request.payload if "payload" in request.model_fields_set else source.payload
         encoded_payload = encoding.encode_limited(payload, limits.payload_bytes, "payload")
+        generation: int | None
         if request.spec == "current":
             definition = await tasks.get(conn, source.namespace, source.task)
             if definition is None:
                 raise UnknownTask(
                     f"spec: task {source.task!r} no longer exists in namespace "
                     f"{source.namespace!r}; replay with spec \"original\"")
-            spec = definition.spec
+            spec, generation = definition.spec, definition.generation
         else:
-            spec = TaskSpec.model_validate(source.spec)
+            spec, generation = TaskSpec.model_validate(source.spec), source.spec_generation
         created = await replays.enqueue(
             conn, run_id=new_id, source=source, queue=spec.queue_name(source.task),
             payload=encoded_payload, idempotency_key=request.idempotency_key,
             spec=spec.model_dump(mode="json", by_alias=True), memory_bytes=spec.memory_bytes,
             trace_id=secrets.token_hex(16), taskrun_name=taskrun_name,
+            spec_generation=generation,
         )
         if not created:
             assert request.idempotency_key is not None
@@ -141,7 +143,7 @@ async def replay(
             diff["checkpoints"] = {k: v for k, v in changed.items() if v}
         await replays.record(
             conn, run_id=new_id, replay_of=run_id, from_checkpoint=request.from_checkpoint,
-            spec_source=request.spec, requested_by=requested_by, diff=diff)
+            spec_source=str(request.spec), requested_by=requested_by, diff=diff)
         run = await runs.get(conn, new_id)
     assert run is not None
     return run, True

@@ -27,6 +27,7 @@ class Source:
     payload: Any
     concurrency_key: str | None
     spec: dict[str, Any]
+    spec_generation: int | None
 
 
 async def source(conn: asyncpg.Connection, run_id: uuid.UUID) -> Source | None:
@@ -35,7 +36,7 @@ async def source(conn: asyncpg.Connection, run_id: uuid.UUID) -> Source | None:
     if r is None:
         return None
     return Source(r["id"], r["namespace"], r["task"], r["queue"], r["status"], r["priority"],
-                  r["payload"], r["concurrency_key"], r["spec"])
+                  r["payload"], r["concurrency_key"], r["spec"], r["spec_generation"])
 
 
 async def checkpoints_in_order(
@@ -49,7 +50,7 @@ async def checkpoints_in_order(
 async def enqueue(
     conn: asyncpg.Connection, *, run_id: uuid.UUID, source: Source, queue: str,
     payload: RawJson, idempotency_key: str | None, spec: dict[str, Any], memory_bytes: int,
-    trace_id: str, taskrun_name: str | None,
+    trace_id: str, taskrun_name: str | None, spec_generation: int | None,
 ) -> bool:
     """Queue the replay's run; False when its idempotency key was already used."""
     row = await conn.fetchrow(*bind(
@@ -57,7 +58,7 @@ async def enqueue(
         queue=queue, priority=source.priority, payload=payload,
         idempotency_key=idempotency_key, concurrency_key=source.concurrency_key, spec=spec,
         memory_bytes=memory_bytes, trace_id=trace_id, replay_of=source.id,
-        taskrun_name=taskrun_name,
+        taskrun_name=taskrun_name, spec_generation=spec_generation,
     ))
     return row is not None
 

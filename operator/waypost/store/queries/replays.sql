@@ -1,7 +1,8 @@
 -- name: replay_source
 -- The run to replay, held (FOR SHARE) until the replay commits so that a requeue
 -- cannot make it active in between.
-SELECT id, namespace, task, queue, status, priority, payload, concurrency_key, spec
+SELECT id, namespace, task, queue, status, priority, payload, concurrency_key, spec,
+       spec_generation
 FROM runs WHERE id = :run_id
 FOR SHARE;
 
@@ -26,10 +27,10 @@ WITH made_queue AS (
 ), inserted AS (
     INSERT INTO runs (id, namespace, task, queue, status, priority, payload,
                       idempotency_key, concurrency_key, spec, memory_bytes, trace_id,
-                      source, replay_of, taskrun_name)
+                      source, replay_of, taskrun_name, spec_generation)
     VALUES (:run_id, :namespace, :task, :queue, 'queued', :priority, :payload::jsonb,
             :idempotency_key, :concurrency_key, :spec::jsonb, :memory_bytes, :trace_id,
-            'replay', :replay_of, :taskrun_name)
+            'replay', :replay_of, :taskrun_name, :spec_generation)
     ON CONFLICT (namespace, task, idempotency_key) WHERE idempotency_key IS NOT NULL
         DO NOTHING
     RETURNING id, seq, queue, concurrency_key, priority
