@@ -78,9 +78,15 @@ async def test_lines_carry_run_attempt_step_level_and_fields(stack: Standalone) 
     assert {line["message"] for line in task_lines(second["entries"])} == {
         "order fetched", "payment complete"}
     # The runner's own lines (what its process printed) are there too, marked.
-    assert {"attempt started", "attempt succeeded"} <= {
-        line["message"] for line in second["entries"]
-        if line["fields"].get("stream") == "stderr"}
+    printed: set[str] = set()
+    for _ in range(100):
+        _, with_printed = await get(f"{stack.url}/v1/runs/{run_id}/logs?attempt=2")
+        printed = {line["message"] for line in with_printed["entries"]
+                   if line["fields"].get("stream") == "stderr"}
+        if {"attempt started", "attempt succeeded"} <= printed:
+            break
+        await asyncio.sleep(0.1)
+    assert {"attempt started", "attempt succeeded"} <= printed, printed
     _, warnings = await get(f"{stack.url}/v1/runs/{run_id}/logs?level=warning")
     assert [line["message"] for line in task_lines(warnings["entries"])] == [
         "payment declined"]
