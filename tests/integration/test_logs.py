@@ -44,13 +44,23 @@ async def order_run(stack: Standalone) -> str:
 
 
 async def processes_ended(stack: Standalone) -> None:
-    """Wait until no runner process is left: what they printed is stored by then (the
-    run succeeds when the runner reports, a moment before its process exits)."""
+    """Wait until no runner process is left and its printed lines are readable (the
+    run succeeds when the runner reports, a moment before its process exits; and a
+    read shows events once every older transaction has ended, see migration 0012)."""
     for _ in range(200):
         if not stack.backend.running():
-            return
+            break
         await asyncio.sleep(0.05)
-    raise AssertionError(f"runner processes still running: {stack.backend.running()}")
+    else:
+        raise AssertionError(f"runner processes still running: {stack.backend.running()}")
+    seen: Any = None
+    for _ in range(100):
+        async with stack.engine.pool.acquire() as conn:
+            now = await conn.fetchval("SELECT count(*) FROM waypost.run_events")
+        if now == seen:
+            return
+        seen = now
+        await asyncio.sleep(0.2)
 
 
 def task_lines(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
