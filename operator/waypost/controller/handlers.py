@@ -137,14 +137,6 @@ async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid
             TaskRunReason.INVALID, message, dict(status), now=now, generation=generation))
         kopf.warn(body, reason="Invalid", message=message)
         raise kopf.PermanentError(message) from None
-    if run_spec.replay is not None:
-        message = ("spec.replay: replay is not available yet, so this TaskRun was not run "
-                   "(a fresh run would not be the replay it asks for)")
-        patch.status.update(decide.taskrun_not_enqueued(
-            TaskRunReason.REPLAY_NOT_AVAILABLE, message, dict(status), now=now,
-            generation=generation))
-        kopf.warn(body, reason=str(TaskRunReason.REPLAY_NOT_AVAILABLE), message=message)
-        return
     request = TriggerRequest(
         payload=run_spec.payload, priority=run_spec.priority,
         idempotency_key=run_spec.idempotency_key or uid,

@@ -57,9 +57,6 @@ class TaskRunReason(StrEnum):
     # cannot check this, so the controller reports it here.
     TASK_NOT_FOUND = "TaskNotFound"
     INVALID = "Invalid"
-    # spec.replay is accepted by the schema but not built yet: such a TaskRun
-    # ends here rather than running as a fresh run, which it is not.
-    REPLAY_NOT_AVAILABLE = "ReplayNotAvailable"
 
     @classmethod
     def from_run_status(cls, status: RunStatus) -> TaskRunReason:
