@@ -330,6 +330,7 @@ def test_log_writes_json_lines_and_buffers_entries() -> None:
         "level": "info",
         "message": "order fetched",
         "fields": {"orderId": "o-1", "run_id": "run-9", "attempt": 2},
+        "step": None,  # logged outside any ctx.step
     }
     assert log.pending == 0
 
