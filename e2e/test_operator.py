@@ -728,18 +728,19 @@ def test_deleting_a_running_taskrun_cancels_its_run(
           f"(grace {CANCEL_GRACE} s): {run['error']['message']}")
 
 
-def test_a_taskrun_asking_for_replay_is_not_run_as_a_fresh_run(
+def test_a_taskrun_replaying_an_unknown_run_is_invalid_and_runs_nothing(
     release: dict[str, str]
 ) -> None:
     ns = release["namespace"]
     apply(task(ns, "replayed", "examples.hello:hello"))
+    missing = str(uuid.uuid4())
     body = taskrun(ns, "replay-1", "replayed", {"name": "again"})
-    body["spec"]["replay"] = {"fromRun": str(uuid.uuid4())}
+    body["spec"]["replay"] = {"fromRun": missing}
     apply(body)
-    status = wait_reason(ns, "replay-1", {"ReplayNotAvailable"}, 60)
+    status = wait_reason(ns, "replay-1", {"Invalid"}, 60)
     [condition] = [c for c in status["conditions"] if c["type"] == "Succeeded"]
     assert condition["status"] == "False"
-    assert "replay is not available yet" in condition["message"]
+    assert f"no run {missing}" in condition["message"]
     assert not status.get("runId")  # no run was queued
     kubectl("wait", "--for=condition=Succeeded=False", "taskrun/replay-1", "-n", ns,
             "--timeout=30s", timeout=40)
