@@ -57,5 +57,7 @@ async def sleepy(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
         chunk = min(1.0, remaining)
         await asyncio.sleep(chunk)
         remaining -= chunk
+        # One line a second: what the UI's browser test watches arrive live.
+        ctx.log.info("still sleeping", remaining=round(remaining, 3))
         await ctx.heartbeat()
     return {"slept": seconds}

@@ -65,13 +65,16 @@ class Harness:
             return resp.status, await resp.text()
 
     async def dead_letter(self, payload: Any, *, checkpoint: Any = None,
-                          message: str = "boom", key: str | None = None) -> Run:
+                          message: str = "boom", key: str | None = None,
+                          logs: list[dict[str, Any]] | None = None) -> Run:
         """A run whose one attempt checkpoints, logs and fails: dead-lettered."""
         run, _ = await control.trigger(self.stack.engine, "default", "one-shot",
                                        TriggerRequest(payload=payload, idempotency_key=key))
         if checkpoint is not None:
             assert await self.runner(run, 1, "POST", "checkpoints",
                                      {"key": "order-fetched", "data": checkpoint}) == 201
+        if logs:
+            assert await self.runner(run, 1, "POST", "logs", {"entries": logs}) == 202
         assert await self.runner(run, 1, "POST", "fail", {"error": {
             "type": "error", "name": "RuntimeError", "message": message}}) == 200
         return await wait_for_status(self.stack.engine, run.id, {RunStatus.DEAD_LETTERED})
@@ -154,15 +157,19 @@ async def test_run_page_shows_header_timeline_checkpoints_payload(harness: Harne
 
 
 async def test_user_data_is_never_rendered_as_html(harness: Harness, db: asyncpg.Pool) -> None:
-    run = await harness.dead_letter({XSS: XSS, "list": [XSS]}, checkpoint={XSS: [XSS]},
-                                    message=XSS, key=XSS)
+    run = await harness.dead_letter(
+        {XSS: XSS, "list": [XSS]}, checkpoint={XSS: [XSS]}, message=XSS, key=XSS,
+        logs=[{"ts": "2026-01-01T00:00:00Z", "level": "error", "message": XSS,
+               "fields": {XSS: XSS}, "step": XSS}])
     # Task names are DNS labels (the model refuses others); one stored behind the
     # model's back is still only text.
     await db.execute("UPDATE runs SET task = $1, queue = $1 WHERE id = $2", XSS,
                      uuid.UUID(run.id))
     pages = [await harness.get(p) for p in (
         "/", f"/runs/{run.id}", f"/runs/{run.id}/overview", "/dead-letters", "/tasks",
-        "/?" + urlencode({"q": XSS}), f"/runs/{run.id}/checkpoints?key=order-fetched")]
+        "/?" + urlencode({"q": XSS}), f"/runs/{run.id}/checkpoints?key=order-fetched",
+        f"/runs/{run.id}/log-lines", f"/runs/{run.id}/log-lines?after=0-0",
+        f"/runs/{run.id}/replay-form?from=order-fetched")]
     for status, page in pages:
         assert status == 200, page[-800:]
         assert "<script>alert" not in page and "<img src=x" not in page
@@ -172,6 +179,10 @@ async def test_user_data_is_never_rendered_as_html(harness: Harness, db: asyncpg
     assert "&lt;script&gt;alert(\\&#34;x\\&#34;)" in run_page  # in JSON: the payload
     assert "&lt;script&gt;alert(\\&#34;x\\&#34;)" in pages[6][1]  # the checkpoint's tree
     assert escaped in pages[0][1] and escaped in pages[3][1]  # runs list, dead letters
+    for tree in (pages[6][1], pages[9][1]):  # the checkpoint's tree and its replay editor
+        assert "&lt;script&gt;alert(\\&#34;x\\&#34;)" in tree
+    for log_rows in (pages[1][1], pages[7][1], pages[8][1]):  # message, fields and step
+        assert log_rows.count(escaped) >= 2 and "&lt;script&gt;" in log_rows
     # A strict CSP backs the escaping: no inline or foreign scripts would run.
     async with harness.http.get(f"{harness.stack.url}/runs/{run.id}") as resp:
         assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
@@ -188,7 +199,12 @@ async def test_bad_input_gets_a_4xx_page_that_names_it(harness: Harness) -> None
         "/dead-letters?cursor=-1": (400, "cursor must be a number"),
         "/static/../app.py": (404, None),
         "/static/nothing.js": (404, None),
+        f"/runs/{uuid.uuid4()}/log-lines": (404, "no run"),
+        "/runs/RUN/log-lines?after=12": (400, "is not an event cursor"),
+        "/runs/RUN/log-lines?level=loud": (400, "level must be one of"),
+        "/runs/RUN/log-lines?attempt=x": (400, "attempt must be a number"),
         "/runs/RUN/checkpoints?key=missing": (404, "has no checkpoint"),
+        "/runs/RUN/replay-form?from=missing": (400, "has no checkpoint"),
     }
     run = await harness.dead_letter({"n": 1})
     for path, (want, text) in cases.items():
@@ -320,3 +336,91 @@ async def test_login_is_required_when_a_token_is_set(database_url: str) -> None:
                 assert resp.status == 401
     finally:
         await stack.stop()
+
+
+async def test_log_pane_pages_filters_and_follows(harness: Harness) -> None:
+    lines = [{"ts": f"2026-01-01T00:00:{n % 60:02d}Z", "level": "warning" if n % 5 == 0 else "info",
+              "message": f"line {n}", "fields": {"n": n}} for n in range(250)]
+    run = await harness.dead_letter({"n": 1}, logs=lines)
+    _, page = await harness.get(f"/runs/{run.id}")
+    shown = re.findall(r'data-cursor="([0-9]+-[0-9]+)"', page)
+    assert len(shown) == 200  # the newest page of the tail, oldest first
+    assert "line 249" in page and "line 49<" not in page and "Show earlier lines" in page
+    earlier = re.search(r'hx-get="(/runs/[^"]+/log-lines\?before=[^"]+)"', page)
+    assert earlier is not None
+    _, rest = await harness.get(html.unescape(earlier.group(1)))
+    assert len(re.findall(r'data-cursor="', rest)) == 50 and "line 0<" in rest
+    assert 'id="log-follow"' not in page  # a finished run is not followed
+    _, warnings = await harness.get(f"/runs/{run.id}/log-lines?level=warning")
+    assert len(re.findall(r'class="log-line warning"', warnings)) == 50
+    assert 'class="log-line info"' not in warnings
+    _, other = await harness.get(f"/runs/{run.id}/log-lines?attempt=2")
+    assert "No log lines match." in other
+    # Following from a cursor: the lines after it, and the follower's next cursor.
+    _, after = await harness.get(f"/runs/{run.id}/log-lines?after={shown[-2]}")
+    assert re.findall(r'data-cursor="([0-9]+-[0-9]+)"', after) == [shown[-1]]
+    assert 'id="log-after"' in after and 'hx-swap-oob="true"' in after
+
+
+async def test_an_active_run_page_follows_its_event_stream(harness: Harness) -> None:
+    run, _ = await control.trigger(harness.stack.engine, "default", "one-shot",
+                                   TriggerRequest(payload={}))
+    assert await harness.runner(run, 1, "POST", "logs", {"entries": [
+        {"ts": "2026-01-01T00:00:00Z", "message": "first"}]}) == 202
+    _, page = await harness.get(f"/runs/{run.id}")
+    follow = re.search(r'sse-connect="/v1/runs/[^"?]+/events\?lastEventId=([0-9]+-0)&amp;kinds=',
+                       page)
+    assert follow is not None, page
+    assert 'id="log-follow"' in page and 'id="overview-refresh"' in page
+    assert f'hx-post="/runs/{run.id}/cancel"' in page and 'id="replay"' not in page
+    # A line logged after the page was drawn is exactly what the follower fetches next.
+    assert await harness.runner(run, 1, "POST", "logs", {"entries": [
+        {"ts": "2026-01-01T00:00:01Z", "message": "second"}]}) == 202
+    await asyncio.sleep(0.05)
+    _, after = await harness.get(f"/runs/{run.id}/log-lines?after={follow.group(1)}")
+    assert "second" in after and "first" not in after
+
+
+async def test_replay_from_the_ui_and_its_refusals(harness: Harness) -> None:
+    run = await harness.dead_letter({"orderId": "o-1"}, checkpoint={"id": "o-1"})
+    headers = {"HX-Request": "true"}
+    url = f"{harness.stack.url}/runs/{run.id}/replay"
+
+    async def post(form: dict[str, str]) -> tuple[int, str, str | None]:
+        async with harness.http.post(url, data=form, headers=headers) as resp:
+            return resp.status, await resp.text(), resp.headers.get("HX-Redirect")
+
+    refusals = {
+        "payload: not valid JSON": {"from": "order-fetched", "payload": "{oops"},
+        "checkpoint &#39;order-fetched&#39;: not valid JSON": {
+            "from": "order-fetched", "payload": "{}", "checkpoint": "[1,"},
+        "nope": {"from": "nope", "payload": "{}"},
+        "spec must be current or original": {"payload": "{}", "spec": "newest"},
+    }
+    for text, form in refusals.items():
+        status, body, redirect = await post(form)
+        assert 400 <= status < 500 and text in body and redirect is None, (text, body)
+    assert (await control.get(harness.stack.engine, uuid.UUID(run.id), details=True)
+            ).replays == []  # nothing was created
+
+    status, _, redirect = await post({"from": "order-fetched", "spec": "original",
+                                      "payload": '{"orderId": "o-2"}',
+                                      "checkpoint": '{"id": "o-2"}'})
+    assert status == 204 and redirect is not None
+    replay_id = redirect.rsplit("/", 1)[1]
+    replayed = await control.get(harness.stack.engine, uuid.UUID(replay_id), details=True)
+    assert replayed.replay_of == run.id and replayed.payload == {"orderId": "o-2"}
+    assert [(c.key, c.data, c.attempt) for c in replayed.checkpoints or []] == [
+        ("order-fetched", {"id": "o-2"}, 0)]
+    assert replayed.replay is not None and replayed.replay.requested_by == "ui (anonymous)"
+    _, page = await harness.get(f"/runs/{replay_id}")
+    assert f'id="replay-of" href="/runs/{run.id}"' in page
+    assert "copied from the replayed run" in page and 'id="carried"' in page
+    _, original = await harness.get(f"/runs/{run.id}")
+    assert f'class="mono replay-link" href="/runs/{replay_id}"' in original
+    # A run that is still active cannot be replayed: refused, nothing created.
+    active, _ = await control.trigger(harness.stack.engine, "default", "one-shot",
+                                      TriggerRequest(payload={}))
+    async with harness.http.post(f"{harness.stack.url}/runs/{active.id}/replay",
+                                 data={"payload": "{}"}, headers=headers) as resp:
+        assert resp.status == 409, await resp.text()

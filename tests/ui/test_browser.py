@@ -2,13 +2,15 @@
 
 One walk through what a person does after a run went wrong: log in (and be
 refused with a wrong token), find the order run by filtering, read its
-timeline and checkpoints, and requeue dead-lettered runs in bulk. Screenshots
+timeline and checkpoints, watch a run's log lines arrive, replay the order run
+from a checkpoint with an edited payload, and requeue dead-lettered runs in bulk. Screenshots
 of each page are written for docs/ui.md (``make ui-screenshots``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,10 @@ from playwright.async_api import Browser, Page, expect
 from tests.ui.conftest import DevServer
 
 VIEWPORT = {"width": 1400, "height": 900}
+
+
+def ledger_entries(server: DevServer) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in server.ledger.read_text().splitlines() if line]
 
 
 async def api(server: DevServer, method: str, path: str, body: Any = None) -> Any:
@@ -119,6 +125,77 @@ async def test_find_the_order_run_and_read_its_timeline(
     await expect(tree).to_contain_text('"amountCents"')
     await checkpoint.scroll_into_view_if_needed()
     await page.screenshot(path=str(screenshots / "checkpoint.png"))
+
+
+async def test_a_log_line_arrives_live(
+        browser: Browser, dev_server: DevServer, screenshots: Path) -> None:
+    page = await logged_in(browser, dev_server)
+    # `sleepy` logs "still sleeping" once a second (its 5 s timeout leaves room for a
+    # slow start); the page is open before it ends.
+    run = await api(dev_server, "POST", "/v1/tasks/default/sleepy/trigger",
+                    {"payload": {"seconds": 2}})
+    await page.goto(f"{dev_server.url}/runs/{run['id']}")
+    # The runner's own lines (dev mode captures its stderr) share the pane; the task's
+    # lines are the ones counted.
+    sleeping = page.locator("#log-body tr.log-line", has_text="still sleeping")
+    shown = await sleeping.count()
+    assert shown < 2 and await page.locator("#run-status").text_content() != "succeeded"
+    # New lines are appended by the page itself (no reload), from the event stream.
+    await expect(sleeping).to_have_count(shown + 1, timeout=30_000)
+    await expect(page.locator("#run-status")).to_have_text("succeeded", timeout=30_000)
+    await expect(sleeping).to_have_count(2)  # one line a second, none twice
+    await expect(page.locator(".timeline .row.attempt")).to_have_count(1)
+    # Filtering the pane by level leaves the info lines out.
+    await page.select_option('#log-filters select[name="level"]', "warning")
+    await expect(sleeping).to_have_count(0)
+    await page.select_option('#log-filters select[name="level"]', "")
+    await expect(sleeping).to_have_count(2)
+    await page.locator("#logs").scroll_into_view_if_needed()
+    await page.screenshot(path=str(screenshots / "logs.png"))
+
+
+async def test_replay_from_order_fetched_with_an_edited_payload(
+        browser: Browser, dev_server: DevServer, screenshots: Path) -> None:
+    page = await logged_in(browser, dev_server)
+    await page.select_option('select[name="task"]', "process-order")
+    await expect(page.locator("table.runs tbody tr")).to_have_count(1)
+    await page.locator("a.run-link").first.click()
+    original = page.url.rsplit("/", 1)[1]
+
+    checkpoint = page.locator('details.checkpoint[data-key="order-fetched"]')
+    await checkpoint.locator("button.replay-here").click()
+    await expect(page.locator('#replay-form select[name="from"]')).to_have_value("order-fetched")
+    editor = page.locator("#replay-checkpoint")
+    await expect(editor).to_contain_text('"ord-1001"')
+    payload = page.locator("#replay-payload")
+    await payload.fill('{"orderId": "ord-1001", "note": "replayed from the UI"}')
+    await expect(page.locator("#replay-payload-state")).to_have_text("valid JSON")
+    await page.locator("#replay").scroll_into_view_if_needed()
+    await page.screenshot(path=str(screenshots / "replay-form.png"))
+    await page.click("#replay-submit")
+
+    await expect(page).not_to_have_url(re.compile(original))
+    await expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
+    replay_id = page.url.rsplit("/", 1)[1]
+    await expect(page.locator("#replay-record")).to_contain_text("resuming after order-fetched")
+    await expect(page.locator("#replay-record")).to_contain_text("replayed from the UI")
+    await expect(page.locator("#replay-of")).to_have_attribute("href", f"/runs/{original}")
+    await expect(page.locator("#run-status")).to_have_text("succeeded", timeout=60_000)
+    # It resumed after order-fetched: copied, not written by an attempt; its only
+    # attempt wrote payment-complete.
+    await expect(page.locator("#carried")).to_contain_text("order-fetched")
+    attempts = page.locator(".timeline .row.attempt")
+    await expect(attempts).to_have_count(1)
+    await expect(attempts.first.locator(".mark")).to_have_attribute("data-key",
+                                                                  "payment-complete")
+    await page.screenshot(path=str(screenshots / "replay.png"), full_page=True)
+    # The ledger of side effects: the replay charged, and never fetched the order.
+    effects = [e["effect"] for e in ledger_entries(dev_server) if e["run"] == replay_id]
+    assert effects.count("fetch_order") == 0 and effects.count("charge") == 1, effects
+
+    # The original lists its replay, linked.
+    await page.click("#replay-of")
+    await expect(page.locator(f'#replays a[href="/runs/{replay_id}"]')).to_have_count(1)
 
 
 async def test_bulk_requeue_of_two_dead_lettered_runs(

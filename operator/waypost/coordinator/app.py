@@ -369,12 +369,25 @@ def dashboard_routes(add: Callable[[Route], None]) -> None:
                   "q": "A prefix of the run id or idempotency key.",
                   "cursor": "The next page's cursor."}))
     add(Route("GET", "/runs/{run_id}", ui.run_page, "UI: a run", Auth.USER, "ui",
-              content_type=html))
+              content_type=html, query={"attempt": "Log lines of this attempt.",
+                                        "level": "Log lines of this level and above."}))
     add(Route("GET", "/runs/{run_id}/overview", ui.run_overview,
               "UI: the live part of a run's page", Auth.USER, "ui", content_type=html))
+    add(Route("GET", "/runs/{run_id}/log-lines", ui.run_log_lines,
+              "UI: a run's log lines as table rows", Auth.USER, "ui", content_type=html,
+              query={"attempt": "Only this attempt.", "level": "This level and above.",
+                     "after": "Lines after this cursor, and a follower for the next ones.",
+                     "before": "The newest lines before this cursor."}))
     add(Route("GET", "/runs/{run_id}/checkpoints", ui.checkpoint_tree,
               "UI: a checkpoint's JSON as a collapsible tree", Auth.USER, "ui",
               content_type=html, query={"key": "The checkpoint's key."}))
+    add(Route("GET", "/runs/{run_id}/replay-form", ui.replay_form,
+              "UI: the replay form for a checkpoint", Auth.USER, "ui", content_type=html,
+              query={"from": "The checkpoint to resume after (empty: the start).",
+                     "payload": "The payload text typed so far."}))
+    add(Route("POST", "/runs/{run_id}/replay", ui.replay_button,
+              "UI: replay the run (form fields from, payload, checkpoint, spec)", Auth.USER,
+              "ui", content_type=html, status=204))
     add(Route("POST", "/runs/{run_id}/cancel", ui.cancel_button, "UI: cancel a run", Auth.USER,
               "ui", content_type=html, status=204))
     add(Route("POST", "/runs/{run_id}/requeue", ui.requeue_button, "UI: requeue a run",

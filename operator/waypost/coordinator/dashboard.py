@@ -23,13 +23,20 @@ import jinja2
 from aiohttp import web
 
 from waypost.coordinator import appkeys, auth, timeline
-from waypost.engine import control, scheduler
+from waypost.engine import control, replay, scheduler
+from waypost.engine import events as run_events
 from waypost.engine.errors import EngineError, InvalidValue, RunNotFound
 from waypost.model.enums import RunStatus
-from waypost.model.run import Run
-from waypost.store import checkpoints
+from waypost.model.run import ReplayRequest, Run
+from waypost.sdk.protocol import LOG_LEVELS
+from waypost.store import checkpoints, log_pages
+from waypost.store.events import Cursor
 
 PAGE_SIZE = 50
+# Log lines per page of the pane (the newest first; earlier pages on request).
+LOG_PAGE = 200
+# What the run page redraws on; log lines only append to the log pane.
+RUN_EVENT_KINDS = "status,attempt_started,attempt_finished,checkpoint,log,replay"
 WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1),
            "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 # The page may load only its own scripts and talk only to its own origin: an
@@ -73,7 +80,8 @@ def environment() -> jinja2.Environment:
     env.filters.update(first_n=lambda items, n: itertools.islice(items, n),
                        json_text=_json_text, when=_when, size=_size, memory=_memory,
                        duration=timeline.duration_label)
-    env.globals.update(statuses=[s.value for s in RunStatus], windows=list(WINDOWS))
+    env.globals.update(statuses=[s.value for s in RunStatus], windows=list(WINDOWS),
+                       levels=LOG_LEVELS, run_event_kinds=RUN_EVENT_KINDS)
     return env
 
 
@@ -112,7 +120,7 @@ def page(handler: Handler) -> Handler:
             response = render(request, template, status=exc.status, code=exc.code,
                               message=exc.message)
         # The time the page took here (queries and rendering) and the CPU this process
-        # spent meanwhile, for browsers' dev tools.
+        # spent meanwhile, for browsers' dev tools and for bench.ui_page.
         elapsed = (time.perf_counter() - started) * 1000
         spent = (time.process_time() - cpu) * 1000
         response.headers["Server-Timing"] = f"page;dur={elapsed:.1f}, cpu;dur={spent:.1f}"
@@ -212,12 +220,32 @@ def _seq_param(request: web.Request, name: str) -> int | None:
     return int(raw)
 
 
+def _log_filters(request: web.Request) -> tuple[int | None, list[str] | None, str]:
+    raw_attempt = request.query.get("attempt", "")
+    attempt = None
+    if raw_attempt:
+        if not raw_attempt.isdigit():
+            raise InvalidValue(f"attempt must be a number, got {raw_attempt!r}")
+        attempt = int(raw_attempt)
+    level = request.query.get("level", "")
+    return attempt, run_events.levels_from(level), level
+
+
 @page
 async def run_page(request: web.Request) -> web.Response:
-    """A run: header, timeline, checkpoints, payload and result, and actions."""
+    """A run: header, timeline, checkpoints, payload and result, logs, actions, replays."""
     engine = request.app[appkeys.ENGINE]
     run = await control.get(engine, _run_id(request), details=True)
-    return render(request, "run.html", **_run_context(engine.clock.now(), run))
+    attempt, levels, level = _log_filters(request)
+    # The page follows the run's events from where its log tail ends, so nothing the
+    # page shows arrives again and nothing after it is missed.
+    lines, follow = await log_pages.tail(engine.pool, uuid.UUID(run.id), before=None,
+                                         attempt=attempt, levels=levels, limit=LOG_PAGE)
+    return render(request, "run.html", **_run_context(engine.clock.now(), run),
+                  lines=lines, follow=str(follow), log_attempt=attempt, log_level=level,
+                  following=False,
+                  earlier=lines[0].cursor if len(lines) == LOG_PAGE else None,
+                  replay_form=_replay_form(run, None))
 
 
 def _run_context(now: datetime, run: Run) -> dict[str, Any]:
@@ -247,6 +275,100 @@ async def checkpoint_tree(request: web.Request) -> web.Response:
     if found is None:
         raise RunNotFound(f"run {run.id} has no checkpoint {key!r}")
     return render(request, "checkpoint_tree.html", value=found.data)
+
+
+def _cursor(request: web.Request, name: str) -> Cursor | None:
+    return run_events.parse_cursor(request.query.get(name) or None, name)
+
+
+@page
+async def run_log_lines(request: web.Request) -> web.Response:
+    """Log lines of a run as table rows: after ``after`` (following a live run, with a
+    follower for the next ones), or the page of the tail before ``before``; filtered
+    by attempt and level."""
+    engine = request.app[appkeys.ENGINE]
+    run = await control.get(engine, _run_id(request))
+    attempt, levels, level = _log_filters(request)
+    after = _cursor(request, "after")
+    before = _cursor(request, "before")
+    if after is not None:
+        lines, follow = await run_events.read_logs(
+            engine.pool, uuid.UUID(run.id), after=after, attempt=attempt, level=level or None,
+            since=None, limit=LOG_PAGE)
+        earlier = None
+    else:
+        lines, follow = await log_pages.tail(engine.pool, uuid.UUID(run.id), before=before,
+                                             attempt=attempt, levels=levels, limit=LOG_PAGE)
+        earlier = lines[0].cursor if len(lines) == LOG_PAGE else None
+    return render(request, "log_rows.html", run=run, lines=lines, log_attempt=attempt,
+                  log_level=level, follow=str(follow), following=after is not None,
+                  # An earlier page is history: only the newest part follows the run.
+                  active=not run.status.is_final and before is None, earlier=earlier)
+
+
+# --- replay -----------------------------------------------------------------
+
+def _replay_form(run: Run, key: str | None, payload_text: str | None = None) -> dict[str, Any]:
+    """What the replay form shows: the checkpoint to resume after and editors for the
+    payload and that checkpoint (its current JSON unless the user edited it)."""
+    saved = {c.key: c for c in run.checkpoints or []}
+    if key is not None and key not in saved:
+        raise InvalidValue(f"from: run {run.id} has no checkpoint {key!r}")
+    return {
+        "key": key,
+        "payload": payload_text if payload_text is not None else _json_text(run.payload, 2),
+        "checkpoint": _json_text(saved[key].data, 2) if key is not None else None,
+    }
+
+
+@page
+async def replay_form(request: web.Request) -> web.Response:
+    """The replay form for resuming after checkpoint ``from`` (empty: from the start)."""
+    engine = request.app[appkeys.ENGINE]
+    run = await control.get(engine, _run_id(request), details=True)
+    return render(request, "replay_form.html", run=run, replay_form=_replay_form(
+        run, request.query.get("from") or None, request.query.get("payload")))
+
+
+def _parse_json(text: str, field_name: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidValue(f"{field_name}: not valid JSON ({exc})") from None
+
+
+@page
+async def replay_button(request: web.Request) -> web.Response:
+    """Replay the run as a new run that resumes after the chosen checkpoint, with the
+    payload and that checkpoint as edited; opens the new run's page."""
+    engine = request.app[appkeys.ENGINE]
+    run = await control.get(engine, _run_id(request), details=True)
+    form = await request.post()
+    key = str(form.get("from") or "") or None
+    spec = str(form.get("spec") or "current")
+    if spec not in ("current", "original"):
+        raise InvalidValue(f"spec must be current or original, got {spec!r}")
+    payload = _parse_json(str(form.get("payload") or "null"), "payload")
+    edited: dict[str, Any] | None = None
+    if key is not None and form.get("checkpoint") is not None:
+        data = _parse_json(str(form.get("checkpoint")), f"checkpoint {key!r}")
+        original = next((c.data for c in run.checkpoints or [] if c.key == key), None)
+        if data != original:
+            edited = {key: data}
+    request_body = ReplayRequest.model_validate({
+        "fromCheckpoint": key, "spec": spec, "checkpoints": edited,
+        # Unchanged: the original's payload, so the audit diff shows no change.
+        **({"payload": payload} if payload != run.payload else {})})
+    created, _ = await replay.replay(engine, uuid.UUID(run.id), request_body,
+                                     requested_by=_requested_by(request))
+    return web.Response(status=204, headers={"HX-Redirect": f"/runs/{created.id}"})
+
+
+def _requested_by(request: web.Request) -> str:
+    """Who asks, for the replay's audit record: the UI, and how it was authenticated."""
+    if request.app[appkeys.ENGINE].settings.api_token is None:
+        return "ui (anonymous)"
+    return "ui (api-token session)"
 
 
 async def _act(request: web.Request, action: Callable[[uuid.UUID], Awaitable[Run]]) -> web.Response:
@@ -280,8 +402,9 @@ async def _dead_letter_context(request: web.Request) -> dict[str, Any]:
     last = await checkpoints.last_for_runs(engine.pool, [uuid.UUID(r.id) for r in found])
     next_url = (f"/dead-letters?{urlencode({**chosen, 'cursor': next_cursor})}"
                 if next_cursor else None)
+    refresh = f"/dead-letters?{urlencode({**chosen, 'cursor': cursor or ''})}"
     return {"runs": found, "last": {str(k): v for k, v in last.items()},
-            "filters": chosen, "next_url": next_url}
+            "filters": chosen, "next_url": next_url, "refresh_url": refresh}
 
 
 @page

@@ -14,6 +14,15 @@
     });
   });
 
+  // A live refresh of a list waits while the person has rows selected in it, so a
+  // run changing status elsewhere does not clear their selection.
+  document.addEventListener("htmx:confirm", function (event) {
+    var source = event.target;
+    if (!(source instanceof Element)) return;
+    var list = source.getAttribute("data-hold-while-selected");
+    if (list && document.querySelector(list + ' input[name="run"]:checked')) event.preventDefault();
+  });
+
   // JSON editors: say at once whether the text parses, and block a submit that
   // would send malformed JSON (the server checks again and names the field).
   function checkEditor(area) {
