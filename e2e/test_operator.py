@@ -716,7 +716,19 @@ def test_deleting_a_running_taskrun_cancels_its_run(
                              "the stuck-async Pod to run")
     started = time.monotonic()
     kubectl("delete", "taskrun", "cancel-delete-1", "-n", ns, "--wait=false")
-    wait_until(lambda: _pod_gone(api, ns, pod), CANCEL_GRACE + 10, "the Pod to go")
+
+    def pod_gone_or_explained() -> bool:
+        if _pod_gone(api, ns, pod):
+            return True
+        if time.monotonic() - started > CANCEL_GRACE + 9:
+            # Say where it stuck: the run as the API sees it, the Pod's deletion state.
+            run = api_get(release, f"/v1/runs/{run_id}")
+            meta = client.CoreV1Api(api).read_namespaced_pod(pod, ns).metadata
+            print(f"run {run['status']} error={run.get('error')}; pod deletion "
+                  f"{meta.deletion_timestamp} grace {meta.deletion_grace_period_seconds}")
+        return False
+
+    wait_until(pod_gone_or_explained, CANCEL_GRACE + 10, "the Pod to go")
     gone_after = time.monotonic() - started
     assert gone_after <= CANCEL_GRACE + 10
     run = wait_until(
