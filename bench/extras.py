@@ -30,6 +30,7 @@ async def checkpoints(b: Bench) -> None:
     port: SDK (size check, JSON) -> HTTP -> coordinator (credential, fencing) ->
     Postgres. One at a time, distinct keys; timed around the call."""
     from waypost.coordinator.app import create_app
+    from waypost.coordinator.wire import CoordinatorRunner
     from waypost.runner.api import RunnerClient
     from waypost.sdk.context import Context
     from waypost.store import runs
@@ -41,7 +42,7 @@ async def checkpoints(b: Bench) -> None:
             sys_ = Waypost()
             await sys_.open(dsn, 4)
             engine = sys_.engine
-            runner = web.AppRunner(create_app(engine), access_log=None)
+            runner = CoordinatorRunner(create_app(engine))
             await runner.setup()
             port = _free_port()
             await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -113,6 +113,7 @@ class StalledBackend:
     """Takes attempts and does nothing with them; records launches and stops."""
 
     name = "stalled"
+    start_timeout_seconds = 60.0
 
     def __init__(self) -> None:
         self.launches: list[AttemptLaunch] = []
@@ -147,6 +148,7 @@ class InMemoryBackend:
     slots: int = 10
     work_seconds: float = 0.005
     name: str = "in-memory"
+    start_timeout_seconds: float = 60.0
     started: list[uuid.UUID] = field(default_factory=list)
     shared: dict[str, Any] = field(default_factory=dict)  # counters shared by all backends
 

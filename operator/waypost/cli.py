@@ -393,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--once", action="store_true",
                      help="run the examples, print the summary and exit (non-zero if any "
                           "example did not end as expected)")
-    dev.add_argument("--port", type=int, default=8080, help="coordinator port (default 8080)")
+    dev.add_argument("--port", type=int, default=None,
+                     help="coordinator port (default WAYPOST_COORDINATOR_PORT, else 8080)")
     dev.add_argument("--state-dir", default=".waypost", help="where dev keeps Postgres and logs")
     dev.set_defaults(fn=cmd_dev)
 

@@ -70,7 +70,18 @@ def _fetch_count(ledger_path: Path, run_id: str) -> int:
                    if e["run"] == run_id)["fetch_order"]
 
 
-def run_dev(*, once: bool, port: int, state_dir: Path, timeout: float = 120.0) -> int:
+def dev_settings(dsn: str, port: int | None) -> Settings:
+    """Dev mode's settings: every WAYPOST_* variable is honoured (README, "Settings");
+    dev mode only changes two defaults, so that the examples end quickly. ``port``,
+    from the command line, wins over WAYPOST_COORDINATOR_PORT."""
+    return Settings.from_env(
+        defaults={"heartbeat_interval_seconds": 5.0, "poll_interval_seconds": 1.0,
+                  "coordinator_port": 8080, "database_url": dsn},
+        coordinator_port=port,
+    )
+
+
+def run_dev(*, once: bool, port: int | None, state_dir: Path, timeout: float = 120.0) -> int:
     """Start Postgres if needed, then the stack and the examples; returns the exit code."""
     state_dir.mkdir(parents=True, exist_ok=True)
     ledger_path = state_dir / "ledger.jsonl"
@@ -83,8 +94,7 @@ def run_dev(*, once: bool, port: int, state_dir: Path, timeout: float = 120.0) -
         postgres.start()
         dsn = postgres.dsn
     try:
-        settings = Settings.from_env(database_url=dsn, coordinator_port=port,
-                                     heartbeat_interval_seconds=5.0, poll_interval_seconds=1.0)
+        settings = dev_settings(dsn, port)
         return asyncio.run(_serve(settings, state_dir, ledger_path, once=once, timeout=timeout))
     finally:
         if postgres is not None:
@@ -95,9 +105,12 @@ async def _serve(settings: Settings, state_dir: Path, ledger_path: Path, *, once
                  timeout: float) -> int:
     tasks = _import_examples()
     stack = Standalone(settings, ProcessBackend(max_parallel=4, log_dir=state_dir / "logs"))
+    # A trigger before the tasks are stored would get 404 unknown_task.
+    stack.readiness.hold("tasks", "the example tasks are not registered yet")
     await stack.start()
     try:
         await stack.register(*tasks)
+        stack.readiness.release("tasks")
         print(f"waypost is up: dashboard and API at {stack.url}/ "
               f"(OpenAPI: {stack.url}/openapi.json)")
         print(f"Registered tasks: {', '.join(t.id for t in tasks)}")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from waypost.backends.process import ProcessBackend
 from waypost.coordinator import server
+from waypost.coordinator.readiness import Readiness
 from waypost.engine import control, loops, output
 from waypost.engine.clock import Clock
 from waypost.engine.core import Engine
@@ -28,6 +29,8 @@ class Standalone:
     backend: ProcessBackend = field(default_factory=ProcessBackend)
     clock: Clock | None = None
     dispatch: bool = True
+    # /readyz answers 503 while a condition held here is unmet (dev: tasks registered).
+    readiness: Readiness = field(default_factory=Readiness)
 
     async def start(self) -> Standalone:
         if self.settings.coordinator_port == 0:
@@ -35,7 +38,7 @@ class Standalone:
             self.settings = self.settings.model_copy(update={"coordinator_port": port})
         self.engine = await Engine.open(self.settings, clock=self.clock)
         self._runner = await server.serve(self.engine, self.settings.coordinator_host,
-                                          self.settings.coordinator_port)
+                                          self.settings.coordinator_port, self.readiness)
         # Dev mode shows what runners print in the run's log stream too (backends that
         # run no processes, such as tests' stand-ins, have nothing to capture).
         capture = getattr(self.backend, "capture_output", None)

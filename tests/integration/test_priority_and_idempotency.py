@@ -21,6 +21,8 @@ from waypost.engine import control
 from waypost.engine.dispatcher import Dispatcher
 from waypost.model.enums import RunStatus
 from waypost.model.run import TriggerRequest
+from waypost.sdk.client import WaypostClient
+from waypost.sdk.errors import WaypostAPIError
 from waypost.standalone import Standalone
 
 
@@ -89,11 +91,43 @@ async def test_same_idempotency_key_twice_is_one_run(stack: Standalone, db: asyn
         async with http.post(url, json=body) as first:
             assert first.status == 201, await first.text()
             created = await first.json()
-        async with http.post(url, json={**body, "payload": {"orderId": "different"}}) as second:
+        # The same request again (keys in another order): the same run.
+        async with http.post(url, data=b'{"idempotencyKey": "order-42", "payload": '
+                             b'{"orderId": "o-42"}}',
+                             headers={"Content-Type": "application/json"}) as second:
             assert second.status == 200, await second.text()
             repeated = await second.json()
         assert repeated["id"] == created["id"]
-        assert repeated["payload"] == {"orderId": "o-42"}  # the first trigger's run
+        assert repeated["payload"] == {"orderId": "o-42"}
+
+        # The key with another payload, priority or concurrency key: a conflict that
+        # names the run holding the key, and the new payload is not silently dropped.
+        for change, named in (({"payload": {"orderId": "different"}}, "payload"),
+                              ({"priority": 7}, "priority (7, the run has 0)"),
+                              ({"concurrencyKey": "tenant-1"}, "concurrencyKey")):
+            async with http.post(url, json={**body, **change}) as conflict:
+                assert conflict.status == 409, await conflict.text()
+                error = (await conflict.json())["error"]
+            assert error["code"] == "idempotency_conflict"
+            assert error["runId"] == created["id"]
+            assert error["message"] == (
+                f"idempotency key 'order-42' belongs to run {created['id']}, triggered with a "
+                f'different {named}; use a new key, or "idempotencyConflict": '
+                '"returnExisting" to get that run')
+        # Opting in returns the existing run as it is.
+        async with http.post(url, json={**body, "payload": {"orderId": "different"},
+                                        "idempotencyConflict": "returnExisting"}) as opted:
+            assert opted.status == 200, await opted.text()
+            existing = await opted.json()
+        assert existing["id"] == created["id"] and existing["payload"] == {"orderId": "o-42"}
+        # The SDK client: the same two ways.
+        async with WaypostClient(stack.url) as client:
+            with pytest.raises(WaypostAPIError) as refused:
+                await client.trigger("ordered", {"orderId": "sdk"}, idempotency_key="order-42")
+            assert refused.value.status == 409 and refused.value.code == "idempotency_conflict"
+            handle = await client.trigger("ordered", {"orderId": "sdk"},
+                                          idempotency_key="order-42", return_existing=True)
+            assert handle.id == created["id"] and not handle.created
 
         # Ten triggers at once with a fresh key: one creates, nine find it.
         racing = {"payload": None, "idempotencyKey": "race"}

@@ -107,3 +107,18 @@ async def test_conflicting_updates_do_not_both_win() -> None:
 def test_timing_must_be_ordered() -> None:
     with pytest.raises(ValueError, match="lease_duration > renew_deadline"):
         ElectionTiming(lease_duration=10, renew_deadline=10, retry_period=2)
+
+
+async def test_a_leader_is_known_to_the_leader_and_to_followers_while_the_lease_lives() -> None:
+    """What the operator's /readyz waits for."""
+    clock, _store, a, b, _events = _pair()
+    assert not a.leader_known and not b.leader_known  # nothing observed yet
+    await a.step()
+    await b.step()
+    assert a.leader_known and b.leader_known  # a leads; b saw a's live lease
+    clock.advance(14.9)  # a froze: its lease still lives for both of them
+    assert b.leader_known and a.leader_known and not a.is_leader
+    clock.advance(0.2)
+    assert not b.leader_known and not a.leader_known  # expired: no leader known
+    await b.step()
+    assert b.is_leader and b.leader_known

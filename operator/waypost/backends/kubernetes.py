@@ -73,6 +73,9 @@ class KubernetesBackend:
     """Runs each attempt in its own Pod."""
 
     name = "kubernetes"
+    # Scheduling, image pull and start-up; a Pod that fails to start (ImagePullBackOff,
+    # unschedulable) is judged by its own status before this runs out.
+    start_timeout_seconds = 600.0
 
     def __init__(self, api: PodApi, settings: KubernetesBackendSettings) -> None:
         self.api = api

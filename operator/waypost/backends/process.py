@@ -49,6 +49,8 @@ class ProcessBackend:
     memory_poll_seconds: float = 0.05
     extra_env: dict[str, str] = field(default_factory=dict)
     name: str = "process"
+    # Spawning a process and importing the task, on a busy machine.
+    start_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         self._workers: dict[uuid.UUID, _Worker] = {}

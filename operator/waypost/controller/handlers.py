@@ -141,6 +141,8 @@ async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid
         payload=run_spec.payload, priority=run_spec.priority,
         idempotency_key=run_spec.idempotency_key or uid,
         concurrency_key=run_spec.concurrency_key,
+        # Handled again (a restart): this TaskRun's own run, even if bumped since.
+        idempotency_conflict="returnExisting" if status.get("runId") else "error",
     )
     task_name = run_spec.task_ref.name
     try:

@@ -137,6 +137,17 @@ class LeaderElector:
             return False
         return self.clock.monotonic() - self._last_renew < self.timing.renew_deadline
 
+    @property
+    def leader_known(self) -> bool:
+        """Some replica (this one or another) holds a lease that has not expired, as
+        judged by local elapsed time since the record last changed."""
+        if self.is_leader:
+            return True
+        record = self._observed
+        if record is None or not record.holder:
+            return False
+        return self.clock.monotonic() < self._observed_at + record.lease_duration_seconds
+
     async def try_acquire_or_renew(self) -> bool:
         """One round of client-go's tryAcquireOrRenew. True when we hold the lease."""
         now = self.clock.now()

@@ -28,6 +28,7 @@ from waypost.controller.leader import ElectionTiming, LeaderElector
 from waypost.controller.lease_k8s import KubernetesLeaseStore
 from waypost.controller.mirror import StatusMirror
 from waypost.coordinator import server
+from waypost.coordinator.readiness import Readiness
 from waypost.engine import loops
 from waypost.engine.core import Engine
 from waypost.model.settings import Settings
@@ -119,7 +120,10 @@ class LeaderWork:
 
 async def run_operator(settings: Settings, options: OperatorOptions) -> int:
     engine = await Engine.open(settings)
-    runner = await server.serve(engine, options.bind_host, settings.coordinator_port)
+    readiness = Readiness()
+    readiness.hold("leader", "no leader is known yet")
+    runner = await server.serve(engine, options.bind_host, settings.coordinator_port,
+                                readiness)
     log.info("coordinator API listening", extra={"port": settings.coordinator_port})
 
     api_client = kube_client()
@@ -142,6 +146,8 @@ async def run_operator(settings: Settings, options: OperatorOptions) -> int:
         options.identity, engine.clock, timing=ElectionTiming(),
         on_started=started, on_stopped=stopped,
     )
+    readiness.add("leader", lambda: None if elector.leader_known else
+                  "no leader is known (no replica holds the Lease)")
     elector_stop = asyncio.Event()
     elector_task = loop.create_task(elector.run(elector_stop), name="elector")
     waiters = [loop.create_task(stop.wait()), loop.create_task(lost.wait())]

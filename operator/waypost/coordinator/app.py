@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, TypeVar, cast
 
+import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -18,82 +20,180 @@ from waypost.coordinator import (
     dashboard,
     metrics,
     openapi,
-    params,
+    render,
     streams,
 )
+from waypost.coordinator.readiness import Readiness
 from waypost.coordinator.routes import Auth, Route, RouteTable
+from waypost.coordinator.wire import error_response, internal_error
 from waypost.engine import attempts, control, scheduler
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity
-from waypost.engine.errors import EngineError, InvalidValue
+from waypost.engine.errors import (
+    EngineError,
+    IdempotencyConflict,
+    InvalidValue,
+    UnsupportedMediaType,
+)
 from waypost.engine.events import EventHub
+from waypost.model import inputs
 from waypost.model.enums import RunStatus
+from waypost.model.inputs import MAX_URL_BYTES
 from waypost.model.run import (
+    DeadLetterQuery,
     ErrorInfo,
     RequeueRequest,
     Run,
     RunList,
+    RunQuery,
+    ScheduleQuery,
     TriggerRequest,
 )
 from waypost.model.schedule import ScheduleList
+from waypost.model.settings import Limits
 from waypost.sdk import protocol
+from waypost.store import health, migrate
 from waypost.store import pool as store_pool
 
 log = logging.getLogger("waypost.coordinator")
 
 ENGINE = appkeys.ENGINE
 ROUTES = appkeys.ROUTES
+READINESS = appkeys.READINESS
 M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P")
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-def _describe_validation(exc: ValidationError) -> str:
+def _describe_validation(exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{prefix}{where or 'body'}: {err['msg']}")
     return "; ".join(parts)
+
+
+def _body_limit(limits: Limits) -> tuple[int, str]:
+    """The cap on request bodies, which follows the largest documented limit, and how
+    to say it: room for that document escaped and indented, plus its envelope."""
+    largest = max(limits.payload_bytes, limits.checkpoint_bytes, limits.result_bytes)
+    cap = 2 * largest + 65536
+    return cap, (f"the limit of {cap} bytes for a request body (twice the largest document "
+                 f"limit, {largest} bytes, plus 64 KiB)")
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _check_request(request: web.Request) -> web.Response | None:
+    """What can be refused before routing to a handler: the URL, the body's framing,
+    the path parameters. Returns the error answer, or None."""
+    if len(request.raw_path) > MAX_URL_BYTES:
+        return error_response(414, "uri_too_long",
+                              f"the URL is over the limit of {MAX_URL_BYTES} bytes")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        return error_response(415, "unsupported_encoding",
+                              f"Content-Encoding {encoding[:40]!r} is not supported; "
+                              "send the body uncompressed")
+    if request.method in _BODY_METHODS and request.body_exists:
+        cap, said = _body_limit(request.app[ENGINE].settings.limits)
+        length = request.content_length
+        if length is not None and length > cap:
+            return error_response(413, "too_large",
+                                  f"the request body is {length} bytes, over {said}")
+    for name, value in request.match_info.items():
+        problem = inputs.text_problem(value)
+        if problem is None and len(value) > inputs.MAX_NAME_LENGTH:
+            problem = f"is {len(value)} characters long, over the limit of " \
+                      f"{inputs.MAX_NAME_LENGTH}"
+        if problem is not None:
+            return error_response(400, "invalid_path", f"path parameter {name}: {problem}")
+    return None
 
 
 @web.middleware
 async def errors_as_json(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every failure becomes a JSON error that says what was wrong."""
+    """Every failure becomes a JSON error that says what was wrong: never a stack trace,
+    never the database's address, and no 500 without an error id in the log."""
+    refused = _check_request(request)
+    if refused is not None:
+        return refused
     try:
         return await handler(request)
+    except IdempotencyConflict as exc:
+        return web.json_response({"error": {"code": exc.code, "message": exc.message,
+                                             "runId": exc.run_id}}, status=exc.status)
     except EngineError as exc:
         return error_response(exc.status, exc.code, exc.message)
+    except inputs.UnsafeInput as exc:
+        return error_response(400, "invalid_value", str(exc))
     except ValidationError as exc:
         return error_response(400, "invalid_body", _describe_validation(exc))
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, "too_large", f"request body too large: {exc.text}")
+    except web.HTTPRequestEntityTooLarge:
+        _, said = _body_limit(request.app[ENGINE].settings.limits)
+        return error_response(413, "too_large", f"the request body is over {said}")
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(405, "method_not_allowed",
+                              f"{request.method} is not allowed on {request.path[:200]}; "
+                              f"allowed: {allowed}", headers={"Allow": allowed})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason.lower().replace(" ", "_"),
-                              f"{request.method} {request.path}: {exc.reason}")
+                              f"{request.method} {request.path[:200]}: {exc.reason}")
     except store_pool.UNAVAILABLE_ERRORS as exc:
-        log.warning("store unavailable: %s", exc)
+        # The exception names the database's host and port: logged, never answered.
+        log.warning("store unavailable: %s", str(exc) or type(exc).__name__)
         return error_response(503, "store_unavailable",
-                              f"the database is unavailable, nothing was changed: {exc}")
+                              "the database is unavailable, nothing was changed; retry later",
+                              headers={"Retry-After": "1"})
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return internal_error(exc, f"{request.method} {request.path[:200]}")
 
 
-async def _json_body(request: web.Request) -> Any:
-    raw = await request.read()
-    try:
-        data = json.loads(raw) if raw else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidValue(f"malformed JSON body: {exc}") from None
-    return {} if data is None else data
+def _check_media_type(request: web.Request) -> None:
+    if request.body_exists and "Content-Type" in request.headers:
+        ctype = request.content_type
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            raise UnsupportedMediaType(f"Content-Type {ctype[:60]!r} is not supported; send "
+                                       "application/json")
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
-    return model.model_validate(await _json_body(request))
+    """The JSON body as ``model``: 415 for another media type, 400 naming the field."""
+    _check_media_type(request)
+    data = inputs.parse_json(await request.read()) if request.body_exists else None
+    if data is None:
+        data = {}
+    # Numbers are strict where a model says so (TriggerRequest.priority: "5" is not 5,
+    # true is not 1); enums and times arrive as JSON text.
+    return model.model_validate(data)
+
+
+def read_query(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise InvalidValue(_describe_validation(exc, "query parameter ")) from None
+
+
+async def read_message(request: web.Request, kind: type[P]) -> P:
+    """A runner-protocol body: the same JSON checks as every body, each top-level
+    field checked on its own (an error names it), then validated by pydantic."""
+    _check_media_type(request)
+    data = inputs.parse_json(await request.read()) if request.body_exists else None
+    if data is None:
+        data = {}
+    try:
+        inputs.check_fields(data)
+    except inputs.UnsafeInput as exc:
+        raise InvalidValue(f"{exc.where or 'body'}: {exc.reason}") from None
+    return cast(P, openapi.adapter(kind).validate_python(data))
 
 
 _bearer = auth.bearer
@@ -104,10 +204,6 @@ def attempt_of(request: web.Request) -> AttemptIdentity:
     return attempts.authenticate(request.app[ENGINE], _bearer(request))
 
 
-def run_json(run: Run, status: int = 200) -> web.Response:
-    return web.json_response(run.model_dump(mode="json", by_alias=True), status=status)
-
-
 # --- user API ---------------------------------------------------------------
 
 async def trigger_run(request: web.Request) -> web.Response:
@@ -116,81 +212,78 @@ async def trigger_run(request: web.Request) -> web.Response:
     run, created = await control.trigger(
         request.app[ENGINE], request.match_info["namespace"], request.match_info["task"], body
     )
-    return run_json(run, 201 if created else 200)
+    return render.run_response(run, 201 if created else 200)
 
 
 async def get_run(request: web.Request) -> web.Response:
     require_user(request)
     run_id = control.parse_run_id(request.match_info["run_id"])
-    return run_json(await control.get(request.app[ENGINE], run_id, details=True))
+    return render.run_response(await control.get(request.app[ENGINE], run_id, details=True))
 
 
-_int_param = params.int_param
-
-
-def _statuses(request: web.Request) -> list[RunStatus] | None:
-    raw = request.query.get("status")
-    if not raw:
+def _statuses(raw: str | None) -> list[RunStatus] | None:
+    if raw is None:
         return None
     try:
         return [RunStatus(s) for s in raw.split(",")]
     except ValueError:
         raise InvalidValue(
-            f"unknown status in {raw!r}; use {', '.join(s.value for s in RunStatus)}"
+            f"query parameter status: unknown status in {raw[:200]!r}; use "
+            f"{', '.join(s.value for s in RunStatus)}"
         ) from None
 
 
-time_param = params.time_param
+def _utc(value: datetime | None) -> datetime | None:
+    """A time without a zone is taken as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 async def list_runs(request: web.Request) -> web.Response:
     require_user(request)
+    q = read_query(request, RunQuery)
     runs, cursor = await control.list_runs(
-        request.app[ENGINE], namespace=request.query.get("namespace"),
-        task=request.query.get("task"), statuses=_statuses(request),
-        limit=_int_param(request, "limit", 50) or 50, cursor=_int_param(request, "cursor", None),
-        since=time_param(request, "since"), until=time_param(request, "until"),
-        search=request.query.get("q") or None,
+        request.app[ENGINE], namespace=q.namespace, task=q.task, statuses=_statuses(q.status),
+        limit=q.limit, cursor=q.cursor, since=_utc(q.since), until=_utc(q.until), search=q.q,
     )
-    body = RunList(runs=runs, next_cursor=cursor)
-    return web.json_response(body.model_dump(mode="json", by_alias=True))
+    return render.run_list_response(RunList(runs=runs, next_cursor=cursor))
 
 
 async def cancel_run(request: web.Request) -> web.Response:
     require_user(request)
     run_id = control.parse_run_id(request.match_info["run_id"])
-    return run_json(await control.cancel(request.app[ENGINE], run_id))
+    return render.run_response(await control.cancel(request.app[ENGINE], run_id))
 
 
 async def bump_run(request: web.Request) -> web.Response:
     require_user(request)
     run_id = control.parse_run_id(request.match_info["run_id"])
-    return run_json(await control.bump(request.app[ENGINE], run_id))
+    return render.run_response(await control.bump(request.app[ENGINE], run_id))
 
 
 async def requeue_run(request: web.Request) -> web.Response:
     require_user(request)
     run_id = control.parse_run_id(request.match_info["run_id"])
     body = await read_body(request, RequeueRequest)
-    return run_json(await control.requeue(request.app[ENGINE], run_id, body.spec))
+    return render.run_response(await control.requeue(request.app[ENGINE], run_id, body.spec))
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
     require_user(request)
+    q = read_query(request, DeadLetterQuery)
     runs, cursor = await control.list_runs(
-        request.app[ENGINE], namespace=request.query.get("namespace"),
-        task=request.query.get("task"), statuses=[RunStatus.DEAD_LETTERED],
-        limit=_int_param(request, "limit", 50) or 50, cursor=_int_param(request, "cursor", None),
+        request.app[ENGINE], namespace=q.namespace, task=q.task,
+        statuses=[RunStatus.DEAD_LETTERED], limit=q.limit, cursor=q.cursor,
     )
-    body = RunList(runs=runs, next_cursor=cursor)
-    return web.json_response(body.model_dump(mode="json", by_alias=True))
+    return render.run_list_response(RunList(runs=runs, next_cursor=cursor))
 
 
 async def list_schedules(request: web.Request) -> web.Response:
     require_user(request)
-    found = await scheduler.list_schedules(
-        request.app[ENGINE], namespace=request.query.get("namespace"),
-        task=request.query.get("task"))
+    q = read_query(request, ScheduleQuery)
+    found = await scheduler.list_schedules(request.app[ENGINE], namespace=q.namespace,
+                                           task=q.task)
     return web.json_response(ScheduleList(schedules=found).model_dump(mode="json", by_alias=True))
 
 
@@ -200,7 +293,7 @@ async def trigger_schedule(request: web.Request) -> web.Response:
     run_id, _ = await scheduler.trigger_now(
         engine, request.match_info["namespace"], request.match_info["task"],
         request.match_info["schedule"])
-    return run_json(await control.get(engine, run_id), 201)
+    return render.run_response(await control.get(engine, run_id), 201)
 
 
 # --- runner API -------------------------------------------------------------
@@ -208,12 +301,6 @@ async def trigger_schedule(request: web.Request) -> web.Response:
 def answer(message: Any, status: int = 200) -> web.Response:
     """A runner-protocol message as the runner reads it (camelCase)."""
     return web.json_response(protocol.encode(message), status=status)
-
-
-async def read_message(request: web.Request, kind: type[P]) -> P:
-    """A runner-protocol body, validated by pydantic (a 400 names the field)."""
-    body = openapi.adapter(kind).validate_python(await _json_body(request))
-    return cast(P, body)
 
 
 async def runner_attempt(request: web.Request) -> web.Response:
@@ -272,11 +359,23 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 only when this process can do its job: the database answers, its schema is
+    this version's, and what the process registered (tasks, a known leader) holds."""
     engine = request.app[ENGINE]
     try:
-        await engine.pool.fetchval("SELECT 1")
+        version = await health.schema_version(engine.pool)
     except store_pool.UNAVAILABLE_ERRORS as exc:
-        return error_response(503, "store_unavailable", f"the database is unavailable: {exc}")
+        log.warning("not ready, store unavailable: %s", str(exc) or type(exc).__name__)
+        return error_response(503, "store_unavailable", "the database is unavailable")
+    except asyncpg.UndefinedTableError:
+        version = 0
+    unmet = request.app[READINESS].unmet()
+    newest = len(migrate.available())
+    if version < newest:
+        unmet = {"migrations": f"the database schema is at version {version}, this version "
+                               f"needs {newest}", **unmet}
+    if unmet:
+        return error_response(503, "not_ready", "; ".join(unmet.values()))
     return web.json_response({"status": "ready"})
 
 
@@ -294,17 +393,11 @@ def _version() -> str:
 def route_table() -> RouteTable:
     table = RouteTable()
     add = table.add
-    filters = {"namespace": "Only this namespace.", "task": "Only this task.",
-               "status": "Comma-separated statuses.", "limit": "Page size (1-1000).",
-               "cursor": "nextCursor of the previous page."}
     add(Route("POST", "/v1/tasks/{namespace}/{task}/trigger", trigger_run,
               "Trigger a run (201 new, 200 existing run for the idempotency key)",
-              Auth.USER, "runs", body=TriggerRequest, response=Run, status=201))
+              Auth.USER, "runs", body=TriggerRequest, response=Run, status=201, also=(200,)))
     add(Route("GET", "/v1/runs", list_runs, "List runs, newest first", Auth.USER, "runs",
-              response=RunList, query={
-                  **filters, "since": "Created at or after this ISO-8601 time.",
-                  "until": "Created before this ISO-8601 time.",
-                  "q": "A prefix of the run id or of the idempotency key."}))
+              response=RunList, query=RunQuery))
     add(Route("GET", "/v1/runs/{run_id}", get_run, "A run with its attempts and checkpoints",
               Auth.USER, "runs", response=Run))
     add(Route("POST", "/v1/runs/{run_id}/cancel", cancel_run, "Cancel an active run",
@@ -317,11 +410,11 @@ def route_table() -> RouteTable:
               Auth.USER, "dead letters", body=RequeueRequest, response=Run))
     add(Route("GET", "/v1/dead-letters", list_dead_letters, "List dead-lettered runs",
               Auth.USER, "dead letters", response=RunList,
-              query={k: v for k, v in filters.items() if k != "status"}))
+              query=DeadLetterQuery))
     add(Route("GET", "/v1/schedules", list_schedules,
               "List cron schedules with their next fire times", Auth.USER, "schedules",
               response=ScheduleList,
-              query={"namespace": filters["namespace"], "task": filters["task"]}))
+              query=ScheduleQuery))
     add(Route("POST", "/v1/tasks/{namespace}/{task}/schedules/{schedule}/trigger",
               trigger_schedule,
               "Fire a schedule once now, with a fresh idempotency key (its next tick is kept)",
@@ -348,7 +441,9 @@ def route_table() -> RouteTable:
               Auth.ATTEMPT, "runner", body=protocol.CancelledBody,
               response=protocol.OutcomeAnswer))
     add(Route("GET", "/healthz", healthz, "Liveness", Auth.NONE, "operations"))
-    add(Route("GET", "/readyz", readyz, "Readiness: the database answers", Auth.NONE,
+    add(Route("GET", "/readyz", readyz,
+              "Readiness: the database answers with this version's schema, tasks are "
+              "registered (dev), a leader is known (operator)", Auth.NONE,
               "operations"))
     add(Route("GET", "/metrics", metrics.handler, "Prometheus metrics", Auth.NONE, "operations",
               content_type="text/plain"))
@@ -412,11 +507,9 @@ def dashboard_routes(add: Callable[[Route], None]) -> None:
               Auth.NONE, "ui", content_type="text/*"))
 
 
-def create_app(engine: Engine) -> web.Application:
-    limits = engine.settings.limits
-    # Room for the largest allowed document plus its JSON envelope; the precise limit
-    # is checked per field so the error can name it.
-    max_body = max(limits.payload_bytes, limits.checkpoint_bytes, limits.result_bytes) * 2 + 65536
+def create_app(engine: Engine, readiness: Readiness | None = None) -> web.Application:
+    # The precise limits are checked per field, so that the error can name it.
+    max_body, _ = _body_limit(engine.settings.limits)
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body)
     app[ENGINE] = engine
     hub = EventHub(engine.pool, interval=engine.settings.events_poll_seconds)
@@ -427,6 +520,7 @@ def create_app(engine: Engine) -> web.Application:
 
     # Streams end before the runner's cleanup waits for their handlers.
     app.on_shutdown.append(close_hub)
+    app[READINESS] = readiness or Readiness()
     table = route_table()
     app[ROUTES] = table.routes
     table.install(app)

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from waypost.coordinator.routes import Auth, Route
+from waypost.model import inputs
 from waypost.model.run import ErrorBody
 
 _PARAM = re.compile(r"\{([a-z_]+)\}")
@@ -24,9 +25,21 @@ def adapter(kind: type[Any]) -> TypeAdapter[Any]:
     return _ADAPTERS[kind]
 
 
+def _json_values(node: Any) -> Any:
+    """The schema with every marked JSON value replaced by a reference to JsonValue."""
+    if isinstance(node, dict):
+        if node.get(inputs.JSON_VALUE_MARKER):
+            rest = {k: v for k, v in node.items() if k != inputs.JSON_VALUE_MARKER}
+            return {"allOf": [{"$ref": inputs.JSON_VALUE_REF}], **rest}
+        return {k: _json_values(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_json_values(v) for v in node]
+    return node
+
+
 def _schema_ref(model: type[Any], components: dict[str, Any]) -> dict[str, Any]:
-    schema = adapter(model).json_schema(by_alias=True,
-                                        ref_template="#/components/schemas/{model}")
+    schema = _json_values(adapter(model).json_schema(
+        by_alias=True, ref_template="#/components/schemas/{model}"))
     for name, definition in schema.pop("$defs", {}).items():
         components[name] = definition
     components[model.__name__] = schema
@@ -42,35 +55,89 @@ def _operation_id(route: Route) -> str:
     return name
 
 
+_ERRORS = {
+    400: "Invalid input; the message names the field",
+    401: "Missing or invalid credentials",
+    404: "No such run, task or schedule",
+    405: "Method not allowed; the Allow header lists the allowed ones",
+    409: "The run's state or the idempotency key does not allow this",
+    413: "A body or a value over its documented limit",
+    414: "The URL is over 8 KiB",
+    415: "A Content-Encoding or a Content-Type other than JSON",
+    431: "A request header is over 8 KiB",
+    500: "An unexpected failure; its error id is in the server's log",
+    503: "The database is unavailable (or, for /readyz, the process is not ready)",
+}
+_NAME = {"type": "string", "minLength": 1, "maxLength": inputs.MAX_NAME_LENGTH,
+         "pattern": inputs.NO_NUL_PATTERN}
+_PATH_SCHEMAS: dict[str, dict[str, Any]] = {"run_id": {"type": "string", "format": "uuid"}}
+_STATELESS = {"/healthz", "/openapi.json"}
+
+
+def _query_schema(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema from its model field: never null (absent instead)."""
+    prop = {k: v for k, v in prop.items() if k not in ("default", "title", "description")}
+    choices = [c for c in prop.pop("anyOf", []) if c.get("type") != "null"]
+    if len(choices) == 1:
+        prop.update(choices[0])
+    elif choices:
+        prop["anyOf"] = choices
+    return prop
+
+
+def _error_statuses(route: Route, has_params: bool) -> list[int]:
+    codes = [405, 414, 431, 500]
+    if has_params or route.body is not None or route.query is not None:
+        codes.append(400)
+    if route.auth is not Auth.NONE:
+        codes.append(401)
+    if _PARAM.search(route.path):
+        codes.append(404)
+    if route.method == "POST":
+        codes += [409, 413, 415]
+    if route.path not in _STATELESS:
+        codes.append(503)
+    return sorted(codes)
+
+
 def build(routes: list[Route], version: str) -> dict[str, Any]:
-    components: dict[str, Any] = {}
+    components: dict[str, Any] = {"JsonValue": inputs.json_value_schema()}
     error_ref = _schema_ref(ErrorBody, components)
+    error = {"content": {"application/json": {"schema": error_ref}}}
     paths: dict[str, Any] = {}
     for route in routes:
+        ok = {"content": {route.content_type: {
+            "schema": _schema_ref(route.response, components) if route.response else {}}}}
+        responses: dict[str, Any] = {str(route.status): {"description": "OK", **ok}}
+        for extra in route.also:
+            responses[str(extra)] = {"description": "OK", **ok}
+        params: list[dict[str, Any]] = [
+            {"name": name, "in": "path", "required": True,
+             "schema": _PATH_SCHEMAS.get(name, _NAME)}
+            for name in _PARAM.findall(route.path)
+        ]
+        if isinstance(route.query, dict):
+            params += [
+                {"name": name, "in": "query", "required": False, "description": text,
+                 "schema": {"type": "string"}}
+                for name, text in route.query.items()
+            ]
+        elif route.query is not None:
+            query_schema = route.query.model_json_schema(by_alias=True)
+            params += [
+                {"name": name, "in": "query", "required": False,
+                 "description": prop.get("description", ""), "schema": _query_schema(prop)}
+                for name, prop in query_schema["properties"].items()
+            ]
+        for code in _error_statuses(route, bool(params)):
+            responses.setdefault(str(code), {"description": _ERRORS[code], **error})
+        responses["default"] = {"description": "Error", **error}
         op: dict[str, Any] = {
             "summary": route.summary,
             "operationId": _operation_id(route),
             "tags": [route.tag],
-            "responses": {
-                str(route.status): {
-                    "description": "OK",
-                    "content": {route.content_type: {
-                        "schema": _schema_ref(route.response, components)
-                        if route.response else {}}},
-                },
-                "default": {"description": "Error",
-                            "content": {"application/json": {"schema": error_ref}}},
-            },
+            "responses": responses,
         }
-        params: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PARAM.findall(route.path)
-        ]
-        params += [
-            {"name": name, "in": "query", "required": False, "description": text,
-             "schema": {"type": "string"}}
-            for name, text in route.query.items()
-        ]
         if params:
             op["parameters"] = params
         if route.body is not None:

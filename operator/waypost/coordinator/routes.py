@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -30,7 +31,10 @@ class Route:
     body: type[Any] | None = None
     response: type[Any] | None = None
     status: int = 200
-    query: dict[str, str] = field(default_factory=dict)  # name -> description
+    also: tuple[int, ...] = ()  # other success statuses
+    # Query parameters: a model whose fields they are (validated and documented from
+    # it), or names with descriptions (documented as strings).
+    query: type[BaseModel] | dict[str, str] | None = None
     content_type: str = "application/json"
 
 

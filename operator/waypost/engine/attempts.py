@@ -43,7 +43,12 @@ def _superseded(ident: AttemptIdentity) -> AttemptSuperseded:
 
 
 async def describe(engine: Engine, ident: AttemptIdentity) -> protocol.AttemptDocument:
-    """The attempt document a runner starts from: task, payload, checkpoints, limits."""
+    """The attempt document a runner starts from: task, payload, checkpoints, limits.
+
+    The lease stays the start timeout it was claimed with: the runner still has to
+    import the task's code, which on a busy machine can take longer than the
+    heartbeat window. Its first heartbeat, once the task runs, switches the lease
+    to the heartbeat window."""
     current = await runs.current_attempt(engine.pool, ident.run_id, ident.claim_token)
     if current is None:
         raise _superseded(ident)
@@ -180,8 +185,9 @@ async def report_exit(engine: Engine, exit: AttemptExit) -> None:
 async def expire_lost_attempts(
     engine: Engine, limit: int = 100
 ) -> list[tuple[AttemptIdentity, str]]:
-    """Fail attempts whose heartbeats stopped, and end cancelled runs whose grace period
-    ran out; returns them, each with why, so their workers get stopped."""
+    """Fail attempts whose heartbeats stopped, or that never started (no heartbeat within
+    the start timeout), and end cancelled runs whose grace period ran out; returns them,
+    each with why, so their workers get stopped."""
     expired = await runs.expired_attempts(engine.pool, limit)
     lost: list[tuple[AttemptIdentity, str]] = []
     window = engine.settings.lease_seconds
@@ -194,7 +200,8 @@ async def expire_lost_attempts(
                 continue
             await fail(engine, ident, ErrorInfo(
                 type=FailureType.LOST,
-                message=f"no heartbeat for {window:g} s: the attempt is presumed lost",
+                message=f"no heartbeat for {window:g} s (or no start within the start "
+                "timeout): the attempt is presumed lost",
             ))
             lost.append((ident, "heartbeat lost"))
         except AttemptSuperseded:

@@ -57,6 +57,9 @@ class ExecutionBackend(Protocol):
     """Starts and stops attempts; reports each worker's end through ``on_exit``."""
 
     name: str
+    # The default start timeout: how long an attempt may take from its claim to its
+    # runner's first heartbeat (Settings.start_timeout_seconds overrides it).
+    start_timeout_seconds: float
 
     def set_exit_handler(self, handler: ExitHandler) -> None: ...
 

@@ -11,7 +11,13 @@ from typing import Any
 from waypost.engine import encoding, scheduler
 from waypost.engine.core import Engine
 from waypost.engine.cron import InvalidSchedule
-from waypost.engine.errors import InvalidState, InvalidValue, RunNotFound, UnknownTask
+from waypost.engine.errors import (
+    IdempotencyConflict,
+    InvalidState,
+    InvalidValue,
+    RunNotFound,
+    UnknownTask,
+)
 from waypost.model import task as task_model
 from waypost.model.enums import RequeueSpec, RunStatus
 from waypost.model.run import Run, TriggerRequest
@@ -65,13 +71,36 @@ async def trigger(
     )
     if created is None:
         if request.idempotency_key is not None:
-            existing = await runs.find_by_idempotency_key(
-                engine.pool, namespace, task, request.idempotency_key
+            holder = await runs.find_by_idempotency_key(
+                engine.pool, namespace, task, request.idempotency_key, payload
             )
-            if existing is not None:
-                return await get(engine, existing), False
+            if holder is not None:
+                _check_same_request(request, holder)
+                return await get(engine, holder.run_id), False
         raise UnknownTask(f"no task {task!r} in namespace {namespace!r}")
     return created, True
+
+
+def _check_same_request(request: TriggerRequest, holder: runs.KeyHolder) -> None:
+    """A key reused with other parameters is a client bug, not a retry: say so (as
+    Stripe does) unless the client asked for the existing run whatever it holds.
+    The priority is compared when the trigger gives one (a bump changes it)."""
+    if request.idempotency_conflict == "returnExisting":
+        return
+    differ = []
+    if not holder.same_payload:
+        differ.append("payload")
+    if request.priority is not None and request.priority != holder.priority:
+        differ.append(f"priority ({request.priority}, the run has {holder.priority})")
+    if request.concurrency_key != holder.concurrency_key:
+        differ.append("concurrencyKey")
+    if differ:
+        raise IdempotencyConflict(
+            f"idempotency key {request.idempotency_key!r} belongs to run {holder.run_id}, "
+            f"triggered with a different {', '.join(differ)}; use a new key, or "
+            '"idempotencyConflict": "returnExisting" to get that run',
+            str(holder.run_id),
+        )
 
 
 async def trigger_many(

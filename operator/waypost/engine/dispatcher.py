@@ -120,9 +120,12 @@ class Dispatcher:
         if slots <= 0:
             return 0
         settings = self.engine.settings
+        # Until the runner's first heartbeat, the lease is the start timeout: starting a
+        # Pod or a process and importing the task is not heartbeat time.
+        start_timeout = settings.start_timeout_seconds or self.backend.start_timeout_seconds
         claimed = await runs.claim(
             self.engine.pool, limit=min(slots, settings.claim_batch),
-            lease_seconds=settings.lease_seconds, worker=settings.worker_name,
+            lease_seconds=start_timeout, worker=settings.worker_name,
             leader_epoch=self.engine.leader_epoch,
         )
         for item in claimed:

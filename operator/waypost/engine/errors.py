@@ -34,11 +34,27 @@ class InvalidValue(EngineError):
     status = 400
 
 
+class UnsupportedMediaType(EngineError):
+    code = "unsupported_media_type"
+    status = 415
+
+
 class AttemptSuperseded(EngineError):
     """The attempt is no longer current: a successor took over, or the run ended."""
 
     code = "attempt_superseded"
     status = 409
+
+
+class IdempotencyConflict(EngineError):
+    """The idempotency key belongs to a run that was triggered with other parameters."""
+
+    code = "idempotency_conflict"
+    status = 409
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class InvalidState(EngineError):

@@ -23,6 +23,7 @@ from waypost.model.enums import RunStatus
 from waypost.model.run import ReplayRequest, Run
 from waypost.model.task import TaskSpec
 from waypost.model.taskrun import TaskRunSpec
+from waypost.store import pool as store_pool
 from waypost.store import replays, runs, tasks
 from waypost.store.pool import RawJson
 
@@ -76,10 +77,12 @@ async def replay(
                 f"replay.fromRun: run {run_id} is a run of {source.namespace}/{source.task}, "
                 f"not of {expect_task[0]}/{expect_task[1]}")
         if request.idempotency_key is not None:
+            # A replay's key returns its run whatever it holds (no payload comparison).
             existing = await runs.find_by_idempotency_key(
-                conn, source.namespace, source.task, request.idempotency_key)
+                conn, source.namespace, source.task, request.idempotency_key,
+                store_pool.RawJson("null"))
             if existing is not None:
-                run = await runs.get(conn, existing)
+                run = await runs.get(conn, existing.run_id)
                 assert run is not None
                 return run, False
         if not RunStatus(source.status).is_final:
@@ -127,10 +130,11 @@ async def replay(
         if not created:
             assert request.idempotency_key is not None
             existing = await runs.find_by_idempotency_key(
-                conn, source.namespace, source.task, request.idempotency_key)
+                conn, source.namespace, source.task, request.idempotency_key,
+                encoded_payload)
             if existing is None:  # pragma: no cover - the key was just seen taken
                 raise InvalidState("the idempotency key is taken by a run being created")
-            run = await runs.get(conn, existing)
+            run = await runs.get(conn, existing.run_id)
             assert run is not None
             return run, False
         await replays.copy_checkpoints(conn, run_id, new_id, copied, edited)

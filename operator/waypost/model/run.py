@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, StrictInt, model_validator
 
 from waypost.model.base import ApiModel
 from waypost.model.enums import AttemptStatus, FailureType, RequeueSpec, RunStatus, SpecChoice
+from waypost.model.inputs import (
+    MAX_INTEGER,
+    MAX_KEY_LENGTH,
+    MAX_NAME_LENGTH,
+    ApiJson,
+    ApiText,
+)
 
 
 class ErrorInfo(ApiModel):
@@ -143,15 +150,40 @@ class Run(ApiModel):
         None, description="How this run was made, when it is a replay (with details).")
     replays: list[ReplayRecord] | None = Field(
         None, description="The replays of this run, oldest first (with details).")
+    warnings: list[str] | None = Field(
+        None, description="Why parts of the run are shown as placeholders (stored data that "
+        "cannot be rendered as JSON)."
+    )
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON Schema counts 5.0 as an integer; true and "5" stay refused (strict).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 class TriggerRequest(ApiModel):
     """Body of a trigger: the payload and how the run queues."""
 
-    payload: Any = None
-    priority: int | None = Field(None, ge=-1000, le=1000)
-    idempotency_key: str | None = Field(None, min_length=1, max_length=256)
-    concurrency_key: str | None = Field(None, min_length=1, max_length=256)
+    payload: ApiJson = Field(None, description="Input of the task function, any JSON value.")
+    priority: Annotated[StrictInt, Field(ge=-1000, le=1000),
+                        BeforeValidator(_whole_number)] | None = Field(
+        None, description="Higher runs first; the queue's default when omitted.")
+    idempotency_key: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_KEY_LENGTH,
+        description="Triggers with the same key for the same task are one run.",
+    )
+    concurrency_key: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_KEY_LENGTH,
+        description="Groups runs (a tenant, a user) for the queue's per-key limit.",
+    )
+    idempotency_conflict: Literal["error", "returnExisting"] = Field(
+        "error",
+        description="When the idempotency key belongs to a run triggered with a different "
+        "payload, priority or concurrency key: `error` answers 409 idempotency_conflict "
+        "(with the existing run's id), `returnExisting` answers 200 with the existing run.",
+    )
 
 
 class ReplayRequest(ApiModel):
@@ -234,7 +266,70 @@ class BulkResult(ApiModel):
 
 class RunList(ApiModel):
     runs: list[Run]
-    next_cursor: int | None = None
+    next_cursor: int | None = Field(None, ge=0, le=MAX_INTEGER)
+
+
+class QueryModel(ApiModel):
+    """Query parameters (unknown ones are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+_STATUS = "(" + "|".join(s.value for s in RunStatus) + ")"
+
+
+def _query_time(value: Any) -> Any:
+    # An ISO-8601 time, not the Unix timestamps pydantic would also take ("0.5").
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be an ISO-8601 date-time") from None
+    return value
+
+
+class RunQuery(QueryModel):
+    """Filters and paging of run listings (query parameters)."""
+
+    namespace: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_NAME_LENGTH, description="Only this namespace.")
+    task: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_NAME_LENGTH, description="Only this task.")
+    status: str | None = Field(
+        None, max_length=200, description="Comma-separated statuses: "
+        + ", ".join(s.value for s in RunStatus) + ".",
+        json_schema_extra={"pattern": f"^{_STATUS}(,{_STATUS})*$"})
+    limit: int = Field(50, ge=1, le=1000, description="Page size.")
+    cursor: int | None = Field(
+        None, ge=0, le=MAX_INTEGER, description="nextCursor of the previous page.")
+    since: Annotated[datetime, BeforeValidator(_query_time)] | None = Field(
+        None, description="Created at or after this ISO-8601 time (UTC when it has no zone).")
+    until: Annotated[datetime, BeforeValidator(_query_time)] | None = Field(
+        None, description="Created before this ISO-8601 time (UTC when it has no zone).")
+    q: ApiText | None = Field(
+        None, min_length=1, max_length=256,
+        description="A prefix of the run id or of the idempotency key.")
+
+
+class DeadLetterQuery(QueryModel):
+    """Filters and paging of the dead-letter listing (query parameters)."""
+
+    namespace: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_NAME_LENGTH, description="Only this namespace.")
+    task: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_NAME_LENGTH, description="Only this task.")
+    limit: int = Field(50, ge=1, le=1000, description="Page size.")
+    cursor: int | None = Field(
+        None, ge=0, le=MAX_INTEGER, description="nextCursor of the previous page.")
+
+
+class ScheduleQuery(QueryModel):
+    """Filters of the schedule listing (query parameters)."""
+
+    namespace: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_NAME_LENGTH, description="Only this namespace.")
+    task: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_NAME_LENGTH, description="Only this task.")
 
 
 class RequeueRequest(ApiModel):
@@ -252,7 +347,9 @@ class ErrorBody(ApiModel):
     """Every error answer of the API."""
 
     class Detail(ApiModel):
-        code: str
-        message: str
+        code: str = Field(description="Stable, machine-readable reason.")
+        message: str = Field(description="What was wrong, naming the field.")
+        run_id: str | None = Field(
+            None, description="For idempotency_conflict: the run that holds the key.")
 
     error: Detail

@@ -8,6 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The API's schema says it too (maxItems of a log batch).
+LOG_BATCH_MAX = 500
+
 
 class Limits(BaseModel):
     """Size limits, in bytes of encoded JSON."""
@@ -17,7 +20,8 @@ class Limits(BaseModel):
     payload_bytes: int = Field(512 * 1024, ge=1, description="Largest trigger payload.")
     checkpoint_bytes: int = Field(1024 * 1024, ge=1, description="Largest checkpoint.")
     result_bytes: int = Field(1024 * 1024, ge=1, description="Largest run result.")
-    log_batch: int = Field(500, ge=1, description="Most log lines in one runner request.")
+    log_batch: int = Field(LOG_BATCH_MAX, ge=1, le=LOG_BATCH_MAX,
+                           description="Most log lines in one runner request.")
 
 
 class Settings(BaseModel):
@@ -36,6 +40,13 @@ class Settings(BaseModel):
     )
     heartbeat_interval_seconds: float = Field(30.0, gt=0)
     missed_heartbeats: int = Field(3, ge=1, description="Beats missed before an attempt is lost.")
+    start_timeout_seconds: float | None = Field(
+        None, gt=0,
+        description="How long a claimed attempt may take to start (Pod scheduling, image pull, "
+        "process spawn, importing the task) until its runner's first heartbeat; from then on "
+        "the heartbeat window counts. Unset: the backend's default (10 min on Kubernetes, "
+        "60 s locally).",
+    )
     claim_batch: int = Field(50, ge=1, le=1000)
     poll_interval_seconds: float = Field(2.0, gt=0)
     schedule_interval_seconds: float = Field(
@@ -68,27 +79,31 @@ class Settings(BaseModel):
         return self.coordinator_url or f"http://{self.coordinator_host}:{self.coordinator_port}"
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> Settings:
-        """Settings from WAYPOST_* variables; keyword overrides win."""
-        env: dict[str, Any] = {}
-        mapping = {
-            "WAYPOST_DATABASE_URL": "database_url",
-            "WAYPOST_COORDINATOR_HOST": "coordinator_host",
-            "WAYPOST_COORDINATOR_PORT": "coordinator_port",
-            "WAYPOST_COORDINATOR_URL": "coordinator_url",
-            "WAYPOST_API_TOKEN": "api_token",
-            "WAYPOST_HEARTBEAT_INTERVAL": "heartbeat_interval_seconds",
-            "WAYPOST_MISSED_HEARTBEATS": "missed_heartbeats",
-            "WAYPOST_CLAIM_BATCH": "claim_batch",
-            "WAYPOST_POLL_INTERVAL": "poll_interval_seconds",
-            "WAYPOST_SCHEDULE_INTERVAL": "schedule_interval_seconds",
-            "WAYPOST_HOT_TABLE_VACUUM_INTERVAL": "hot_table_vacuum_seconds",
-            "WAYPOST_HOT_TABLE_VACUUM_DEAD_TUPLES": "hot_table_vacuum_dead_tuples",
-            "WAYPOST_EVENTS_POLL_INTERVAL": "events_poll_seconds",
-            "WAYPOST_EVENTS_HEARTBEAT": "events_heartbeat_seconds",
-        }
-        for var, field in mapping.items():
+    def from_env(cls, defaults: dict[str, Any] | None = None, **overrides: Any) -> Settings:
+        """Settings from WAYPOST_* variables over ``defaults``; keyword overrides win."""
+        env: dict[str, Any] = dict(defaults or {})
+        for var, field in ENV_VARS.items():
             if os.environ.get(var):
                 env[field] = os.environ[var]
         env.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(env)
+
+
+# Every setting a process reads from its environment (README, "Settings").
+ENV_VARS = {
+    "WAYPOST_DATABASE_URL": "database_url",
+    "WAYPOST_COORDINATOR_HOST": "coordinator_host",
+    "WAYPOST_COORDINATOR_PORT": "coordinator_port",
+    "WAYPOST_COORDINATOR_URL": "coordinator_url",
+    "WAYPOST_API_TOKEN": "api_token",
+    "WAYPOST_HEARTBEAT_INTERVAL": "heartbeat_interval_seconds",
+    "WAYPOST_MISSED_HEARTBEATS": "missed_heartbeats",
+    "WAYPOST_START_TIMEOUT": "start_timeout_seconds",
+    "WAYPOST_CLAIM_BATCH": "claim_batch",
+    "WAYPOST_POLL_INTERVAL": "poll_interval_seconds",
+    "WAYPOST_SCHEDULE_INTERVAL": "schedule_interval_seconds",
+    "WAYPOST_HOT_TABLE_VACUUM_INTERVAL": "hot_table_vacuum_seconds",
+    "WAYPOST_HOT_TABLE_VACUUM_DEAD_TUPLES": "hot_table_vacuum_dead_tuples",
+    "WAYPOST_EVENTS_POLL_INTERVAL": "events_poll_seconds",
+    "WAYPOST_EVENTS_HEARTBEAT": "events_heartbeat_seconds",
+}

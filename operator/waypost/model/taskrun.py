@@ -20,6 +20,7 @@ from pydantic import ConfigDict, Field
 
 from waypost.model.base import ApiModel
 from waypost.model.enums import FailureType, RunStatus
+from waypost.model.inputs import JsonValue, SafeText
 from waypost.model.task import NAME_PATTERN
 
 # The Kubernetes API conventions' shape of a condition reason (metav1.Condition).
@@ -185,7 +186,7 @@ class Replay(ApiModel):
         description="Resume right after this checkpoint of that run; from the start when "
         "omitted.",
     )
-    payload: Any = Field(
+    payload: JsonValue = Field(
         None, description="Payload of the replay; when omitted, the TaskRun's payload if it "
         "has one, else the original run's.",
     )
@@ -206,7 +207,7 @@ class TaskRunSpec(ApiModel):
     }]})
 
     task_ref: TaskRef
-    payload: Any = Field(
+    payload: JsonValue = Field(
         None,
         description="Input of the task function, any JSON value. Its size is limited by the "
         "coordinator (and by the API server's object size), not by this schema.",
@@ -215,12 +216,12 @@ class TaskRunSpec(ApiModel):
         None, ge=-1000, le=1000,
         description="Higher runs first; the Task's queue.defaultPriority when omitted.",
     )
-    idempotency_key: str | None = Field(
+    idempotency_key: SafeText | None = Field(
         None, min_length=1, max_length=MAX_KEY_LENGTH,
         description="Runs with the same key for the same Task are one run; the TaskRun's uid "
         "when omitted.",
     )
-    concurrency_key: str | None = Field(
+    concurrency_key: SafeText | None = Field(
         None, min_length=1, max_length=MAX_KEY_LENGTH,
         description="Groups runs (a tenant, a user) for the queue's perKeyConcurrency limit.",
     )

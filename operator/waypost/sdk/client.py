@@ -188,11 +188,15 @@ class WaypostClient:
         priority: int | None = None,
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
+        return_existing: bool = False,
     ) -> RunHandle:
         """Enqueue a run of ``task`` (an id or a decorated task) with ``payload``.
 
         With ``idempotency_key``, triggering again returns the existing run
-        (``created`` False) instead of enqueuing another.
+        (``created`` False) instead of enqueuing another. Reusing the key with
+        a different payload, priority or concurrency key raises
+        :class:`WaypostAPIError` (409 ``idempotency_conflict``) unless
+        ``return_existing`` asks for the existing run whatever it holds.
         """
         task_id = task.definition.id if isinstance(task, Task) else task
         body: dict[str, Any] = {"payload": payload}
@@ -202,6 +206,8 @@ class WaypostClient:
             body["idempotencyKey"] = idempotency_key
         if concurrency_key is not None:
             body["concurrencyKey"] = concurrency_key
+        if return_existing:
+            body["idempotencyConflict"] = "returnExisting"
         path = f"/v1/tasks/{_segment(namespace)}/{_segment(task_id)}/trigger"
         status, data = await self._request("POST", path, body=body)
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):

@@ -18,6 +18,12 @@ class StoreHealth:
     oldest_snapshot_seconds: float
 
 
+async def schema_version(db: asyncpg.Pool | asyncpg.Connection) -> int:
+    """The newest migration applied; raises UndefinedTableError before any."""
+    version: int = await db.fetchval(query("schema_version"))
+    return version
+
+
 async def read(db: asyncpg.Pool | asyncpg.Connection) -> StoreHealth:
     r = await db.fetchrow(query("store_health"))
     assert r is not None

@@ -13,8 +13,30 @@ SCHEMA = "waypost"
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
-            type_name, encoder=_encode_json, decoder=json.loads, schema="pg_catalog"
+            type_name, encoder=_encode_json, decoder=_decode_json, schema="pg_catalog"
         )
+
+
+class UnreadableJson:
+    """A stored JSON value that Python cannot decode (nested past its recursion limit).
+
+    Returned instead of failing the whole query, so that the rows around it can
+    still be read; the API shows it as a placeholder."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"UnreadableJson({self.size} bytes)"
+
+
+def _decode_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return UnreadableJson(len(text))
 
 
 def _encode_json(value: Any) -> str:
@@ -83,4 +105,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
+    # The connection's state after the server closed it in the middle of an operation.
+    asyncpg.InternalClientError,
+    # The database itself is gone (dropped, or not created yet).
+    asyncpg.InvalidCatalogNameError,
 )

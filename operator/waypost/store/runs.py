@@ -103,14 +103,27 @@ async def enqueue_bulk(
     return inserted
 
 
+@dataclass(frozen=True)
+class KeyHolder:
+    """The run that holds an idempotency key, with what a repeated trigger is compared to."""
+
+    run_id: uuid.UUID
+    same_payload: bool
+    priority: int
+    concurrency_key: str | None
+
+
 async def find_by_idempotency_key(
-    db: asyncpg.Pool | asyncpg.Connection, namespace: str, task: str, key: str
-) -> uuid.UUID | None:
-    found: uuid.UUID | None = await db.fetchval(
+    db: asyncpg.Pool | asyncpg.Connection, namespace: str, task: str, key: str, payload: RawJson
+) -> KeyHolder | None:
+    row = await db.fetchrow(
         *bind("find_run_by_idempotency_key", namespace=namespace, task=task,
-              idempotency_key=key)
+              idempotency_key=key, payload=payload)
     )
-    return found
+    if row is None:
+        return None
+    return KeyHolder(row["id"], bool(row["same_payload"]), row["priority"],
+                     row["concurrency_key"])
 
 
 Ack = tuple[uuid.UUID, int, RawJson]  # (run id, claim token, result)

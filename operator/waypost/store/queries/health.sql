@@ -16,6 +16,10 @@ SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
                  WHERE datname = current_database() AND backend_xmin IS NOT NULL
                    AND pid <> pg_backend_pid()), 0)::float8 AS oldest_snapshot_seconds;
 
+-- name: schema_version
+-- The newest migration applied to this database (0 before the first).
+SELECT coalesce(max(version), 0) FROM schema_migrations;
+
 -- name: hot_table_dead_tuples
 -- Dead tuples in run_queue as the cumulative statistics last saw them.
 SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables

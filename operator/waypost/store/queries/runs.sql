@@ -83,7 +83,10 @@ SELECT count(*) AS inserted, (SELECT pg_notify('waypost_ready', '')) IS NULL AS 
 FROM queued;
 
 -- name: find_run_by_idempotency_key
-SELECT id FROM runs
+-- The run that holds an idempotency key, and whether it was triggered with the same
+-- payload (jsonb equality: key order and number spelling do not matter).
+SELECT id, payload = :payload::jsonb AS same_payload, priority, concurrency_key
+FROM runs
 WHERE namespace = :namespace AND task = :task AND idempotency_key = :idempotency_key;
 
 -- name: claim_runs

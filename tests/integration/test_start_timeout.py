@@ -1,0 +1,98 @@
+"""Start-up is not heartbeat time (issue 16).
+
+A claimed attempt's lease is the start timeout (process spawn, Pod scheduling,
+image pull, importing the task) until its runner's first heartbeat; from then on
+it is the heartbeat window. Before, the heartbeat window ran from the claim, and runners that took
+longer than it to start on a busy machine were declared lost while healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from tests.factories import StalledBackend, settings, wait_for_status
+from tests.integration.test_fencing import wait_until
+from waypost.backends.process import ProcessBackend
+from waypost.engine import control
+from waypost.model.enums import RunStatus
+from waypost.model.run import TriggerRequest
+from waypost.model.task import TaskDefinition, TaskSpec
+from waypost.standalone import Standalone
+
+RUNNERS = 20
+
+
+async def test_twenty_runners_starting_at_once_with_a_1s_heartbeat_are_not_lost(
+    database_url: str, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # 1 s heartbeat, 3 missed beats: a 3 s window, less than 20 Python runners take to
+    # spawn and import at once on two shared cores.
+    stack = await Standalone(
+        settings(database_url, heartbeat_interval_seconds=1.0, missed_heartbeats=3),
+        ProcessBackend(max_parallel=RUNNERS, log_dir=tmp_path / "logs"),
+    ).start()
+    try:
+        spec = TaskSpec.model_validate({
+            "entrypoint": "examples.flaky:sleepy", "timeout": {"maxDuration": "2m"},
+            "retry": {"maxAttempts": 3, "backoff": {"initialSeconds": 0.1, "jitter": 0}},
+        })
+        await control.register_task(
+            stack.engine, TaskDefinition(namespace="default", name="sleepy", spec=spec))
+        started = time.monotonic()
+        triggered = [
+            (await control.trigger(stack.engine, "default", "sleepy",
+                                   TriggerRequest(payload={"seconds": 3})))[0]
+            for _ in range(RUNNERS)
+        ]
+        done = [await wait_for_status(stack.engine, run.id, {RunStatus.SUCCEEDED,
+                                                             RunStatus.DEAD_LETTERED,
+                                                             RunStatus.FAILED}, timeout=180)
+                for run in triggered]
+        elapsed = time.monotonic() - started
+        lost = await db.fetchval(
+            "SELECT count(*) FROM attempts WHERE error->>'type' = 'lost'")
+        detail = await db.fetch(
+            "SELECT a.run_id, a.attempt, a.started_at, a.finished_at, a.error->>'message' AS m "
+            "FROM attempts a WHERE a.error->>'type' = 'lost'")
+        assert lost == 0, f"{lost} healthy attempts were declared lost: {detail}"
+        assert [r.status for r in done] == [RunStatus.SUCCEEDED] * RUNNERS
+        assert [r.attempt for r in done] == [1] * RUNNERS
+        assert all(r.result == {"slept": 3.0} for r in done)
+        print(f"{RUNNERS} runners with a 1 s heartbeat: all succeeded on their first "
+              f"attempt in {elapsed:.1f} s, none lost")
+    finally:
+        await stack.stop()
+
+
+async def test_an_attempt_that_never_starts_is_lost_after_the_start_timeout(
+    database_url: str, db: asyncpg.Pool
+) -> None:
+    backend = StalledBackend()
+    stack = await Standalone(
+        settings(database_url, heartbeat_interval_seconds=0.2, missed_heartbeats=2,
+                 poll_interval_seconds=0.1, start_timeout_seconds=2.0),
+        backend,  # type: ignore[arg-type]
+    ).start()
+    try:
+        spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello",
+                                        "retry": {"maxAttempts": 1}})
+        await control.register_task(
+            stack.engine, TaskDefinition(namespace="default", name="stuck", spec=spec))
+        run, _ = await control.trigger(stack.engine, "default", "stuck", TriggerRequest())
+        await wait_until(lambda: len(backend.launches) == 1)
+        claimed_at = time.monotonic()
+        # Far past the 0.4 s heartbeat window, inside the 2 s start timeout: still running.
+        await asyncio.sleep(1.0)
+        assert (await control.get(stack.engine, uuid.UUID(run.id))).status == RunStatus.RUNNING
+        done = await wait_for_status(stack.engine, run.id, {RunStatus.DEAD_LETTERED,
+                                                            RunStatus.FAILED}, timeout=10)
+        assert time.monotonic() - claimed_at >= 1.9
+        assert done.error is not None and done.error.type == "lost"
+        assert (uuid.UUID(run.id), "heartbeat lost") in backend.stopped
+    finally:
+        await stack.stop()

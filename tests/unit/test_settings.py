@@ -1,0 +1,60 @@
+"""Settings from the environment: every WAYPOST_* variable is documented and honoured,
+by `waypost dev` too (issue 16: dev mode ignored WAYPOST_HEARTBEAT_INTERVAL)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from waypost.devmode import dev_settings
+from waypost.model.settings import ENV_VARS, Settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+# A value for each variable, different from every default (dev mode's included).
+VALUES: dict[str, tuple[str, object]] = {
+    "WAYPOST_DATABASE_URL": ("postgresql://u@db.example:5433/w", "postgresql://u@db.example:5433/w"),
+    "WAYPOST_COORDINATOR_HOST": ("0.0.0.0", "0.0.0.0"),
+    "WAYPOST_COORDINATOR_PORT": ("9123", 9123),
+    "WAYPOST_COORDINATOR_URL": ("http://waypost:9123", "http://waypost:9123"),
+    "WAYPOST_API_TOKEN": ("s3cret", "s3cret"),
+    "WAYPOST_HEARTBEAT_INTERVAL": ("1.5", 1.5),
+    "WAYPOST_MISSED_HEARTBEATS": ("7", 7),
+    "WAYPOST_START_TIMEOUT": ("42", 42.0),
+    "WAYPOST_CLAIM_BATCH": ("17", 17),
+    "WAYPOST_POLL_INTERVAL": ("0.25", 0.25),
+    "WAYPOST_SCHEDULE_INTERVAL": ("3", 3.0),
+    "WAYPOST_HOT_TABLE_VACUUM_INTERVAL": ("4", 4.0),
+    "WAYPOST_HOT_TABLE_VACUUM_DEAD_TUPLES": ("123", 123),
+}
+
+
+def test_every_variable_is_documented_in_the_readme() -> None:
+    text = README.read_text()
+    table = set(re.findall(r"^\| `(WAYPOST_[A-Z_]+)` \|", text, flags=re.M))
+    assert table == set(ENV_VARS), "README's settings table and Settings.from_env differ"
+    assert set(VALUES) == set(ENV_VARS)
+
+
+@pytest.mark.parametrize("var", sorted(ENV_VARS))
+def test_dev_mode_honours_every_variable(var: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for other in ENV_VARS:
+        monkeypatch.delenv(other, raising=False)
+    given, expected = VALUES[var]
+    monkeypatch.setenv(var, given)
+    settings = dev_settings("postgresql://embedded", None)
+    assert getattr(settings, ENV_VARS[var]) == expected
+
+
+def test_dev_mode_defaults_and_the_port_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    settings = dev_settings("postgresql://embedded", None)
+    assert (settings.heartbeat_interval_seconds, settings.poll_interval_seconds) == (5.0, 1.0)
+    assert settings.coordinator_port == 8080
+    assert settings.database_url == "postgresql://embedded"
+    monkeypatch.setenv("WAYPOST_COORDINATOR_PORT", "9000")
+    assert dev_settings("postgresql://embedded", 9001).coordinator_port == 9001
+    assert Settings.from_env(database_url="x").heartbeat_interval_seconds == 30.0
