@@ -63,6 +63,8 @@ async def test_zombie_attempt_gets_409_and_changes_nothing(
             zombie = Runner(http, stack.url, backend.launches[0].credential)
             status, doc = await zombie.call("GET", "attempt")
             assert status == 200 and doc["attempt"] == 1
+            # Its first beat ends the start timeout: from here the heartbeat window counts.
+            assert (await zombie.call("POST", "heartbeat"))[0] == 200
             assert (await zombie.call("POST", "checkpoints",
                                       {"key": "progress", "data": {"by": 1}}))[0] == 201
 
