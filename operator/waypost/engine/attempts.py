@@ -188,7 +188,10 @@ async def expire_lost_attempts(
     """Fail attempts whose heartbeats stopped, or that never started (no heartbeat within
     the start timeout), and end cancelled runs whose grace period ran out; returns them,
     each with why, so their workers get stopped."""
-    expired = await runs.expired_attempts(engine.pool, limit)
+    # One heartbeat interval for a beat in flight: on a busy machine a beat sent on
+    # time can be processed after the lease it renews ran out.
+    expired = await runs.expired_attempts(
+        engine.pool, limit, latency=engine.settings.heartbeat_interval_seconds)
     lost: list[tuple[AttemptIdentity, str]] = []
     window = engine.settings.lease_seconds
     for run_id, token, cancel_requested in expired:

@@ -235,10 +235,11 @@ async def finish_failed(
 
 
 async def expired_attempts(
-    db: asyncpg.Pool | asyncpg.Connection, limit: int = 100
+    db: asyncpg.Pool | asyncpg.Connection, limit: int = 100, latency: float = 0.0
 ) -> list[tuple[uuid.UUID, int, bool]]:
-    """(run id, claim token, cancellation requested) of attempts whose lease ran out."""
-    rows = await db.fetch(*bind("expired_attempts", limit=limit))
+    """(run id, claim token, cancellation requested) of attempts whose lease ran out
+    (heartbeat leases ``latency`` seconds ago)."""
+    rows = await db.fetch(*bind("expired_attempts", limit=limit, latency=latency))
     return [(r["run_id"], r["claim_token"], r["cancel_requested"]) for r in rows]
 
 

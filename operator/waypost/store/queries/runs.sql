@@ -160,9 +160,12 @@ SELECT run_id FROM finished;
 
 -- name: expired_attempts
 -- Running attempts whose lease ran out: their heartbeats stopped, or the grace
--- period of their cancellation is over.
+-- period of their cancellation is over. A heartbeat lease gets :latency seconds
+-- more (one beat in flight on a busy machine) before its attempt counts as lost.
 SELECT run_id, claim_token, cancel_requested FROM run_queue
-WHERE state = 'running' AND lease_expires_at < now()
+WHERE state = 'running'
+  AND lease_expires_at < now() - CASE WHEN cancel_requested THEN interval '0'
+                                      ELSE make_interval(secs => :latency) END
 ORDER BY lease_expires_at
 LIMIT :limit;
 
