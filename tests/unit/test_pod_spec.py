@@ -224,6 +224,19 @@ def test_task_spec_adds_service_account_and_env_from() -> None:
     assert "serviceAccountName" not in plain["spec"]
 
 
+def test_the_pod_is_killed_after_the_tasks_cancellation_grace() -> None:
+    # A deleted TaskRun's Pod is removed by the garbage collector, which gives it
+    # the Pod's terminationGracePeriodSeconds: it must be the Task's grace.
+    task = TaskSpec.model_validate({
+        "entrypoint": "shop.orders:process_order",
+        "cancellation": {"gracePeriodSeconds": 7},
+    })
+    pod = pod_spec.build_attempt_pod(_launch(), _settings(), task)
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 7
+    plain = pod_spec.build_attempt_pod(_launch(), _settings())
+    assert plain["spec"]["terminationGracePeriodSeconds"] == 30
+
+
 def test_settings_image_and_owner() -> None:
     settings = _settings(owner=None, default_image="waypost-runner:dev",
                          image_pull_policy="Never")

@@ -30,7 +30,7 @@ from typing import Any
 
 from waypost.engine.backend import AttemptLaunch
 from waypost.model import k8s
-from waypost.model.task import TaskSpec
+from waypost.model.task import DEFAULT_CANCEL_GRACE_SECONDS, TaskSpec
 from waypost.sdk import protocol
 
 CONTAINER_NAME = "runner"
@@ -260,6 +260,14 @@ def build_attempt_pod(
         "activeDeadlineSeconds": max(1, math.ceil(launch.timeout_seconds)),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        # Any deletion of the Pod (a cancel, the TaskRun's garbage collection, an
+        # eviction) gives the task the Task's cancellation grace between SIGTERM
+        # and SIGKILL, not the kubelet's default of 30 s: a deleted TaskRun's
+        # Pod is gone within that grace even when its task blocks its loop.
+        "terminationGracePeriodSeconds": (
+            task.cancellation.grace_period_seconds if task is not None
+            else DEFAULT_CANCEL_GRACE_SECONDS
+        ),
     }
     account = task.service_account_name if task is not None else None
     if account:
