@@ -129,6 +129,9 @@ def test_schema_is_structural(crds: dict[str, dict[str, Any]], kind: str) -> Non
             assert node["type"] == "object", where
             assert not ("properties" in node and "additionalProperties" in node), where
             assert node.get("additionalProperties") is not False, where
+            # `true` would let a map's keys in but prune (or, strictly decoded,
+            # reject) what is inside each value: a map's values have a schema.
+            assert node.get("additionalProperties", {}) is not True, where
         if node["type"] == "array":
             assert "items" in node, f"{where} is an array without items"
         if "exclusiveMinimum" in node:

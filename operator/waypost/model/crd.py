@@ -118,6 +118,11 @@ def _structural(node: Schema, defs: dict[str, Schema], path: str, depth: int = 0
         if bound in node and not isinstance(node[bound], bool):
             node[exclusive] = node[bound]
             node[bound] = True
+    if node.get("additionalProperties") is True:
+        # A map of free-form JSON (replay's edited checkpoints): `true` lets the
+        # keys in but not what is inside each value, which the API server then
+        # prunes or, with strict decoding, rejects. Each value is free-form too.
+        node["additionalProperties"] = {}
     if node.get("additionalProperties") is False:
         # Unknown fields are pruned (or, with kubectl's strict validation,
         # rejected) by the API server; `false` itself is not allowed in a CRD.

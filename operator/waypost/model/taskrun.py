@@ -190,7 +190,7 @@ class Replay(ApiModel):
         None, description="Payload of the replay; when omitted, the TaskRun's payload if it "
         "has one, else the original run's.",
     )
-    checkpoints: dict[str, Any] | None = Field(
+    checkpoints: dict[str, JsonValue] | None = Field(
         None, description="Edited data of copied checkpoints, by key.",
     )
     spec: Literal["current", "original"] = Field(
