@@ -24,16 +24,16 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "waypost needs Python >= 3.11, found " + sys.version' 
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,operator]'
+	$(BIN)/pip install -q -e '.[dev,operator,test]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
 dev: deps venv
-	$(BIN)/waypost dev
+	$(BIN)/waypost dev --examples
 
 dev-once: deps venv
-	$(BIN)/waypost dev --once
+	$(BIN)/waypost dev --examples --once
 
 lint: venv
 	$(BIN)/ruff check operator tests examples e2e
@@ -58,7 +58,7 @@ clean:
 # smoke run; BENCH_ARGS for flags (python -m bench --help).
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/pip install -q -e '.[dev,operator,bench]'
+	$(BIN)/pip install -q -e '.[dev,operator,test,bench]'
 	@touch $(BENCH_STAMP)
 
 .PHONY: bench

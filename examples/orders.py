@@ -1,4 +1,4 @@
-"""The order scenario from DESIGN.md: resume after the last finished step.
+"""The order scenario of the README: resume after the last finished step.
 
 ``process-order`` fetches an order, charges it and decrements inventory. With
 ``{"failPaymentOnAttempts": [1]}`` in the payload the charge fails on the

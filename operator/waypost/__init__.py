@@ -3,7 +3,7 @@
 Task authors import from here: ``from waypost import task, Retry``.
 """
 
-from waypost.sdk.decorator import Retry, task
+from waypost.sdk.decorator import Queue, Retry, Schedule, task
 from waypost.sdk.errors import AbortRun
 
-__all__ = ["AbortRun", "Retry", "task"]
+__all__ = ["AbortRun", "Queue", "Retry", "Schedule", "task"]

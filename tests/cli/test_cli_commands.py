@@ -1,30 +1,64 @@
-"""The client commands of `waypost` against a running engine."""
+"""The client commands of `waypost` against a running engine: output formats, short
+ids, paging, --watch, and every error path ending in one line and its exit code."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import pty
+import signal
+import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from examples import flaky, hello, ledger, orders
 from tests.factories import settings, wait_for_status
 from waypost.backends.process import ProcessBackend
+from waypost.engine import control
 from waypost.model.enums import RunStatus
+from waypost.model.run import TriggerRequest
+from waypost.sdk.client import WaypostClient
 from waypost.standalone import Standalone
 
 REPO = Path(__file__).resolve().parents[2]
+WAYPOST = [sys.executable, "-m", "waypost.cli"]
 
 
-async def _waypost(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WAYPOST_URL": url}
+def _env(url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAYPOST_")}
+    return {**env, "WAYPOST_URL": url, **extra}
+
+
+async def _waypost(url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "waypost.cli", *args], cwd=REPO, env=env,
+        subprocess.run, [*WAYPOST, *args], cwd=REPO, env=_env(url, **env),
         capture_output=True, text=True, timeout=120, check=False,
     )
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    """The documented exit code, the message on stderr, and no traceback anywhere."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert text in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stderr.startswith("waypost: ") or proc.stderr.startswith("Usage:"), proc.stderr
+
+
+@pytest.fixture
+async def queued(database_url: str) -> AsyncIterator[Standalone]:
+    """A stack that does not dispatch: triggered runs stay queued."""
+    stack = await Standalone(settings(database_url), dispatch=False).start()
+    await stack.register(hello.hello)
+    try:
+        yield stack
+    finally:
+        await stack.stop()
 
 
 async def test_trigger_wait_list_show_dlq_requeue(database_url: str) -> None:
@@ -34,21 +68,28 @@ async def test_trigger_wait_list_show_dlq_requeue(database_url: str) -> None:
         done = await _waypost(stack.url, "trigger", "hello", '{"name": "cli"}', "--wait")
         assert done.returncode == 0, done.stderr
         assert "succeeded" in done.stdout and "Hello, cli" in done.stdout
+        assert "Checkpoints:" in done.stdout and "greeting" in done.stdout
 
         listed = await _waypost(stack.url, "runs", "list", "--task", "hello")
-        assert "STATUS" in listed.stdout and "succeeded" in listed.stdout
+        header = listed.stdout.splitlines()[0].split()
+        assert header == ["ID", "TASK", "STATUS", "ATTEMPT", "DURATION", "AGE"]
+        assert "succeeded" in listed.stdout and "1/" in listed.stdout
 
         failed = await _waypost(stack.url, "trigger", "always-fails", "{}", "--wait")
-        assert failed.returncode == 1
+        assert failed.returncode == 3, failed.stderr  # the documented "run failed" code
         assert "dead_lettered" in failed.stdout
         run_id = failed.stdout.split()[2]  # "triggered run <id>"
         dlq = await _waypost(stack.url, "dlq", "list")
-        assert run_id in dlq.stdout
-        requeued = await _waypost(stack.url, "dlq", "requeue", run_id)
-        assert requeued.returncode == 0 and "requeued" in requeued.stdout
+        assert run_id[:8] in dlq.stdout and "DEAD-FOR" in dlq.stdout
+        dlq_wide = await _waypost(stack.url, "dlq", "list", "-o", "wide")
+        assert run_id in dlq_wide.stdout
+        requeued = await _waypost(stack.url, "dlq", "requeue", run_id[:8])  # a short id
+        assert requeued.returncode == 0 and f"run {run_id} requeued" in requeued.stdout
         await wait_for_status(stack.engine, run_id, {RunStatus.DEAD_LETTERED})
-        shown = await _waypost(stack.url, "runs", "show", run_id)
+        shown = await _waypost(stack.url, "runs", "show", run_id[:6])
+        assert shown.returncode == 0, shown.stderr
         assert "Attempts:" in shown.stdout and "dead_lettered" in shown.stdout
+        assert "Last error:" in shown.stdout and "Traceback" in shown.stdout  # the task's
 
         dry = await _waypost(stack.url, "bulk", "requeue", "--task", "always-fails",
                              "--dead-lettered", "--dry-run")
@@ -62,9 +103,9 @@ async def test_trigger_wait_list_show_dlq_requeue(database_url: str) -> None:
         await wait_for_status(stack.engine, run_id, {RunStatus.DEAD_LETTERED})
 
         unknown = await _waypost(stack.url, "trigger", "no-such-task", "{}")
-        assert unknown.returncode == 1 and "no task 'no-such-task'" in unknown.stderr
+        _one_line_error(unknown, 1, "no task 'no-such-task'")
         bad_json = await _waypost(stack.url, "trigger", "hello", "{not json")
-        assert bad_json.returncode != 0 and "not valid JSON" in bad_json.stderr
+        _one_line_error(bad_json, 2, "not valid JSON")
     finally:
         await stack.stop()
 
@@ -104,10 +145,11 @@ async def test_trigger_wait_shows_attempts_and_checkpoints_and_logs_prints_lines
         assert followed.returncode == 0 and "payment declined" in followed.stdout
         assert "INFO" not in followed.stdout
 
-        # A wait that runs out ends with a message, exit code 2 and no traceback.
-        slow = await _waypost(stack.url, "trigger", "hello", "{}", "--wait", "--timeout", "0")
-        assert slow.returncode == 2, slow.stderr
-        assert "did not finish within 0.0 s" in slow.stderr
+        # A wait that runs out ends with a message, exit code 1 (README: exit codes) and
+        # no traceback.
+        slow = await _waypost(stack.url, "trigger", "hello", "{}", "--wait", "--timeout", "0.1")
+        assert slow.returncode == 1, slow.stderr
+        assert "did not finish within 0.1 s" in slow.stderr
         assert "Traceback" not in slow.stderr
 
         edited = tmp_path / "order.json"
@@ -131,3 +173,166 @@ async def test_trigger_wait_shows_attempts_and_checkpoints_and_logs_prints_lines
         assert missing.returncode == 1 and "no run" in missing.stderr
     finally:
         await stack.stop()
+async def test_json_and_yaml_output_match_the_api(queued: Standalone) -> None:
+    for i in range(3):
+        await control.trigger(queued.engine, "default", "hello",
+                              TriggerRequest(payload={"i": i}))
+    async with WaypostClient(queued.url) as client:
+        api_runs = await client.list_runs()
+        api_run = await client.get_run(api_runs[0]["id"])
+    listed = await _waypost(queued.url, "runs", "list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == {"runs": api_runs, "total": 3}
+    shown = await _waypost(queued.url, "runs", "show", api_run["id"], "-o", "yaml")
+    assert yaml.safe_load(shown.stdout) == json.loads(json.dumps(api_run))
+    triggered = await _waypost(queued.url, "trigger", "hello", '{"i": 9}', "-o", "json")
+    doc = json.loads(triggered.stdout)
+    async with WaypostClient(queued.url) as client:
+        assert await client.get_run(doc["id"]) == {**doc, "attempts": [], "checkpoints": []}
+
+
+async def test_short_ids_resolve_and_ambiguous_ones_are_refused(queued: Standalone) -> None:
+    # 17 runs: two of them must share their first hex digit.
+    await control.trigger_many(queued.engine, "default", "hello", [{}] * 17)
+    async with WaypostClient(queued.url) as client:
+        ids = [r["id"] for r in await client.list_runs(limit=100)]
+    first = [i[0] for i in ids]
+    shared = next(c for c in first if first.count(c) > 1)
+    ambiguous = await _waypost(queued.url, "runs", "show", shared)
+    _one_line_error(ambiguous, 2, f"'{shared}' is ambiguous")
+    for candidate in (i for i in ids if i.startswith(shared)):
+        assert candidate in ambiguous.stderr  # every candidate is listed
+
+    unique = ids[0][:12]
+    shown = await _waypost(queued.url, "runs", "show", unique, "-o", "json")
+    assert json.loads(shown.stdout)["id"] == ids[0]
+    cancelled = await _waypost(queued.url, "cancel", ids[1][:8])
+    assert cancelled.returncode == 0 and f"run {ids[1]} is cancelled" in cancelled.stdout
+
+    missing = await _waypost(queued.url, "runs", "show", "0000000000")
+    if not any(i.startswith("0000000000") for i in ids):
+        _one_line_error(missing, 1, "no run id starts with '0000000000'")
+    not_hex = await _waypost(queued.url, "runs", "show", "xyz")
+    _one_line_error(not_hex, 2, "'xyz' is not a run id")
+
+
+async def test_paging_says_how_many_there_are(queued: Standalone) -> None:
+    await control.trigger_many(queued.engine, "default", "hello", [{}] * 25)
+    first = await _waypost(queued.url, "runs", "list")
+    assert len(first.stdout.splitlines()) == 1 + 20
+    assert "showing 20 of 25 runs (--limit N or --all for more)" in first.stderr
+    every = await _waypost(queued.url, "runs", "list", "--all")
+    assert len(every.stdout.splitlines()) == 1 + 25 and "showing" not in every.stderr
+    five = await _waypost(queued.url, "runs", "list", "--limit", "5", "-o", "json")
+    doc = json.loads(five.stdout)
+    assert len(doc["runs"]) == 5 and doc["total"] == 25
+
+
+async def test_watch_prints_changes_until_interrupted(queued: Standalone) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *WAYPOST, "runs", "list", "-w", "--interval", "0.3", "-o", "json", cwd=REPO,
+        env=_env(queued.url), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        first = await asyncio.wait_for(_read_json(proc.stdout), 60)
+        assert first["runs"] == []
+        run, _ = await control.trigger(queued.engine, "default", "hello", TriggerRequest())
+        second = await asyncio.wait_for(_read_json(proc.stdout), 60)
+        assert [r["id"] for r in second["runs"]] == [run.id]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 30)
+    stderr = (await proc.stderr.read()).decode()
+    assert code == 0 and "Traceback" not in stderr, stderr
+
+
+async def _read_json(stream: asyncio.StreamReader) -> dict[str, object]:
+    text = ""
+    while True:
+        text += (await stream.readline()).decode()
+        try:
+            doc: dict[str, object] = json.loads(text)
+            return doc
+        except json.JSONDecodeError:
+            continue
+
+
+async def test_error_paths_end_in_one_line(queued: Standalone) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    unreachable = await _waypost(dead, "runs", "list")
+    _one_line_error(unreachable, 1, f"cannot reach the API at {dead}")
+    debug = await _waypost(dead, "--debug", "runs", "list")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr  # --debug shows it
+
+    timeout = await _waypost(queued.url, "trigger", "hello", "--wait", "--timeout", "1")
+    _one_line_error(timeout, 1, "did not finish within 1 s")
+    usage = await _waypost(queued.url, "runs", "list", "--no-such-flag")
+    _one_line_error(usage, 2, "No such option")
+    bad_output = await _waypost(queued.url, "runs", "list", "-o", "xml")
+    _one_line_error(bad_output, 2, "'xml' is not one of")
+    no_db = await _waypost(queued.url, "operator")
+    _one_line_error(no_db, 2, "set WAYPOST_DATABASE_URL")
+    api_error = await _waypost(queued.url, "--token", "x", "runs", "list", "--status", "nope")
+    _one_line_error(api_error, 1, "unknown status")
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = await _waypost(queued.url, "dev", "--port", str(port))
+    _one_line_error(taken, 1, f"port {port} on 127.0.0.1 is already in use")
+
+    version = await _waypost(queued.url, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("waypost ")
+
+
+async def test_interrupting_a_wait_and_a_closed_pipe(queued: Standalone) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *WAYPOST, "trigger", "hello", "--wait", cwd=REPO, env=_env(queued.url),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert b"triggered run" in await asyncio.wait_for(proc.stdout.readline(), 60)
+    proc.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(proc.wait(), 30) == 130
+    stderr = (await proc.stderr.read()).decode()
+    assert stderr.strip() == "waypost: interrupted", stderr
+
+    # A document far larger than a pipe's buffer, read by something that stops early.
+    run, _ = await control.trigger(queued.engine, "default", "hello",
+                                   TriggerRequest(payload={"blob": "x" * 400_000}))
+    piped = await asyncio.to_thread(
+        subprocess.run, f"{sys.executable} -m waypost.cli runs show {run.id} -o yaml | head -c 10",
+        shell=True, executable="/bin/bash", cwd=REPO, env=_env(queued.url),
+        capture_output=True, text=True, timeout=60, check=False)
+    assert piped.stdout == "id: " + run.id[:6]
+    assert piped.stderr == ""
+
+
+async def test_colours_only_on_a_terminal(queued: Standalone) -> None:
+    await control.trigger(queued.engine, "default", "hello", TriggerRequest())
+    piped = await _waypost(queued.url, "runs", "list")
+    assert "\x1b[" not in piped.stdout and "queued" in piped.stdout
+
+    def on_a_terminal() -> str:
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen([*WAYPOST, "runs", "list"], cwd=REPO,
+                                env=_env(queued.url, TERM="xterm-256color"),
+                                stdout=follower, stderr=follower)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(60)
+        os.close(leader)
+        return b"".join(chunks).decode()
+
+    shown = await asyncio.to_thread(on_a_terminal)
+    assert "\x1b[" in shown and "queued" in shown

@@ -20,7 +20,7 @@ def test_dev_once_runs_the_examples_with_an_embedded_postgres() -> None:
     os.chmod(state, 0o755)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "waypost.cli", "dev", "--once", "--port", "0",
+            [sys.executable, "-m", "waypost.cli", "dev", "--examples", "--once", "--port", "0",
              "--state-dir", str(state)],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False,
         )

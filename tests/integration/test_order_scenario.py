@@ -1,4 +1,4 @@
-"""The order scenario of DESIGN.md against a real Postgres and real runner processes."""
+"""The README's order scenario against a real Postgres and real runner processes."""
 
 from __future__ import annotations
 

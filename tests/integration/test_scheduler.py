@@ -373,15 +373,16 @@ async def test_cli_lists_and_triggers_schedules(database_url: str) -> None:
                         {"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin",
                          "payload": {"from": "cli"}},
                         {"name": "paused", "cron": "@hourly", "suspend": True})
-        listed = await waypost("schedules", "list")
+        listed = await waypost("schedules", "list", "-o", "wide")
         assert listed.returncode == 0, listed.stderr
         lines = listed.stdout.splitlines()
-        assert lines[0].split()[:5] == ["TASK", "NAME", "CRON", "TIMEZONE", "NEXTFIREAT"]
+        assert lines[0].split()[:7] == ["NAMESPACE", "TASK", "NAME", "CRON", "TIMEZONE", "NEXT",
+                                        "NEXT-AT"]
         nightly = next(line for line in lines if "nightly" in line)
         [stored] = [s for s in await schedules.list_schedules(app.engine.pool)
                     if s.name == "nightly"]
         assert stored.next_fire_at is not None
-        assert stored.next_fire_at.strftime("%Y-%m-%d %H:%M:%S") in nightly
+        assert stored.next_fire_at.strftime("%Y-%m-%dT%H:%M:%S") in nightly
         assert "Europe/Berlin" in nightly and "30 2 * * *" in nightly
         assert "suspended" in next(line for line in lines if "paused" in line)
 

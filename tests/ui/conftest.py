@@ -59,7 +59,7 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     env = {**os.environ, "WAYPOST_API_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
     env.pop("WAYPOST_DATABASE_URL", None)
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "waypost"), "dev", "--port", str(port),
+        [str(Path(sys.executable).parent / "waypost"), "dev", "--examples", "--port", str(port),
          "--state-dir", str(state)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)

@@ -21,9 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
+
+from waypost.model.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "waypost"
@@ -552,3 +555,32 @@ def test_prometheus_rule_alerts_on_long_transactions_and_hot_table_bloat(
     assert "{{ $value | humanizeDuration }}" in long_txn["annotations"]["summary"]
     assert alerts["WaypostHotTableBloat"]["expr"] == (
         'max(waypost_hot_table_dead_tuples{namespace="waypost-system"}) > 1000000')
+
+
+def test_engine_settings_and_limits_reach_the_operator(helm: str) -> None:
+    docs = render(helm, "operator.engine.heartbeatIntervalSeconds=7",
+                  "operator.engine.claimBatch=200", "operator.limits.payloadBytes=2097152")
+    env = {e["name"]: e.get("value") for e in one(docs, "Deployment")["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert (env["WAYPOST_HEARTBEAT_INTERVAL"], env["WAYPOST_CLAIM_BATCH"]) == ("7", "200")
+    assert (env["WAYPOST_MISSED_HEARTBEATS"], env["WAYPOST_POLL_INTERVAL"],
+            env["WAYPOST_SCHEDULE_INTERVAL"]) == ("3", "2", "10")
+    assert env["WAYPOST_LIMIT_PAYLOAD_BYTES"] == "2097152"
+    assert env["WAYPOST_LIMIT_CHECKPOINT_BYTES"] == "1048576"
+    # The operator reads every one of them.
+    read = {k: v for k, v in env.items() if k.startswith("WAYPOST_") and v is not None
+            and k in {"WAYPOST_HEARTBEAT_INTERVAL", "WAYPOST_CLAIM_BATCH",
+                      "WAYPOST_MISSED_HEARTBEATS", "WAYPOST_POLL_INTERVAL",
+                      "WAYPOST_SCHEDULE_INTERVAL", "WAYPOST_LIMIT_PAYLOAD_BYTES",
+                      "WAYPOST_LIMIT_CHECKPOINT_BYTES", "WAYPOST_LIMIT_RESULT_BYTES"}}
+    with mock.patch.dict(os.environ, read):
+        settings = Settings.from_env(database_url="postgresql://x@y/z")
+    assert (settings.heartbeat_interval_seconds, settings.claim_batch) == (7.0, 200)
+    assert (settings.missed_heartbeats, settings.poll_interval_seconds,
+            settings.schedule_interval_seconds) == (3, 2.0, 10.0)
+    assert settings.limits.payload_bytes == 2097152
+    assert settings.limits.checkpoint_bytes == settings.limits.result_bytes == 1048576
+    refused = subprocess.run([helm, "template", "x", str(CHART), "--set",
+                              "operator.engine.claimBatch=0"], capture_output=True, text=True,
+                             check=False)
+    assert refused.returncode != 0 and "claimBatch" in refused.stderr

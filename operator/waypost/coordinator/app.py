@@ -243,11 +243,14 @@ def _utc(value: datetime | None) -> datetime | None:
 async def list_runs(request: web.Request) -> web.Response:
     require_user(request)
     q = read_query(request, RunQuery)
-    runs, cursor = await control.list_runs(
-        request.app[ENGINE], namespace=q.namespace, task=q.task, statuses=_statuses(q.status),
-        limit=q.limit, cursor=q.cursor, since=_utc(q.since), until=_utc(q.until), search=q.q,
-    )
-    return render.run_list_response(RunList(runs=runs, next_cursor=cursor))
+    engine = request.app[ENGINE]
+    filters: dict[str, Any] = {
+        "namespace": q.namespace, "task": q.task, "statuses": _statuses(q.status),
+        "since": _utc(q.since), "until": _utc(q.until), "search": q.q,
+        "id_prefix": q.id_prefix}
+    runs, cursor = await control.list_runs(engine, limit=q.limit, cursor=q.cursor, **filters)
+    total = await control.count_runs(engine, **filters) if q.count else None
+    return render.run_list_response(RunList(runs=runs, next_cursor=cursor, total=total))
 
 
 async def cancel_run(request: web.Request) -> web.Response:

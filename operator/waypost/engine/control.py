@@ -138,10 +138,21 @@ async def get(engine: Engine, run_id: uuid.UUID, *, details: bool = False) -> Ru
     return run
 
 
+def id_prefix_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """The lowest and highest run id that start with ``prefix`` (hex, dashes ignored),
+    so a short id is a range scan of the primary key."""
+    digits = prefix.replace("-", "").lower()
+    if not 1 <= len(digits) <= 32 or any(c not in "0123456789abcdef" for c in digits):
+        raise InvalidValue(
+            f"idPrefix must be 1-32 hexadecimal digits of a run id, got {prefix!r}")
+    return (uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f")))
+
+
 async def list_runs(
     engine: Engine, *, namespace: str | None = None, task: str | None = None,
     statuses: Sequence[RunStatus] | None = None, limit: int = 50, cursor: int | None = None,
     since: datetime | None = None, until: datetime | None = None, search: str | None = None,
+    id_prefix: str | None = None,
 ) -> tuple[list[Run], int | None]:
     """A page of runs, newest first. ``since``/``until`` bound the creation time;
     ``search`` is a prefix of the run id or of the idempotency key."""
@@ -149,9 +160,22 @@ async def list_runs(
         raise InvalidValue(f"limit must be between 1 and 1000, got {limit}")
     if search is not None and not 1 <= len(search) <= 256:
         raise InvalidValue(f"q must be 1 to 256 characters, got {len(search)}")
+    id_range = None if id_prefix is None else id_prefix_range(id_prefix)
     return await runs.list_runs(engine.pool, namespace=namespace, task=task, statuses=statuses,
                                 limit=limit, before_seq=cursor, created_after=since,
-                                created_before=until, search=search)
+                                created_before=until, search=search, id_range=id_range)
+
+
+async def count_runs(
+    engine: Engine, *, namespace: str | None = None, task: str | None = None,
+    statuses: Sequence[RunStatus] | None = None, since: datetime | None = None,
+    until: datetime | None = None, search: str | None = None, id_prefix: str | None = None,
+) -> int:
+    """How many runs :func:`list_runs` pages through with the same filters."""
+    id_range = None if id_prefix is None else id_prefix_range(id_prefix)
+    return await runs.count_runs(engine.pool, namespace=namespace, task=task,
+                                 statuses=statuses, created_after=since, created_before=until,
+                                 search=search, id_range=id_range)
 
 
 async def _changed(engine: Engine, run_id: uuid.UUID, change: Callable[[Any], Awaitable[Any]],

@@ -267,6 +267,8 @@ class BulkResult(ApiModel):
 class RunList(ApiModel):
     runs: list[Run]
     next_cursor: int | None = Field(None, ge=0, le=MAX_INTEGER)
+    total: int | None = Field(
+        None, description="How many runs match the filters; only when asked with count=true.")
 
 
 class QueryModel(ApiModel):
@@ -309,6 +311,10 @@ class RunQuery(QueryModel):
     q: ApiText | None = Field(
         None, min_length=1, max_length=256,
         description="A prefix of the run id or of the idempotency key.")
+    id_prefix: str | None = Field(
+        None, min_length=1, max_length=36, pattern=r"^[0-9a-fA-F-]+$",
+        description="Only runs whose id starts with these hex digits (a short run id).")
+    count: bool = Field(False, description="true: also answer the total number of matches.")
 
 
 class DeadLetterQuery(QueryModel):

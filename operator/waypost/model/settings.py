@@ -24,6 +24,14 @@ class Limits(BaseModel):
                            description="Most log lines in one runner request.")
 
 
+#: The environment variables of :class:`Limits` (the chart's ``operator.limits``).
+LIMIT_VARIABLES = {
+    "WAYPOST_LIMIT_PAYLOAD_BYTES": "payload_bytes",
+    "WAYPOST_LIMIT_CHECKPOINT_BYTES": "checkpoint_bytes",
+    "WAYPOST_LIMIT_RESULT_BYTES": "result_bytes",
+}
+
+
 class Settings(BaseModel):
     """Everything a waypost process is configured with."""
 
@@ -85,6 +93,10 @@ class Settings(BaseModel):
         for var, field in ENV_VARS.items():
             if os.environ.get(var):
                 env[field] = os.environ[var]
+        limits = {field: os.environ[var] for var, field in LIMIT_VARIABLES.items()
+                  if os.environ.get(var)}
+        if limits:
+            env["limits"] = limits
         env.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(env)
 

@@ -34,7 +34,7 @@ from waypost.sdk.transport import (
     request_json,
 )
 
-__all__ = ["TERMINAL_STATUSES", "RunHandle", "WaypostAPIError", "WaypostClient"]
+__all__ = ["TERMINAL_STATUSES", "RunHandle", "RunPage", "WaypostAPIError", "WaypostClient"]
 
 #: Run statuses after which nothing more happens to a run (unless requeued).
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "dead_lettered", "cancelled"})
@@ -89,6 +89,19 @@ def aiohttp_sender(session: aiohttp.ClientSession) -> SendOnce:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
 
     return send
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """One page of :meth:`WaypostClient.runs_page`.
+
+    ``next_cursor`` is ``None`` on the last page; ``total`` is the number of
+    matching runs when it was asked for.
+    """
+
+    runs: list[RunDocument]
+    next_cursor: int | None
+    total: int | None = None
 
 
 def _segment(value: str) -> str:
@@ -245,14 +258,37 @@ class WaypostClient:
         status: str | Iterable[str] | None = None,
         limit: int | None = None,
         cursor: int | None = None,
+        id_prefix: str | None = None,
     ) -> tuple[list[RunDocument], int | None]:
-        """One page of runs and the cursor of the next page (``None`` on the last)."""
+        """One page of runs and the cursor of the next page (``None`` on the last).
+
+        ``id_prefix`` keeps the runs whose id starts with those hex digits.
+        """
+        page = await self.runs_page(namespace=namespace, task=task, status=status, limit=limit,
+                                    cursor=cursor, id_prefix=id_prefix)
+        return page.runs, page.next_cursor
+
+    async def runs_page(
+        self,
+        *,
+        namespace: str | None = None,
+        task: str | None = None,
+        status: str | Iterable[str] | None = None,
+        limit: int | None = None,
+        cursor: int | None = None,
+        id_prefix: str | None = None,
+        count: bool = False,
+    ) -> RunPage:
+        """One page of runs; with ``count``, also how many runs match in all."""
         statuses = status if isinstance(status, str) or status is None else ",".join(status)
         params = _params(
-            namespace=namespace, task=task, status=statuses, limit=limit, cursor=cursor
+            namespace=namespace, task=task, status=statuses, limit=limit, cursor=cursor,
+            idPrefix=id_prefix, count="true" if count else None,
         )
         _, data = await self._request("GET", "/v1/runs", params=params)
-        return _runs(data), _next_cursor(data)
+        total = data.get("total") if isinstance(data, dict) else None
+        return RunPage(runs=_runs(data), next_cursor=_next_cursor(data),
+                       total=total if isinstance(total, int) else None)
 
     async def iter_runs(
         self,

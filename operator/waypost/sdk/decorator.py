@@ -14,7 +14,7 @@ import inspect
 import re
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -25,6 +25,7 @@ __all__ = [
     "FAILURE_TYPES",
     "Queue",
     "Retry",
+    "Schedule",
     "Task",
     "TaskDefinition",
     "parse_duration",
@@ -83,6 +84,67 @@ class Queue:
         return {key: value for key, value in block.items() if value is not None}
 
 
+_MISSED_RUNS = {"skip": "Skip", "catchup": "Catchup"}
+_SCHEDULE_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A cron schedule that triggers runs of the task it is declared on.
+
+    ``cron`` is five fields or a macro such as ``"@hourly"``, read in
+    ``timezone`` (an IANA name). Every run it triggers gets ``payload``.
+    ``missed_runs`` says what happens to ticks missed while nothing ran:
+    ``"skip"`` them, or ``"catchup"`` (at most ``catchup_limit`` of them).
+    ``name`` (used by ``waypost schedules trigger TASK NAME``) defaults to
+    ``schedule-1``, ``schedule-2``, … in declaration order::
+
+        @task(schedules=[Schedule(cron="0 2 * * *", timezone="Europe/Berlin", name="nightly")])
+    """
+
+    cron: str
+    timezone: str = "UTC"
+    payload: Any = None
+    missed_runs: str = "skip"
+    name: str | None = None
+    catchup_limit: int = 10
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cron, str) or not (
+            self.cron.strip().startswith("@") or len(self.cron.split()) == 5
+        ):
+            raise ValueError(f"Schedule.cron: {self.cron!r} is not five cron fields or a "
+                             "macro such as '@hourly'")
+        if not isinstance(self.timezone, str) or not self.timezone:
+            raise ValueError("Schedule.timezone: must be an IANA time zone name, e.g. 'UTC'")
+        if str(self.missed_runs).lower() not in _MISSED_RUNS:
+            raise ValueError(f"Schedule.missed_runs: {self.missed_runs!r} is not "
+                             "'skip' or 'catchup'")
+        if self.name is not None and (
+            not isinstance(self.name, str) or len(self.name) > 63
+            or not _SCHEDULE_NAME_RE.match(self.name)
+        ):
+            raise ValueError(f"Schedule.name: {self.name!r} must be 1-63 lowercase letters, "
+                             "digits or '-'")
+        if isinstance(self.catchup_limit, bool) or not isinstance(self.catchup_limit, int) or (
+            not 1 <= self.catchup_limit <= 1000
+        ):
+            raise ValueError("Schedule.catchup_limit: must be an integer from 1 to 1000")
+
+    def as_dict(self, index: int = 0) -> dict[str, Any]:
+        """The schedule as JSON, with the keys of the ``Task`` resource's ``schedules``."""
+        block: dict[str, Any] = {
+            "name": self.name or f"schedule-{index + 1}",
+            "cron": self.cron.strip(),
+            "timezone": self.timezone,
+        }
+        if self.payload is not None:
+            block["payload"] = self.payload
+        block["missedRuns"] = _MISSED_RUNS[str(self.missed_runs).lower()]
+        block["catchupLimit"] = self.catchup_limit
+        return block
+
+
 @dataclass(frozen=True)
 class TaskDefinition:
     """Everything the decorator recorded about a task.
@@ -101,6 +163,7 @@ class TaskDefinition:
     queue: Queue = field(default_factory=Queue)
     is_async: bool = True
     description: str | None = None
+    schedules: tuple[Schedule, ...] = ()
 
     @property
     def memory_bytes(self) -> int:
@@ -128,6 +191,8 @@ class TaskDefinition:
         spec["queue"] = self.queue.as_dict()
         if self.timeout_seconds is not None:
             spec["timeout"] = {"maxDuration": format_duration(self.timeout_seconds)}
+        if self.schedules:
+            spec["schedules"] = [s.as_dict(i) for i, s in enumerate(self.schedules)]
         return spec
 
 
@@ -214,6 +279,7 @@ def _build_definition(
     timeout: str | float | None,
     queue: Queue | None,
     description: str | None,
+    schedules: Sequence[Schedule] = (),
 ) -> TaskDefinition:
     if not callable(fn):
         raise TypeError(f"@task must decorate a function, got {type(fn).__name__}")
@@ -223,6 +289,13 @@ def _build_definition(
     if queue is not None and not isinstance(queue, Queue):
         raise ValueError(f"queue: expected a waypost.Queue, got {type(queue).__name__}")
     parse_memory_quantity(memory, field="memory")
+    for item in schedules:
+        if not isinstance(item, Schedule):
+            raise ValueError(f"schedules: expected waypost.Schedule items, got "
+                             f"{type(item).__name__}")
+    names = [s.as_dict(i)["name"] for i, s in enumerate(schedules)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"schedules: names must differ, got {names}")
     timeout_seconds = None if timeout is None else parse_duration(timeout, field="timeout")
     doc = description if description is not None else inspect.getdoc(fn)
     return TaskDefinition(
@@ -234,6 +307,7 @@ def _build_definition(
         queue=queue if queue is not None else Queue(),
         is_async=inspect.iscoroutinefunction(fn),
         description=doc.splitlines()[0] if doc else None,
+        schedules=tuple(schedules),
     )
 
 
@@ -250,6 +324,7 @@ def task(
     timeout: str | float | None = None,
     queue: Queue | None = None,
     description: str | None = None,
+    schedules: Sequence[Schedule] = (),
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -263,14 +338,15 @@ def task(
     timeout: str | float | None = None,
     queue: Queue | None = None,
     description: str | None = None,
+    schedules: Sequence[Schedule] = (),
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Declare a durable task.
 
     ``fn(ctx, payload)`` may be sync or async. ``id`` defaults to the
     function name with ``_`` replaced by ``-``. ``memory`` is a Kubernetes
     quantity (default ``"512Mi"``); ``timeout`` is seconds or a duration such
-    as ``"15m"``. Invalid settings raise ``ValueError`` naming the field, at
-    import time::
+    as ``"15m"``; ``schedules`` are :class:`Schedule` crons that trigger it.
+    Invalid settings raise ``ValueError`` naming the field, at import time::
 
         @task(id="process-order", retry=Retry(max_attempts=5), memory="512Mi")
         async def process_order(ctx, payload): ...
@@ -285,6 +361,7 @@ def task(
             timeout=timeout,
             queue=queue,
             description=description,
+            schedules=schedules,
         )
         decorated = Task(inner, definition)
         _register(decorated)

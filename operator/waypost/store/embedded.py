@@ -1,7 +1,10 @@
 """A throwaway local Postgres server for `waypost dev`, the tests and the benchmarks.
 
-Uses the PostgreSQL server binaries installed on the machine (Debian's
-``postgresql`` package, or any directory named by ``WAYPOST_PG_BIN``). Postgres
+Uses PostgreSQL server binaries from, in this order: the directory named by
+``WAYPOST_PG_BIN``; Debian's ``postgresql`` package; ``initdb`` on ``PATH``;
+the ``pgserver`` wheel (Postgres binaries on PyPI, in the ``dev`` extra), so
+``pip install 'waypost[dev]'`` is enough on a machine without a Postgres
+package. Postgres
 refuses to run as root, so when we are root the server runs as the ``postgres``
 system user (created by the package) and its data directory is given to it.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import importlib.util
 import os
 import pwd
 import shutil
@@ -36,14 +40,31 @@ def find_bin_dir() -> Path:
     initdb = shutil.which("initdb")
     if initdb:
         candidates.append(str(Path(initdb).resolve().parent))
+    wheel = _pgserver_bin_dir()
+    if wheel is not None:
+        candidates.append(str(wheel))
     for candidate in candidates:
         if (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
             return Path(candidate)
     raise EmbeddedPostgresError(
-        "no PostgreSQL server binaries found: install the 'postgresql' package "
-        "(make deps does this on Debian) or set WAYPOST_PG_BIN to the folder with initdb, "
-        "or set WAYPOST_DATABASE_URL to use an existing server"
+        "no PostgreSQL server binaries found: pip install 'waypost[dev]' (brings the pgserver "
+        "wheel), or install the 'postgresql' package (make deps does this on Debian), or set "
+        "WAYPOST_PG_BIN to the folder with initdb, or set WAYPOST_DATABASE_URL to use an "
+        "existing server"
     )
+
+
+def _pgserver_bin_dir() -> Path | None:
+    """The binaries inside the pgserver wheel, found without importing it (its import
+    pulls in more than we use: only the binaries are needed)."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "pginstall" / "bin"
+        if (candidate / "initdb").exists():
+            return candidate
+    return None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

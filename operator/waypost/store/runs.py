@@ -311,17 +311,37 @@ async def list_runs(
     task: str | None = None, statuses: Sequence[RunStatus] | None = None, limit: int = 50,
     before_seq: int | None = None, created_after: datetime | None = None,
     created_before: datetime | None = None, search: str | None = None,
+    id_range: tuple[uuid.UUID, uuid.UUID] | None = None,
 ) -> tuple[list[Run], int | None]:
     """A page of runs, newest first, and the cursor of the next page. ``search`` is a
-    prefix of the run id or of the idempotency key."""
+    prefix of the run id or of the idempotency key; ``id_range`` keeps the runs whose
+    id lies between its bounds (a short id's prefix)."""
+    low, high = id_range or (None, None)
     rows = await db.fetch(
         *bind("list_runs", namespace=namespace, task=task,
               statuses=[str(s) for s in statuses] if statuses else None, limit=limit,
               before_seq=before_seq, created_after=created_after,
-              created_before=created_before, search=search)
+              created_before=created_before, search=search, id_low=low, id_high=high)
     )
     cursor = rows[-1]["seq"] if len(rows) == limit else None
     return [_run(r) for r in rows], cursor
+
+
+async def count_runs(
+    db: asyncpg.Pool | asyncpg.Connection, *, namespace: str | None = None,
+    task: str | None = None, statuses: Sequence[RunStatus] | None = None,
+    created_after: datetime | None = None, created_before: datetime | None = None,
+    search: str | None = None, id_range: tuple[uuid.UUID, uuid.UUID] | None = None,
+) -> int:
+    """How many runs match the filters of :func:`list_runs`."""
+    low, high = id_range or (None, None)
+    total: int = await db.fetchval(
+        *bind("count_runs", namespace=namespace, task=task,
+              statuses=[str(s) for s in statuses] if statuses else None,
+              created_after=created_after, created_before=created_before, search=search,
+              id_low=low, id_high=high)
+    )
+    return total
 
 
 async def list_attempts(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> list[Attempt]:

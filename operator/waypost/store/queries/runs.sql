@@ -326,7 +326,9 @@ SELECT {run_columns} FROM runs r WHERE r.id = :run_id;
 -- Newest first; :before_seq is a keyset cursor (the seq of the last row of the
 -- previous page). Each filter applies only when given: :created_after and
 -- :created_before bound created_at; :search is a prefix of the run id or of the
--- idempotency key (starts_with, so a user's % or _ is matched literally).
+-- idempotency key (starts_with, so a user's % or _ is matched literally);
+-- :id_low/:id_high bound the ids that start with a prefix (short run ids), a
+-- primary-key range.
 SELECT {run_columns}, r.seq
 FROM runs r
 WHERE (:namespace::text IS NULL OR r.namespace = :namespace)
@@ -337,8 +339,22 @@ WHERE (:namespace::text IS NULL OR r.namespace = :namespace)
   AND (:created_before::timestamptz IS NULL OR r.created_at < :created_before)
   AND (:search::text IS NULL OR starts_with(r.id::text, lower(:search))
        OR starts_with(r.idempotency_key, :search))
+  AND (:id_low::uuid IS NULL OR r.id BETWEEN :id_low AND :id_high)
 ORDER BY r.seq DESC
 LIMIT :limit;
+
+-- name: count_runs
+-- How many runs list_runs would page through ("showing 20 of N" in the CLI): the
+-- same filters, without its limit and cursor.
+SELECT count(*) FROM runs r
+WHERE (:namespace::text IS NULL OR r.namespace = :namespace)
+  AND (:task::text IS NULL OR r.task = :task)
+  AND (:statuses::text[] IS NULL OR r.status = ANY(:statuses::text[]))
+  AND (:created_after::timestamptz IS NULL OR r.created_at >= :created_after)
+  AND (:created_before::timestamptz IS NULL OR r.created_at < :created_before)
+  AND (:search::text IS NULL OR starts_with(r.id::text, lower(:search))
+       OR starts_with(r.idempotency_key, :search))
+  AND (:id_low::uuid IS NULL OR r.id BETWEEN :id_low AND :id_high);
 
 -- name: list_attempts
 SELECT attempt, claim_token, status, memory_bytes, worker, error, started_at, finished_at

@@ -1,4 +1,5 @@
-"""The `waypost` command: run it locally, trigger and inspect runs, manage dead letters."""
+"""The argparse implementations of `waypost logs`, `replay` and `bulk` (issue 10), which
+the Typer commands in `waypost.cli.events` hand their arguments to."""
 
 from __future__ import annotations
 

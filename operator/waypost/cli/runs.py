@@ -1,0 +1,289 @@
+"""`waypost trigger`, `runs list|show`, `cancel`, `bump`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group, RenderableType
+from rich.text import Text
+
+from waypost.cli import classic, common, output
+from waypost.cli.app import (
+    All,
+    Interval,
+    Limit,
+    Namespace,
+    Output,
+    OutputFormat,
+    RunId,
+    TaskFilter,
+    Watch,
+    app,
+    runs_app,
+)
+from waypost.cli.errors import CliError, ExitCode
+from waypost.cli.output import Column
+from waypost.sdk.client import RunDocument, WaypostClient
+
+RUN_COLUMNS = (
+    Column("ID", lambda r: output.short_id(r.get("id"))),
+    Column("ID", lambda r: r.get("id"), wide_only=True),
+    Column("NAMESPACE", lambda r: r.get("namespace"), wide_only=True),
+    Column("TASK", lambda r: r.get("task")),
+    Column("STATUS", lambda r: r.get("status"), style=output.status_style),
+    Column("ATTEMPT", lambda r: f"{r.get('attempt')}/{r.get('maxAttempts')}"),
+    Column("PRIORITY", lambda r: r.get("priority"), wide_only=True),
+    Column("QUEUE", lambda r: r.get("queue"), wide_only=True),
+    Column("CONCURRENCY-KEY", lambda r: r.get("concurrencyKey"), wide_only=True),
+    Column("SOURCE", lambda r: r.get("source"), wide_only=True),
+    Column("DURATION", lambda r: output.duration(r.get("startedAt"), r.get("finishedAt"))),
+    Column("AGE", lambda r: output.age(r.get("createdAt"))),
+)
+
+
+def _run_table(runs: list[RunDocument], fmt: OutputFormat) -> RenderableType:
+    wide = fmt is OutputFormat.WIDE
+    columns = [c for c in RUN_COLUMNS if not (wide and c.header == "ID" and not c.wide_only)]
+    return output.table(runs, columns, wide=wide, empty="No runs found.")
+
+
+@app.command()
+def trigger(
+    task: Annotated[str, typer.Argument(help="The task id, as in @task(id=...).",
+                                        show_default=False)],
+    payload: Annotated[str, typer.Argument(
+        help="JSON payload, or @file.json to read it from a file.")] = "null",
+    namespace: Annotated[str, typer.Option(help="Namespace of the task.")] = "default",
+    priority: Annotated[int | None, typer.Option(
+        help="Higher runs first within its queue (-1000..1000).")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(
+        help="Triggering again with the same key returns the existing run.")] = None,
+    concurrency_key: Annotated[str | None, typer.Option(
+        help="Runs with the same key share the task's per-key concurrency limit.")] = None,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Follow the run until it ends; exit code 3 unless it succeeded.")] = False,
+    timeout: Annotated[float, typer.Option(
+        min=0.1, help="With --wait: give up waiting after this many seconds (the run goes on; "
+                      "exit code 1).")] = 300.0,
+    fmt: Output = OutputFormat.TABLE,
+) -> None:
+    """Trigger a run of TASK with a JSON PAYLOAD."""
+    body = common.payload(payload)
+    structured = fmt in (OutputFormat.JSON, OutputFormat.YAML)
+
+    async def go(client: WaypostClient) -> int:
+        handle = await client.trigger(task, body, namespace=namespace, priority=priority,
+                                      idempotency_key=idempotency_key,
+                                      concurrency_key=concurrency_key)
+        if not wait:
+            if structured:
+                output.emit_document(handle.run, fmt)
+            else:
+                output.show(f"{'triggered' if handle.created else 'existing'} run "
+                                   f"{handle.id}")
+            return ExitCode.OK
+        say = output.err() if structured else output.out()
+        say.print(Text(f"{'triggered' if handle.created else 'existing'} run {handle.id}"))
+
+        def progress(event: Any) -> None:
+            line = classic.describe_event(event)  # the run's events: attempts, checkpoints
+            if line is not None:
+                say.print(Text(line))
+
+        try:
+            run = await client.wait(handle.id, timeout=timeout, on_event=progress)
+        except TimeoutError:
+            raise CliError(
+                f"run {handle.id} did not finish within {timeout:g} s; it goes on "
+                f"(waypost runs show {output.short_id(handle.id)})") from None
+        if structured:
+            output.emit_document(run, fmt)
+        else:
+            output.show(_run_details(run))
+        return ExitCode.OK if run.get("status") == "succeeded" else ExitCode.RUN_FAILED
+
+    code = common.call(go)
+    if code:
+        raise typer.Exit(code)
+
+
+@runs_app.command("list")
+def runs_list(
+    namespace: Namespace = None,
+    task: TaskFilter = None,
+    status: Annotated[str | None, typer.Option(
+        help="Only these statuses, comma-separated (e.g. running,retrying).")] = None,
+    limit: Limit = 20,
+    every: All = False,
+    watch: Watch = False,
+    interval: Interval = 2.0,
+    fmt: Output = OutputFormat.TABLE,
+) -> None:
+    """Runs, newest first, with their age and duration."""
+
+    async def fetch(client: WaypostClient) -> tuple[Any, RenderableType, str]:
+        page = await common.fetch_runs(client, namespace=namespace, task=task, status=status,
+                                       limit=limit, every=every)
+        doc: dict[str, Any] = {"runs": page.runs, "total": page.total}
+        remark = ""
+        if page.total is not None and page.total > len(page.runs):
+            remark = (f"showing {len(page.runs)} of {page.total} runs "
+                      "(--limit N or --all for more)")
+        return doc, _run_table(page.runs, fmt), remark
+
+    common.show_list(fetch, fmt, watch=watch, interval=interval)
+
+
+def _run_details(run: RunDocument) -> RenderableType:
+    """A run as `runs show` prints it: fields, attempts, checkpoints, the last error."""
+    fields = Text()
+    rows: list[tuple[str, Any]] = [
+        ("ID", run.get("id")), ("Task", f"{run.get('namespace')}/{run.get('task')}"),
+        ("Status", run.get("status")), ("Attempt", f"{run.get('attempt')} of "
+                                                   f"{run.get('maxAttempts')}"),
+        ("Queue", run.get("queue")), ("Priority", run.get("priority")),
+        ("Idempotency key", run.get("idempotencyKey")),
+        ("Concurrency key", run.get("concurrencyKey")), ("Source", run.get("source")),
+        ("TaskRun", run.get("taskrunName")), ("Replay of", run.get("replayOf")),
+        ("Spec", f"{run.get('specChoice')} (Task generation {run.get('specGeneration')})"
+         if run.get("specChoice") else None),
+        ("Created", _when(run.get("createdAt"))), ("Started", _when(run.get("startedAt"))),
+        ("Finished", _when(run.get("finishedAt"))),
+        ("Duration", output.duration(run.get("startedAt"), run.get("finishedAt"))
+         if run.get("startedAt") else None),
+        ("Trace id", run.get("traceId")),
+    ]
+    for label, value in rows:
+        if value is None:
+            continue
+        style = output.status_style(run) if label == "Status" else ""
+        fields.append(f"{label + ':':<17}", style="bold")
+        fields.append(str(value), style=style)
+        fields.append("\n")
+    if "result" in run and run.get("status") == "succeeded":
+        fields.append(f"{'Result:':<17}", style="bold")
+        fields.append(_clip(json.dumps(run.get("result"), ensure_ascii=False), 2000) + "\n")
+    parts: list[RenderableType] = [fields]
+    attempts = run.get("attempts") or []
+    if attempts:
+        parts += [Text("Attempts:", style="bold"), output.table(attempts, (
+            Column("ATTEMPT", lambda a: a.get("attempt")),
+            Column("STATUS", lambda a: a.get("status"), style=output.status_style),
+            Column("DURATION", lambda a: output.duration(a.get("startedAt"),
+                                                         a.get("finishedAt"))),
+            Column("PEAK-MEMORY", lambda a: output.human_bytes(a.get("memoryBytes"))
+                   if a.get("memoryBytes") else None),
+            Column("WORKER", lambda a: a.get("worker")),
+            Column("STARTED", lambda a: output.age(a.get("startedAt")) + " ago"),
+            Column("ERROR", lambda a: _clip(_error_line(a.get("error")), 80)),
+        ), wide=True), Text()]
+    checkpoints = run.get("checkpoints") or []
+    if checkpoints:
+        parts += [Text("Checkpoints:", style="bold"), output.table(checkpoints, (
+            Column("KEY", lambda c: c.get("key")),
+            Column("ATTEMPT", lambda c: c.get("attempt")),
+            Column("SIZE", lambda c: output.human_bytes(c.get("sizeBytes"))),
+            Column("WRITTEN", lambda c: output.age(c.get("createdAt")) + " ago"),
+        ), wide=True), Text()]
+    record = run.get("replay")
+    if record:
+        text = (f"Replay of {record.get('replayOf')} from "
+                f"{record.get('fromCheckpoint') or 'the start'} ({record.get('spec')} spec), "
+                f"by {record.get('requestedBy')} {output.age(record.get('requestedAt'))} ago")
+        if record.get("diff"):
+            text += f"\n  changes: {json.dumps(record['diff'])}"
+        parts += [Text(text), Text()]
+    replays = run.get("replays") or []
+    if replays:
+        parts += [Text("Replays:", style="bold"), output.table(replays, (
+            Column("RUN", lambda r: r.get("runId")),
+            Column("FROM", lambda r: r.get("fromCheckpoint") or "the start"),
+            Column("BY", lambda r: r.get("requestedBy")),
+            Column("AGE", lambda r: output.age(r.get("requestedAt"))),
+        ), wide=True), Text()]
+    error = run.get("error")
+    if error:
+        parts += [Text("Last error:", style="bold red"), _error_block(error)]
+    return Group(*parts)
+
+
+def _when(value: Any) -> str | None:
+    at = output.parse_time(value)
+    if at is None:
+        return None
+    return f"{at.strftime('%Y-%m-%d %H:%M:%S')} UTC ({output.age(value)} ago)"
+
+
+def _error_line(error: Any) -> str | None:
+    if not isinstance(error, dict):
+        return None
+    name = f"{error.get('name')}: " if error.get("name") else ""
+    return f"[{error.get('type')}] {name}{error.get('message')}"
+
+
+def _error_block(error: dict[str, Any]) -> Text:
+    text = Text(f"  {_error_line(error)}\n")
+    if error.get("exitCode") is not None:
+        text.append(f"  exit code {error['exitCode']}\n")
+    if error.get("retryable") is False:
+        text.append("  not retryable\n")
+    trace = str(error.get("traceback") or "").rstrip()
+    if trace:
+        lines = trace.splitlines()
+        if len(lines) > 20:
+            lines = ["  …", *lines[-20:]]
+        text.append("\n".join(f"  {line}" for line in lines) + "\n", style="dim")
+    return text
+
+
+def _clip(value: str | None, width: int) -> str:
+    if value is None:
+        return "-"
+    value = " ".join(value.split())
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+@runs_app.command("show")
+def runs_show(run_id: RunId, fmt: Output = OutputFormat.TABLE) -> None:
+    """One run: its fields, attempts, checkpoints (keys and sizes) and last error."""
+
+    async def go(client: WaypostClient) -> RunDocument:
+        return await client.get_run(await common.resolve_run_id(client, run_id))
+
+    run = common.call(go)
+    if fmt in (OutputFormat.JSON, OutputFormat.YAML):
+        output.emit_document(run, fmt)
+    else:
+        output.show(_run_details(run))
+
+
+def show_changed(run: RunDocument, fmt: OutputFormat, line: str) -> None:
+    """What a command that changed a run prints: a line, or the run document."""
+    if fmt in (OutputFormat.JSON, OutputFormat.YAML):
+        output.emit_document(run, fmt)
+    else:
+        output.show(line)
+
+
+@app.command()
+def cancel(run_id: RunId, fmt: Output = OutputFormat.TABLE) -> None:
+    """Cancel a run that has not ended (a running attempt is stopped)."""
+
+    async def go(client: WaypostClient) -> RunDocument:
+        return await client.cancel(await common.resolve_run_id(client, run_id))
+
+    run = common.call(go)
+    show_changed(run, fmt, f"run {run['id']} is {run['status']}")
+
+
+@app.command()
+def bump(run_id: RunId, fmt: Output = OutputFormat.TABLE) -> None:
+    """Move a queued run to the front of its queue."""
+
+    async def go(client: WaypostClient) -> RunDocument:
+        return await client.bump(await common.resolve_run_id(client, run_id))
+
+    run = common.call(go)
+    show_changed(run, fmt, f"run {run['id']} now has priority {run['priority']}")
