@@ -188,7 +188,8 @@ async def test_json_and_yaml_output_match_the_api(queued: Standalone) -> None:
     triggered = await _waypost(queued.url, "trigger", "hello", '{"i": 9}', "-o", "json")
     doc = json.loads(triggered.stdout)
     async with WaypostClient(queued.url) as client:
-        assert await client.get_run(doc["id"]) == {**doc, "attempts": [], "checkpoints": []}
+        assert await client.get_run(doc["id"]) == {**doc, "attempts": [], "checkpoints": [],
+                                                   "replays": []}
 
 
 async def test_short_ids_resolve_and_ambiguous_ones_are_refused(queued: Standalone) -> None:
