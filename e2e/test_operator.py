@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -652,7 +653,7 @@ def test_dlq_requeue_runs_the_current_spec_by_default_and_the_original_on_reques
     assert [a["memoryBytes"] for a in run["attempts"]] == [64 * 2**20, 64 * 2**20, 256 * 2**20]
     shown = subprocess.run([str(REPO / ".venv/bin/waypost"), "runs", "show", run_id],
                            capture_output=True, text=True, env=env, timeout=60, check=True)
-    assert "specChoice: current" in shown.stdout and "specGeneration: 2" in shown.stdout
+    assert re.search(r"^Spec:\s+current \(Task generation 2\)$", shown.stdout, re.M), shown.stdout
 
 
 CANCEL_GRACE = 5
