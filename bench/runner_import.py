@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,21 +29,26 @@ PROBE = (
 )
 
 
-def measure_once() -> tuple[int, float, list[str]]:
-    """One fresh interpreter: (cumulative µs of waypost.runner.main, wall s, heavy modules)."""
+def measure_once() -> tuple[int, float, float, list[str]]:
+    """One fresh interpreter: (cumulative µs of waypost.runner.main, wall s, CPU s of the
+    whole interpreter, heavy modules). CPU time is the figure least disturbed by other
+    load on a shared machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", PROBE],
         capture_output=True, text=True, check=True,
     )
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     cumulative = 0
     for line in done.stderr.splitlines():
         parts = [p.strip() for p in line.split("|")]
         if len(parts) == 3 and parts[2] == "waypost.runner.main":
             cumulative = int(parts[1])
     loaded = [m for m in done.stdout.strip().split(",") if m]
-    return cumulative, wall, loaded
+    return cumulative, wall, cpu, loaded
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,17 +58,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     imports: list[int] = []
     walls: list[float] = []
+    cpus: list[float] = []
     loaded: list[str] = []
     for _ in range(args.repeats):
-        cumulative, wall, loaded = measure_once()
+        cumulative, wall, cpu, loaded = measure_once()
         imports.append(cumulative)
         walls.append(wall)
+        cpus.append(cpu)
     result: dict[str, Any] = {
         "repeats": args.repeats,
         "import_ms_median": round(statistics.median(imports) / 1000, 1),
         "import_ms_min": round(min(imports) / 1000, 1),
         "interpreter_wall_ms_median": round(statistics.median(walls) * 1000, 1),
         "interpreter_wall_ms_min": round(min(walls) * 1000, 1),
+        "interpreter_cpu_ms_median": round(statistics.median(cpus) * 1000, 1),
+        "interpreter_cpu_ms_min": round(min(cpus) * 1000, 1),
+        "load_1m": round(os.getloadavg()[0], 1),
         "heavy_modules_loaded": loaded,
     }
     print(json.dumps(result, indent=2))

@@ -134,6 +134,18 @@ class StalledBackend:
     async def close(self) -> None:
         pass
 
+    async def launched(self, run_id: str | uuid.UUID, timeout: float = 30) -> AttemptLaunch:
+        """The launch this backend got for ``run_id`` (waits for the dispatcher)."""
+        rid = uuid.UUID(str(run_id))
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for launch in self.launches:
+                if launch.run_id == rid:
+                    return launch
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"run {rid} was not launched within {timeout}s")
+            await asyncio.sleep(0.05)
+
 
 @dataclass
 class InMemoryBackend:

@@ -7,8 +7,10 @@ tasks of the modules named on the command line (``myapp.tasks``,
 ``pyproject.toml``, and registers them with their schedules.
 
 Tasks are discovered in a fresh interpreter, so a reload sees the code as it
-is on disk (no stale module caches in this process). Every attempt runs in a
-new runner subprocess, so the next attempt after a save runs the new code.
+is on disk (no stale module caches in this process). Attempts run in runner
+subprocesses (hot workers keep one per task between runs); a reload retires
+the hot workers of the reloaded tasks, so the next attempt after a save runs
+the new code.
 Each run's status changes and log lines are printed as they arrive: the
 process backend writes each attempt's output to a file under the state
 folder, which is followed here.
@@ -233,6 +235,7 @@ class Follower:
         self._tasks: dict[str, str] = {}
         self._offsets: dict[Path, int] = {}
         self._pending: dict[Path, bytes] = {}
+        self._warm_attempt: dict[Path, tuple[str, str]] = {}  # hot worker file -> (run, attempt)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for path in self.log_dir.glob("*.log"):  # earlier sessions' output is not news
             self._offsets[path] = path.stat().st_size
@@ -286,10 +289,23 @@ class Follower:
             *lines, rest = data.split(b"\n")
             if rest:
                 self._pending[path] = rest
+            warm = path.stem.startswith("warm-")
             run_id, _, attempt = path.stem.rpartition("-")
-            await self._task_of(run_id)
+            if not warm:
+                await self._task_of(run_id)
             for raw in lines:
-                text = _log_line(raw.decode(errors="replace"))
+                line = raw.decode(errors="replace")
+                if warm:
+                    # A hot worker's file holds many attempts, one after another: a
+                    # line belongs to the attempt the runner last named.
+                    named = _attempt_of(line)
+                    if named is not None:
+                        self._warm_attempt[path] = named
+                    if path not in self._warm_attempt:
+                        continue  # before its first attempt: the runner's own chatter
+                    run_id, attempt = self._warm_attempt[path]
+                    await self._task_of(run_id)
+                text = _log_line(line)
                 if text is not None:
                     self._say(run_id, f"#{attempt} | {text}")
 
@@ -315,6 +331,19 @@ def _describe(run: Run) -> str:
 
 
 _LOG_KEYS = {"ts", "level", "message", "run_id", "attempt"}
+
+
+def _attempt_of(raw: str) -> tuple[str, str] | None:
+    """The (run id, attempt) a runner's JSON log line names, if any."""
+    if not raw.startswith("{"):
+        return None
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(doc, dict) and isinstance(doc.get("run_id"), str) and "attempt" in doc:
+        return doc["run_id"], str(doc["attempt"])
+    return None
 
 
 def _log_line(raw: str) -> str | None:
@@ -427,7 +456,8 @@ class _Dev:
 
     async def serve(self) -> int:
         roots = list(dict.fromkeys(str(t.root) for t in self.targets))
-        backend = ProcessBackend(max_parallel=4, log_dir=self.state_dir / "logs",
+        # Hot workers: a run of a task that ran lately starts in an already warm process.
+        backend = ProcessBackend(max_parallel=4, warm=True, log_dir=self.state_dir / "logs",
                                  task_path=roots)
         stack = Standalone(self.settings, backend)
         # A trigger before the tasks are stored would get 404 unknown_task.
@@ -514,6 +544,9 @@ class _Dev:
                       flush=True)
                 continue
             await self._register(stack, loaded)
+            # Hot workers imported the old code; they must not take new attempts.
+            for definition in loaded.definitions:
+                await stack.engine.warm.code_changed(definition.namespace, definition.name)
             print("Reloaded: new attempts run the new code.", flush=True)
 
     async def _fire_schedules_once(self, stack: Standalone) -> int:

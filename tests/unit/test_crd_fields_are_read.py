@@ -7,7 +7,7 @@ it does — an attribute (``spec.retry.max_attempts``) or a keyword argument
 field fails the test until it is listed here with its reader; a listed field
 that the schema no longer has fails it too.
 
-The listed exceptions are fields other issues build (warm pool); each of those
+The listed exceptions are fields other issues build (none at present); each of those
 issues removes its exception.
 """
 
@@ -38,6 +38,12 @@ TASK_READERS: dict[str, tuple[str, str]] = {
     "spec.retry.backoff.jitter": ("waypost.engine.retry", "jitter"),
     "spec.retry.retryOn": ("waypost.engine.retry", "retry_on"),
     "spec.retry.oom.memoryMultiplier": ("waypost.engine.retry", "memory_multiplier"),
+    # The warm pool: whether the dispatcher tries a warm runner, the per-task cap
+    # (shared by both backends through warm.admit), and the idle TTL each warm
+    # runner is enrolled with.
+    "spec.warmPool.enabled": ("waypost.engine.dispatcher", "enabled"),
+    "spec.warmPool.maxWarm": ("waypost.backends.kubernetes", "max_warm"),
+    "spec.warmPool.idleTTLSeconds": ("waypost.backends.kubernetes", "idle_ttl_seconds"),
     "spec.retry.oom.memoryCeiling": ("waypost.engine.retry", "memory_ceiling"),
     # Through TaskSpec.timeout_seconds: the backend kills an attempt past it.
     "spec.timeout.maxDuration": ("waypost.engine.dispatcher", "timeout_seconds"),
@@ -75,6 +81,8 @@ TASK_READERS: dict[str, tuple[str, str]] = {
     "status.observedGeneration": ("waypost.controller.status", "observed_generation"),
     "status.queueDepth": ("waypost.controller.status", "queue_depth"),
     "status.running": ("waypost.controller.status", "running"),
+    # Idle warm runners of the Task, counted from the store by the mirror.
+    "status.warmPods": ("waypost.controller.status", "warm_pods"),
     "status.lastScheduleTime": ("waypost.controller.status", "last_schedule_time"),
     "status.nextScheduleTime": ("waypost.controller.status", "next_schedule_time"),
 }
@@ -112,10 +120,7 @@ TASKRUN_READERS: dict[str, tuple[str, str]] = {
 }
 # Accepted by the schema, read by nothing yet: the issues that build them remove these.
 EXCEPTIONS: dict[str, set[str]] = {
-    "Task": {  # the warm-pool issue
-        "spec.warmPool.enabled", "spec.warmPool.maxWarm", "spec.warmPool.idleTtlSeconds",
-        "status.warmPods",  # written, but always 0 until there is a pool
-    },
+    "Task": set(),
     "TaskRun": set(),
 }
 READERS = {"Task": TASK_READERS, "TaskRun": TASKRUN_READERS}

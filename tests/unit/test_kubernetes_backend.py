@@ -7,12 +7,17 @@ import asyncio
 import copy
 import uuid
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from waypost.backends import pod_spec
 from waypost.backends.kubernetes import KubernetesBackend, KubernetesBackendSettings
+from waypost.engine import warm
 from waypost.engine.backend import AttemptExit, AttemptLaunch
+from waypost.engine.clock import FakeClock
+from waypost.model import k8s
 from waypost.model.enums import FailureType
+from waypost.model.task import TaskSpec
 
 
 class InMemoryPodApi:
@@ -45,9 +50,12 @@ class InMemoryPodApi:
         self.secrets.pop((namespace, name), None)
 
     async def find_pods(self, label_selector: str) -> list[dict[str, Any]]:
-        wanted = dict(part.split("=") for part in label_selector.split(","))
+        parts = label_selector.split(",")
+        wanted = dict(part.split("=") for part in parts if not part.startswith("!"))
+        absent = [part[1:] for part in parts if part.startswith("!")]
         return [p for p in self.pods.values()
-                if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())]
+                if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+                and not any(k in p["metadata"]["labels"] for k in absent)]
 
     async def get_taskrun_uid(self, namespace: str, name: str) -> str | None:
         return self.taskruns.get((namespace, name))
@@ -160,3 +168,207 @@ async def test_clean_exit_reports_no_failure_and_stop_deletes_the_runs_pods() ->
     assert [(e.failure, e.exit_code) for e in exits2] == [(None, 0)]
     await backend.close()
     await backend2.close()
+
+
+# --- warm Pods -------------------------------------------------------------
+
+class FakeHub:
+    """The WarmHub calls the backend makes, without a database."""
+
+    def __init__(self) -> None:
+        self.enrolled: list[uuid.UUID] = []
+        self.retired: list[tuple[uuid.UUID, str]] = []
+        self.rates = warm.RateTracker()
+        self.engine = SimpleNamespace(clock=FakeClock())
+        self.listeners: list[Callable[[warm.WarmEvent], None]] = []
+
+    def add_listener(self, listener: Callable[[warm.WarmEvent], None]) -> None:
+        self.listeners.append(listener)
+
+    async def enroll(self, **_: Any) -> tuple[uuid.UUID, str]:
+        runner_id = uuid.uuid4()
+        self.enrolled.append(runner_id)
+        return runner_id, f"wpr.{runner_id.hex}.mac"
+
+    async def retire(self, runner_ids: list[uuid.UUID], reason: str, *,
+                     busy_too: bool = False) -> list[uuid.UUID]:
+        self.retired += [(r, reason) for r in runner_ids]
+        for listener in self.listeners:
+            for r in runner_ids:
+                listener(warm.WarmEvent(r, "retired", reason=reason))
+        return list(runner_ids)
+
+    def idle(self, runner_id: uuid.UUID) -> None:
+        for listener in self.listeners:
+            listener(warm.WarmEvent(runner_id, "idle"))
+
+
+def _warm_launch(run: int, **overrides: Any) -> AttemptLaunch:
+    spec = TaskSpec.model_validate({"entrypoint": "examples.warm:probe",
+                                    "warmPool": {"maxWarm": 2}})
+    values: dict[str, Any] = {"run_id": uuid.UUID(int=run), "claim_token": 100 + run,
+                              "spec": spec, "fingerprint": "fp-1"}
+    values.update(overrides)
+    return _launch(**values)
+
+
+async def _warm_backend(max_warm_pods: int = 50) -> tuple[
+        KubernetesBackend, InMemoryPodApi, list[AttemptExit], FakeHub]:
+    backend, api, exits = await _backend()
+    backend.settings = KubernetesBackendSettings(coordinator_url="http://c:8080", max_pods=10,
+                                                 max_warm_pods=max_warm_pods)
+    hub = FakeHub()
+    backend.attach_warm(hub)  # type: ignore[arg-type]
+    return backend, api, exits, hub
+
+
+async def test_warm_pod_shape_keeps_the_restricted_profile() -> None:
+    backend, api, _, hub = await _warm_backend()
+    await backend.start(_warm_launch(1))
+    [pod] = list(api.pods.values())
+    [runner_id] = hub.enrolled
+    assert pod["metadata"]["labels"][k8s.LABEL_WARM_RUNNER] == str(runner_id)
+    spec = pod["spec"]
+    assert "activeDeadlineSeconds" not in spec  # the timeout is per attempt, not per Pod
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = spec["containers"][0]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["WAYPOST_RUNNER_TOKEN_FILE"] == pod_spec.RUNNER_CREDENTIAL_FILE
+    assert env["WAYPOST_WARM_SCRUB_TMP"] == "1"
+    assert "wpr." not in str(pod)  # the runner credential lives in the Secret
+    [secret] = list(api.secrets.values())
+    assert secret["stringData"][pod_spec.RUNNER_CREDENTIAL_KEY] == f"wpr.{runner_id.hex}.mac"
+    # Pool off: a one-shot Pod with its deadline, no runner credential.
+    off = TaskSpec.model_validate({"entrypoint": "examples.warm:probe",
+                                   "warmPool": {"enabled": False}})
+    await backend.start(_warm_launch(2, spec=off, warm_pool=False))
+    cold = [p for p in api.pods.values() if k8s.LABEL_WARM_RUNNER not in p["metadata"]["labels"]]
+    assert len(cold) == 1 and cold[0]["spec"]["activeDeadlineSeconds"] == 60
+    assert len(hub.enrolled) == 1
+    await backend.close()
+
+
+async def test_oom_of_a_warm_pod_fails_the_attempt_it_runs_now() -> None:
+    backend, api, exits, hub = await _warm_backend()
+    await backend.start(_warm_launch(1))
+    [runner_id] = hub.enrolled
+    hub.idle(runner_id)  # its first attempt ended
+    assert backend.idle_runners("fp-1") == [runner_id]
+    assert backend.idle_runners("fp-other") == []
+    second = _warm_launch(2)
+    await backend.start_warm(second, runner_id)
+    assert backend.idle_runners("fp-1") == []
+    [pod] = list(api.pods.values())
+    assert api.emit is not None
+    api.emit("MODIFIED", _terminated(pod, "OOMKilled", 137))
+    await _drain()
+    # Reported for the second run (the Pod's labels still name the first).
+    assert [(e.run_id, e.claim_token, e.failure) for e in exits] == [
+        (second.run_id, second.claim_token, FailureType.OOM)]
+    assert (runner_id, "exited") in hub.retired
+    assert backend.warm_pods() == {}
+    assert pod["metadata"]["name"] in api.deleted
+    await backend.close()
+
+
+async def test_deleted_warm_pod_loses_its_attempt_and_idle_end_reports_nothing() -> None:
+    backend, api, exits, hub = await _warm_backend()
+    await backend.start(_warm_launch(1))
+    await backend.start(_warm_launch(2))
+    first, second = hub.enrolled
+    pods = {p["metadata"]["labels"][k8s.LABEL_WARM_RUNNER]: p for p in api.pods.values()}
+    assert api.emit is not None
+    # The first is deleted mid-attempt: that attempt is lost.
+    api.emit("DELETED", pods[str(first)])
+    # The second finished its attempt, went idle, and exited 0 when retired (TTL).
+    hub.idle(second)
+    api.emit("MODIFIED", _terminated(pods[str(second)], "Completed", 0))
+    await _drain()
+    assert [(e.run_id, e.failure) for e in exits] == [(uuid.UUID(int=1), FailureType.LOST)]
+    assert backend.warm_pods() == {}
+    await backend.close()
+
+
+async def test_stop_deletes_the_warm_pod_running_that_run() -> None:
+    backend, api, _, hub = await _warm_backend()
+    await backend.start(_warm_launch(1))
+    [runner_id] = hub.enrolled
+    hub.idle(runner_id)
+    await backend.start_warm(_warm_launch(7), runner_id)
+    [pod] = list(api.pods.values())
+    await backend.stop(uuid.UUID(int=7), "run cancelled")
+    assert api.deleted == [pod["metadata"]["name"]]
+    await backend.close()
+
+
+async def test_caps_per_task_and_global_count_warm_pods_until_they_are_gone() -> None:
+    backend, api, _, hub = await _warm_backend(max_warm_pods=3)
+    # maxWarm 2 for this task: the third concurrent attempt gets a one-shot Pod.
+    for run in (1, 2, 3):
+        await backend.start(_warm_launch(run))
+    assert len(hub.enrolled) == 2 and len(api.pods) == 3
+    for runner_id in hub.enrolled:
+        hub.idle(runner_id)
+    # Another task fills the global cap (3), then needs room: an idle one is evicted,
+    # but its Pod runs until its runner has exited, so this attempt is one-shot.
+    other = TaskSpec.model_validate({"entrypoint": "examples.warm:noop"})
+    await backend.start(_warm_launch(4, task="other", spec=other, fingerprint="fp-2"))
+    assert len(hub.enrolled) == 3 and hub.retired == []
+    await backend.start(_warm_launch(5, task="third", spec=other, fingerprint="fp-3"))
+    assert len(hub.enrolled) == 3
+    assert [reason for _, reason in hub.retired] == ["evicted"]
+    victim = hub.retired[0][0]
+    assert victim in hub.enrolled[:2]  # an idle one, not the busy "other"
+    # While the evicted Pod still runs, nothing more is evicted and no warm Pod added.
+    await backend.start(_warm_launch(6, task="fourth", spec=other, fingerprint="fp-4"))
+    assert len(hub.enrolled) == 3 and len(hub.retired) == 1
+    assert len(backend.warm_members()) == 3
+    # The evicted runner exits; its Pod ends: now there is room.
+    by_runner = {p["metadata"]["labels"].get(k8s.LABEL_WARM_RUNNER): p
+                 for p in api.pods.values()}
+    assert api.emit is not None
+    api.emit("MODIFIED", _terminated(by_runner[str(victim)], "Completed", 0))
+    await _drain()
+    assert len(backend.warm_members()) == 2
+    await backend.start(_warm_launch(7, task="third", spec=other, fingerprint="fp-3"))
+    assert len(hub.enrolled) == 4 and len(backend.warm_members()) == 3
+    await backend.close()
+
+
+async def test_a_previous_leaders_warm_pod_counts_until_it_is_gone() -> None:
+    backend, api, _, hub = await _warm_backend(max_warm_pods=1)
+    old_pod = {"metadata": {"name": "old-warm", "namespace": "team-a", "labels": {
+        k8s.LABEL_WARM_RUNNER: str(uuid.UUID(int=99)), k8s.LABEL_TASK: "probe",
+        k8s.LABEL_RUN_ID: str(uuid.UUID(int=98))}, "annotations": {
+        k8s.ANNOTATION_CLAIM_TOKEN: "5"}}, "status": {"phase": "Running"}}
+    assert api.emit is not None
+    api.emit("SYNC", old_pod)
+    await _drain()
+    assert (uuid.UUID(int=99), "shutdown") in hub.retired
+    assert [m.retired for m in backend.warm_members()] == [True]
+    await backend.start(_warm_launch(1))
+    assert hub.enrolled == []  # the cap (1) is held by the old Pod
+    api.emit("DELETED", old_pod)
+    await _drain()
+    assert backend.warm_members() == []
+    await backend.start(_warm_launch(2))
+    assert len(hub.enrolled) == 1
+    await backend.close()
+
+
+async def test_a_warm_pod_past_the_attempt_timeout_is_deleted_as_timeout() -> None:
+    backend, api, exits, _ = await _warm_backend()
+    launch = _warm_launch(1, timeout_seconds=1)
+    await backend.start(launch)
+    [pod] = list(api.pods.values())
+    await asyncio.sleep(1.3)
+    assert api.deleted == [pod["metadata"]["name"]]
+    assert api.emit is not None
+    api.emit("DELETED", pod)
+    await _drain()
+    assert [(e.run_id, e.failure) for e in exits] == [(launch.run_id, FailureType.TIMEOUT)]
+    await backend.close()

@@ -30,6 +30,7 @@ VALUES: dict[str, tuple[str, object]] = {
     "WAYPOST_HOT_TABLE_VACUUM_DEAD_TUPLES": ("123", 123),
     "WAYPOST_EVENTS_POLL_INTERVAL": ("0.5", 0.5),
     "WAYPOST_EVENTS_HEARTBEAT": ("30", 30.0),
+    "WAYPOST_WARM_MEMORY_GROWTH_MIB": ("64", 64),
 }
 
 

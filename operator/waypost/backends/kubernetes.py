@@ -6,6 +6,19 @@ Pod the Secret's owner so both go together. A watch on runner Pods (labelled
 :func:`pod_outcome.attempt_exit_from_pod` and deletes finished Pods. Pods left
 by a previous leader are picked up the same way: their reports are fenced, so
 one that is no longer current changes nothing.
+
+**Warm Pods.** A Task whose ``warmPool.enabled`` is true gets its Pod started
+in warm mode (labelled with its runner id, its runner credential beside the
+attempt's in the Secret): after the attempt it long-polls the coordinator and
+takes the next attempt of the same task and fingerprint that the dispatcher
+hands it (:mod:`waypost.engine.warm`), until its idle TTL, eviction, memory
+growth or a spec change retires it; then it exits 0 and is deleted like any
+finished Pod. At most ``warmPool.maxWarm`` per task and ``max_warm_pods`` in
+all. The backend knows which attempt each warm Pod runs: a warm Pod that ends
+mid-attempt (OOM kill, deletion, crash) fails *that* attempt, and the
+attempt's timeout is enforced here per attempt (a warm Pod has no
+``activeDeadlineSeconds``): past it the Pod is deleted and the attempt fails
+as a timeout.
 """
 
 from __future__ import annotations
@@ -20,7 +33,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from waypost.backends import pod_outcome, pod_spec
-from waypost.engine.backend import AttemptExit, AttemptLaunch, ExitHandler
+from waypost.engine import warm
+from waypost.engine.backend import AttemptExit, AttemptLaunch, ExitHandler, PrewarmTarget
 from waypost.model import k8s
 from waypost.model.enums import FailureType
 
@@ -67,6 +81,22 @@ class KubernetesBackendSettings:
     default_image: str | None = None
     image_pull_policy: str = "IfNotPresent"
     max_pods: int = 200
+    max_warm_pods: int = 50
+
+
+@dataclass
+class _WarmPod:
+    """A warm runner Pod and the attempt it runs now (None while idle)."""
+
+    runner_id: uuid.UUID
+    key: tuple[str, str]  # (namespace, pod name)
+    task: tuple[str, str]  # (namespace, task)
+    current: AttemptLaunch | None
+    fingerprint: str = ""
+    last_used: float = 0.0
+    retired: bool = False
+    verdict: tuple[FailureType, str] | None = None
+    timer: asyncio.TimerHandle | None = None
 
 
 class KubernetesBackend:
@@ -86,6 +116,41 @@ class KubernetesBackend:
         self._events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._stop_watch: Callable[[], None] | None = None
         self._consumer: asyncio.Task[None] | None = None
+        self._hub: warm.WarmHub | None = None
+        self._warm: dict[uuid.UUID, _WarmPod] = {}
+        self._warm_pods: dict[tuple[str, str], uuid.UUID] = {}
+        # Warm Pods of a previous leader that have not ended yet (runner id -> task).
+        self._foreign: dict[uuid.UUID, tuple[str, str]] = {}
+
+    def attach_warm(self, hub: warm.WarmHub) -> None:
+        self._hub = hub
+        hub.add_listener(self._on_warm_event)
+
+    def idle_runners(self, fingerprint: str) -> list[uuid.UUID]:
+        return [rid for rid, w in self._warm.items()
+                if w.current is None and not w.retired and w.fingerprint == fingerprint]
+
+    def warm_members(self) -> list[warm.PoolMember]:
+        """Every warm Pod that has not ended: ours (retired ones too, until their Pod
+        is gone) and a previous leader's that are still running (retired at sight)."""
+        members = [warm.PoolMember(rid, w.task, w.current is None, w.last_used, w.retired)
+                   for rid, w in self._warm.items()]
+        members += [warm.PoolMember(rid, task, False, 0.0, True)
+                    for rid, task in self._foreign.items()]
+        return members
+
+    def warm_limit(self) -> int:
+        return self.settings.max_warm_pods
+
+    async def prewarm(self, target: PrewarmTarget) -> bool:
+        """Pre-warmed Pods (no attempt yet) are not built: on Kubernetes warm Pods
+        come from demand only (an attempt's Pod stays warm after it)."""
+        del target
+        return False
+
+    def warm_pods(self) -> dict[uuid.UUID, tuple[str, str]]:
+        """Runner id -> (namespace, Pod) of every warm Pod this backend keeps."""
+        return {rid: w.key for rid, w in self._warm.items()}
 
     def set_exit_handler(self, handler: ExitHandler) -> None:
         self._handler = handler
@@ -103,6 +168,17 @@ class KubernetesBackend:
         self._consumer = loop.create_task(self._consume())
         return self
 
+    async def _warm_room(self, launch: AttemptLaunch) -> bool:
+        if self._hub is None or not launch.warm_pool or launch.spec is None:
+            return False
+        ok, evicted = await warm.admit(self._hub, self.warm_members(),
+                                       (launch.namespace, launch.task),
+                                       launch.spec.warm_pool.max_warm,
+                                       self.settings.max_warm_pods)
+        for victim in evicted:
+            self._warm[victim].retired = True
+        return ok
+
     async def start(self, launch: AttemptLaunch) -> None:
         owner = None
         if launch.taskrun_name:
@@ -115,21 +191,130 @@ class KubernetesBackend:
             default_image=self.settings.default_image,
             owner=owner,
         )
-        pod = pod_spec.build_attempt_pod(launch, settings, launch.spec)
-        secret = pod_spec.build_attempt_secret(launch, settings)
+        runner_id: uuid.UUID | None = None
+        runner_credential: str | None = None
+        if await self._warm_room(launch):
+            assert self._hub is not None and launch.spec is not None
+            runner_id, runner_credential = await self._hub.enroll(
+                namespace=launch.namespace, task=launch.task, fingerprint=launch.fingerprint,
+                run_id=launch.run_id, claim_token=launch.claim_token,
+                idle_ttl_seconds=float(launch.spec.warm_pool.idle_ttl_seconds))
+        pod = pod_spec.build_attempt_pod(launch, settings, launch.spec, runner_id=runner_id)
+        secret = pod_spec.build_attempt_secret(launch, settings, runner_credential)
         name = pod["metadata"]["name"]
-        self._live[(launch.namespace, name)] = launch.run_id
+        key = (pod["metadata"]["namespace"], name)
+        self._live[key] = launch.run_id
+        if runner_id is not None:
+            self._warm[runner_id] = _WarmPod(runner_id, key, (launch.namespace, launch.task),
+                                             launch, launch.fingerprint)
+            self._warm_pods[key] = runner_id
+            self._arm_timeout(self._warm[runner_id], launch)
         try:
             await self.api.create_secret(launch.namespace, secret)
             created = await self.api.create_pod(launch.namespace, pod)
         except Exception:
-            self._live.pop((launch.namespace, name), None)
+            self._live.pop(key, None)
+            if runner_id is not None:
+                self._forget_warm(runner_id)
+                if self._hub is not None:
+                    with contextlib.suppress(Exception):
+                        await self._hub.retire([runner_id], warm.RetireReason.EXITED,
+                                               busy_too=True)
             with contextlib.suppress(Exception):
                 await self.api.delete_secret(launch.namespace, secret["metadata"]["name"])
             raise
         with contextlib.suppress(Exception):  # GC of the Secret is a nicety, not correctness
             await self.api.patch_secret(launch.namespace, secret["metadata"]["name"],
                                         pod_spec.secret_owner_patch(created))
+
+    async def start_warm(self, launch: AttemptLaunch, runner_id: uuid.UUID) -> None:
+        """The dispatcher bound this attempt to our idle warm Pod ``runner_id``."""
+        pod = self._warm.get(runner_id)
+        if pod is None or pod.retired:
+            # Bound in the store to a Pod this leader does not keep (it just ended,
+            # or a previous leader made it): fail it now rather than at lease expiry.
+            raise RuntimeError(f"warm runner {runner_id} is not kept by this operator")
+        pod.current = launch
+        pod.verdict = None
+        self._arm_timeout(pod, launch)
+
+    def _arm_timeout(self, pod: _WarmPod, launch: AttemptLaunch) -> None:
+        if pod.timer is not None:
+            pod.timer.cancel()
+        loop = asyncio.get_running_loop()
+        pod.timer = loop.call_later(max(1.0, launch.timeout_seconds),
+                                    lambda: loop.create_task(self._timed_out(pod, launch)))
+
+    async def _timed_out(self, pod: _WarmPod, launch: AttemptLaunch) -> None:
+        if pod.current is not launch or pod.verdict is not None:
+            return
+        pod.verdict = (FailureType.TIMEOUT, (
+            f"the attempt ran longer than its timeout of {launch.timeout_seconds:g} s; "
+            "its warm Pod was deleted"))
+        with contextlib.suppress(Exception):
+            await self.api.delete_pod(*pod.key)
+
+    def _on_warm_event(self, event: warm.WarmEvent) -> None:
+        pod = self._warm.get(event.runner_id)
+        if pod is None:
+            return
+        if event.kind == "idle":
+            if pod.timer is not None:
+                pod.timer.cancel()
+                pod.timer = None
+            pod.current = None
+            pod.last_used = asyncio.get_running_loop().time()
+        elif event.kind == "retired":
+            pod.retired = True
+
+    def _forget_warm(self, runner_id: uuid.UUID) -> _WarmPod | None:
+        pod = self._warm.pop(runner_id, None)
+        if pod is not None:
+            self._warm_pods.pop(pod.key, None)
+            if pod.timer is not None:
+                pod.timer.cancel()
+        return pod
+
+    async def _warm_pod_event(self, kind: str, pod: dict[str, Any], runner_id: uuid.UUID) -> None:
+        """A warm Pod's event: it ended (or vanished) while idle or mid-attempt."""
+        meta = pod.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        ended = pod_outcome.attempt_exit_from_pod(pod)
+        if ended is None and kind != "DELETED":
+            self._live.setdefault(key, pod_outcome.attempt_identity(pod)[0])
+            if runner_id not in self._warm:
+                # A previous leader's warm Pod: it counts against the caps until it
+                # is gone. This leader never assigns it, so if it is idle it only
+                # waits for its TTL; make it go now.
+                labels = meta.get("labels") or {}
+                self._foreign[runner_id] = (key[0], labels.get(k8s.LABEL_TASK, ""))
+                if self._hub is not None and not meta.get("deletionTimestamp"):
+                    with contextlib.suppress(Exception):
+                        if await self._hub.retire([runner_id], warm.RetireReason.SHUTDOWN):
+                            await self.api.delete_pod(*key)
+            return
+        self._live.pop(key, None)
+        self._foreign.pop(runner_id, None)
+        kept = self._forget_warm(runner_id)
+        if self._hub is not None:
+            with contextlib.suppress(Exception):
+                await self._hub.retire([runner_id], warm.RetireReason.EXITED, busy_too=True)
+        current = kept.current if kept is not None else None
+        if current is not None and self._handler is not None:
+            if kept is not None and kept.verdict is not None:
+                failure, message = kept.verdict
+            elif ended is not None and ended.failure is not None:
+                failure, message = ended.failure, ended.message
+            elif ended is not None:
+                failure, message = FailureType.EXIT, "the warm Pod exited during its attempt"
+            else:
+                failure, message = FailureType.LOST, "pod deleted"
+            log.info("warm pod ended mid-attempt", extra={
+                "run_id": str(current.run_id), "pod": key[1], "failure": str(failure)})
+            await self._handler(AttemptExit(current.run_id, current.claim_token, failure,
+                                            message, exit_code=ended.exit_code if ended else None))
+        if kind != "DELETED" and not meta.get("deletionTimestamp"):
+            await self.api.delete_pod(*key)
 
     async def _consume(self) -> None:
         while True:
@@ -142,6 +327,11 @@ class KubernetesBackend:
     async def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         meta = pod.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
+        runner_label = (meta.get("labels") or {}).get(k8s.LABEL_WARM_RUNNER)
+        if runner_label:
+            with contextlib.suppress(ValueError):
+                await self._warm_pod_event(kind, pod, uuid.UUID(runner_label))
+                return
         try:
             outcome = pod_outcome.attempt_exit_from_pod(pod)
         except (KeyError, ValueError):
@@ -170,7 +360,18 @@ class KubernetesBackend:
             await self.api.delete_pod(*key)
 
     async def stop(self, run_id: uuid.UUID, reason: str, *, force: bool = False) -> None:
-        pods = await self.api.find_pods(f"{RUNNER_SELECTOR},{k8s.LABEL_RUN_ID}={run_id}")
+        for warm_pod in list(self._warm.values()):
+            if warm_pod.current is not None and warm_pod.current.run_id == run_id:
+                if warm_pod.verdict is None:
+                    warm_pod.verdict = (FailureType.CANCELLED, f"stopped: {reason}")
+                log.info("deleting warm pod", extra={"run_id": str(run_id),
+                                                     "pod": warm_pod.key[1], "reason": reason})
+                await self.api.delete_pod(*warm_pod.key,
+                                          grace_period_seconds=0 if force else 5)
+        # Warm Pods are labelled with their first run; the loop above found the one
+        # running this run now.
+        pods = await self.api.find_pods(
+            f"{RUNNER_SELECTOR},{k8s.LABEL_RUN_ID}={run_id},!{k8s.LABEL_WARM_RUNNER}")
         for pod in pods:
             meta = pod["metadata"]
             log.info("deleting attempt pod", extra={"run_id": str(run_id), "pod": meta["name"],
@@ -180,6 +381,18 @@ class KubernetesBackend:
                                       grace_period_seconds=0 if force else 5)
 
     async def close(self) -> None:
+        # Idle warm Pods go with the leader that kept them (the next leader
+        # starts its own); busy ones finish their attempt as cold Pods do.
+        idle = [w for w in self._warm.values() if w.current is None]
+        if idle and self._hub is not None:
+            with contextlib.suppress(Exception):
+                await self._hub.retire([w.runner_id for w in idle], warm.RetireReason.SHUTDOWN)
+            for pod in idle:
+                with contextlib.suppress(Exception):
+                    await self.api.delete_pod(*pod.key)
+        for pod in self._warm.values():
+            if pod.timer is not None:
+                pod.timer.cancel()
         if self._stop_watch is not None:
             self._stop_watch()
         if self._consumer is not None:

@@ -40,6 +40,10 @@ RUNNER_UID = 10001
 CREDENTIAL_KEY = "token"
 CREDENTIAL_DIR = "/var/run/waypost/attempt"
 CREDENTIAL_FILE = f"{CREDENTIAL_DIR}/{CREDENTIAL_KEY}"
+# A warm Pod's own credential (it polls for the next attempt with it), in the
+# same Secret as its first attempt's.
+RUNNER_CREDENTIAL_KEY = "runner-token"
+RUNNER_CREDENTIAL_FILE = f"{CREDENTIAL_DIR}/{RUNNER_CREDENTIAL_KEY}"
 TMP_DIR = "/tmp"  # the Pod's own emptyDir
 TMP_SIZE_LIMIT = "1Gi"
 
@@ -150,15 +154,20 @@ def secret_name(launch: AttemptLaunch, settings: PodSettings) -> str:
     return pod_name(launch)
 
 
-def build_attempt_secret(launch: AttemptLaunch, settings: PodSettings) -> dict[str, Any]:
-    """The Secret holding the attempt's credential; create it before the Pod."""
+def build_attempt_secret(launch: AttemptLaunch, settings: PodSettings,
+                         runner_credential: str | None = None) -> dict[str, Any]:
+    """The Secret holding the attempt's credential (and a warm Pod's own); create it
+    before the Pod."""
+    data = {CREDENTIAL_KEY: launch.credential}
+    if runner_credential is not None:
+        data[RUNNER_CREDENTIAL_KEY] = runner_credential
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": _metadata(launch, settings, secret_name(launch, settings)),
         "type": "Opaque",
         "immutable": True,
-        "stringData": {CREDENTIAL_KEY: launch.credential},
+        "stringData": data,
     }
 
 
@@ -178,7 +187,7 @@ def secret_owner_patch(pod: Mapping[str, Any]) -> dict[str, Any]:
     }]}}
 
 
-def _env(launch: AttemptLaunch, settings: PodSettings) -> list[dict[str, Any]]:
+def _env(launch: AttemptLaunch, settings: PodSettings, warm: bool) -> list[dict[str, Any]]:
     values: dict[str, str] = {
         # Defaults a task may override: nothing writes bytecode to the
         # read-only image, and HOME is somewhere writable.
@@ -188,11 +197,13 @@ def _env(launch: AttemptLaunch, settings: PodSettings) -> list[dict[str, Any]]:
     }
     values.update(launch.env)
     # The runner's own variables win: a task's env cannot redirect the runner or
-    # its credential.
+    # its credential. A warm Pod's /tmp is its own: what a run leaves there is
+    # removed after it.
     values = protocol.runner_env(
         coordinator_url=settings.coordinator_url, run_id=str(launch.run_id),
         attempt=launch.attempt, task=launch.task, trace_id=launch.trace_id,
         token_file=CREDENTIAL_FILE, base=values,
+        runner_token_file=RUNNER_CREDENTIAL_FILE if warm else None, scrub_tmp=warm,
     )
     return [{"name": k, "value": values[k]} for k in sorted(values)]
 
@@ -212,12 +223,17 @@ def _env_from(task: TaskSpec | None) -> list[dict[str, Any]]:
 
 
 def build_attempt_pod(
-    launch: AttemptLaunch, settings: PodSettings, task: TaskSpec | None = None
+    launch: AttemptLaunch, settings: PodSettings, task: TaskSpec | None = None,
+    runner_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """The Pod that runs one attempt with ``waypost-runner``.
 
     ``task`` adds what the launch does not carry (envFrom, serviceAccountName);
     the launch's memory wins over the Task's, since an OOM retry grows it.
+    With ``runner_id`` the Pod is a warm one: after this attempt it takes the
+    next ones of the task (its runner credential is in the same Secret), so
+    the attempt's timeout is enforced by the operator per attempt rather than
+    by ``activeDeadlineSeconds`` over the Pod's life.
     """
     image = launch.image or settings.default_image
     if not image:
@@ -233,7 +249,7 @@ def build_attempt_pod(
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": list(RUNNER_COMMAND),
-        "env": _env(launch, settings),
+        "env": _env(launch, settings, runner_id is not None),
     }
     env_from = _env_from(task)
     if env_from:
@@ -269,6 +285,8 @@ def build_attempt_pod(
             else DEFAULT_CANCEL_GRACE_SECONDS
         ),
     }
+    if runner_id is not None:
+        del spec["activeDeadlineSeconds"]
     account = task.service_account_name if task is not None else None
     if account:
         spec["serviceAccountName"] = account
@@ -287,13 +305,18 @@ def build_attempt_pod(
             {"name": "attempt-credential", "secret": {
                 "secretName": secret_name(launch, settings),
                 "defaultMode": 0o440,
-                "items": [{"key": CREDENTIAL_KEY, "path": CREDENTIAL_KEY}],
+                "items": [{"key": CREDENTIAL_KEY, "path": CREDENTIAL_KEY}] + (
+                    [{"key": RUNNER_CREDENTIAL_KEY, "path": RUNNER_CREDENTIAL_KEY}]
+                    if runner_id is not None else []),
             }},
         ],
     })
+    meta = _metadata(launch, settings, name)
+    if runner_id is not None:
+        meta["labels"][k8s.LABEL_WARM_RUNNER] = str(runner_id)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _metadata(launch, settings, name),
+        "metadata": meta,
         "spec": spec,
     }

@@ -92,6 +92,11 @@ class StatusMirror:
         """Queue depth, running count and schedule times into each Task's status."""
         summaries = await control.task_summaries(self.engine)
         schedules = await scheduler.list_schedules(self.engine)
+        idle_warm: dict[tuple[str, str], int] = {}
+        for member in await self.engine.warm.members():
+            if member.state == "idle":
+                idle_warm[(member.namespace, member.task)] = (
+                    idle_warm.get((member.namespace, member.task), 0) + 1)
         for summary in summaries:
             d = summary.definition
             mine = [s for s in schedules if s.namespace == d.namespace and s.task == d.name]
@@ -105,6 +110,7 @@ class StatusMirror:
                 queued=summary.queued, running=summary.running,
                 next_schedule=min(nexts) if nexts else None,
                 last_schedule=max(lasts) if lasts else None,
+                warm_pods=idle_warm.get((d.namespace, d.name), 0),
             )
             key = (d.namespace, d.name)
             if self._task_status.get(key) == desired:

@@ -46,6 +46,7 @@ class OperatorOptions:
     runner_image: str | None = None
     runner_image_pull_policy: str = "IfNotPresent"
     max_pods: int = 200
+    max_warm_pods: int = 50
     watch_namespaces: tuple[str, ...] = ()  # empty: every namespace
 
     @classmethod
@@ -59,6 +60,7 @@ class OperatorOptions:
             runner_image_pull_policy=os.environ.get("WAYPOST_RUNNER_IMAGE_PULL_POLICY")
             or "IfNotPresent",
             max_pods=int(os.environ.get("WAYPOST_MAX_PODS", "200")),
+            max_warm_pods=int(os.environ.get("WAYPOST_MAX_WARM_PODS", "50")),
             watch_namespaces=tuple(n for n in namespaces.split(",") if n),
         )
 
@@ -91,6 +93,7 @@ class LeaderWork:
                                           KubernetesBackendSettings(
             coordinator_url=self.engine.settings.runner_coordinator_url,
             default_image=self.options.runner_image, max_pods=self.options.max_pods,
+            max_warm_pods=self.options.max_warm_pods,
             image_pull_policy=self.options.runner_image_pull_policy,
         )).open()
         loop = asyncio.get_running_loop()

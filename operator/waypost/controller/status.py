@@ -126,12 +126,12 @@ def task_ready(
 
 def task_figures(
     *, queued: int, running: int, next_schedule: datetime | None,
-    last_schedule: datetime | None,
+    last_schedule: datetime | None, warm_pods: int = 0,
 ) -> dict[str, Any]:
-    """A Task's queue figures and schedule times (its conditions are left alone)."""
+    """A Task's queue figures, idle warm Pods and schedule times (its conditions are
+    left alone)."""
     return patch_body(TaskStatus(
         queue_depth=queued, running=running,
-        # No warm pool yet: none is ever idle (the warm-pool issue fills this in).
-        warm_pods=0,
+        warm_pods=warm_pods,
         next_schedule_time=next_schedule, last_schedule_time=last_schedule,
     ))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, TypeVar, cast
@@ -26,13 +28,14 @@ from waypost.coordinator import (
 from waypost.coordinator.readiness import Readiness
 from waypost.coordinator.routes import Auth, Route, RouteTable
 from waypost.coordinator.wire import error_response, internal_error
-from waypost.engine import attempts, control, scheduler
+from waypost.engine import attempts, control, scheduler, warm
 from waypost.engine.core import Engine
-from waypost.engine.credentials import AttemptIdentity
+from waypost.engine.credentials import AttemptIdentity, InvalidCredential
 from waypost.engine.errors import (
     EngineError,
     IdempotencyConflict,
     InvalidValue,
+    Unauthorized,
     UnsupportedMediaType,
 )
 from waypost.engine.events import EventHub
@@ -355,6 +358,29 @@ async def runner_fail(request: web.Request) -> web.Response:
     return answer(protocol.OutcomeAnswer(status=str(status)))
 
 
+async def runner_warm_poll(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    token = _bearer(request)
+    if not token:
+        raise Unauthorized("missing warm runner credential (Authorization: Bearer <token>)")
+    try:
+        runner_id = engine.signer.verify_runner(token)
+    except InvalidCredential as exc:
+        raise Unauthorized(str(exc)) from None
+    body = await read_message(request, protocol.WarmPollBody)
+    finished_run = None
+    if body.finished is not None:
+        try:
+            finished_run = uuid.UUID(body.finished.run_id)
+        except ValueError:
+            raise InvalidValue("finished.runId: not a run id") from None
+    return answer(await engine.warm.poll(
+        runner_id, finished_run=finished_run,
+        finished_attempt=body.finished.attempt if body.finished else None,
+        rss_after_bytes=body.rss_bytes, wait_seconds=body.wait_seconds,
+    ))
+
+
 # --- operations -------------------------------------------------------------
 
 async def healthz(request: web.Request) -> web.Response:
@@ -443,6 +469,11 @@ def route_table() -> RouteTable:
               "Report that the task of a cancelled run stopped (409 unless cancelled)",
               Auth.ATTEMPT, "runner", body=protocol.CancelledBody,
               response=protocol.OutcomeAnswer))
+    add(Route("POST", protocol.PATH_WARM_POLL, runner_warm_poll,
+              "A warm runner reports its finished attempt and waits for the next one "
+              "(long poll: an assignment with the attempt's credential, nothing yet, or "
+              "retirement; 409 when its last attempt was lost)", Auth.RUNNER, "runner",
+              body=protocol.WarmPollBody, response=protocol.WarmPollAnswer))
     add(Route("GET", "/healthz", healthz, "Liveness", Auth.NONE, "operations"))
     add(Route("GET", "/readyz", readyz,
               "Readiness: the database answers with this version's schema, tasks are "
@@ -510,6 +541,16 @@ def dashboard_routes(add: Callable[[Route], None]) -> None:
               Auth.NONE, "ui", content_type="text/*"))
 
 
+async def _warm_listener(app: web.Application) -> AsyncIterator[None]:
+    """Wakes warm-runner polls held here when another replica assigns them."""
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(warm.listen(app[ENGINE].warm, stop))
+    yield
+    stop.set()
+    with contextlib.suppress(Exception):
+        await task
+
+
 def create_app(engine: Engine, readiness: Readiness | None = None) -> web.Application:
     # The precise limits are checked per field, so that the error can name it.
     max_body, _ = _body_limit(engine.settings.limits)
@@ -524,6 +565,7 @@ def create_app(engine: Engine, readiness: Readiness | None = None) -> web.Applic
     # Streams end before the runner's cleanup waits for their handlers.
     app.on_shutdown.append(close_hub)
     app[READINESS] = readiness or Readiness()
+    app.cleanup_ctx.append(_warm_listener)
     table = route_table()
     app[ROUTES] = table.routes
     table.install(app)

@@ -39,5 +39,16 @@ async def handler(request: web.Request) -> web.Response:
           "Age of the oldest transaction holding a snapshot in waypost's database: while "
           "it stays open, vacuum cannot clean run_queue and claims slow down.",
           registry=registry).set(store.oldest_snapshot_seconds)
-    return web.Response(body=generate_latest(registry),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+    pool = Gauge("waypost_warm_pool_runners",
+                 "Warm runners in the pool (processes or Pods), by task and state.",
+                 ["namespace", "task", "state"], registry=registry)
+    sizes: dict[tuple[str, str, str], int] = {}
+    for member in await engine.warm.members():
+        key = (member.namespace, member.task, member.state)
+        sizes[key] = sizes.get(key, 0) + 1
+    for key, count in sizes.items():
+        pool.labels(*key).set(count)
+    # Hits, misses, evictions and dispatch latencies are counted where they
+    # happen: in the leader's dispatcher (another replica reports zeros).
+    body = generate_latest(registry) + generate_latest(engine.warm.stats.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

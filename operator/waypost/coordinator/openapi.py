@@ -147,6 +147,8 @@ def build(routes: list[Route], version: str) -> dict[str, Any]:
             op["security"] = [{"apiToken": []}]
         elif route.auth is Auth.ATTEMPT:
             op["security"] = [{"attemptCredential": []}]
+        elif route.auth is Auth.RUNNER:
+            op["security"] = [{"runnerCredential": []}]
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -160,6 +162,8 @@ def build(routes: list[Route], version: str) -> dict[str, Any]:
                              "description": "The API token (WAYPOST_API_TOKEN)."},
                 "attemptCredential": {"type": "http", "scheme": "bearer",
                                       "description": "The credential of one attempt."},
+                "runnerCredential": {"type": "http", "scheme": "bearer",
+                                     "description": "A warm runner's own credential."},
             },
         },
     }

@@ -17,6 +17,7 @@ class Auth(StrEnum):
     NONE = "none"
     USER = "user"  # the API token, when one is configured
     ATTEMPT = "attempt"  # a per-attempt runner credential
+    RUNNER = "runner"  # a warm runner's own credential
 
 
 @dataclass(frozen=True)

@@ -209,4 +209,6 @@ async def expire_lost_attempts(
             lost.append((ident, "heartbeat lost"))
         except AttemptSuperseded:
             continue
+        # A warm runner that held it takes nothing more, should it wake up.
+        await engine.warm.attempt_lost(run_id, token)
     return lost

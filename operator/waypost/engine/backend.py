@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from waypost.model.enums import FailureType
 from waypost.model.task import TaskSpec
+
+if TYPE_CHECKING:
+    from waypost.engine.warm import PoolMember, WarmHub
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,24 @@ class AttemptLaunch:
     trace_id: str
     env: dict[str, str] = field(default_factory=dict)
     warm_pool: bool = True
+    # Spec fingerprint (see waypost.engine.warm.fingerprint): warm runners of the
+    # same fingerprint can take this attempt.
+    fingerprint: str = ""
     # The Task's spec (for envFrom, service account) and the TaskRun object that
     # triggered the run, if any (its Pods are owned by it).
     spec: TaskSpec | None = None
     taskrun_name: str | None = None
+
+
+@dataclass(frozen=True)
+class PrewarmTarget:
+    """A warm runner to start ahead of demand (no attempt yet): what it runs."""
+
+    namespace: str
+    task: str
+    spec: TaskSpec
+    fingerprint: str
+    coordinator_url: str
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,38 @@ class AttemptExit:
 
 
 ExitHandler = Callable[[AttemptExit], Awaitable[None]]
+
+
+@runtime_checkable
+class WarmCapable(Protocol):
+    """A backend that keeps warm runners (processes, Pods) between attempts.
+
+    The dispatcher first tries to hand a claimed attempt to an idle warm
+    runner (one fenced statement); on a hit it calls :meth:`start_warm` instead
+    of :meth:`ExecutionBackend.start`, so the backend can watch that attempt
+    (memory, timeout, the runner's end) as it watches one it started.
+    """
+
+    def attach_warm(self, hub: WarmHub) -> None: ...
+
+    def idle_runners(self, fingerprint: str) -> list[uuid.UUID]:
+        """This backend's warm runners of ``fingerprint`` it believes idle."""
+        ...
+
+    async def start_warm(self, launch: AttemptLaunch, runner_id: uuid.UUID) -> None: ...
+
+    def warm_members(self) -> list[PoolMember]:
+        """Every live warm runner (retired ones too until their process or Pod is gone)."""
+        ...
+
+    def warm_limit(self) -> int:
+        """The most warm runners it keeps in all (0: none)."""
+        ...
+
+    async def prewarm(self, target: PrewarmTarget) -> bool:
+        """Start a warm runner with no attempt (see :mod:`waypost.engine.prewarm`);
+        False when the caps leave no room (or the backend keeps no warm runners)."""
+        ...
 
 
 class ExecutionBackend(Protocol):

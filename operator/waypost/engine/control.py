@@ -37,7 +37,10 @@ async def register_task(engine: Engine, definition: TaskDefinition) -> list[Inva
     (stored but parked; the others work)."""
     async with engine.pool.acquire() as conn, conn.transaction():
         await tasks.upsert(conn, definition)
-        return await scheduler.sync_schedules(conn, definition, engine.clock.now())
+        invalid = await scheduler.sync_schedules(conn, definition, engine.clock.now())
+    # Warm runners of an older spec (image, entrypoint, env, memory) retire.
+    await engine.warm.spec_changed(definition.namespace, definition.name, definition.spec)
+    return invalid
 
 
 async def delete_task(engine: Engine, namespace: str, name: str) -> list[uuid.UUID]:

@@ -10,6 +10,7 @@ import asyncpg
 from waypost.engine.clock import Clock, SystemClock
 from waypost.engine.completions import CompletionBatcher
 from waypost.engine.credentials import CredentialSigner
+from waypost.engine.warm import WarmHub
 from waypost.model.settings import Settings
 from waypost.store import keys, migrate, runs
 from waypost.store import pool as store_pool
@@ -28,10 +29,13 @@ class Engine:
     leader_epoch: int | None = None
     # Successful completions of concurrent runners share statements and commits.
     completions: CompletionBatcher = field(init=False)
+    # Warm runners: waiting polls, run rates, hit/miss counters.
+    warm: WarmHub = field(init=False)
 
     def __post_init__(self) -> None:
         pool = self.pool
         self.completions = CompletionBatcher(lambda acks: runs.complete_many(pool, acks))
+        self.warm = WarmHub(self)
 
     @classmethod
     async def open(

@@ -12,6 +12,10 @@ import uuid
 from dataclasses import dataclass
 
 _PREFIX = "wpa"
+# A warm runner's own credential: it may only poll for assignments, and each
+# assignment brings the attempt's credential (the runner credential opens no
+# attempt's data).
+_RUNNER_PREFIX = "wpr"
 
 
 class InvalidCredential(ValueError):
@@ -47,3 +51,21 @@ class CredentialSigner:
         if not hmac.compare_digest(parts[3], self._mac(run_id, claim_token)):
             raise InvalidCredential("attempt credential signature does not match")
         return AttemptIdentity(run_id, claim_token)
+
+    def issue_runner(self, runner_id: uuid.UUID) -> str:
+        """The credential of a warm runner (``POST /v1/runner/warm/poll``)."""
+        mac = hmac.new(self.key, f"runner.{runner_id.hex}".encode(), hashlib.sha256).hexdigest()
+        return f"{_RUNNER_PREFIX}.{runner_id.hex}.{mac}"
+
+    def verify_runner(self, token: str) -> uuid.UUID:
+        """The runner a warm-runner credential names; raises :class:`InvalidCredential`."""
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != _RUNNER_PREFIX:
+            raise InvalidCredential("malformed warm runner credential")
+        try:
+            runner_id = uuid.UUID(hex=parts[1])
+        except ValueError:
+            raise InvalidCredential("malformed warm runner credential") from None
+        if not hmac.compare_digest(parts[2], self.issue_runner(runner_id).split(".")[2]):
+            raise InvalidCredential("warm runner credential signature does not match")
+        return runner_id

@@ -16,8 +16,8 @@ from typing import Any
 import asyncpg
 
 from waypost import aiotime
-from waypost.engine import attempts, hot_table
-from waypost.engine.backend import AttemptExit, AttemptLaunch, ExecutionBackend
+from waypost.engine import attempts, hot_table, prewarm, warm
+from waypost.engine.backend import AttemptExit, AttemptLaunch, ExecutionBackend, WarmCapable
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity
 from waypost.model.enums import FailureType
@@ -56,6 +56,8 @@ def build_launch(engine: Engine, claimed: ClaimedAttempt) -> AttemptLaunch:
         trace_id=claimed.trace_id,
         env=dict(spec.env),
         warm_pool=spec.warm_pool.enabled,
+        fingerprint=warm.fingerprint(claimed.namespace, claimed.task, spec,
+                                     claimed.memory_bytes),
         spec=spec,
         taskrun_name=claimed.taskrun_name,
     )
@@ -76,6 +78,14 @@ class Dispatcher:
         # the reaper runs then rather than at its next periodic check.
         self._cancel_deadlines: list[float] = []
         backend.set_exit_handler(self._on_exit)
+        self._warm = backend if isinstance(backend, WarmCapable) else None
+        if self._warm is not None:
+            self._warm.attach_warm(engine.warm)
+            # A warm runner going idle frees a slot, as an ended worker does.
+            engine.warm.add_listener(self._on_warm_event)
+
+    def _on_warm_event(self, event: warm.WarmEvent) -> None:
+        self._wake.set()
 
     async def _on_exit(self, exit: AttemptExit) -> None:
         await attempts.report_exit(self.engine, exit)
@@ -134,16 +144,33 @@ class Dispatcher:
 
     async def _start(self, item: ClaimedAttempt) -> None:
         try:
+            started = self.engine.clock.monotonic()
             launch = build_launch(self.engine, item)
-            await self.backend.start(launch)
+            key = (item.namespace, item.task)
+            hub = self.engine.warm
+            hub.record_dispatch(key)
+            runner_id = None
+            if self._warm is not None and launch.warm_pool:
+                runner_id = await hub.assign(launch.fingerprint, item.run_id, item.claim_token,
+                                             key, self._warm.idle_runners(launch.fingerprint))
+            if runner_id is not None and self._warm is not None:
+                await self._warm.start_warm(launch, runner_id)
+                hub.stats.observe_latency("warm", self.engine.clock.monotonic() - started)
+            else:
+                await self.backend.start(launch)
+                hub.stats.observe_latency("cold", self.engine.clock.monotonic() - started)
             log.info("attempt started", extra={
-                "run_id": str(item.run_id), "attempt": item.attempt, "task": item.task})
+                "run_id": str(item.run_id), "attempt": item.attempt, "task": item.task,
+                "warm_runner": str(runner_id) if runner_id else None})
         except Exception as exc:
             log.exception("could not start attempt", extra={"run_id": str(item.run_id)})
             ident = AttemptIdentity(item.run_id, item.claim_token)
             with contextlib.suppress(Exception):
                 await attempts.fail(self.engine, ident, ErrorInfo(
                     type=FailureType.LOST, message=f"the backend could not start it: {exc}"))
+            # A warm runner bound to it in the store but gone from the backend.
+            with contextlib.suppress(Exception):
+                await self.engine.warm.attempt_gone(item.run_id, item.claim_token)
 
     async def expire_lost(self) -> int:
         lost = await attempts.expire_lost_attempts(self.engine)
@@ -156,12 +183,18 @@ class Dispatcher:
         """Dispatch until ``stop`` is set. Database outages are waited out."""
         # Beside the claim loop, so that a vacuum never holds a claim back.
         vacuum = asyncio.create_task(hot_table.vacuum_loop(self.engine, stop))
+        upkeep = asyncio.create_task(warm.manage(self.engine.warm, stop))
+        background = [vacuum, upkeep]
+        if self._warm is not None:
+            background.append(asyncio.create_task(prewarm.run(self.engine.warm, self._warm,
+                                                              stop)))
         try:
             await self._dispatch_until(stop)
         finally:
-            vacuum.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await vacuum
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.close()
 
     async def _dispatch_until(self, stop: asyncio.Event) -> None:

@@ -44,6 +44,8 @@ COMPONENT_RUNNER: Final = "runner"
 LABEL_TASK: Final = f"{GROUP}/task"
 LABEL_RUN_ID: Final = f"{GROUP}/run-id"
 LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
+# On warm runner Pods: the runner id they poll with (their attempt changes).
+LABEL_WARM_RUNNER: Final = f"{GROUP}/warm-runner"
 #: On TaskRuns made by a schedule: the schedule's name.
 LABEL_SCHEDULE: Final = f"{GROUP}/schedule"
 ANNOTATION_CLAIM_TOKEN: Final = f"{GROUP}/claim-token"

@@ -75,6 +75,11 @@ class Settings(BaseModel):
         15.0, gt=0, le=300,
         description="Idle seconds after which an event stream sends a heartbeat comment.",
     )
+    warm_memory_growth_mib: int = Field(
+        256, ge=1,
+        description="A warm runner whose resident memory after a run exceeds that after its "
+        "first run by more than this many MiB is recycled (WAYPOST_WARM_MEMORY_GROWTH_MIB).",
+    )
     worker_name: str = Field(default_factory=socket.gethostname)
     limits: Limits = Field(default_factory=Limits)
 
@@ -118,4 +123,5 @@ ENV_VARS = {
     "WAYPOST_HOT_TABLE_VACUUM_DEAD_TUPLES": "hot_table_vacuum_dead_tuples",
     "WAYPOST_EVENTS_POLL_INTERVAL": "events_poll_seconds",
     "WAYPOST_EVENTS_HEARTBEAT": "events_heartbeat_seconds",
+    "WAYPOST_WARM_MEMORY_GROWTH_MIB": "warm_memory_growth_mib",
 }

@@ -178,7 +178,12 @@ class WarmPool(ApiModel):
 
     enabled: bool = True
     max_warm: int = Field(5, ge=0, le=5, description="Idle warm Pods kept for this Task.")
-    idle_ttl_seconds: int = Field(60, ge=1, le=3600)
+    # The Kubernetes API conventions keep an acronym in one case inside a
+    # camelCase name (podCIDR, hostIP): idleTTLSeconds, not idleTtlSeconds.
+    idle_ttl_seconds: int = Field(
+        60, ge=1, le=3600, alias="idleTTLSeconds",
+        description="Seconds a warm runner waits idle for its next run before it exits.",
+    )
 
 
 class LocalObjectReference(ApiModel):

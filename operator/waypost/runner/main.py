@@ -6,6 +6,11 @@ runner protocol (:mod:`waypost.sdk.protocol`): the coordinator's URL
 (``ENV_ATTEMPT_TOKEN``, ``ENV_ATTEMPT_TOKEN_FILE``), and extra directories to
 import task modules from (``ENV_TASK_PATH``; the working directory is always
 searched).
+A warm runner (:mod:`waypost.runner.warm`) also has its own credential or a
+file holding it (``ENV_RUNNER_TOKEN``, ``ENV_RUNNER_TOKEN_FILE``): after its
+attempt it long-polls for the next one of the same task until retired. A
+pre-warmed runner has its credential and the task's entrypoint
+(``ENV_PREWARM_ENTRYPOINT``) but no attempt: it imports the task, then polls.
 
 Exit codes (see :data:`EXIT_CODES`): 0 the result was reported; 1 the task
 failed and the failure was reported; 2 bad configuration (missing
@@ -23,10 +28,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from waypost.runner import api, attempt, loader, logs
+from waypost.runner import api, attempt, loader, logs, warm
 from waypost.sdk import protocol
 from waypost.sdk.errors import AttemptSuperseded, CoordinatorUnavailable, WaypostAPIError
 
@@ -109,46 +115,114 @@ async def run_cold(config: RunnerConfig, client: api.RunnerClient | None = None)
         except CoordinatorUnavailable as exc:
             _log.error("coordinator unreachable", extra={"error": str(exc)})
             return EXIT_UNREPORTED
-        current = asyncio.current_task()
-        assert current is not None
-        loop = asyncio.get_running_loop()
-        terminated = False
-
-        def on_sigterm() -> None:
-            nonlocal terminated
-            terminated = True
-            current.cancel()
-
-        # Without a handler SIGTERM kills the process mid-write; with one, the
-        # task is cancelled (its finally blocks run) and logs are flushed.
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-        try:
-            result = await attempt.run_attempt(doc, runner_api)
-        except asyncio.CancelledError:
-            if not terminated:
-                raise
+        result = await _until_sigterm(attempt.run_attempt(doc, runner_api))
+        if result is None:
             _log.warning("terminated by SIGTERM; attempt abandoned", extra={"run_id": doc.run_id})
             return EXIT_TERMINATED
-        finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signal.SIGTERM)
         return EXIT_CODES[result.outcome]
     finally:
         if owned:
             await runner_api.close()
 
 
+T = TypeVar("T")
+
+
+async def _until_sigterm(work: Coroutine[Any, Any, T]) -> T | None:
+    """Run ``work``; None when SIGTERM cancelled it.
+
+    Without a handler SIGTERM kills the process mid-write; with one, the task
+    is cancelled (its finally blocks run) and logs are flushed.
+    """
+    current = asyncio.current_task()
+    assert current is not None
+    loop = asyncio.get_running_loop()
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        current.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        return None
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def run_warm_mode(config: RunnerConfig, warm_config: warm.WarmConfig) -> int:
+    """Warm mode (``WAYPOST_RUNNER_TOKEN`` set): the first attempt, then the next ones
+    the coordinator assigns, until retired (exit 0). SIGTERM stops it as in cold mode."""
+    ended = await _until_sigterm(warm.run_warm(
+        config.coordinator_url, config.token, config.task_path, warm_config))
+    if ended is None:
+        _log.warning("terminated by SIGTERM; warm runner stopped")
+        return EXIT_TERMINATED
+    return EXIT_CODES[ended]
+
+
+def _runner_token(env: Mapping[str, str]) -> str:
+    """A warm runner's own credential, or "" (a cold runner)."""
+    token = env.get(protocol.ENV_RUNNER_TOKEN, "").strip()
+    token_file = env.get(protocol.ENV_RUNNER_TOKEN_FILE, "").strip()
+    if not token and token_file:
+        try:
+            with open(token_file, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            # Without it the runner can still run its attempt, cold.
+            _log.error("WAYPOST_RUNNER_TOKEN_FILE cannot be read; running cold",
+                       extra={"error": exc.strerror})
+    return token
+
+
+async def run_prewarmed_mode(url: str, entrypoint: str, task_path: tuple[str, ...],
+                             warm_config: warm.WarmConfig) -> int:
+    """A pre-warmed runner: import the task, then serve assignments until retired."""
+    ended = await _until_sigterm(warm.run_prewarmed(url, entrypoint, task_path, warm_config))
+    if ended is None:
+        _log.warning("terminated by SIGTERM; warm runner stopped")
+        return EXIT_TERMINATED
+    return EXIT_CODES[ended]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entrypoint: run one attempt and exit with its code."""
     del argv  # configuration comes from the environment only
     logs.configure()
+    runner_token = _runner_token(os.environ)
+    scrub_tmp = os.environ.get(protocol.ENV_WARM_SCRUB_TMP, "") == "1"
+    prewarm_entrypoint = os.environ.get(protocol.ENV_PREWARM_ENTRYPOINT, "").strip()
+    if prewarm_entrypoint:
+        url = os.environ.get(protocol.ENV_COORDINATOR_URL, "").strip()
+        if not url or not runner_token:
+            _log.error("bad runner configuration", extra={
+                "error": f"a pre-warmed runner needs {protocol.ENV_COORDINATOR_URL} and its "
+                f"runner credential ({protocol.ENV_RUNNER_TOKEN} or "
+                f"{protocol.ENV_RUNNER_TOKEN_FILE})"})
+            sys.exit(EXIT_CONFIG)
+        extra = [p for p in os.environ.get(protocol.ENV_TASK_PATH, "").split(":") if p]
+        code = asyncio.run(run_prewarmed_mode(
+            url, prewarm_entrypoint, (os.getcwd(), *extra),
+            warm.WarmConfig(runner_token=runner_token, scrub_tmp=scrub_tmp)))
+        sys.exit(code)
     try:
         config = RunnerConfig.from_env(os.environ, os.getcwd())
     except ConfigError as exc:
         _log.error("bad runner configuration", extra={"error": str(exc)})
         sys.exit(EXIT_CONFIG)
-    code = asyncio.run(run_cold(config))
+    if runner_token:
+        code = asyncio.run(run_warm_mode(config, warm.WarmConfig(
+            runner_token=runner_token, scrub_tmp=scrub_tmp)))
+    else:
+        code = asyncio.run(run_cold(config))
     if code in (EXIT_STOPPED, EXIT_TERMINATED):
         # A superseded sync task may still be running in its thread, and
         # interpreter shutdown would wait for executor threads the task

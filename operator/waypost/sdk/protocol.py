@@ -60,6 +60,17 @@ ENV_TASK = "WAYPOST_TASK"
 """The task's name, for the task's own use."""
 ENV_TRACE_ID = "WAYPOST_TRACE_ID"
 """The run's W3C trace id, for the task's own use."""
+ENV_RUNNER_TOKEN = "WAYPOST_RUNNER_TOKEN"
+"""A warm runner's own credential (process backend): set, the runner stays after its
+attempt and polls for the next one (:data:`PATH_WARM_POLL`)."""
+ENV_RUNNER_TOKEN_FILE = "WAYPOST_RUNNER_TOKEN_FILE"
+"""A file holding a warm runner's credential (kubernetes backend)."""
+ENV_WARM_SCRUB_TMP = "WAYPOST_WARM_SCRUB_TMP"
+# A pre-warmed runner (a runner credential, no attempt yet): the task's
+# ``module:function``, imported before the first assignment arrives.
+ENV_PREWARM_ENTRYPOINT = "WAYPOST_PREWARM_ENTRYPOINT"
+"""``1``: the runner's temporary directory is its own (a Pod's ``/tmp``); what a run
+leaves there is removed after it."""
 
 # Always the backend's: a task's own ``env`` cannot redirect the runner, hand it
 # another credential, or mislabel the attempt. (``WAYPOST_TASK_PATH`` is the
@@ -67,6 +78,13 @@ ENV_TRACE_ID = "WAYPOST_TRACE_ID"
 PROTECTED_ENV_NAMES: tuple[str, ...] = (
     ENV_COORDINATOR_URL, ENV_ATTEMPT_TOKEN, ENV_ATTEMPT_TOKEN_FILE,
     ENV_RUN_ID, ENV_ATTEMPT, ENV_TASK, ENV_TRACE_ID,
+    ENV_RUNNER_TOKEN, ENV_RUNNER_TOKEN_FILE, ENV_WARM_SCRUB_TMP, ENV_PREWARM_ENTRYPOINT,
+)
+# What task code never sees in a warm runner: credentials and what names one
+# attempt (the runner removes them from its environment before the first run).
+PRIVATE_ENV_NAMES: tuple[str, ...] = (
+    ENV_ATTEMPT_TOKEN, ENV_ATTEMPT_TOKEN_FILE, ENV_RUNNER_TOKEN, ENV_RUNNER_TOKEN_FILE,
+    ENV_RUN_ID, ENV_ATTEMPT, ENV_TRACE_ID,
 )
 
 
@@ -81,10 +99,14 @@ def runner_env(
     token_file: str | None = None,
     task_path: str | None = None,
     base: Mapping[str, str] | None = None,
+    runner_token: str | None = None,
+    runner_token_file: str | None = None,
+    scrub_tmp: bool = False,
 ) -> dict[str, str]:
     """The environment of a runner: ``base`` (the task's own variables) overlaid
     with the runner's, which always win. Exactly one of ``token`` and
-    ``token_file`` names the credential."""
+    ``token_file`` names the credential; ``runner_token`` or ``runner_token_file``
+    makes it a warm runner."""
     if (token is None) == (token_file is None):
         raise ValueError("runner_env: give exactly one of token and token_file")
     values = {k: v for k, v in (base or {}).items() if k not in PROTECTED_ENV_NAMES}
@@ -101,6 +123,42 @@ def runner_env(
         values[ENV_ATTEMPT_TOKEN_FILE] = token_file
     if task_path is not None:
         values[ENV_TASK_PATH] = task_path
+    if runner_token is not None:
+        values[ENV_RUNNER_TOKEN] = runner_token
+    if runner_token_file is not None:
+        values[ENV_RUNNER_TOKEN_FILE] = runner_token_file
+    if scrub_tmp:
+        values[ENV_WARM_SCRUB_TMP] = "1"
+    return values
+
+
+def prewarm_env(
+    *,
+    coordinator_url: str,
+    task: str,
+    entrypoint: str,
+    task_path: str | None = None,
+    base: Mapping[str, str] | None = None,
+    runner_token: str | None = None,
+    runner_token_file: str | None = None,
+    scrub_tmp: bool = False,
+) -> dict[str, str]:
+    """The environment of a pre-warmed runner: like :func:`runner_env`, with the
+    task's entrypoint instead of an attempt (exactly one of ``runner_token`` and
+    ``runner_token_file``)."""
+    if (runner_token is None) == (runner_token_file is None):
+        raise ValueError("prewarm_env: give exactly one of runner_token and runner_token_file")
+    values = {k: v for k, v in (base or {}).items() if k not in PROTECTED_ENV_NAMES}
+    values.update({ENV_COORDINATOR_URL: coordinator_url, ENV_TASK: task,
+                   ENV_PREWARM_ENTRYPOINT: entrypoint})
+    if task_path is not None:
+        values[ENV_TASK_PATH] = task_path
+    if runner_token is not None:
+        values[ENV_RUNNER_TOKEN] = runner_token
+    if runner_token_file is not None:
+        values[ENV_RUNNER_TOKEN_FILE] = runner_token_file
+    if scrub_tmp:
+        values[ENV_WARM_SCRUB_TMP] = "1"
     return values
 
 
@@ -113,6 +171,7 @@ PATH_LOGS = "/v1/runner/logs"
 PATH_COMPLETE = "/v1/runner/complete"
 PATH_FAIL = "/v1/runner/fail"
 PATH_CANCELLED = "/v1/runner/cancelled"
+PATH_WARM_POLL = "/v1/runner/warm/poll"
 
 # --- limits both sides know -----------------------------------------------------
 
@@ -330,6 +389,61 @@ class FailBody:
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
     error: FailureReport
+
+
+# --- warm runners ------------------------------------------------------------------
+# A warm runner authenticates with its own credential (ENV_RUNNER_TOKEN), which
+# opens nothing but this poll; each assignment brings the attempt's credential.
+
+MAX_WARM_POLL_SECONDS = 60.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WarmFinished:
+    """The attempt a warm runner ran last, reported on its next poll."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    run_id: str
+    attempt: int
+
+    def __post_init__(self) -> None:
+        _require(self.attempt >= 1, "attempt", "must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WarmPollBody:
+    """``POST /v1/runner/warm/poll``: what it finished, its resident memory after
+    that run, and how long the coordinator may hold the poll open."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    finished: WarmFinished | None = None
+    rss_bytes: int = 0
+    wait_seconds: float = 15.0
+
+    def __post_init__(self) -> None:
+        _require(self.rss_bytes >= 0, "rssBytes", "must not be negative")
+        _require(0 <= self.wait_seconds <= MAX_WARM_POLL_SECONDS, "waitSeconds",
+                 f"must be 0 to {MAX_WARM_POLL_SECONDS:g}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WarmAssignment:
+    """The next attempt for a warm runner, with that attempt's own credential."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER_CONFIG
+    credential: str
+    attempt: AttemptDocument
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WarmPollAnswer:
+    """The answer to a warm poll: an assignment, nothing yet (poll again), or
+    ``retire`` with the reason (idle TTL, evicted, spec changed, memory growth):
+    the runner exits. 409 instead when its last attempt was lost."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER_CONFIG
+    assignment: WarmAssignment | None = None
+    retire: str | None = None
 
 
 # --- reading and writing messages without pydantic -----------------------------------

@@ -17,6 +17,11 @@ that call ``pg_notify`` point here, and listeners import the channel names.
     dispatcher reaps it (kills the worker, ends the run ``cancelled``) at that
     moment instead of at its next periodic check.
 
+``waypost_warm``
+    A warm runner was assigned an attempt by a replica that does not hold its
+    poll (``warm_notify``). The payload is the runner's id (UUID text); the
+    replica that holds the poll answers it at once.
+
 Postgres folds identical notifications sent in one transaction into one, and
 delivers them only on commit, so a rolled-back enqueue wakes no one.
 """
@@ -25,3 +30,4 @@ from __future__ import annotations
 
 READY_CHANNEL = "waypost_ready"
 CANCEL_CHANNEL = "waypost_cancel"
+WARM_CHANNEL = "waypost_warm"

@@ -540,6 +540,29 @@ CREATE TABLE waypost.tasks (
     updated_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
+CREATE TABLE waypost.warm_runners (
+    runner_id uuid NOT NULL,
+    namespace text NOT NULL,
+    task text NOT NULL,
+    fingerprint text NOT NULL,
+    state text NOT NULL,
+    run_id uuid,
+    claim_token bigint,
+    idle_ttl_seconds double precision NOT NULL,
+    runs_served integer DEFAULT 0 NOT NULL,
+    first_rss_bytes bigint,
+    last_rss_bytes bigint,
+    retired_reason text,
+    retire_after_run boolean DEFAULT false NOT NULL,
+    registered_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_seen_at timestamp with time zone DEFAULT now() NOT NULL,
+    idle_since timestamp with time zone,
+    retired_at timestamp with time zone,
+    CONSTRAINT warm_runners_check CHECK (((state = 'busy'::text) = ((run_id IS NOT NULL) AND (claim_token IS NOT NULL)))),
+    CONSTRAINT warm_runners_idle_ttl_seconds_check CHECK ((idle_ttl_seconds > (0)::double precision)),
+    CONSTRAINT warm_runners_state_check CHECK ((state = ANY (ARRAY['idle'::text, 'busy'::text, 'retired'::text])))
+);
+
 ALTER TABLE ONLY waypost.checkpoints ALTER COLUMN seq SET DEFAULT nextval('waypost.checkpoints_seq_seq'::regclass);
 
 ALTER TABLE ONLY waypost.run_logs ALTER COLUMN seq SET DEFAULT nextval('waypost.run_logs_seq_seq'::regclass);
@@ -591,6 +614,9 @@ ALTER TABLE ONLY waypost.signing_keys
 ALTER TABLE ONLY waypost.tasks
     ADD CONSTRAINT tasks_pkey PRIMARY KEY (namespace, name);
 
+ALTER TABLE ONLY waypost.warm_runners
+    ADD CONSTRAINT warm_runners_pkey PRIMARY KEY (runner_id);
+
 CREATE INDEX run_events_by_run ON waypost.run_events USING btree (run_id, tx, id);
 
 CREATE UNIQUE INDEX run_events_by_tx ON waypost.run_events USING btree (tx, id);
@@ -616,6 +642,10 @@ CREATE INDEX runs_schedule_without_taskrun ON waypost.runs USING btree (created_
 CREATE INDEX runs_taskrun_changes ON waypost.runs USING btree (updated_at) WHERE (taskrun_name IS NOT NULL);
 
 CREATE INDEX schedules_due ON waypost.schedules USING btree (next_fire_at) WHERE ((NOT suspended) AND (next_fire_at IS NOT NULL));
+
+CREATE UNIQUE INDEX warm_runners_attempt ON waypost.warm_runners USING btree (run_id, claim_token) WHERE (state = 'busy'::text);
+
+CREATE INDEX warm_runners_idle ON waypost.warm_runners USING btree (fingerprint, idle_since DESC) WHERE (state = 'idle'::text);
 
 CREATE TRIGGER run_events_attempt_inserted AFTER INSERT ON waypost.attempts REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION waypost.run_events_attempt_inserted();
 

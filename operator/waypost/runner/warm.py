@@ -1,0 +1,253 @@
+"""Warm mode: after its attempt the runner stays, idle, and takes the next one.
+
+A runner started with ``WAYPOST_RUNNER_TOKEN`` (its own credential, beside the
+first attempt's ``WAYPOST_ATTEMPT_TOKEN``) runs that first attempt as a cold
+runner does, then long-polls ``POST /v1/runner/warm/poll``, reporting the
+attempt it finished and its resident memory. An answer is one of: an
+assignment (the next attempt's document and *that attempt's own* credential),
+nothing yet (poll again), or retirement (idle TTL, eviction, a changed spec,
+memory growth: exit 0). A 409 means its last attempt was lost (it stalled past
+its lease): it exits and takes nothing more. The task's module is imported once
+per process, which is what makes a warm start fast. A runner pre-warmed ahead of
+demand (:func:`run_prewarmed`) imports the task first and polls without a first
+attempt.
+
+What does not carry from one run to the next (:class:`RunScope`): the
+environment (restored to the runner's own, without any credential or run id),
+the temporary directory (``TMPDIR`` and :mod:`tempfile` point at a fresh
+directory per run, removed after it; with ``WAYPOST_WARM_SCRUB_TMP=1``, in a
+Pod whose ``/tmp`` is private, whatever the run left in the original temporary
+directory is removed too), the credential (each attempt has its own client),
+the checkpoints, context and task logger (built per attempt from its document).
+
+What can still carry over is the task's own module state: module-level
+variables and caches of the task's modules and of the libraries it imports,
+threads or background tasks it started and left running, monkeypatches,
+``sys.path`` and ``sys.modules`` changes, files written outside the
+temporary directory (the working directory of a local process; a Pod's
+``/app`` is read-only), and the process's memory. Tasks that must not share
+any of this set ``warmPool.enabled: false``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from waypost.runner import api, attempt, loader
+from waypost.runner.http import ThreadedHTTP
+from waypost.sdk import protocol, transport
+from waypost.sdk.errors import AttemptSuperseded, CoordinatorUnavailable, WaypostAPIError
+from waypost.sdk.retry import Retry
+from waypost.sdk.transport import request_json
+
+_log = logging.getLogger("waypost.runner")
+
+# Variables that name one attempt or hold a credential: never visible to task code.
+PRIVATE_ENV = protocol.PRIVATE_ENV_NAMES
+# How long one poll is held open by the coordinator (it answers "nothing yet" then).
+POLL_WAIT_SECONDS = 15.0
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (Linux ``/proc``; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class RunScope:
+    """Gives each run a clean environment and temporary directory, and removes
+    what the run left there afterwards."""
+
+    def __init__(self, scrub_tmp: bool = False) -> None:
+        self.base_env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+        self.base_tmp = tempfile.gettempdir()
+        self.scrub_tmp = scrub_tmp
+        self._tmp_before: set[str] = set()
+        self._dir: str | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Restore the runner's own environment (no credential, no run id)."""
+        os.environ.clear()
+        os.environ.update(self.base_env)
+        tempfile.tempdir = None  # re-read TMPDIR on next use
+
+    @contextlib.contextmanager
+    def run(self) -> Any:
+        self.reset()
+        if self.scrub_tmp:
+            self._tmp_before = set(os.listdir(self.base_tmp))
+        self._dir = tempfile.mkdtemp(prefix="waypost-run-", dir=self.base_tmp)
+        os.environ["TMPDIR"] = self._dir
+        tempfile.tempdir = None
+        try:
+            yield self._dir
+        finally:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        if self.scrub_tmp:
+            with contextlib.suppress(OSError):
+                for name in set(os.listdir(self.base_tmp)) - self._tmp_before:
+                    path = Path(self.base_tmp, name)
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(OSError):
+                            path.unlink()
+        self.reset()
+
+
+@dataclass
+class WarmConfig:
+    """What warm mode adds to the cold runner's configuration."""
+
+    runner_token: str
+    scrub_tmp: bool = False
+
+
+class WarmRunner:
+    """The poll-run loop of one warm runner process."""
+
+    def __init__(self, coordinator_url: str, config: WarmConfig, http: ThreadedHTTP,
+                 retry: Retry | None = None) -> None:
+        self.url = coordinator_url.rstrip("/")
+        self.config = config
+        self.http = http
+        self.retry = retry if retry is not None else transport.PATIENT
+        self.scope = RunScope(scrub_tmp=config.scrub_tmp)
+        # The attempt it ran last, until a poll has reported it (runId, attempt).
+        self.finished: tuple[str, int] | None = None
+        self.runs = 0
+
+    def client(self, credential: str) -> api.RunnerClient:
+        return api.RunnerClient(self.url, credential, retry=self.retry, http=self.http)
+
+    async def poll(self) -> protocol.WarmPollAnswer:
+        finished = None
+        if self.finished is not None:
+            finished = protocol.WarmFinished(run_id=self.finished[0], attempt=self.finished[1])
+        body = protocol.WarmPollBody(finished=finished, rss_bytes=rss_bytes(),
+                                     wait_seconds=POLL_WAIT_SECONDS)
+
+        async def send(method: str, url: str, headers: Any, data: bytes | None
+                       ) -> tuple[int, str]:
+            return await self.http.send(method, url, headers, data,
+                                        timeout=POLL_WAIT_SECONDS + 10.0)
+
+        _, raw = await request_json(
+            send, "POST", f"{self.url}{protocol.PATH_WARM_POLL}",
+            headers={"Authorization": f"Bearer {self.config.runner_token}"},
+            json_body=protocol.encode(body), retry=self.retry,
+        )
+        answer = protocol.decode(protocol.WarmPollAnswer, raw)
+        self.finished = None  # reported
+        return answer
+
+    async def run_doc(self, doc: protocol.AttemptDocument,
+                      client: api.RunnerClient) -> attempt.AttemptResult:
+        """Run one attempt in a clean scope."""
+        rss_before = rss_bytes()
+        with self.scope.run():
+            result = await attempt.run_attempt(doc, client)
+        self.finished = (doc.run_id, doc.attempt)
+        self.runs += 1
+        _log.info("warm run finished", extra={
+            "run_id": doc.run_id, "outcome": str(result.outcome), "runs": self.runs,
+            "rss_before_mib": rss_before // 2**20, "rss_after_mib": rss_bytes() // 2**20})
+        return result
+
+    async def serve(self) -> attempt.Outcome:
+        """Poll and run until retired (SUCCEEDED: exit 0), or until an outcome that
+        ends the loop early (anything but a success or a reported failure)."""
+        while True:
+            try:
+                answer = await self.poll()
+            except AttemptSuperseded:
+                _log.warning("warm runner's attempt was lost; taking nothing more")
+                return attempt.Outcome.SUPERSEDED
+            except (WaypostAPIError, CoordinatorUnavailable, protocol.ProtocolError) as exc:
+                _log.error("warm poll failed; exiting", extra={"error": str(exc)})
+                return attempt.Outcome.UNREPORTED
+            if answer.retire:
+                _log.info("warm runner retired", extra={"reason": answer.retire,
+                                                        "runs": self.runs})
+                return attempt.Outcome.SUCCEEDED
+            if answer.assignment is None:
+                continue
+            assigned = answer.assignment
+            result = await self.run_doc(assigned.attempt, self.client(assigned.credential))
+            if result.outcome not in (attempt.Outcome.SUCCEEDED, attempt.Outcome.FAILED):
+                # Superseded, cancelled or unreported: its task may still be
+                # running in a thread, or the coordinator is unreachable.
+                return result.outcome
+
+
+async def first_attempt(runner: WarmRunner, client: api.RunnerClient) -> attempt.AttemptResult:
+    """The attempt the runner was started for, fetched with its cold credential."""
+    return await runner.run_doc(await client.get_attempt(), client)
+
+
+async def run_warm(coordinator_url: str, token: str, task_path: tuple[str, ...],
+                   config: WarmConfig) -> attempt.Outcome:
+    """Run the first attempt, then serve assignments until retired.
+
+    Returns SUCCEEDED when retired after its runs, otherwise the outcome that
+    made it stop (the caller turns it into the exit code).
+    """
+    loader.extend_search_path(task_path)
+    http = ThreadedHTTP(coordinator_url, api.DEFAULT_REQUEST_TIMEOUT)
+    runner = WarmRunner(coordinator_url, config, http)
+    try:
+        try:
+            result = await first_attempt(runner, runner.client(token))
+        except AttemptSuperseded:
+            return attempt.Outcome.SUPERSEDED
+        except (WaypostAPIError, CoordinatorUnavailable) as exc:
+            _log.error("cannot fetch the first attempt", extra={"error": str(exc)})
+            return attempt.Outcome.UNREPORTED
+        except protocol.ProtocolError as exc:
+            _log.error("bad attempt document", extra={"error": str(exc)})
+            return attempt.Outcome.CONFIG_ERROR
+        if result.outcome not in (attempt.Outcome.SUCCEEDED, attempt.Outcome.FAILED):
+            return result.outcome
+        return await runner.serve()
+    finally:
+        runner.scope.cleanup()
+        http.close()
+
+
+async def run_prewarmed(coordinator_url: str, entrypoint: str, task_path: tuple[str, ...],
+                        config: WarmConfig) -> attempt.Outcome:
+    """A runner started ahead of demand: import the task's module, then serve
+    assignments until retired (SUCCEEDED), as after a first attempt.
+
+    An entrypoint that does not import is CONFIG_ERROR: the runner exits before it
+    polls, so it never takes an attempt it could not run.
+    """
+    loader.extend_search_path(task_path)
+    try:
+        loader.load_entrypoint(entrypoint)
+    except loader.EntrypointError as exc:
+        _log.error("cannot load entrypoint", extra={"error": str(exc)})
+        return attempt.Outcome.CONFIG_ERROR
+    http = ThreadedHTTP(coordinator_url, api.DEFAULT_REQUEST_TIMEOUT)
+    runner = WarmRunner(coordinator_url, config, http)
+    try:
+        return await runner.serve()
+    finally:
+        runner.scope.cleanup()
+        http.close()

@@ -1,0 +1,175 @@
+-- Warm runners (see migrations/0013_warm_runners.sql for the states).
+
+-- name: warm_enroll
+-- A runner started for an attempt (its first, cold) in warm mode: registered
+-- busy with that attempt, so it is fenced like any later one.
+INSERT INTO warm_runners (runner_id, namespace, task, fingerprint, state, run_id,
+                          claim_token, idle_ttl_seconds)
+VALUES (:runner_id, :namespace, :task, :fingerprint, 'busy', :run_id, :claim_token,
+        :idle_ttl_seconds);
+
+-- name: warm_poll
+-- A runner's poll. When it reports the attempt it was bound to (run
+-- :finished_run, attempt number :finished_attempt) as finished and that attempt
+-- is no longer current (the coordinator took its result or failure), it
+-- becomes idle; or it is retired when its resident memory after the run
+-- (:rss_bytes) exceeds what it was after its first run by more than
+-- :growth_limit_bytes (a leak that would otherwise end in an OOM kill).
+-- Returns the row as it is afterwards, and whether this poll ended the attempt.
+WITH ended AS (
+    SELECT w.runner_id,
+           :rss_bytes::bigint - coalesce(w.first_rss_bytes, :rss_bytes::bigint)
+               > :growth_limit_bytes::bigint AS grown
+    FROM warm_runners w
+    WHERE w.runner_id = :runner_id AND w.state = 'busy' AND w.run_id = :finished_run::uuid
+      AND EXISTS (SELECT 1 FROM attempts a
+                  WHERE a.run_id = w.run_id AND a.claim_token = w.claim_token
+                    AND a.attempt = :finished_attempt::integer)
+      AND NOT EXISTS (SELECT 1 FROM run_queue q
+                      WHERE q.run_id = w.run_id AND q.claim_token = w.claim_token
+                        AND q.state = 'running')
+), finished AS (
+    UPDATE warm_runners w SET
+        state = CASE WHEN e.grown OR w.retire_after_run THEN 'retired' ELSE 'idle' END,
+        retired_reason = CASE WHEN e.grown THEN 'memory_growth'
+                              WHEN w.retire_after_run THEN 'spec_changed' END,
+        retired_at = CASE WHEN e.grown OR w.retire_after_run THEN now() END,
+        run_id = NULL, claim_token = NULL, idle_since = now(), last_seen_at = now(),
+        runs_served = w.runs_served + 1,
+        first_rss_bytes = coalesce(w.first_rss_bytes, :rss_bytes::bigint),
+        last_rss_bytes = :rss_bytes::bigint
+    FROM ended e WHERE w.runner_id = e.runner_id
+    RETURNING w.*
+), seen AS (
+    UPDATE warm_runners w SET last_seen_at = now()
+    WHERE w.runner_id = :runner_id AND NOT EXISTS (SELECT 1 FROM ended)
+    RETURNING w.*
+)
+SELECT runner_id, namespace, task, fingerprint, state, run_id, claim_token, runs_served,
+       first_rss_bytes, last_rss_bytes, retired_reason, true AS finished_now FROM finished
+UNION ALL
+SELECT runner_id, namespace, task, fingerprint, state, run_id, claim_token, runs_served,
+       first_rss_bytes, last_rss_bytes, retired_reason, false AS finished_now FROM seen;
+
+-- name: warm_runner
+-- One runner's registration, for a poll that waits for its assignment.
+SELECT runner_id, namespace, task, fingerprint, state, run_id, claim_token, runs_served,
+       first_rss_bytes, last_rss_bytes, retired_reason
+FROM warm_runners WHERE runner_id = :runner_id;
+
+-- name: warm_assign
+-- The warm hand-off, in one statement (so one transaction): an idle runner of
+-- this fingerprint (the most recently idle; SKIP LOCKED so concurrent
+-- dispatches take different runners; only among :candidates, the runners the
+-- leader's backend keeps) is bound to the claimed attempt, only if that attempt
+-- is still current, and the attempt records the runner as its worker. Returns the runner id, or nothing when no idle runner fits.
+WITH pick AS (
+    SELECT w.runner_id FROM warm_runners w
+    WHERE w.fingerprint = :fingerprint AND w.state = 'idle'
+      AND w.runner_id = ANY(:candidates::uuid[])
+      AND EXISTS (SELECT 1 FROM run_queue q
+                  WHERE q.run_id = :run_id AND q.claim_token = :claim_token AND q.state = 'running')
+    ORDER BY w.idle_since DESC
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), bound AS (
+    UPDATE warm_runners w SET state = 'busy', run_id = :run_id, claim_token = :claim_token,
+                              idle_since = NULL
+    FROM pick WHERE w.runner_id = pick.runner_id AND w.state = 'idle'
+    RETURNING w.runner_id
+), tagged AS (
+    UPDATE attempts a SET worker = 'warm:' || b.runner_id::text
+    FROM bound b WHERE a.run_id = :run_id AND a.claim_token = :claim_token
+    RETURNING a.run_id
+), leased AS (
+    -- A warm runner has its task imported already: no start timeout, the
+    -- heartbeat window (:lease_seconds) counts from the hand-off, so a runner
+    -- that vanished is found out as soon as a cold one that stopped beating.
+    UPDATE run_queue q SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+    FROM bound b WHERE q.run_id = :run_id AND q.claim_token = :claim_token
+      AND NOT q.cancel_requested
+    RETURNING q.run_id
+)
+SELECT b.runner_id, (SELECT count(*) FROM tagged) AS tagged,
+       (SELECT count(*) FROM leased) AS leased FROM bound b;
+
+-- name: warm_retire
+-- Retire runners for a reason; only idle ones unless :busy_too (one that is gone:
+-- its process or Pod ended, or its attempt was lost). Returns those retired.
+UPDATE warm_runners SET state = 'retired', retired_reason = :reason, retired_at = now(),
+                        run_id = NULL, claim_token = NULL
+WHERE runner_id = ANY(:runner_ids::uuid[]) AND (state = 'idle' OR (:busy_too::boolean AND state = 'busy'))
+RETURNING runner_id;
+
+-- name: warm_retire_attempt
+-- The runner bound to an attempt that was lost (no heartbeat) is retired with
+-- it: a runner that stalled and wakes up gets 409 and takes nothing more.
+UPDATE warm_runners SET state = 'retired', retired_reason = :reason, retired_at = now(),
+                        run_id = NULL, claim_token = NULL
+WHERE state = 'busy' AND run_id = :run_id AND claim_token = :claim_token
+RETURNING runner_id;
+
+-- name: warm_expire_idle
+-- Idle runners past their idle TTL (on the database clock) are retired.
+UPDATE warm_runners SET state = 'retired', retired_reason = 'idle_ttl', retired_at = now()
+WHERE state = 'idle' AND idle_since < now() - make_interval(secs => idle_ttl_seconds)
+RETURNING runner_id, namespace, task;
+
+-- name: warm_members
+-- Runners in the pool (idle or busy), for the pool manager, metrics and Task status.
+SELECT runner_id, namespace, task, fingerprint, state, run_id, claim_token, runs_served,
+       first_rss_bytes, last_rss_bytes, retired_reason,
+       extract(epoch FROM now() - coalesce(idle_since, last_seen_at)) AS idle_seconds
+FROM warm_runners WHERE state <> 'retired';
+
+-- name: warm_prune
+-- Forget retired runners after a while; their last poll has long been answered.
+DELETE FROM warm_runners
+WHERE state = 'retired' AND retired_at < now() - make_interval(secs => :older_than_seconds);
+
+-- name: warm_retire_stale
+-- A Task's spec changed: its idle runners of another fingerprint (an older
+-- image, entrypoint, environment or memory) can never take its runs again, so
+-- they retire now; busy ones retire when their run ends (retire_after_run).
+WITH busy AS (
+    UPDATE warm_runners SET retire_after_run = true
+    WHERE namespace = :namespace AND task = :task AND state = 'busy'
+      AND fingerprint <> ALL(:keep::text[])
+)
+UPDATE warm_runners SET state = 'retired', retired_reason = 'spec_changed', retired_at = now()
+WHERE namespace = :namespace AND task = :task AND state = 'idle'
+  AND fingerprint <> ALL(:keep::text[])
+RETURNING runner_id;
+
+-- name: warm_notify
+-- Wakes a warm runner's poll held by another coordinator replica (each
+-- replica LISTENs on waypost_warm); sent only when this replica holds no poll
+-- of that runner.
+SELECT pg_notify('waypost_warm', :runner_id::text);  -- see store/notify.py
+
+-- name: warm_enroll_idle
+-- A runner pre-warmed ahead of demand (engine/prewarm.py): registered idle,
+-- with no attempt, so the dispatcher can bind one to it while it still imports
+-- the task (its first poll then finds the assignment waiting).
+INSERT INTO warm_runners (runner_id, namespace, task, fingerprint, state, idle_since,
+                          idle_ttl_seconds)
+VALUES (:runner_id, :namespace, :task, :fingerprint, 'idle', now(), :idle_ttl_seconds);
+
+-- name: warm_demand
+-- Pre-warming's signals: the spec of each active Task that has runs ready to be
+-- claimed now (with how many: its queue depth) or that is among the Tasks run
+-- lately (:namespaces and :tasks, paired).
+WITH ready AS (
+    SELECT r.namespace, r.task, count(*) AS ready
+    FROM run_queue q JOIN runs r ON r.id = q.run_id
+    WHERE q.state = 'ready' AND q.available_at <= now()
+    GROUP BY r.namespace, r.task
+), recent AS (
+    SELECT k.namespace, k.task FROM unnest(:namespaces::text[], :tasks::text[]) AS k(namespace, task)
+)
+SELECT t.namespace, t.name AS task, t.spec::text AS spec, coalesce(d.ready, 0) AS ready
+FROM tasks t
+LEFT JOIN ready d ON d.namespace = t.namespace AND d.task = t.name
+WHERE t.deleted_at IS NULL
+  AND (d.ready IS NOT NULL
+       OR EXISTS (SELECT 1 FROM recent k WHERE k.namespace = t.namespace AND k.task = t.name));

@@ -1,0 +1,163 @@
+"""Warm runners' registrations: enroll, poll, assign (the fenced hand-off), retire."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from waypost.store import notify as notify_channels
+from waypost.store.sql import bind
+
+
+@dataclass(frozen=True)
+class WarmRunner:
+    """A runner's registration as stored."""
+
+    runner_id: uuid.UUID
+    namespace: str
+    task: str
+    fingerprint: str
+    state: str  # idle | busy | retired
+    run_id: uuid.UUID | None
+    claim_token: int | None
+    runs_served: int
+    first_rss_bytes: int | None
+    last_rss_bytes: int | None
+    retired_reason: str | None
+    idle_seconds: float = 0.0
+
+
+def _runner(row: asyncpg.Record) -> WarmRunner:
+    return WarmRunner(
+        runner_id=row["runner_id"], namespace=row["namespace"], task=row["task"],
+        fingerprint=row["fingerprint"], state=row["state"], run_id=row["run_id"],
+        claim_token=row["claim_token"], runs_served=row["runs_served"],
+        first_rss_bytes=row["first_rss_bytes"], last_rss_bytes=row["last_rss_bytes"],
+        retired_reason=row["retired_reason"],
+        idle_seconds=float(row["idle_seconds"]) if "idle_seconds" in row else 0.0,
+    )
+
+
+async def enroll(
+    db: asyncpg.Pool | asyncpg.Connection, runner_id: uuid.UUID, *, namespace: str, task: str,
+    fingerprint: str, run_id: uuid.UUID, claim_token: int, idle_ttl_seconds: float,
+) -> None:
+    """Register a runner started in warm mode, bound to its first attempt."""
+    await db.execute(*bind("warm_enroll", runner_id=runner_id, namespace=namespace, task=task,
+                           fingerprint=fingerprint, run_id=run_id, claim_token=claim_token,
+                           idle_ttl_seconds=idle_ttl_seconds))
+
+
+async def enroll_idle(
+    db: asyncpg.Pool | asyncpg.Connection, runner_id: uuid.UUID, *, namespace: str, task: str,
+    fingerprint: str, idle_ttl_seconds: float,
+) -> None:
+    """Register a pre-warmed runner: idle, before it has run anything."""
+    await db.execute(*bind("warm_enroll_idle", runner_id=runner_id, namespace=namespace,
+                           task=task, fingerprint=fingerprint,
+                           idle_ttl_seconds=idle_ttl_seconds))
+
+
+@dataclass(frozen=True)
+class TaskDemand:
+    """A Task's spec (JSON text) and its runs ready to be claimed now."""
+
+    namespace: str
+    task: str
+    spec_json: str
+    ready: int
+
+
+async def demand(
+    db: asyncpg.Pool | asyncpg.Connection, recent: Sequence[tuple[str, str]],
+) -> list[TaskDemand]:
+    """Tasks with ready runs, and the ``recent`` ones (namespace, task), with their specs."""
+    rows = await db.fetch(*bind("warm_demand", namespaces=[k[0] for k in recent],
+                                tasks=[k[1] for k in recent]))
+    return [TaskDemand(r["namespace"], r["task"], r["spec"], r["ready"]) for r in rows]
+
+
+async def poll(
+    db: asyncpg.Pool | asyncpg.Connection, runner_id: uuid.UUID, *,
+    finished_run: uuid.UUID | None, finished_attempt: int | None, rss_after_bytes: int,
+    growth_limit_bytes: int,
+) -> tuple[WarmRunner, bool] | None:
+    """Record a poll, and the end of the runner's attempt if it reports one; returns the
+    row afterwards and whether this poll ended the attempt (None: no such runner)."""
+    row = await db.fetchrow(*bind("warm_poll", runner_id=runner_id, finished_run=finished_run,
+                                  finished_attempt=finished_attempt, rss_bytes=rss_after_bytes,
+                                  growth_limit_bytes=growth_limit_bytes))
+    return None if row is None else (_runner(row), bool(row["finished_now"]))
+
+
+async def get(db: asyncpg.Pool | asyncpg.Connection, runner_id: uuid.UUID) -> WarmRunner | None:
+    row = await db.fetchrow(*bind("warm_runner", runner_id=runner_id))
+    return None if row is None else _runner(row)
+
+
+async def assign(
+    db: asyncpg.Pool | asyncpg.Connection, fingerprint: str, run_id: uuid.UUID, claim_token: int,
+    candidates: Sequence[uuid.UUID], lease_seconds: float,
+) -> uuid.UUID | None:
+    """Bind the claimed attempt to an idle runner of ``fingerprint`` among ``candidates``
+    and lease it for ``lease_seconds`` from now; the runner's id, or None."""
+    row = await db.fetchrow(*bind("warm_assign", fingerprint=fingerprint, run_id=run_id,
+                                  claim_token=claim_token, candidates=list(candidates),
+                                  lease_seconds=lease_seconds))
+    return None if row is None else uuid.UUID(str(row["runner_id"]))
+
+
+CHANNEL = notify_channels.WARM_CHANNEL
+
+
+async def notify(db: asyncpg.Pool | asyncpg.Connection, runner_id: uuid.UUID) -> None:
+    """Wake ``runner_id``'s poll wherever it is held (see ``CHANNEL``)."""
+    await db.execute(*bind("warm_notify", runner_id=str(runner_id)))
+
+
+async def retire(
+    db: asyncpg.Pool | asyncpg.Connection, runner_ids: Sequence[uuid.UUID], reason: str, *,
+    busy_too: bool = False,
+) -> list[uuid.UUID]:
+    """Retire idle runners (and busy ones with ``busy_too``); returns those retired."""
+    rows = await db.fetch(*bind("warm_retire", runner_ids=list(runner_ids), reason=reason,
+                                busy_too=busy_too))
+    return [r["runner_id"] for r in rows]
+
+
+async def retire_attempt(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, reason: str
+) -> list[uuid.UUID]:
+    """Retire the runner bound to this attempt, if any."""
+    rows = await db.fetch(*bind("warm_retire_attempt", run_id=run_id, claim_token=claim_token,
+                                reason=reason))
+    return [r["runner_id"] for r in rows]
+
+
+async def retire_stale(
+    db: asyncpg.Pool | asyncpg.Connection, namespace: str, task: str, keep: Sequence[str]
+) -> list[uuid.UUID]:
+    """Retire the task's idle runners whose fingerprint is not in ``keep``."""
+    rows = await db.fetch(*bind("warm_retire_stale", namespace=namespace, task=task,
+                                keep=list(keep)))
+    return [r["runner_id"] for r in rows]
+
+
+async def expire_idle(db: asyncpg.Pool | asyncpg.Connection) -> list[WarmRunner]:
+    """Retire idle runners past their idle TTL; returns them (ids and tasks only)."""
+    rows = await db.fetch(*bind("warm_expire_idle"))
+    return [WarmRunner(r["runner_id"], r["namespace"], r["task"], "", "retired", None, None, 0,
+                       None, None, "idle_ttl") for r in rows]
+
+
+async def members(db: asyncpg.Pool | asyncpg.Connection) -> list[WarmRunner]:
+    """Every runner in the pool (idle or busy)."""
+    return [_runner(r) for r in await db.fetch(*bind("warm_members"))]
+
+
+async def prune(db: asyncpg.Pool | asyncpg.Connection, older_than_seconds: float) -> int:
+    result = await db.execute(*bind("warm_prune", older_than_seconds=older_than_seconds))
+    return int(result.split()[-1])
