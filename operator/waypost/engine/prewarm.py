@@ -98,6 +98,8 @@ def _spec(spec_json: str) -> TaskSpec:
 async def tick(hub: WarmHub, backend: WarmCapable, min_rate: float = RESERVE_MIN_RATE
                ) -> dict[TaskKey, int]:
     """Read the signals, plan, and pre-warm; returns how many runners each task got."""
+    if backend.warm_limit() <= 0:
+        return {}  # no warm runners at all: nothing to read
     now = hub.engine.clock.monotonic()
     recent = hub.rates.active(now, min_rate)
     rows = await store.demand(hub.engine.pool, recent)
