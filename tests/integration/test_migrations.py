@@ -14,8 +14,15 @@ import asyncpg
 import pytest
 
 import waypost.store
-from waypost.store import dump_schema, migrate
+from tests import factories
+from waypost.engine import history
+from waypost.engine.clock import FakeClock
+from waypost.engine.core import Engine
+from waypost.model.enums import RunStatus
+from waypost.store import checkpoints, dump_schema, migrate, runs
+from waypost.store import pool as store_pool
 from waypost.store.embedded import EmbeddedPostgres
+from waypost.store.pool import RawJson
 
 SCHEMA_FILE = Path(waypost.store.__file__).parent / "schema.sql"
 
@@ -278,3 +285,85 @@ async def test_run_events_migration_keeps_logs_and_the_previous_release_logging(
             (1, "during the upgrade", "warning", {"n": 2})]
     finally:
         await conn.close()
+
+
+# The Task upsert of the release before migration 0014 (no retain_seconds), verbatim.
+PREVIOUS_RELEASE_UPSERT_TASK = """
+WITH queue AS (
+    INSERT INTO queues (namespace, name, max_concurrency, per_key_concurrency)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (namespace, name) DO UPDATE
+        SET max_concurrency = excluded.max_concurrency,
+            per_key_concurrency = excluded.per_key_concurrency,
+            updated_at = now()
+)
+INSERT INTO tasks (namespace, name, spec, queue, memory_bytes, default_priority, generation)
+VALUES ($1, $5, $6::jsonb, $2, $7, 0, 1)
+ON CONFLICT (namespace, name) DO UPDATE
+    SET spec = excluded.spec,
+        queue = excluded.queue,
+        memory_bytes = excluded.memory_bytes,
+        default_priority = excluded.default_priority,
+        generation = excluded.generation,
+        deleted_at = NULL,
+        updated_at = now()
+RETURNING namespace, name, spec, generation;
+"""
+
+
+async def test_history_retention_migration_on_a_filled_database(
+    postgres: EmbeddedPostgres, empty_database: str
+) -> None:
+    """Migration 0014 on a database the previous release filled: every run and its
+    records survive the upgrade, the previous release's Task upsert still works, and
+    the new release's retention pass then expires the old finished runs by the
+    installation's default, keeping dead letters and active runs."""
+    dsn = postgres.dsn_for(empty_database)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await _apply_up_to(conn, 13)
+    finally:
+        await conn.close()
+    pool = await store_pool.create_pool(dsn, max_size=2)
+    try:
+        spec = json.dumps({"entrypoint": "examples.hello:hello"})
+        await pool.execute(PREVIOUS_RELEASE_UPSERT_TASK, "default", "t", None, None, "t", spec,
+                           1024)
+        # Statements unchanged by 0014 are the previous release's own.
+        ids = [await factories.enqueue(pool, "t") for _ in range(30)]
+        claimed = await runs.claim(pool, limit=100, lease_seconds=600, worker="old")
+        tokens = {c.run_id: c.claim_token for c in claimed}
+        for run_id in ids[:20]:
+            assert await checkpoints.write(pool, run_id, tokens[run_id], "k", RawJson("1"))
+        assert len(await runs.complete_many(
+            pool, [(r, tokens[r], RawJson("1")) for r in ids[:25]])) == 25
+        assert await runs.finish_failed(pool, ids[25], tokens[ids[25]],
+                                        error={"type": "error", "message": "x"},
+                                        status=RunStatus.DEAD_LETTERED)
+        queued = await factories.enqueue(pool, "t")
+        before = {t: await pool.fetchval(f"SELECT count(*) FROM {t}")
+                  for t in ("runs", "attempts", "checkpoints", "run_events")}
+
+        assert await migrate.apply_dsn(dsn) == [
+            m.version for m in migrate.available() if m.version >= 14]
+        assert {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in before} == before
+        # A replica of the previous release still stores Tasks (retain_seconds stays NULL:
+        # the installation's default).
+        await pool.execute(PREVIOUS_RELEASE_UPSERT_TASK, "default", "t", None, None, "t", spec,
+                           1024)
+        assert await pool.fetchval("SELECT retain_seconds FROM tasks") is None
+
+        clock = FakeClock(start=await pool.fetchval("SELECT now()"))
+        engine = await Engine.open(factories.settings(dsn), clock=clock, migrate_schema=False,
+                                   pool_size=2)
+        try:
+            clock.advance(8 * 86400)
+            assert await history.expire(engine) == {"succeeded": 25}
+        finally:
+            await engine.close()
+        left = {r["id"]: r["status"] for r in await pool.fetch("SELECT id, status FROM runs")}
+        assert left == {**{r: "running" for r in ids[26:]}, ids[25]: "dead_lettered",
+                        queued: "queued"}
+        assert await pool.fetchval("SELECT count(*) FROM checkpoints") == 0
+    finally:
+        await pool.close()

@@ -584,3 +584,22 @@ def test_engine_settings_and_limits_reach_the_operator(helm: str) -> None:
                               "operator.engine.claimBatch=0"], capture_output=True, text=True,
                              check=False)
     assert refused.returncode != 0 and "claimBatch" in refused.stderr
+
+
+def test_history_retention_reaches_the_operator(helm: str) -> None:
+    docs = render(helm, "operator.history.retainFor=36h")
+    env = {e["name"]: e.get("value") for e in one(docs, "Deployment")["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert (env["WAYPOST_HISTORY_RETAIN_FOR"], env["WAYPOST_DEAD_LETTER_RETAIN_FOR"]) == (
+        "36h", "30d")
+    read = {k: env[k] for k in ("WAYPOST_HISTORY_RETAIN_FOR", "WAYPOST_DEAD_LETTER_RETAIN_FOR")}
+    with mock.patch.dict(os.environ, read):
+        settings = Settings.from_env(database_url="postgresql://x@y/z")
+    assert (settings.history_retain_seconds, settings.dead_letter_retain_seconds) == (
+        36 * 3600, 30 * 86400)
+    with mock.patch.dict(os.environ, {"WAYPOST_DEAD_LETTER_RETAIN_FOR": "0"}):
+        assert Settings.from_env(database_url="postgresql://x@y/z").dead_letter_retain_seconds == 0
+    refused = subprocess.run([helm, "template", "x", str(CHART), "--set",
+                              "operator.history.retainFor=a week"], capture_output=True,
+                             text=True, check=False)
+    assert refused.returncode != 0 and "retainFor" in refused.stderr

@@ -47,6 +47,8 @@ TASK_READERS: dict[str, tuple[str, str]] = {
     "spec.retry.oom.memoryCeiling": ("waypost.engine.retry", "memory_ceiling"),
     # Through TaskSpec.timeout_seconds: the backend kills an attempt past it.
     "spec.timeout.maxDuration": ("waypost.engine.dispatcher", "timeout_seconds"),
+    # Stored as tasks.retain_seconds; the expire_finished_runs query reads it.
+    "spec.history.retainFor": ("waypost.store.tasks", "retain_seconds"),
     # Announced to the runner in the attempt document; the cancel_run query cuts
     # the lease of a cancelled attempt to it (its SQL reads the stored spec).
     "spec.cancellation.gracePeriodSeconds": ("waypost.engine.attempts", "grace_period_seconds"),

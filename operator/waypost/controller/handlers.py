@@ -137,6 +137,12 @@ async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid
             TaskRunReason.INVALID, message, dict(status), now=now, generation=generation))
         kopf.warn(body, reason="Invalid", message=message)
         raise kopf.PermanentError(message) from None
+    if status.get("runId") and await _history_expired(engine, str(status["runId"])):
+        # Handled before (a restart resumes every TaskRun), and the run's history has
+        # expired since (engine.history): the TaskRun keeps the final status it
+        # mirrored. Triggering again would find no run under its idempotency key and
+        # run the task a second time.
+        return
     request = TriggerRequest(
         payload=run_spec.payload, priority=run_spec.priority,
         idempotency_key=run_spec.idempotency_key or uid,
@@ -170,6 +176,16 @@ async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid
         raise kopf.PermanentError(exc.message) from None
     patch.status.update(decide.taskrun_status(run, None, dict(status), now=now,
                                               generation=generation))
+
+
+async def _history_expired(engine: Engine, run_id: str) -> bool:
+    try:
+        await control.get(engine, control.parse_run_id(run_id))
+    except RunNotFound:
+        return True
+    except EngineError:
+        return False  # not a run id of ours (400): let the trigger path judge the spec
+    return False
 
 
 @kopf.on.delete(k8s.GROUP, k8s.VERSION, k8s.TASKRUN_PLURAL, registry=registry)

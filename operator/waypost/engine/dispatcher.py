@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from waypost import aiotime
-from waypost.engine import attempts, hot_table, prewarm, warm
+from waypost.engine import attempts, history, hot_table, prewarm, warm
 from waypost.engine.backend import AttemptExit, AttemptLaunch, ExecutionBackend, WarmCapable
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity
@@ -181,10 +181,12 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set. Database outages are waited out."""
-        # Beside the claim loop, so that a vacuum never holds a claim back.
+        # Beside the claim loop, so that neither a vacuum nor a retention pass ever
+        # holds a claim back.
         vacuum = asyncio.create_task(hot_table.vacuum_loop(self.engine, stop))
+        retention = asyncio.create_task(history.retention_loop(self.engine, stop))
         upkeep = asyncio.create_task(warm.manage(self.engine.warm, stop))
-        background = [vacuum, upkeep]
+        background = [vacuum, retention, upkeep]
         if self._warm is not None:
             background.append(asyncio.create_task(prewarm.run(self.engine.warm, self._warm,
                                                               stop)))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from waypost.sdk import quantity
 
 # The API's schema says it too (maxItems of a log batch).
 LOG_BATCH_MAX = 500
@@ -30,6 +32,21 @@ LIMIT_VARIABLES = {
     "WAYPOST_LIMIT_CHECKPOINT_BYTES": "checkpoint_bytes",
     "WAYPOST_LIMIT_RESULT_BYTES": "result_bytes",
 }
+
+
+def _duration_or_zero(value: Any) -> Any:
+    """Seconds, or a duration string as Tasks write them ("7d", "12h"); "0" stays 0
+    (for the retention settings: never expire)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        return 0.0 if value.strip() == "0s" else quantity.parse_duration(value, field="duration")
+
+
+#: Seconds, accepting "7d"-style durations from the environment.
+Seconds = Annotated[float, BeforeValidator(_duration_or_zero)]
 
 
 class Settings(BaseModel):
@@ -80,6 +97,21 @@ class Settings(BaseModel):
         description="A warm runner whose resident memory after a run exceeds that after its "
         "first run by more than this many MiB is recycled (WAYPOST_WARM_MEMORY_GROWTH_MIB).",
     )
+    history_retain_seconds: Seconds = Field(
+        7 * 86400, ge=0,
+        description="How long finished runs are kept after they ended, for Tasks without "
+        "spec.history.retainFor (WAYPOST_HISTORY_RETAIN_FOR, seconds or 7d; 0: forever).",
+    )
+    dead_letter_retain_seconds: Seconds = Field(
+        30 * 86400, ge=0,
+        description="How long a dead-lettered run that nobody requeued or deleted is kept "
+        "(WAYPOST_DEAD_LETTER_RETAIN_FOR, seconds or 30d; 0: until handled).",
+    )
+    history_retention_interval_seconds: float = Field(
+        60.0, gt=0, description="How often the leader removes expired history.")
+    history_retention_batch: int = Field(
+        1000, ge=1, le=100_000,
+        description="Runs removed per statement of a retention pass (each its own commit).")
     worker_name: str = Field(default_factory=socket.gethostname)
     limits: Limits = Field(default_factory=Limits)
 
@@ -124,4 +156,8 @@ ENV_VARS = {
     "WAYPOST_EVENTS_POLL_INTERVAL": "events_poll_seconds",
     "WAYPOST_EVENTS_HEARTBEAT": "events_heartbeat_seconds",
     "WAYPOST_WARM_MEMORY_GROWTH_MIB": "warm_memory_growth_mib",
+    "WAYPOST_HISTORY_RETAIN_FOR": "history_retain_seconds",
+    "WAYPOST_DEAD_LETTER_RETAIN_FOR": "dead_letter_retain_seconds",
+    "WAYPOST_HISTORY_RETENTION_INTERVAL": "history_retention_interval_seconds",
+    "WAYPOST_HISTORY_RETENTION_BATCH": "history_retention_batch",
 }

@@ -173,6 +173,39 @@ class Schedule(ApiModel):
     suspend: bool = False
 
 
+class History(ApiModel):
+    """How long the store keeps this Task's finished runs."""
+
+    retain_for: str | None = Field(
+        None,
+        pattern=quantity.DURATION_PATTERN,
+        min_length=2,
+        max_length=quantity.DURATION_MAX_LENGTH,
+        description="How long a finished run (succeeded, failed, cancelled) is kept after it "
+        "ended, with its attempts, checkpoints, logs and events (1h, 7d). Unset: the "
+        "installation's default (WAYPOST_HISTORY_RETAIN_FOR, 7d). Dead-lettered runs follow "
+        "the installation's WAYPOST_DEAD_LETTER_RETAIN_FOR instead. A TaskRun keeps its "
+        "final status after its run expired.",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": quantity.DURATION_POSITIVE_RULE,
+            "message": "must be a positive duration, for example 1h, 7d or 30d",
+        }]},
+    )
+
+    @field_validator("retain_for")
+    @classmethod
+    def _positive(cls, value: str | None) -> str | None:
+        if value is not None:
+            quantity.parse_duration(value, field="retainFor")
+        return value
+
+    @property
+    def retain_seconds(self) -> float | None:
+        if self.retain_for is None:
+            return None
+        return quantity.parse_duration(self.retain_for, field="history.retainFor")
+
+
 class WarmPool(ApiModel):
     """Idle Pods kept ready for this Task, so a run starts without a cold Pod."""
 
@@ -269,6 +302,7 @@ class TaskSpec(ApiModel):
         },
     )
     warm_pool: WarmPool = Field(default_factory=WarmPool)
+    history: History = Field(default_factory=History)
     # As a CronJob's successfulJobsHistoryLimit/failedJobsHistoryLimit: finished
     # TaskRuns made by this Task's schedules beyond these are deleted.
     successful_runs_history_limit: int = Field(

@@ -537,7 +537,9 @@ CREATE TABLE waypost.tasks (
     generation bigint DEFAULT 1 NOT NULL,
     deleted_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    retain_seconds double precision,
+    CONSTRAINT tasks_retain_seconds_check CHECK (((retain_seconds IS NULL) OR (retain_seconds > (0)::double precision)))
 );
 
 CREATE TABLE waypost.warm_runners (
@@ -634,6 +636,8 @@ CREATE INDEX runs_by_status ON waypost.runs USING btree (status, seq DESC);
 CREATE INDEX runs_by_task ON waypost.runs USING btree (namespace, task, seq DESC);
 
 CREATE INDEX runs_dead_lettered ON waypost.runs USING btree (finished_at DESC) WHERE (status = 'dead_lettered'::text);
+
+CREATE INDEX runs_expirable ON waypost.runs USING btree (namespace, task, finished_at) WHERE ((finished_at IS NOT NULL) AND (status <> 'dead_lettered'::text));
 
 CREATE UNIQUE INDEX runs_idempotency ON waypost.runs USING btree (namespace, task, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 

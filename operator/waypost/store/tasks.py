@@ -33,7 +33,8 @@ async def upsert(db: asyncpg.Pool | asyncpg.Connection, task: TaskDefinition) ->
               queue=spec.queue_name(task.name), memory_bytes=spec.memory_bytes,
               default_priority=spec.queue.default_priority,
               max_concurrency=spec.queue.max_concurrency,
-              per_key_concurrency=spec.queue.per_key_concurrency, generation=task.generation)
+              per_key_concurrency=spec.queue.per_key_concurrency, generation=task.generation,
+              retain_seconds=spec.history.retain_seconds)
     )
 
 

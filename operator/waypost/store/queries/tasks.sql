@@ -10,11 +10,13 @@ WITH queue AS (
             per_key_concurrency = excluded.per_key_concurrency,
             updated_at = now()
 )
-INSERT INTO tasks (namespace, name, spec, queue, memory_bytes, default_priority, generation)
+INSERT INTO tasks (namespace, name, spec, queue, memory_bytes, default_priority, generation,
+                   retain_seconds)
 VALUES (:namespace, :name, :spec::jsonb, :queue, :memory_bytes, :default_priority,
-        :generation)
+        :generation, :retain_seconds)
 ON CONFLICT (namespace, name) DO UPDATE
     SET spec = excluded.spec,
+        retain_seconds = excluded.retain_seconds,
         queue = excluded.queue,
         memory_bytes = excluded.memory_bytes,
         default_priority = excluded.default_priority,
