@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -757,6 +758,48 @@ def test_a_taskrun_replaying_an_unknown_run_is_invalid_and_runs_nothing(
     assert not status.get("runId")  # no run was queued
     kubectl("wait", "--for=condition=Succeeded=False", "taskrun/replay-1", "-n", ns,
             "--timeout=30s", timeout=40)
+
+
+def _run_gone(release: dict[str, str], run_id: str) -> bool:
+    try:
+        api_get(release, f"/v1/runs/{run_id}")
+    except urllib.error.HTTPError as exc:
+        return exc.code == 404
+    return False
+
+
+def test_a_taskrun_keeps_its_final_status_after_its_history_expired(
+    release: dict[str, str], api: client.ApiClient
+) -> None:
+    """spec.history.retainFor: the run of a finished TaskRun is removed from the store
+    by the leader's retention pass (every 60 s); the TaskRun keeps its final status,
+    kubectl get shows it, and a new leader resuming every TaskRun runs nothing again."""
+    ns = release["namespace"]
+    apply(task(ns, "brief", "examples.hello:hello", history={"retainFor": "1s"}))
+    apply(taskrun(ns, "brief-1", "brief", {"name": "history"}))
+    kubectl("wait", "--for=condition=Succeeded", "taskrun/brief-1", "-n", ns,
+            "--timeout=180s", timeout=190)
+    final = status_of(ns, "taskrun", "brief-1")
+    run_id = final["runId"]
+    wait_until(lambda: _run_gone(release, run_id), 150, f"run {run_id} to expire")
+    assert api_get(release, f"/v1/runs?namespace={ns}&task=brief")["runs"] == []
+    # A new leader resumes every TaskRun (kopf's on.resume): this one must stay as it is.
+    old = leader(ns)
+    kubectl("delete", "pod", old, "-n", ns, "--grace-period=0", "--force", timeout=60)
+    wait_until(lambda: (h := leader(ns)) and h != old and h, 90, "a new lease holder")
+    wait_until(lambda: len(operator_pods(api, ns)) == 2 and all(
+        any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        for p in operator_pods(api, ns)), 180, "both operator replicas ready again")
+    time.sleep(20)  # the resumed handlers and a few mirror passes
+    assert api_get(release, f"/v1/runs?namespace={ns}&task=brief")["runs"] == [], (
+        "a resumed TaskRun whose run expired was run again")
+    after = status_of(ns, "taskrun", "brief-1")
+    assert after["runId"] == run_id
+    assert after["result"] == final["result"]
+    succeeded = [c for c in after["conditions"] if c["type"] == "Succeeded"]
+    assert [(c["status"], c["reason"]) for c in succeeded] == [("True", "Succeeded")]
+    table = kubectl("get", "taskruns", "brief-1", "-n", ns).stdout
+    assert "Succeeded" in table.splitlines()[1], table
 
 
 def test_uninstall_leaves_no_operator_created_pods(
