@@ -8,13 +8,15 @@ STAMP := $(VENV)/.installed
 .PHONY: dev dev-once test lint types imports unit integration deps venv schema clean
 
 # The server binaries of PostgreSQL (Debian's package) for the embedded database,
-# and Debian's chromium for the UI's browser test (Playwright's own browser
-# download is not used: tests/ui drives /usr/bin/chromium).
+# Debian's chromium for the UI's browser test (Playwright's own browser
+# download is not used: tests/ui drives /usr/bin/chromium), and Debian's PgBouncer
+# for the transaction-pooling test (tests/integration/test_pgbouncer.py).
 deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; missing=; \
 	if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "$$WAYPOST_PG_BIN" ]; then \
 	  missing="$$missing postgresql"; fi; \
 	if [ ! -x /usr/bin/chromium ]; then missing="$$missing chromium"; fi; \
+	if [ ! -x /usr/sbin/pgbouncer ]; then missing="$$missing pgbouncer"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages:$$missing …"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \

@@ -115,8 +115,10 @@ def crds() -> None:
 
 @app.command()
 def migrate() -> None:
-    """Apply the schema migrations to the database at WAYPOST_DATABASE_URL."""
+    """Apply the schema migrations to the database at WAYPOST_DATABASE_URL (through
+    WAYPOST_DATABASE_SESSION_URL when set: the migration lock needs a session)."""
     from waypost.store import migrate as store_migrate
 
-    applied = asyncio.run(store_migrate.apply_dsn(_database_url()))
+    dsn = os.environ.get("WAYPOST_DATABASE_SESSION_URL") or _database_url()
+    applied = asyncio.run(store_migrate.apply_dsn(dsn))
     output.show(f"applied migrations: {applied or 'none (up to date)'}")

@@ -44,8 +44,10 @@ class Engine:
     ) -> Engine:
         """Connect, bring the schema up to date, and load the signing key."""
         if migrate_schema:
-            await migrate.apply_dsn(settings.database_url)
-        pool = await store_pool.create_pool(settings.database_url, max_size=pool_size)
+            # The migration lock is a session's advisory lock: never through a pooler.
+            await migrate.apply_dsn(settings.session_url)
+        pool = await store_pool.create_pool(settings.database_url, max_size=pool_size,
+                                            pooled=settings.pooled)
         try:
             key = await keys.signing_key(pool)
         except BaseException:

@@ -119,7 +119,9 @@ class Dispatcher:
     async def _listen(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
             return
-        conn = await store_pool.connect(self.engine.settings.database_url)
+        # LISTEN needs a session of its own: a transaction pooler would hand the
+        # notifications to whichever client holds the server connection next.
+        conn = await store_pool.connect(self.engine.settings.session_url)
         await conn.add_listener(notify.READY_CHANNEL, self._on_notify)
         await conn.add_listener(notify.CANCEL_CHANNEL, self._on_notify)
         self._listener = conn

@@ -55,6 +55,14 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     database_url: str = Field(..., description="Postgres DSN (WAYPOST_DATABASE_URL).")
+    database_session_url: str | None = Field(
+        None,
+        description="A direct Postgres DSN for what needs a session of its own: the "
+        "dispatcher's LISTEN and the migration lock (WAYPOST_DATABASE_SESSION_URL). Set it "
+        "when WAYPOST_DATABASE_URL points at a transaction pooler such as PgBouncer in "
+        "transaction mode; its connections then use no prepared statements and send no "
+        "search_path (give the database role search_path=waypost; docs/scale.md).",
+    )
     coordinator_host: str = "127.0.0.1"
     coordinator_port: int = Field(8080, ge=0, le=65535)
     coordinator_url: str | None = Field(
@@ -116,6 +124,16 @@ class Settings(BaseModel):
     limits: Limits = Field(default_factory=Limits)
 
     @property
+    def session_url(self) -> str:
+        """Where LISTEN and the migration lock connect: a session, never a pooler."""
+        return self.database_session_url or self.database_url
+
+    @property
+    def pooled(self) -> bool:
+        """Whether database_url is a transaction pooler (a session URL is set beside it)."""
+        return self.database_session_url is not None
+
+    @property
     def lease_seconds(self) -> float:
         return self.heartbeat_interval_seconds * self.missed_heartbeats
 
@@ -141,6 +159,7 @@ class Settings(BaseModel):
 # Every setting a process reads from its environment (README, "Settings").
 ENV_VARS = {
     "WAYPOST_DATABASE_URL": "database_url",
+    "WAYPOST_DATABASE_SESSION_URL": "database_session_url",
     "WAYPOST_COORDINATOR_HOST": "coordinator_host",
     "WAYPOST_COORDINATOR_PORT": "coordinator_port",
     "WAYPOST_COORDINATOR_URL": "coordinator_url",

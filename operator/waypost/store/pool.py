@@ -69,23 +69,34 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     round trip in seven."""
 
 
-def server_settings() -> dict[str, str]:
+def server_settings(*, pooled: bool = False) -> dict[str, str]:
+    # A transaction pooler (PgBouncer) refuses startup parameters it does not know,
+    # search_path among them; behind one, the role's own search_path applies.
+    if pooled:
+        return {"application_name": "waypost"}
     return {"search_path": SCHEMA, "application_name": "waypost"}
 
 
 async def create_pool(
-    dsn: str, *, min_size: int = 2, max_size: int = 10, timeout: float = 10.0
+    dsn: str, *, min_size: int = 2, max_size: int = 10, timeout: float = 10.0,
+    pooled: bool = False,
 ) -> asyncpg.Pool:
-    """A pool whose connections use our schema and decode JSON to Python values."""
+    """A pool whose connections use our schema and decode JSON to Python values.
+
+    ``pooled``: ``dsn`` is a transaction pooler, where consecutive transactions of one
+    connection may run on different server sessions, so no statement stays prepared
+    (asyncpg's statement cache is off) and the schema comes from the role's
+    search_path instead of a startup parameter."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
         reset=_keep_session,
-        server_settings=server_settings(),
+        server_settings=server_settings(pooled=pooled),
         timeout=timeout,
         command_timeout=60,
+        statement_cache_size=0 if pooled else 100,
     )
     assert pool is not None
     return pool
