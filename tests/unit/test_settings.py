@@ -31,6 +31,12 @@ VALUES: dict[str, tuple[str, object]] = {
     "WAYPOST_EVENTS_POLL_INTERVAL": ("0.5", 0.5),
     "WAYPOST_EVENTS_HEARTBEAT": ("30", 30.0),
     "WAYPOST_WARM_MEMORY_GROWTH_MIB": ("64", 64),
+    "WAYPOST_DATABASE_SESSION_URL": ("postgresql://u@db.example:5432/w",
+                                     "postgresql://u@db.example:5432/w"),
+    "WAYPOST_HISTORY_RETAIN_FOR": ("36h", 36 * 3600.0),
+    "WAYPOST_DEAD_LETTER_RETAIN_FOR": ("90d", 90 * 86400.0),
+    "WAYPOST_HISTORY_RETENTION_INTERVAL": ("5", 5.0),
+    "WAYPOST_HISTORY_RETENTION_BATCH": ("250", 250),
 }
 
 
