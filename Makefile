@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev dev-once test lint types imports unit integration deps venv schema clean
+.PHONY: dev dev-once test lint types imports unit integration deps venv schema clean faults
 
 # The server binaries of PostgreSQL (Debian's package) for the embedded database,
 # Debian's chromium for the UI's browser test (Playwright's own browser
@@ -48,6 +48,15 @@ imports: venv
 
 test: deps venv lint types imports chart-lint
 	WAYPOST_HELM="$$(charts/tools/ensure-helm)" $(BIN)/python -m pytest tests -q -p no:cacheprovider
+
+# The fault suite (docs/reliability.md): Postgres restarted and cut mid-COMMIT, the
+# engine SIGKILLed and SIGTERMed, a runner frozen past its lease, each scenario ending
+# with the invariant check. About 10 minutes; `.ci/run` runs it after `make test`.
+# FAULTS_ARGS for pytest flags (e.g. -k sigterm); WAYPOST_FAULT_REPORT=file collects
+# each scenario's figures as JSON lines.
+FAULTS_ARGS ?=
+faults: deps venv
+	$(BIN)/python -m pytest tests/faults --faults -v -p no:cacheprovider --timeout=1200 $(FAULTS_ARGS)
 
 schema: deps venv
 	$(BIN)/python -m waypost.store.dump_schema > operator/waypost/store/schema.sql

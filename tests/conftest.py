@@ -21,6 +21,20 @@ from waypost.store import pool as store_pool
 from waypost.store.embedded import EmbeddedPostgres
 
 TEMPLATE = "waypost_template"
+FAULTS = Path(__file__).with_name("faults")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--faults", action="store_true",
+                     help="collect the fault suite (tests/faults; `make faults` runs it)")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    # The fault suite restarts and kills things for minutes: `make faults` runs it,
+    # `make test` (all of tests/) does not.
+    if collection_path == FAULTS and not config.getoption("faults"):
+        return True
+    return None
 
 
 @pytest.fixture(scope="session")

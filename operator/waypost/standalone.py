@@ -66,6 +66,12 @@ class Standalone:
     async def stop(self) -> None:
         self._stop.set()
         await loops.wind_down(self._loops)
+        # Nothing is claimed any more; attempts in flight get the shutdown grace to
+        # finish (the coordinator still serves them), then close() hands the rest over.
+        # (Backends that run no processes, such as tests' stand-ins, have nothing to drain.)
+        drain = getattr(self.backend, "drain", None)
+        if drain is not None:
+            await drain(self.settings.shutdown_grace_seconds)
         await self.backend.close()
         await self._runner.cleanup()
         await self.engine.close()

@@ -23,6 +23,7 @@ VALUES: dict[str, tuple[str, object]] = {
     "WAYPOST_HEARTBEAT_INTERVAL": ("1.5", 1.5),
     "WAYPOST_MISSED_HEARTBEATS": ("7", 7),
     "WAYPOST_START_TIMEOUT": ("42", 42.0),
+    "WAYPOST_SHUTDOWN_GRACE": ("7", 7.0),
     "WAYPOST_CLAIM_BATCH": ("17", 17),
     "WAYPOST_POLL_INTERVAL": ("0.25", 0.25),
     "WAYPOST_SCHEDULE_INTERVAL": ("3", 3.0),

@@ -54,6 +54,7 @@ class _Worker:
     task: tuple[str, str] = ("", "")
     fingerprint: str = ""
     verdict: tuple[FailureType, str] | None = None
+    handed_over: bool = False
     peak_rss: int = 0
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     attempt_started: float = 0.0
@@ -343,7 +344,7 @@ class ProcessBackend:
             "peak_rss_mib": worker.peak_rss // MiB})
         if self._handler is not None:
             await self._handler(AttemptExit(launch.run_id, launch.claim_token, failure, message,
-                                            exit_code=code))
+                                            exit_code=code, handed_over=worker.handed_over))
 
     async def stop(self, run_id: uuid.UUID, reason: str, *, force: bool = False) -> None:
         worker = self._busy.get(run_id)
@@ -363,8 +364,28 @@ class ProcessBackend:
         except TimeoutError:
             _kill_group(worker.process.pid, signal.SIGKILL)
 
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the attempts in flight to end on their own
+        (the engine claims nothing more by then)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # A one-shot worker leaves _busy when its process has ended (its watcher ends
+        # after the exit was reported); a warm one when its attempt ended (it idles on).
+        while self._busy and self._watchers and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._watchers), timeout=min(left, 0.1),
+                               return_when=asyncio.FIRST_COMPLETED)
+
     async def close(self) -> None:
+        """Stop what still runs and hand its runs over: each is requeued at once and
+        resumes from its last checkpoint, without spending an attempt (the engine's
+        shutdown is not the task's failure)."""
         for run_id in list(self._busy):
+            worker = self._busy.get(run_id)
+            if worker is not None and worker.verdict is None:
+                worker.handed_over = True
+                worker.verdict = (FailureType.LOST, (
+                    "the engine shut down before the attempt finished; the run resumes "
+                    "from its last checkpoint"))
             await self.stop(run_id, "backend shutting down")
         idle = [w for w in self._warm.values() if w.launch is None]
         if idle and self._hub is not None:

@@ -168,10 +168,33 @@ async def fail(engine: Engine, ident: AttemptIdentity, error: ErrorInfo) -> RunS
     return status
 
 
+async def hand_over(engine: Engine, ident: AttemptIdentity, message: str) -> None:
+    """The engine stopped this attempt's worker to shut down: requeue the run at once,
+    to resume from its last checkpoint, without spending its retry budget. A run whose
+    cancellation was requested ends cancelled instead."""
+    current = await runs.current_attempt(engine.pool, ident.run_id, ident.claim_token)
+    if current is None:
+        raise _superseded(ident)
+    if current.cancel_requested:
+        await cancelled(engine, ident, f"the attempt ended: {message}")
+        return
+    error = ErrorInfo(type=FailureType.LOST, message=message)
+    stored = error.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if not await runs.hand_over(engine.pool, ident.run_id, ident.claim_token, error=stored):
+        raise _superseded(ident)
+    log.info("attempt handed over", extra={"run_id": str(ident.run_id),
+                                           "attempt": current.attempt})
+
+
 async def report_exit(engine: Engine, exit: AttemptExit) -> None:
     """A worker ended. If its attempt is still current, the runner did not report:
-    record the failure the backend saw (OOM, timeout, exit code, lost)."""
+    record the failure the backend saw (OOM, timeout, exit code, lost), or hand the
+    run over when the engine stopped it to shut down."""
     ident = AttemptIdentity(exit.run_id, exit.claim_token)
+    if exit.handed_over:
+        with contextlib.suppress(AttemptSuperseded):
+            await hand_over(engine, ident, exit.message)
+        return
     failure = exit.failure or FailureType.EXIT
     message = exit.message if exit.failure else (
         f"the runner exited (code {exit.exit_code}) without reporting a result"

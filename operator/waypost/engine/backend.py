@@ -65,6 +65,9 @@ class AttemptExit:
     failure: FailureType | None
     message: str
     exit_code: int | None = None
+    # The engine stopped the worker because it is shutting down, not because the
+    # attempt failed: the run is requeued without spending an attempt of its budget.
+    handed_over: bool = False
 
 
 ExitHandler = Callable[[AttemptExit], Awaitable[None]]

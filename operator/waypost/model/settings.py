@@ -80,6 +80,10 @@ class Settings(BaseModel):
         "the heartbeat window counts. Unset: the backend's default (10 min on Kubernetes, "
         "60 s locally).",
     )
+    shutdown_grace_seconds: float = Field(
+        20.0, ge=0, description="`waypost dev` on SIGTERM: how long attempts in flight get to "
+        "finish before they are stopped and their runs requeued (resuming from their last "
+        "checkpoint, without spending an attempt).")
     claim_batch: int = Field(50, ge=1, le=1000)
     poll_interval_seconds: float = Field(2.0, gt=0)
     schedule_interval_seconds: float = Field(
@@ -167,6 +171,7 @@ ENV_VARS = {
     "WAYPOST_HEARTBEAT_INTERVAL": "heartbeat_interval_seconds",
     "WAYPOST_MISSED_HEARTBEATS": "missed_heartbeats",
     "WAYPOST_START_TIMEOUT": "start_timeout_seconds",
+    "WAYPOST_SHUTDOWN_GRACE": "shutdown_grace_seconds",
     "WAYPOST_CLAIM_BATCH": "claim_batch",
     "WAYPOST_POLL_INTERVAL": "poll_interval_seconds",
     "WAYPOST_SCHEDULE_INTERVAL": "schedule_interval_seconds",

@@ -222,6 +222,16 @@ async def retry(
     return row is not None
 
 
+async def hand_over(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, *,
+    error: dict[str, Any],
+) -> bool:
+    """Requeue a run whose attempt the engine stopped at shutdown; False when stale."""
+    row = await db.fetchrow(
+        *bind("hand_over_attempt", run_id=run_id, claim_token=claim_token, error=error))
+    return row is not None
+
+
 async def finish_failed(
     db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, *,
     error: dict[str, Any], status: RunStatus,

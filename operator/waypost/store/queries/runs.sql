@@ -142,6 +142,27 @@ WITH requeued AS (
 SELECT run_id, pg_notify('waypost_ready', :delay_seconds::text) IS NULL AS notified
 FROM requeued;
 
+-- name: hand_over_attempt
+-- The engine shut down before the attempt finished (it stopped the worker): the
+-- run is ready again at once and resumes from its last checkpoint. attempt_base
+-- moves up with it, so the interrupted attempt does not count against the retry
+-- budget: a shutdown is not the task's failure.
+WITH requeued AS (
+    UPDATE run_queue
+    SET state = 'ready', claim_token = NULL, lease_expires_at = NULL, available_at = now()
+    WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
+    RETURNING run_id, attempt
+), run AS (
+    UPDATE runs SET status = 'retrying', error = :error::jsonb,
+                    attempt_base = attempt_base + 1, updated_at = now()
+    FROM requeued f WHERE runs.id = f.run_id
+), attempt AS (
+    UPDATE attempts SET status = 'failed', error = :error::jsonb, finished_at = now()
+    FROM requeued f WHERE attempts.run_id = f.run_id AND attempts.attempt = f.attempt
+)
+SELECT run_id, pg_notify('waypost_ready', '') IS NULL AS notified
+FROM requeued;
+
 -- name: finish_failed_attempt
 -- Failure without a retry: the run ends as :status ('failed' or 'dead_lettered').
 WITH finished AS (
