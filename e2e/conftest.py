@@ -30,6 +30,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "harness_only: needs the cluster this machine's harness runs"
     )
+    config.addinivalue_line(
+        "markers", "faults: disrupts the cluster (test_y_faults.py) and restores it"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -323,3 +323,101 @@ async def check_invariants(dsn: str, run_ids: list[str], ledger_path: Path, *,
 def jitter(low: float, high: float, rng: random.Random) -> float:
     return low + (high - low) * rng.random()
 
+
+
+@dataclass
+class PgProxy:
+    """A TCP proxy between the engine and Postgres that cuts connections at the point a
+    transaction commits: after a simple Query or an extended-protocol Sync (where the
+    server commits an implicit transaction, and where an explicit COMMIT is sent).
+
+    ``mode`` decides per statement: ``"after"`` forwards it and then cuts the client off
+    before the answer arrives (the commit happened; the engine cannot know), ``"before"``
+    cuts without forwarding (the server rolls back), None passes it through.
+    """
+
+    upstream_port: int
+    decide: Callable[[], str | None] = lambda: None
+    port: int = field(default_factory=embedded.free_port)
+    cuts: Counter[str] = field(default_factory=Counter)
+
+    async def start(self) -> PgProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self._conns: set[asyncio.Task[None]] = set()
+        return self
+
+    async def close(self) -> None:
+        self._server.close()
+        for t in list(self._conns):
+            t.cancel()
+        await asyncio.gather(*self._conns, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, client_r: asyncio.StreamReader,
+                     client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            client_w.close()
+            self._conns.discard(task)
+            return
+        back = asyncio.get_running_loop().create_task(self._pump(server_r, client_w))
+        try:
+            await self._forward(client_r, server_w, client_w)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            back.cancel()
+            client_w.close()
+            # Give the server a moment to run what it was sent before it sees EOF.
+            await asyncio.sleep(0.3)
+            server_w.close()
+            self._conns.discard(task)
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def _forward(self, client: asyncio.StreamReader, server: asyncio.StreamWriter,
+                       client_w: asyncio.StreamWriter) -> None:
+        # Start-up messages carry no type byte: SSLRequest, then StartupMessage.
+        while True:
+            head = await client.readexactly(4)
+            length = int.from_bytes(head, "big")
+            body = await client.readexactly(length - 4)
+            server.write(head + body)
+            await server.drain()
+            code = int.from_bytes(body[:4], "big")
+            if code == 196608:  # protocol 3.0: the StartupMessage; typed messages follow
+                break
+            if code == 80877102:  # CancelRequest: nothing follows
+                return
+        while True:
+            kind = await client.readexactly(1)
+            head = await client.readexactly(4)
+            body = await client.readexactly(int.from_bytes(head, "big") - 4)
+            message = kind + head + body
+            if kind in (b"Q", b"S"):
+                mode = self.decide()
+                if mode == "before":
+                    self.cuts["before"] += 1
+                    return
+                server.write(message)
+                await server.drain()
+                if mode == "after":
+                    self.cuts["after"] += 1
+                    return
+                continue
+            if kind == b"X":  # Terminate
+                server.write(message)
+                await server.drain()
+                return
+            server.write(message)
+            await server.drain()

@@ -10,12 +10,23 @@ import asyncio
 import random
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import aiohttp
 import asyncpg
+import pytest
 
-from tests.faults import harness
+from examples import ledger
+from tests.factories import settings, wait_for_status
+from tests.faults import fault_tasks, harness
+from waypost.backends.process import ProcessBackend
+from waypost.engine import control
+from waypost.engine.backend import AttemptExit, ExitHandler
+from waypost.model.enums import RunStatus
+from waypost.model.run import TriggerRequest
+from waypost.runner.main import EXIT_STOPPED
+from waypost.standalone import Standalone
 from waypost.store.embedded import EmbeddedPostgres
 
 
@@ -124,3 +135,173 @@ async def test_sigterm_drains_attempts_in_flight_then_hands_over(
     harness.Report("SIGTERM with attempts in flight", {
         **figures, "sigterm_to_exit_s": round(stopped_in, 2), "drained": len(short),
         "handed_over": len(long)}).show()
+
+
+class PartitionedBackend(ProcessBackend):
+    """Real runner processes that the engine cannot stop, as a worker on a node cut off
+    from the control plane: ``stop`` is recorded and does nothing. Exits are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(max_parallel=4)
+        self.stops: list[tuple[uuid.UUID, str]] = []
+        self.exits: list[AttemptExit] = []
+
+    def set_exit_handler(self, handler: ExitHandler) -> None:
+        async def record(exit: AttemptExit) -> None:
+            self.exits.append(exit)
+            await handler(exit)
+        super().set_exit_handler(record)
+
+    async def stop(self, run_id: uuid.UUID, reason: str, *, force: bool = False) -> None:
+        self.stops.append((run_id, reason))
+
+
+async def test_runner_frozen_past_its_lease_is_fenced(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner SIGSTOPped past its lease, then SIGCONTed: the engine gave its run to a
+    new attempt meanwhile, so the woken runner's writes get 409 and it takes no further
+    step; the run succeeds once, from the successor."""
+    ledger_path = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv(ledger.LEDGER_ENV, str(ledger_path))
+    backend = PartitionedBackend()
+    stack = await Standalone(
+        settings(database_url, heartbeat_interval_seconds=0.3, missed_heartbeats=3,
+                 poll_interval_seconds=0.1), backend).start()
+    try:
+        await stack.register(fault_tasks.fault_steps)
+        run, _ = await control.trigger(stack.engine, "default", "fault-steps", TriggerRequest(
+            payload={"steps": 3, "pause": 1.0}))
+
+        async def first_step_done() -> bool:
+            return any(e["effect"] == "s0" for e in ledger.read(str(ledger_path)))
+        await harness.wait_until(first_step_done, 60, "the first step")
+        [frozen] = harness.runner_processes(stack.url)
+        frozen.suspend()  # SIGSTOP
+        stopped_at = time.monotonic()
+
+        async def successor_running() -> bool:
+            return await stack.engine.pool.fetchval(
+                "SELECT count(*) FROM attempts WHERE run_id = $1", uuid.UUID(run.id)) >= 2
+        await harness.wait_until(successor_running, 30, "a second attempt")
+        taken_over = time.monotonic() - stopped_at
+        assert (uuid.UUID(run.id), "heartbeat lost") in backend.stops
+        await asyncio.sleep(1.0)
+        frozen.resume()  # SIGCONT, while the successor runs
+
+        done = await wait_for_status(stack.engine, run.id, {RunStatus.SUCCEEDED}, timeout=60)
+
+        async def stale_runner_ended() -> bool:
+            return len(backend.exits) == 2
+        await harness.wait_until(stale_runner_ended, 30, "the woken runner to end")
+        # It was told 409 (superseded) and stopped: exit code 3, nothing more reported.
+        assert sorted(e.exit_code or 0 for e in backend.exits) == [0, EXIT_STOPPED], (
+            backend.exits)
+        entries = ledger.read(str(ledger_path))
+        # The woken runner took no step after the one it was frozen in.
+        assert not [e for e in entries if e["attempt"] == 1 and e["effect"] == "s2"], entries
+        figures = await harness.check_invariants(
+            stack.settings.database_url, [run.id], ledger_path, coordinator_url=stack.url)
+    finally:
+        await stack.stop()
+    assert done.result == {"steps": 3}
+    harness.Report("runner SIGSTOP past its lease, then SIGCONT", {
+        **figures, "lease_s": 0.9, "new_attempt_after_s": round(taken_over, 2),
+        "stale_runner_exit_code": EXIT_STOPPED}).show()
+
+
+async def test_connection_cut_at_commit(
+    own_postgres: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every connection goes through a proxy that cuts it at one statement end in
+    twelve, before or after the server got it: commits happen that the engine never
+    hears of, and others are rolled back. For 60 s under load, then the proxy
+    behaves; every run finishes once."""
+    rng = random.Random(12)
+    ledger_path = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv(ledger.LEDGER_ENV, str(ledger_path))
+    faulty = asyncio.Event()
+
+    def decide() -> str | None:
+        if faulty.is_set() and rng.random() < 1 / 12:
+            return rng.choice(["before", "after"])
+        return None
+
+    proxy = await harness.PgProxy(own_postgres.port, decide).start()
+    dsn = f"postgresql://postgres@127.0.0.1:{proxy.port}/waypost"
+    stack = await Standalone(
+        settings(dsn, heartbeat_interval_seconds=0.5, missed_heartbeats=4,
+                 poll_interval_seconds=0.2, start_timeout_seconds=5),
+        ProcessBackend(max_parallel=4)).start()
+    try:
+        await stack.register(fault_tasks.fault_steps)
+        load = harness.Load(stack.url, rate=1.0, payload={"steps": 3, "pause": 0.1})
+        stop = asyncio.Event()
+        faulty.set()
+        loader = asyncio.get_running_loop().create_task(load.run(stop))
+        await asyncio.sleep(60)
+        faulty.clear()
+        healed = time.monotonic()
+        stop.set()
+        await loader
+        direct = own_postgres.dsn_for("waypost")
+        await harness.wait_until(lambda: harness.all_settled(direct, load.run_ids), 180,
+                                 "every run to finish")
+        settled = time.monotonic() - healed
+        figures = await harness.check_invariants(direct, load.run_ids, ledger_path,
+                                                 coordinator_url=stack.url)
+    finally:
+        await stack.stop()
+        await proxy.close()
+    assert figures["statuses"] == {"succeeded": len(load.run_ids)}, figures
+    assert proxy.cuts["before"] > 0 and proxy.cuts["after"] > 0, proxy.cuts
+    harness.Report("connection cut at COMMIT (1 in 12 statement ends, 60 s)", {
+        **figures, "cuts_before_commit": proxy.cuts["before"],
+        "cuts_after_commit": proxy.cuts["after"],
+        "settled_after_heal_s": round(settled, 1)}).show()
+
+
+async def test_postgres_restarted_under_load(
+    own_postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """Postgres is restarted every 5-40 s for 3 minutes while runs are triggered at 1 a
+    second (as DBOS tests itself); the engine rides through each restart."""
+    rng = random.Random(40)
+    dsn = own_postgres.dsn_for("waypost")
+    engine = harness.DevEngine(dsn, tmp_path / "engine")
+    engine.start()
+    await engine.ready()
+    load = harness.Load(engine.url, rate=1.0, payload={"steps": 3, "pause": 0.1})
+    stop = asyncio.Event()
+    loader = asyncio.get_running_loop().create_task(load.run(stop))
+    recoveries: list[float] = []
+    restarts = 0
+    try:
+        end = time.monotonic() + 180
+        while True:
+            wait = harness.jitter(5, 40, rng)
+            if time.monotonic() + wait > end:
+                break
+            await asyncio.sleep(wait)
+            await asyncio.to_thread(own_postgres.stop, "fast")
+            await asyncio.sleep(harness.jitter(0.5, 3, rng))
+            await asyncio.to_thread(own_postgres.start)
+            back = time.monotonic()
+            restarts += 1
+            await engine.ready(timeout=120)
+            recoveries.append(time.monotonic() - back)
+        stop.set()
+        await loader
+        settle = await harness.wait_until(lambda: harness.all_settled(dsn, load.run_ids), 240,
+                                          "every run to finish")
+        figures = await harness.check_invariants(dsn, load.run_ids, engine.ledger_path,
+                                                 coordinator_url=engine.url)
+    finally:
+        stop.set()
+        engine.stop()
+    assert restarts >= 4
+    assert figures["statuses"] == {"succeeded": len(load.run_ids)}, figures
+    harness.Report("Postgres restarted every 5-40 s for 3 min under load", {
+        **figures, "restarts": restarts,
+        "ready_after_restart_s_max": round(max(recoveries), 2),
+        "settle_after_load_s": round(settle, 1)}).show()

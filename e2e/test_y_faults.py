@@ -1,0 +1,496 @@
+"""Fault scenarios on the real cluster (issue 16, section 6; docs/reliability.md).
+
+One release of its own (2 operator replicas, the bundled Postgres on a hostPath
+PersistentVolume so that deleting its Pod keeps the data) in a namespace of its own.
+Each scenario disrupts the cluster, restores it, and ends with the invariant check:
+every run terminal exactly once (or still active), one succeeded attempt and it is
+the last, nothing running past its lease, no runner Pod left behind. Figures are
+printed as ``FAULT-REPORT`` lines.
+
+The kubelet and helm-upgrade scenarios are slower; they run with
+``WAYPOST_E2E_SLOW_FAULTS=1`` (docs/reliability.md shows a recent full run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from e2e_support import uses_harness, wait_until
+from test_operator import CHART, REPO, VERSION, apply, kubectl, sh, task
+
+pytestmark = pytest.mark.faults
+
+RELEASE = "wpfault"
+SLOW = os.environ.get("WAYPOST_E2E_SLOW_FAULTS") == "1"
+E2E_RUN = Path(os.environ.get("E2E_RUN", "/run/waypost-e2e"))
+E2E_STATE = Path(os.environ.get("E2E_STATE", "/var/lib/waypost-e2e"))
+LOGDIR = Path("/var/log/waypost-e2e")
+TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled", "expired"}
+# Short leases, so that a lost attempt is noticed in seconds.
+HEARTBEAT_S, MISSED = 2, 5
+
+
+def report(scenario: str, **figures: Any) -> None:
+    line = json.dumps({"scenario": scenario, **figures}, default=str)
+    print(f"\nFAULT-REPORT {line}", flush=True)
+    out = os.environ.get("WAYPOST_FAULT_REPORT")
+    if out:
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+def _images_present() -> bool:
+    listed = subprocess.run(
+        ["ctr", "--address", str(E2E_RUN / "containerd.sock"), "-n", "k8s.io", "images", "ls",
+         "-q"], capture_output=True, text=True, check=False).stdout
+    wanted = [f"docker.io/library/waypost-{n}:{VERSION}" for n in ("runner", "examples",
+                                                                   "operator")]
+    return all(w in listed for w in wanted) and "waypost-e2e-postgres:15" in listed
+
+
+@pytest.fixture(scope="module")
+def fault_images() -> str:
+    if not uses_harness():
+        pytest.fail("the fault scenarios stop cluster components: they need the harness "
+                    "cluster (make e2e-up)", pytrace=False)
+    # test_operator built them in this session; a run of this module alone builds them.
+    if not _images_present():
+        sh(str(REPO / "runner-image/build-images"), "runner", "examples", "operator",
+           "postgres", timeout=2400)
+    return "waypost-e2e-postgres:15"
+
+
+@pytest.fixture(scope="module")
+def fns(api: client.ApiClient) -> Iterator[str]:
+    name = f"wp-faults-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def frelease(fault_images: str, fns: str, api: client.ApiClient) -> Iterator[dict[str, str]]:
+    helm = sh(str(REPO / "charts/tools/ensure-helm"), timeout=1800).stdout.strip()
+    kubectl("apply", "-f", str(REPO / "crds"))
+    kubectl("wait", "--for=condition=Established", "crd/tasks.waypost.dev",
+            "crd/taskruns.waypost.dev", "--timeout=60s", timeout=70)
+    # The bundled Postgres keeps its data on a hostPath volume (the harness has no
+    # provisioner): deleting its Pod must not delete the runs.
+    data = E2E_STATE / "faults-pv" / fns
+    data.mkdir(parents=True, exist_ok=True)
+    os.chown(data, 999, 999)
+    pv = f"{fns}-pg"
+    apply({"apiVersion": "v1", "kind": "PersistentVolume",
+           "metadata": {"name": pv},
+           "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": f"{fns}-local",
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": str(data), "type": "Directory"}}})
+    repo, tag = fault_images.rsplit(":", 1)
+    sh(helm, "install", RELEASE, str(CHART), "--namespace", fns,
+       "--set", "operator.replicas=2", "--set", "crds.install=false",
+       "--set", "postgresql.enabled=true",
+       "--set", f"postgresql.image.repository={repo}",
+       "--set-string", f"postgresql.image.tag={tag}",
+       "--set", "postgresql.persistence.enabled=true",
+       "--set", f"postgresql.persistence.storageClass={fns}-local",
+       "--set", "postgresql.persistence.size=1Gi",
+       "--set", f"operator.engine.heartbeatIntervalSeconds={HEARTBEAT_S}",
+       "--set", f"operator.engine.missedHeartbeats={MISSED}",
+       "--set", "operator.engine.pollIntervalSeconds=1",
+       timeout=300)
+    rollout(fns)
+    service = client.CoreV1Api(api).read_namespaced_service(f"{RELEASE}-waypost", fns)
+    info = {"namespace": fns, "url": f"http://{service.spec.cluster_ip}:8080", "helm": helm}
+    yield info
+    sh(helm, "uninstall", RELEASE, "--namespace", fns, "--wait", timeout=300, check=False)
+    kubectl("delete", "pvc", "--all", "-n", fns, "--wait=false", check=False)
+    kubectl("delete", "pv", pv, "--wait=false", check=False)
+
+
+def rollout(ns: str) -> None:
+    kubectl("rollout", "status", f"deployment/{RELEASE}-waypost", "-n", ns,
+            "--timeout=300s", timeout=320)
+
+
+# --- the API, psql and the invariants -------------------------------------------------
+
+def http(release: dict[str, str], method: str, path: str, body: Any = None,
+         timeout: float = 10) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(release["url"] + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def ready(release: dict[str, str]) -> bool:
+    try:
+        return http(release, "GET", "/readyz", timeout=3)[0] == 200
+    except (OSError, ValueError):
+        return False
+
+
+def trigger(release: dict[str, str], task_name: str, payload: Any, key: str) -> str:
+    """Trigger through outages: the same idempotency key makes a retry return the run."""
+    def once() -> str | None:
+        try:
+            status, doc = http(release, "POST",
+                               f"/v1/tasks/{release['namespace']}/{task_name}/trigger",
+                               {"payload": payload, "idempotencyKey": key})
+        except (OSError, ValueError):
+            return None
+        if status in (200, 201):
+            return str(doc["id"])
+        assert status >= 500, (status, doc)
+        return None
+    run_id: str = wait_until(once, 180, f"trigger {key}")
+    return run_id
+
+
+def psql(ns: str, sql: str) -> list[list[str]]:
+    out = kubectl("exec", "-n", ns, f"{RELEASE}-waypost-postgresql-0", "--", "psql", "-U",
+                  "waypost", "-d", "waypost", "-At", "-F", "\t", "-c", sql, timeout=60).stdout
+    return [line.split("\t") for line in out.splitlines() if line]
+
+
+def ids_sql(run_ids: list[str]) -> str:
+    return "ARRAY[" + ",".join(f"'{r}'::uuid" for r in run_ids) + "]"
+
+
+def settled(ns: str, run_ids: list[str]) -> bool:
+    try:
+        rows = psql(ns, f"SELECT count(*) FROM waypost.runs WHERE id = ANY({ids_sql(run_ids)}) "
+                        "AND status NOT IN ('succeeded','failed','dead_lettered','cancelled',"
+                        "'expired')")
+    except AssertionError:  # Postgres is still coming back
+        return False
+    return rows == [["0"]]
+
+
+def runner_pods(api: client.ApiClient, ns: str, run_ids: list[str]) -> list[str]:
+    pods = client.CoreV1Api(api).list_namespaced_pod(ns, label_selector="waypost.dev/run-id")
+    wanted = set(run_ids)
+    return [p.metadata.name for p in pods.items
+            if (p.metadata.labels or {}).get("waypost.dev/run-id") in wanted]
+
+
+def check_invariants(api: client.ApiClient, ns: str, run_ids: list[str]) -> dict[str, Any]:
+    ids = ids_sql(run_ids)
+    runs = {r[0]: (r[1], int(r[2])) for r in psql(
+        ns, f"SELECT id, status, attempt FROM waypost.runs WHERE id = ANY({ids})")}
+    assert set(runs) == set(run_ids), "a triggered run is missing"
+    attempts: dict[str, list[tuple[int, str, str]]] = {r: [] for r in run_ids}
+    for rid, n, status, err in psql(
+            ns, "SELECT run_id, attempt, status, coalesce(error->>'type', '') FROM "
+                f"waypost.attempts WHERE run_id = ANY({ids}) ORDER BY run_id, attempt"):
+        attempts[rid].append((int(n), status, err))
+    terminal_events = {r[0]: int(r[1]) for r in psql(
+        ns, "SELECT run_id, count(*) FROM waypost.run_events WHERE kind = 'status' AND "
+            "data->>'status' IN ('succeeded','failed','dead_lettered','cancelled','expired') "
+            f"AND run_id = ANY({ids}) GROUP BY run_id")}
+    stuck = psql(ns, "SELECT run_id FROM waypost.run_queue WHERE state = 'running' AND "
+                     f"run_id = ANY({ids}) AND lease_expires_at < now() - interval '15 s'")
+    statuses: dict[str, int] = {}
+    for rid, (status, attempt) in runs.items():
+        statuses[status] = statuses.get(status, 0) + 1
+        tried = attempts[rid]
+        assert [a[0] for a in tried] == list(range(1, len(tried) + 1)), (rid, tried)
+        won = [a for a in tried if a[1] == "succeeded"]
+        if status in TERMINAL:
+            assert terminal_events.get(rid) == 1, (rid, status, terminal_events.get(rid))
+        else:
+            assert terminal_events.get(rid) is None, (rid, status)
+        if status == "succeeded":
+            assert len(won) == 1 and won[0][0] == attempt == len(tried), (rid, tried)
+        else:
+            assert not won, (rid, status, tried)
+    assert not stuck, f"attempts past their lease: {stuck}"
+    wait_until(lambda: not runner_pods(api, ns, run_ids), 120, "runner Pods to go")
+    total = sum(len(a) for a in attempts.values())
+    return {"runs": len(runs), "statuses": statuses, "attempts": total,
+            "runs_redone": sum(1 for a in attempts.values() if len(a) > 1),
+            "lost_attempts": sum(1 for a in attempts.values() for x in a if x[2] == "lost")}
+
+
+def sleeper(release: dict[str, str], name: str, **spec: Any) -> None:
+    body = {"timeout": {"maxDuration": "300s"},
+            "retry": {"maxAttempts": 10, "backoff": {"initialSeconds": 1, "maxSeconds": 5}},
+            **spec}
+    apply(task(release["namespace"], name, "examples.flaky:sleepy", **body))
+    kubectl("wait", "--for=condition=Ready", f"task/{name}", "-n", release["namespace"],
+            "--timeout=120s", timeout=130)
+
+
+def running_count(ns: str, run_ids: list[str]) -> int:
+    rows = psql(ns, f"SELECT count(*) FROM waypost.runs WHERE id = ANY({ids_sql(run_ids)}) "
+                    "AND status = 'running'")
+    return int(rows[0][0])
+
+
+# --- cluster components ---------------------------------------------------------------
+
+class Component:
+    """A harness component (e2e/cluster/up) stopped and started again with the same
+    command line, environment and log, its pid file kept current for `down`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pid_file = E2E_RUN / "pids" / f"{name}.pid"
+        pid = int(self.pid_file.read_text())
+        self.cmd = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        env_raw = Path(f"/proc/{pid}/environ").read_bytes().rstrip(b"\0").split(b"\0")
+        self.env = dict(e.decode().split("=", 1) for e in env_raw if b"=" in e)
+        self.cwd = os.readlink(f"/proc/{pid}/cwd")
+        self.pid = pid
+
+    def stop(self) -> None:
+        os.kill(self.pid, signal.SIGTERM)
+        wait_until(lambda: not _alive(self.pid), 60, f"{self.name} to stop")
+
+    def start(self) -> None:
+        with open(LOGDIR / f"{self.name}.log", "ab") as log:
+            proc = subprocess.Popen([c.decode() for c in self.cmd], env=self.env, cwd=self.cwd,
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    close_fds=True)
+        self.pid = proc.pid
+        self.pid_file.write_text(f"{proc.pid}\n")
+
+
+def _alive(pid: int) -> bool:
+    # A component we started again earlier is our child: reap it once it exits.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def apiserver_up(api: client.ApiClient) -> bool:
+    try:
+        client.VersionApi(api).get_code(_request_timeout=3)
+        return True
+    except Exception:
+        return False
+
+
+# --- scenarios ------------------------------------------------------------------------
+
+def test_bundled_postgres_pod_deleted_with_20_runs_in_flight(
+    frelease: dict[str, str], api: client.ApiClient
+) -> None:
+    ns = frelease["namespace"]
+    sleeper(frelease, "pg-nap")
+    run_ids = [trigger(frelease, "pg-nap", {"seconds": 12}, f"pg-{i}") for i in range(20)]
+    wait_until(lambda: running_count(ns, run_ids) >= 4, 300, "attempts in flight")
+    in_flight = running_count(ns, run_ids)
+    kubectl("delete", "pod", f"{RELEASE}-waypost-postgresql-0", "-n", ns, "--wait=false")
+    gone = time.monotonic()
+    wait_until(lambda: not ready(frelease), 60, "the operator to notice")
+    wait_until(lambda: ready(frelease), 300, "the operator to be ready again")
+    recovered = time.monotonic() - gone
+    wait_until(lambda: settled(ns, run_ids), 600, "every run to finish")
+    finished = time.monotonic() - gone
+    figures = check_invariants(api, ns, run_ids)
+    assert figures["statuses"] == {"succeeded": 20}, figures
+    report("bundled Postgres Pod deleted, 20 runs in flight", **figures,
+           running_at_delete=in_flight, ready_again_s=round(recovered, 1),
+           all_finished_s=round(finished, 1))
+
+
+def test_apiserver_stopped_30s_with_runs_in_flight(
+    frelease: dict[str, str], api: client.ApiClient
+) -> None:
+    ns = frelease["namespace"]
+    sleeper(frelease, "api-nap")
+    run_ids = [trigger(frelease, "api-nap", {"seconds": 10}, f"api-{i}") for i in range(6)]
+    wait_until(lambda: running_count(ns, run_ids) >= 2, 300, "attempts in flight")
+    apiserver = Component("kube-apiserver")
+    apiserver.stop()
+    stopped = time.monotonic()
+    try:
+        # Runs keep going without the apiserver: the coordinator and Postgres are up.
+        time.sleep(30)
+    finally:
+        apiserver.start()
+    wait_until(lambda: apiserver_up(api), 120, "the apiserver")
+    back = time.monotonic() - stopped
+    # A run triggered through kubectl after the outage is served too (watches resumed).
+    apply({"apiVersion": "waypost.dev/v1alpha1", "kind": "TaskRun",
+           "metadata": {"name": "after-outage", "namespace": ns},
+           "spec": {"taskRef": {"name": "api-nap"}, "payload": {"seconds": 1}}})
+    wait_until(lambda: settled(ns, run_ids), 600, "every run to finish")
+    taskrun = wait_until(lambda: _taskrun_reason(ns, "after-outage") in {"Succeeded"} and
+                         _taskrun_status(ns, "after-outage"), 300, "the TaskRun after it")
+    finished = time.monotonic() - stopped
+    run_ids.append(taskrun["runId"])
+    figures = check_invariants(api, ns, run_ids)
+    assert figures["statuses"] == {"succeeded": len(run_ids)}, figures
+    report("kube-apiserver stopped 30 s", **figures, apiserver_back_s=round(back, 1),
+           all_finished_s=round(finished, 1))
+
+
+def _taskrun_status(ns: str, name: str) -> dict[str, Any]:
+    out = kubectl("get", "taskrun", name, "-n", ns, "-o", "json", check=False).stdout
+    return (json.loads(out).get("status") or {}) if out else {}
+
+
+def _taskrun_reason(ns: str, name: str) -> str | None:
+    for c in _taskrun_status(ns, name).get("conditions") or []:
+        if c["type"] == "Succeeded":
+            return str(c["reason"])
+    return None
+
+
+def test_watch_answered_410_gone_after_an_etcd_compaction(
+    frelease: dict[str, str], api: client.ApiClient
+) -> None:
+    """The apiserver is stopped, etcd compacted to its newest revision and the
+    apiserver started again: the operator's watches resume from a resourceVersion
+    that no longer exists, get 410 Gone and must list again. TaskRuns created after
+    it are served."""
+    ns = frelease["namespace"]
+    sleeper(frelease, "gone-nap")
+    apiserver = Component("kube-apiserver")
+    apiserver.stop()
+    try:
+        etcd = "http://127.0.0.1:23790"
+        rev = _etcd(etcd, "/v3/kv/range", {"key": "AA=="})["header"]["revision"]
+        _etcd(etcd, "/v3/kv/compaction", {"revision": rev, "physical": True})
+    finally:
+        apiserver.start()
+    started = time.monotonic()
+    wait_until(lambda: apiserver_up(api), 120, "the apiserver")
+    names = [f"gone-{i}" for i in range(3)]
+    for name in names:
+        apply({"apiVersion": "waypost.dev/v1alpha1", "kind": "TaskRun",
+               "metadata": {"name": name, "namespace": ns},
+               "spec": {"taskRef": {"name": "gone-nap"}, "payload": {"seconds": 1}}})
+    statuses = [wait_until(lambda n=name: _taskrun_reason(ns, n) == "Succeeded" and
+                           _taskrun_status(ns, n), 300, f"TaskRun {name}") for name in names]
+    took = time.monotonic() - started
+    run_ids = [s["runId"] for s in statuses]
+    figures = check_invariants(api, ns, run_ids)
+    logs = "".join(kubectl("logs", "-n", ns, p, check=False).stdout for p in _operator_pods(ns))
+    gone_seen = logs.count("410") + logs.lower().count("too old")
+    report("watch answered 410 Gone (etcd compacted)", **figures, compacted_revision=rev,
+           taskruns_done_after_restart_s=round(took, 1), gone_lines_in_operator_logs=gone_seen)
+
+
+def _etcd(base: str, path: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _operator_pods(ns: str) -> list[str]:
+    out = kubectl("get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator",
+                  "-o", "name").stdout
+    return out.split()
+
+
+def test_task_deleted_while_its_runs_run(
+    frelease: dict[str, str], api: client.ApiClient
+) -> None:
+    """Deleting a Task cancels its waiting runs; the running ones finish (engine
+    control.delete_task). No Pod is left behind."""
+    ns = frelease["namespace"]
+    sleeper(frelease, "doomed", queue={"maxConcurrency": 2})
+    run_ids = [trigger(frelease, "doomed", {"seconds": 8}, f"doomed-{i}") for i in range(6)]
+    wait_until(lambda: running_count(ns, run_ids) == 2, 300, "two attempts in flight")
+    running = {r[0] for r in psql(ns, "SELECT id FROM waypost.runs WHERE status = 'running' "
+                                      f"AND id = ANY({ids_sql(run_ids)})")}
+    kubectl("delete", "task", "doomed", "-n", ns)
+    deleted = time.monotonic()
+    wait_until(lambda: settled(ns, run_ids), 300, "every run to end")
+    took = time.monotonic() - deleted
+    figures = check_invariants(api, ns, run_ids)
+    final = {r[0]: r[1] for r in psql(ns, "SELECT id, status FROM waypost.runs WHERE "
+                                          f"id = ANY({ids_sql(run_ids)})")}
+    assert all(final[r] == "succeeded" for r in running), final
+    assert all(final[r] == "cancelled" for r in set(run_ids) - running), final
+    report("Task deleted while its runs run", **figures, running_at_delete=len(running),
+           all_ended_s=round(took, 1))
+
+
+@pytest.mark.skipif(not SLOW, reason="slow fault: WAYPOST_E2E_SLOW_FAULTS=1")
+def test_kubelet_stopped_60s_while_an_attempt_runs(
+    frelease: dict[str, str], api: client.ApiClient
+) -> None:
+    ns = frelease["namespace"]
+    sleeper(frelease, "node-nap")
+    run_ids = [trigger(frelease, "node-nap", {"seconds": 30}, f"node-{i}") for i in range(3)]
+    wait_until(lambda: running_count(ns, run_ids) >= 1, 300, "an attempt in flight")
+    kubelet = Component("kubelet")
+    kubelet.stop()
+    stopped = time.monotonic()
+    try:
+        time.sleep(60)
+    finally:
+        kubelet.start()
+    node_ready = wait_until(lambda: _node_ready(api), 180, "the node to be Ready again")
+    del node_ready
+    back = time.monotonic() - stopped
+    wait_until(lambda: settled(ns, run_ids), 600, "every run to finish")
+    finished = time.monotonic() - stopped
+    figures = check_invariants(api, ns, run_ids)
+    assert figures["statuses"] == {"succeeded": len(run_ids)}, figures
+    report("kubelet stopped 60 s", **figures, node_ready_after_s=round(back, 1),
+           all_finished_s=round(finished, 1))
+
+
+def _node_ready(api: client.ApiClient) -> bool:
+    for node in client.CoreV1Api(api).list_node().items:
+        for c in node.status.conditions or []:
+            if c.type == "Ready":
+                return bool(c.status == "True")
+    return False
+
+
+@pytest.mark.skipif(not SLOW, reason="slow fault: WAYPOST_E2E_SLOW_FAULTS=1")
+def test_helm_upgrade_to_a_changed_image_with_runs_in_flight(
+    frelease: dict[str, str], api: client.ApiClient
+) -> None:
+    ns = frelease["namespace"]
+    sleeper(frelease, "upgrade-nap")
+    run_ids = [trigger(frelease, "upgrade-nap", {"seconds": 10}, f"up-{i}") for i in range(8)]
+    wait_until(lambda: running_count(ns, run_ids) >= 2, 300, "attempts in flight")
+    # The same operator image under a new tag: a changed image reference, a rollout.
+    new_tag = f"{VERSION}-upgrade"
+    subprocess.run(["ctr", "--address", str(E2E_RUN / "containerd.sock"), "-n", "k8s.io",
+                    "images", "tag", "--force", f"docker.io/library/waypost-operator:{VERSION}",
+                    f"docker.io/library/waypost-operator:{new_tag}"], check=True)
+    started = time.monotonic()
+    sh(frelease["helm"], "upgrade", RELEASE, str(CHART), "--namespace", ns, "--reuse-values",
+       "--set-string", f"operator.image.tag={new_tag}", timeout=300)
+    rollout(ns)
+    rolled = time.monotonic() - started
+    images = kubectl("get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator",
+                     "-o", "jsonpath={.items[*].spec.containers[0].image}").stdout.split()
+    assert images and all(i.endswith(new_tag) for i in images), images
+    wait_until(lambda: settled(ns, run_ids), 600, "every run to finish")
+    finished = time.monotonic() - started
+    figures = check_invariants(api, ns, run_ids)
+    assert figures["statuses"] == {"succeeded": len(run_ids)}, figures
+    report("helm upgrade (rolling) with runs in flight", **figures,
+           rollout_s=round(rolled, 1), all_finished_s=round(finished, 1))
