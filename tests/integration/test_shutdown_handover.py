@@ -24,13 +24,13 @@ async def test_shutdown_drains_then_hands_over(
 ) -> None:
     monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.jsonl"))
     stack = await Standalone(
-        settings(database_url, missed_heartbeats=10, shutdown_grace_seconds=1.5),
+        settings(database_url, missed_heartbeats=10, shutdown_grace_seconds=15),
         ProcessBackend(max_parallel=2)).start()
     await stack.register(fault_tasks.fault_steps)
     quick, _ = await control.trigger(stack.engine, "default", "fault-steps", TriggerRequest(
         payload={"steps": 1, "pause": 0.3}))
     slow, _ = await control.trigger(stack.engine, "default", "fault-steps", TriggerRequest(
-        payload={"steps": 2, "pause": 30}))
+        payload={"steps": 2, "pause": 120}))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
     while len(stack.backend.running()) < 2:
