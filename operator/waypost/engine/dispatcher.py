@@ -29,6 +29,10 @@ from waypost.store.runs import ClaimedAttempt
 
 log = logging.getLogger("waypost.engine.dispatcher")
 
+#: How long the end of an attempt is retried while the store is unreachable; after
+#: that, the attempt's lease running out retries it (the reaper's job).
+EXIT_REPORT_PATIENCE_SECONDS = 60.0
+
 
 @functools.lru_cache(maxsize=512)
 def _parse_spec(spec_json: str) -> TaskSpec:
@@ -88,7 +92,27 @@ class Dispatcher:
         self._wake.set()
 
     async def _on_exit(self, exit: AttemptExit) -> None:
-        await attempts.report_exit(self.engine, exit)
+        # A worker's end seen during a database outage is recorded once the store is
+        # back, not dropped: the attempt would otherwise wait for its lease to run out
+        # (and a cancelled or handed-over run would be retried as lost).
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + EXIT_REPORT_PATIENCE_SECONDS
+        failures = 0
+        while True:
+            try:
+                await attempts.report_exit(self.engine, exit)
+                break
+            except (*store_pool.UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+                failures += 1
+                if loop.time() >= give_up:
+                    log.warning("could not record the end of an attempt; its lease decides",
+                                extra={"run_id": str(exit.run_id), "error": str(exc)})
+                    break
+                if failures == 1:
+                    log.warning("store unavailable; the end of an attempt is recorded when "
+                                "it is back", extra={"run_id": str(exit.run_id),
+                                                     "error": str(exc)})
+                await asyncio.sleep(aiotime.reconnect_delay(failures, ceiling=5.0))
         self._wake.set()  # a slot is free
 
     def wake(self) -> None:
