@@ -66,10 +66,10 @@ async def test_engine_sigkilled_during_dispatch_20_times(
                         f"kill-late-{len(run_ids)}-{j}"))
             settle = await harness.wait_until(
                 lambda: harness.all_settled(dsn, run_ids), 240, "every run to finish")
-            figures = await harness.check_invariants(
-                dsn, run_ids, engine.ledger_path, coordinator_url=engine.url)
+            figures = await harness.check_invariants(dsn, run_ids, engine.ledger_path)
         finally:
             engine.stop()
+    await harness.no_runner_left(engine.url)
     assert figures["statuses"] == {"succeeded": len(run_ids)}, figures
     harness.Report("engine SIGKILL x20 during dispatch", {
         **figures, "kills": 20,
@@ -99,8 +99,13 @@ async def test_sigterm_drains_attempts_in_flight_then_hands_over(
                                         f"queued-{i}") for i in range(4)]
 
         async def all_four_running() -> bool:
-            return len(harness.runner_processes(engine.url)) == 4
-        await harness.wait_until(all_four_running, 60, "4 attempts in flight")
+            conn = await asyncpg.connect(dsn)
+            try:
+                return bool(await conn.fetchval(
+                    "SELECT count(*) FROM waypost.runs WHERE status = 'running'") == 4)
+            finally:
+                await conn.close()
+        await harness.wait_until(all_four_running, 120, "4 attempts in flight")
         await asyncio.sleep(1.0)
         sent = time.monotonic()
         engine.signal(signal.SIGTERM)
@@ -131,9 +136,9 @@ async def test_sigterm_drains_attempts_in_flight_then_hands_over(
         runs = short + long + queued
         await harness.wait_until(lambda: harness.all_settled(dsn, runs), 120,
                                  "the next engine to finish the runs")
-        figures = await harness.check_invariants(dsn, runs, engine.ledger_path,
-                                                 coordinator_url=engine.url)
+        figures = await harness.check_invariants(dsn, runs, engine.ledger_path)
         engine.stop()
+    await harness.no_runner_left(engine.url)
     assert figures["statuses"] == {"succeeded": len(runs)}, figures
     harness.Report("SIGTERM with attempts in flight", {
         **figures, "sigterm_to_exit_s": round(stopped_in, 2), "drained": len(short),
@@ -204,9 +209,10 @@ async def test_runner_frozen_past_its_lease_is_fenced(
         # The woken runner took no step after the one it was frozen in.
         assert not [e for e in entries if e["attempt"] == 1 and e["effect"] == "s2"], entries
         figures = await harness.check_invariants(
-            stack.settings.database_url, [run.id], ledger_path, coordinator_url=stack.url)
+            stack.settings.database_url, [run.id], ledger_path)
     finally:
         await stack.stop()
+    await harness.no_runner_left(stack.url)
     assert done.result == {"steps": 3}
     harness.Report("runner SIGSTOP past its lease, then SIGCONT", {
         **figures, "lease_s": 0.9, "new_attempt_after_s": round(taken_over, 2),
@@ -251,11 +257,11 @@ async def test_connection_cut_at_commit(
         await harness.wait_until(lambda: harness.all_settled(direct, load.run_ids), 180,
                                  "every run to finish")
         settled = time.monotonic() - healed
-        figures = await harness.check_invariants(direct, load.run_ids, ledger_path,
-                                                 coordinator_url=stack.url)
+        figures = await harness.check_invariants(direct, load.run_ids, ledger_path)
     finally:
         await stack.stop()
         await proxy.close()
+    await harness.no_runner_left(stack.url)
     assert figures["statuses"] == {"succeeded": len(load.run_ids)}, figures
     assert proxy.cuts["before"] > 0 and proxy.cuts["after"] > 0, proxy.cuts
     harness.Report("connection cut at COMMIT (1 in 12 statement ends, 60 s)", {
@@ -298,11 +304,11 @@ async def test_postgres_restarted_under_load(
         await loader
         settle = await harness.wait_until(lambda: harness.all_settled(dsn, load.run_ids), 600,
                                           "every run to finish")
-        figures = await harness.check_invariants(dsn, load.run_ids, engine.ledger_path,
-                                                 coordinator_url=engine.url)
+        figures = await harness.check_invariants(dsn, load.run_ids, engine.ledger_path)
     finally:
         stop.set()
         engine.stop()
+    await harness.no_runner_left(engine.url)
     assert restarts >= 4
     assert figures["statuses"] == {"succeeded": len(load.run_ids)}, figures
     harness.Report("Postgres restarted every 5-40 s for 3 min under load", {
