@@ -39,6 +39,9 @@ def settings(database_url: str, **overrides: object) -> Settings:
         "heartbeat_interval_seconds": 1.0,
         "missed_heartbeats": 3,
         "poll_interval_seconds": 0.5,
+        # A test that stops its engine with runs in flight hands them over at once
+        # rather than waiting the 20 s default for them (test_shutdown_handover).
+        "shutdown_grace_seconds": 1.0,
     }
     base.update(overrides)
     return Settings.model_validate(base)
