@@ -51,7 +51,7 @@ test: deps venv lint types imports chart-lint
 
 # The fault suite (docs/reliability.md): Postgres restarted and cut mid-COMMIT, the
 # engine SIGKILLed and SIGTERMed, a runner frozen past its lease, each scenario ending
-# with the invariant check. About 10 minutes; `.ci/run` runs it after `make test`.
+# with the invariant check. 10-25 minutes; `.ci/run` runs it after `make test`.
 # FAULTS_ARGS for pytest flags (e.g. -k sigterm); WAYPOST_FAULT_REPORT=file collects
 # each scenario's figures as JSON lines.
 FAULTS_ARGS ?=
