@@ -238,6 +238,45 @@ def test_both_replicas_ready_and_one_holds_the_lease(
     assert api_get(release, "/readyz")["status"] == "ready"
 
 
+def test_operator_waited_for_the_bundled_postgres_without_restarting(
+    release: dict[str, str], api: client.ApiClient
+) -> None:
+    """The chart starts the operator and its Postgres together: the operator waits
+    (alive, not ready) instead of crash-looping (issue 16: 2 restarts per replica)."""
+    pods = operator_pods(api, release["namespace"])
+    restarts = {p.metadata.name: sum(c.restart_count for c in p.status.container_statuses or [])
+                for p in pods}
+    assert restarts and all(n == 0 for n in restarts.values()), restarts
+
+
+def test_taskruns_with_large_payloads_finish_and_can_be_deleted(
+    release: dict[str, str]
+) -> None:
+    """kopf's bookkeeping never carries the payload (issue 16: between about 256 KiB
+    and the 512 KiB limit the annotations went over the apiserver's 256 KiB, every
+    patch was refused and the TaskRun could never be deleted). Created with
+    `kubectl create`: `kubectl apply` keeps a copy of the object in an annotation."""
+    ns = release["namespace"]
+    apply(task(ns, "big-hello", "examples.hello:hello", resources={"memory": "128Mi"}))
+    big = taskrun(ns, "big-300k", "big-hello", {"name": "big", "blob": "x" * (300 * 1024)})
+    kubectl("create", "-f", "-", stdin=json.dumps(big))
+    kubectl("wait", "--for=condition=Succeeded", "taskrun/big-300k", "-n", ns,
+            "--timeout=180s", timeout=190)
+    assert status_of(ns, "taskrun", "big-300k")["result"]["greeting"] == "Hello, big!"
+    # Over the 512 KiB payload limit: refused, and said so in the status.
+    too_big = taskrun(ns, "big-600k", "big-hello", {"name": "no", "blob": "x" * (600 * 1024)})
+    kubectl("create", "-f", "-", stdin=json.dumps(too_big))
+    kubectl("wait", "--for=condition=Succeeded=False", "taskrun/big-600k", "-n", ns,
+            "--timeout=120s", timeout=130)
+    [cond] = [c for c in status_of(ns, "taskrun", "big-600k")["conditions"]
+              if c["type"] == "Succeeded"]
+    assert "over the limit" in cond["message"], cond
+    for name in ("big-300k", "big-600k"):
+        kubectl("delete", "taskrun", name, "-n", ns, "--timeout=60s", timeout=70)
+        gone = kubectl("get", "taskrun", name, "-n", ns, check=False)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
 def test_taskrun_succeeds_and_kubectl_wait_returns(release: dict[str, str]) -> None:
     """The README's example manifest, applied as the README says."""
     ns = release["namespace"]

@@ -46,14 +46,22 @@ def _describe(exc: ValidationError) -> str:
     )
 
 
+KOPF_IGNORED_FIELDS = ("spec.payload", "spec.replay.payload")
+
+
 @kopf.on.startup(registry=registry)
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's bookkeeping stays under our own prefix, with a domain-qualified finalizer.
     settings.persistence.finalizer = k8s.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=k8s.KOPF_ANNOTATION_PREFIX)
+    # The diff base never carries a TaskRun's payload: up to the payload limit (512 KiB)
+    # it would push the annotations past the apiserver's 256 KiB, after which every
+    # patch, the finalizer's removal included, is refused. A TaskRun's spec is
+    # immutable, so no handler needs the payload's diff.
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=k8s.KOPF_ANNOTATION_PREFIX, key=k8s.KOPF_LAST_HANDLED_KEY)
+        prefix=k8s.KOPF_ANNOTATION_PREFIX, key=k8s.KOPF_LAST_HANDLED_KEY,
+        ignored_fields=KOPF_IGNORED_FIELDS)
     # Only warnings become Kubernetes Events (kopf posts every INFO line by default).
     settings.posting.level = logging.WARNING
     # Bookmarks and an inactivity timeout keep a silently frozen watch from lasting.

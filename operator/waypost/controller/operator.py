@@ -27,7 +27,7 @@ from waypost.controller import handlers
 from waypost.controller.leader import ElectionTiming, LeaderElector
 from waypost.controller.lease_k8s import KubernetesLeaseStore
 from waypost.controller.mirror import StatusMirror
-from waypost.coordinator import server
+from waypost.coordinator import server, startup
 from waypost.coordinator.readiness import Readiness
 from waypost.engine import loops
 from waypost.engine.core import Engine
@@ -122,7 +122,14 @@ class LeaderWork:
 
 
 async def run_operator(settings: Settings, options: OperatorOptions) -> int:
-    engine = await Engine.open(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # Postgres may start after us (the bundled one): wait, alive but not ready.
+    engine = await startup.open_engine(settings, options.bind_host, stop=stop)
+    if engine is None:
+        return 0
     readiness = Readiness()
     readiness.hold("leader", "no leader is known yet")
     runner = await server.serve(engine, options.bind_host, settings.coordinator_port,
@@ -131,11 +138,7 @@ async def run_operator(settings: Settings, options: OperatorOptions) -> int:
 
     api_client = kube_client()
     work = LeaderWork(engine, api_client, options)
-    stop = asyncio.Event()
     lost = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
 
     async def started(epoch: int) -> None:
         await work.start(epoch)
