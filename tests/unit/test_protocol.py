@@ -111,3 +111,18 @@ def test_the_runner_and_the_coordinator_read_messages_alike(
     if valid:
         # What one side writes, the other reads back unchanged.
         assert protocol.decode(kind, protocol.encode(runner_side)) == runner_side
+
+
+def test_the_log_batch_limit_has_one_source() -> None:
+    """Issue 16: the protocol allowed 1000 lines per request, the server 500."""
+    from waypost.model.settings import Limits
+
+    assert Limits().log_batch == protocol.MAX_LOG_BATCH == 500
+    with pytest.raises(ValidationError):
+        Limits(log_batch=protocol.MAX_LOG_BATCH + 1)
+    line = {"ts": "2026-01-01T00:00:00Z", "message": "m"}
+    adapter = TypeAdapter(protocol.LogsBody)
+    assert len(adapter.validate_python(
+        {"entries": [line] * protocol.MAX_LOG_BATCH}).entries) == protocol.MAX_LOG_BATCH
+    with pytest.raises(ValidationError, match="at most 500 lines"):
+        adapter.validate_python({"entries": [line] * (protocol.MAX_LOG_BATCH + 1)})

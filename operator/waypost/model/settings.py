@@ -10,8 +10,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from waypost.sdk import quantity
 
-# The API's schema says it too (maxItems of a log batch).
-LOG_BATCH_MAX = 500
+from waypost.sdk import protocol
+
+# One source: the runner protocol's limit, which the API's schema says too.
+LOG_BATCH_MAX = protocol.MAX_LOG_BATCH
 
 
 class Limits(BaseModel):

@@ -178,7 +178,9 @@ PATH_WARM_POLL = "/v1/runner/warm/poll"
 MAX_KEY_LENGTH = 256
 """Checkpoint keys end up in URLs, log lines and a database index."""
 MAX_LOG_MESSAGE_CHARS = 16 * 1024
-MAX_LOG_BATCH = 1000
+MAX_LOG_BATCH = 500
+"""Most log lines in one runner request; ``Limits.log_batch`` (the server's) is
+at most this, and the attempt document tells the runner the server's value."""
 MAX_ERROR_MESSAGE_CHARS = 64 * 1024
 MAX_TRACEBACK_CHARS = 256 * 1024
 
