@@ -10,11 +10,14 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-from waypost.backends import pod_spec
+import pytest
+
+from waypost.backends import kubernetes, pod_spec
 from waypost.backends.kubernetes import KubernetesBackend, KubernetesBackendSettings
 from waypost.engine import warm
 from waypost.engine.backend import AttemptExit, AttemptLaunch
 from waypost.engine.clock import FakeClock
+from waypost.engine.errors import StoreUnavailable
 from waypost.model import k8s
 from waypost.model.enums import FailureType
 from waypost.model.task import TaskSpec
@@ -371,4 +374,70 @@ async def test_a_warm_pod_past_the_attempt_timeout_is_deleted_as_timeout() -> No
     api.emit("DELETED", pod)
     await _drain()
     assert [(e.run_id, e.failure) for e in exits] == [(launch.run_id, FailureType.TIMEOUT)]
+class FlakyStore:
+    """An exit handler whose store is away for the first ``failures`` calls."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.recorded: list[AttemptExit] = []
+
+    async def __call__(self, exit: AttemptExit) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise StoreUnavailable("the database is unavailable")
+        self.recorded.append(exit)
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_pod_end_seen_while_the_store_is_away_is_retried_until_recorded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: Pod-ended events that arrived during a database outage were dropped
+    ("could not handle a pod event") and the attempt was declared lost ~57 s later."""
+    monkeypatch.setattr(kubernetes, "RETRY_FIRST", 0.02)
+    backend, api, _ = await _backend()
+    store = FlakyStore(failures=3)
+    backend.set_exit_handler(store)
+    await backend.start(_launch())
+    [pod] = list(api.pods.values())
+    assert api.emit is not None
+    api.emit("MODIFIED", _terminated(pod, "Completed", 0))
+    await _until(lambda: bool(store.recorded))
+    assert store.calls == 4
+    assert [(e.failure, e.exit_code) for e in store.recorded] == [(None, 0)]
+    assert api.deleted == [pod["metadata"]["name"]]  # cleaned up once it was recorded
+    api.emit("MODIFIED", _terminated(pod, "Completed", 0))  # seen again: nothing new
+    await _drain()
+    assert store.calls == 4
+    warnings = [r for r in caplog.records if r.name == "waypost.backends.kubernetes"
+                and r.levelname == "WARNING"]
+    assert len(warnings) == 3
+    assert all("StoreUnavailable: the database is unavailable" in r.getMessage()
+               and not r.exc_info for r in warnings)
+    await backend.close()
+
+
+async def test_a_pod_deleted_while_the_store_is_away_is_still_a_lost_attempt(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Pod is gone: only the kept event can tell its end."""
+    monkeypatch.setattr(kubernetes, "RETRY_FIRST", 0.02)
+    backend, api, _ = await _backend()
+    store = FlakyStore(failures=2)
+    backend.set_exit_handler(store)
+    await backend.start(_launch())
+    [pod] = list(api.pods.values())
+    api.pods.clear()
+    assert api.emit is not None
+    api.emit("DELETED", pod)
+    await _until(lambda: bool(store.recorded))
+    assert [e.failure for e in store.recorded] == [FailureType.LOST]
+    assert api.deleted == []
     await backend.close()

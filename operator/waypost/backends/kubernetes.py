@@ -35,8 +35,10 @@ from typing import Any, Protocol
 from waypost.backends import pod_outcome, pod_spec
 from waypost.engine import warm
 from waypost.engine.backend import AttemptExit, AttemptLaunch, ExitHandler, PrewarmTarget
+from waypost.engine.errors import StoreUnavailable
 from waypost.model import k8s
 from waypost.model.enums import FailureType
+from waypost.store import pool as store_pool
 
 log = logging.getLogger("waypost.backends.kubernetes")
 
@@ -46,6 +48,17 @@ RUNNER_SELECTOR = (
 )
 
 PodEventHandler = Callable[[str, dict[str, Any]], None]
+
+# Backoff of a Pod event that could not be recorded (seconds).
+RETRY_FIRST = 0.5
+RETRY_MAX = 10.0
+# Expected while Postgres or the API server is away: logged without a traceback.
+TRANSIENT_ERRORS = (*store_pool.UNAVAILABLE_ERRORS, StoreUnavailable)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class PodApi(Protocol):
@@ -121,6 +134,11 @@ class KubernetesBackend:
         self._warm_pods: dict[tuple[str, str], uuid.UUID] = {}
         # Warm Pods of a previous leader that have not ended yet (runner id -> task).
         self._foreign: dict[uuid.UUID, tuple[str, str]] = {}
+        # Pod ends that could not be recorded yet (the store away): the newest event of
+        # each Pod, its next retry and the delay before it.
+        self._unrecorded: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        self._retry_delay: dict[tuple[str, str], float] = {}
+        self._retry_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     def attach_warm(self, hub: warm.WarmHub) -> None:
         self._hub = hub
@@ -295,7 +313,11 @@ class KubernetesBackend:
             return
         self._live.pop(key, None)
         self._foreign.pop(runner_id, None)
-        kept = self._forget_warm(runner_id)
+        kept = self._warm.get(runner_id)
+        if kept is None or kept.current is None:
+            kept = self._forget_warm(runner_id)
+        # else: kept (busy, never assigned again) until its end is recorded, so that a
+        # try that fails while the store is away is retried with the attempt it ran.
         if self._hub is not None:
             with contextlib.suppress(Exception):
                 await self._hub.retire([runner_id], warm.RetireReason.EXITED, busy_too=True)
@@ -313,6 +335,7 @@ class KubernetesBackend:
                 "run_id": str(current.run_id), "pod": key[1], "failure": str(failure)})
             await self._handler(AttemptExit(current.run_id, current.claim_token, failure,
                                             message, exit_code=ended.exit_code if ended else None))
+        self._forget_warm(runner_id)
         if kind != "DELETED" and not meta.get("deletionTimestamp"):
             await self.api.delete_pod(*key)
 
@@ -321,8 +344,37 @@ class KubernetesBackend:
             kind, pod = await self._events.get()
             try:
                 await self._on_pod(kind, pod)
-            except Exception:
-                log.exception("could not handle a pod event")
+            except Exception as exc:  # the store away, the API server refusing: try again
+                self._retry_later(kind, pod, exc)
+
+    def _retry_later(self, kind: str, pod: dict[str, Any], exc: Exception) -> None:
+        """An event that could not be handled is handled again after a backoff, until
+        it is recorded: a Pod's end is never dropped. A Pod already gone (DELETED)
+        exists only in this event, so the event itself is what is kept."""
+        meta = pod.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        delay = min(max(RETRY_FIRST, self._retry_delay.get(key, 0.0) * 2), RETRY_MAX)
+        self._retry_delay[key] = delay
+        self._unrecorded[key] = (kind, pod)
+        log.warning("could not handle the event of pod %s/%s (%s); retrying in %.1f s",
+                    key[0], key[1], _describe(exc), delay,
+                    exc_info=not isinstance(exc, TRANSIENT_ERRORS))
+        if key not in self._retry_timers:
+            self._retry_timers[key] = asyncio.get_running_loop().call_later(
+                delay, self._retry_now, key)
+
+    def _retry_now(self, key: tuple[str, str]) -> None:
+        self._retry_timers.pop(key, None)
+        event = self._unrecorded.pop(key, None)
+        if event is not None:
+            self._events.put_nowait(event)
+
+    def _recorded(self, key: tuple[str, str]) -> None:
+        self._retry_delay.pop(key, None)
+        self._unrecorded.pop(key, None)
+        timer = self._retry_timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
 
     async def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         meta = pod.get("metadata") or {}
@@ -331,6 +383,7 @@ class KubernetesBackend:
         if runner_label:
             with contextlib.suppress(ValueError):
                 await self._warm_pod_event(kind, pod, uuid.UUID(runner_label))
+                self._recorded(key)
                 return
         try:
             outcome = pod_outcome.attempt_exit_from_pod(pod)
@@ -346,18 +399,23 @@ class KubernetesBackend:
         ident = (outcome.run_id, outcome.claim_token)
         first = ident not in self._reported
         if first:
-            self._reported[ident] = None
-            while len(self._reported) > 10000:
-                self._reported.popitem(last=False)
             log.info("attempt pod ended", extra={
                 "run_id": str(outcome.run_id), "pod": key[1],
                 "failure": str(outcome.failure) if outcome.failure else None,
                 "exit_code": outcome.exit_code})
             if self._handler is not None:
-                await self._handler(outcome)
-        # Finished Pods are cleaned up: once, and again on a relist if one survived.
-        if (first or kind == "SYNC") and kind != "DELETED" and not meta.get("deletionTimestamp"):
+                await self._handler(outcome)  # raises while the store is away: retried
+            # Only a recorded end counts as reported; the same end seen again is ignored.
+            self._reported[ident] = None
+            while len(self._reported) > 10000:
+                self._reported.popitem(last=False)
+        # Finished Pods are cleaned up: once, again after a failed try (retried), and on
+        # a relist if one survived.
+        again = key in self._retry_delay
+        if ((first or again or kind == "SYNC") and kind != "DELETED"
+                and not meta.get("deletionTimestamp")):
             await self.api.delete_pod(*key)
+        self._recorded(key)
 
     async def stop(self, run_id: uuid.UUID, reason: str, *, force: bool = False) -> None:
         for warm_pod in list(self._warm.values()):
@@ -393,6 +451,9 @@ class KubernetesBackend:
         for pod in self._warm.values():
             if pod.timer is not None:
                 pod.timer.cancel()
+        for timer in self._retry_timers.values():
+            timer.cancel()
+        self._retry_timers.clear()
         if self._stop_watch is not None:
             self._stop_watch()
         if self._consumer is not None:
