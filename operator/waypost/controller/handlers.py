@@ -7,9 +7,11 @@ a Task is upserted, a TaskRun is enqueued with its uid as idempotency key.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -20,7 +22,7 @@ from waypost.engine import control, replay
 from waypost.engine.core import Engine
 from waypost.engine.errors import EngineError, InvalidState, RunNotFound, UnknownTask
 from waypost.model import k8s
-from waypost.model.run import TriggerRequest
+from waypost.model.run import Run, TriggerRequest
 from waypost.model.task import TaskDefinition, TaskSpec
 from waypost.model.taskrun import TaskReason, TaskRunReason, TaskRunSpec
 
@@ -28,11 +30,38 @@ registry = kopf.OperatorRegistry()
 log = logging.getLogger("waypost.controller")
 
 
+# How long a TaskRun whose Task is missing waits for it before its status says
+# TaskNotFound (a Task applied together with its TaskRun syncs within this), and
+# then how long each later try waits. The wait ends the moment the Task syncs.
+TASK_GRACE_SECONDS = 3.0
+TASK_WAIT_SECONDS = 10.0
+
+
+class TaskSyncs:
+    """Tells TaskRuns waiting for a Task that it has just been stored, so they start
+    at once instead of after a kopf retry delay (a GitOps tool applies a TaskRun and
+    its Task together, in any order). Both handlers run in the leader's one loop."""
+
+    def __init__(self) -> None:
+        self._events: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
+
+    def synced(self, namespace: str, name: str) -> None:
+        event = self._events.pop((namespace, name), None)
+        if event is not None:
+            event.set()
+
+    def expect(self, namespace: str, name: str) -> asyncio.Event:
+        """An event set when the Task syncs next; ask before looking it up again, so
+        a sync in between is not missed."""
+        return self._events[(namespace, name)]
+
+
 @dataclass
 class OperatorMemo:
     """What every handler gets as ``memo``."""
 
     engine: Engine
+    task_syncs: TaskSyncs = field(default_factory=TaskSyncs)
 
 
 def _engine(memo: Any) -> Engine:
@@ -106,6 +135,7 @@ async def task_changed(spec: kopf.Spec, name: str, namespace: str | None, meta: 
                                               dict(status), now=now, generation=generation))
         kopf.warn(body, reason="InvalidSchedule", message=message)
         return
+    memo.task_syncs.synced(namespace, name)
     patch.status.update(decide.task_ready(True, TaskReason.SYNCED, "stored; runs can be queued",
                                           dict(status), now=now, generation=generation))
 
@@ -159,7 +189,8 @@ async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid
         idempotency_conflict="returnExisting" if status.get("runId") else "error",
     )
     task_name = run_spec.task_ref.name
-    try:
+
+    async def enqueue() -> Run:
         if run_spec.replay is not None:
             original, wanted = replay.from_taskrun(run_spec, uid)
             run, _created = await replay.replay(
@@ -168,21 +199,44 @@ async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid
         else:
             run, _created = await control.trigger(engine, namespace, task_name, request,
                                                   source="taskrun", taskrun_name=name)
+        return run
+
+    # Its status already says TaskNotFound: a later try, which waits longer and quietly.
+    told = any(isinstance(c, dict) and c.get("reason") == TaskRunReason.TASK_NOT_FOUND
+               for c in status.get("conditions") or [])
+    try:
+        try:
+            run = await enqueue()
+        except UnknownTask:
+            # Not permanent: the Task may be applied right after its TaskRun (GitOps).
+            # Wait for its sync here, so the run starts the moment it is stored.
+            synced = memo.task_syncs.expect(namespace, task_name)
+            try:
+                run = await enqueue()
+            except UnknownTask:
+                wait = TASK_WAIT_SECONDS if told else TASK_GRACE_SECONDS
+                try:
+                    await asyncio.wait_for(synced.wait(), wait)
+                except TimeoutError:
+                    raise UnknownTask(task_name) from None
+                run = await enqueue()
     except UnknownTask:
         message = f"Task {task_name!r} does not exist in namespace {namespace!r}"
         patch.status.update(decide.taskrun_not_enqueued(
-            TaskRunReason.TASK_NOT_FOUND, message, dict(status), now=now, generation=generation))
-        kopf.warn(body, reason="TaskNotFound", message=message)
-        # Not permanent: the Task may be applied right after its TaskRun (GitOps).
-        raise kopf.TemporaryError(message, delay=15) from None
+            TaskRunReason.TASK_NOT_FOUND, message, dict(status), now=engine.clock.now(),
+            generation=generation))
+        if not told:
+            kopf.warn(body, reason="TaskNotFound", message=message)
+        # Soon again: the next try waits for the Task's sync itself.
+        raise kopf.TemporaryError(message, delay=1) from None
     except EngineError as exc:
-        if exc.status >= 500:
-            raise  # the store is away: kopf retries
+        if exc.status >= 500:  # the store is away: soon again (kopf's default is 60 s)
+            raise kopf.TemporaryError(f"{exc.code}: {exc.message}", delay=5) from None
         patch.status.update(decide.taskrun_not_enqueued(
             TaskRunReason.INVALID, exc.message, dict(status), now=now, generation=generation))
         kopf.warn(body, reason="Invalid", message=exc.message)
         raise kopf.PermanentError(exc.message) from None
-    patch.status.update(decide.taskrun_status(run, None, dict(status), now=now,
+    patch.status.update(decide.taskrun_status(run, None, dict(status), now=engine.clock.now(),
                                               generation=generation))
 
 
