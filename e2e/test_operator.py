@@ -559,6 +559,74 @@ def test_invalid_manifests_are_refused_and_a_missing_task_is_reported(
     assert "TaskNotFound" in events
 
 
+def test_a_taskrun_applied_before_its_task_starts_when_the_task_syncs(
+    release: dict[str, str],
+) -> None:
+    """Issue 16: a TaskRun handled before its Task waited about 15 s in kopf's retry.
+    Its handler now waits for the Task's sync, so the run starts at once."""
+    ns = release["namespace"]
+    apply(taskrun(ns, "early-1", "late-hello", {"name": "late"}))
+    wait_reason(ns, "early-1", {"TaskNotFound"}, 60)  # said while it waits
+    applied = time.monotonic()
+    apply(task(ns, "late-hello", "examples.hello:hello", resources={"memory": "128Mi"}))
+    wait_until(lambda: bool(status_of(ns, "taskrun", "early-1").get("runId")), 30,
+               "the TaskRun's run to be queued")
+    queued_after = time.monotonic() - applied
+    # From the Task's sync (its Ready condition) to the run's creation, by the clocks
+    # of the apiserver (whole seconds) and of Postgres.
+    [ready] = [c for c in status_of(ns, "task", "late-hello")["conditions"]
+               if c["type"] == "Ready"]
+    run = api_get(release, f"/v1/runs/{status_of(ns, 'taskrun', 'early-1')['runId']}")
+    gap = time_of(run["createdAt"].replace("Z", "+00:00")) - time_of(
+        ready["lastTransitionTime"].replace("Z", "+00:00"))
+    print(f"queued {queued_after:.2f} s after kubectl apply of the Task; "
+          f"created {gap:.2f} s after the Task's Ready time (whole seconds)")
+    assert gap < 2.0, gap  # within 1 s of the sync, whose time is rounded down
+    assert queued_after < 8.0, queued_after  # kopf's retry alone was 15 s
+    kubectl("wait", "--for=condition=Succeeded", "taskrun/early-1", "-n", ns,
+            "--timeout=180s", timeout=190)
+
+
+def test_a_taskrun_the_operator_cannot_accept_ends_succeeded_false(
+    release: dict[str, str],
+) -> None:
+    """Issue 16: an invalid TaskRun must end Succeeded=False with a reason and a
+    message, so that `kubectl wait` returns. A payload nested deeper than the
+    documented 64 levels passes the CRD schema; the operator refuses it."""
+    ns = release["namespace"]
+    apply(task(ns, "deep-hello", "examples.hello:hello", resources={"memory": "128Mi"}))
+    deep: Any = "bottom"
+    for _ in range(70):
+        deep = [deep]
+    apply(taskrun(ns, "too-deep", "deep-hello", {"name": "deep", "nested": deep}))
+    kubectl("wait", "--for=condition=Succeeded=False", "taskrun/too-deep", "-n", ns,
+            "--timeout=60s", timeout=70)
+    [cond] = [c for c in status_of(ns, "taskrun", "too-deep")["conditions"]
+              if c["type"] == "Succeeded"]
+    assert cond["reason"] == "Invalid" and "spec.payload" in cond["message"], cond
+    assert "64" in cond["message"], cond
+    assert not status_of(ns, "taskrun", "too-deep").get("runId")  # nothing was queued
+
+
+def test_operator_logs_carry_no_settings_dump_and_no_empty_message(
+    release: dict[str, str], api: client.ApiClient
+) -> None:
+    """Issue 16: every kopf line carried a 1.8 KB dump of the operator's settings, and
+    some warnings had empty messages ("store unavailable: ")."""
+    ns = release["namespace"]
+    lines: list[dict[str, Any]] = []
+    for pod in operator_pods(api, ns):
+        text = kubectl("logs", pod.metadata.name, "-n", ns, timeout=60).stdout
+        lines += [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert any(line["logger"].startswith("kopf") for line in lines)  # kopf did log
+    assert not [line for line in lines if "settings" in line], "a settings dump"
+    empty = [line for line in lines if not line["msg"].strip()
+             or line["msg"].rstrip().endswith(":")]
+    assert not empty, empty[:3]
+    longest = max(len(json.dumps(line)) for line in lines if "exception" not in line)
+    assert longest < 1500, longest
+
+
 def api_post_json(release: dict[str, str], path: str, body: Any) -> Any:
     req = urllib.request.Request(
         release["url"] + path,
@@ -841,12 +909,30 @@ def test_a_taskrun_keeps_its_final_status_after_its_history_expired(
     assert "Succeeded" in table.splitlines()[1], table
 
 
-def test_uninstall_leaves_no_operator_created_pods(
+def test_uninstall_leaves_no_operator_created_pods_and_no_finalizer(
     helm: str, release: dict[str, str], api: client.ApiClient
 ) -> None:
+    """Issue 16: after uninstall, Tasks and TaskRuns kept waypost.dev/finalizer and
+    their namespaces hung in Terminating. The chart's post-delete hook takes it off."""
     ns = release["namespace"]
-    sh(helm, "uninstall", RELEASE, "--namespace", ns, "--wait", timeout=300)
     core = client.CoreV1Api(api)
+    other = f"wp-gone-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": other}})
+    apply(task(other, "hello", "examples.hello:hello", resources={"memory": "128Mi"}))
+    apply(taskrun(other, "hello-1", "hello", {"name": "uninstall"}))
+    kubectl("wait", "--for=condition=Succeeded", "taskrun/hello-1", "-n", other,
+            "--timeout=180s", timeout=190)
+
+    def finalizers(namespace: str) -> dict[str, list[str]]:
+        out = kubectl("get", "tasks.waypost.dev,taskruns.waypost.dev", "-n", namespace,
+                      "-o", "json").stdout
+        return {f"{o['kind']}/{o['metadata']['name']}": o["metadata"].get("finalizers") or []
+                for o in json.loads(out)["items"]}
+
+    held = finalizers(other)
+    assert held == {"Task/hello": ["waypost.dev/finalizer"],
+                    "TaskRun/hello-1": ["waypost.dev/finalizer"]}, held
+    sh(helm, "uninstall", RELEASE, "--namespace", ns, "--wait", timeout=300)
     wait_until(
         lambda: (
             not core.list_namespaced_pod(
@@ -857,6 +943,13 @@ def test_uninstall_leaves_no_operator_created_pods(
         "operator-created Pods to go",
     )
     wait_until(lambda: not operator_pods(api, ns), 120, "operator Pods to go")
+    for namespace in (other, ns):
+        left = {k: v for k, v in finalizers(namespace).items() if "waypost.dev/finalizer" in v}
+        assert not left, left
+    # The objects stay (the CRDs are kept); their namespace can go, at once.
+    started = time.monotonic()
+    kubectl("delete", "namespace", other, "--timeout=90s", timeout=100)
+    print(f"namespace {other} deleted in {time.monotonic() - started:.1f} s")
 
 
 def time_of(text: str) -> float:

@@ -26,6 +26,7 @@ from unittest import mock
 import pytest
 import yaml
 
+from waypost.model import k8s
 from waypost.model.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -398,13 +399,16 @@ def test_uninstall_hook_deletes_only_runner_pods(default_docs: list[Manifest], h
         assert annotations["helm.sh/hook"] == "post-delete"
         assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"]
     assert rules_of(default_docs, "ClusterRole", "waypost-cleanup") == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]}]
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
+        {"apiGroups": ["waypost.dev"], "resources": ["tasks", "taskruns"],
+         "verbs": ["list", "patch"]}]
     job = one(default_docs, "Job", "waypost-cleanup")
     pod = job["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "waypost-cleanup"
     script = pod["containers"][0]["args"][0]
     compile(script, "cleanup-hook", "exec")  # the embedded script is valid Python
     assert "app.kubernetes.io/managed-by=waypost,waypost.dev/run-id" in script
+    assert f'finalizer = "{k8s.FINALIZER}"' in script  # taken off Tasks and TaskRuns
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert env["OPERATOR_SELECTOR"] == ",".join(f"{k}={v}" for k, v in operator_selector().items())
     assert not [d for d in render(helm, "cleanupOnUninstall.enabled=false")
