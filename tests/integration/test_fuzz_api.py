@@ -66,7 +66,8 @@ async def test_schemathesis_finds_no_failure_against_waypost_dev(
     dev_log = tmp_path / "dev.log"
     with dev_log.open("wb") as out:
         dev = await asyncio.create_subprocess_exec(
-            str(BIN / "waypost"), "dev", "--port", str(port), "--state-dir", str(tmp_path / "dev"),
+            str(BIN / "waypost"), "dev", "--examples", "--no-reload", "--port", str(port),
+            "--state-dir", str(tmp_path / "dev"),
             cwd=ROOT, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)
     try:
         await wait_ready(url, dev, timeout=120)

@@ -111,9 +111,10 @@ async def test_lines_carry_run_attempt_step_level_and_fields(stack: Standalone) 
 
     # Pages of one line, each from the previous page's nextCursor, add up to the whole.
     paged: list[str] = []
-    cursor = ""
+    cursor = None
     for _ in range(len(lines) + 1):
-        _, one = await get(f"{stack.url}/v1/runs/{run_id}/logs?limit=1&cursor={cursor}")
+        after = "" if cursor is None else f"&cursor={cursor}"
+        _, one = await get(f"{stack.url}/v1/runs/{run_id}/logs?limit=1{after}")
         paged += [line["cursor"] for line in one["entries"]]
         cursor = one["nextCursor"]
         if not one["entries"]:
@@ -155,6 +156,9 @@ async def test_follow_streams_lines_and_ends_with_the_run(stack: Standalone) -> 
     ("since=yesterday", 400, "since"),
     ("limit=0", 400, "limit"),
     ("follow=maybe", 400, "follow"),
+    ("limit=5001", 400, "limit"),
+    ("cursor=99999999999999999999-1", 400, "cursor"),  # never past a bigint
+    ("attempt=99999999999999999999999", 400, "attempt"),
 ])
 async def test_bad_filters_are_refused(stack: Standalone, query: str, status: int,
                                        words: str) -> None:

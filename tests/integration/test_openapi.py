@@ -13,6 +13,7 @@ from aiohttp import web
 
 from tests.factories import settings
 from waypost.coordinator.app import ROUTES
+from waypost.coordinator.openapi import SSE
 from waypost.model.run import ErrorBody, Run, RunList
 from waypost.model.task import TaskDefinition, TaskSpec
 from waypost.standalone import Standalone
@@ -107,8 +108,16 @@ async def test_every_operation_documents_its_responses(stack: Standalone) -> Non
         success = responses[str(route.status)]
         assert success["description"], where
         content = success["content"]
-        assert list(content) == [route.content_type], where
-        assert "schema" in content[route.content_type], f"{where}: no response schema"
+        types = [route.content_type] if route.content_type != SSE else []
+        assert list(content) == types + ([SSE] if route.events else []), where
+        for media in content.values():
+            assert "schema" in media, f"{where}: no response schema"
+        if route.events:
+            # Each event's data is the JSON of a documented model (OpenAPI 3.2's form).
+            schema = content[SSE]["schema"]
+            models = {resolve(doc, c["properties"]["data"]["contentSchema"]["$ref"])["title"]
+                      for c in schema.get("oneOf", [schema])}
+            assert models == {m.__name__ for m in route.events.values()}, where
         if route.response is not None:
             schema = content[route.content_type]["schema"]
             assert resolve(doc, schema["$ref"])["title"] == route.response.__name__, where

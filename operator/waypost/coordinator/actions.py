@@ -54,5 +54,5 @@ def routes(require_user: Callable[[web.Request], None], read_body: ReadBody) -> 
         Route("POST", "/v1/runs/{run_id}/replay", replay_run,
               "Replay a finished run as a new run (replayOf) that resumes after "
               "fromCheckpoint, with an edited payload or checkpoints; audited on both runs",
-              Auth.USER, "runs", body=ReplayRequest, response=Run, status=201),
+              Auth.USER, "runs", body=ReplayRequest, response=Run, status=201, also=(200,)),
     ]

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, TypeVar, cast
 
@@ -22,7 +21,9 @@ from waypost.coordinator import (
     dashboard,
     metrics,
     openapi,
+    params,
     render,
+    routes,
     streams,
 )
 from waypost.coordinator.readiness import Readiness
@@ -65,14 +66,6 @@ ROUTES = appkeys.ROUTES
 READINESS = appkeys.READINESS
 M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P")
-
-
-def _describe_validation(exc: ValidationError, prefix: str = "") -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{prefix}{where or 'body'}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def _body_limit(limits: Limits) -> tuple[int, str]:
@@ -133,12 +126,13 @@ async def errors_as_json(
     except inputs.UnsafeInput as exc:
         return error_response(400, "invalid_value", str(exc))
     except ValidationError as exc:
-        return error_response(400, "invalid_body", _describe_validation(exc))
+        return error_response(400, "invalid_body", params.describe_validation(exc))
     except web.HTTPRequestEntityTooLarge:
         _, said = _body_limit(request.app[ENGINE].settings.limits)
         return error_response(413, "too_large", f"the request body is over {said}")
     except web.HTTPMethodNotAllowed as exc:
-        allowed = ", ".join(sorted(exc.allowed_methods))
+        documented = routes.allowed_methods(request.app[ROUTES], request.path)
+        allowed = ", ".join(documented or sorted(exc.allowed_methods))
         return error_response(405, "method_not_allowed",
                               f"{request.method} is not allowed on {request.path[:200]}; "
                               f"allowed: {allowed}", headers={"Allow": allowed})
@@ -178,11 +172,7 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     return model.model_validate(data)
 
 
-def read_query(request: web.Request, model: type[M]) -> M:
-    try:
-        return model.model_validate(dict(request.query))
-    except ValidationError as exc:
-        raise InvalidValue(_describe_validation(exc, "query parameter ")) from None
+read_query = params.read_query
 
 
 async def read_message(request: web.Request, kind: type[P]) -> P:
@@ -236,20 +226,13 @@ def _statuses(raw: str | None) -> list[RunStatus] | None:
         ) from None
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """A time without a zone is taken as UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 async def list_runs(request: web.Request) -> web.Response:
     require_user(request)
     q = read_query(request, RunQuery)
     engine = request.app[ENGINE]
     filters: dict[str, Any] = {
         "namespace": q.namespace, "task": q.task, "statuses": _statuses(q.status),
-        "since": _utc(q.since), "until": _utc(q.until), "search": q.q,
+        "since": params.utc(q.since), "until": params.utc(q.until), "search": q.q,
         "id_prefix": q.id_prefix}
     runs, cursor = await control.list_runs(engine, limit=q.limit, cursor=q.cursor, **filters)
     total = await control.count_runs(engine, **filters) if q.count else None

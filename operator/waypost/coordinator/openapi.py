@@ -100,14 +100,50 @@ def _error_statuses(route: Route, has_params: bool) -> list[int]:
     return sorted(codes)
 
 
+SSE = "text/event-stream"
+EVENT_ID_PATTERN = "^[0-9]+-[0-9]+$"
+
+
+def _events_schema(events: dict[str, type[Any]], components: dict[str, Any]) -> dict[str, Any]:
+    """The schema of each server-sent event, as OpenAPI 3.2 and schemathesis read a
+    text/event-stream schema: an object of the event's fields, whose ``data`` is JSON
+    text of the model named for its event."""
+    by_model: dict[type[Any], list[str]] = {}
+    for name, model in events.items():
+        by_model.setdefault(model, []).append(name)
+    choices = [{
+        "type": "object", "required": ["event", "data"],
+        "properties": {
+            "event": {"enum": names},
+            "id": {"type": "string", "pattern": EVENT_ID_PATTERN},
+            "retry": {"type": "integer", "minimum": 0},
+            "data": {"type": "string", "contentMediaType": "application/json",
+                     "contentSchema": _schema_ref(model, components)},
+        },
+    } for model, names in by_model.items()]
+    return choices[0] if len(choices) == 1 else {"oneOf": choices}
+
+
+def _body_required(model: type[Any]) -> bool:
+    """Whether a body must be sent: only when its model has a required field (a
+    missing body is read as {})."""
+    schema = adapter(model).json_schema(by_alias=True)
+    return bool(schema.get("required"))
+
+
 def build(routes: list[Route], version: str) -> dict[str, Any]:
     components: dict[str, Any] = {"JsonValue": inputs.json_value_schema()}
     error_ref = _schema_ref(ErrorBody, components)
     error = {"content": {"application/json": {"schema": error_ref}}}
     paths: dict[str, Any] = {}
     for route in routes:
-        ok = {"content": {route.content_type: {
-            "schema": _schema_ref(route.response, components) if route.response else {}}}}
+        content: dict[str, Any] = {}
+        if route.content_type != SSE:
+            content[route.content_type] = {
+                "schema": _schema_ref(route.response, components) if route.response else {}}
+        if route.events:
+            content[SSE] = {"schema": _events_schema(route.events, components)}
+        ok = {"content": content}
         responses: dict[str, Any] = {str(route.status): {"description": "OK", **ok}}
         for extra in route.also:
             responses[str(extra)] = {"description": "OK", **ok}
@@ -141,7 +177,7 @@ def build(routes: list[Route], version: str) -> dict[str, Any]:
         if params:
             op["parameters"] = params
         if route.body is not None:
-            op["requestBody"] = {"required": True, "content": {
+            op["requestBody"] = {"required": _body_required(route.body), "content": {
                 "application/json": {"schema": _schema_ref(route.body, components)}}}
         if route.auth is Auth.USER:
             op["security"] = [{"apiToken": []}]

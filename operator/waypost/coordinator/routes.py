@@ -37,6 +37,39 @@ class Route:
     # it), or names with descriptions (documented as strings).
     query: type[BaseModel] | dict[str, str] | None = None
     content_type: str = "application/json"
+    # Server-sent events the route sends (as its only answer, or with a query flag
+    # beside the JSON one): event name -> the model of its JSON data.
+    events: dict[str, type[Any]] | None = None
+
+
+def literal_paths(routes: list[Route]) -> dict[str, list[str]]:
+    """The methods of each path without parameters (``/v1/runs/bulk``)."""
+    found: dict[str, list[str]] = {}
+    for route in routes:
+        if "{" not in route.path:
+            found.setdefault(route.path, []).append(route.method)
+    return found
+
+
+def allowed_methods(routes: list[Route], path: str) -> list[str] | None:
+    """The methods the API document gives a literal path, which wins over a template
+    that also matches it (as in OpenAPI: ``/v1/runs/bulk`` is not a run id)."""
+    methods = literal_paths(routes).get(path)
+    return sorted(methods) if methods else None
+
+
+def _not_for_literal_paths(route: Route, literal: dict[str, list[str]]) -> Handler:
+    """``route``'s handler, refusing (405) a path that is a literal path of the table:
+    GET /v1/runs/bulk is not GET /v1/runs/{run_id} with run_id "bulk"."""
+    handler = route.handler
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        methods = literal.get(request.path)
+        if methods is not None:
+            raise web.HTTPMethodNotAllowed(request.method, sorted(methods))
+        return await handler(request)
+
+    return guarded
 
 
 class RouteTable:
@@ -47,5 +80,9 @@ class RouteTable:
         self.routes.append(route)
 
     def install(self, app: web.Application) -> None:
+        literal = literal_paths(self.routes)
         for route in self.routes:
-            app.router.add_route(route.method, route.path, route.handler)
+            handler = route.handler
+            if "{" in route.path and literal:
+                handler = _not_for_literal_paths(route, literal)
+            app.router.add_route(route.method, route.path, handler)

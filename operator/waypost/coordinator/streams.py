@@ -18,30 +18,29 @@ from waypost.coordinator import appkeys, params
 from waypost.coordinator.routes import Auth, Route
 from waypost.engine import control
 from waypost.engine import events as run_events
-from waypost.engine.errors import InvalidValue
 from waypost.engine.events import Filter
 from waypost.model.enums import RunStatus
-from waypost.model.run import LogPage, RunEvent
+from waypost.model.run import (
+    EVENT_KINDS,
+    EventsQuery,
+    LogEntry,
+    LogPage,
+    LogQuery,
+    RunEvent,
+    RunEventsQuery,
+    StreamEnd,
+)
 from waypost.store.events import START, Cursor
 
 SSE = "text/event-stream"
 _FINAL = {s.value for s in RunStatus if s.is_final}
 
 
-def _flag(request: web.Request, name: str) -> bool:
-    value = request.query.get(name, "")
-    if value in ("", "0", "false"):
-        return False
-    if value in ("1", "true"):
-        return True
-    raise InvalidValue(f"query parameter {name!r} must be 1 or 0, got {value!r}")
-
-
-def _last_event_id(request: web.Request) -> Cursor | None:
+def _last_event_id(request: web.Request, query: str | None) -> Cursor | None:
     header = request.headers.get("Last-Event-ID")
     if header:
         return run_events.parse_cursor(header, "Last-Event-ID")
-    return run_events.parse_cursor(request.query.get("lastEventId"), "lastEventId")
+    return run_events.parse_cursor(query, "lastEventId")
 
 
 def _frame(event_id: str | None, event: str, data: Any) -> bytes:
@@ -97,17 +96,14 @@ def routes(require_user: Callable[[web.Request], None]) -> list[Route]:
         require_user(request)
         engine = request.app[appkeys.ENGINE]
         run_id = control.parse_run_id(request.match_info["run_id"])
-        attempt = params.int_param(request, "attempt", None)
-        level = request.query.get("level") or None
+        q = params.read_query(request, LogQuery)
+        attempt, level, since = q.attempt, q.level, params.utc(q.since)
         levels = run_events.levels_from(level)
-        since = params.time_param(request, "since")
-        after = run_events.parse_cursor(request.query.get("cursor"))
-        limit = params.int_param(request, "limit", None)
-        follow = _flag(request, "follow")
-        if not follow:
+        after = run_events.parse_cursor(q.cursor)
+        if not q.follow:
             entries, cursor = await run_events.read_logs(
                 engine.pool, run_id, after=after, attempt=attempt, level=level, since=since,
-                limit=500 if limit is None else limit)
+                limit=q.limit)
             page = LogPage(entries=entries, next_cursor=str(cursor))
             return web.json_response(page.model_dump(mode="json", by_alias=True))
         await control.get(engine, run_id)  # 404 before the stream starts
@@ -115,48 +111,39 @@ def routes(require_user: Callable[[web.Request], None]) -> list[Route]:
         # run's stream sends its lines and ends at its final status).
         flt = Filter(run_id=run_id, kinds=("log", "status"), attempt=attempt, levels=levels,
                      since=since)
-        return await _pump_sse(request, flt, _last_event_id(request) or after or START,
+        return await _pump_sse(request, flt, _last_event_id(request, None) or after or START,
                                until_final=True, logs_only=True)
 
     async def stream_run_events(request: web.Request) -> web.StreamResponse:
         require_user(request)
         engine = request.app[appkeys.ENGINE]
         run_id = control.parse_run_id(request.match_info["run_id"])
-        flt = Filter(run_id=run_id, kinds=run_events.kinds_from(request.query.get("kinds")))
-        after = _last_event_id(request)
+        q = params.read_query(request, RunEventsQuery)
+        flt = Filter(run_id=run_id, kinds=run_events.kinds_from(q.kinds))
+        after = _last_event_id(request, q.last_event_id)
         await control.get(engine, run_id)  # 404 before the stream starts
         return await _pump_sse(request, flt, after or START)
 
     async def stream_events(request: web.Request) -> web.StreamResponse:
         require_user(request)
-        flt = Filter(namespace=request.query.get("namespace") or None,
-                     task=request.query.get("task") or None,
-                     kinds=run_events.kinds_from(request.query.get("kinds")))
-        return await _pump_sse(request, flt, _last_event_id(request))
+        q = params.read_query(request, EventsQuery)
+        flt = Filter(namespace=q.namespace, task=q.task, kinds=run_events.kinds_from(q.kinds))
+        return await _pump_sse(request, flt, _last_event_id(request, q.last_event_id))
 
-    resume = ("Resume after this event id (the Last-Event-ID header works too).")
-    kinds = ("Comma-separated event kinds: status, attempt_started, attempt_finished, "
-             "checkpoint, log, replay (default all).")
     return [
         Route("GET", "/v1/runs/{run_id}/logs", get_run_logs,
               "A run's log lines, oldest first (JSON pages); with follow=1 an SSE stream of "
               "`log` events that ends with an `end` event when the run finishes",
-              Auth.USER, "runs", response=LogPage,
-              query={"attempt": "Only this attempt.",
-                     "level": "Minimum level: debug, info, warning or error.",
-                     "since": "Only lines at or after this time (ISO 8601; UTC without a zone).",
-                     "cursor": "nextCursor of the previous page (or a line's cursor).",
-                     "limit": "Page size (1-5000, default 500).",
-                     "follow": "1: stream new lines as server-sent events."}),
+              Auth.USER, "runs", response=LogPage, query=LogQuery,
+              events={"log": LogEntry, "end": StreamEnd}),
         Route("GET", "/v1/runs/{run_id}/events", stream_run_events,
               "Server-sent events of one run from its start (or after lastEventId): status "
               "changes, attempts, checkpoints (key and size), log lines, replays; data is a "
-              "RunEvent", Auth.USER, "events", response=RunEvent, content_type=SSE,
-              query={"kinds": kinds, "lastEventId": resume}),
+              "RunEvent", Auth.USER, "events", content_type=SSE, query=RunEventsQuery,
+              events=dict.fromkeys(EVENT_KINDS, RunEvent)),
         Route("GET", "/v1/events", stream_events,
               "Server-sent events of many runs from now (or after lastEventId); data is a "
-              "RunEvent", Auth.USER, "events", response=RunEvent, content_type=SSE,
-              query={"namespace": "Only runs of this namespace.", "task": "Only this task.",
-                     "kinds": kinds, "lastEventId": resume}),
+              "RunEvent", Auth.USER, "events", content_type=SSE, query=EventsQuery,
+              events=dict.fromkeys(EVENT_KINDS, RunEvent)),
     ]
 

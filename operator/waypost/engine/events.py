@@ -25,7 +25,7 @@ from datetime import datetime
 import asyncpg
 
 from waypost.engine.errors import InvalidValue, RunNotFound
-from waypost.model.run import LogEntry, RunEvent
+from waypost.model.run import EVENT_KINDS, LogEntry, RunEvent
 from waypost.sdk.protocol import LOG_LEVELS
 from waypost.store import events, runs
 from waypost.store import pool as store_pool
@@ -33,7 +33,6 @@ from waypost.store.events import Cursor, Event
 
 log = logging.getLogger("waypost.engine.events")
 
-EVENT_KINDS = ("status", "attempt_started", "attempt_finished", "checkpoint", "log", "replay")
 
 
 def parse_cursor(text: str | None, name: str = "cursor") -> Cursor | None:

@@ -95,15 +95,15 @@ async def replay(
             copied: list[str] = []
         elif request.from_checkpoint in keys:
             copied = keys[: keys.index(request.from_checkpoint) + 1]
-        else:
-            raise InvalidValue(
+        else:  # 409: the request is well-formed; this run does not have it
+            raise InvalidState(
                 f"fromCheckpoint: run {run_id} has no checkpoint {request.from_checkpoint!r} "
                 f"(its checkpoints: {', '.join(keys) or 'none'})")
         original = {c.key: c.data for c in stored}
         edited: dict[str, RawJson] = {}
         for key, data in (request.checkpoints or {}).items():
             if key not in copied:
-                raise InvalidValue(
+                raise InvalidState(
                     f"checkpoints.{key}: only copied checkpoints can be edited "
                     f"({', '.join(copied) or 'none are copied without fromCheckpoint'})")
             edited[key] = encoding.encode_limited(data, limits.checkpoint_bytes,

@@ -68,6 +68,12 @@ class LogPage(ApiModel):
     next_cursor: str = Field(description="Where the next page (or a later poll) starts.")
 
 
+class StreamEnd(ApiModel):
+    """Data of the ``end`` event that closes a followed log stream."""
+
+    status: RunStatus = Field(description="The run's final status.")
+
+
 class RunEvent(ApiModel):
     """One entry of a run's event log: what the SSE streams send as ``data``.
 
@@ -186,31 +192,36 @@ class TriggerRequest(ApiModel):
     )
 
 
+CheckpointKey = Annotated[ApiText, Field(min_length=1, max_length=MAX_KEY_LENGTH)]
+
+
 class ReplayRequest(ApiModel):
     """Body of ``POST /v1/runs/{id}/replay``: run a finished run again, resuming after
     one of its checkpoints, with edited input."""
 
-    from_checkpoint: str | None = Field(
-        None, min_length=1, max_length=256,
+    from_checkpoint: CheckpointKey | None = Field(
+        None,
         description="Copy the original's checkpoints up to and including this one, so the "
                     "replay resumes right after it; null: start from scratch.")
-    payload: Any = Field(None, description="The replay's payload; the original's when omitted.")
-    checkpoints: dict[str, Any] | None = Field(
+    payload: ApiJson = Field(None, description="The replay's payload; the original's when "
+                                               "omitted.")
+    checkpoints: dict[CheckpointKey, ApiJson] | None = Field(
         None, description="Edited data of copied checkpoints, by key (each key must be one "
                           "of those copied).")
     spec: RequeueSpec = Field(
         RequeueSpec.CURRENT,
         description="Run the Task's current spec, or the one the original ran.")
-    idempotency_key: str | None = Field(
-        None, min_length=1, max_length=256,
+    idempotency_key: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_KEY_LENGTH,
         description="Asking again with the same key returns the first replay.")
 
 
 class BulkFilter(ApiModel):
-    """Which runs a bulk action takes: every condition given must hold."""
+    """Which runs a bulk action takes: every condition given must hold (a window with
+    ``since`` at or after ``until`` takes none)."""
 
-    namespace: str | None = Field(None, min_length=1, max_length=253)
-    task: str | None = Field(None, min_length=1, max_length=253)
+    namespace: ApiText | None = Field(None, min_length=1, max_length=MAX_NAME_LENGTH)
+    task: ApiText | None = Field(None, min_length=1, max_length=MAX_NAME_LENGTH)
     statuses: list[RunStatus] | None = Field(
         None, min_length=1, description="Only runs in one of these statuses.")
     since: datetime | None = Field(None, description="Created at or after this time.")
@@ -220,20 +231,18 @@ class BulkFilter(ApiModel):
     dead_lettered: bool = Field(False, description="Only dead-lettered runs.")
 
     @model_validator(mode="after")
-    def _times_in_order(self) -> BulkFilter:
+    def _times_have_zones(self) -> BulkFilter:
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise ValueError(f"{name} needs a timezone (e.g. Z)")
-        if self.since is not None and self.until is not None and self.since >= self.until:
-            raise ValueError("since must be before until")
         return self
 
 
 class BulkReplayOptions(ApiModel):
     """How a bulk replay replays each run (their payloads are kept)."""
 
-    from_checkpoint: str | None = Field(None, min_length=1, max_length=256)
+    from_checkpoint: CheckpointKey | None = None
     spec: RequeueSpec = RequeueSpec.CURRENT
 
 
@@ -245,7 +254,8 @@ class BulkRequest(ApiModel):
     filter: BulkFilter = Field(default_factory=BulkFilter)
     dry_run: bool = Field(False, description="Only count the runs the action would take.")
     batch_size: int = Field(100, ge=1, le=1000, description="Runs looked at in this call.")
-    cursor: int | None = Field(None, ge=0, description="nextCursor of the previous batch.")
+    cursor: int | None = Field(None, ge=0, le=MAX_INTEGER,
+                               description="nextCursor of the previous batch.")
     replay: BulkReplayOptions = Field(default_factory=BulkReplayOptions)
 
 
@@ -312,7 +322,7 @@ class RunQuery(QueryModel):
         None, min_length=1, max_length=256,
         description="A prefix of the run id or of the idempotency key.")
     id_prefix: str | None = Field(
-        None, min_length=1, max_length=36, pattern=r"^[0-9a-fA-F-]+$",
+        None, min_length=1, max_length=36, pattern=r"^-*(?:[0-9a-fA-F]-*){1,32}$",
         description="Only runs whose id starts with these hex digits (a short run id).")
     count: bool = Field(False, description="true: also answer the total number of matches.")
 
@@ -336,6 +346,59 @@ class ScheduleQuery(QueryModel):
         None, min_length=1, max_length=MAX_NAME_LENGTH, description="Only this namespace.")
     task: ApiText | None = Field(
         None, min_length=1, max_length=MAX_NAME_LENGTH, description="Only this task.")
+
+
+# An event cursor "<transaction>-<event id>": at most 18 digits each, so that both
+# fit a bigint whatever digits a client sends.
+EVENT_CURSOR_PATTERN = r"^[0-9]{1,18}-[0-9]{1,18}$"
+EVENT_KINDS = ("status", "attempt_started", "attempt_finished", "checkpoint", "log", "replay")
+_KIND = "(" + "|".join(EVENT_KINDS) + ")"
+
+
+def _kinds_field() -> Any:
+    return Field(None, max_length=200, pattern=f"^{_KIND}(,{_KIND})*$",
+                 description="Comma-separated event kinds: " + ", ".join(EVENT_KINDS)
+                 + " (default all).")
+
+
+def _resume_field() -> Any:
+    return Field(None, pattern=EVENT_CURSOR_PATTERN,
+                 description="Resume after this event id (the Last-Event-ID header works too).")
+
+QueryTime = Annotated[datetime, BeforeValidator(_query_time)]
+
+
+class LogQuery(QueryModel):
+    """Filters and paging of a run's log lines (query parameters)."""
+
+    attempt: int | None = Field(None, ge=1, le=MAX_INTEGER, description="Only this attempt.")
+    level: Literal["debug", "info", "warning", "error"] | None = Field(
+        None, description="Minimum level.")
+    since: QueryTime | None = Field(
+        None, description="Only lines at or after this ISO-8601 time (UTC without a zone).")
+    cursor: str | None = Field(None, pattern=EVENT_CURSOR_PATTERN,
+                               description="nextCursor of the previous page (or a line's "
+                               "cursor).")
+    limit: int = Field(500, ge=1, le=5000, description="Page size.")
+    follow: bool = Field(False, description="true: stream new lines as server-sent events.")
+
+
+class RunEventsQuery(QueryModel):
+    """What a run's event stream sends (query parameters)."""
+
+    kinds: str | None = _kinds_field()
+    last_event_id: str | None = _resume_field()
+
+
+class EventsQuery(QueryModel):
+    """What the stream of many runs' events sends (query parameters)."""
+
+    namespace: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_NAME_LENGTH, description="Only this namespace.")
+    task: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_NAME_LENGTH, description="Only this task.")
+    kinds: str | None = _kinds_field()
+    last_event_id: str | None = _resume_field()
 
 
 class RequeueRequest(ApiModel):
