@@ -270,6 +270,8 @@ JSON = {"Content-Type": "application/json"}
     ("priority true", b'{"priority": true}', "priority", "valid integer"),
     ("priority as text", b'{"priority": "5"}', "priority", "valid integer"),
     ("NaN", b'{"payload": NaN}', "body", "NaN"),
+    ("a body that is null", b"null", "body", "must be a JSON object, not null"),
+    ("a body that is an array", b"[]", "body", "must be a JSON object, not an array"),
     ("invalid UTF-8", b'{"payload": "\xff"}', "body", "not UTF-8"),
 ])
 async def test_hostile_trigger_bodies_are_400_naming_the_field_and_store_nothing(
@@ -281,7 +283,7 @@ async def test_hostile_trigger_bodies_are_400_naming_the_field_and_store_nothing
     code, message = error_of(answer)
     assert code in ("invalid_body", "invalid_value"), (name, answer)
     if field == "body":
-        assert message.startswith("malformed JSON body"), (name, message)
+        assert message.startswith(("malformed JSON body", "body: ")), (name, message)
     else:
         assert message.startswith(f"{field}:"), (name, message)
     assert reason in message, (name, message)
@@ -350,6 +352,20 @@ async def test_hostile_paths_filters_cursors_and_framing(
     assert "allowed: GET" in error_of(body)[1]
     status, body, headers = await raw_call("GET", trigger)
     assert status == 405 and headers["Allow"] == "POST"
+    # A literal path wins over a template, as in the API document: GET /v1/runs/bulk
+    # is not the run "bulk", and OPTIONS is allowed by neither.
+    for method in ("GET", "OPTIONS"):
+        status, body, headers = await raw_call(method, f"{base}/v1/runs/bulk")
+        assert status == 405 and headers["Allow"] == "POST", (method, body)
+    # Booleans and whole numbers of a body are what its schema says.
+    for bad in ({"cursor": False}, {"batchSize": True}, {"dryRun": 1},
+                {"filter": {"deadLettered": "yes"}}):
+        status, body, _ = await raw_call("POST", f"{base}/v1/runs/bulk", headers=JSON,
+                                         body=json.dumps({"action": "cancel", **bad}).encode())
+        assert status == 400 and next(iter(bad)) in error_of(body)[1], (bad, body)
+    status, body, _ = await raw_call(
+        "GET", f"{base}/v1/runs/{uuid.uuid4()}/logs?attempt=9223372036854775807")
+    assert status == 400 and error_of(body)[1].startswith("query parameter attempt:"), body
 
     assert await count(db, "runs") == 0
 

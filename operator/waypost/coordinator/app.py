@@ -35,6 +35,7 @@ from waypost.engine.credentials import AttemptIdentity, InvalidCredential
 from waypost.engine.errors import (
     EngineError,
     IdempotencyConflict,
+    InvalidBody,
     InvalidValue,
     Unauthorized,
     UnsupportedMediaType,
@@ -161,12 +162,23 @@ def _check_media_type(request: web.Request) -> None:
                                        "application/json")
 
 
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; no body at all reads as {} (every field omitted)."""
+    _check_media_type(request)
+    raw = await request.read() if request.body_exists else b""
+    if not raw:
+        return {}
+    data = inputs.parse_json(raw)
+    if not isinstance(data, dict):
+        kind = {type(None): "null", bool: "a boolean", list: "an array", str: "a string"}.get(
+            type(data), "a number")
+        raise InvalidBody(f"body: must be a JSON object, not {kind}")
+    return data
+
+
 async def read_body(request: web.Request, model: type[M]) -> M:
     """The JSON body as ``model``: 415 for another media type, 400 naming the field."""
-    _check_media_type(request)
-    data = inputs.parse_json(await request.read()) if request.body_exists else None
-    if data is None:
-        data = {}
+    data = await _json_object(request)
     # Numbers are strict where a model says so (TriggerRequest.priority: "5" is not 5,
     # true is not 1); enums and times arrive as JSON text.
     return model.model_validate(data)
@@ -178,10 +190,7 @@ read_query = params.read_query
 async def read_message(request: web.Request, kind: type[P]) -> P:
     """A runner-protocol body: the same JSON checks as every body, each top-level
     field checked on its own (an error names it), then validated by pydantic."""
-    _check_media_type(request)
-    data = inputs.parse_json(await request.read()) if request.body_exists else None
-    if data is None:
-        data = {}
+    data = await _json_object(request)
     try:
         inputs.check_fields(data)
     except inputs.UnsafeInput as exc:

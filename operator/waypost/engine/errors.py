@@ -34,6 +34,12 @@ class InvalidValue(EngineError):
     status = 400
 
 
+class InvalidBody(InvalidValue):
+    """A request body that is not what its schema says as a whole (not an object)."""
+
+    code = "invalid_body"
+
+
 class UnsupportedMediaType(EngineError):
     code = "unsupported_media_type"
     status = 415

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from waypost.model.base import ApiModel
 from waypost.model.enums import AttemptStatus, FailureType, RequeueSpec, RunStatus, SpecChoice
@@ -169,6 +169,12 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
+# Whole numbers and booleans of a JSON body, as its schema says: true is not 1 and 0
+# is not false (pydantic's lax mode would take both); 5.0 is an integer.
+BodyInt = Annotated[StrictInt, BeforeValidator(_whole_number)]
+MAX_ATTEMPT = 2**31 - 1  # attempts are a Postgres integer
+
+
 class TriggerRequest(ApiModel):
     """Body of a trigger: the payload and how the run queues."""
 
@@ -228,7 +234,7 @@ class BulkFilter(ApiModel):
     until: datetime | None = Field(None, description="Created before this time.")
     error_type: FailureType | None = Field(
         None, description="Only runs whose last error is of this type (oom, timeout, ...).")
-    dead_lettered: bool = Field(False, description="Only dead-lettered runs.")
+    dead_lettered: StrictBool = Field(False, description="Only dead-lettered runs.")
 
     @model_validator(mode="after")
     def _times_have_zones(self) -> BulkFilter:
@@ -252,10 +258,10 @@ class BulkRequest(ApiModel):
 
     action: Literal["requeue", "cancel", "replay"]
     filter: BulkFilter = Field(default_factory=BulkFilter)
-    dry_run: bool = Field(False, description="Only count the runs the action would take.")
-    batch_size: int = Field(100, ge=1, le=1000, description="Runs looked at in this call.")
-    cursor: int | None = Field(None, ge=0, le=MAX_INTEGER,
-                               description="nextCursor of the previous batch.")
+    dry_run: StrictBool = Field(False, description="Only count the runs the action would take.")
+    batch_size: BodyInt = Field(100, ge=1, le=1000, description="Runs looked at in this call.")
+    cursor: BodyInt | None = Field(None, ge=0, le=MAX_INTEGER,
+                                   description="nextCursor of the previous batch.")
     replay: BulkReplayOptions = Field(default_factory=BulkReplayOptions)
 
 
@@ -371,7 +377,7 @@ QueryTime = Annotated[datetime, BeforeValidator(_query_time)]
 class LogQuery(QueryModel):
     """Filters and paging of a run's log lines (query parameters)."""
 
-    attempt: int | None = Field(None, ge=1, le=MAX_INTEGER, description="Only this attempt.")
+    attempt: int | None = Field(None, ge=1, le=MAX_ATTEMPT, description="Only this attempt.")
     level: Literal["debug", "info", "warning", "error"] | None = Field(
         None, description="Minimum level.")
     since: QueryTime | None = Field(
