@@ -441,3 +441,23 @@ async def test_a_pod_deleted_while_the_store_is_away_is_still_a_lost_attempt(
     assert [e.failure for e in store.recorded] == [FailureType.LOST]
     assert api.deleted == []
     await backend.close()
+
+
+async def test_a_warm_pods_end_seen_while_the_store_is_away_is_retried(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kubernetes, "RETRY_FIRST", 0.02)
+    backend, api, _, hub = await _warm_backend()
+    store = FlakyStore(failures=2)
+    backend.set_exit_handler(store)
+    await backend.start(_warm_launch(1))
+    [runner_id] = hub.enrolled
+    [pod] = list(api.pods.values())
+    assert api.emit is not None
+    api.emit("MODIFIED", _terminated(pod, "OOMKilled", 137))
+    await _until(lambda: bool(store.recorded))
+    assert [(e.run_id, e.failure) for e in store.recorded] == [
+        (uuid.UUID(int=1), FailureType.OOM)]
+    assert backend.warm_pods() == {} and backend.idle_runners("fp-1") == []
+    assert pod["metadata"]["name"] in api.deleted
+    await backend.close()
