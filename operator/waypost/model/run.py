@@ -169,6 +169,16 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
+def _iso_time(value: Any) -> Any:
+    # RFC 3339 text, as the schema's date-time says; not the Unix timestamps (numbers)
+    # pydantic would also take.
+    if not isinstance(value, (str, datetime)):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
+BodyTime = Annotated[datetime, BeforeValidator(_iso_time)]
+
 # Whole numbers and booleans of a JSON body, as its schema says: true is not 1 and 0
 # is not false (pydantic's lax mode would take both); 5.0 is an integer.
 BodyInt = Annotated[StrictInt, BeforeValidator(_whole_number)]
@@ -230,8 +240,8 @@ class BulkFilter(ApiModel):
     task: ApiText | None = Field(None, min_length=1, max_length=MAX_NAME_LENGTH)
     statuses: list[RunStatus] | None = Field(
         None, min_length=1, description="Only runs in one of these statuses.")
-    since: datetime | None = Field(None, description="Created at or after this time.")
-    until: datetime | None = Field(None, description="Created before this time.")
+    since: BodyTime | None = Field(None, description="Created at or after this time.")
+    until: BodyTime | None = Field(None, description="Created before this time.")
     error_type: FailureType | None = Field(
         None, description="Only runs whose last error is of this type (oom, timeout, ...).")
     dead_lettered: StrictBool = Field(False, description="Only dead-lettered runs.")
@@ -260,8 +270,9 @@ class BulkRequest(ApiModel):
     filter: BulkFilter = Field(default_factory=BulkFilter)
     dry_run: StrictBool = Field(False, description="Only count the runs the action would take.")
     batch_size: BodyInt = Field(100, ge=1, le=1000, description="Runs looked at in this call.")
-    cursor: BodyInt | None = Field(None, ge=0, le=MAX_INTEGER,
-                                   description="nextCursor of the previous batch.")
+    cursor: Annotated[StrictInt, Field(ge=0, le=MAX_INTEGER),
+                      BeforeValidator(_whole_number)] | None = Field(
+        None, description="nextCursor of the previous batch.")
     replay: BulkReplayOptions = Field(default_factory=BulkReplayOptions)
 
 
