@@ -55,7 +55,7 @@ async def wait_ready(url: str, dev: asyncio.subprocess.Process, timeout: float) 
             assert resp.status == 201, await resp.text()
 
 
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(1800)
 async def test_schemathesis_finds_no_failure_against_waypost_dev(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -77,10 +77,12 @@ async def test_schemathesis_finds_no_failure_against_waypost_dev(
             "--max-examples", str(MAX_EXAMPLES), "--header", f"Authorization: Bearer {TOKEN}",
             "--exclude-tag", "ui", "--report", "junit", "--report-dir", str(tmp_path / "report"),
             cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        output, _ = await asyncio.wait_for(fuzz.communicate(), timeout=900)
+        output, _ = await asyncio.wait_for(fuzz.communicate(), timeout=1500)
         text = output.decode(errors="replace")
         summary = text[text.rfind("SUMMARY"):] if "SUMMARY" in text else text[-3000:]
-        assert fuzz.returncode == 0, f"schemathesis found failures:\n{text[-12000:]}"
+        starts = [i for i in (text.find("= ERRORS ="), text.find("= FAILURES =")) if i >= 0]
+        found = text[min(starts):] if starts else text[-12000:]
+        assert fuzz.returncode == 0, f"schemathesis found failures:\n{found[:20000]}"
         generated = re.search(r"(\d+) generated", text)
         assert generated is not None and int(generated.group(1)) > 100, summary
         print(summary)
