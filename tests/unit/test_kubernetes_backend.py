@@ -451,7 +451,7 @@ async def test_a_warm_pods_end_seen_while_the_store_is_away_is_retried(
     store = FlakyStore(failures=2)
     backend.set_exit_handler(store)
     await backend.start(_warm_launch(1))
-    [runner_id] = hub.enrolled
+    assert len(hub.enrolled) == 1
     [pod] = list(api.pods.values())
     assert api.emit is not None
     api.emit("MODIFIED", _terminated(pod, "OOMKilled", 137))

@@ -8,9 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from waypost.sdk import quantity
-
-from waypost.sdk import protocol
+from waypost.sdk import protocol, quantity
 
 # One source: the runner protocol's limit, which the API's schema says too.
 LOG_BATCH_MAX = protocol.MAX_LOG_BATCH
