@@ -16,7 +16,14 @@ alternates between repeats.
 Figures: drain runs/s with and without subscribers and the loss; and for every
 subscribed run, the delivery delay of its ``succeeded`` status event: the wall time
 it reached the subscriber minus the wall time the worker's acknowledging call
-(the commit) returned. All three processes share the machine's two cores.
+(the commit) returned. All three processes share the machine's two cores, so the
+drain rate moves with whatever else the machine runs; the CPU time each part used
+during the drain (the workers' process, Postgres' processes, the coordinator, the
+subscriber process; from /proc, in ms per 1,000 runs) is the steadier figure of
+what subscribers cost.
+
+``--modes`` adds ``no_event_log``: the drain without subscribers with the event
+log's triggers disabled, i.e. what writing the event rows costs the drain.
 """
 
 from __future__ import annotations
@@ -40,10 +47,52 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.stats import pct
+from bench.stats import pct, summary
 from bench.systems import Waypost
 
 HERE = Path(__file__).resolve().parent
+MODES = ("none", "subscribers", "no_event_log")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process of ``pids``."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            # The command name (field 2) may hold spaces; fields after its ')' are fixed.
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            out[pid] = (int(fields[11]) + int(fields[12])) / TICKS
+    return out
+
+
+def postgres_pids(data_dir: Path) -> list[int]:
+    """The postmaster of ``data_dir`` and its children (backends, WAL writer, …)."""
+    master = int((data_dir / "postmaster.pid").read_text().split()[0])
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == master:
+                kids.append(int(stat.parent.name))
+    return [master, *kids]
+
+
+class CpuMeter:
+    """CPU seconds that named groups of processes use between start() and stop()."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+
+    def start(self) -> None:
+        self.before = {g: cpu_seconds(p) for g, p in self.groups.items()}
+
+    def stop(self) -> dict[str, float]:
+        used = {}
+        for g, pids in self.groups.items():
+            after = cpu_seconds(pids)
+            # Processes that ended during the drain are left out (none should).
+            used[g] = sum(after[p] - self.before[g][p] for p in after if p in self.before[g])
+        return used
 
 
 # --- the coordinator and subscriber processes --------------------------------
@@ -53,7 +102,8 @@ async def serve_coordinator(dsn: str, port: int) -> None:
     from waypost.model.settings import Settings
     from waypost.standalone import Standalone
 
-    settings = Settings(database_url=dsn, coordinator_port=port)
+    # WAYPOST_EVENTS_POLL_INTERVAL (``--poll-interval``) reaches the hub from here.
+    settings = Settings.from_env(database_url=dsn, coordinator_port=port)
     stack = await Standalone(settings, dispatch=False).start()
     try:
         await asyncio.Event().wait()
@@ -106,7 +156,9 @@ def free_port() -> int:
 class SseBench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.drains: dict[str, list[float]] = {"none": [], "subscribers": []}
+        self.drains: dict[str, list[float]] = {m: [] for m in args.modes}
+        # mode -> part -> CPU ms per 1,000 runs, one value per repeat
+        self.cpu: dict[str, dict[str, list[float]]] = {m: {} for m in args.modes}
         self.delays_ms: list[float] = []
         self.missing = 0
 
@@ -127,7 +179,8 @@ class SseBench:
                 await admin.close()
             await Waypost().install(self.pg.dsn_for("tpl_sse"))
             for rep in range(self.args.repeats):
-                modes = ["none", "subscribers"] if rep % 2 == 0 else ["subscribers", "none"]
+                # Alternating the order spreads the machine's drift over all modes.
+                modes = list(self.args.modes) if rep % 2 == 0 else list(self.args.modes)[::-1]
                 for mode in modes:
                     await self.drain(rep, mode)
         finally:
@@ -156,6 +209,8 @@ class SseBench:
             await wait_ready(url)
             await system.open(dsn, a.workers)
             await system.enqueue_many(a.jobs)
+            if mode == "no_event_log":
+                await set_event_log(dsn, enabled=False)
             if mode == "subscribers":
                 ids = await spread_run_ids(dsn, a.jobs, a.subscribers)
                 ids_file = out.with_suffix(".ids")
@@ -166,15 +221,26 @@ class SseBench:
                 assert subscriber.stdout is not None
                 line = await asyncio.to_thread(subscriber.stdout.readline)
                 assert line.strip() == "ready", line
+            groups = {"workers": [os.getpid()], "postgres": postgres_pids(self.pg.data_dir),
+                      "coordinator": [coordinator.pid]}
+            if subscriber is not None:
+                groups["subscriber"] = [subscriber.pid]
+            meter = CpuMeter(groups)
             with timed_acks(committed):
+                meter.start()
                 started = time.perf_counter()
                 await system.start_workers(a.workers, a.batch, lambda _t0: None,
                                            drain_count=a.jobs)
                 await system.wait_workers()
                 elapsed = time.perf_counter() - started
+                used = meter.stop()
             rate = a.jobs / elapsed
             self.drains[mode].append(rate)
-            line = f"  rep {rep} {mode}: drain {a.jobs} runs in {elapsed:.2f} s, {rate:,.0f}/s"
+            for part, seconds in used.items():
+                self.cpu[mode].setdefault(part, []).append(seconds * 1e6 / a.jobs)
+            line = (f"  rep {rep} {mode}: drain {a.jobs} runs in {elapsed:.2f} s, {rate:,.0f}/s;"
+                    " CPU ms/1k runs " + ", ".join(
+                        f"{part} {seconds * 1e6 / a.jobs:.0f}" for part, seconds in used.items()))
             if subscriber is not None:
                 await asyncio.to_thread(subscriber.wait, 120)
                 arrived = json.loads(out.read_text())  # noqa: ASYNC240 - after it
@@ -207,18 +273,34 @@ class SseBench:
         none = statistics.median(self.drains["none"])
         subs = statistics.median(self.drains["subscribers"])
         delays = sorted(self.delays_ms)
+        cpu_total = {m: sum(statistics.median(v) for v in parts.values())
+                     for m, parts in self.cpu.items()}
         doc = {
             "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "args": vars(self.args),
+            "loadavg_1m_at_end": os.getloadavg()[0],
             "drain_runs_per_s": self.drains,
+            "drain_summary": {m: summary(v) for m, v in self.drains.items()},
             "drain_median_none": none,
             "drain_median_subscribers": subs,
             "throughput_loss_percent": (none - subs) / none * 100,
+            "per_repeat_loss_percent": [
+                (n - s) / n * 100
+                for n, s in zip(self.drains["none"], self.drains["subscribers"], strict=False)],
+            "cpu_ms_per_1k_runs": {m: {part: summary(v) for part, v in parts.items()}
+                                   for m, parts in self.cpu.items()},
+            "cpu_ms_per_1k_runs_total_of_medians": cpu_total,
+            "subscriber_cpu_share_percent": (
+                (cpu_total["subscribers"] - cpu_total["none"]) / cpu_total["subscribers"] * 100),
             "deliveries": len(delays),
             "missing_deliveries": self.missing,
             "delivery_ms": {"p50": pct(delays, 50), "p90": pct(delays, 90),
                             "p99": pct(delays, 99), "max": delays[-1] if delays else None},
         }
+        if "no_event_log" in self.drains:
+            off = statistics.median(self.drains["no_event_log"])
+            doc["drain_median_no_event_log"] = off
+            doc["event_log_cost_percent"] = (off - none) / off * 100
         print(json.dumps({k: v for k, v in doc.items() if k != "args"}, indent=2))
         return doc
 
@@ -232,6 +314,20 @@ async def wait_ready(url: str) -> None:
                         return
             await asyncio.sleep(0.1)
     raise RuntimeError(f"the coordinator at {url} did not become ready")
+
+
+async def set_event_log(dsn: str, *, enabled: bool) -> None:
+    """Turn the event log's triggers (migration 0012) on or off in one database."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " WHERE t.tgname LIKE 'run\\_events\\_%' AND NOT t.tgisinternal")
+        verb = "ENABLE" if enabled else "DISABLE"
+        for r in rows:
+            await conn.execute(f'ALTER TABLE waypost.{r["relname"]} {verb} TRIGGER {r["tgname"]}')
+    finally:
+        await conn.close()
 
 
 async def spread_run_ids(dsn: str, jobs: int, n: int) -> list[str]:
@@ -266,15 +362,40 @@ def timed_acks(committed: dict[uuid.UUID, float]) -> Any:
         runs.ack_and_claim = original  # type: ignore[assignment]
 
 
+@contextlib.contextmanager
+def profiled(name: str) -> Any:
+    """cProfile this process into $BENCH_SSE_PROFILE/<name>-<pid>.prof when that is set
+    (``--profile DIR``); SIGTERM ends it cleanly so that the profile is written."""
+    folder = os.environ.get("BENCH_SSE_PROFILE")
+    if not folder:
+        yield
+        return
+    import cProfile
+    import signal
+
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    prof = cProfile.Profile(time.process_time)  # CPU time: the machine is shared
+    prof.enable()
+    try:
+        yield
+    finally:
+        prof.disable()
+        prof.dump_stats(str(Path(folder) / f"{name}-{os.getpid()}.prof"))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--coordinator"]:
-        with contextlib.suppress(KeyboardInterrupt):
+        with contextlib.suppress(KeyboardInterrupt), profiled("coordinator"):
             asyncio.run(serve_coordinator(argv[1], int(argv[2])))
         return
     if argv[:1] == ["--subscribe"]:
         ids = Path(argv[2]).read_text().split()
-        asyncio.run(subscribe(argv[1], ids, Path(argv[3])))
+        with contextlib.suppress(KeyboardInterrupt), profiled("subscriber"):
+            asyncio.run(subscribe(argv[1], ids, Path(argv[3])))
         return
     p = argparse.ArgumentParser(prog="python -m bench.sse", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -283,8 +404,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--modes", default="none,subscribers",
+                   type=lambda text: text.split(","),
+                   help=f"drains per repeat, of {', '.join(MODES)} (none and subscribers "
+                        "are always needed)")
     p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--poll-interval", type=float,
+                   help="the coordinator's WAYPOST_EVENTS_POLL_INTERVAL (default: its own)")
+    p.add_argument("--profile", metavar="DIR",
+                   help="cProfile the coordinator and subscriber processes into DIR")
     args = p.parse_args(argv)
+    if args.poll_interval is not None:
+        os.environ["WAYPOST_EVENTS_POLL_INTERVAL"] = str(args.poll_interval)
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        os.environ["BENCH_SSE_PROFILE"] = str(Path(args.profile).resolve())
+    if not {"none", "subscribers"} <= set(args.modes) <= set(MODES):
+        p.error(f"--modes: use none,subscribers and optionally no_event_log, not {args.modes}")
     bench = SseBench(args)
     asyncio.run(bench.run())
     doc = bench.report()

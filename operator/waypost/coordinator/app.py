@@ -548,7 +548,8 @@ def create_app(engine: Engine, readiness: Readiness | None = None) -> web.Applic
     max_body, _ = _body_limit(engine.settings.limits)
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body)
     app[ENGINE] = engine
-    hub = EventHub(engine.pool, interval=engine.settings.events_poll_seconds)
+    hub = EventHub(engine.pool, interval=engine.settings.events_poll_seconds,
+                   listen=lambda: store_pool.connect(engine.settings.database_url))
     app[appkeys.EVENT_HUB] = hub
 
     async def close_hub(_: web.Application) -> None:

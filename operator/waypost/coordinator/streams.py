@@ -30,7 +30,7 @@ from waypost.model.run import (
     RunEventsQuery,
     StreamEnd,
 )
-from waypost.store.events import START, Cursor
+from waypost.store.events import START, Cursor, Event
 
 SSE = "text/event-stream"
 _FINAL = {s.value for s in RunStatus if s.is_final}
@@ -62,27 +62,50 @@ async def _open(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _event_frame(event: Event) -> bytes:
+    """An event as an SSE frame, encoded once however many subscribers it goes to."""
+    frame = event.encoded.get("sse")
+    if frame is None:
+        body = run_events.to_api(event).model_dump(mode="json", by_alias=True)
+        frame = event.encoded["sse"] = _frame(body["id"], event.kind, body)
+    return frame
+
+
+def _log_frame(event: Event) -> bytes:
+    frame = event.encoded.get("sse-log")
+    if frame is None:
+        entry = run_events.to_log_entry(event)
+        frame = event.encoded["sse-log"] = _frame(
+            entry.cursor, "log", entry.model_dump(mode="json", by_alias=True))
+    return frame
+
+
 async def _pump_sse(request: web.Request, flt: Filter, after: Cursor | None, *,
                     until_final: bool = False, logs_only: bool = False) -> web.StreamResponse:
     engine = request.app[appkeys.ENGINE]
     hub = request.app[appkeys.EVENT_HUB]
     response = await _open(request)
     try:
-        async for event in hub.stream(flt, after,
+        async for batch in hub.stream(flt, after,
                                       heartbeat=engine.settings.events_heartbeat_seconds):
-            if event is None:
+            if not batch:
                 await response.write(b": heartbeat\n\n")
                 continue
-            if logs_only:
-                if event.kind == "log":
-                    entry = run_events.to_log_entry(event)
-                    await response.write(_frame(entry.cursor, "log",
-                                                entry.model_dump(mode="json", by_alias=True)))
-            else:
-                body = run_events.to_api(event).model_dump(mode="json", by_alias=True)
-                await response.write(_frame(body["id"], event.kind, body))
-            if until_final and event.kind == "status" and event.data.get("status") in _FINAL:
-                await response.write(_frame(None, "end", {"status": event.data["status"]}))
+            # One write per batch: a catch-up page or a tick's events go out together.
+            frames: list[bytes] = []
+            final: str | None = None
+            for event in batch:
+                if not logs_only:
+                    frames.append(_event_frame(event))
+                elif event.kind == "log":
+                    frames.append(_log_frame(event))
+                if until_final and event.kind == "status" and event.data.get("status") in _FINAL:
+                    final = str(event.data["status"])
+                    frames.append(_frame(None, "end", {"status": final}))
+                    break
+            if frames:
+                await response.write(b"".join(frames))
+            if final is not None:
                 break
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away

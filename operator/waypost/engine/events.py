@@ -3,8 +3,8 @@
 One :class:`EventHub` per coordinator process reads new events for all of its
 subscribers with one query per tick (only while anyone subscribes) and hands each
 subscriber the events it asked for; no client polls the database on its own except
-for the catch-up when it (re)joins. Writers pay nothing beyond the event rows
-(no NOTIFY, see migration 0012).
+for the catch-up when it (re)joins. Writers pay the event rows, and a NOTIFY per
+transaction only while a hub sleeps waiting for one (migration 0014).
 
 Joining a stream is gap-free: a subscription is registered first, the hub marks
 the cursor its next tick starts from, and only then does the subscriber read the
@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -27,7 +28,7 @@ import asyncpg
 from waypost.engine.errors import InvalidValue, RunNotFound
 from waypost.model.run import EVENT_KINDS, LogEntry, RunEvent
 from waypost.sdk.protocol import LOG_LEVELS
-from waypost.store import events, runs
+from waypost.store import events, notify, runs
 from waypost.store import pool as store_pool
 from waypost.store.events import Cursor, Event
 
@@ -151,20 +152,45 @@ class Subscription:
         self.queue.put_nowait(batch)
 
 
+Listen = Callable[[], Awaitable[asyncpg.Connection]]
+
+
 class EventHub:
-    """Reads new events once per tick for every subscriber of this process."""
+    """Reads new events for every subscriber of this process, one query per read.
+
+    While events keep coming, the hub reads every ``interval`` seconds. Once a read
+    finds nothing and nothing notified is still pending, it arms itself (migration
+    0014: writers then NOTIFY ``waypost_events``) and sleeps until a NOTIFY wakes it,
+    reading anyway every ``idle_poll`` seconds in case a writer did not notify (one
+    of the previous release, or one whose snapshot predates the arming). Without a
+    ``listen`` connection factory it polls every ``interval``.
+    """
 
     def __init__(self, pool: asyncpg.Pool, *, interval: float = 0.02, batch: int = 2000,
-                 capacity: int = 1000) -> None:
+                 capacity: int = 1000, listen: Listen | None = None,
+                 idle_poll: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._pool = pool
         self._interval = interval
         self._batch = batch
         self._capacity = capacity
+        self._listen = listen
+        self._idle_poll = idle_poll
+        self._clock = clock
         self._subs: set[Subscription] = set()
+        # Kept as subscribers come and go, so that a read costs nothing per subscriber.
+        self._by_run: dict[uuid.UUID, set[Subscription]] = {}
+        self._everyone: set[Subscription] = set()
+        self._run_ids: tuple[uuid.UUID, ...] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
+        self._reader = uuid.uuid4()
+        self._listener: asyncpg.Connection | None = None
+        self._listen_retry_at = 0.0
+        # The newest transaction a NOTIFY named; read once the horizon is past it.
+        self._notified_tx = 0
         self.ticks = 0
+        self.notifications = 0
 
     @property
     def subscribers(self) -> int:
@@ -173,6 +199,11 @@ class EventHub:
     def _add(self, flt: Filter) -> Subscription:
         sub = Subscription(flt, self._capacity)
         self._subs.add(sub)
+        if flt.run_id is None:
+            self._everyone.add(sub)
+        else:
+            self._by_run.setdefault(flt.run_id, set()).add(sub)
+        self._run_ids = None
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._pump())
@@ -180,6 +211,14 @@ class EventHub:
 
     def _remove(self, sub: Subscription) -> None:
         self._subs.discard(sub)
+        self._everyone.discard(sub)
+        if sub.filter.run_id is not None:
+            subs = self._by_run.get(sub.filter.run_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_run[sub.filter.run_id]
+        self._run_ids = None
 
     async def close(self) -> None:
         """End every stream (each returns after its current event) and the pump."""
@@ -189,62 +228,140 @@ class EventHub:
             sub.queue.put_nowait([])
             sub.covered.set()
         self._subs.clear()
+        self._by_run.clear()
+        self._everyone.clear()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        await self._unlisten()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.notifications += 1
+        with contextlib.suppress(ValueError):
+            self._notified_tx = max(self._notified_tx, int(payload))
+        self._wake.set()
+
+    async def _ensure_listening(self) -> bool:
+        if self._listen is None:
+            return False
+        if self._listener is not None and not self._listener.is_closed():
+            return True
+        self._listener = None
+        if self._clock() < self._listen_retry_at:
+            return False
+        try:
+            conn = await self._listen()
+            await conn.add_listener(notify.EVENTS_CHANNEL, self._on_notify)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("event pump: cannot listen for events, polling: %s", exc)
+            self._listen_retry_at = self._clock() + 5.0
+            return False
+        self._listener = conn
+        return True
+
+    async def _unlisten(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+        with contextlib.suppress(Exception):
+            await events.disarm_reader(self._pool, self._reader)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait ``seconds`` or until woken (a NOTIFY, a new subscriber); True if woken."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _pump(self) -> None:
+        while True:
+            await self._pump_while_subscribed()
+            await self._unlisten()
+            # No await between this check and the end of the task: a subscriber that
+            # comes later finds the task done and starts a new one.
+            if not self._subs or self._closed:
+                return
+
+    async def _pump_while_subscribed(self) -> None:
         cursor: Cursor | None = None
+        armed_at: float | None = None  # monotonic time of the arming, None: disarmed
+        armed_xmax: int | None = None  # the first read after arming: its snapshot's xmax
+        arm_seconds = max(10.0, 5 * self._idle_poll)
         while self._subs:
             try:
                 if cursor is None:
                     cursor = await events.horizon(self._pool)
-                cursor = await self._tick(cursor)
+                # Cleared before the read: a NOTIFY during it makes the next wait
+                # return at once instead of being lost.
+                self._wake.clear()
+                found, cursor, xmax = await self._tick(cursor)
+                pending = self._notified_tx >= cursor.tx
+                if found or pending or not await self._ensure_listening():
+                    if armed_at is not None:
+                        # Busy: writers need not NOTIFY (it would serialise their
+                        # commits); the reads come every interval anyway.
+                        armed_at = None
+                        await events.disarm_reader(self._pool, self._reader)
+                    await self._sleep(self._interval)
+                    continue
+                if armed_at is None or self._clock() - armed_at > arm_seconds / 2:
+                    await events.arm_reader(self._pool, self._reader, arm_seconds)
+                    armed_at, armed_xmax = self._clock(), None
+                    continue  # this read's snapshot predates the arming: read again
+                if armed_xmax is None:
+                    armed_xmax = xmax
+                if cursor.tx < armed_xmax:
+                    # A transaction that began before the arming may write events
+                    # without a NOTIFY: poll until every one of them has ended.
+                    await self._sleep(self._interval)
+                    continue
+                await self._sleep(self._idle_poll)
             except store_pool.UNAVAILABLE_ERRORS as exc:
                 log.warning("event pump: store unavailable: %s", exc)
+                armed_at = None
                 await asyncio.sleep(1.0)
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
 
-    async def _tick(self, cursor: Cursor) -> Cursor:
-        subs = list(self._subs)
-        for sub in subs:
+    async def _tick(self, cursor: Cursor) -> tuple[bool, Cursor, int]:
+        """Read and hand out everything new; whether anything was found, the next
+        cursor and the xmax of the last read's snapshot."""
+        for sub in self._subs:
             if sub.covered_from is None:
                 sub.covered_from = cursor
                 sub.covered.set()
-        by_run: dict[uuid.UUID, list[Subscription]] = {}
-        everyone: list[Subscription] = []
-        for sub in subs:
-            if sub.filter.run_id is None:
-                everyone.append(sub)
-            else:
-                by_run.setdefault(sub.filter.run_id, []).append(sub)
+        if self._everyone:
+            run_ids = None
+        else:
+            if self._run_ids is None:
+                self._run_ids = tuple(self._by_run)
+            run_ids = self._run_ids
+        any_found = False
         while True:
-            found, cursor_after = await events.everyone_after(
-                self._pool, cursor, run_ids=None if everyone else list(by_run),
-                limit=self._batch,
-            )
+            read = await events.read_everyone(self._pool, cursor, run_ids=run_ids,
+                                              limit=self._batch)
             self.ticks += 1
+            any_found = any_found or bool(read.events)
             batches: dict[Subscription, list[Event]] = {}
-            for e in found:
-                for sub in (*by_run.get(e.run_id, ()), *everyone):
+            for e in read.events:
+                for sub in (*self._by_run.get(e.run_id, ()), *self._everyone):
                     if sub.filter.matches(e):
                         batches.setdefault(sub, []).append(e)
             for sub, batch in batches.items():
                 sub.deliver(batch)
-            cursor = cursor_after
-            if len(found) < self._batch:
-                return cursor
+            cursor = read.cursor
+            if len(read.events) < self._batch:
+                return any_found, cursor, read.xmax
 
     async def stream(
         self, flt: Filter, after: Cursor | None, *, heartbeat: float,
-    ) -> AsyncIterator[Event | None]:
-        """The events matching ``flt`` after ``after`` (None: from the hub's position,
-        i.e. from now), oldest first, then live ones; ``None`` every ``heartbeat``
-        seconds without an event, so that the caller can keep its connection alive."""
+    ) -> AsyncIterator[list[Event]]:
+        """Batches of the events matching ``flt`` after ``after`` (None: from the hub's
+        position, i.e. from now), oldest first, then live ones; an empty batch every
+        ``heartbeat`` seconds without an event, so that the caller can keep its
+        connection alive."""
         while not self._closed:
             sub = self._add(flt)
             try:
@@ -255,8 +372,8 @@ class EventHub:
                 # Catch up from the database to at least the hub's first tick.
                 while True:
                     page, next_cursor, full = await self._catch_up(flt, cursor)
-                    for e in page:
-                        yield e
+                    if page:
+                        yield page
                     cursor = next_cursor
                     if not full and cursor >= sub.covered_from:
                         break
@@ -264,14 +381,15 @@ class EventHub:
                     if sub.closed:
                         return
                     try:
-                        batch = await asyncio.wait_for(sub.queue.get(), heartbeat)
+                        async with asyncio.timeout(heartbeat):
+                            batch = await sub.queue.get()
                     except TimeoutError:
-                        yield None
+                        yield []
                         continue
-                    for e in batch:
-                        if e.cursor > cursor:
-                            cursor = e.cursor
-                            yield e
+                    fresh = [e for e in batch if e.cursor > cursor]
+                    if fresh:
+                        cursor = fresh[-1].cursor
+                        yield fresh
                 after = cursor
             finally:
                 self._remove(sub)
@@ -287,4 +405,3 @@ class EventHub:
         found, next_cursor = await events.everyone_after(
             self._pool, cursor, namespace=flt.namespace, task=flt.task, limit=self._batch)
         return [e for e in found if flt.matches(e)], next_cursor, len(found) >= self._batch
-

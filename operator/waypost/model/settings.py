@@ -98,7 +98,8 @@ class Settings(BaseModel):
     )
     events_poll_seconds: float = Field(
         0.02, gt=0, le=5,
-        description="How often the coordinator reads new run events while anyone streams them.",
+        description=("How often the coordinator reads new run events while they keep coming "
+                     "and anyone streams them (idle, it waits for a NOTIFY)."),
     )
     events_heartbeat_seconds: float = Field(
         15.0, gt=0, le=300,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +49,9 @@ class Event:
     attempt: int | None
     ts: datetime
     data: dict[str, Any]
+    # Encodings of this event by name (an SSE frame, …), made once for all the
+    # subscribers it goes to.
+    encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _page(rows: Sequence[asyncpg.Record], after: Cursor, limit: int) -> tuple[list[Event], Cursor]:
@@ -79,18 +82,50 @@ async def for_run(
     return _page(rows, after, limit)
 
 
+@dataclass(frozen=True)
+class Read:
+    """One read of everyone's events: the events, where the next read starts, and
+    the next transaction id at the time of the read (``xmax``)."""
+
+    events: list[Event]
+    cursor: Cursor
+    xmax: int
+
+
+async def read_everyone(
+    db: asyncpg.Pool | asyncpg.Connection, after: Cursor, *,
+    run_ids: Sequence[uuid.UUID] | None = None, namespace: str | None = None,
+    task: str | None = None, limit: int = 1000,
+) -> Read:
+    """Events of all runs (or of ``run_ids``, a namespace, a task) after ``after``."""
+    rows = await db.fetch(*bind(
+        "events_after", after_tx=str(after.tx), after_id=after.id,
+        run_ids=run_ids, namespace=namespace, task=task, limit=limit,
+    ))
+    found, cursor = _page(rows, after, limit)
+    return Read(found, cursor, int(rows[0]["xmax"]))
+
+
 async def everyone_after(
     db: asyncpg.Pool | asyncpg.Connection, after: Cursor, *,
     run_ids: Sequence[uuid.UUID] | None = None, namespace: str | None = None,
     task: str | None = None, limit: int = 1000,
 ) -> tuple[list[Event], Cursor]:
     """Events of all runs (or of ``run_ids``, a namespace, a task) after ``after``."""
-    rows = await db.fetch(*bind(
-        "events_after", after_tx=str(after.tx), after_id=after.id,
-        run_ids=list(run_ids) if run_ids is not None else None, namespace=namespace,
-        task=task, limit=limit,
-    ))
-    return _page(rows, after, limit)
+    read = await read_everyone(db, after, run_ids=run_ids, namespace=namespace, task=task,
+                               limit=limit)
+    return read.events, read.cursor
+
+
+async def arm_reader(db: asyncpg.Pool | asyncpg.Connection, reader: uuid.UUID,
+                     seconds: float) -> None:
+    """Ask writers to NOTIFY ``waypost_events`` for ``seconds`` at most (migration 0014)."""
+    await db.execute(*bind("arm_event_reader", reader=reader, seconds=seconds))
+
+
+async def disarm_reader(db: asyncpg.Pool | asyncpg.Connection, reader: uuid.UUID) -> None:
+    """Writers need not wake ``reader`` any more."""
+    await db.execute(*bind("disarm_event_reader", reader=reader))
 
 
 async def horizon(db: asyncpg.Pool | asyncpg.Connection) -> Cursor:

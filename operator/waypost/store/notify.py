@@ -22,6 +22,12 @@ that call ``pg_notify`` point here, and listeners import the channel names.
     poll (``warm_notify``). The payload is the runner's id (UUID text); the
     replica that holds the poll answers it at once.
 
+``waypost_events``
+    Events were written while an event reader was armed (migration 0014): one per
+    transaction that inserts into ``run_events``, sent by a trigger. The payload is
+    the writing transaction's id (``pg_current_xact_id()``, decimal text); a reader
+    has read that transaction's events once its horizon is past it.
+
 Postgres folds identical notifications sent in one transaction into one, and
 delivers them only on commit, so a rolled-back enqueue wakes no one.
 """
@@ -31,3 +37,4 @@ from __future__ import annotations
 READY_CHANNEL = "waypost_ready"
 CANCEL_CHANNEL = "waypost_cancel"
 WARM_CHANNEL = "waypost_warm"
+EVENTS_CHANNEL = "waypost_events"

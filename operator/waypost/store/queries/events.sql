@@ -28,10 +28,12 @@ ORDER BY e.tx, e.id;
 -- Everyone's events after the cursor (:after_tx, :after_id), oldest first, at most
 -- :limit: the coordinator's pump reads this once per tick for all its subscribers.
 -- :run_ids limits it to some runs, :namespace/:task to a namespace/task. Same
--- horizon rule and answer shape as run_events_after.
-WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
-SELECT h.horizon::text AS horizon, e.id, e.tx::text AS tx, e.run_id, e.namespace, e.task,
-       e.kind, e.attempt, e.ts, e.data
+-- horizon rule and answer shape as run_events_after, plus the snapshot's xmax (the
+-- next transaction id; the pump's arming rule in migration 0014 needs it).
+WITH h AS (SELECT pg_snapshot_xmin(s) AS horizon, pg_snapshot_xmax(s) AS xmax
+           FROM pg_current_snapshot() s)
+SELECT h.horizon::text AS horizon, h.xmax::text AS xmax, e.id, e.tx::text AS tx, e.run_id,
+       e.namespace, e.task, e.kind, e.attempt, e.ts, e.data
 FROM h
 LEFT JOIN LATERAL (
     SELECT e.id, e.tx, e.run_id, r.namespace, r.task, e.kind, e.attempt, e.ts, e.data
@@ -48,3 +50,18 @@ ORDER BY e.tx, e.id;
 -- name: event_horizon
 -- Where a stream that starts now begins: every event below it is already written.
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon;
+
+-- name: arm_event_reader
+-- Reader :reader sleeps until a NOTIFY on waypost_events (migration 0014): writers
+-- send one while its row is armed, until :seconds from now at most. Expired rows of
+-- readers that died go at the same time.
+WITH gone AS (
+    DELETE FROM run_event_readers WHERE armed_until < now() - interval '1 minute'
+)
+INSERT INTO run_event_readers (reader, armed_until)
+VALUES (:reader, now() + make_interval(secs => :seconds))
+ON CONFLICT (reader) DO UPDATE SET armed_until = excluded.armed_until;
+
+-- name: disarm_event_reader
+-- Reader :reader reads again (or stops): writers need not wake it.
+DELETE FROM run_event_readers WHERE reader = :reader;

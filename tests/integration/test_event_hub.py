@@ -1,0 +1,154 @@
+"""The event pump's wake-ups (migration 0014) on a real Postgres: an idle hub sleeps
+until a writer's NOTIFY, a writer that began before the hub armed itself is still
+read at once, and without a LISTEN connection the hub polls."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tests.factories import register_task
+from waypost.engine.events import EventHub, Filter, Listen
+from waypost.store import pool as store_pool
+from waypost.store import runs
+from waypost.store.events import Event
+from waypost.store.pool import RawJson
+
+# Long enough that an event delivered within a second cannot have come by the
+# hub's idle poll.
+IDLE_POLL = 30.0
+
+
+async def enqueue(db: asyncpg.Pool | asyncpg.Connection) -> uuid.UUID:
+    run_id = uuid.uuid4()
+    assert await runs.enqueue(
+        db, namespace="default", task="t", run_id=run_id, payload=RawJson("{}"), priority=None,
+        idempotency_key=None, concurrency_key=None, trace_id="0" * 32, source="test")
+    return run_id
+
+
+@pytest.fixture
+async def hub(database_url: str, db: asyncpg.Pool) -> AsyncIterator[EventHub]:
+    await register_task(db)
+    hub = EventHub(db, interval=0.02, idle_poll=IDLE_POLL,
+                   listen=lambda: store_pool.connect(database_url))
+    try:
+        yield hub
+    finally:
+        await hub.close()
+
+
+async def first_event_of(hub: EventHub, run_id: uuid.UUID) -> Event:
+    async for batch in hub.stream(Filter(task="t"), None, heartbeat=60):
+        for e in batch:
+            if e.run_id == run_id:
+                return e
+    raise AssertionError("the stream ended")
+
+
+async def until_armed(db: asyncpg.Pool, hub: EventHub, quiet: float = 0.3) -> None:
+    """Wait until the hub has armed itself and stopped reading."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        armed = await db.fetchval(
+            "SELECT count(*) FROM run_event_readers WHERE armed_until > now()")
+        ticks = hub.ticks
+        await asyncio.sleep(quiet)
+        if armed and hub.ticks == ticks:
+            return
+    raise AssertionError("the hub never went to sleep")
+
+
+async def test_an_idle_hub_sleeps_until_a_writer_notifies_it(
+    hub: EventHub, db: asyncpg.Pool
+) -> None:
+    follower = asyncio.create_task(first_event_of(hub, run_id := uuid.uuid4()))
+    await until_armed(db, hub)
+    ticks = hub.ticks
+    await asyncio.sleep(1.0)
+    # Polling every 20 ms would have read 50 times.
+    assert hub.ticks - ticks <= 1
+    committed = time.monotonic()
+    assert await runs.enqueue(
+        db, namespace="default", task="t", run_id=run_id, payload=RawJson("{}"), priority=None,
+        idempotency_key=None, concurrency_key=None, trace_id="0" * 32, source="test")
+    event = await asyncio.wait_for(follower, 10)
+    assert event.kind == "status" and event.data["status"] == "queued"
+    assert time.monotonic() - committed < 1.0
+    assert hub.notifications >= 1
+
+
+async def test_a_closed_hub_is_disarmed_and_writers_send_no_notify(
+    hub: EventHub, db: asyncpg.Pool
+) -> None:
+    follower = asyncio.create_task(first_event_of(hub, uuid.uuid4()))
+    await until_armed(db, hub)
+    await hub.close()
+    assert await db.fetchval("SELECT count(*) FROM run_event_readers") == 0
+    follower.cancel()
+    # Nobody armed: a writer sends no NOTIFY.
+    heard: list[str] = []
+    def hear(*args: object) -> None:
+        heard.append(str(args[-1]))
+
+    listener = await db.acquire()
+    try:
+        await listener.add_listener("waypost_events", hear)
+        await enqueue(db)
+        await asyncio.sleep(0.5)
+        await listener.remove_listener("waypost_events", hear)
+    finally:
+        await db.release(listener)
+    assert heard == []
+
+
+async def test_a_writer_that_began_before_the_hub_armed_is_read_without_its_notify(
+    hub: EventHub, db: asyncpg.Pool
+) -> None:
+    conn = await db.acquire()
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        run_id = await enqueue(conn)  # its trigger ran while no reader was armed
+        follower = asyncio.create_task(first_event_of(hub, run_id))
+        await asyncio.sleep(1.0)  # the hub has armed itself by now
+        assert await db.fetchval(
+            "SELECT count(*) FROM run_event_readers WHERE armed_until > now()") == 1
+        committed = time.monotonic()
+        await tx.commit()
+    finally:
+        await db.release(conn)
+    event = await asyncio.wait_for(follower, 10)
+    assert event.data["status"] == "queued"
+    # Found by the hub's reads every 20 ms until that transaction ended, not by its
+    # 30 s idle poll.
+    assert time.monotonic() - committed < 1.0
+
+
+async def test_without_listen_the_hub_polls(database_url: str, db: asyncpg.Pool) -> None:
+    await register_task(db)
+
+    async def refused() -> asyncpg.Connection:
+        raise OSError("no LISTEN today")
+
+    listen: Listen = refused
+    hub = EventHub(db, interval=0.02, idle_poll=IDLE_POLL, listen=listen)
+    try:
+        follower = asyncio.create_task(first_event_of(hub, run_id := uuid.uuid4()))
+        await asyncio.sleep(0.5)
+        assert await db.fetchval("SELECT count(*) FROM run_event_readers") == 0
+        committed = time.monotonic()
+        assert await runs.enqueue(
+            db, namespace="default", task="t", run_id=run_id, payload=RawJson("{}"),
+            priority=None, idempotency_key=None, concurrency_key=None, trace_id="0" * 32,
+            source="test")
+        event = await asyncio.wait_for(follower, 10)
+        assert time.monotonic() - committed < 1.0
+        assert event.data["status"] == "queued" and hub.notifications == 0
+    finally:
+        await hub.close()
