@@ -16,3 +16,11 @@ def printer(ctx: SyncContext, payload: Any) -> str:
     print("oops on stderr", file=sys.stderr, flush=True)
     ctx.log.info("structured line", n=1)
     return "printed"
+
+
+@task(id="late-printer", memory="128Mi")
+def late_printer(ctx: SyncContext, payload: Any) -> str:
+    """Print without flushing: stdout is a pipe, so the line leaves the process when it
+    exits, after the run's final status is stored."""
+    print("printed before the end, stored after it")
+    return "done"

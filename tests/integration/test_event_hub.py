@@ -1,6 +1,6 @@
-"""The event pump's wake-ups (migration 0014) on a real Postgres: an idle hub sleeps
-until a writer's NOTIFY, a writer that began before the hub armed itself is still
-read at once, and without a LISTEN connection the hub polls."""
+"""The event pump on a real Postgres: an idle hub sleeps until a writer's NOTIFY
+(migration 0014), a writer that began before the hub armed itself is still read at
+once, without a LISTEN connection the hub polls; checkpoint data when asked."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import asyncpg
 import pytest
 
 from tests.factories import register_task
+from waypost.engine import events as run_events
 from waypost.engine.events import EventHub, Filter, Listen
+from waypost.store import checkpoints, runs
+from waypost.store import events as store_events
 from waypost.store import pool as store_pool
-from waypost.store import runs
 from waypost.store.events import Event
 from waypost.store.pool import RawJson
 
@@ -152,3 +154,26 @@ async def test_without_listen_the_hub_polls(database_url: str, db: asyncpg.Pool)
         assert event.data["status"] == "queued" and hub.notifications == 0
     finally:
         await hub.close()
+
+
+async def test_checkpoint_data_when_asked_names_the_version_the_event_records(
+    db: asyncpg.Pool,
+) -> None:
+    await register_task(db)
+    run_id = await enqueue(db)
+    [claimed] = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
+    token = claimed.claim_token
+    assert await checkpoints.write(db, run_id, token, "step", RawJson('{"v": 1}'))
+    assert await checkpoints.write(db, run_id, token, "step", RawJson('{"v": 2}'))
+    assert await checkpoints.write(db, run_id, token, "other", RawJson('[1, 2]'))
+    found, _ = await store_events.for_run(db, run_id, store_events.START, kinds=["checkpoint"])
+    # By default an event says which key, its size and version, never the data.
+    assert [sorted(e.data) for e in found] == [["key", "seq", "sizeBytes"]] * 3
+    with_data = await run_events.with_checkpoint_data(db, found)
+    assert [(e.data["key"], e.data.get("data"), e.data.get("superseded")) for e in with_data] == [
+        ("step", None, True),  # written again since: the next event carries that write
+        ("step", {"v": 2}, None),
+        ("other", [1, 2], None),
+    ]
+    assert [e.cursor for e in with_data] == [e.cursor for e in found]
+    assert all("data" not in e.data for e in found)  # the hub's copies are untouched

@@ -115,6 +115,14 @@ async def test_run_stream_orders_attempts_checkpoints_logs_and_result(stack: Sta
     assert checkpoint["sizeBytes"] > 0 and "data" not in checkpoint  # key and size only
     done = live[-1].data["data"]
     assert done["result"]["orderId"] == "o-7" and done["previous"] == "running"
+    # Asked for, checkpoint events carry the stored JSON.
+    async with aiohttp.ClientSession() as http:
+        with_data = await collect(
+            http, f"{stack.url}/v1/runs/{run_id}/events?kinds=checkpoint,status&checkpointData=1")
+        async with http.get(f"{stack.url}/v1/runs/{run_id}") as resp:
+            stored = {c["key"]: c["data"] for c in (await resp.json())["checkpoints"]}
+    assert {m.data["data"]["key"]: m.data["data"]["data"] for m in with_data
+            if m.event == "checkpoint"} == stored
 
 
 async def test_resume_after_last_event_id(stack: Standalone) -> None:
@@ -206,6 +214,7 @@ async def test_heartbeats_keep_an_idle_stream_alive(stack: Standalone) -> None:
     ("/v1/runs/00000000-0000-0000-0000-000000000000/events", 404, "no run"),
     ("/v1/events?kinds=status,bogus", 400, "kinds"),
     ("/v1/events?lastEventId=yesterday", 400, "lastEventId"),
+    ("/v1/events?checkpointData=please", 400, "checkpointData"),
 ])
 async def test_bad_stream_requests_are_refused_before_streaming(
     stack: Standalone, path: str, status: int, field: str

@@ -148,6 +148,23 @@ async def test_follow_streams_lines_and_ends_with_the_run(stack: Standalone) -> 
         "order fetched", "payment complete"]
 
 
+async def test_follow_waits_for_what_the_process_printed_before_it_exited(
+    stack: Standalone,
+) -> None:
+    await stack.register(printing_task.late_printer)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{stack.url}/v1/tasks/default/late-printer/trigger",
+                             json={}) as resp:
+            run_id = (await resp.json())["id"]
+        async with asyncio.timeout(60), http.get(
+                f"{stack.url}/v1/runs/{run_id}/logs?follow=1") as resp:
+            got = [m for m in [m async for m in sse.messages(resp)] if m is not None]
+    assert got[-1].event == "end" and got[-1].data == {"status": "succeeded"}
+    printed = [m.data["message"] for m in got
+               if m.event == "log" and m.data["fields"].get("stream") == "stdout"]
+    assert printed == ["printed before the end, stored after it"]
+
+
 @pytest.mark.parametrize(("query", "status", "words"), [
     ("cursor=12", 400, "cursor"),
     ("cursor=a-b", 400, "cursor"),

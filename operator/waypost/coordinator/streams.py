@@ -8,8 +8,10 @@ every ``events_heartbeat_seconds``, which keeps proxies from closing it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +35,10 @@ from waypost.model.run import (
 from waypost.store.events import START, Cursor, Event
 
 SSE = "text/event-stream"
+# A log follow stays open after the run's final status until no line came for
+# FOLLOW_QUIET_SECONDS, FOLLOW_AFTER_END_SECONDS at most.
+FOLLOW_QUIET_SECONDS = 2.0
+FOLLOW_AFTER_END_SECONDS = 10.0
 _FINAL = {s.value for s in RunStatus if s.is_final}
 
 
@@ -81,34 +87,66 @@ def _log_frame(event: Event) -> bytes:
 
 
 async def _pump_sse(request: web.Request, flt: Filter, after: Cursor | None, *,
-                    until_final: bool = False, logs_only: bool = False) -> web.StreamResponse:
+                    until_final: bool = False, logs_only: bool = False,
+                    checkpoint_data: bool = False) -> web.StreamResponse:
+    """Stream the events ``flt`` matches after ``after`` as SSE frames. ``until_final``:
+    end with an ``end`` event once the run has finished and its output is in."""
     engine = request.app[appkeys.ENGINE]
     hub = request.app[appkeys.EVENT_HUB]
     response = await _open(request)
+    loop = asyncio.get_running_loop()
+    stream = hub.stream(flt, after, heartbeat=engine.settings.events_heartbeat_seconds)
+    final: str | None = None
+    # After the final status: when the stream ends (a quiet spell, or the cap).
+    quiet_until = ends_at = 0.0
     try:
-        async for batch in hub.stream(flt, after,
-                                      heartbeat=engine.settings.events_heartbeat_seconds):
+        while True:
+            if final is None:
+                batch = await anext(stream, None)
+            else:
+                remaining = min(quiet_until, ends_at) - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        batch = await anext(stream, None)
+                except TimeoutError:
+                    break
+            if batch is None:
+                break
             if not batch:
                 await response.write(b": heartbeat\n\n")
                 continue
+            if checkpoint_data:
+                batch = await run_events.with_checkpoint_data(engine.pool, batch)
             # One write per batch: a catch-up page or a tick's events go out together.
             frames: list[bytes] = []
-            final: str | None = None
             for event in batch:
                 if not logs_only:
                     frames.append(_event_frame(event))
                 elif event.kind == "log":
                     frames.append(_log_frame(event))
-                if until_final and event.kind == "status" and event.data.get("status") in _FINAL:
+                    quiet_until = loop.time() + FOLLOW_QUIET_SECONDS
+                if (until_final and final is None and event.kind == "status"
+                        and event.data.get("status") in _FINAL):
                     final = str(event.data["status"])
-                    frames.append(_frame(None, "end", {"status": final}))
-                    break
+                    now = loop.time()
+                    # What a process printed before it exited is stored when its
+                    # output closes, a moment after its last status (dev mode): the
+                    # stream stays open while such lines keep coming. A run that
+                    # ended long ago has all of it stored already.
+                    recent = engine.clock.now() - event.ts < timedelta(
+                        seconds=FOLLOW_AFTER_END_SECONDS)
+                    ends_at = now + FOLLOW_AFTER_END_SECONDS if recent else now
+                    quiet_until = now + FOLLOW_QUIET_SECONDS
             if frames:
                 await response.write(b"".join(frames))
-            if final is not None:
-                break
+        if final is not None:
+            await response.write(_frame(None, "end", {"status": final}))
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away
+    finally:
+        await stream.aclose()
     return response
 
 
@@ -145,13 +183,14 @@ def routes(require_user: Callable[[web.Request], None]) -> list[Route]:
         flt = Filter(run_id=run_id, kinds=run_events.kinds_from(q.kinds))
         after = _last_event_id(request, q.last_event_id)
         await control.get(engine, run_id)  # 404 before the stream starts
-        return await _pump_sse(request, flt, after or START)
+        return await _pump_sse(request, flt, after or START, checkpoint_data=q.checkpoint_data)
 
     async def stream_events(request: web.Request) -> web.StreamResponse:
         require_user(request)
         q = params.read_query(request, EventsQuery)
         flt = Filter(namespace=q.namespace, task=q.task, kinds=run_events.kinds_from(q.kinds))
-        return await _pump_sse(request, flt, _last_event_id(request, q.last_event_id))
+        return await _pump_sse(request, flt, _last_event_id(request, q.last_event_id),
+                               checkpoint_data=q.checkpoint_data)
 
     return [
         Route("GET", "/v1/runs/{run_id}/logs", get_run_logs,

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -28,7 +29,7 @@ import asyncpg
 from waypost.engine.errors import InvalidValue, RunNotFound
 from waypost.model.run import EVENT_KINDS, LogEntry, RunEvent
 from waypost.sdk.protocol import LOG_LEVELS
-from waypost.store import events, notify, runs
+from waypost.store import checkpoints, events, notify, runs
 from waypost.store import pool as store_pool
 from waypost.store.events import Cursor, Event
 
@@ -108,6 +109,32 @@ class Filter:
         if self.levels is not None and e.kind == "log" and e.data.get("level") not in self.levels:
             return False
         return self.since is None or e.ts >= self.since
+
+
+async def with_checkpoint_data(pool: asyncpg.Pool, batch: list[Event]) -> list[Event]:
+    """``batch`` with each checkpoint event's stored JSON in ``data.data``, when the
+    stored checkpoint is still the version the event records; else ``data.superseded``
+    is true (the key was written again since: a later event carries that write).
+    One query per batch."""
+    wanted = list(dict.fromkeys(
+        (e.run_id, str(e.data.get("key"))) for e in batch if e.kind == "checkpoint"))
+    if not wanted:
+        return batch
+    stored = await checkpoints.versions(pool, wanted)
+    out: list[Event] = []
+    for e in batch:
+        if e.kind != "checkpoint":
+            out.append(e)
+            continue
+        now = stored.get((e.run_id, str(e.data.get("key"))))
+        seq = e.data.get("seq")
+        # Events written before migration 0015 carry no seq: attempt and size decide.
+        same = now is not None and (
+            now.seq == seq if seq is not None
+            else (now.attempt == e.attempt and now.size_bytes == e.data.get("sizeBytes")))
+        extra = {"data": now.data} if same and now is not None else {"superseded": True}
+        out.append(dataclasses.replace(e, data={**e.data, **extra}, encoded={}))
+    return out
 
 
 async def read_logs(
@@ -357,7 +384,7 @@ class EventHub:
 
     async def stream(
         self, flt: Filter, after: Cursor | None, *, heartbeat: float,
-    ) -> AsyncIterator[list[Event]]:
+    ) -> AsyncGenerator[list[Event], None]:
         """Batches of the events matching ``flt`` after ``after`` (None: from the hub's
         position, i.e. from now), oldest first, then live ones; an empty batch every
         ``heartbeat`` seconds without an event, so that the caller can keep its

@@ -80,8 +80,9 @@ class RunEvent(ApiModel):
     ``kind`` is ``status`` (data: status, previous, error, result),
     ``attempt_started`` (memoryBytes, worker), ``attempt_finished`` (status,
     failureType, message, exitCode, oomKilled, memoryBytes, durationMs),
-    ``checkpoint`` (key, sizeBytes), ``log`` (level, message, fields, step) or
-    ``replay`` (the audit record).
+    ``checkpoint`` (key, sizeBytes, seq: the version; with ``checkpointData=1`` also
+    data, the stored JSON, or superseded: true when a later write of the key replaced
+    it), ``log`` (level, message, fields, step) or ``replay`` (the audit record).
     """
 
     id: str = Field(description="The event's cursor; the SSE id, for Last-Event-ID.")
@@ -405,6 +406,10 @@ class RunEventsQuery(QueryModel):
 
     kinds: str | None = _kinds_field()
     last_event_id: str | None = _resume_field()
+    checkpoint_data: bool = Field(
+        False, description="true: checkpoint events carry the checkpoint's stored JSON "
+        "(data), or superseded: true when the key was written again since (default: key, "
+        "size and version only).")
 
 
 class EventsQuery(QueryModel):
@@ -416,6 +421,10 @@ class EventsQuery(QueryModel):
         None, min_length=1, max_length=MAX_NAME_LENGTH, description="Only this task.")
     kinds: str | None = _kinds_field()
     last_event_id: str | None = _resume_field()
+    checkpoint_data: bool = Field(
+        False, description="true: checkpoint events carry the checkpoint's stored JSON "
+        "(data), or superseded: true when the key was written again since (default: key, "
+        "size and version only).")
 
 
 class RequeueRequest(ApiModel):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -44,3 +47,25 @@ async def last_for_runs(
                                 size_bytes=r["size_bytes"], created_at=r["created_at"])
         for r in rows
     }
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """A checkpoint as stored now: its version (``seq``), writer, size and data."""
+
+    seq: int
+    attempt: int
+    size_bytes: int
+    data: Any
+
+
+async def versions(
+    db: asyncpg.Pool | asyncpg.Connection, wanted: Sequence[tuple[uuid.UUID, str]]
+) -> dict[tuple[uuid.UUID, str], StoredVersion]:
+    """The stored version of each (run, key) of ``wanted`` that exists."""
+    if not wanted:
+        return {}
+    rows = await db.fetch(*bind("checkpoint_versions", run_ids=[w[0] for w in wanted],
+                                keys=[w[1] for w in wanted]))
+    return {(r["run_id"], r["key"]): StoredVersion(r["seq"], r["attempt"], r["size_bytes"],
+                                                   r["data"]) for r in rows}

@@ -241,7 +241,7 @@ CREATE FUNCTION waypost.run_events_checkpoint_written() RETURNS trigger
 BEGIN
     INSERT INTO run_events (run_id, kind, attempt, data)
     SELECT n.run_id, 'checkpoint', n.attempt,
-           jsonb_build_object('key', n.key, 'sizeBytes', n.size_bytes)
+           jsonb_build_object('key', n.key, 'sizeBytes', n.size_bytes, 'seq', n.seq)
     FROM new_rows n;
     RETURN NULL;
 END

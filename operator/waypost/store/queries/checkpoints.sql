@@ -23,3 +23,10 @@ WHERE run_id = :run_id ORDER BY seq;
 SELECT DISTINCT ON (run_id) run_id, key, attempt, size_bytes, created_at
 FROM checkpoints WHERE run_id = ANY(:run_ids::uuid[])
 ORDER BY run_id, seq DESC;
+
+-- name: checkpoint_versions
+-- The stored value and version (seq) of each (:run_ids[i], :keys[i]) pair that
+-- exists: an event stream asked for checkpoint data looks them up once per batch.
+SELECT c.run_id, c.key, c.seq, c.attempt, c.size_bytes, c.data
+FROM unnest(:run_ids::uuid[], :keys::text[]) AS wanted (run_id, key)
+JOIN checkpoints c ON c.run_id = wanted.run_id AND c.key = wanted.key;
