@@ -274,7 +274,8 @@ async def test_subscribe_and_logs(api: tuple[FakeUserAPI, str]) -> None:
         handle = await client.trigger("process-order", {})
         fake.progress = ["running", "succeeded"]
         kinds = []
-        async for event in client.subscribe(handle.id, last_event_id="0-0"):
+        async for event in client.subscribe(handle.id, last_event_id="0-0",
+                                            checkpoint_data=True):
             kinds.append(event["kind"])
             if len(kinds) == 3:
                 break
@@ -282,6 +283,7 @@ async def test_subscribe_and_logs(api: tuple[FakeUserAPI, str]) -> None:
         followed = [line async for line in client.follow_logs(handle.id)]
     assert kinds == ["status", "attempt_started", "status"]
     assert fake.last_event_ids[0] == "0-0"
+    assert ("GET", f"/v1/runs/{handle.id}/events?checkpointData=1", None) in fake.requests
     assert lines == [{"message": "hi"}] and cursor == "9-9"
     assert ("GET", f"/v1/runs/{handle.id}/logs?attempt=1&level=warning&limit=5", None) in (
         fake.requests)

@@ -477,15 +477,19 @@ class WaypostClient:
         *,
         last_event_id: str | None = None,
         kinds: Iterable[str] | None = None,
+        checkpoint_data: bool = False,
     ) -> AsyncIterator[RunEvent]:
         """The live events of one run, as an async iterator of ``RunEvent`` documents
         (``id``, ``runId``, ``kind``, ``attempt``, ``ts``, ``data``).
 
         It starts at the run's first event, or after ``last_event_id``, and does not
         end by itself (a finished run can be requeued): break out of the loop. A
-        dropped connection is resumed after the last event seen.
+        dropped connection is resumed after the last event seen. With
+        ``checkpoint_data``, checkpoint events carry the checkpoint's JSON in
+        ``data["data"]`` (or ``data["superseded"]`` when the key was written again).
         """
-        params = _params(kinds=",".join(kinds) if kinds else None)
+        params = _params(kinds=",".join(kinds) if kinds else None,
+                         checkpointData=1 if checkpoint_data else None)
         return self._events(f"/v1/runs/{_segment(run_id)}/events", params, last_event_id)
 
     def subscribe_all(
@@ -495,11 +499,13 @@ class WaypostClient:
         task: str | None = None,
         kinds: Iterable[str] | None = None,
         last_event_id: str | None = None,
+        checkpoint_data: bool = False,
     ) -> AsyncIterator[RunEvent]:
         """Events of every run (of a namespace, of a task) from now, or after
         ``last_event_id``; see :meth:`subscribe`."""
         params = _params(namespace=namespace, task=task,
-                         kinds=",".join(kinds) if kinds else None)
+                         kinds=",".join(kinds) if kinds else None,
+                         checkpointData=1 if checkpoint_data else None)
         return self._events("/v1/events", params, last_event_id)
 
     async def _events(
