@@ -372,13 +372,24 @@ async def test_an_active_run_page_follows_its_event_stream(harness: Harness) -> 
                        page)
     assert follow is not None, page
     assert 'id="log-follow"' in page and 'id="overview-refresh"' in page
-    assert f'hx-post="/runs/{run.id}/cancel"' in page and 'id="replay"' not in page
+    assert f'hx-post="/runs/{run.id}/cancel"' in page and 'id="replay-form"' not in page
+    # The replay section is a placeholder that asks again on each status event.
+    assert '<section id="replay" hidden></section>' in page
+    assert f'hx-get="/runs/{run.id}/replay-section" hx-target="#replay"' in page
+    _, section = await harness.get(f"/runs/{run.id}/replay-section")
+    assert section.strip() == '<section id="replay" hidden></section>'
     # A line logged after the page was drawn is exactly what the follower fetches next.
     assert await harness.runner(run, 1, "POST", "logs", {"entries": [
         {"ts": "2026-01-01T00:00:01Z", "message": "second"}]}) == 202
     await asyncio.sleep(0.05)
     _, after = await harness.get(f"/runs/{run.id}/log-lines?after={follow.group(1)}")
     assert "second" in after and "first" not in after
+    # Once the run has finished, the section the page fetches holds the replay form.
+    assert await harness.runner(run, 1, "POST", "complete", {"result": 1}) == 200
+    await wait_for_status(harness.stack.engine, run.id, {RunStatus.SUCCEEDED})
+    _, section = await harness.get(f"/runs/{run.id}/replay-section")
+    assert '<section id="replay" class="replay-section">' in section
+    assert f'hx-post="/runs/{run.id}/replay"' in section
 
 
 async def test_replay_from_the_ui_and_its_refusals(harness: Harness) -> None:

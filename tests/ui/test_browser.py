@@ -140,9 +140,12 @@ async def test_a_log_line_arrives_live(
     sleeping = page.locator("#log-body tr.log-line", has_text="still sleeping")
     shown = await sleeping.count()
     assert shown < 2 and await page.locator("#run-status").text_content() != "succeeded"
+    await expect(page.locator("#replay-form")).to_have_count(0)
     # New lines are appended by the page itself (no reload), from the event stream.
     await expect(sleeping).to_have_count(shown + 1, timeout=30_000)
     await expect(page.locator("#run-status")).to_have_text("succeeded", timeout=30_000)
+    # The finished run can be replayed: its replay section appears without a reload.
+    await expect(page.locator("#replay-form")).to_be_visible(timeout=30_000)
     await expect(sleeping).to_have_count(2)  # one line a second, none twice
     await expect(page.locator(".timeline .row.attempt")).to_have_count(1)
     # Filtering the pane by level leaves the info lines out.

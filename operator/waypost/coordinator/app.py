@@ -502,6 +502,9 @@ def dashboard_routes(add: Callable[[Route], None]) -> None:
     add(Route("GET", "/runs/{run_id}/checkpoints", ui.checkpoint_tree,
               "UI: a checkpoint's JSON as a collapsible tree", Auth.USER, "ui",
               content_type=html, query={"key": "The checkpoint's key."}))
+    add(Route("GET", "/runs/{run_id}/replay-section", ui.replay_section,
+              "UI: a run's replay section (empty while the run is active)", Auth.USER, "ui",
+              content_type=html))
     add(Route("GET", "/runs/{run_id}/replay-form", ui.replay_form,
               "UI: the replay form for a checkpoint", Auth.USER, "ui", content_type=html,
               query={"from": "The checkpoint to resume after (empty: the start).",

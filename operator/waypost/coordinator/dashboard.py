@@ -25,7 +25,7 @@ from aiohttp import web
 from waypost.coordinator import appkeys, auth, timeline
 from waypost.engine import control, replay, scheduler
 from waypost.engine import events as run_events
-from waypost.engine.errors import EngineError, InvalidValue, RunNotFound
+from waypost.engine.errors import EngineError, InvalidValue
 from waypost.model.enums import RunStatus
 from waypost.model.run import ReplayRequest, Run
 from waypost.sdk.protocol import LOG_LEVELS
@@ -235,7 +235,8 @@ def _log_filters(request: web.Request) -> tuple[int | None, list[str] | None, st
 async def run_page(request: web.Request) -> web.Response:
     """A run: header, timeline, checkpoints, payload and result, logs, actions, replays."""
     engine = request.app[appkeys.ENGINE]
-    run = await control.get(engine, _run_id(request), details=True)
+    # Checkpoint data is not drawn on the page: a tree loads its one checkpoint.
+    run = await control.get(engine, _run_id(request), details=True, checkpoint_data=False)
     attempt, levels, level = _log_filters(request)
     # The page follows the run's events from where its log tail ends, so nothing the
     # page shows arrives again and nothing after it is missed.
@@ -261,19 +262,25 @@ async def run_overview(request: web.Request) -> web.Response:
     """The live parts of the run page (header, timeline, checkpoints, result), redrawn
     when the run's event stream says something changed."""
     engine = request.app[appkeys.ENGINE]
-    run = await control.get(engine, _run_id(request), details=True)
+    run = await control.get(engine, _run_id(request), details=True, checkpoint_data=False)
     return render(request, "run_overview.html", **_run_context(engine.clock.now(), run))
+
+
+@page
+async def replay_section(request: web.Request) -> web.Response:
+    """The run page's replay section: a placeholder while the run is active (the page
+    asks again on each status event), the replay form once it has finished."""
+    engine = request.app[appkeys.ENGINE]
+    run = await control.get(engine, _run_id(request), details=True, checkpoint_data=False)
+    return render(request, "replay_section.html", run=run, active=not run.status.is_final,
+                  replay_form=_replay_form(run, None))
 
 
 @page
 async def checkpoint_tree(request: web.Request) -> web.Response:
     """One checkpoint's JSON as a collapsible tree (the inspector loads it on opening)."""
     engine = request.app[appkeys.ENGINE]
-    run = await control.get(engine, _run_id(request), details=True)
-    key = request.query.get("key", "")
-    found = next((c for c in run.checkpoints or [] if c.key == key), None)
-    if found is None:
-        raise RunNotFound(f"run {run.id} has no checkpoint {key!r}")
+    found = await control.get_checkpoint(engine, _run_id(request), request.query.get("key", ""))
     return render(request, "checkpoint_tree.html", value=found.data)
 
 
@@ -308,16 +315,17 @@ async def run_log_lines(request: web.Request) -> web.Response:
 
 # --- replay -----------------------------------------------------------------
 
-def _replay_form(run: Run, key: str | None, payload_text: str | None = None) -> dict[str, Any]:
+def _replay_form(run: Run, key: str | None, payload_text: str | None = None,
+                 checkpoint: Any = None) -> dict[str, Any]:
     """What the replay form shows: the checkpoint to resume after and editors for the
-    payload and that checkpoint (its current JSON unless the user edited it)."""
-    saved = {c.key: c for c in run.checkpoints or []}
-    if key is not None and key not in saved:
+    payload and that checkpoint (``checkpoint``: its current JSON, unless the user
+    edited it)."""
+    if key is not None and key not in {c.key for c in run.checkpoints or []}:
         raise InvalidValue(f"from: run {run.id} has no checkpoint {key!r}")
     return {
         "key": key,
         "payload": payload_text if payload_text is not None else _json_text(run.payload, 2),
-        "checkpoint": _json_text(saved[key].data, 2) if key is not None else None,
+        "checkpoint": _json_text(checkpoint, 2) if key is not None else None,
     }
 
 
@@ -325,9 +333,13 @@ def _replay_form(run: Run, key: str | None, payload_text: str | None = None) -> 
 async def replay_form(request: web.Request) -> web.Response:
     """The replay form for resuming after checkpoint ``from`` (empty: from the start)."""
     engine = request.app[appkeys.ENGINE]
-    run = await control.get(engine, _run_id(request), details=True)
+    run = await control.get(engine, _run_id(request), details=True, checkpoint_data=False)
+    key = request.query.get("from") or None
+    saved = next((c for c in run.checkpoints or [] if c.key == key), None)
+    data = (await control.get_checkpoint(engine, uuid.UUID(run.id), key)).data if (
+        key is not None and saved is not None) else None
     return render(request, "replay_form.html", run=run, replay_form=_replay_form(
-        run, request.query.get("from") or None, request.query.get("payload")))
+        run, key, request.query.get("payload"), data))
 
 
 def _parse_json(text: str, field_name: str) -> Any:

@@ -20,7 +20,7 @@ from waypost.engine.errors import (
 )
 from waypost.model import task as task_model
 from waypost.model.enums import RequeueSpec, RunStatus
-from waypost.model.run import Run, TriggerRequest
+from waypost.model.run import Checkpoint, Run, TriggerRequest
 from waypost.model.task import TaskDefinition
 from waypost.store import checkpoints, replays, runs, schedules, tasks
 
@@ -127,18 +127,32 @@ async def trigger_many(
     return count
 
 
-async def get(engine: Engine, run_id: uuid.UUID, *, details: bool = False) -> Run:
+async def get(engine: Engine, run_id: uuid.UUID, *, details: bool = False,
+              checkpoint_data: bool = True) -> Run:
+    """A run; with ``details`` its attempts, checkpoints (without their data unless
+    ``checkpoint_data``), replay record and replays."""
     run = await runs.get(engine.pool, run_id)
     if run is None:
         raise RunNotFound(f"no run {run_id}")
     if details:
+        saved = (checkpoints.list_for_run if checkpoint_data else checkpoints.heads_for_run)
         run = run.model_copy(update={
             "attempts": await runs.list_attempts(engine.pool, run_id),
-            "checkpoints": await checkpoints.list_for_run(engine.pool, run_id),
+            "checkpoints": await saved(engine.pool, run_id),
             "replay": await replays.replay_of_run(engine.pool, run_id),
             "replays": await replays.replays_of_run(engine.pool, run_id),
         })
     return run
+
+
+async def get_checkpoint(engine: Engine, run_id: uuid.UUID, key: str) -> Checkpoint:
+    """One checkpoint of a run, with its data."""
+    found = await checkpoints.get(engine.pool, run_id, key)
+    if found is None:
+        if await runs.get(engine.pool, run_id) is None:
+            raise RunNotFound(f"no run {run_id}")
+        raise RunNotFound(f"run {run_id} has no checkpoint {key!r}")
+    return found
 
 
 def id_prefix_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID]:

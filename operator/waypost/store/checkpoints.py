@@ -37,6 +37,29 @@ async def list_for_run(
     ]
 
 
+async def heads_for_run(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID
+) -> list[Checkpoint]:
+    """A run's checkpoints in the order written, without their data (``data`` None)."""
+    rows = await db.fetch(*bind("list_checkpoint_heads", run_id=run_id))
+    return [
+        Checkpoint(key=r["key"], data=None, attempt=r["attempt"], size_bytes=r["size_bytes"],
+                   created_at=r["created_at"])
+        for r in rows
+    ]
+
+
+async def get(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, key: str
+) -> Checkpoint | None:
+    """One checkpoint of a run, with its data; None when the run has no such key."""
+    r = await db.fetchrow(*bind("get_checkpoint", run_id=run_id, key=key))
+    if r is None:
+        return None
+    return Checkpoint(key=r["key"], data=r["data"], attempt=r["attempt"],
+                      size_bytes=r["size_bytes"], created_at=r["created_at"])
+
+
 async def last_for_runs(
     db: asyncpg.Pool | asyncpg.Connection, run_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, Checkpoint]:

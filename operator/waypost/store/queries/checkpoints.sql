@@ -18,6 +18,17 @@ RETURNING key;
 SELECT key, data, attempt, size_bytes, created_at FROM checkpoints
 WHERE run_id = :run_id ORDER BY seq;
 
+-- name: list_checkpoint_heads
+-- A run's checkpoints without their data (the run page lists hundreds; a tree loads
+-- its one checkpoint when opened).
+SELECT key, attempt, size_bytes, created_at FROM checkpoints
+WHERE run_id = :run_id ORDER BY seq;
+
+-- name: get_checkpoint
+-- One checkpoint of a run, with its data.
+SELECT key, data, attempt, size_bytes, created_at FROM checkpoints
+WHERE run_id = :run_id AND key = :key;
+
 -- name: last_checkpoints
 -- The newest checkpoint of each of the runs in :run_ids (the dead-letter page).
 SELECT DISTINCT ON (run_id) run_id, key, attempt, size_bytes, created_at
