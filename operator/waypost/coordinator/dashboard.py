@@ -54,7 +54,9 @@ def _json_text(value: Any, indent: int | None = None) -> str:
 
 
 def _when(value: datetime | None) -> str:
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    # isoformat is several times cheaper than strftime; a big run page shows
+    # thousands of times.
+    return "" if value is None else value.isoformat(" ", "milliseconds")[:23]
 
 
 def _size(n: int) -> str:
