@@ -74,14 +74,19 @@ async def test_requeue_cancel_replay_in_batches_and_repeats_change_nothing(
     assert by_error["matched"] == 3
 
     # Two batches of two: the cursor carries the second call on.
-    _, first = await bulk(app, {"action": "requeue", "filter": only_dead, "batchSize": 2})
+    # The requeues run the spec each run was triggered with (requeue.spec).
+    original = {"spec": "original"}
+    _, first = await bulk(app, {"action": "requeue", "filter": only_dead, "batchSize": 2,
+                                "requeue": original})
     assert (first["processed"], first["changed"], first["matched"]) == (2, 2, 3)
     assert first["nextCursor"] is not None
     _, second = await bulk(app, {"action": "requeue", "filter": only_dead, "batchSize": 2,
-                                 "cursor": first["nextCursor"]})
+                                 "cursor": first["nextCursor"], "requeue": original})
     assert (second["processed"], second["changed"], second["nextCursor"]) == (1, 1, None)
     assert sorted(first["runIds"] + second["runIds"]) == sorted(dead)
     assert await statuses(app, dead) == ["queued"] * 3
+    for run_id in dead:
+        assert (await control.get(app.engine, uuid.UUID(run_id))).spec_choice == "original"
     _, again = await bulk(app, {"action": "requeue", "filter": only_dead})
     assert (again["matched"], again["changed"]) == (0, 0)
 
@@ -111,6 +116,7 @@ async def test_requeue_cancel_replay_in_batches_and_repeats_change_nothing(
     ({"action": "requeue", "filter": {"errorType": "gremlins"}}, "errorType"),
     ({"action": "requeue", "batchSize": 0}, "batchSize"),
     ({"action": "requeue", "cursor": -1}, "cursor"),
+    ({"action": "requeue", "requeue": {"spec": "newest"}}, "requeue.spec"),
     ({"action": "cancel", "filter": {"colour": "red"}}, "colour"),
 ])
 async def test_bad_bulk_requests_are_refused(

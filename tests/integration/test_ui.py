@@ -26,7 +26,7 @@ from tests.factories import (
     settings,
     wait_for_status,
 )
-from waypost.coordinator import auth
+from waypost.coordinator import auth, bulk_ui
 from waypost.engine import control
 from waypost.model.enums import RunStatus
 from waypost.model.run import Run, TriggerRequest
@@ -248,6 +248,97 @@ async def test_bulk_requeue_of_dead_letters(harness: Harness) -> None:
             data=[("run", rid) for rid in chosen], headers={"HX-Request": "true"}) as resp:
         body = await resp.text()
     assert body.count("Not requeued") == 2 and "only dead-lettered or failed" in body
+
+
+async def test_bulk_actions_by_filter_count_first_then_run_in_batches(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk_ui, "BATCH", 2)  # three runs: two batches
+    runs = [await harness.dead_letter({"n": n}) for n in range(3)]
+    other = await harness.dead_letter({"n": 9}, message="other failure")
+    headers = {"HX-Request": "true"}
+
+    # The page, filled in from a link's query (the dead-letter page links here).
+    _, page = await harness.get("/dead-letters")
+    link = re.search(r'id="bulk-dead-letters" href="([^"]+)"', page)
+    assert link is not None
+    status, form = await harness.get(html.unescape(link.group(1)))
+    assert status == 200 and 'name="deadLettered" value="1" checked' in form
+    assert 'value="requeue" checked' in form
+
+    since = (runs[0].created_at.replace(tzinfo=None)).isoformat(timespec="seconds")
+    fields = [("action", "requeue"), ("task", "one-shot"), ("deadLettered", "1"),
+              ("errorType", "error"), ("since", since), ("spec", "original")]
+
+    async def post(path: str, data: list[tuple[str, str]]) -> tuple[int, str]:
+        async with harness.http.post(f"{harness.stack.url}{path}", data=data,
+                                     headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    # Counting changes nothing; the confirmation carries the same filter.
+    status, preview = await post("/bulk/preview", fields)
+    assert status == 200 and "4 runs match" in preview and "Nothing has changed yet" in preview
+    assert "Requeue 4 runs" in preview
+    for r in [*runs, other]:
+        assert (await control.get(harness.stack.engine, uuid.UUID(r.id))).status == (
+            RunStatus.DEAD_LETTERED)
+    carried = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', preview)
+    assert sorted(carried) == sorted(fields)
+
+    # The first batch, and the form that posts the next one when it lands on the page.
+    status, progress = await post("/bulk/run", carried)
+    assert status == 200 and "2 changed, 0 skipped after 1 batch" in progress
+    assert 'hx-trigger="load"' in progress
+    assert "about 2 left" in progress
+    done = progress
+    for _ in range(5):  # the page posts each next batch itself; here the test does
+        following = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', done)
+        assert "cursor" in dict(following)
+        status, done = await post("/bulk/run", following)
+        assert status == 200
+        if 'hx-trigger="load"' not in done:
+            break
+    assert "done. 4 runs changed, 0 skipped" in done
+    for r in [*runs, other]:
+        again = await control.get(harness.stack.engine, uuid.UUID(r.id))
+        assert again.status != RunStatus.DEAD_LETTERED and again.spec_choice == "original"
+
+    # Repeating it finds nothing left to do.
+    _, preview = await post("/bulk/preview", fields)
+    assert "0 runs match" in preview and "bulk-confirm" not in preview
+
+    # Bad input: a 4xx naming the field, and nothing done.
+    for bad, words in (([("action", "explode")], "action"),
+                       ([("action", "requeue"), ("since", "yesterday")], "since"),
+                       ([("action", "requeue"), ("errorType", "gremlins")], "errorType"),
+                       ([("action", "requeue"), ("spec", "newest")], "spec"),
+                       ([("action", "requeue"), ("status", "sleeping")], "statuses"),
+                       ([("action", "requeue"), ("cursor", "x")], "cursor")):
+        status, body = await post("/bulk/run" if ("cursor", "x") in bad else "/bulk/preview",
+                                  bad)
+        assert status == 400, (bad, body)
+        assert words in body, (bad, body)
+
+
+async def test_requeue_buttons_offer_the_original_spec(harness: Harness) -> None:
+    dead = await harness.dead_letter({"n": 1})
+    _, page = await harness.get(f"/runs/{dead.id}")
+    assert 'hx-include="#requeue-spec"' in page and '<option value="original">' in page
+    async with harness.http.post(f"{harness.stack.url}/runs/{dead.id}/requeue",
+                                 data={"spec": "original"}, headers={"HX-Request": "true"}) as resp:
+        assert resp.status == 204
+    assert (await control.get(harness.stack.engine, uuid.UUID(dead.id))).spec_choice == "original"
+    more = [await harness.dead_letter({"n": n}) for n in (2, 3)]
+    async with harness.http.post(
+            f"{harness.stack.url}/dead-letters/requeue", headers={"HX-Request": "true"},
+            data=[*[("run", r.id) for r in more], ("spec", "original")]) as resp:
+        assert resp.status == 200 and "Requeued 2 runs" in await resp.text()
+    for r in more:
+        assert (await control.get(harness.stack.engine, uuid.UUID(r.id))).spec_choice == (
+            "original")
+    async with harness.http.post(f"{harness.stack.url}/runs/{dead.id}/requeue",
+                                 data={"spec": "newest"}, headers={"HX-Request": "true"}) as resp:
+        assert resp.status == 400 and "spec must be current or original" in await resp.text()
 
 
 async def test_run_page_buttons_cancel_and_requeue(harness: Harness) -> None:

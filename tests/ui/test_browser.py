@@ -224,3 +224,32 @@ async def test_bulk_requeue_of_two_dead_lettered_runs(
         run = await api(dev_server, "GET", f"/v1/runs/{run_id}")
         # A fresh retry budget: three more attempts allowed.
         assert run["status"] != "dead_lettered" and run["maxAttempts"] == 6, run
+
+
+async def test_bulk_requeue_by_filter_counts_first(
+        browser: Browser, dev_server: DevServer, screenshots: Path) -> None:
+    triggered = [await api(dev_server, "POST", "/v1/tasks/default/always-fails/trigger",
+                           {"payload": {"reason": f"by-filter-{n}"}}) for n in range(2)]
+    ids = [r["id"] for r in triggered]
+    for run_id in ids:
+        await wait_for_status(dev_server, run_id, "dead_lettered")
+    # Only these two: dead-lettered runs of always-fails created since the first.
+    since = triggered[0]["createdAt"][:19]
+
+    page = await logged_in(browser, dev_server)
+    await page.click('nav a[href="/bulk"]')
+    await expect(page.locator("h1")).to_have_text("Bulk actions")
+    await page.goto(f"{dev_server.url}/bulk?action=requeue&task=always-fails"
+                    f"&deadLettered=1&since={since}")
+    await page.check('input[name="spec"][value="original"]')
+    await page.click("#bulk-count")
+    await expect(page.locator("#bulk-matched")).to_contain_text("2 runs match")
+    await expect(page.locator("#bulk-matched")).to_contain_text("with the original spec")
+    await page.screenshot(path=str(screenshots / "bulk.png"))
+    for run_id in ids:  # counting changed nothing
+        assert (await api(dev_server, "GET", f"/v1/runs/{run_id}"))["status"] == "dead_lettered"
+    await page.click("#bulk-confirm")
+    await expect(page.locator("#bulk-status")).to_contain_text("done. 2 runs changed")
+    for run_id in ids:
+        run = await api(dev_server, "GET", f"/v1/runs/{run_id}")
+        assert run["maxAttempts"] == 6 and run["specChoice"] == "original", run

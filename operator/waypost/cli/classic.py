@@ -456,7 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "replay":
             b.add_argument("--from", dest="from_checkpoint", metavar="KEY",
                            help="resume each replay right after this checkpoint")
-            b.add_argument("--spec", choices=("current", "original"), default="current")
+        if action in ("requeue", "replay"):
+            b.add_argument("--spec", choices=("current", "original"), default="current",
+                           help="the Task's current spec, or the one each run was "
+                                "triggered with")
         b.set_defaults(fn=cmd_bulk)
 
     runs = sub.add_parser("runs", help="list or show runs")

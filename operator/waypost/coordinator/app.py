@@ -18,6 +18,7 @@ from waypost.coordinator import (
     actions,
     appkeys,
     auth,
+    bulk_ui,
     dashboard,
     metrics,
     openapi,
@@ -522,6 +523,24 @@ def dashboard_routes(add: Callable[[Route], None]) -> None:
                      "cursor": "The next page's cursor."}))
     add(Route("POST", "/dead-letters/requeue", ui.requeue_dead_letters,
               "UI: requeue the selected dead-lettered runs (form field run, repeated)",
+              Auth.USER, "ui", content_type=html))
+    bulk_query = {"action": "requeue, replay or cancel.", "task": "Only this task.",
+                  "namespace": "Only this namespace.",
+                  "status": "Only these statuses (repeated).",
+                  "since": "Created at or after (UTC).", "until": "Created before (UTC).",
+                  "errorType": "Only runs whose last error is of this type.",
+                  "deadLettered": "1: only dead-lettered runs.",
+                  "spec": "current or original (requeue, replay).",
+                  "fromCheckpoint": "Replays resume after this checkpoint."}
+    add(Route("GET", "/bulk", bulk_ui.bulk_page,
+              "UI: requeue, replay or cancel the runs a filter matches", Auth.USER, "ui",
+              content_type=html, query=bulk_query))
+    add(Route("POST", "/bulk/preview", bulk_ui.bulk_preview,
+              "UI: count the runs a bulk action would take (form fields as /bulk's query)",
+              Auth.USER, "ui", content_type=html))
+    add(Route("POST", "/bulk/run", bulk_ui.bulk_run,
+              "UI: one batch of a bulk action and the progress so far (form fields as "
+              "/bulk's query, plus cursor and the totals so far)",
               Auth.USER, "ui", content_type=html))
     add(Route("GET", "/tasks", ui.tasks_page, "UI: tasks, queues, failure rates, schedules",
               Auth.USER, "ui", content_type=html))

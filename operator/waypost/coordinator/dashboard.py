@@ -26,7 +26,7 @@ from waypost.coordinator import appkeys, auth, timeline
 from waypost.engine import control, replay, scheduler
 from waypost.engine import events as run_events
 from waypost.engine.errors import EngineError, InvalidValue
-from waypost.model.enums import RunStatus
+from waypost.model.enums import RequeueSpec, RunStatus
 from waypost.model.run import ReplayRequest, Run
 from waypost.sdk.protocol import LOG_LEVELS
 from waypost.store import checkpoints, log_pages
@@ -374,11 +374,11 @@ async def replay_button(request: web.Request) -> web.Response:
         # Unchanged: the original's payload, so the audit diff shows no change.
         **({"payload": payload} if payload != run.payload else {})})
     created, _ = await replay.replay(engine, uuid.UUID(run.id), request_body,
-                                     requested_by=_requested_by(request))
+                                     requested_by=requested_by(request))
     return web.Response(status=204, headers={"HX-Redirect": f"/runs/{created.id}"})
 
 
-def _requested_by(request: web.Request) -> str:
+def requested_by(request: web.Request) -> str:
     """Who asks, for the replay's audit record: the UI, and how it was authenticated."""
     if request.app[appkeys.ENGINE].settings.api_token is None:
         return "ui (anonymous)"
@@ -397,11 +397,20 @@ async def cancel_button(request: web.Request) -> web.Response:
     return await _act(request, lambda rid: control.cancel(engine, rid, "cancelled in the UI"))
 
 
+def _spec(value: object) -> RequeueSpec:
+    try:
+        return RequeueSpec(str(value or "current"))
+    except ValueError:
+        raise InvalidValue(f"spec must be current or original, got {value!r}") from None
+
+
 @page
 async def requeue_button(request: web.Request) -> web.Response:
-    """Requeue a dead-lettered or failed run (the run page's button)."""
+    """Requeue a dead-lettered or failed run (the run page's button), with the Task's
+    current spec or the one it was triggered with (form field spec)."""
     engine = request.app[appkeys.ENGINE]
-    return await _act(request, lambda rid: control.requeue(engine, rid))
+    spec = _spec((await request.post()).get("spec"))
+    return await _act(request, lambda rid: control.requeue(engine, rid, spec))
 
 
 # --- dead letters -----------------------------------------------------------
@@ -417,8 +426,10 @@ async def _dead_letter_context(request: web.Request) -> dict[str, Any]:
     next_url = (f"/dead-letters?{urlencode({**chosen, 'cursor': next_cursor})}"
                 if next_cursor else None)
     refresh = f"/dead-letters?{urlencode({**chosen, 'cursor': cursor or ''})}"
+    bulk_url = f"/bulk?{urlencode({'action': 'requeue', 'deadLettered': '1', **chosen})}"
     return {"runs": found, "last": {str(k): v for k, v in last.items()},
-            "filters": chosen, "next_url": next_url, "refresh_url": refresh}
+            "filters": chosen, "next_url": next_url, "refresh_url": refresh,
+            "bulk_url": bulk_url}
 
 
 @page
@@ -439,11 +450,12 @@ async def requeue_dead_letters(request: web.Request) -> web.Response:
     if len(chosen) > PAGE_SIZE * 4:
         raise InvalidValue(f"at most {PAGE_SIZE * 4} runs at once, got {len(chosen)}")
     ids = [control.parse_run_id(v) for v in chosen]
+    spec = _spec(form.get("spec"))
     requeued: list[str] = []
     refused: list[tuple[str, str]] = []
     for run_id in ids:
         try:
-            requeued.append((await control.requeue(engine, run_id)).id)
+            requeued.append((await control.requeue(engine, run_id, spec)).id)
         except EngineError as exc:
             refused.append((str(run_id), exc.message))
     return render(request, "dead_letters_body.html", **await _dead_letter_context(request),

@@ -86,7 +86,7 @@ async def _apply(engine: Engine, request: BulkRequest, run_id: uuid.UUID,
     """The run changed (the new run, for a replay), or None when it was skipped."""
     try:
         if request.action == "requeue":
-            return (await control.requeue(engine, run_id)).id
+            return (await control.requeue(engine, run_id, request.requeue.spec)).id
         if request.action == "cancel":
             return (await control.cancel(engine, run_id, reason="cancelled by a bulk action")).id
         made, created = await replay.replay(

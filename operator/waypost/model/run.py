@@ -263,6 +263,15 @@ class BulkReplayOptions(ApiModel):
     spec: RequeueSpec = RequeueSpec.CURRENT
 
 
+class BulkRequeueOptions(ApiModel):
+    """How a bulk requeue requeues each run."""
+
+    spec: RequeueSpec = Field(
+        RequeueSpec.CURRENT,
+        description="current: the Task's spec as it is now; original: the spec stored "
+                    "when each run was triggered.")
+
+
 class BulkRequest(ApiModel):
     """Body of ``POST /v1/runs/bulk``: one bounded batch of an action over the runs a
     filter matches. Call again with ``cursor`` = ``nextCursor`` until it is null."""
@@ -275,6 +284,7 @@ class BulkRequest(ApiModel):
                       BeforeValidator(_whole_number)] | None = Field(
         None, description="nextCursor of the previous batch.")
     replay: BulkReplayOptions = Field(default_factory=BulkReplayOptions)
+    requeue: BulkRequeueOptions = Field(default_factory=BulkRequeueOptions)
 
 
 class BulkResult(ApiModel):

@@ -387,7 +387,8 @@ class WaypostClient:
         bounded batch per request; yields each batch's result (``matched``,
         ``processed``, ``changed``, ``skipped``, ``runIds``) as progress. With
         ``dry_run`` it yields one result whose ``matched`` is the count.
-        ``from_checkpoint`` and ``spec`` apply to replays."""
+        ``from_checkpoint`` applies to replays, ``spec`` (``current`` or
+        ``original``) to requeues and replays."""
         statuses = [status] if isinstance(status, str) else list(status or [])
         flt: dict[str, Any] = {
             k: v for k, v in {"namespace": namespace, "task": task, "since": since,
@@ -401,6 +402,7 @@ class WaypostClient:
         body: dict[str, Any] = {
             "action": action, "filter": flt, "dryRun": dry_run, "batchSize": batch_size,
             "replay": {"fromCheckpoint": from_checkpoint, "spec": spec},
+            "requeue": {"spec": spec},
         }
         while True:
             result = await self._document("POST", "/v1/runs/bulk", body)
