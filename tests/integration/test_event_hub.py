@@ -177,3 +177,24 @@ async def test_checkpoint_data_when_asked_names_the_version_the_event_records(
     ]
     assert [e.cursor for e in with_data] == [e.cursor for e in found]
     assert all("data" not in e.data for e in found)  # the hub's copies are untouched
+
+
+async def test_a_busy_system_does_not_make_writers_notify(
+    hub: EventHub, db: asyncpg.Pool
+) -> None:
+    # The hub's one subscriber follows a run that stays quiet while other runs are
+    # written to: it must stay busy (reading every interval), not arm itself again
+    # after each read that found nothing for its subscriber.
+    async def follow_one_run() -> None:
+        async for _ in hub.stream(Filter(run_id=uuid.uuid4()), None, heartbeat=60):
+            pass
+
+    follower = asyncio.create_task(follow_one_run())
+    await until_armed(db, hub)
+    before = hub.notifications
+    for _ in range(50):
+        await enqueue(db)  # one transaction each
+        await asyncio.sleep(0.02)
+    # The first write wakes it; then it reads every 20 ms while events keep coming.
+    assert hub.notifications - before <= 5
+    follower.cancel()

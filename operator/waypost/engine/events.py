@@ -325,9 +325,12 @@ class EventHub:
                 # Cleared before the read: a NOTIFY during it makes the next wait
                 # return at once instead of being lost.
                 self._wake.clear()
-                found, cursor, xmax = await self._tick(cursor)
+                # Busy while any run's events keep coming, not only the subscribers':
+                # a hub that armed itself whenever its own runs were quiet would make
+                # every writer of a busy system NOTIFY.
+                busy, cursor, xmax = await self._tick(cursor)
                 pending = self._notified_tx >= cursor.tx
-                if found or pending or not await self._ensure_listening():
+                if busy or pending or not await self._ensure_listening():
                     if armed_at is not None:
                         # Busy: writers need not NOTIFY (it would serialise their
                         # commits); the reads come every interval anyway.
@@ -353,8 +356,9 @@ class EventHub:
                 await asyncio.sleep(1.0)
 
     async def _tick(self, cursor: Cursor) -> tuple[bool, Cursor, int]:
-        """Read and hand out everything new; whether anything was found, the next
-        cursor and the xmax of the last read's snapshot."""
+        """Read and hand out everything new; whether any run had new events (for
+        these subscribers or not), the next cursor and the xmax of the last read's
+        snapshot."""
         for sub in self._subs:
             if sub.covered_from is None:
                 sub.covered_from = cursor
@@ -365,12 +369,12 @@ class EventHub:
             if self._run_ids is None:
                 self._run_ids = tuple(self._by_run)
             run_ids = self._run_ids
-        any_found = False
+        any_new = False
         while True:
             read = await events.read_everyone(self._pool, cursor, run_ids=run_ids,
                                               limit=self._batch)
             self.ticks += 1
-            any_found = any_found or bool(read.events)
+            any_new = any_new or read.any_new
             batches: dict[Subscription, list[Event]] = {}
             for e in read.events:
                 for sub in (*self._by_run.get(e.run_id, ()), *self._everyone):
@@ -380,7 +384,7 @@ class EventHub:
                 sub.deliver(batch)
             cursor = read.cursor
             if len(read.events) < self._batch:
-                return any_found, cursor, read.xmax
+                return any_new, cursor, read.xmax
 
     async def stream(
         self, flt: Filter, after: Cursor | None, *, heartbeat: float,

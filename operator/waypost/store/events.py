@@ -84,12 +84,14 @@ async def for_run(
 
 @dataclass(frozen=True)
 class Read:
-    """One read of everyone's events: the events, where the next read starts, and
-    the next transaction id at the time of the read (``xmax``)."""
+    """One read of everyone's events: the events, where the next read starts, the
+    next transaction id at the time of the read (``xmax``), and whether any run's
+    events came after the cursor, whatever the filters (``any_new``)."""
 
     events: list[Event]
     cursor: Cursor
     xmax: int
+    any_new: bool
 
 
 async def read_everyone(
@@ -103,7 +105,7 @@ async def read_everyone(
         run_ids=run_ids, namespace=namespace, task=task, limit=limit,
     ))
     found, cursor = _page(rows, after, limit)
-    return Read(found, cursor, int(rows[0]["xmax"]))
+    return Read(found, cursor, int(rows[0]["xmax"]), bool(rows[0]["any_new"]))
 
 
 async def everyone_after(

@@ -29,12 +29,18 @@ ORDER BY e.tx, e.id;
 -- :limit: the coordinator's pump reads this once per tick for all its subscribers.
 -- :run_ids limits it to some runs, :namespace/:task to a namespace/task. Same
 -- horizon rule and answer shape as run_events_after, plus the snapshot's xmax (the
--- next transaction id; the pump's arming rule in migration 0014 needs it).
+-- next transaction id; the pump's arming rule in migration 0014 needs it) and
+-- any_new: whether any run's events came after the cursor, filters or not (the
+-- pump stays busy, and writers un-notified, while any do).
 WITH h AS (SELECT pg_snapshot_xmin(s) AS horizon, pg_snapshot_xmax(s) AS xmax
-           FROM pg_current_snapshot() s)
-SELECT h.horizon::text AS horizon, h.xmax::text AS xmax, e.id, e.tx::text AS tx, e.run_id,
-       e.namespace, e.task, e.kind, e.attempt, e.ts, e.data
-FROM h
+           FROM pg_current_snapshot() s),
+n AS (SELECT EXISTS (
+    SELECT 1 FROM run_events a, h
+    WHERE (a.tx, a.id) > (:after_tx::text::xid8, :after_id::bigint) AND a.tx < h.horizon
+) AS any_new)
+SELECT h.horizon::text AS horizon, h.xmax::text AS xmax, n.any_new, e.id, e.tx::text AS tx,
+       e.run_id, e.namespace, e.task, e.kind, e.attempt, e.ts, e.data
+FROM h CROSS JOIN n
 LEFT JOIN LATERAL (
     SELECT e.id, e.tx, e.run_id, r.namespace, r.task, e.kind, e.attempt, e.ts, e.data
     FROM run_events e JOIN runs r ON r.id = e.run_id
