@@ -1,5 +1,5 @@
 """The event pump on a real Postgres: an idle hub sleeps until a writer's NOTIFY
-(migration 0014), a writer that began before the hub armed itself is still read at
+(migration 0015), a writer that began before the hub armed itself is still read at
 once, without a LISTEN connection the hub polls; checkpoint data when asked."""
 
 from __future__ import annotations

@@ -571,7 +571,7 @@ def create_app(engine: Engine, readiness: Readiness | None = None) -> web.Applic
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body)
     app[ENGINE] = engine
     hub = EventHub(engine.pool, interval=engine.settings.events_poll_seconds,
-                   listen=lambda: store_pool.connect(engine.settings.database_url))
+                   listen=lambda: store_pool.connect(engine.settings.session_url))
     app[appkeys.EVENT_HUB] = hub
 
     async def close_hub(_: web.Application) -> None:

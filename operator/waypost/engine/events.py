@@ -4,7 +4,7 @@ One :class:`EventHub` per coordinator process reads new events for all of its
 subscribers with one query per tick (only while anyone subscribes) and hands each
 subscriber the events it asked for; no client polls the database on its own except
 for the catch-up when it (re)joins. Writers pay the event rows, and a NOTIFY per
-transaction only while a hub sleeps waiting for one (migration 0014).
+transaction only while a hub sleeps waiting for one (migration 0015).
 
 Joining a stream is gap-free: a subscription is registered first, the hub marks
 the cursor its next tick starts from, and only then does the subscriber read the
@@ -128,7 +128,7 @@ async def with_checkpoint_data(pool: asyncpg.Pool, batch: list[Event]) -> list[E
             continue
         now = stored.get((e.run_id, str(e.data.get("key"))))
         seq = e.data.get("seq")
-        # Events written before migration 0015 carry no seq: attempt and size decide.
+        # Events written before migration 0016 carry no seq: attempt and size decide.
         same = now is not None and (
             now.seq == seq if seq is not None
             else (now.attempt == e.attempt and now.size_bytes == e.data.get("sizeBytes")))
@@ -187,7 +187,7 @@ class EventHub:
 
     While events keep coming, the hub reads every ``interval`` seconds. Once a read
     finds nothing and nothing notified is still pending, it arms itself (migration
-    0014: writers then NOTIFY ``waypost_events``) and sleeps until a NOTIFY wakes it,
+    0015: writers then NOTIFY ``waypost_events``) and sleeps until a NOTIFY wakes it,
     reading anyway every ``idle_poll`` seconds in case a writer did not notify (one
     of the previous release, or one whose snapshot predates the arming). Without a
     ``listen`` connection factory it polls every ``interval``.

@@ -58,7 +58,8 @@ class Settings(BaseModel):
     database_session_url: str | None = Field(
         None,
         description="A direct Postgres DSN for what needs a session of its own: the "
-        "dispatcher's LISTEN and the migration lock (WAYPOST_DATABASE_SESSION_URL). Set it "
+        "LISTEN of the dispatcher and of the event streams, and the migration lock "
+        "(WAYPOST_DATABASE_SESSION_URL). Set it "
         "when WAYPOST_DATABASE_URL points at a transaction pooler such as PgBouncer in "
         "transaction mode; its connections then use no prepared statements and send no "
         "search_path (give the database role search_path=waypost; docs/scale.md).",

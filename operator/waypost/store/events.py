@@ -121,7 +121,7 @@ async def everyone_after(
 
 async def arm_reader(db: asyncpg.Pool | asyncpg.Connection, reader: uuid.UUID,
                      seconds: float) -> None:
-    """Ask writers to NOTIFY ``waypost_events`` for ``seconds`` at most (migration 0014)."""
+    """Ask writers to NOTIFY ``waypost_events`` for ``seconds`` at most (migration 0015)."""
     await db.execute(*bind("arm_event_reader", reader=reader, seconds=seconds))
 
 

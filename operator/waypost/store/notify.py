@@ -23,7 +23,7 @@ that call ``pg_notify`` point here, and listeners import the channel names.
     replica that holds the poll answers it at once.
 
 ``waypost_events``
-    Events were written while an event reader was armed (migration 0014): one per
+    Events were written while an event reader was armed (migration 0015): one per
     transaction that inserts into ``run_events``, sent by a trigger. The payload is
     the writing transaction's id (``pg_current_xact_id()``, decimal text); a reader
     has read that transaction's events once its horizon is past it.

@@ -29,7 +29,7 @@ ORDER BY e.tx, e.id;
 -- :limit: the coordinator's pump reads this once per tick for all its subscribers.
 -- :run_ids limits it to some runs, :namespace/:task to a namespace/task. Same
 -- horizon rule and answer shape as run_events_after, plus the snapshot's xmax (the
--- next transaction id; the pump's arming rule in migration 0014 needs it) and
+-- next transaction id; the pump's arming rule in migration 0015 needs it) and
 -- any_new: whether any run's events came after the cursor, filters or not (the
 -- pump stays busy, and writers un-notified, while any do).
 WITH h AS (SELECT pg_snapshot_xmin(s) AS horizon, pg_snapshot_xmax(s) AS xmax
@@ -58,7 +58,7 @@ ORDER BY e.tx, e.id;
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon;
 
 -- name: arm_event_reader
--- Reader :reader sleeps until a NOTIFY on waypost_events (migration 0014): writers
+-- Reader :reader sleeps until a NOTIFY on waypost_events (migration 0015): writers
 -- send one while its row is armed, until :seconds from now at most. Expired rows of
 -- readers that died go at the same time.
 WITH gone AS (
