@@ -196,5 +196,7 @@ async def test_a_busy_system_does_not_make_writers_notify(
         await enqueue(db)  # one transaction each
         await asyncio.sleep(0.02)
     # The first write wakes it; then it reads every 20 ms while events keep coming.
-    assert hub.notifications - before <= 5
+    # (A loaded machine can leave a gap now and then in which it arms again; a hub
+    # that armed after every read that found nothing for its subscriber heard 49.)
+    assert hub.notifications - before <= 15
     follower.cancel()
