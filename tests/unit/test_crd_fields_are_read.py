@@ -94,6 +94,9 @@ TASKRUN_READERS: dict[str, tuple[str, str]] = {
     "spec.priority": ("waypost.controller.handlers", "priority"),
     "spec.idempotencyKey": ("waypost.controller.handlers", "idempotency_key"),
     "spec.concurrencyKey": ("waypost.controller.handlers", "concurrency_key"),
+    "spec.delay": ("waypost.controller.handlers", "delay"),
+    "spec.runAt": ("waypost.controller.handlers", "run_at"),
+    "spec.ttl": ("waypost.controller.handlers", "ttl"),
     # The replay request a TaskRun stands for is built by replay.from_taskrun.
     "spec.replay.fromRun": ("waypost.engine.replay", "from_run"),
     "spec.replay.fromCheckpoint": ("waypost.engine.replay", "from_checkpoint"),
@@ -119,6 +122,9 @@ TASKRUN_READERS: dict[str, tuple[str, str]] = {
     "status.error.oomKilled": ("waypost.controller.status", "oom_killed"),
     "status.podName": ("waypost.controller.status", "pod_name"),
     "status.traceId": ("waypost.controller.status", "trace_id"),
+    "status.waitingUntil": ("waypost.controller.status", "waiting_until"),
+    "status.waitingForToken": ("waypost.controller.status", "waiting_for_token"),
+    "status.waitingForChildren": ("waypost.controller.status", "waiting_for_children"),
 }
 # Accepted by the schema, read by nothing yet: the issues that build them remove these.
 EXCEPTIONS: dict[str, set[str]] = {

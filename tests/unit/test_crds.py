@@ -320,7 +320,8 @@ def test_reasons_follow_run_states() -> None:
     assert {TaskRunReason.from_run_status(s) for s in RunStatus} == {
         TaskRunReason.QUEUED, TaskRunReason.RUNNING, TaskRunReason.RETRYING,
         TaskRunReason.SUCCEEDED, TaskRunReason.FAILED, TaskRunReason.DEAD_LETTERED,
-        TaskRunReason.CANCELLED,
+        TaskRunReason.CANCELLED, TaskRunReason.WAITING, TaskRunReason.DELAYED,
+        TaskRunReason.EXPIRED,
     }
     for status in RunStatus:
         reason = TaskRunReason.from_run_status(status)

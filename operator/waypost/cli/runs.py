@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -10,6 +11,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from waypost.cli import classic, common, output
+from waypost.cli import waits as waits_cli
 from waypost.cli.app import (
     All,
     Interval,
@@ -43,7 +45,7 @@ RUN_COLUMNS = (
 )
 
 
-def _run_table(runs: list[RunDocument], fmt: OutputFormat) -> RenderableType:
+def run_table(runs: list[RunDocument], fmt: OutputFormat) -> RenderableType:
     wide = fmt is OutputFormat.WIDE
     columns = [c for c in RUN_COLUMNS if not (wide and c.header == "ID" and not c.wide_only)]
     return output.table(runs, columns, wide=wide, empty="No runs found.")
@@ -62,6 +64,21 @@ def trigger(
         help="Triggering again with the same key returns the existing run.")] = None,
     concurrency_key: Annotated[str | None, typer.Option(
         help="Runs with the same key share the task's per-key concurrency limit.")] = None,
+    delay: Annotated[str | None, typer.Option(
+        help="Start no earlier than this long from now: seconds or text like 10m, 1h30m; "
+             "the run is delayed until then.")] = None,
+    run_at: Annotated[str | None, typer.Option(
+        help="Start no earlier than this ISO-8601 time (with a timezone, e.g. "
+             "2030-01-01T09:00:00Z).")] = None,
+    ttl: Annotated[str | None, typer.Option(
+        help="Expire the run (it never runs) when it has not started this long after the "
+             "trigger: seconds or text like 1h.")] = None,
+    batch: Annotated[Path | None, typer.Option(
+        "--batch", help="Trigger every line of this JSON-lines file as one run, in one "
+        "request (up to 1,000; all or nothing). Each line is a payload object with its "
+        "options: {\"payload\": ..., \"idempotencyKey\": ..., \"priority\": ..., "
+        "\"concurrencyKey\": ..., \"delay\": ..., \"runAt\": ..., \"ttl\": ...}.",
+        dir_okay=False)] = None,
     wait: Annotated[bool, typer.Option(
         "--wait", help="Follow the run until it ends; exit code 3 unless it succeeded.")] = False,
     timeout: Annotated[float, typer.Option(
@@ -69,14 +86,19 @@ def trigger(
                       "exit code 1).")] = 300.0,
     fmt: Output = OutputFormat.TABLE,
 ) -> None:
-    """Trigger a run of TASK with a JSON PAYLOAD."""
+    """Trigger a run of TASK with a JSON PAYLOAD (or many with --batch)."""
+    if batch is not None:
+        waits_cli.trigger_batch(task, batch, namespace, fmt)
+        return
     body = common.payload(payload)
     structured = fmt in (OutputFormat.JSON, OutputFormat.YAML)
+    when = waits_cli.parse_time_option("--run-at", run_at)
 
     async def go(client: WaypostClient) -> int:
         handle = await client.trigger(task, body, namespace=namespace, priority=priority,
                                       idempotency_key=idempotency_key,
-                                      concurrency_key=concurrency_key)
+                                      concurrency_key=concurrency_key, delay=delay,
+                                      run_at=when, ttl=ttl)
         if not wait:
             if structured:
                 output.emit_document(handle.run, fmt)
@@ -131,7 +153,7 @@ def runs_list(
         if page.total is not None and page.total > len(page.runs):
             remark = (f"showing {len(page.runs)} of {page.total} runs "
                       "(--limit N or --all for more)")
-        return doc, _run_table(page.runs, fmt), remark
+        return doc, run_table(page.runs, fmt), remark
 
     common.show_list(fetch, fmt, watch=watch, interval=interval)
 
@@ -154,6 +176,8 @@ def _run_details(run: RunDocument) -> RenderableType:
         ("Duration", output.duration(run.get("startedAt"), run.get("finishedAt"))
          if run.get("startedAt") else None),
         ("Trace id", run.get("traceId")),
+        ("Parent run", run.get("parentRunId")),
+        ("Waiting for", waits_cli.describe_wait(run.get("waiting"))),
     ]
     for label, value in rows:
         if value is None:
@@ -268,11 +292,14 @@ def show_changed(run: RunDocument, fmt: OutputFormat, line: str) -> None:
 
 
 @app.command()
-def cancel(run_id: RunId, fmt: Output = OutputFormat.TABLE) -> None:
-    """Cancel a run that has not ended (a running attempt is stopped)."""
+def cancel(run_id: RunId, detach_children: Annotated[bool, typer.Option(
+        "--detach-children", help="Let the run's active child runs go on (by default they "
+        "are cancelled with it).")] = False, fmt: Output = OutputFormat.TABLE) -> None:
+    """Cancel a run that has not ended (a running attempt is stopped), and its children."""
 
     async def go(client: WaypostClient) -> RunDocument:
-        return await client.cancel(await common.resolve_run_id(client, run_id))
+        return await client.cancel(await common.resolve_run_id(client, run_id),
+                                   detach_children=detach_children)
 
     run = common.call(go)
     show_changed(run, fmt, f"run {run['id']} is {run['status']}")

@@ -185,6 +185,7 @@ async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid
         payload=run_spec.payload, priority=run_spec.priority,
         idempotency_key=run_spec.idempotency_key or uid,
         concurrency_key=run_spec.concurrency_key,
+        delay=run_spec.delay, run_at=run_spec.run_at, ttl=run_spec.ttl,
         # Handled again (a restart): this TaskRun's own run, even if bumped since.
         idempotency_conflict="returnExisting" if status.get("runId") else "error",
     )

@@ -16,6 +16,7 @@ from waypost.model.enums import FailureType
 from waypost.model.run import Run
 from waypost.model.taskrun import (
     READY,
+    WAITING,
     Condition,
     ConditionStatus,
     TaskReason,
@@ -23,6 +24,8 @@ from waypost.model.taskrun import (
     TaskRunReason,
     TaskRunStatus,
     TaskStatus,
+    WaitingReason,
+    find_condition,
     set_condition,
     succeeded_condition,
 )
@@ -59,9 +62,50 @@ def _message(run: Run, reason: TaskRunReason) -> str:
         return f"attempt {run.attempt} failed ({run.error.type}): {run.error.message}; retrying"
     if reason is TaskRunReason.QUEUED:
         return "waiting in queue " + run.queue
+    if reason in (TaskRunReason.WAITING, TaskRunReason.DELAYED) and run.waiting is not None:
+        return _wait_message(run)
     if run.error is not None:
         return f"{run.error.type}: {run.error.message}"
     return str(reason)
+
+
+def _wait_message(run: Run) -> str:
+    wait = run.waiting
+    assert wait is not None
+    until = f" until {wait.until.isoformat()}" if wait.until is not None else ""
+    if wait.kind == "delay":
+        return f"delayed{until}"
+    if wait.kind == "sleep":
+        return f"sleeping at {wait.step_key!r}{until}"
+    if wait.kind == "token":
+        return f"waiting at {wait.step_key!r} for token {wait.token_id}{until}"
+    return (f"waiting at {wait.step_key!r} for {wait.children_active} of "
+            f"{len(wait.children or [])} child runs")
+
+
+def _waiting(run: Run, conditions: list[Condition], current: dict[str, Any], *,
+             now: datetime, generation: int | None) -> tuple[list[Condition], dict[str, Any]]:
+    """The Waiting condition and fields: True with what the run waits for, False
+    (Resumed) once a run that waited goes on; absent for a run that never waited."""
+    wait = run.waiting
+    if wait is None and find_condition(conditions, WAITING) is None:
+        return conditions, {}
+    if wait is None:
+        condition = Condition(type=WAITING, status=ConditionStatus.FALSE,
+                              reason=WaitingReason.RESUMED, message="the run does not wait",
+                              last_transition_time=now, observed_generation=generation)
+        # What an earlier patch wrote is cleared (None in a merge patch).
+        cleared = dict(waiting_until=None, waiting_for_token=None, waiting_for_children=None)
+        fields = {name: None for name, key in zip(
+            cleared, ("waitingUntil", "waitingForToken", "waitingForChildren"), strict=True)
+            if current.get(key) is not None}
+        return set_condition(conditions, condition), fields
+    condition = Condition(type=WAITING, status=ConditionStatus.TRUE,
+                          reason=WaitingReason.of_wait(wait.kind), message=_wait_message(run),
+                          last_transition_time=now, observed_generation=generation)
+    return set_condition(conditions, condition), dict(
+        waiting_until=wait.until, waiting_for_token=wait.token_id,
+        waiting_for_children=wait.children)
 
 
 def taskrun_status(
@@ -74,6 +118,8 @@ def taskrun_status(
         _conditions((current or {}).get("conditions")),
         succeeded_condition(reason, _message(run, reason), now=now, generation=generation),
     )
+    conditions, waiting = _waiting(run, conditions, current or {}, now=now,
+                                   generation=generation)
     error = None
     if run.error is not None and reason is not TaskRunReason.SUCCEEDED:
         error = TaskRunError(
@@ -94,6 +140,7 @@ def taskrun_status(
         error=error,
         pod_name=pod,
         trace_id=run.trace_id,
+        **waiting,
         **_generation(generation),
     ))
 

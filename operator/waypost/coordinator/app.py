@@ -26,6 +26,7 @@ from waypost.coordinator import (
     render,
     routes,
     streams,
+    waits,
 )
 from waypost.coordinator.readiness import Readiness
 from waypost.coordinator.routes import Auth, Route, RouteTable
@@ -46,6 +47,7 @@ from waypost.model import inputs
 from waypost.model.enums import RunStatus
 from waypost.model.inputs import MAX_URL_BYTES
 from waypost.model.run import (
+    CancelQuery,
     DeadLetterQuery,
     ErrorInfo,
     RequeueRequest,
@@ -252,7 +254,9 @@ async def list_runs(request: web.Request) -> web.Response:
 async def cancel_run(request: web.Request) -> web.Response:
     require_user(request)
     run_id = control.parse_run_id(request.match_info["run_id"])
-    return render.run_response(await control.cancel(request.app[ENGINE], run_id))
+    q = read_query(request, CancelQuery)
+    return render.run_response(await control.cancel(request.app[ENGINE], run_id,
+                                                    children=q.children))
 
 
 async def bump_run(request: web.Request) -> web.Response:
@@ -422,8 +426,9 @@ def route_table() -> RouteTable:
               response=RunList, query=RunQuery))
     add(Route("GET", "/v1/runs/{run_id}", get_run, "A run with its attempts and checkpoints",
               Auth.USER, "runs", response=Run))
-    add(Route("POST", "/v1/runs/{run_id}/cancel", cancel_run, "Cancel an active run",
-              Auth.USER, "runs", response=Run))
+    add(Route("POST", "/v1/runs/{run_id}/cancel", cancel_run,
+              "Cancel an active run and (unless children=detach) its active child runs",
+              Auth.USER, "runs", response=Run, query=CancelQuery))
     add(Route("POST", "/v1/runs/{run_id}/bump", bump_run,
               "Move a waiting run to the front of its queue", Auth.USER, "runs", response=Run))
     add(Route("POST", "/v1/runs/{run_id}/requeue", requeue_run,
@@ -442,6 +447,8 @@ def route_table() -> RouteTable:
               "Fire a schedule once now, with a fresh idempotency key (its next tick is kept)",
               Auth.USER, "schedules", response=Run, status=201))
     for route in streams.routes(require_user) + actions.routes(require_user, read_body):
+        add(route)
+    for route in waits.routes(require_user, read_body, read_query, read_message, attempt_of):
         add(route)
     add(Route("GET", protocol.PATH_ATTEMPT, runner_attempt,
               "The attempt document: task, payload, checkpoints, limits", Auth.ATTEMPT, "runner",

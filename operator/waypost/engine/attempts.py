@@ -72,6 +72,7 @@ async def describe(engine: Engine, ident: AttemptIdentity) -> protocol.AttemptDo
         idempotency_key=current.idempotency_key,
         heartbeat_interval_seconds=engine.settings.heartbeat_interval_seconds,
         cancellation_grace_period_seconds=spec.cancellation.grace_period_seconds,
+        suspend_threshold_seconds=engine.settings.suspend_threshold_seconds,
         limits=protocol.AttemptLimits(
             checkpoint_bytes=limits.checkpoint_bytes,
             result_bytes=limits.result_bytes,

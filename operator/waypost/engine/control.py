@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from waypost.engine import encoding, scheduler
+from waypost.engine import encoding, scheduler, waits
 from waypost.engine.core import Engine
 from waypost.engine.cron import InvalidSchedule
 from waypost.engine.errors import (
@@ -20,7 +20,7 @@ from waypost.engine.errors import (
 )
 from waypost.model import task as task_model
 from waypost.model.enums import RequeueSpec, RunStatus
-from waypost.model.run import Checkpoint, Run, TriggerRequest
+from waypost.model.run import BatchItem, Checkpoint, Run, TriggerRequest
 from waypost.model.task import TaskDefinition
 from waypost.store import checkpoints, replays, runs, schedules, tasks
 
@@ -61,10 +61,15 @@ async def trigger(
     replay_of: uuid.UUID | None = None,
     taskrun_name: str | None = None,
 ) -> tuple[Run, bool]:
-    """Queue a run. Returns the run and whether it is new (False: idempotent repeat)."""
+    """Queue a run. Returns the run and whether it is new (False: idempotent repeat).
+    With a delay or runAt the run is ``delayed`` until then; with a ttl it ends
+    ``expired`` when it has not started in time."""
     payload = encoding.encode_limited(
         request.payload, engine.settings.limits.payload_bytes, "payload"
     )
+    if request.delay is not None or request.run_at is not None or request.ttl is not None:
+        return await _trigger_later(engine, namespace, task, request, payload, source=source,
+                                    taskrun_name=taskrun_name)
     run_id = uuid.uuid4()
     created = await runs.enqueue(
         engine.pool, namespace=namespace, task=task, run_id=run_id, payload=payload,
@@ -82,6 +87,24 @@ async def trigger(
                 return await get(engine, holder.run_id), False
         raise UnknownTask(f"no task {task!r} in namespace {namespace!r}")
     return created, True
+
+
+async def _trigger_later(
+    engine: Engine, namespace: str, task: str, request: TriggerRequest, payload: Any, *,
+    source: str, taskrun_name: str | None,
+) -> tuple[Run, bool]:
+    item = BatchItem(payload=request.payload, priority=request.priority,
+                     idempotency_key=request.idempotency_key,
+                     concurrency_key=request.concurrency_key, delay=request.delay,
+                     run_at=request.run_at, ttl=request.ttl)
+    run_id, created = await waits.trigger_one(engine, namespace, task, item, source=source,
+                                              taskrun_name=taskrun_name)
+    if not created and request.idempotency_key is not None:
+        holder = await runs.find_by_idempotency_key(
+            engine.pool, namespace, task, request.idempotency_key, payload)
+        if holder is not None:
+            _check_same_request(request, holder)
+    return await get(engine, run_id), created
 
 
 def _check_same_request(request: TriggerRequest, holder: runs.KeyHolder) -> None:
@@ -134,6 +157,7 @@ async def get(engine: Engine, run_id: uuid.UUID, *, details: bool = False,
     run = await runs.get(engine.pool, run_id)
     if run is None:
         raise RunNotFound(f"no run {run_id}")
+    run = await waits.describe(engine, run)
     if details:
         saved = (checkpoints.list_for_run if checkpoint_data else checkpoints.heads_for_run)
         run = run.model_copy(update={
@@ -178,9 +202,11 @@ async def list_runs(
     if search is not None and not 1 <= len(search) <= 256:
         raise InvalidValue(f"q must be 1 to 256 characters, got {len(search)}")
     id_range = None if id_prefix is None else id_prefix_range(id_prefix)
-    return await runs.list_runs(engine.pool, namespace=namespace, task=task, statuses=statuses,
-                                limit=limit, before_seq=cursor, created_after=since,
-                                created_before=until, search=search, id_range=id_range)
+    found, next_cursor = await runs.list_runs(
+        engine.pool, namespace=namespace, task=task, statuses=statuses, limit=limit,
+        before_seq=cursor, created_after=since, created_before=until, search=search,
+        id_range=id_range)
+    return await waits.describe_many(engine, found), next_cursor
 
 
 async def count_runs(
@@ -210,14 +236,37 @@ async def _changed(engine: Engine, run_id: uuid.UUID, change: Callable[[Any], Aw
     return run
 
 
-async def cancel(engine: Engine, run_id: uuid.UUID, reason: str = "cancelled by user") -> Run:
-    """Cancel a run: a waiting one ends at once; a running one is asked to stop and
-    ends when its task stops or its grace period (the Task's
-    ``spec.cancellation.gracePeriodSeconds``) runs out (see ``attempts``)."""
-    return await _changed(
-        engine, run_id,
-        lambda conn: runs.cancel(conn, run_id, reason, task_model.DEFAULT_CANCEL_GRACE_SECONDS),
-        "only active runs can be cancelled")
+async def cancel(engine: Engine, run_id: uuid.UUID, reason: str = "cancelled by user", *,
+                 children: str = "cancel") -> Run:
+    """Cancel a run: a queued, delayed or waiting one ends at once; a running one is
+    asked to stop and ends when its task stops or its grace period (the Task's
+    ``spec.cancellation.gracePeriodSeconds``) runs out (see ``attempts``).
+
+    Its active child runs (ctx.trigger_and_wait) are cancelled too, and theirs in
+    turn, unless ``children`` is ``detach``: then they go on, and their results
+    reach no one."""
+
+    async def change(conn: Any) -> bool:
+        if await runs.cancel(conn, run_id, reason,
+                             task_model.DEFAULT_CANCEL_GRACE_SECONDS) is not None:
+            return True
+        return await waits.cancel_waiting(conn, run_id, reason)
+
+    run = await _changed(engine, run_id, change, "only active runs can be cancelled")
+    if children == "cancel":
+        await _cancel_children(engine, run_id, f"its parent run {run_id} was cancelled")
+    return await waits.describe(engine, run)
+
+
+async def _cancel_children(engine: Engine, parent: uuid.UUID, reason: str) -> None:
+    pending = [parent]
+    while pending:
+        for child in await waits.active_children(engine, pending.pop()):
+            async with engine.pool.acquire() as conn, conn.transaction():
+                if await runs.cancel(conn, child, reason,
+                                     task_model.DEFAULT_CANCEL_GRACE_SECONDS) is None:
+                    await waits.cancel_waiting(conn, child, reason)
+            pending.append(child)
 
 
 async def bump(engine: Engine, run_id: uuid.UUID) -> Run:
@@ -247,7 +296,9 @@ async def taskrun_runs_changed(
     engine: Engine, since: datetime, limit: int = 500
 ) -> list[tuple[Run, str | None]]:
     """Runs triggered by TaskRun objects that changed after ``since`` (status mirror)."""
-    return await runs.taskrun_runs_changed(engine.pool, since, limit)
+    changed = await runs.taskrun_runs_changed(engine.pool, since, limit)
+    described = await waits.describe_many(engine, [run for run, _ in changed])
+    return [(run, checkpoint) for run, (_, checkpoint) in zip(described, changed, strict=True)]
 
 
 async def task_summaries(engine: Engine) -> list[tasks.TaskSummary]:

@@ -76,3 +76,22 @@ class Unauthorized(EngineError):
 class StoreUnavailable(EngineError):
     code = "store_unavailable"
     status = 503
+
+
+class TokenNotFound(EngineError):
+    code = "token_not_found"
+    status = 404
+
+
+class TokenAlreadyCompleted(EngineError):
+    """A second completion of a wait token: refused, nothing changes."""
+
+    code = "token_already_completed"
+    status = 409
+
+
+class TokenTimedOut(EngineError):
+    """Completing a token after its timeout: refused (its waiters resumed with a timeout)."""
+
+    code = "token_timed_out"
+    status = 410

@@ -11,7 +11,7 @@ __all__ = ["AttemptStatus", "FailureType", "MissedRunPolicy", "RunStatus"]
 
 
 class RunStatus(StrEnum):
-    """Where a run is in its life. The first three are active; the rest are final."""
+    """Where a run is in its life: active (ACTIVE_STATUSES) or final."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -20,10 +20,18 @@ class RunStatus(StrEnum):
     FAILED = "failed"  # a failure that must not be retried (AbortRun, bad entrypoint)
     DEAD_LETTERED = "dead_lettered"  # retries exhausted; can be requeued by a person
     CANCELLED = "cancelled"
+    DELAYED = "delayed"  # triggered with a delay or runAt that has not come yet
+    WAITING = "waiting"  # suspended: sleeping, waiting for a token or for child runs
+    EXPIRED = "expired"  # did not start within its ttl; never ran
 
     @property
     def is_final(self) -> bool:
-        return self not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)
+        return self not in ACTIVE_STATUSES
+
+
+#: Statuses of runs that have not ended (waiting and delayed runs hold no worker).
+ACTIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING,
+                             RunStatus.DELAYED, RunStatus.WAITING})
 
 
 class AttemptStatus(StrEnum):
@@ -31,6 +39,7 @@ class AttemptStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SUSPENDED = "suspended"  # the task waits (sleep, token, child runs); not a failure
 
 
 class SpecChoice(StrEnum):

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    WithJsonSchema,
+    model_validator,
+)
 
 from waypost.model.base import ApiModel
 from waypost.model.enums import AttemptStatus, FailureType, RequeueSpec, RunStatus, SpecChoice
@@ -16,6 +24,24 @@ from waypost.model.inputs import (
     ApiJson,
     ApiText,
 )
+from waypost.sdk import durations
+
+
+def _seconds(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected seconds (a number) or a duration like \"5m\"")
+    return durations.parse_duration(value)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(_seconds),
+    WithJsonSchema({"anyOf": [
+        {"type": "number", "minimum": 0, "maximum": durations.MAX_DURATION_SECONDS},
+        {"type": "string", "pattern": durations.DURATION_PATTERN, "maxLength": 64},
+    ]}),
+]
+"""Seconds (a number) or text like "90s", "5m", "1h30m", "2d"; at most a year."""
 
 
 class ErrorInfo(ApiModel):
@@ -113,6 +139,21 @@ class ReplayRecord(ApiModel):
                     "changed.")
 
 
+class WaitInfo(ApiModel):
+    """What a waiting or delayed run waits for."""
+
+    kind: Literal["delay", "sleep", "token", "children"] = Field(
+        description="delay: a delayed start (delay/runAt); sleep: ctx.wait_for/wait_until; "
+        "token: ctx.wait_for_token; children: ctx.trigger_and_wait.")
+    step_key: str | None = Field(None, description="The wait's key in the task (its "
+                                                   "checkpoint once it ends).")
+    until: datetime | None = Field(
+        None, description="When a delay or sleep ends, or a token wait times out.")
+    token_id: str | None = None
+    children: list[str] | None = Field(None, description="The child runs waited for.")
+    children_active: int | None = Field(None, description="How many of them have not ended.")
+
+
 class Run(ApiModel):
     """A run of a task: its state, payload, result or error."""
 
@@ -151,6 +192,10 @@ class Run(ApiModel):
         description="The Task generation whose spec the run runs (null for runs enqueued "
         "before waypost recorded it).",
     )
+    parent_run_id: str | None = Field(
+        None, description="The run that started this one with ctx.trigger_and_wait.")
+    waiting: WaitInfo | None = Field(
+        None, description="What the run waits for, while it is waiting or delayed.")
     attempts: list[Attempt] | None = None
     checkpoints: list[Checkpoint] | None = None
     replay: ReplayRecord | None = Field(
@@ -207,6 +252,103 @@ class TriggerRequest(ApiModel):
         "payload, priority or concurrency key: `error` answers 409 idempotency_conflict "
         "(with the existing run's id), `returnExisting` answers 200 with the existing run.",
     )
+    delay: Duration | None = Field(
+        None, description="Start no earlier than this long after the trigger (seconds, or "
+        "text like \"10m\"); the run is `delayed` until then.")
+    run_at: datetime | None = Field(
+        None, description="Start no earlier than this time (with a timezone); the run is "
+        "`delayed` until then.")
+    ttl: Duration | None = Field(
+        None, description="When the run has not started this long after the trigger, it "
+        "ends `expired` and never runs (seconds or text like \"1h\"; more than 0).")
+
+    @model_validator(mode="after")
+    def _timing(self) -> TriggerRequest:
+        check_timing(self.delay, self.run_at, self.ttl)
+        return self
+
+
+def check_timing(delay: float | None, run_at: datetime | None, ttl: float | None) -> None:
+    """The rules shared by every trigger with delay, runAt and ttl."""
+    if delay is not None and run_at is not None:
+        raise ValueError("give delay or runAt, not both")
+    if run_at is not None and run_at.tzinfo is None:
+        raise ValueError("runAt needs a timezone (e.g. Z)")
+    if ttl is not None and ttl <= 0:
+        raise ValueError("ttl must be more than 0 seconds")
+    if ttl is not None and delay is not None and ttl <= delay:
+        raise ValueError(f"ttl ({ttl:g} s) must be longer than delay ({delay:g} s): the run "
+                         "would expire before it may start")
+
+
+class BatchItem(ApiModel):
+    """One run of a batch trigger."""
+
+    payload: ApiJson = Field(None, description="Input of the task function, any JSON value.")
+    priority: Annotated[StrictInt, Field(ge=-1000, le=1000),
+                        BeforeValidator(_whole_number)] | None = Field(
+        None, description="Higher runs first; the queue's default when omitted.")
+    idempotency_key: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_KEY_LENGTH,
+        description="An item whose key is taken returns the run that holds it (new: false).")
+    concurrency_key: ApiText | None = Field(
+        None, min_length=1, max_length=MAX_KEY_LENGTH,
+        description="Groups runs (a tenant, a user) for the queue's per-key limit.")
+    delay: Duration | None = Field(None, description="As in a single trigger.")
+    run_at: datetime | None = Field(None, description="As in a single trigger.")
+    ttl: Duration | None = Field(None, description="As in a single trigger.")
+
+    @model_validator(mode="after")
+    def _timing(self) -> BatchItem:
+        check_timing(self.delay, self.run_at, self.ttl)
+        return self
+
+
+MAX_BATCH_ITEMS = 1000
+
+
+class BatchTriggerRequest(ApiModel):
+    """Body of ``POST /v1/tasks/{namespace}/{task}/batch``: up to 1,000 runs of one task,
+    stored all together or (when any item is refused) not at all."""
+
+    items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class BatchRun(ApiModel):
+    """One item's run in a batch answer (same order as the items)."""
+
+    id: str
+    new: bool = Field(description="False: the item's idempotency key returned an existing run.")
+    status: RunStatus
+
+
+class BatchTriggerResult(ApiModel):
+    runs: list[BatchRun]
+    created: int = Field(description="How many runs are new.")
+
+
+class RescheduleRequest(ApiModel):
+    """Body of ``POST /v1/runs/{id}/reschedule``: a delayed run's new start."""
+
+    delay: Duration | None = Field(None, description="From now (seconds or text like \"5m\").")
+    run_at: datetime | None = Field(None, description="At this time (with a timezone).")
+
+    @model_validator(mode="after")
+    def _one(self) -> RescheduleRequest:
+        if (self.delay is None) == (self.run_at is None):
+            raise ValueError("give exactly one of delay and runAt")
+        check_timing(self.delay, self.run_at, None)
+        return self
+
+
+class CancelQuery(ApiModel):
+    """Query parameters of a cancel."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    children: Literal["cancel", "detach"] = Field(
+        "cancel", description="cancel (default): the run's active child runs are cancelled "
+        "too; detach: they go on.")
 
 
 CheckpointKey = Annotated[ApiText, Field(min_length=1, max_length=MAX_KEY_LENGTH)]

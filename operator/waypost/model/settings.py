@@ -126,6 +126,21 @@ class Settings(BaseModel):
     history_retention_batch: int = Field(
         1000, ge=1, le=100_000,
         description="Runs removed per statement of a retention pass (each its own commit).")
+    suspend_threshold_seconds: float = Field(
+        5.0, ge=0, le=3600,
+        description="Waits shorter than this sleep inside the running attempt; longer ones "
+        "suspend the run (its process or Pod exits; it resumes when the wait ends).",
+    )
+    wait_poll_seconds: float = Field(
+        0.5, gt=0, le=60,
+        description="Longest pause of the leader's waker, which resumes due waits and "
+        "delayed runs and expires runs past their ttl.",
+    )
+    wait_recheck_seconds: float = Field(
+        10.0, gt=0, le=3600,
+        description="How often a run waiting for a token or for child runs is looked at "
+        "again, a safety net beside the wake-up its token or last child sends.",
+    )
     worker_name: str = Field(default_factory=socket.gethostname)
     limits: Limits = Field(default_factory=Limits)
 
@@ -186,4 +201,7 @@ ENV_VARS = {
     "WAYPOST_DEAD_LETTER_RETAIN_FOR": "dead_letter_retain_seconds",
     "WAYPOST_HISTORY_RETENTION_INTERVAL": "history_retention_interval_seconds",
     "WAYPOST_HISTORY_RETENTION_BATCH": "history_retention_batch",
+    "WAYPOST_SUSPEND_THRESHOLD": "suspend_threshold_seconds",
+    "WAYPOST_WAIT_POLL_INTERVAL": "wait_poll_seconds",
+    "WAYPOST_WAIT_RECHECK_INTERVAL": "wait_recheck_seconds",
 }

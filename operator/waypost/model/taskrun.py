@@ -22,6 +22,7 @@ from waypost.model.base import ApiModel
 from waypost.model.enums import FailureType, RunStatus
 from waypost.model.inputs import JsonValue, SafeText
 from waypost.model.task import NAME_PATTERN
+from waypost.sdk.durations import DURATION_PATTERN
 
 # The Kubernetes API conventions' shape of a condition reason (metav1.Condition).
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
@@ -53,6 +54,9 @@ class TaskRunReason(StrEnum):
     FAILED = "Failed"  # a failure that is not retried (AbortRun, unloadable entrypoint)
     DEAD_LETTERED = "DeadLettered"  # retries exhausted; a person can requeue it
     CANCELLED = "Cancelled"
+    WAITING = "Waiting"  # suspended: sleeping, waiting for a token or for child runs
+    DELAYED = "Delayed"  # spec.delay or spec.runAt has not come yet
+    EXPIRED = "Expired"  # it did not start within spec.ttl; it never ran
     # Not a run state: no run exists because the TaskRun cannot be enqueued
     # (its Task does not exist, or the replay names an unknown run). A schema
     # cannot check this, so the controller reports it here.
@@ -69,6 +73,7 @@ class TaskRunReason(StrEnum):
         if self is TaskRunReason.SUCCEEDED:
             return ConditionStatus.TRUE
         if self in (TaskRunReason.QUEUED, TaskRunReason.RUNNING, TaskRunReason.RETRYING,
+                    TaskRunReason.WAITING, TaskRunReason.DELAYED,
                     TaskRunReason.TASK_NOT_FOUND):
             # A TaskRun created just before its Task is not failed yet.
             return ConditionStatus.UNKNOWN
@@ -83,7 +88,28 @@ _REASON_OF_STATUS: dict[RunStatus, TaskRunReason] = {
     RunStatus.FAILED: TaskRunReason.FAILED,
     RunStatus.DEAD_LETTERED: TaskRunReason.DEAD_LETTERED,
     RunStatus.CANCELLED: TaskRunReason.CANCELLED,
+    RunStatus.WAITING: TaskRunReason.WAITING,
+    RunStatus.DELAYED: TaskRunReason.DELAYED,
+    RunStatus.EXPIRED: TaskRunReason.EXPIRED,
 }
+
+WAITING = "Waiting"
+"""Type of a TaskRun's condition that says whether, and for what, its run waits."""
+
+
+class WaitingReason(StrEnum):
+    """Reason of a TaskRun's ``Waiting`` condition."""
+
+    SLEEPING = "Sleeping"  # ctx.wait_for / ctx.wait_until
+    WAITING_FOR_TOKEN = "WaitingForToken"  # ctx.wait_for_token
+    WAITING_FOR_CHILDREN = "WaitingForChildren"  # ctx.trigger_and_wait
+    DELAYED = "Delayed"  # spec.delay / spec.runAt
+    RESUMED = "Resumed"  # status False: it waited, and no longer does
+
+    @classmethod
+    def of_wait(cls, kind: str) -> WaitingReason:
+        return {"sleep": cls.SLEEPING, "token": cls.WAITING_FOR_TOKEN,
+                "children": cls.WAITING_FOR_CHILDREN, "delay": cls.DELAYED}[kind]
 
 
 class TaskReason(StrEnum):
@@ -226,6 +252,16 @@ class TaskRunSpec(ApiModel):
         description="Groups runs (a tenant, a user) for the queue's perKeyConcurrency limit.",
     )
     replay: Replay | None = None
+    delay: str | None = Field(
+        None, pattern=DURATION_PATTERN, max_length=64,
+        description="Start no earlier than this long after the TaskRun is created, like "
+        "\"90s\", \"10m\", \"1h30m\"; the run is Delayed until then.")
+    run_at: datetime | None = Field(
+        None, description="Start no earlier than this time; the run is Delayed until then.")
+    ttl: str | None = Field(
+        None, pattern=DURATION_PATTERN, max_length=64,
+        description="When the run has not started this long after the TaskRun is created, "
+        "it ends Expired and never runs (like \"1h\").")
 
 
 class TaskRunError(ApiModel):
@@ -253,6 +289,14 @@ class TaskRunStatus(ApiModel):
     error: TaskRunError | None = None
     pod_name: str | None = Field(None, description="Pod of the latest attempt.")
     trace_id: str | None = Field(None, description="W3C trace id of the run.")
+    waiting_until: datetime | None = Field(
+        None, description="While the run waits: when its sleep or delay ends, or its token "
+        "times out.")
+    waiting_for_token: str | None = Field(
+        None, max_length=64, description="While the run waits for a token: its id.")
+    waiting_for_children: list[str] | None = Field(
+        None, max_length=1000,
+        description="While the run waits for child runs: their ids (they have no TaskRun).")
 
     def succeeded(self) -> Condition | None:
         return find_condition(self.conditions, SUCCEEDED)

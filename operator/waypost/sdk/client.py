@@ -15,13 +15,14 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
-from waypost.sdk import sse
+from waypost.sdk import durations, sse
 from waypost.sdk.decorator import Task
 from waypost.sdk.errors import CoordinatorUnavailable, WaypostAPIError
 from waypost.sdk.retry import Retry
@@ -34,10 +35,11 @@ from waypost.sdk.transport import (
     request_json,
 )
 
-__all__ = ["TERMINAL_STATUSES", "RunHandle", "RunPage", "WaypostAPIError", "WaypostClient"]
+__all__ = ["TERMINAL_STATUSES", "BatchRun", "RunHandle", "RunPage", "TriggerItem",
+           "WaypostAPIError", "WaypostClient"]
 
 #: Run statuses after which nothing more happens to a run (unless requeued).
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "dead_lettered", "cancelled"})
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "dead_lettered", "cancelled", "expired"})
 
 RunDocument = dict[str, Any]
 #: An event of a run's event log (``GET /v1/runs/{id}/events``).
@@ -74,6 +76,56 @@ class RunHandle:
     def status(self) -> str:
         """The run's status when it was triggered."""
         return str(self.run.get("status", ""))
+
+
+@dataclass(frozen=True)
+class TriggerItem:
+    """One run of :meth:`WaypostClient.batch_trigger`: its payload and how it queues
+    (the fields of a single trigger)."""
+
+    payload: Any = None
+    idempotency_key: str | None = None
+    priority: int | None = None
+    concurrency_key: str | None = None
+    delay: durations.DurationLike | None = None
+    run_at: datetime | None = None
+    ttl: durations.DurationLike | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The item as the API takes it."""
+        body: dict[str, Any] = {"payload": self.payload}
+        body.update(_timing(self.delay, self.run_at, self.ttl))
+        for name, value in (("idempotencyKey", self.idempotency_key),
+                            ("priority", self.priority),
+                            ("concurrencyKey", self.concurrency_key)):
+            if value is not None:
+                body[name] = value
+        return body
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One item's run in a batch trigger's answer (in item order)."""
+
+    id: str
+    new: bool
+    status: str
+
+
+def _duration(value: durations.DurationLike) -> float | str:
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def _timing(delay: durations.DurationLike | None, run_at: datetime | None,
+            ttl: durations.DurationLike | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if delay is not None:
+        body["delay"] = _duration(delay)
+    if run_at is not None:
+        body["runAt"] = run_at.isoformat()
+    if ttl is not None:
+        body["ttl"] = _duration(ttl)
+    return body
 
 
 def aiohttp_sender(session: aiohttp.ClientSession) -> SendOnce:
@@ -202,6 +254,9 @@ class WaypostClient:
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
         return_existing: bool = False,
+        delay: durations.DurationLike | None = None,
+        run_at: datetime | None = None,
+        ttl: durations.DurationLike | None = None,
     ) -> RunHandle:
         """Enqueue a run of ``task`` (an id or a decorated task) with ``payload``.
 
@@ -210,9 +265,14 @@ class WaypostClient:
         a different payload, priority or concurrency key raises
         :class:`WaypostAPIError` (409 ``idempotency_conflict``) unless
         ``return_existing`` asks for the existing run whatever it holds.
+
+        ``delay`` (seconds, a ``timedelta`` or text like ``"10m"``) or ``run_at``
+        start the run later (it is ``delayed`` until then; see :meth:`reschedule`);
+        with ``ttl`` a run that has not started that long after the trigger ends
+        ``expired`` and never runs.
         """
         task_id = task.definition.id if isinstance(task, Task) else task
-        body: dict[str, Any] = {"payload": payload}
+        body: dict[str, Any] = {"payload": payload, **_timing(delay, run_at, ttl)}
         if priority is not None:
             body["priority"] = priority
         if idempotency_key is not None:
@@ -226,6 +286,82 @@ class WaypostClient:
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             raise WaypostAPIError(status, "bad_response", "trigger: answer has no run id")
         return RunHandle(id=data["id"], created=status == 201, run=data)
+
+    async def batch_trigger(
+        self,
+        task: str | Task[..., Any],
+        items: Iterable[TriggerItem | Mapping[str, Any]],
+        *,
+        namespace: str = "default",
+    ) -> list[BatchRun]:
+        """Enqueue up to 1,000 runs of ``task`` in one request and one transaction.
+
+        Each item is a :class:`TriggerItem` or its wire form (a dict with
+        ``payload``, ``idempotencyKey``, ``priority``, ``concurrencyKey``,
+        ``delay``, ``runAt``, ``ttl``). All or nothing: a bad item raises
+        :class:`WaypostAPIError` (400, naming ``items[i]``) and stores nothing. An
+        item whose idempotency key is taken returns the run that holds it
+        (``new`` False). The answer is in item order.
+        """
+        task_id = task.definition.id if isinstance(task, Task) else task
+        wire = [i.wire() if isinstance(i, TriggerItem) else dict(i) for i in items]
+        path = f"/v1/tasks/{_segment(namespace)}/{_segment(task_id)}/batch"
+        status, data = await self._request("POST", path, body={"items": wire})
+        if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+            raise WaypostAPIError(status, "bad_response", "batch trigger: expected {'runs': [...]}")
+        return [BatchRun(id=str(r.get("id")), new=bool(r.get("new")),
+                         status=str(r.get("status"))) for r in data["runs"]]
+
+    async def reschedule(
+        self, run_id: str, *, delay: durations.DurationLike | None = None,
+        run_at: datetime | None = None,
+    ) -> RunDocument:
+        """Give a delayed run another start time: ``delay`` from now, or ``run_at``."""
+        return await self._document("POST", f"/v1/runs/{_segment(run_id)}/reschedule",
+                                    body=_timing(delay, run_at, None))
+
+    async def children(self, run_id: str) -> list[RunDocument]:
+        """The child runs ``run_id`` started with ``ctx.trigger_and_wait``, oldest first."""
+        _, data = await self._request("GET", f"/v1/runs/{_segment(run_id)}/children")
+        return _runs(data)
+
+    async def create_token(
+        self, *, namespace: str = "default", timeout: durations.DurationLike | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a wait token (a task waits for it with ``ctx.wait_for_token(id)``).
+        The answer's ``url`` is the webhook callback, holding the token's secret."""
+        body: dict[str, Any] = {"namespace": namespace}
+        if timeout is not None:
+            body["timeout"] = _duration(timeout)
+        if idempotency_key is not None:
+            body["idempotencyKey"] = idempotency_key
+        return await self._document("POST", "/v1/tokens", body)
+
+    async def complete_token(self, token_id: str, data: Any = None) -> dict[str, Any]:
+        """Complete a wait token with ``data``; the runs waiting on it resume with it.
+
+        A second completion raises :class:`WaypostAPIError` with status 409
+        (``token_already_completed``) and changes nothing; after the token's
+        timeout, 410 (``token_timed_out``); an unknown token, 404.
+        """
+        return await self._document("POST", f"/v1/tokens/{_segment(token_id)}/complete",
+                                    {"data": data})
+
+    async def get_token(self, token_id: str) -> dict[str, Any]:
+        """A wait token: status, data, timeout, the runs waiting on it."""
+        return await self._document("GET", f"/v1/tokens/{_segment(token_id)}")
+
+    async def list_tokens(
+        self, *, namespace: str | None = None, run_id: str | None = None,
+        status: str | None = None, limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Wait tokens, newest first (one page)."""
+        _, data = await self._request("GET", "/v1/tokens", params=_params(
+            namespace=namespace, runId=run_id, status=status, limit=limit))
+        if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
+            raise WaypostAPIError(200, "bad_response", "expected {'tokens': [...]}")
+        return [t for t in data["tokens"] if isinstance(t, dict)]
 
     async def get_run(self, run_id: str) -> RunDocument:
         """The run document, with its ``attempts`` and ``checkpoints``."""
@@ -309,9 +445,11 @@ class WaypostClient:
             if cursor is None or not runs:
                 return
 
-    async def cancel(self, run_id: str) -> RunDocument:
-        """Cancel a run; returns the updated run document."""
-        return await self._document("POST", f"/v1/runs/{_segment(run_id)}/cancel")
+    async def cancel(self, run_id: str, *, detach_children: bool = False) -> RunDocument:
+        """Cancel a run; returns the updated run document. Its active child runs are
+        cancelled too, unless ``detach_children``."""
+        query = "?children=detach" if detach_children else ""
+        return await self._document("POST", f"/v1/runs/{_segment(run_id)}/cancel{query}")
 
     async def bump(self, run_id: str) -> RunDocument:
         """Move a queued run to the front of its queue."""

@@ -172,6 +172,8 @@ PATH_COMPLETE = "/v1/runner/complete"
 PATH_FAIL = "/v1/runner/fail"
 PATH_CANCELLED = "/v1/runner/cancelled"
 PATH_WARM_POLL = "/v1/runner/warm/poll"
+PATH_WAIT = "/v1/runner/wait"
+PATH_TOKENS = "/v1/runner/tokens"
 
 # --- limits both sides know -----------------------------------------------------
 
@@ -199,6 +201,7 @@ class FailureType(enum.StrEnum):
     LOST = "lost"  # heartbeats stopped, Pod deleted, node lost
     EXIT = "exit"  # the runner process exited without reporting
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # the run did not start within its ttl (never ran)
 
 
 def to_camel(name: str) -> str:
@@ -277,6 +280,8 @@ class AttemptDocument:
     """After the run is cancelled, how long the task has to stop before its process
     or Pod is killed (the Task's ``spec.cancellation.gracePeriodSeconds``)."""
     limits: AttemptLimits
+    suspend_threshold_seconds: float = 5.0
+    """Waits shorter than this sleep in the runner; longer ones suspend the run."""
 
     def __post_init__(self) -> None:
         _require(self.attempt >= 1, "attempt", "must be at least 1")
@@ -446,6 +451,102 @@ class WarmPollAnswer:
     __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER_CONFIG
     assignment: WarmAssignment | None = None
     retire: str | None = None
+
+
+# --- durable waits -----------------------------------------------------------------
+
+MAX_CHILDREN = 1000
+"""Child runs one ctx.batch_trigger_and_wait may start (the batch trigger's limit)."""
+MAX_WAIT_SECONDS = 365 * 24 * 3600.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WaitChild:
+    """One child run of a children wait."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    payload: Any = None
+    priority: int | None = None
+    concurrency_key: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.priority is None or -1000 <= self.priority <= 1000, "priority",
+                 "must be between -1000 and 1000")
+        _require(self.concurrency_key is None or 0 < len(self.concurrency_key) <= MAX_KEY_LENGTH,
+                 "concurrencyKey", f"must be 1 to {MAX_KEY_LENGTH} characters")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WaitBody:
+    """``POST /v1/runner/wait``: the task waits. ``kind`` sleep (``seconds`` from now,
+    or ``until``), token (``tokenId``) or children (``task`` and ``children``: the
+    runs to start, idempotent per run, key and index). The wait's outcome will be
+    the checkpoint ``key``."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    key: str
+    kind: Literal["sleep", "token", "children"]
+    seconds: float | None = None
+    until: datetime | None = None
+    token_id: str | None = None
+    task: str | None = None
+    children: list[WaitChild] | None = None
+
+    def __post_init__(self) -> None:
+        _require(0 < len(self.key) <= MAX_KEY_LENGTH, "key",
+                 f"must be 1 to {MAX_KEY_LENGTH} characters")
+        if self.kind == "sleep":
+            _require((self.seconds is None) != (self.until is None), "seconds",
+                     "or until: exactly one is needed for a sleep")
+            _require(self.seconds is None or 0 <= self.seconds <= MAX_WAIT_SECONDS, "seconds",
+                     f"must be between 0 and {MAX_WAIT_SECONDS:g}")
+            _require(self.until is None or self.until.tzinfo is not None, "until",
+                     "needs a timezone")
+        elif self.kind == "token":
+            _require(self.token_id is not None, "tokenId", "is needed for a token wait")
+        else:
+            _require(self.task is not None and 0 < len(self.task) <= 253, "task",
+                     "is needed for a children wait (1 to 253 characters)")
+            _require(self.children is not None and 0 < len(self.children) <= MAX_CHILDREN,
+                     "children", f"must hold 1 to {MAX_CHILDREN} runs")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WaitAnswer:
+    """The answer to a wait: ``suspended`` (the runner exits; the run resumes when the
+    wait ends), or the outcome ``data`` at once (the wait had ended already)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER_CONFIG
+    suspended: bool
+    data: Any = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TokenBody:
+    """``POST /v1/runner/tokens``: create a wait token (the same ``key`` in this run
+    returns the same token)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    key: str
+    timeout_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(0 < len(self.key) <= MAX_KEY_LENGTH, "key",
+                 f"must be 1 to {MAX_KEY_LENGTH} characters")
+        _require(self.timeout_seconds is None
+                 or 0 < self.timeout_seconds <= MAX_WAIT_SECONDS, "timeoutSeconds",
+                 f"must be more than 0 and at most {MAX_WAIT_SECONDS:g}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TokenAnswer:
+    """A wait token as the runner sees it."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _ANSWER_CONFIG
+    id: str
+    url: str
+    status: str = "pending"
+    timeout_at: datetime | None = None
 
 
 # --- reading and writing messages without pydantic -----------------------------------

@@ -308,6 +308,7 @@ def _run(r: asyncpg.Record) -> Run:
         created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"],
         updated_at=r["updated_at"], taskrun_name=r["taskrun_name"],
         spec_choice=SpecChoice(r["spec_choice"]), spec_generation=r["spec_generation"],
+        parent_run_id=str(r["parent_run_id"]) if r["parent_run_id"] else None,
     )
 
 
@@ -468,3 +469,11 @@ async def bulk_candidates(
 async def bulk_count(db: asyncpg.Pool | asyncpg.Connection, sel: BulkSelection) -> int:
     n: int = await db.fetchval(*bind("bulk_count", **_selection(sel)))
     return n
+
+
+async def list_children(
+    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, limit: int = 1000
+) -> list[Run]:
+    """The runs started by ``run_id`` (ctx.trigger_and_wait), oldest first."""
+    return [_run(r) for r in await db.fetch(*bind("list_children", run_id=run_id,
+                                                  limit=limit))]

@@ -319,6 +319,21 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION waypost.run_waits_child_ended() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'waypost', 'pg_catalog'
+    AS $$
+BEGIN
+    UPDATE run_waits w SET due_at = now()
+    FROM (SELECT DISTINCT n.parent_run_id FROM new_rows n JOIN old_rows o ON o.id = n.id
+          WHERE n.parent_run_id IS NOT NULL AND n.status IS DISTINCT FROM o.status
+            AND n.status IN ('succeeded', 'failed', 'dead_lettered', 'cancelled', 'expired'))
+         AS ended
+    WHERE w.run_id = ended.parent_run_id AND w.kind = 'children';
+    RETURN NULL;
+END
+$$;
+
 CREATE TABLE waypost.attempts (
     run_id uuid NOT NULL,
     attempt integer NOT NULL,
@@ -329,7 +344,7 @@ CREATE TABLE waypost.attempts (
     error jsonb,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
     finished_at timestamp with time zone,
-    CONSTRAINT attempts_status_check CHECK ((status = ANY (ARRAY['running'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text])))
+    CONSTRAINT attempts_status_check CHECK ((status = ANY (ARRAY['running'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'suspended'::text])))
 );
 
 CREATE TABLE waypost.checkpoints (
@@ -386,8 +401,9 @@ CREATE TABLE waypost.runs (
     spec_generation bigint,
     spec_choice text DEFAULT 'trigger'::text NOT NULL,
     original jsonb,
+    parent_run_id uuid,
     CONSTRAINT runs_spec_choice_check CHECK ((spec_choice = ANY (ARRAY['trigger'::text, 'current'::text, 'original'::text]))),
-    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'retrying'::text, 'succeeded'::text, 'failed'::text, 'dead_lettered'::text, 'cancelled'::text])))
+    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'retrying'::text, 'succeeded'::text, 'failed'::text, 'dead_lettered'::text, 'cancelled'::text, 'delayed'::text, 'waiting'::text, 'expired'::text])))
 );
 
 CREATE VIEW waypost.dead_letters AS
@@ -503,6 +519,23 @@ CREATE TABLE waypost.run_replays (
     CONSTRAINT run_replays_spec_source_check CHECK ((spec_source = ANY (ARRAY['current'::text, 'original'::text])))
 );
 
+CREATE TABLE waypost.run_ttls (
+    run_id uuid NOT NULL,
+    expires_at timestamp with time zone NOT NULL
+);
+
+CREATE TABLE waypost.run_waits (
+    run_id uuid NOT NULL,
+    kind text NOT NULL,
+    step_key text,
+    due_at timestamp with time zone,
+    until timestamp with time zone,
+    token_id uuid,
+    child_ids uuid[],
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT run_waits_kind_check CHECK ((kind = ANY (ARRAY['delay'::text, 'sleep'::text, 'token'::text, 'children'::text])))
+);
+
 CREATE SEQUENCE waypost.runs_seq_seq
     START WITH 1
     INCREMENT BY 1
@@ -557,6 +590,21 @@ CREATE TABLE waypost.tasks (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     retain_seconds double precision,
     CONSTRAINT tasks_retain_seconds_check CHECK (((retain_seconds IS NULL) OR (retain_seconds > (0)::double precision)))
+);
+
+CREATE TABLE waypost.wait_tokens (
+    id uuid NOT NULL,
+    namespace text NOT NULL,
+    run_id uuid,
+    idempotency_scope text NOT NULL,
+    idempotency_key text,
+    secret text NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    data jsonb,
+    timeout_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    completed_at timestamp with time zone,
+    CONSTRAINT wait_tokens_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'completed'::text, 'timed_out'::text])))
 );
 
 CREATE TABLE waypost.warm_runners (
@@ -618,6 +666,12 @@ ALTER TABLE ONLY waypost.run_queue
 ALTER TABLE ONLY waypost.run_replays
     ADD CONSTRAINT run_replays_pkey PRIMARY KEY (run_id);
 
+ALTER TABLE ONLY waypost.run_ttls
+    ADD CONSTRAINT run_ttls_pkey PRIMARY KEY (run_id);
+
+ALTER TABLE ONLY waypost.run_waits
+    ADD CONSTRAINT run_waits_pkey PRIMARY KEY (run_id);
+
 ALTER TABLE ONLY waypost.runs
     ADD CONSTRAINT runs_pkey PRIMARY KEY (id);
 
@@ -636,6 +690,9 @@ ALTER TABLE ONLY waypost.signing_keys
 ALTER TABLE ONLY waypost.tasks
     ADD CONSTRAINT tasks_pkey PRIMARY KEY (namespace, name);
 
+ALTER TABLE ONLY waypost.wait_tokens
+    ADD CONSTRAINT wait_tokens_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY waypost.warm_runners
     ADD CONSTRAINT warm_runners_pkey PRIMARY KEY (runner_id);
 
@@ -650,6 +707,14 @@ CREATE INDEX run_queue_ready_by_key ON waypost.run_queue USING btree (queue_id, 
 CREATE INDEX run_queue_running ON waypost.run_queue USING btree (queue_id, concurrency_key) WHERE (state = 'running'::text);
 
 CREATE INDEX run_replays_of ON waypost.run_replays USING btree (replay_of, requested_at);
+
+CREATE INDEX run_ttls_due ON waypost.run_ttls USING btree (expires_at);
+
+CREATE INDEX run_waits_by_token ON waypost.run_waits USING btree (token_id) WHERE (token_id IS NOT NULL);
+
+CREATE INDEX run_waits_due ON waypost.run_waits USING btree (due_at) WHERE (due_at IS NOT NULL);
+
+CREATE INDEX runs_by_parent ON waypost.runs USING btree (parent_run_id, seq) WHERE (parent_run_id IS NOT NULL);
 
 CREATE INDEX runs_by_status ON waypost.runs USING btree (status, seq DESC);
 
@@ -666,6 +731,10 @@ CREATE INDEX runs_schedule_without_taskrun ON waypost.runs USING btree (created_
 CREATE INDEX runs_taskrun_changes ON waypost.runs USING btree (updated_at) WHERE (taskrun_name IS NOT NULL);
 
 CREATE INDEX schedules_due ON waypost.schedules USING btree (next_fire_at) WHERE ((NOT suspended) AND (next_fire_at IS NOT NULL));
+
+CREATE INDEX wait_tokens_by_namespace ON waypost.wait_tokens USING btree (namespace, created_at DESC);
+
+CREATE UNIQUE INDEX wait_tokens_idempotency ON waypost.wait_tokens USING btree (idempotency_scope, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
 CREATE UNIQUE INDEX warm_runners_attempt ON waypost.warm_runners USING btree (run_id, claim_token) WHERE (state = 'busy'::text);
 
@@ -689,6 +758,8 @@ CREATE TRIGGER run_events_wake_readers AFTER INSERT ON waypost.run_events FOR EA
 
 CREATE TRIGGER run_queue_queue_id BEFORE INSERT ON waypost.run_queue FOR EACH ROW WHEN ((new.queue_id IS NULL)) EXECUTE FUNCTION waypost.run_queue_queue_id();
 
+CREATE TRIGGER run_waits_child_ended AFTER UPDATE ON waypost.runs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION waypost.run_waits_child_ended();
+
 ALTER TABLE ONLY waypost.attempts
     ADD CONSTRAINT attempts_run_id_fkey FOREIGN KEY (run_id) REFERENCES waypost.runs(id) ON DELETE CASCADE;
 
@@ -707,5 +778,17 @@ ALTER TABLE ONLY waypost.run_replays
 ALTER TABLE ONLY waypost.run_replays
     ADD CONSTRAINT run_replays_run_id_fkey FOREIGN KEY (run_id) REFERENCES waypost.runs(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY waypost.run_ttls
+    ADD CONSTRAINT run_ttls_run_id_fkey FOREIGN KEY (run_id) REFERENCES waypost.runs(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY waypost.run_waits
+    ADD CONSTRAINT run_waits_run_id_fkey FOREIGN KEY (run_id) REFERENCES waypost.runs(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY waypost.run_waits
+    ADD CONSTRAINT run_waits_token_id_fkey FOREIGN KEY (token_id) REFERENCES waypost.wait_tokens(id) ON DELETE SET NULL;
+
 ALTER TABLE ONLY waypost.schedules
     ADD CONSTRAINT schedules_namespace_task_fkey FOREIGN KEY (namespace, task) REFERENCES waypost.tasks(namespace, name) ON DELETE CASCADE;
+
+ALTER TABLE ONLY waypost.wait_tokens
+    ADD CONSTRAINT wait_tokens_run_id_fkey FOREIGN KEY (run_id) REFERENCES waypost.runs(id) ON DELETE CASCADE;

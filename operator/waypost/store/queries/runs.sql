@@ -13,7 +13,7 @@
 r.id, r.namespace, r.task, r.queue, r.status, r.priority, r.payload, r.idempotency_key,
 r.concurrency_key, r.attempt, r.attempt_base, r.memory_bytes, r.result, r.error,
 r.trace_id, r.replay_of, r.source, r.created_at, r.started_at, r.finished_at,
-r.updated_at, r.taskrun_name, r.spec_choice, r.spec_generation,
+r.updated_at, r.taskrun_name, r.spec_choice, r.spec_generation, r.parent_run_id,
 (r.spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts
 
 -- name: enqueue_run
@@ -461,3 +461,7 @@ LIMIT :limit;
 -- name: bulk_count
 -- How many runs a bulk action's filter (bulk_filter) still matches.
 SELECT count(*) FROM runs WHERE {bulk_filter};
+
+-- name: list_children
+-- The child runs of a run, oldest first.
+SELECT {run_columns} FROM runs r WHERE r.parent_run_id = :run_id ORDER BY r.seq LIMIT :limit;
