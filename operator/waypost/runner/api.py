@@ -124,6 +124,16 @@ class RunnerClient:
         answer = await self._send(protocol.PATH_FAIL, protocol.FailBody(error=error))
         return _status(answer)
 
+    async def wait(self, body: protocol.WaitBody) -> protocol.WaitAnswer:
+        """``POST /v1/runner/wait``: suspend on a wait, or its outcome when it is over."""
+        answer = await self._send(protocol.PATH_WAIT, body)
+        return protocol.decode(protocol.WaitAnswer, answer)
+
+    async def create_token(self, body: protocol.TokenBody) -> protocol.TokenAnswer:
+        """``POST /v1/runner/tokens``: a wait token of this run."""
+        answer = await self._send(protocol.PATH_TOKENS, body)
+        return protocol.decode(protocol.TokenAnswer, answer)
+
     async def cancelled(self, message: str) -> str | None:
         """``POST /v1/runner/cancelled``: the cancelled run's task stopped."""
         answer = await self._send(protocol.PATH_CANCELLED, protocol.CancelledBody(message=message))

@@ -79,6 +79,7 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"  # the task raised; failure reported
     SUPERSEDED = "superseded"  # 409: another attempt is current; nothing more reported
     CANCELLED = "cancelled"  # the run was cancelled; the task stopped and that was reported
+    SUSPENDED = "suspended"  # the task waits: the run suspended; nothing more to report
     CONFIG_ERROR = "config_error"  # the entrypoint could not be loaded; reported as failure
     UNREPORTED = "unreported"  # the outcome could not be delivered to the coordinator
 
@@ -180,8 +181,10 @@ async def run_attempt(
         traceparent=doc.traceparent,
         log=task_log,
         control=control,
+        suspend_threshold=doc.suspend_threshold_seconds,
     )
     shipper = _LogShipper(api, task_log, control, doc.limits.log_batch)
+    ctx.flush_logs = shipper.flush
     _log.info("attempt started", extra={**fields, "resumed_checkpoints": len(doc.checkpoints)})
 
     loop = asyncio.get_running_loop()
@@ -213,6 +216,14 @@ async def run_attempt(
             task.cancel()
         await asyncio.gather(*background, stopped, return_exceptions=True)
 
+    if control.reason is StopReason.SUSPENDED:
+        # The run waits: the coordinator already ended this attempt. A task that
+        # caught Suspended and went on is not waited for.
+        if not work.done():
+            work.cancel()
+            await asyncio.wait({work}, timeout=stop_grace)
+        _log.info("run suspended; attempt ends", extra=fields)
+        return AttemptResult(Outcome.SUSPENDED, "waiting")
     if not work.done():
         # Stopped from outside (409 or cancellation) while the task ran.
         grace = doc.cancellation_grace_period_seconds

@@ -12,7 +12,8 @@ attempt it long-polls for the next one of the same task until retired. A
 pre-warmed runner has its credential and the task's entrypoint
 (``ENV_PREWARM_ENTRYPOINT``) but no attempt: it imports the task, then polls.
 
-Exit codes (see :data:`EXIT_CODES`): 0 the result was reported; 1 the task
+Exit codes (see :data:`EXIT_CODES`): 0 the result was reported, or the run
+suspended to wait (its wait was recorded); 1 the task
 failed and the failure was reported; 2 bad configuration (missing
 environment, unloadable entrypoint); 3 the attempt was superseded or the run
 cancelled, so nothing more was reported; 4 the outcome could not be
@@ -51,6 +52,8 @@ EXIT_CODES: dict[attempt.Outcome, int] = {
     attempt.Outcome.CONFIG_ERROR: EXIT_CONFIG,
     attempt.Outcome.SUPERSEDED: EXIT_STOPPED,
     attempt.Outcome.CANCELLED: EXIT_STOPPED,
+    # The suspension was reported (the run waits): a clean exit.
+    attempt.Outcome.SUSPENDED: EXIT_SUCCEEDED,
     attempt.Outcome.UNREPORTED: EXIT_UNREPORTED,
 }
 

@@ -18,6 +18,13 @@ worker thread):
 - ``ctx.checkpoint(key, data)``, ``ctx.checkpoints`` (read-only, in write
   order), ``ctx.last_checkpoint``: the explicit form, for code that manages
   its own resume point.
+- ``ctx.wait_for(seconds)``, ``ctx.wait_until(when)``: durable waits; long ones
+  suspend the run (its process or Pod exits) and a later attempt passes
+  through them. ``ctx.create_token()`` / ``ctx.wait_for_token(token)`` wait for
+  someone to complete a token (:class:`WaitTimeout` when it times out);
+  ``ctx.trigger_and_wait(task, payload)`` /
+  ``ctx.batch_trigger_and_wait(task, payloads)`` start child runs and wait for
+  them (:class:`ChildRun`). docs/waits.md has the details.
 - ``ctx.run_id``, ``ctx.attempt`` (1-based), ``ctx.payload``,
   ``ctx.idempotency_key(suffix)`` (stable across attempts),
   ``ctx.traceparent`` (W3C), ``ctx.log.info(message, **fields)``,
@@ -33,7 +40,7 @@ Triggering from other code: :class:`WaypostClient`.
 
 from typing import TYPE_CHECKING, Any
 
-from waypost.sdk.context import Checkpoint, Context, Limits, SyncContext
+from waypost.sdk.context import Checkpoint, ChildRun, Context, Limits, SyncContext, WaitToken
 from waypost.sdk.decorator import (
     FAILURE_TYPES,
     Queue,
@@ -48,10 +55,13 @@ from waypost.sdk.errors import (
     AbortRun,
     AttemptSuperseded,
     CheckpointTooLarge,
+    ChildRunFailed,
     CoordinatorUnavailable,
     NotJSONSerializable,
     ResultTooLarge,
     RunCancelled,
+    Suspended,
+    WaitTimeout,
     WaypostAPIError,
     WaypostError,
 )
@@ -78,6 +88,8 @@ __all__ = [
     "AttemptSuperseded",
     "Checkpoint",
     "CheckpointTooLarge",
+    "ChildRun",
+    "ChildRunFailed",
     "Context",
     "CoordinatorUnavailable",
     "Limits",
@@ -88,10 +100,13 @@ __all__ = [
     "RunCancelled",
     "RunHandle",
     "Schedule",
+    "Suspended",
     "SyncContext",
     "Task",
     "TaskDefinition",
     "TaskLogger",
+    "WaitTimeout",
+    "WaitToken",
     "WaypostAPIError",
     "WaypostClient",
     "WaypostError",

@@ -16,17 +16,21 @@ import enum
 import hashlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
-from waypost.sdk import logger, protocol, serialization
+from waypost.sdk import durations, logger, protocol, serialization
 from waypost.sdk.errors import (
     AttemptSuperseded,
     CheckpointTooLarge,
+    ChildRunFailed,
     CoordinatorUnavailable,
     RunCancelled,
+    Suspended,
+    WaitTimeout,
     WaypostAPIError,
 )
 from waypost.sdk.logger import TaskLogger
@@ -34,11 +38,13 @@ from waypost.sdk.logger import TaskLogger
 __all__ = [
     "AttemptControl",
     "Checkpoint",
+    "ChildRun",
     "Context",
     "CoordinatorPort",
     "Limits",
     "StopReason",
     "SyncContext",
+    "WaitToken",
 ]
 
 _log = logging.getLogger("waypost.sdk")
@@ -61,6 +67,37 @@ Limits = protocol.AttemptLimits
 document's ``limits``)."""
 
 
+@dataclass(frozen=True)
+class WaitToken:
+    """A wait token made by :meth:`Context.create_token`.
+
+    Hand ``id`` to whoever completes it (``waypost tokens complete ID``, the API,
+    ``WaypostClient.complete_token``), or ``url`` to a webhook: a ``POST`` of a
+    JSON body to it completes the token with that body (the URL holds the token's
+    secret). ``timeout_at`` is when it times out, if ever.
+    """
+
+    id: str
+    url: str
+    timeout_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """How a child run of :meth:`Context.trigger_and_wait` ended."""
+
+    id: str
+    task: str
+    status: str
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the child succeeded (``result`` is its return value)."""
+        return self.status == "succeeded"
+
+
 class CoordinatorPort(Protocol):
     """What a context needs from the coordinator."""
 
@@ -72,12 +109,21 @@ class CoordinatorPort(Protocol):
         """Extend the attempt's lease; return True when the run was cancelled."""
         ...
 
+    async def wait(self, body: protocol.WaitBody) -> protocol.WaitAnswer:
+        """Suspend the run on a wait, or get its outcome when it is over already."""
+        ...
+
+    async def create_token(self, body: protocol.TokenBody) -> protocol.TokenAnswer:
+        """Create a wait token for this run (the same key returns the same token)."""
+        ...
+
 
 class StopReason(enum.StrEnum):
     """Why an attempt was told to stop before its task function returned."""
 
     SUPERSEDED = "superseded"
     CANCELLED = "cancelled"
+    SUSPENDED = "suspended"  # the run waits; the attempt ends without a result
 
 
 class AttemptControl:
@@ -115,6 +161,8 @@ class AttemptControl:
             raise AttemptSuperseded("this attempt is no longer current")
         if self._reason is StopReason.CANCELLED:
             raise RunCancelled("the run was cancelled")
+        if self._reason is StopReason.SUSPENDED:
+            raise Suspended("the run is suspended; this attempt ends")
 
 
 def _check_key(key: str) -> None:
@@ -147,8 +195,15 @@ class Context:
         traceparent: str = "",
         log: TaskLogger | None = None,
         control: AttemptControl | None = None,
+        suspend_threshold: float = 5.0,
+        flush_logs: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.run_id = run_id
+        self.suspend_threshold = suspend_threshold
+        # Lines logged before a suspension are shipped first (the attempt's
+        # credential is no longer current once it suspends).
+        self.flush_logs = flush_logs
+        self._auto_keys: dict[str, int] = {}
         self.attempt = attempt
         self.payload = payload
         self.traceparent = traceparent
@@ -250,6 +305,166 @@ class Context:
         if cancelled:
             self.control.stop(StopReason.CANCELLED)
             self.control.raise_if_stopped()
+
+    # --- durable waits ---------------------------------------------------------------
+
+    def _next_key(self, kind: str) -> str:
+        # Calls without a key are numbered in call order per kind ("wait-1",
+        # "child-2"): the same on every attempt as long as the code calls them in
+        # the same order. Pass key= where the order can change.
+        self._auto_keys[kind] = self._auto_keys.get(kind, 0) + 1
+        return f"{kind}-{self._auto_keys[kind]}"
+
+    async def wait_for(self, duration: durations.DurationLike, *, key: str | None = None) -> None:
+        """Wait ``duration`` (seconds, a ``timedelta`` or text like ``"10m"``).
+
+        Shorter than the suspend threshold (5 s by default, the coordinator's
+        ``WAYPOST_SUSPEND_THRESHOLD``) it sleeps in this attempt. Longer, the run
+        *suspends*: this attempt ends (its process or Pod exits, its concurrency
+        slot is free, the run shows ``waiting``), and when the time has come a new
+        attempt runs the task from the top, where this call returns at once (the
+        wait is recorded under ``key`` like a ``step``). Not a retry attempt.
+        """
+        seconds = durations.parse_duration(duration, "wait_for duration")
+        key = key if key is not None else self._next_key("wait")
+        _check_key(key)
+        if key in self._checkpoints:
+            return
+        if seconds < self.suspend_threshold:
+            self.control.raise_if_stopped()
+            await asyncio.sleep(seconds)
+            return
+        await self._wait(protocol.WaitBody(key=key, kind="sleep", seconds=seconds))
+
+    async def wait_until(self, when: datetime, *, key: str | None = None) -> None:
+        """Wait until ``when`` (a timezone-aware datetime); see :meth:`wait_for`."""
+        if not isinstance(when, datetime) or when.tzinfo is None:
+            raise ValueError(f"wait_until: expected a timezone-aware datetime, got {when!r}")
+        key = key if key is not None else self._next_key("wait")
+        _check_key(key)
+        if key in self._checkpoints:
+            return
+        remaining = (when - datetime.now(UTC)).total_seconds()
+        if remaining > durations.MAX_DURATION_SECONDS:
+            raise ValueError(f"wait_until: {when.isoformat()} is more than a year away")
+        if remaining < self.suspend_threshold:
+            self.control.raise_if_stopped()
+            await asyncio.sleep(max(0.0, remaining))
+            return
+        await self._wait(protocol.WaitBody(key=key, kind="sleep", until=when))
+
+    async def create_token(
+        self, *, timeout: durations.DurationLike | None = None,
+        idempotency_key: str | None = None,
+    ) -> WaitToken:
+        """Create a wait token for :meth:`wait_for_token`.
+
+        The same ``idempotency_key`` in this run returns the same token (without
+        one, calls are numbered in call order, so a retried attempt gets the token
+        its predecessor made). ``timeout``: seconds, ``timedelta`` or text; after
+        it, the token can no longer be completed and waiting on it raises
+        :class:`~waypost.sdk.errors.WaitTimeout`.
+        """
+        seconds = None if timeout is None else durations.parse_duration(timeout,
+                                                                         "token timeout")
+        if seconds is not None and seconds <= 0:
+            raise ValueError("token timeout must be more than 0 seconds")
+        key = idempotency_key if idempotency_key is not None else self._next_key("token")
+        _check_key(key)
+        self.control.raise_if_stopped()
+        answer = await self._call_port(self._port.create_token(
+            protocol.TokenBody(key=key, timeout_seconds=seconds)))
+        return WaitToken(id=answer.id, url=answer.url, timeout_at=answer.timeout_at)
+
+    async def wait_for_token(self, token: WaitToken | str, *, key: str | None = None) -> Any:
+        """Wait until the token is completed and return the data it was completed with.
+
+        The run suspends meanwhile (see :meth:`wait_for`). Raises
+        :class:`~waypost.sdk.errors.WaitTimeout` when the token timed out first.
+        ``key`` defaults to ``token:<id>``.
+        """
+        token_id = token.id if isinstance(token, WaitToken) else str(token)
+        key = key if key is not None else f"token:{token_id}"
+        outcome = await self._wait(protocol.WaitBody(key=key, kind="token", token_id=token_id))
+        if not isinstance(outcome, dict) or not outcome.get("ok"):
+            raise WaitTimeout(token_id)
+        return outcome.get("data")
+
+    async def trigger_and_wait(
+        self, task: Any, payload: Any = None, *, key: str | None = None,
+        priority: int | None = None, concurrency_key: str | None = None,
+        raise_on_failure: bool = False,
+    ) -> ChildRun:
+        """Start a child run of ``task`` (an id or an ``@task`` function) and wait
+        until it ends; see :meth:`batch_trigger_and_wait`."""
+        (child,) = await self.batch_trigger_and_wait(
+            task, [payload], key=key if key is not None else self._next_key("child"),
+            priority=priority, concurrency_key=concurrency_key,
+            raise_on_failure=raise_on_failure)
+        return child
+
+    async def batch_trigger_and_wait(
+        self, task: Any, payloads: Sequence[Any], *, key: str | None = None,
+        priority: int | None = None, concurrency_key: str | None = None,
+        raise_on_failure: bool = False,
+    ) -> list[ChildRun]:
+        """Start one child run of ``task`` per payload (at most 1,000) and suspend
+        until all of them ended; return how each ended, in order.
+
+        The call is a step: on a retry of this run the same children are found
+        again (their idempotency keys are made of this run's id, ``key`` and the
+        index), never started twice. A failed, dead-lettered, cancelled or expired
+        child is returned with its ``error`` (``ok`` False); with
+        ``raise_on_failure`` the first such child raises
+        :class:`~waypost.sdk.errors.ChildRunFailed` instead. Children wait in their
+        own task's queue, under its limits; this run holds no slot meanwhile.
+        """
+        definition = getattr(task, "definition", None)
+        task_id = str(definition.id) if definition is not None else str(task)
+        items = list(payloads)
+        if not items or len(items) > protocol.MAX_CHILDREN:
+            raise ValueError(f"batch_trigger_and_wait: 1 to {protocol.MAX_CHILDREN} payloads, "
+                             f"got {len(items)}")
+        key = key if key is not None else self._next_key("children")
+        for i, item in enumerate(items):
+            serialization.roundtrip(item, what=f"payload {i} of child run")
+        outcome = await self._wait(protocol.WaitBody(
+            key=key, kind="children", task=task_id,
+            children=[protocol.WaitChild(payload=item, priority=priority,
+                                         concurrency_key=concurrency_key) for item in items]))
+        runs = [ChildRun(id=r["id"], task=r["task"], status=r["status"], result=r.get("result"),
+                         error=r.get("error")) for r in (outcome or {}).get("runs", [])]
+        if raise_on_failure:
+            for child in runs:
+                if not child.ok:
+                    message = (child.error or {}).get("message", "")
+                    raise ChildRunFailed(child, child.status,
+                                         f"child run {child.id} of {child.task} ended "
+                                         f"{child.status}: {message}")
+        return runs
+
+    async def _wait(self, body: protocol.WaitBody) -> Any:
+        """Pass a wait that ended, or ask the coordinator: the run suspends
+        (:class:`Suspended` ends the attempt) or the outcome comes back at once."""
+        _check_key(body.key)
+        if body.key in self._checkpoints:
+            return self._checkpoints[body.key]
+        self.control.raise_if_stopped()
+        if self.flush_logs is not None:
+            await self.flush_logs()
+        answer = await self._call_port(self._port.wait(body))
+        if answer.suspended:
+            self.control.stop(StopReason.SUSPENDED)
+            raise Suspended(f"the run waits at {body.key!r}; this attempt ends")
+        self._remember(body.key, answer.data)
+        return answer.data
+
+    async def _call_port(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except AttemptSuperseded:
+            self.control.stop(StopReason.SUPERSEDED)
+            raise
 
     def _prepare(self, key: str, data: Any, *, what: str) -> tuple[Any, int]:
         decoded, size = serialization.roundtrip(data, what=what)
@@ -362,6 +577,33 @@ class SyncContext:
     def checkpoint(self, key: str, data: Any) -> None:
         """Store ``data`` under ``key`` (see :meth:`Context.checkpoint`)."""
         self._call(self._context.checkpoint(key, data))
+
+    def wait_for(self, duration: durations.DurationLike, *, key: str | None = None) -> None:
+        """Wait, suspending the run when long (see :meth:`Context.wait_for`)."""
+        self._call(self._context.wait_for(duration, key=key))
+
+    def wait_until(self, when: datetime, *, key: str | None = None) -> None:
+        """Wait until ``when`` (see :meth:`Context.wait_until`)."""
+        self._call(self._context.wait_until(when, key=key))
+
+    def create_token(self, *, timeout: durations.DurationLike | None = None,
+                     idempotency_key: str | None = None) -> WaitToken:
+        """Create a wait token (see :meth:`Context.create_token`)."""
+        return self._call(self._context.create_token(timeout=timeout,
+                                                     idempotency_key=idempotency_key))
+
+    def wait_for_token(self, token: WaitToken | str, *, key: str | None = None) -> Any:
+        """Wait for a token's data (see :meth:`Context.wait_for_token`)."""
+        return self._call(self._context.wait_for_token(token, key=key))
+
+    def trigger_and_wait(self, task: Any, payload: Any = None, **options: Any) -> ChildRun:
+        """Start a child run and wait for it (see :meth:`Context.trigger_and_wait`)."""
+        return self._call(self._context.trigger_and_wait(task, payload, **options))
+
+    def batch_trigger_and_wait(self, task: Any, payloads: Sequence[Any],
+                               **options: Any) -> list[ChildRun]:
+        """Start child runs and wait for all (see :meth:`Context.batch_trigger_and_wait`)."""
+        return self._call(self._context.batch_trigger_and_wait(task, payloads, **options))
 
     def heartbeat(self) -> None:
         """Tell the coordinator this attempt is alive (see :meth:`Context.heartbeat`)."""

@@ -83,3 +83,28 @@ class AttemptSuperseded(BaseException):
 
 class RunCancelled(BaseException):
     """The run was cancelled; the attempt stops without reporting a result."""
+
+
+class Suspended(BaseException):
+    """The run suspended to wait (a long sleep, a token, child runs): the attempt ends
+    here, and the next attempt runs the task again from the top, passing through
+    the steps and waits that ended. Raised out of the ``ctx`` wait methods; never
+    catch it (like ``RunCancelled`` it is a ``BaseException`` for that reason)."""
+
+
+class WaitTimeout(WaypostError):
+    """``ctx.wait_for_token``: the token timed out before anyone completed it."""
+
+    def __init__(self, token_id: str) -> None:
+        self.token_id = token_id
+        super().__init__(f"wait token {token_id} timed out before it was completed")
+
+
+class ChildRunFailed(WaypostError):
+    """A child run of ``ctx.trigger_and_wait(..., raise_on_failure=True)`` did not
+    succeed; ``run`` is its :class:`~waypost.sdk.context.ChildRun`."""
+
+    def __init__(self, run: object, status: str, message: str) -> None:
+        self.run = run
+        self.status = status
+        super().__init__(message)
