@@ -157,7 +157,8 @@ async def test_documented_schemas_match_real_answers(stack: Standalone) -> None:
     _, doc = await fetch(f"{stack.url}/openapi.json")
     for method, path, op in operations(doc):
         url = stack.url + path.format(namespace="default", task="hello", run_id=uuid.uuid4(),
-                                      schedule="nightly", name="waypost.css")
+                                      schedule="nightly", name="waypost.css",
+                                      token_id=uuid.uuid4(), secret="not-the-secret")
         status, body = await fetch(url, method)
         # The UI's pages (tag "ui") answer errors as pages; tests/integration/test_ui.py.
         if status >= 400 and op["tags"] != ["ui"]:
