@@ -78,7 +78,9 @@ async def test_delay_reschedule_and_tokens(queued: Standalone) -> None:
     proc = await _waypost(queued.url, "runs", "reschedule", run["id"][:8])
     assert proc.returncode == 2 and "exactly one of --delay and --run-at" in proc.stderr
     proc = await _waypost(queued.url, "trigger", "hello", "--delay", "soon")
-    assert proc.returncode == 1 and "delay" in proc.stderr
+    assert proc.returncode == 2 and "--delay" in proc.stderr, proc.stderr
+    proc = await _waypost(queued.url, "trigger", "hello", "--ttl", "0")
+    assert proc.returncode == 1 and "ttl" in proc.stderr, proc.stderr
 
     proc = await _waypost(queued.url, "tokens", "create", "--timeout", "1h", "-o", "json")
     token = json.loads(proc.stdout)

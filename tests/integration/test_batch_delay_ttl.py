@@ -70,7 +70,9 @@ async def test_batch_of_1000_with_three_duplicate_keys(database_url: str, db: as
     ([{"payload": 1}] * 3 + [{"payload": 1, "priority": 5000}], 400, "items.3.priority"),
     ([{"payload": 1}, {"payload": 1, "delay": -1}], 400, "items.1.delay"),
     ([{"payload": 1}, {"payload": 1, "ttl": 0}], 400, "items.1"),
-    ([{"payload": 1}, {"payload": 1, "ttl": "5m", "delay": "1h"}], 400, "items.1"),
+    ([{"payload": 1}, {"payload": 1, "ttl": "5m"}], 400, "items.1.ttl"),
+    ([{"payload": 1}, {"payload": 1, "delay": 1, "runAt": "2030-01-01T00:00:00Z"}], 400,
+     "items.1"),
     ([{"payload": 1}] * 1001, 400, "items"),
     ([], 400, "items"),
     ([{"payload": 1}, {"payload": "x" * 600_000}], 413, "items[1].payload"),
@@ -136,7 +138,8 @@ async def test_ttl_expiry_never_runs(database_url: str, db: asyncpg.Pool) -> Non
     async with api_only(database_url) as app, WaypostClient(app.url) as client:
         await app.register(hello.hello)
         short = await client.trigger("hello", {"name": "short"}, ttl=0.5)
-        delayed = await client.trigger("hello", {"name": "d"}, delay=0.2, ttl=0.6)
+        # The ttl counts from the end of the delay: expires 0.5 s after the trigger.
+        delayed = await client.trigger("hello", {"name": "d"}, delay=0.1, ttl=0.4)
         long = await client.trigger("hello", {"name": "long"}, ttl="1h")
         await asyncio.sleep(0.8)
         waker = waits.Waker(app.engine)
@@ -164,6 +167,9 @@ async def test_ttl_expiry_never_runs(database_url: str, db: asyncpg.Pool) -> Non
     ({"runAt": "2030-01-01T00:00:00"}, "runAt"),
     ({"delay": 5, "runAt": "2030-01-01T00:00:00Z"}, "runAt"),
     ({"delay": True}, "delay"),
+    ({"delay": "10m"}, "delay"),
+    ({"runAt": 1893456000}, "runAt"),
+    ({"runAt": "2030-01-01"}, "runAt"),
 ])
 async def test_bad_timing_is_refused(
     database_url: str, db: asyncpg.Pool, body: dict[str, object], needle: str

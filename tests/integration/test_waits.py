@@ -196,7 +196,7 @@ async def test_token_timeout(stack: Standalone, tmp_path: Path) -> None:
         assert token["status"] == "timed_out"
         with pytest.raises(WaypostAPIError) as late:
             await client.complete_token(str(token["id"]), {"approved": True})
-        assert late.value.status == 410
+        assert (late.value.status, late.value.code) == (409, "token_timed_out")
 
 
 async def test_fifty_children_parent_holds_no_slot_and_retries_without_duplicates(

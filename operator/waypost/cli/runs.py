@@ -93,12 +93,14 @@ def trigger(
     body = common.payload(payload)
     structured = fmt in (OutputFormat.JSON, OutputFormat.YAML)
     when = waits_cli.parse_time_option("--run-at", run_at)
+    delay_s = waits_cli.parse_duration_option("--delay", delay)
+    ttl_s = waits_cli.parse_duration_option("--ttl", ttl)
 
     async def go(client: WaypostClient) -> int:
         handle = await client.trigger(task, body, namespace=namespace, priority=priority,
                                       idempotency_key=idempotency_key,
-                                      concurrency_key=concurrency_key, delay=delay,
-                                      run_at=when, ttl=ttl)
+                                      concurrency_key=concurrency_key, delay=delay_s,
+                                      run_at=when, ttl=ttl_s)
         if not wait:
             if structured:
                 output.emit_document(handle.run, fmt)

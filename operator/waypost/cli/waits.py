@@ -13,6 +13,7 @@ from waypost.cli import common, output
 from waypost.cli.app import Output, OutputFormat, RunId, app, runs_app
 from waypost.cli.errors import UsageError
 from waypost.cli.output import Column
+from waypost.sdk import durations
 from waypost.sdk.client import BatchRun, RunDocument, WaypostClient
 
 tokens_app = typer.Typer(help="Wait tokens: runs wait for them, people and webhooks "
@@ -32,6 +33,16 @@ def parse_time_option(flag: str, value: str | None) -> datetime | None:
     if at.tzinfo is None:
         raise UsageError(f"{flag}: {value!r} needs a timezone (e.g. Z or +02:00)")
     return at
+
+
+def parse_duration_option(flag: str, value: str | None) -> float | None:
+    """Seconds of a duration flag (``90``, ``10m``, ``1h30m``), or a usage error."""
+    if value is None:
+        return None
+    try:
+        return durations.parse_duration(value, flag)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def describe_wait(waiting: Any) -> str | None:
@@ -113,10 +124,11 @@ def runs_reschedule(
     if (delay is None) == (run_at is None):
         raise UsageError("give exactly one of --delay and --run-at")
     when = parse_time_option("--run-at", run_at)
+    seconds = parse_duration_option("--delay", delay)
 
     async def go(client: WaypostClient) -> RunDocument:
         return await client.reschedule(await common.resolve_run_id(client, run_id),
-                                       delay=delay, run_at=when)
+                                       delay=seconds, run_at=when)
 
     run = common.call(go)
     if fmt in (OutputFormat.JSON, OutputFormat.YAML):
@@ -188,9 +200,10 @@ def tokens_create(
     fmt: Output = OutputFormat.TABLE,
 ) -> None:
     """Create a wait token; prints its id and its webhook callback URL."""
+    seconds = parse_duration_option("--timeout", timeout)
 
     async def go(client: WaypostClient) -> dict[str, Any]:
-        return await client.create_token(namespace=namespace, timeout=timeout,
+        return await client.create_token(namespace=namespace, timeout=seconds,
                                          idempotency_key=idempotency_key)
 
     token = common.call(go)

@@ -25,6 +25,7 @@ from waypost.model import k8s
 from waypost.model.run import Run, TriggerRequest
 from waypost.model.task import TaskDefinition, TaskSpec
 from waypost.model.taskrun import TaskReason, TaskRunReason, TaskRunSpec
+from waypost.sdk import durations
 
 registry = kopf.OperatorRegistry()
 log = logging.getLogger("waypost.controller")
@@ -158,6 +159,16 @@ def _requester(namespace: str, name: str, meta: kopf.Meta) -> str:
     return f"TaskRun {namespace}/{name}{via}"
 
 
+def _seconds(value: str | None, field: str) -> float | None:
+    """A TaskRun's duration text (``"10m"``) in seconds; ValueError naming the field."""
+    if value is None:
+        return None
+    seconds = durations.parse_duration(value, field)
+    if field == "spec.ttl" and seconds <= 0:
+        raise ValueError(f"{field} must be more than 0 seconds")
+    return seconds
+
+
 @kopf.on.resume(k8s.GROUP, k8s.VERSION, k8s.TASKRUN_PLURAL, registry=registry)
 @kopf.on.create(k8s.GROUP, k8s.VERSION, k8s.TASKRUN_PLURAL, registry=registry)
 async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid: str,
@@ -169,8 +180,17 @@ async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid
     now = engine.clock.now()
     try:
         run_spec = TaskRunSpec.model_validate(dict(spec))
-    except ValidationError as exc:
-        message = _describe(exc)
+        request = TriggerRequest(
+            payload=run_spec.payload, priority=run_spec.priority,
+            idempotency_key=run_spec.idempotency_key or uid,
+            concurrency_key=run_spec.concurrency_key,
+            delay=_seconds(run_spec.delay, "spec.delay"), run_at=run_spec.run_at,
+            ttl=_seconds(run_spec.ttl, "spec.ttl"),
+            # Handled again (a restart): this TaskRun's own run, even if bumped since.
+            idempotency_conflict="returnExisting" if status.get("runId") else "error",
+        )
+    except (ValidationError, ValueError) as exc:
+        message = _describe(exc) if isinstance(exc, ValidationError) else str(exc)
         patch.status.update(decide.taskrun_not_enqueued(
             TaskRunReason.INVALID, message, dict(status), now=now, generation=generation))
         kopf.warn(body, reason="Invalid", message=message)
@@ -181,14 +201,6 @@ async def taskrun_created(spec: kopf.Spec, name: str, namespace: str | None, uid
         # mirrored. Triggering again would find no run under its idempotency key and
         # run the task a second time.
         return
-    request = TriggerRequest(
-        payload=run_spec.payload, priority=run_spec.priority,
-        idempotency_key=run_spec.idempotency_key or uid,
-        concurrency_key=run_spec.concurrency_key,
-        delay=run_spec.delay, run_at=run_spec.run_at, ttl=run_spec.ttl,
-        # Handled again (a restart): this TaskRun's own run, even if bumped since.
-        idempotency_conflict="returnExisting" if status.get("runId") else "error",
-    )
     task_name = run_spec.task_ref.name
 
     async def enqueue() -> Run:

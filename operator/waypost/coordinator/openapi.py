@@ -70,7 +70,8 @@ _ERRORS = {
 }
 _NAME = {"type": "string", "minLength": 1, "maxLength": inputs.MAX_NAME_LENGTH,
          "pattern": inputs.NO_NUL_PATTERN}
-_PATH_SCHEMAS: dict[str, dict[str, Any]] = {"run_id": {"type": "string", "format": "uuid"}}
+_PATH_SCHEMAS: dict[str, dict[str, Any]] = {"run_id": {"type": "string", "format": "uuid"},
+                                             "token_id": {"type": "string", "format": "uuid"}}
 _STATELESS = {"/healthz", "/openapi.json"}
 
 

@@ -152,7 +152,8 @@ def routes(require_user: Callable[[web.Request], None], read_body: Any, read_que
               response=Token),
         Route("POST", "/v1/tokens/{token_id}/complete", complete_token,
               "Complete a wait token with data; its waiting runs resume (a second "
-              "completion: 409, nothing changes; after its timeout: 410)", Auth.USER,
+              "completion: 409 token_already_completed, nothing changes; after its timeout: 409 "
+              "token_timed_out)", Auth.USER,
               "tokens", body=TokenCompleteRequest, response=Token),
         Route("POST", "/v1/tokens/{token_id}/callback/{secret}", token_callback,
               "Webhook form of complete: the URL holds the token's secret (no API token); "

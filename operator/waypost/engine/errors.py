@@ -94,4 +94,4 @@ class TokenTimedOut(EngineError):
     """Completing a token after its timeout: refused (its waiters resumed with a timeout)."""
 
     code = "token_timed_out"
-    status = 410
+    status = 409

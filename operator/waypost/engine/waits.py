@@ -75,11 +75,9 @@ def _row(engine: Engine, item: BatchItem, index: int | None, now: datetime,
     run_at = item.run_at
     if item.delay is not None and item.delay > 0:
         run_at = now + timedelta(seconds=item.delay)
-    expires_at = None if item.ttl is None else now + timedelta(seconds=item.ttl)
-    if expires_at is not None and run_at is not None and expires_at <= run_at:
-        where = "" if index is None else f"items[{index}]: "
-        raise InvalidValue(f"{where}ttl ends before runAt: the run would expire before it "
-                           "may start")
+    # The ttl counts from when the run may start: the trigger, or the end of its delay.
+    start = max(run_at, now) if run_at is not None else now
+    expires_at = None if item.ttl is None else start + timedelta(seconds=item.ttl)
     return store.BatchRow(
         run_id=uuid.uuid4(), payload=payload, trace_id=secrets.token_hex(16),
         priority=item.priority, idempotency_key=idempotency_key or item.idempotency_key,
@@ -319,8 +317,6 @@ async def create_token(
 ) -> store.TokenRow:
     """A new wait token; the same key in the same scope (the run that creates it, or
     the namespace) returns the token made first."""
-    if timeout_seconds is not None and timeout_seconds <= 0:
-        raise InvalidValue("timeout must be more than 0 seconds")
     scope = f"run:{run_id}" if run_id is not None else f"namespace:{namespace}"
     return await store.create_token(
         engine.pool, token_id=uuid.uuid4(), namespace=namespace, run_id=run_id, scope=scope,

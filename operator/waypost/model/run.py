@@ -11,9 +11,9 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
-    WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from waypost.model.base import ApiModel
 from waypost.model.enums import AttemptStatus, FailureType, RequeueSpec, RunStatus, SpecChoice
@@ -27,21 +27,49 @@ from waypost.model.inputs import (
 from waypost.sdk import durations
 
 
-def _seconds(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError("expected seconds (a number) or a duration like \"5m\"")
-    return durations.parse_duration(value)
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number of seconds")
+    return value
 
 
-Duration = Annotated[
-    float,
-    BeforeValidator(_seconds),
-    WithJsonSchema({"anyOf": [
-        {"type": "number", "minimum": 0, "maximum": durations.MAX_DURATION_SECONDS},
-        {"type": "string", "pattern": durations.DURATION_PATTERN, "maxLength": 64},
-    ]}),
-]
-"""Seconds (a number) or text like "90s", "5m", "1h30m", "2d"; at most a year."""
+def _rfc3339(value: Any) -> Any:
+    # A date-time as JSON Schema means it (RFC 3339: date, "T", time, offset), not the
+    # Unix timestamps or bare dates pydantic would also take.
+    if not isinstance(value, str):
+        if isinstance(value, datetime):
+            return value
+        raise ValueError("expected an RFC 3339 date-time string, like 2030-01-01T09:00:00Z")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("expected an RFC 3339 date-time, like 2030-01-01T09:00:00Z") from None
+    if len(value) < 11 or value[10] not in "Tt" or parsed.tzinfo is None:
+        raise ValueError("expected an RFC 3339 date-time with a timezone, like "
+                         "2030-01-01T09:00:00Z")
+    return parsed
+
+
+ApiTime = Annotated[datetime, BeforeValidator(_rfc3339)]
+"""A time with its timezone, as RFC 3339 text."""
+
+
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("must not be null (leave it out instead)")
+    return value
+
+
+# Durations in the HTTP API are seconds, a JSON number, so that the schema says
+# exactly what is accepted (the SDK and the CLI turn "10m" or a timedelta into
+# seconds before sending). TaskRun specs take text (spec.delay: "10m").
+Seconds = Annotated[float, Field(ge=0, le=durations.MAX_DURATION_SECONDS, allow_inf_nan=False,
+                                 strict=True), BeforeValidator(_no_bool)]
+"""Seconds, 0 to a year."""
+PositiveSeconds = Annotated[float,
+                            Field(gt=0, le=durations.MAX_DURATION_SECONDS, allow_inf_nan=False,
+                                  strict=True), BeforeValidator(_no_bool)]
+"""Seconds, more than 0, at most a year."""
 
 
 class ErrorInfo(ApiModel):
@@ -231,8 +259,13 @@ BodyInt = Annotated[StrictInt, BeforeValidator(_whole_number)]
 MAX_ATTEMPT = 2**31 - 1  # attempts are a Postgres integer
 
 
+_DELAY_OR_RUN_AT: dict[str, Any] = {"not": {"required": ["delay", "runAt"]}}
+
+
 class TriggerRequest(ApiModel):
     """Body of a trigger: the payload and how the run queues."""
+
+    model_config = ConfigDict(json_schema_extra=_DELAY_OR_RUN_AT)
 
     payload: ApiJson = Field(None, description="Input of the task function, any JSON value.")
     priority: Annotated[StrictInt, Field(ge=-1000, le=1000),
@@ -252,37 +285,35 @@ class TriggerRequest(ApiModel):
         "payload, priority or concurrency key: `error` answers 409 idempotency_conflict "
         "(with the existing run's id), `returnExisting` answers 200 with the existing run.",
     )
-    delay: Duration | None = Field(
-        None, description="Start no earlier than this long after the trigger (seconds, or "
-        "text like \"10m\"); the run is `delayed` until then.")
-    run_at: datetime | None = Field(
+    delay: Seconds | None = Field(
+        None, description="Start no earlier than this many seconds after the trigger; the "
+        "run is `delayed` until then.")
+    run_at: ApiTime | None = Field(
         None, description="Start no earlier than this time (with a timezone); the run is "
         "`delayed` until then.")
-    ttl: Duration | None = Field(
-        None, description="When the run has not started this long after the trigger, it "
-        "ends `expired` and never runs (seconds or text like \"1h\"; more than 0).")
+    ttl: PositiveSeconds | None = Field(
+        None, description="When the run has not started this many seconds after it became "
+        "ready to start (the trigger, or the end of its delay), it ends `expired` and never "
+        "runs.")
 
     @model_validator(mode="after")
     def _timing(self) -> TriggerRequest:
-        check_timing(self.delay, self.run_at, self.ttl)
+        check_timing(self.delay, self.run_at)
         return self
 
 
-def check_timing(delay: float | None, run_at: datetime | None, ttl: float | None) -> None:
-    """The rules shared by every trigger with delay, runAt and ttl."""
+def check_timing(delay: float | None, run_at: datetime | None) -> None:
+    """The rules shared by every trigger with a delay or runAt."""
     if delay is not None and run_at is not None:
         raise ValueError("give delay or runAt, not both")
     if run_at is not None and run_at.tzinfo is None:
         raise ValueError("runAt needs a timezone (e.g. Z)")
-    if ttl is not None and ttl <= 0:
-        raise ValueError("ttl must be more than 0 seconds")
-    if ttl is not None and delay is not None and ttl <= delay:
-        raise ValueError(f"ttl ({ttl:g} s) must be longer than delay ({delay:g} s): the run "
-                         "would expire before it may start")
 
 
 class BatchItem(ApiModel):
     """One run of a batch trigger."""
+
+    model_config = ConfigDict(json_schema_extra=_DELAY_OR_RUN_AT)
 
     payload: ApiJson = Field(None, description="Input of the task function, any JSON value.")
     priority: Annotated[StrictInt, Field(ge=-1000, le=1000),
@@ -294,13 +325,13 @@ class BatchItem(ApiModel):
     concurrency_key: ApiText | None = Field(
         None, min_length=1, max_length=MAX_KEY_LENGTH,
         description="Groups runs (a tenant, a user) for the queue's per-key limit.")
-    delay: Duration | None = Field(None, description="As in a single trigger.")
-    run_at: datetime | None = Field(None, description="As in a single trigger.")
-    ttl: Duration | None = Field(None, description="As in a single trigger.")
+    delay: Seconds | None = Field(None, description="As in a single trigger.")
+    run_at: ApiTime | None = Field(None, description="As in a single trigger.")
+    ttl: PositiveSeconds | None = Field(None, description="As in a single trigger.")
 
     @model_validator(mode="after")
     def _timing(self) -> BatchItem:
-        check_timing(self.delay, self.run_at, self.ttl)
+        check_timing(self.delay, self.run_at)
         return self
 
 
@@ -330,14 +361,19 @@ class BatchTriggerResult(ApiModel):
 class RescheduleRequest(ApiModel):
     """Body of ``POST /v1/runs/{id}/reschedule``: a delayed run's new start."""
 
-    delay: Duration | None = Field(None, description="From now (seconds or text like \"5m\").")
-    run_at: datetime | None = Field(None, description="At this time (with a timezone).")
+    delay: Annotated[Seconds | SkipJsonSchema[None], BeforeValidator(_not_null)] = Field(
+        None, description="Seconds from now (0: start now).")
+    run_at: Annotated[ApiTime | SkipJsonSchema[None], BeforeValidator(_not_null)] = Field(
+        None, description="At this time (with a timezone).")
+
+    model_config = ConfigDict(json_schema_extra={
+        "oneOf": [{"required": ["delay"]}, {"required": ["runAt"]}]})
 
     @model_validator(mode="after")
     def _one(self) -> RescheduleRequest:
         if (self.delay is None) == (self.run_at is None):
             raise ValueError("give exactly one of delay and runAt")
-        check_timing(self.delay, self.run_at, None)
+        check_timing(self.delay, self.run_at)
         return self
 
 

@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field
 
 from waypost.model.base import ApiModel
 from waypost.model.inputs import MAX_KEY_LENGTH, MAX_NAME_LENGTH, ApiJson, ApiText
-from waypost.model.run import Duration
+from waypost.model.run import PositiveSeconds
 
 TokenStatus = Literal["pending", "completed", "timed_out"]
 
@@ -48,8 +48,8 @@ class TokenCreateRequest(ApiModel):
     """Body of ``POST /v1/tokens``."""
 
     namespace: ApiText = Field("default", min_length=1, max_length=MAX_NAME_LENGTH)
-    timeout: Duration | None = Field(
-        None, description="Seconds or text like \"1h\"; never times out when omitted.")
+    timeout: PositiveSeconds | None = Field(
+        None, description="Seconds until it times out; never when omitted.")
     idempotency_key: ApiText | None = Field(
         None, min_length=1, max_length=MAX_KEY_LENGTH,
         description="Creating again with the same key in the namespace returns the same "
@@ -74,8 +74,10 @@ class TokenQuery(ApiModel):
         description="Only tokens this run created.")
     status: TokenStatus | None = None
     limit: int = Field(50, ge=1, le=1000)
-    cursor: str | None = Field(None, max_length=100, pattern=r"^[0-9]+_[0-9a-f-]{36}$",
-                               description="nextCursor of the previous page.")
+    cursor: str | None = Field(
+        None, pattern=r"^[0-9]{1,16}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
+                      r"[0-9a-f]{12}$",
+        description="nextCursor of the previous page.")
 
 
 class ChildrenQuery(ApiModel):

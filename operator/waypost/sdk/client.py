@@ -15,7 +15,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -112,8 +112,10 @@ class BatchRun:
     status: str
 
 
-def _duration(value: durations.DurationLike) -> float | str:
-    return value.total_seconds() if isinstance(value, timedelta) else value
+def _duration(value: durations.DurationLike) -> float:
+    """Seconds, as the API takes them (text like "10m" is converted here; a bad one
+    raises ValueError before anything is sent)."""
+    return durations.parse_duration(value)
 
 
 def _timing(delay: durations.DurationLike | None, run_at: datetime | None,

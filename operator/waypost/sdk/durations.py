@@ -1,5 +1,6 @@
-"""Durations as users write them: seconds (a number), ``timedelta``, or text like
-``"90s"``, ``"5m"``, ``"1h30m"``, ``"2d"`` (units ms, s, m, h, d)."""
+"""Durations as users write them: seconds (a number, or its text ``"90"``),
+``timedelta``, or text like ``"90s"``, ``"5m"``, ``"1h30m"``, ``"2d"`` (units ms,
+s, m, h, d)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def parse_duration(value: DurationLike, what: str = "duration") -> float:
         seconds = value.total_seconds()
     elif isinstance(value, int | float):
         seconds = float(value)
+    elif isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip()):
+        seconds = float(value)  # "90" is seconds, as a number would be
     elif isinstance(value, str):
         text = value.strip()
         pos, seconds = 0, 0.0
