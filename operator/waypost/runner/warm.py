@@ -190,7 +190,9 @@ class WarmRunner:
                 continue
             assigned = answer.assignment
             result = await self.run_doc(assigned.attempt, self.client(assigned.credential))
-            if result.outcome not in (attempt.Outcome.SUCCEEDED, attempt.Outcome.FAILED):
+            # A suspended run (it waits) released this runner as a finished one does.
+            if result.outcome not in (attempt.Outcome.SUCCEEDED, attempt.Outcome.FAILED,
+                                      attempt.Outcome.SUSPENDED):
                 # Superseded, cancelled or unreported: its task may still be
                 # running in a thread, or the coordinator is unreachable.
                 return result.outcome
