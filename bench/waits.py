@@ -136,7 +136,8 @@ async def sleepers(pg: Any, args: argparse.Namespace, rep: int) -> dict[str, Any
         before = await _probe(engine, args.probe)
         await _trigger(engine, "sleeper", args.sleepers)
         claimed, _ = await _claim_all(engine, args.sleepers)
-        due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.sleep + 30)
+        # Far away while they are suspended one by one; moved to one instant below.
+        due = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
         gate = asyncio.Semaphore(8)
         suspend_ms: list[float] = []
 

@@ -196,3 +196,22 @@ async def test_trigger_request_with_delay_in_engine(database_url: str) -> None:
         assert created and not created_again
         assert again.id == run.id and run.status is RunStatus.DELAYED
         assert run.waiting is not None and run.waiting.until is not None
+
+
+async def test_ttl_never_expires_a_run_that_started(database_url: str, db: asyncpg.Pool) -> None:
+    """A run that started and waits to be retried is past its ttl's reach: the expiry
+    drops its ttl row and leaves the run (and its hot row) alone."""
+    from waypost.store import runs as store_runs
+
+    async with api_only(database_url) as app, WaypostClient(app.url) as client:
+        await app.register(hello.hello)
+        handle = await client.trigger("hello", None, ttl=0.3)
+        (claimed,) = await store_runs.claim(db, limit=1, lease_seconds=60, worker="t")
+        assert await store_runs.retry(db, claimed.run_id, claimed.claim_token,
+                                      delay_seconds=0, error={"type": "error", "message": "x"},
+                                      memory_bytes=claimed.memory_bytes)
+        await asyncio.sleep(0.5)
+        assert await waits.Waker(app.engine).pass_once() == (0, 0)
+        assert (await client.get_run(handle.id))["status"] == "retrying"
+        assert await _count(db, "SELECT count(*) FROM waypost.run_queue") == 1
+        assert await _count(db, "SELECT count(*) FROM waypost.run_ttls") == 0

@@ -113,7 +113,9 @@ async def test_long_sleep_suspends_and_resumes_on_time(stack: Standalone, tmp_pa
     # not a retry, so the retry budget is untouched.
     assert _effects(tmp_path, run.id) == Counter({"before": 1, "after": 1})
     assert done.result["attempt"] == 2
-    assert done.max_attempts - done.attempt == done.max_attempts - 2
+    # The Task allows 3 attempts; the suspended one is not counted against them, so
+    # after 2 attempts 2 retries are left (3 + 1 suspension - 2).
+    assert (done.attempt, done.max_attempts) == (2, 4)
     keys = [c.key for c in done.checkpoints or []]
     assert keys == ["before", "nap"]
 
@@ -289,3 +291,61 @@ async def test_bad_child_fails_the_parent_naming_it(
     done = await wait_for_status(stack.engine, parent.id,
                                  {RunStatus.DEAD_LETTERED, RunStatus.FAILED}, timeout=120)
     assert done.error is not None and needle in done.error.message
+
+
+@pytest.mark.timeout(1200)
+async def test_engine_killed_while_100_runs_sleep_each_wakes_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL of the engine process while 100 runs sleep: a new engine wakes every
+    one of them exactly once (ledger: one 'before' and one 'after' per run; attempts
+    suspended then succeeded)."""
+    from waypost.store import embedded
+
+    env = {**os.environ, ledger.LEDGER_ENV: str(tmp_path / "ledger.jsonl")}
+
+    async def start() -> tuple[asyncio.subprocess.Process, str]:
+        port = embedded.free_port()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.integration.engine_process", database_url, str(port),
+            cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+        assert line.strip() == b"ready", line
+        return proc, f"http://127.0.0.1:{port}"
+
+    first, url = await start()
+    try:
+        async with WaypostClient(url) as client:
+            made = await client.batch_trigger(
+                "nap", [{"payload": {"seconds": 60}} for _ in range(100)])
+            ids = [r.id for r in made]
+            # 100 runner processes on a shared machine: the sleep (60 s) outlasts
+            # starting them all, so that every run is asleep when the engine dies.
+            for _ in range(1500):
+                waiting = await client.runs_page(status="waiting", limit=1, count=True)
+                if waiting.total == 100:
+                    break
+                await asyncio.sleep(0.2)
+            assert waiting.total == 100
+    finally:
+        first.kill()  # SIGKILL: no shutdown of any kind
+        await first.wait()
+    second, url = await start()
+    try:
+        async with WaypostClient(url) as client:
+            for _ in range(1800):
+                done = await client.runs_page(status="succeeded", limit=1, count=True)
+                if done.total == 100:
+                    break
+                await asyncio.sleep(0.2)
+            assert done.total == 100
+            for run_id in ids[:10]:
+                run = await client.get_run(run_id)
+                assert [a["status"] for a in run["attempts"]] == ["suspended", "succeeded"]
+    finally:
+        second.kill()
+        await second.wait()
+    effects = Counter((e["run"], e["effect"]) for e in ledger.read(str(tmp_path / "ledger.jsonl")))
+    for run_id in ids:
+        assert effects[(run_id, "before")] == 1 and effects[(run_id, "after")] == 1, run_id

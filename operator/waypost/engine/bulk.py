@@ -19,13 +19,13 @@ import uuid
 from waypost.engine import control, replay
 from waypost.engine.core import Engine
 from waypost.engine.errors import InvalidState, InvalidValue, RunNotFound
-from waypost.model.enums import RunStatus
+from waypost.model.enums import ACTIVE_STATUSES, RunStatus
 from waypost.model.run import BulkRequest, BulkResult, ReplayRequest
 from waypost.store import runs
 
 ELIGIBLE: dict[str, frozenset[RunStatus]] = {
     "requeue": frozenset({RunStatus.DEAD_LETTERED, RunStatus.FAILED}),
-    "cancel": frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING}),
+    "cancel": ACTIVE_STATUSES,
     "replay": frozenset(s for s in RunStatus if s.is_final),
 }
 

@@ -183,7 +183,9 @@ WITH due AS (
 ), dropped AS (
     DELETE FROM run_ttls d USING due WHERE d.run_id = due.run_id RETURNING d.run_id
 ), ready AS (
+    -- Never started: a retrying or resumed run is past its ttl's reach.
     SELECT q.run_id FROM run_queue q JOIN dropped d ON d.run_id = q.run_id
+    JOIN runs r ON r.id = q.run_id AND r.started_at IS NULL
     WHERE q.state = 'ready'
     FOR UPDATE OF q SKIP LOCKED
 ), delayed AS (
