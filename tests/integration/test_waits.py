@@ -95,6 +95,7 @@ async def test_long_sleep_suspends_and_resumes_on_time(stack: Standalone, tmp_pa
     # The process is gone while it sleeps, and the run is not in the hot table.
     await asyncio.sleep(1.0)
     samples = 0
+    watch_started = asyncio.get_running_loop().time()
     while (await control.get(stack.engine, uuid.UUID(run.id))).status is RunStatus.WAITING:
         assert _processes_of(run.id) == [], "a runner of the sleeping run exists"
         assert uuid.UUID(run.id) not in stack.backend.running()
@@ -103,7 +104,8 @@ async def test_long_sleep_suspends_and_resumes_on_time(stack: Standalone, tmp_pa
         assert in_hot == 0
         samples += 1
         await asyncio.sleep(0.5)
-    assert samples >= 10  # about 10 s of waiting was watched
+    # About 8 of the 10 s were watched (the first second went to the Pod-less check).
+    assert samples >= 3 and asyncio.get_running_loop().time() - watch_started >= 7
     done = await wait_for_status(stack.engine, run.id, {RunStatus.SUCCEEDED}, timeout=60)
     assert done.attempts is not None
     assert [a.status for a in done.attempts] == ["suspended", "succeeded"]
@@ -201,6 +203,7 @@ async def test_token_timeout(stack: Standalone, tmp_path: Path) -> None:
         assert (late.value.status, late.value.code) == (409, "token_timed_out")
 
 
+@pytest.mark.timeout(900)
 async def test_fifty_children_parent_holds_no_slot_and_retries_without_duplicates(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -316,7 +319,7 @@ async def test_engine_killed_while_100_runs_sleep_each_wakes_once(
 
     first, url = await start()
     try:
-        async with WaypostClient(url) as client:
+        async with WaypostClient(url, request_timeout=300) as client:
             made = await client.batch_trigger(
                 "nap", [{"payload": {"seconds": 60}} for _ in range(100)])
             ids = [r.id for r in made]
@@ -333,7 +336,7 @@ async def test_engine_killed_while_100_runs_sleep_each_wakes_once(
         await first.wait()
     second, url = await start()
     try:
-        async with WaypostClient(url) as client:
+        async with WaypostClient(url, request_timeout=300) as client:
             for _ in range(1800):
                 done = await client.runs_page(status="succeeded", limit=1, count=True)
                 if done.total == 100:
