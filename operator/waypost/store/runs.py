@@ -308,7 +308,7 @@ def _run(r: asyncpg.Record) -> Run:
         created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"],
         updated_at=r["updated_at"], taskrun_name=r["taskrun_name"],
         spec_choice=SpecChoice(r["spec_choice"]), spec_generation=r["spec_generation"],
-        parent_run_id=str(r["parent_run_id"]) if r["parent_run_id"] else None,
+        parent_run_id=str(r["parent_run_id"]) if r.get("parent_run_id") else None,
     )
 
 

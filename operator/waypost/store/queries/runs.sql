@@ -13,7 +13,7 @@
 r.id, r.namespace, r.task, r.queue, r.status, r.priority, r.payload, r.idempotency_key,
 r.concurrency_key, r.attempt, r.attempt_base, r.memory_bytes, r.result, r.error,
 r.trace_id, r.replay_of, r.source, r.created_at, r.started_at, r.finished_at,
-r.updated_at, r.taskrun_name, r.spec_choice, r.spec_generation, r.parent_run_id,
+r.updated_at, r.taskrun_name, r.spec_choice, r.spec_generation,
 (r.spec -> 'retry' ->> 'maxAttempts')::int AS max_attempts
 
 -- name: enqueue_run
@@ -341,7 +341,9 @@ WITH target AS (
 SELECT run_id, (SELECT pg_notify('waypost_ready', '')) IS NULL AS notified FROM queued;
 
 -- name: get_run
-SELECT {run_columns} FROM runs r WHERE r.id = :run_id;
+-- parent_run_id (migration 0015) is read here and in the listings, not in the shared
+-- columns, so that the statements of the trigger path run on an older schema too.
+SELECT {run_columns}, r.parent_run_id FROM runs r WHERE r.id = :run_id;
 
 -- name: list_runs
 -- Newest first; :before_seq is a keyset cursor (the seq of the last row of the
@@ -350,7 +352,7 @@ SELECT {run_columns} FROM runs r WHERE r.id = :run_id;
 -- idempotency key (starts_with, so a user's % or _ is matched literally);
 -- :id_low/:id_high bound the ids that start with a prefix (short run ids), a
 -- primary-key range.
-SELECT {run_columns}, r.seq
+SELECT {run_columns}, r.seq, r.parent_run_id
 FROM runs r
 WHERE (:namespace::text IS NULL OR r.namespace = :namespace)
   AND (:task::text IS NULL OR r.task = :task)
@@ -464,4 +466,5 @@ SELECT count(*) FROM runs WHERE {bulk_filter};
 
 -- name: list_children
 -- The child runs of a run, oldest first.
-SELECT {run_columns} FROM runs r WHERE r.parent_run_id = :run_id ORDER BY r.seq LIMIT :limit;
+SELECT {run_columns}, r.parent_run_id FROM runs r WHERE r.parent_run_id = :run_id
+ORDER BY r.seq LIMIT :limit;
