@@ -341,7 +341,7 @@ WITH target AS (
 SELECT run_id, (SELECT pg_notify('waypost_ready', '')) IS NULL AS notified FROM queued;
 
 -- name: get_run
--- parent_run_id (migration 0015) is read here and in the listings, not in the shared
+-- parent_run_id (migration 0017) is read here and in the listings, not in the shared
 -- columns, so that the statements of the trigger path run on an older schema too.
 SELECT {run_columns}, r.parent_run_id FROM runs r WHERE r.id = :run_id;
 

@@ -1,5 +1,5 @@
 -- Durable waits, delayed runs, TTLs, wait tokens, child runs and batch triggers
--- (migration 0013 describes the tables). A waiting or delayed run has no row in
+-- (migration 0017 describes the tables). A waiting or delayed run has no row in
 -- run_queue; these statements move runs between run_waits and run_queue.
 
 -- fragment: final_statuses
