@@ -47,7 +47,8 @@ imports: venv
 	$(BIN)/lint-imports
 
 test: deps venv lint types imports chart-lint
-	WAYPOST_HELM="$$(charts/tools/ensure-helm)" $(BIN)/python -m pytest tests -q -p no:cacheprovider
+	WAYPOST_HELM="$$(charts/tools/ensure-helm)" WAYPOST_PROMTOOL="$$(tools/ensure promtool)" \
+	  $(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 # The fault suite (docs/reliability.md): Postgres restarted and cut mid-COMMIT, the
 # engine SIGKILLed and SIGTERMed, a runner frozen past its lease, each scenario ending
@@ -78,6 +79,7 @@ bench: deps $(BENCH_STAMP)
 
 include e2e/e2e.mk
 include charts/chart.mk
+include tools/tools.mk
 
 # The UI's vendored scripts (docs/ui.md): fetched from npm with `npm pack`, the
 # files copied into the package and their versions and sha256 recorded in

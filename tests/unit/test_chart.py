@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from waypost.model import k8s
+from waypost.model.insights import INSIGHT_VARIABLES
 from waypost.model.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,6 +189,11 @@ def test_dashboard_uses_only_metrics_the_coordinator_exports() -> None:
     source = (REPO / "operator/waypost/coordinator/metrics.py").read_text(encoding="utf-8")
     exported = set(re.findall(r'Gauge\(\s*"(waypost_[a-z_]+)"', source))
     assert exported, "no metrics found in metrics.py"
+    # Counters (_total) and histograms (_bucket, _sum, _count) of engine/metrics.py.
+    counted = (REPO / "operator/waypost/engine/metrics.py").read_text(encoding="utf-8")
+    exported |= {f"{m}_total" for m in re.findall(r'Counter\(\s*"(waypost_[a-z_]+)"', counted)}
+    exported |= {f"{m}_{part}" for m in re.findall(r'Histogram\(\s*"(waypost_[a-z_]+)"', counted)
+                 for part in ("bucket", "sum", "count")}
     dashboard = json.loads((CHART / "dashboards/waypost.json").read_text(encoding="utf-8"))
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"\bwaypost_[a-z_]+", e)}
@@ -551,7 +557,10 @@ def test_prometheus_rule_alerts_on_long_transactions_and_hot_table_bloat(
     rule = one(bundled_docs, "PrometheusRule", "waypost")
     [group] = rule["spec"]["groups"]
     alerts = {r["alert"]: r for r in group["rules"]}
-    assert set(alerts) == {"WaypostLongTransaction", "WaypostHotTableBloat"}
+    assert set(alerts) == {"WaypostLongTransaction", "WaypostHotTableBloat",
+                           "WaypostRunsDeadLettered", "WaypostOOMKills", "WaypostQueueWaitHigh",
+                           "WaypostTimeoutLoop", "WaypostRetryStorm", "WaypostCheckpointGap",
+                           "WaypostMemoryGrowth"}
     long_txn = alerts["WaypostLongTransaction"]
     assert long_txn["expr"] == (
         'max(waypost_db_oldest_snapshot_seconds{namespace="waypost-system"}) > 300')
@@ -559,6 +568,11 @@ def test_prometheus_rule_alerts_on_long_transactions_and_hot_table_bloat(
     assert "{{ $value | humanizeDuration }}" in long_txn["annotations"]["summary"]
     assert alerts["WaypostHotTableBloat"]["expr"] == (
         'max(waypost_hot_table_dead_tuples{namespace="waypost-system"}) > 1000000')
+    # Counters are the leader's: summed over replicas (docs/metrics.md); what each
+    # alert does on its series is tested by promtool (test_chart_rules.py).
+    assert alerts["WaypostOOMKills"]["expr"] == (
+        "sum by (task_namespace, task) (increase(waypost_attempt_oom_kills_total"
+        '{namespace="waypost-system"}[15m])) >= 1')
 
 
 def test_engine_settings_and_limits_reach_the_operator(helm: str) -> None:
@@ -607,3 +621,23 @@ def test_history_retention_reaches_the_operator(helm: str) -> None:
                               "operator.history.retainFor=a week"], capture_output=True,
                              text=True, check=False)
     assert refused.returncode != 0 and "retainFor" in refused.stderr
+
+
+def test_tracing_values_reach_the_operator_and_the_runner_policy(helm: str) -> None:
+    docs = render(helm, "tracing.otlpEndpoint=http://jaeger.tracing:4318",
+                  "tracing.env.OTEL_RESOURCE_ATTRIBUTES=deployment.environment=test")
+    env = {e["name"]: e.get("value") for e in one(docs, "Deployment")["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger.tracing:4318"
+    assert env["OTEL_RESOURCE_ATTRIBUTES"] == "deployment.environment=test"
+    egress = one(docs, "NetworkPolicy", "waypost-runners")["spec"]["egress"]
+    assert egress[-1] == {"ports": [{"protocol": "TCP", "port": 4318}]}
+    # Failure-pattern thresholds reach the operator as the variables Settings reads.
+    assert {n for n in env if n in INSIGHT_VARIABLES} == set(INSIGHT_VARIABLES)
+    assert env["WAYPOST_CHECKPOINT_GAP_SECONDS"] == "600"
+    # Off by default: no OTEL_* variable, no egress beyond DNS and the coordinator.
+    default = render(helm)
+    env = {e["name"] for e in one(default, "Deployment")["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert not {n for n in env if n.startswith("OTEL_")}
+    assert len(one(default, "NetworkPolicy", "waypost-runners")["spec"]["egress"]) == 2

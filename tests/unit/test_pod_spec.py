@@ -161,6 +161,16 @@ def test_a_task_env_cannot_override_the_runner_settings() -> None:
     assert env["WAYPOST_ATTEMPT"] == "2"
 
 
+def test_the_operators_tracing_variables_reach_the_runner_before_the_tasks() -> None:
+    settings = _settings(extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318",
+                                    "OTEL_BSP_SCHEDULE_DELAY": "500"})
+    launch = _launch(env={"OTEL_BSP_SCHEDULE_DELAY": "100"})
+    (container,) = pod_spec.build_attempt_pod(launch, settings)["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+    assert env["OTEL_BSP_SCHEDULE_DELAY"] == "100"  # the task's own wins
+
+
 @pytest.mark.parametrize(("n_bytes", "expected"), [
     (64 * 1024 * 1024, "64Mi"),
     (1024 * 1024 * 1024, "1024Mi"),

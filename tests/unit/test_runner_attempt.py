@@ -41,7 +41,7 @@ class MemoryRunnerPort:
     async def send_logs(self, entries: list[protocol.LogLine]) -> None:
         self.logs.extend(protocol.encode(e) for e in entries)
 
-    async def complete(self, result: Any) -> str | None:
+    async def complete(self, result: Any, usage: protocol.Usage | None = None) -> str | None:
         self.completed.append(result)
         return "succeeded"
 
@@ -49,7 +49,8 @@ class MemoryRunnerPort:
         self.cancellations.append(message)
         return "cancelled"
 
-    async def fail(self, error: protocol.FailureReport) -> str | None:
+    async def fail(self, error: protocol.FailureReport,
+                   usage: protocol.Usage | None = None) -> str | None:
         self.failures.append(protocol.encode(error))
         return "retrying"
 

@@ -13,7 +13,8 @@ from aiohttp import web
 from waypost.runner.http import ThreadedHTTP
 from waypost.sdk.transport import TransportError
 
-HEAVY = ("aiohttp", "yarl", "multidict", "pydantic", "asyncpg", "psutil")
+# OpenTelemetry too: the runner imports it only when OTEL_* turns tracing on (issue 11).
+HEAVY = ("aiohttp", "yarl", "multidict", "pydantic", "asyncpg", "psutil", "opentelemetry")
 
 
 def test_runner_entrypoint_imports_no_heavy_modules() -> None:
@@ -25,6 +26,27 @@ def test_runner_entrypoint_imports_no_heavy_modules() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == ""
+
+
+def test_runner_imports_opentelemetry_only_when_tracing_is_on() -> None:
+    probe = (
+        "import sys, os; from waypost.runner import tracing; from waypost.sdk import protocol; "
+        "doc = protocol.AttemptDocument(run_id='r', attempt=1, "
+        "task=protocol.AttemptTask(namespace='n', name='t', entrypoint='m:f'), "
+        "heartbeat_interval_seconds=1, limits=protocol.AttemptLimits(), "
+        "traceparent='00-' + '1' * 32 + '-' + '2' * 16 + '-01'); "
+        "off = tracing.start(doc, {}); before = 'opentelemetry' in sys.modules; "
+        "on = tracing.start(doc, {'OTEL_TRACES_EXPORTER': 'console'}); "
+        "print(before, 'opentelemetry' in sys.modules, off.steps.traceparent(), "
+        "on.steps.traceparent()); on.end('succeeded', False)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    before, after, off, on = done.stdout.split()[:4]
+    assert (before, after) == ("False", "True")
+    # Off: the run's span as given. On: the attempt span, in the same trace.
+    assert off == "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    assert on.startswith("00-" + "1" * 32 + "-") and on.endswith("-01") and on != off
 
 
 def test_sdk_client_is_still_importable_from_the_package() -> None:

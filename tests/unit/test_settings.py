@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from waypost.devmode import dev_settings
+from waypost.model.insights import INSIGHT_VARIABLES
 from waypost.model.settings import ENV_VARS, Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -41,13 +42,16 @@ VALUES: dict[str, tuple[str, object]] = {
     "WAYPOST_SUSPEND_THRESHOLD": ("12", 12.0),
     "WAYPOST_WAIT_POLL_INTERVAL": ("0.75", 0.75),
     "WAYPOST_WAIT_RECHECK_INTERVAL": ("20", 20.0),
+    "WAYPOST_TELEMETRY_INTERVAL": ("0.5", 0.5),
+    "WAYPOST_METRICS_MAX_TASKS": ("50", 50),
 }
 
 
 def test_every_variable_is_documented_in_the_readme() -> None:
     text = README.read_text()
     table = set(re.findall(r"^\| `(WAYPOST_[A-Z_]+)` \|", text, flags=re.M))
-    assert table == set(ENV_VARS), "README's settings table and Settings.from_env differ"
+    assert table - set(INSIGHT_VARIABLES) == set(ENV_VARS), (
+        "README's settings table and Settings.from_env differ")
     assert set(VALUES) == set(ENV_VARS)
 
 
@@ -71,3 +75,14 @@ def test_dev_mode_defaults_and_the_port_flag(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("WAYPOST_COORDINATOR_PORT", "9000")
     assert dev_settings("postgresql://embedded", 9001).coordinator_port == 9001
     assert Settings.from_env(database_url="x").heartbeat_interval_seconds == 30.0
+
+
+def test_every_insight_threshold_is_documented_and_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = README.read_text()
+    table = set(re.findall(r"^\| `(WAYPOST_[A-Z_]+)` \|", text, flags=re.M))
+    assert set(INSIGHT_VARIABLES) <= table
+    for var in INSIGHT_VARIABLES:
+        monkeypatch.setenv(var, "0.75" if "RATIO" in var else "7")
+    got = Settings.from_env({"database_url": "postgresql://x"}).insights
+    for var, field in INSIGHT_VARIABLES.items():
+        assert getattr(got, field) == (0.75 if "RATIO" in var else 7), var

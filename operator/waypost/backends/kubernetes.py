@@ -28,8 +28,8 @@ import contextlib
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from waypost.backends import pod_outcome, pod_spec
@@ -95,6 +95,8 @@ class KubernetesBackendSettings:
     image_pull_policy: str = "IfNotPresent"
     max_pods: int = 200
     max_warm_pods: int = 50
+    # The operator's OTEL_* variables: runner Pods export their spans where it does.
+    otel_env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -208,6 +210,7 @@ class KubernetesBackend:
             image_pull_policy=self.settings.image_pull_policy,
             default_image=self.settings.default_image,
             owner=owner,
+            extra_env=self.settings.otel_env,
         )
         runner_id: uuid.UUID | None = None
         runner_credential: str | None = None

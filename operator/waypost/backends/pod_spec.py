@@ -25,7 +25,7 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from waypost.engine.backend import AttemptLaunch
@@ -80,6 +80,9 @@ class PodSettings:
     default_image: str | None = None
     """Image for Tasks that name none: the runner image with the task code baked in."""
     owner: OwnerReference | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    """Variables every runner gets before the task's own (the operator's ``OTEL_*``
+    tracing configuration); a task's ``env`` may override them."""
 
 
 def _dns_part(text: str) -> str:
@@ -195,6 +198,7 @@ def _env(launch: AttemptLaunch, settings: PodSettings, warm: bool) -> list[dict[
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
     }
+    values.update(settings.extra_env)
     values.update(launch.env)
     # The runner's own variables win: a task's env cannot redirect the runner or
     # its credential. A warm Pod's /tmp is its own: what a run leaves there is

@@ -12,7 +12,16 @@ from collections.abc import Sequence
 import typer
 
 # Each module adds its commands to the tree when imported.
-from waypost.cli import dlq, events, manifests, runs, schedules, server, waits  # noqa: F401
+from waypost.cli import (  # noqa: F401
+    dlq,
+    events,
+    insights,
+    manifests,
+    runs,
+    schedules,
+    server,
+    waits,
+)
 from waypost.cli.app import app, state
 from waypost.cli.errors import CliError, ExitCode
 

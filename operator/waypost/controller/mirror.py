@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from waypost import aiotime
 from waypost.controller import status as decide
+from waypost.controller.insights import InsightMirror
 from waypost.controller.schedule_runs import ScheduledTaskRuns
 from waypost.engine import control, scheduler
 from waypost.engine.core import Engine
@@ -48,6 +49,7 @@ class StatusMirror:
         self.watermark = datetime(1970, 1, 1, tzinfo=UTC)
         self._task_status: dict[tuple[str, str], dict[str, Any]] = {}
         self.scheduled = ScheduledTaskRuns(engine, api_client)
+        self.insights = InsightMirror(engine, api_client)
 
     async def sync_taskruns(self) -> int:
         """Mirror every TaskRun run changed since the last pass; returns how many."""
@@ -134,6 +136,7 @@ class StatusMirror:
             await _attempt("TaskRun status", self.sync_taskruns())
             if loop.time() >= next_tasks:
                 await _attempt("Task status", self.sync_tasks())
+                await _attempt("Task failure patterns", self.insights.sync())
                 next_tasks = loop.time() + self.task_interval
             await aiotime.sleep(self.interval, stop)
 

@@ -95,6 +95,9 @@ class LeaderWork:
             default_image=self.options.runner_image, max_pods=self.options.max_pods,
             max_warm_pods=self.options.max_warm_pods,
             image_pull_policy=self.options.runner_image_pull_policy,
+            # A runner names its own service (waypost-runner) unless its Task sets one.
+            otel_env={k: v for k, v in os.environ.items()
+                      if k.startswith("OTEL_") and k != "OTEL_SERVICE_NAME"},
         )).open()
         loop = asyncio.get_running_loop()
         kopf_run = kopf.operator(

@@ -13,6 +13,7 @@ from typing import Any
 
 from waypost.backends import pod_spec
 from waypost.model.enums import FailureType
+from waypost.model.insights import Pattern
 from waypost.model.run import Run
 from waypost.model.taskrun import (
     READY,
@@ -182,3 +183,36 @@ def task_figures(
         warm_pods=warm_pods,
         next_schedule_time=next_schedule, last_schedule_time=last_schedule,
     ))
+
+
+#: The Task condition that says a failure pattern holds (issue 11).
+DEGRADED = "Degraded"
+NO_PATTERNS = "NoFailurePatterns"
+#: Which pattern's reason a condition shows when several hold.
+PATTERN_ORDER = (Pattern.TIMEOUT_LOOP, Pattern.RETRY_STORM, Pattern.MEMORY_GROWTH,
+                 Pattern.CHECKPOINT_GAP)
+
+
+def task_degraded(
+    patterns: dict[Pattern, str], current: dict[str, Any] | None, *, now: datetime,
+) -> tuple[dict[str, Any], bool]:
+    """A Task's ``Degraded`` condition for the failure patterns that hold (each with its
+    summary): True with the first pattern's reason (all listed in the message), or
+    False once none holds. Returns the status patch and whether it changes anything."""
+    if patterns:
+        first = next(p for p in PATTERN_ORDER if p in patterns)
+        condition = Condition(
+            type=DEGRADED, status=ConditionStatus.TRUE, reason=first.reason,
+            message="; ".join(f"{p.reason}: {patterns[p]}" for p in PATTERN_ORDER
+                              if p in patterns)[:32768],
+            last_transition_time=now)
+    else:
+        condition = Condition(type=DEGRADED, status=ConditionStatus.FALSE, reason=NO_PATTERNS,
+                              message="no failure pattern holds", last_transition_time=now)
+    conditions = _conditions((current or {}).get("conditions"))
+    old = next((c for c in conditions if c.type == DEGRADED), None)
+    changed = old is None or (old.status, old.reason, old.message) != (
+        condition.status, condition.reason, condition.message)
+    if old is None and not patterns:
+        changed = False  # nothing to say about a Task that never had a pattern
+    return patch_body(TaskStatus(conditions=set_condition(conditions, condition))), changed

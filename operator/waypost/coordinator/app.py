@@ -31,7 +31,7 @@ from waypost.coordinator import (
 from waypost.coordinator.readiness import Readiness
 from waypost.coordinator.routes import Auth, Route, RouteTable
 from waypost.coordinator.wire import error_response, internal_error
-from waypost.engine import attempts, control, scheduler, warm
+from waypost.engine import attempts, control, insights, scheduler, warm
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity, InvalidCredential
 from waypost.engine.errors import (
@@ -46,6 +46,7 @@ from waypost.engine.events import EventHub
 from waypost.model import inputs
 from waypost.model.enums import RunStatus
 from waypost.model.inputs import MAX_URL_BYTES
+from waypost.model.insights import InsightQuery, InsightsPage
 from waypost.model.run import (
     CancelQuery,
     DeadLetterQuery,
@@ -214,8 +215,10 @@ def attempt_of(request: web.Request) -> AttemptIdentity:
 async def trigger_run(request: web.Request) -> web.Response:
     require_user(request)
     body = await read_body(request, TriggerRequest)
+    # W3C Trace Context: the run becomes a child of the caller's span.
     run, created = await control.trigger(
-        request.app[ENGINE], request.match_info["namespace"], request.match_info["task"], body
+        request.app[ENGINE], request.match_info["namespace"], request.match_info["task"], body,
+        traceparent=request.headers.get("traceparent"),
     )
     return render.run_response(run, 201 if created else 200)
 
@@ -282,6 +285,13 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     return render.run_list_response(RunList(runs=runs, next_cursor=cursor))
 
 
+async def list_insights(request: web.Request) -> web.Response:
+    require_user(request)
+    q = read_query(request, InsightQuery)
+    found = await insights.page(request.app[ENGINE], namespace=q.namespace, task=q.task)
+    return web.json_response(found.model_dump(mode="json", by_alias=True))
+
+
 async def list_schedules(request: web.Request) -> web.Response:
     require_user(request)
     q = read_query(request, ScheduleQuery)
@@ -341,6 +351,7 @@ async def runner_complete(request: web.Request) -> web.Response:
     ident = attempt_of(request)
     body = await read_message(request, protocol.CompleteBody)
     await attempts.complete(request.app[ENGINE], ident, body.result)
+    attempts.record_usage(request.app[ENGINE], ident, body.usage)
     return answer(protocol.OutcomeAnswer(status=str(RunStatus.SUCCEEDED)))
 
 
@@ -352,6 +363,7 @@ async def runner_fail(request: web.Request) -> web.Response:
         type=report.type, name=report.name, message=report.message,
         traceback=report.traceback, retryable=report.retryable,
     ))
+    attempts.record_usage(request.app[ENGINE], ident, body.usage)
     return answer(protocol.OutcomeAnswer(status=str(status)))
 
 
@@ -438,6 +450,10 @@ def route_table() -> RouteTable:
     add(Route("GET", "/v1/dead-letters", list_dead_letters, "List dead-lettered runs",
               Auth.USER, "dead letters", response=RunList,
               query=DeadLetterQuery))
+    add(Route("GET", "/v1/insights", list_insights,
+              "Failure patterns that hold per task (timeout loops, retry storms, checkpoint "
+              "gaps, memory growth) with evidence runs, and memory sizing hints",
+              Auth.USER, "insights", response=InsightsPage, query=InsightQuery))
     add(Route("GET", "/v1/schedules", list_schedules,
               "List cron schedules with their next fire times", Auth.USER, "schedules",
               response=ScheduleList,

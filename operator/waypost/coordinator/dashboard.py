@@ -23,7 +23,7 @@ import jinja2
 from aiohttp import web
 
 from waypost.coordinator import appkeys, auth, timeline
-from waypost.engine import control, replay, scheduler
+from waypost.engine import control, insights, replay, scheduler
 from waypost.engine import events as run_events
 from waypost.engine.errors import EngineError, InvalidValue
 from waypost.model.enums import RequeueSpec, RunStatus
@@ -244,7 +244,10 @@ async def run_page(request: web.Request) -> web.Response:
     # page shows arrives again and nothing after it is missed.
     lines, follow = await log_pages.tail(engine.pool, uuid.UUID(run.id), before=None,
                                          attempt=attempt, levels=levels, limit=LOG_PAGE)
+    patterns = [insights.to_api(r) for r in
+                await insights.active(engine, run.namespace, run.task)]
     return render(request, "run.html", **_run_context(engine.clock.now(), run),
+                  insights=patterns,
                   lines=lines, follow=str(follow), log_attempt=attempt, log_level=level,
                   following=False,
                   earlier=lines[0].cursor if len(lines) == LOG_PAGE else None,
@@ -475,8 +478,12 @@ async def tasks_page(request: web.Request) -> web.Response:
     by_task: dict[tuple[str, str], list[Any]] = {}
     for s in found:
         by_task.setdefault((s.namespace, s.task), []).append(s)
+    flagged: dict[tuple[str, str], list[Any]] = {}
+    for row in await insights.active(engine):
+        flagged.setdefault((row.namespace, row.task), []).append(insights.to_api(row))
     rows = [{"summary": s, "rate": rates.get((s.definition.namespace, s.definition.name)),
-             "schedules": by_task.get((s.definition.namespace, s.definition.name), [])}
+             "schedules": by_task.get((s.definition.namespace, s.definition.name), []),
+             "insights": flagged.get((s.definition.namespace, s.definition.name), [])}
             for s in summaries]
     return render(request, "tasks.html", rows=rows)
 

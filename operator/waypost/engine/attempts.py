@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 from typing import Any
 
 from waypost.engine import encoding, retry
@@ -20,8 +19,8 @@ from waypost.engine.retry import Outcome
 from waypost.model.enums import FailureType, RunStatus
 from waypost.model.run import ErrorInfo
 from waypost.model.task import TaskSpec
-from waypost.sdk import protocol
-from waypost.store import checkpoints, logs, runs
+from waypost.sdk import protocol, tracing
+from waypost.store import checkpoints, insights, logs, runs
 
 log = logging.getLogger("waypost.engine.attempts")
 
@@ -52,6 +51,8 @@ async def describe(engine: Engine, ident: AttemptIdentity) -> protocol.AttemptDo
     current = await runs.current_attempt(engine.pool, ident.run_id, ident.claim_token)
     if current is None:
         raise _superseded(ident)
+    # Where its task's time starts, for an attempt killed before it reports (patterns).
+    engine.usage.record(insights.RunnerStart(ident.claim_token, ident.run_id))
     stored = await checkpoints.list_for_run(engine.pool, ident.run_id)
     limits = engine.settings.limits
     spec = TaskSpec.model_validate(current.spec)
@@ -68,7 +69,8 @@ async def describe(engine: Engine, ident: AttemptIdentity) -> protocol.AttemptDo
             )
             for c in stored
         ],
-        traceparent=f"00-{current.trace_id}-{secrets.token_hex(8)}-01",
+        # The run's span: the runner's attempt span is its child.
+        traceparent=tracing.run_traceparent(current.trace_id, str(current.run_id)),
         idempotency_key=current.idempotency_key,
         heartbeat_interval_seconds=engine.settings.heartbeat_interval_seconds,
         cancellation_grace_period_seconds=spec.cancellation.grace_period_seconds,
@@ -204,6 +206,15 @@ async def report_exit(engine: Engine, exit: AttemptExit) -> None:
     with contextlib.suppress(AttemptSuperseded):
         await fail(engine, ident, ErrorInfo(type=failure, message=message,
                                             exit_code=exit.exit_code))
+
+
+def record_usage(engine: Engine, ident: AttemptIdentity, usage: protocol.Usage | None) -> None:
+    """Queue the runner's memory report of its attempt (written in the background;
+    the claim token ties it to that attempt only)."""
+    if usage is not None:
+        engine.usage.record(insights.Usage(ident.claim_token, ident.run_id,
+                                           usage.peak_rss_bytes, dict(usage.steps),
+                                           usage.task_seconds))
 
 
 async def expire_lost_attempts(

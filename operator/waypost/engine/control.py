@@ -22,6 +22,7 @@ from waypost.model import task as task_model
 from waypost.model.enums import RequeueSpec, RunStatus
 from waypost.model.run import BatchItem, Checkpoint, Run, TriggerRequest
 from waypost.model.task import TaskDefinition
+from waypost.sdk import tracing
 from waypost.store import checkpoints, replays, runs, schedules, tasks
 
 
@@ -60,10 +61,13 @@ async def trigger(
     source: str = "api",
     replay_of: uuid.UUID | None = None,
     taskrun_name: str | None = None,
+    traceparent: str | None = None,
 ) -> tuple[Run, bool]:
     """Queue a run. Returns the run and whether it is new (False: idempotent repeat).
     With a delay or runAt the run is ``delayed`` until then; with a ttl it ends
-    ``expired`` when it has not started in time."""
+    ``expired`` when it has not started in time.
+    With a valid W3C ``traceparent`` the run joins the caller's trace as a child of
+    the caller's span; without one (or an invalid one) its trace starts here."""
     payload = encoding.encode_limited(
         request.payload, engine.settings.limits.payload_bytes, "payload"
     )
@@ -71,10 +75,13 @@ async def trigger(
         return await _trigger_later(engine, namespace, task, request, payload, source=source,
                                     taskrun_name=taskrun_name)
     run_id = uuid.uuid4()
+    parent = tracing.parse_traceparent(traceparent)
     created = await runs.enqueue(
         engine.pool, namespace=namespace, task=task, run_id=run_id, payload=payload,
         priority=request.priority, idempotency_key=request.idempotency_key,
-        concurrency_key=request.concurrency_key, trace_id=secrets.token_hex(16),
+        concurrency_key=request.concurrency_key,
+        trace_id=parent.trace_id if parent else secrets.token_hex(16),
+        parent_span_id=parent.span_id if parent else None,
         source=source, replay_of=replay_of, taskrun_name=taskrun_name,
     )
     if created is None:

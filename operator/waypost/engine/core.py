@@ -10,9 +10,11 @@ import asyncpg
 from waypost.engine.clock import Clock, SystemClock
 from waypost.engine.completions import CompletionBatcher
 from waypost.engine.credentials import CredentialSigner
+from waypost.engine.metrics import RunMetrics
+from waypost.engine.usage import UsageRecorder
 from waypost.engine.warm import WarmHub
 from waypost.model.settings import Settings
-from waypost.store import keys, migrate, runs
+from waypost.store import insights, keys, migrate, runs
 from waypost.store import pool as store_pool
 
 
@@ -31,9 +33,15 @@ class Engine:
     completions: CompletionBatcher = field(init=False)
     # Warm runners: waiting polls, run rates, hit/miss counters.
     warm: WarmHub = field(init=False)
+    # Counters and histograms, fed by the leader from the event log (engine.telemetry).
+    metrics: RunMetrics = field(init=False)
+    # Runners' memory reports, written in the background (engine.usage).
+    usage: UsageRecorder = field(init=False)
 
     def __post_init__(self) -> None:
         pool = self.pool
+        self.metrics = RunMetrics(self.settings.metrics_max_tasks)
+        self.usage = UsageRecorder(lambda reports: insights.record_usage(pool, reports))
         self.completions = CompletionBatcher(lambda acks: runs.complete_many(pool, acks))
         self.warm = WarmHub(self)
 
@@ -57,4 +65,5 @@ class Engine:
                    clock=clock or SystemClock())
 
     async def close(self) -> None:
+        await self.usage.flush()
         await self.pool.close()

@@ -1,10 +1,11 @@
 """Starting and stopping the engine's loops: the same for ``waypost dev`` and the operator.
 
 The dispatcher (which also vacuums the hot table), the waker (durable waits,
-delayed runs, ttls) and the scheduler run until a stop event is set. ``waypost
-dev`` runs them beside its process backend; in the operator only the leader runs
-them, beside the kopf handlers and the status mirror, and winds them all down the
-same way when it stops leading.
+delayed runs, ttls), the scheduler, the telemetry reader (metrics and run spans
+from the event log) and the failure-pattern detector run until a stop event is
+set. ``waypost dev`` runs them beside its process backend; in the operator only
+the leader runs them, beside the kopf handlers and the status mirror, and winds
+them all down the same way when it stops leading.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from waypost.engine import insights, telemetry
 from waypost.engine.backend import ExecutionBackend
 from waypost.engine.core import Engine
 from waypost.engine.dispatcher import Dispatcher
@@ -31,6 +33,9 @@ def start(engine: Engine, backend: ExecutionBackend, stop: asyncio.Event, *,
              loop.create_task(Waker(engine).run(stop), name="waker")]
     if schedule:
         tasks.append(loop.create_task(Scheduler(engine).run(stop), name="scheduler"))
+    tasks.append(loop.create_task(
+        telemetry.run(engine, stop), name="telemetry"))
+    tasks.append(loop.create_task(insights.run(engine, stop), name="insights"))
     return tasks
 
 

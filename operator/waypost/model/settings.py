@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from waypost.model.insights import INSIGHT_VARIABLES, InsightSettings
 from waypost.sdk import protocol, quantity
 
 # One source: the runner protocol's limit, which the API's schema says too.
@@ -141,8 +142,18 @@ class Settings(BaseModel):
         description="How often a run waiting for a token or for child runs is looked at "
         "again, a safety net beside the wake-up its token or last child sends.",
     )
+    telemetry_poll_seconds: float = Field(
+        1.0, gt=0, le=60,
+        description="How often the leader reads the run event log into metrics and run spans.",
+    )
+    metrics_max_tasks: int = Field(
+        200, ge=1,
+        description="Distinct (namespace, task) label pairs per metric; runs of further "
+        "tasks are counted under task=\"_other\".",
+    )
     worker_name: str = Field(default_factory=socket.gethostname)
     limits: Limits = Field(default_factory=Limits)
+    insights: InsightSettings = Field(default_factory=InsightSettings)
 
     @property
     def session_url(self) -> str:
@@ -173,6 +184,10 @@ class Settings(BaseModel):
                   if os.environ.get(var)}
         if limits:
             env["limits"] = limits
+        insights = {field: os.environ[var] for var, field in INSIGHT_VARIABLES.items()
+                    if os.environ.get(var)}
+        if insights:
+            env["insights"] = insights
         env.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(env)
 
@@ -204,4 +219,6 @@ ENV_VARS = {
     "WAYPOST_SUSPEND_THRESHOLD": "suspend_threshold_seconds",
     "WAYPOST_WAIT_POLL_INTERVAL": "wait_poll_seconds",
     "WAYPOST_WAIT_RECHECK_INTERVAL": "wait_recheck_seconds",
+    "WAYPOST_TELEMETRY_INTERVAL": "telemetry_poll_seconds",
+    "WAYPOST_METRICS_MAX_TASKS": "metrics_max_tasks",
 }

@@ -114,14 +114,19 @@ class RunnerClient:
         """``POST /v1/runner/logs`` with a batch of entries."""
         await self._send(protocol.PATH_LOGS, protocol.LogsBody(entries=entries))
 
-    async def complete(self, result: Any) -> str | None:
+    async def complete(self, result: Any, usage: protocol.Usage | None = None) -> str | None:
         """``POST /v1/runner/complete``; returns the run status the coordinator reports."""
-        answer = await self._send(protocol.PATH_COMPLETE, protocol.CompleteBody(result=result))
+        answer = await self._send_with_usage(
+            protocol.PATH_COMPLETE, protocol.CompleteBody(result=result, usage=usage),
+            protocol.CompleteBody(result=result))
         return _status(answer)
 
-    async def fail(self, error: protocol.FailureReport) -> str | None:
+    async def fail(self, error: protocol.FailureReport,
+                   usage: protocol.Usage | None = None) -> str | None:
         """``POST /v1/runner/fail``; returns ``retrying``, ``dead_lettered`` or ``failed``."""
-        answer = await self._send(protocol.PATH_FAIL, protocol.FailBody(error=error))
+        answer = await self._send_with_usage(
+            protocol.PATH_FAIL, protocol.FailBody(error=error, usage=usage),
+            protocol.FailBody(error=error))
         return _status(answer)
 
     async def wait(self, body: protocol.WaitBody) -> protocol.WaitAnswer:
@@ -133,6 +138,21 @@ class RunnerClient:
         """``POST /v1/runner/tokens``: a wait token of this run."""
         answer = await self._send(protocol.PATH_TOKENS, body)
         return protocol.decode(protocol.TokenAnswer, answer)
+    async def _send_with_usage(self, path: str, body: Any, without: Any) -> Any:
+        # Without a report the body has no usage field at all: what the previous
+        # release's coordinator accepts.
+        plain = protocol.encode(without)
+        plain.pop("usage", None)
+        if body == without:
+            return await self._call("POST", path, plain)
+        try:
+            return await self._send(path, body)
+        except WaypostAPIError as exc:
+            # A coordinator of the previous release (rolling upgrade) refuses the
+            # field it does not know: the outcome matters, the report does not.
+            if exc.status != 400 or "usage" not in (exc.message or ""):
+                raise
+            return await self._call("POST", path, plain)
 
     async def cancelled(self, message: str) -> str | None:
         """``POST /v1/runner/cancelled``: the cancelled run's task stopped."""

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
-from waypost.runner import loader
+from waypost.runner import loader, memory, tracing
 from waypost.sdk import protocol, serialization
 from waypost.sdk.context import (
     AttemptControl,
@@ -98,9 +98,10 @@ class RunnerPort(CoordinatorPort, Protocol):
 
     async def send_logs(self, entries: list[protocol.LogLine]) -> None: ...
 
-    async def complete(self, result: Any) -> str | None: ...
+    async def complete(self, result: Any, usage: protocol.Usage | None = None) -> str | None: ...
 
-    async def fail(self, error: protocol.FailureReport) -> str | None: ...
+    async def fail(self, error: protocol.FailureReport,
+                   usage: protocol.Usage | None = None) -> str | None: ...
 
     async def cancelled(self, message: str) -> str | None: ...
 
@@ -152,7 +153,34 @@ async def run_attempt(
     """Run one attempt to the end and report its outcome to the coordinator.
 
     Never raises for anything the task does; the outcome says what happened.
+    With tracing on, the attempt and its steps are spans (waypost.runner.tracing),
+    exported before this returns.
     """
+    trace = tracing.start(doc)
+    try:
+        result = await _run_attempt(doc, api, memory.MeasuredSteps(trace.steps), load=load,
+                                    sleep=sleep,
+                                    log_flush_interval=log_flush_interval,
+                                    stop_grace=stop_grace, log_stream=log_stream)
+    except BaseException as exc:
+        trace.end(type(exc).__name__, failed=True)
+        raise
+    trace.end(str(result.outcome), failed=result.outcome is not Outcome.SUCCEEDED)
+    await trace.flush()
+    return result
+
+
+async def _run_attempt(
+    doc: protocol.AttemptDocument,
+    api: RunnerPort,
+    steps: memory.MeasuredSteps,
+    *,
+    load: Loader,
+    sleep: Sleep,
+    log_flush_interval: float,
+    stop_grace: float,
+    log_stream: TextIO | None,
+) -> AttemptResult:
     fields = {"run_id": doc.run_id, "attempt": doc.attempt, "task": doc.task.name}
     try:
         fn = load(doc.task.entrypoint)
@@ -169,6 +197,7 @@ async def run_attempt(
         # Reported or not, the cause is the configuration: say that first.
         return AttemptResult(Outcome.CONFIG_ERROR, result.run_status, "EntrypointError")
 
+    steps.task_started()
     control = AttemptControl()
     task_log = TaskLogger(doc.run_id, doc.attempt, stream=log_stream)
     ctx = Context(
@@ -182,6 +211,7 @@ async def run_attempt(
         log=task_log,
         control=control,
         suspend_threshold=doc.suspend_threshold_seconds,
+        tracer=steps,
     )
     shipper = _LogShipper(api, task_log, control, doc.limits.log_batch)
     ctx.flush_logs = shipper.flush
@@ -269,7 +299,8 @@ async def run_attempt(
                 return _stopped_result(control, fields)
             try:
                 return await _report(
-                    api, fields, result=value, result_limit=doc.limits.result_bytes
+                    api, fields, result=value, result_limit=doc.limits.result_bytes,
+                    usage=steps.usage(),
                 )
             except ResultTooLarge as too_large:
                 failure = too_large
@@ -277,7 +308,7 @@ async def run_attempt(
     task_log_failure(failure, fields)
     if not await shipper.flush():
         return _stopped_result(control, fields)
-    return await _report(api, fields, failure=error_report(failure))
+    return await _report(api, fields, failure=error_report(failure), usage=steps.usage())
 
 
 def task_log_failure(exc: BaseException, fields: dict[str, Any]) -> None:
@@ -320,11 +351,12 @@ async def _report(
     result: Any = None,
     failure: protocol.FailureReport | None = None,
     result_limit: int = 0,
+    usage: protocol.Usage | None = None,
 ) -> AttemptResult:
     try:
         if failure is None:
             try:
-                status = await api.complete(result)
+                status = await api.complete(result, usage)
             except WaypostAPIError as exc:
                 if exc.status == 413:
                     size = serialization.json_size(
@@ -336,7 +368,7 @@ async def _report(
                 raise
             _log.info("attempt succeeded", extra={**fields, "run_status": status})
             return AttemptResult(Outcome.SUCCEEDED, status)
-        status = await api.fail(failure)
+        status = await api.fail(failure, usage)
         _log.info(
             "attempt failed",
             extra={**fields, "error_name": failure.name, "run_status": status},

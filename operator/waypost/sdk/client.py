@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from waypost.sdk import durations, sse
+from waypost.sdk import durations, sse, tracing
 from waypost.sdk.decorator import Task
 from waypost.sdk.errors import CoordinatorUnavailable, WaypostAPIError
 from waypost.sdk.retry import Retry
@@ -227,6 +227,7 @@ class WaypostClient:
         *,
         body: Any = None,
         params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any]:
         # No automatic retries: a repeated trigger without an idempotency
         # key could enqueue the run twice. Callers decide.
@@ -234,7 +235,7 @@ class WaypostClient:
             aiohttp_sender(self._get_session()),
             method,
             f"{self.base_url}{path}",
-            headers=self._headers,
+            headers={**self._headers, **headers} if headers else self._headers,
             json_body=body,
             params=params,
             retry=NO_RETRY,
@@ -259,8 +260,13 @@ class WaypostClient:
         delay: durations.DurationLike | None = None,
         run_at: datetime | None = None,
         ttl: durations.DurationLike | None = None,
+        traceparent: str | None = None,
     ) -> RunHandle:
         """Enqueue a run of ``task`` (an id or a decorated task) with ``payload``.
+
+        ``traceparent`` (W3C Trace Context, e.g. from your own OpenTelemetry span)
+        makes the run's trace a child of that span; it is sent as the
+        ``traceparent`` header. A malformed value raises ``ValueError``.
 
         With ``idempotency_key``, triggering again returns the existing run
         (``created`` False) instead of enqueuing another. Reusing the key with
@@ -283,8 +289,13 @@ class WaypostClient:
             body["concurrencyKey"] = concurrency_key
         if return_existing:
             body["idempotencyConflict"] = "returnExisting"
+        headers: dict[str, str] = {}
+        if traceparent is not None:
+            if tracing.parse_traceparent(traceparent) is None:
+                raise ValueError(f"traceparent: not a W3C traceparent: {traceparent[:100]!r}")
+            headers["traceparent"] = traceparent.strip()
         path = f"/v1/tasks/{_segment(namespace)}/{_segment(task_id)}/trigger"
-        status, data = await self._request("POST", path, body=body)
+        status, data = await self._request("POST", path, body=body, headers=headers)
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             raise WaypostAPIError(status, "bad_response", "trigger: answer has no run id")
         return RunHandle(id=data["id"], created=status == 201, run=data)
@@ -561,6 +572,18 @@ class WaypostClient:
         if not isinstance(data, dict) or not isinstance(data.get("schedules"), list):
             raise WaypostAPIError(200, "bad_response", "expected {'schedules': [...]}")
         return [s for s in data["schedules"] if isinstance(s, dict)]
+
+    async def insights(
+        self, *, namespace: str | None = None, task: str | None = None
+    ) -> dict[str, Any]:
+        """Failure patterns that hold (``items``: timeout loops, retry storms, checkpoint
+        gaps, memory growth, each with evidence run ids) and memory sizing per task
+        (``sizing``: measured peaks and a suggested limit)."""
+        _, data = await self._request(
+            "GET", "/v1/insights", params=_params(namespace=namespace, task=task))
+        if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+            raise WaypostAPIError(200, "bad_response", "expected {'items': [...]}")
+        return data
 
     async def trigger_schedule(
         self, task: str, schedule: str, *, namespace: str = "default"

@@ -12,6 +12,7 @@ with the runner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import hashlib
 import inspect
@@ -42,6 +43,7 @@ __all__ = [
     "Context",
     "CoordinatorPort",
     "Limits",
+    "StepTracer",
     "StopReason",
     "SyncContext",
     "WaitToken",
@@ -116,6 +118,46 @@ class CoordinatorPort(Protocol):
     async def create_token(self, body: protocol.TokenBody) -> protocol.TokenAnswer:
         """Create a wait token for this run (the same key returns the same token)."""
         ...
+
+
+class StepTracer(Protocol):
+    """Where a context reports its steps for tracing (the runner's OpenTelemetry
+    spans when export is on; :class:`UntracedSteps` otherwise)."""
+
+    def traceparent(self) -> str:
+        """W3C ``traceparent`` of the current span: the step's inside a step."""
+        ...
+
+    def step(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """A span around a step that runs (its function and its checkpoint write)."""
+        ...
+
+    def skipped(self, key: str) -> None:
+        """A step that did not run: its checkpoint existed from an earlier attempt."""
+        ...
+
+    def checkpoint(self, key: str, size: int) -> None:
+        """A checkpoint was written (``size`` bytes of JSON)."""
+        ...
+
+
+class UntracedSteps:
+    """No spans: ``traceparent`` is the attempt's, as the coordinator gave it."""
+
+    def __init__(self, traceparent: str = "") -> None:
+        self._traceparent = traceparent
+
+    def traceparent(self) -> str:
+        return self._traceparent
+
+    def step(self, key: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def skipped(self, key: str) -> None:
+        pass
+
+    def checkpoint(self, key: str, size: int) -> None:
+        pass
 
 
 class StopReason(enum.StrEnum):
@@ -197,6 +239,7 @@ class Context:
         control: AttemptControl | None = None,
         suspend_threshold: float = 5.0,
         flush_logs: Callable[[], Awaitable[bool]] | None = None,
+        tracer: StepTracer | None = None,
     ) -> None:
         self.run_id = run_id
         self.suspend_threshold = suspend_threshold
@@ -206,7 +249,7 @@ class Context:
         self._auto_keys: dict[str, int] = {}
         self.attempt = attempt
         self.payload = payload
-        self.traceparent = traceparent
+        self.tracer: StepTracer = tracer if tracer is not None else UntracedSteps(traceparent)
         self.limits = limits if limits is not None else Limits()
         self.log = log if log is not None else TaskLogger(run_id, attempt)
         self.control = control if control is not None else AttemptControl()
@@ -214,6 +257,13 @@ class Context:
         self._checkpoints: dict[str, Any] = {}
         for checkpoint in checkpoints:
             self._remember(checkpoint.key, checkpoint.data)
+
+    @property
+    def traceparent(self) -> str:
+        """W3C trace context to pass on to outgoing calls (the ``traceparent``
+        header): inside ``ctx.step`` it names the step's span, elsewhere the
+        attempt's, so the callee's spans join the run's trace where they belong."""
+        return self.tracer.traceparent()
 
     @property
     def cancelled(self) -> bool:
@@ -265,16 +315,19 @@ class Context:
         _check_key(key)
         self.control.raise_if_stopped()
         if key in self._checkpoints:
+            self.tracer.skipped(key)
             return self._checkpoints[key]
-        token = logger.current_step.set(key)
-        try:
-            result: Any = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-        finally:
-            logger.current_step.reset(token)
-        decoded, size = self._prepare(key, result, what=f"result of step {key!r}")
-        await self._write(key, decoded, size)
+        with self.tracer.step(key):
+            token = logger.current_step.set(key)
+            try:
+                result: Any = fn(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            finally:
+                logger.current_step.reset(token)
+            decoded, size = self._prepare(key, result, what=f"result of step {key!r}")
+            await self._write(key, decoded, size)
+            self.tracer.checkpoint(key, size)
         return decoded
 
     async def checkpoint(self, key: str, data: Any) -> None:
@@ -282,6 +335,7 @@ class Context:
         _check_key(key)
         decoded, size = self._prepare(key, data, what=f"checkpoint {key!r}")
         await self._write(key, decoded, size)
+        self.tracer.checkpoint(key, size)
 
     async def heartbeat(self) -> None:
         """Tell the coordinator this attempt is alive.
@@ -520,7 +574,8 @@ class SyncContext:
 
     @property
     def traceparent(self) -> str:
-        """W3C trace context of the run, to pass on to outgoing calls."""
+        """W3C trace context to pass on to outgoing calls (the current step's span
+        inside ``ctx.step``; see :attr:`Context.traceparent`)."""
         return self._context.traceparent
 
     @property
@@ -562,21 +617,29 @@ class SyncContext:
         _check_key(key)
         ctx.control.raise_if_stopped()
         if key in ctx.checkpoints:
+            ctx.tracer.skipped(key)
             return ctx.checkpoints[key]
-        token = logger.current_step.set(key)
-        try:
-            result: Any = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = self._call(_await(result))
-        finally:
-            logger.current_step.reset(token)
-        decoded, size = ctx._prepare(key, result, what=f"result of step {key!r}")
-        self._call(ctx._write(key, decoded, size))
+        with ctx.tracer.step(key):
+            token = logger.current_step.set(key)
+            try:
+                result: Any = fn(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = self._call(_await(result))
+            finally:
+                logger.current_step.reset(token)
+            decoded, size = ctx._prepare(key, result, what=f"result of step {key!r}")
+            self._call(ctx._write(key, decoded, size))
+            ctx.tracer.checkpoint(key, size)
         return decoded
 
     def checkpoint(self, key: str, data: Any) -> None:
         """Store ``data`` under ``key`` (see :meth:`Context.checkpoint`)."""
-        self._call(self._context.checkpoint(key, data))
+        ctx = self._context
+        _check_key(key)
+        decoded, size = ctx._prepare(key, data, what=f"checkpoint {key!r}")
+        self._call(ctx._write(key, decoded, size))
+        # Here, not on the event loop: this thread's current span is the step's.
+        ctx.tracer.checkpoint(key, size)
 
     def wait_for(self, duration: durations.DurationLike, *, key: str | None = None) -> None:
         """Wait, suspending the run when long (see :meth:`Context.wait_for`)."""

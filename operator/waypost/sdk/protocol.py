@@ -352,12 +352,40 @@ class LogsBody:
                  f"must hold at most {MAX_LOG_BATCH} lines")
 
 
+#: Most steps a memory report names (the first that ran).
+MAX_USAGE_STEPS = 200
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Usage:
+    """The runner's memory measurements of its attempt, sent with the outcome."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
+    peak_rss_bytes: int
+    """Peak resident memory of the runner process (and its children)."""
+    steps: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Per step that ran: the process's peak by the end of the step, when it rose
+    during the step, else its resident memory at the step's end."""
+    task_seconds: float | None = None
+    """How long the attempt ran in the runner (its clock), start-up excluded."""
+
+    def __post_init__(self) -> None:
+        _require(self.peak_rss_bytes >= 0, "peakRssBytes", "must not be negative")
+        _require(self.task_seconds is None or self.task_seconds >= 0, "taskSeconds",
+                 "must not be negative")
+        _require(len(self.steps) <= MAX_USAGE_STEPS, "steps",
+                 f"must name at most {MAX_USAGE_STEPS} steps")
+        _require(all(0 < len(k) <= MAX_KEY_LENGTH and v >= 0 for k, v in self.steps.items()),
+                 "steps", f"keys must be 1 to {MAX_KEY_LENGTH} characters, values not negative")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CompleteBody:
     """``POST /v1/runner/complete``: the task's result (any JSON, ``null`` included)."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
     result: Any
+    usage: Usage | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -396,6 +424,7 @@ class FailBody:
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
     error: FailureReport
+    usage: Usage | None = None
 
 
 # --- warm runners ------------------------------------------------------------------

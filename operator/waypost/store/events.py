@@ -62,10 +62,18 @@ def _page(rows: Sequence[asyncpg.Record], after: Cursor, limit: int) -> tuple[li
               r["attempt"], r["ts"], r["data"])
         for r in rows if r["id"] is not None
     ]
+    return found, next_cursor(rows, [e.cursor for e in found], after, limit)
+
+
+def next_cursor(rows: Sequence[asyncpg.Record], found: Sequence[Cursor], after: Cursor,
+                limit: int) -> Cursor:
+    """Where the read after a page starts: after its last event when the page was
+    full, else at the horizon that came back on every row (nothing below it is left
+    unread)."""
     if len(found) >= limit:
-        return found, found[-1].cursor
+        return found[-1]
     horizon = Cursor(int(rows[0]["horizon"]), 0) if rows else after
-    return found, max(after, horizon, found[-1].cursor if found else after)
+    return max(after, horizon, found[-1] if found else after)
 
 
 async def for_run(

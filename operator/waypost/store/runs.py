@@ -68,14 +68,16 @@ async def enqueue(
     source: str,
     replay_of: uuid.UUID | None = None,
     taskrun_name: str | None = None,
+    parent_span_id: str | None = None,
 ) -> Run | None:
     """Insert the run and return it; None when nothing was inserted (unknown task or
     used key)."""
     row = await db.fetchrow(
         *bind("enqueue_run", namespace=namespace, task=task, run_id=run_id, priority=priority,
               payload=payload, idempotency_key=idempotency_key,
-              concurrency_key=concurrency_key, trace_id=trace_id, source=source,
-              replay_of=replay_of, taskrun_name=taskrun_name)
+              concurrency_key=concurrency_key, trace_id=trace_id,
+              parent_span_id=parent_span_id, source=source, replay_of=replay_of,
+              taskrun_name=taskrun_name)
     )
     return None if row is None else _run(row)
 

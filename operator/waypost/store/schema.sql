@@ -344,7 +344,13 @@ CREATE TABLE waypost.attempts (
     error jsonb,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
     finished_at timestamp with time zone,
-    CONSTRAINT attempts_status_check CHECK ((status = ANY (ARRAY['running'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'suspended'::text])))
+    peak_memory_bytes bigint,
+    step_peaks jsonb,
+    task_seconds real,
+    runner_started_at timestamp with time zone,
+    CONSTRAINT attempts_peak_memory_bytes_check CHECK (((peak_memory_bytes IS NULL) OR (peak_memory_bytes >= 0))),
+    CONSTRAINT attempts_status_check CHECK ((status = ANY (ARRAY['running'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'suspended'::text]))),
+    CONSTRAINT attempts_task_seconds_check CHECK (((task_seconds IS NULL) OR (task_seconds >= (0)::double precision)))
 );
 
 CREATE TABLE waypost.checkpoints (
@@ -402,6 +408,8 @@ CREATE TABLE waypost.runs (
     spec_choice text DEFAULT 'trigger'::text NOT NULL,
     original jsonb,
     parent_run_id uuid,
+    parent_span_id text,
+    CONSTRAINT runs_parent_span_id_check CHECK (((parent_span_id IS NULL) OR (parent_span_id ~ '^[0-9a-f]{16}$'::text))),
     CONSTRAINT runs_spec_choice_check CHECK ((spec_choice = ANY (ARRAY['trigger'::text, 'current'::text, 'original'::text]))),
     CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'retrying'::text, 'succeeded'::text, 'failed'::text, 'dead_lettered'::text, 'cancelled'::text, 'delayed'::text, 'waiting'::text, 'expired'::text])))
 );
@@ -577,6 +585,19 @@ CREATE TABLE waypost.signing_keys (
     created_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
+CREATE TABLE waypost.task_insights (
+    namespace text NOT NULL,
+    task text NOT NULL,
+    pattern text NOT NULL,
+    since timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    cleared_at timestamp with time zone,
+    announced text,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL,
+    CONSTRAINT task_insights_announced_check CHECK ((announced = ANY (ARRAY['raised'::text, 'cleared'::text]))),
+    CONSTRAINT task_insights_pattern_check CHECK ((pattern = ANY (ARRAY['timeout_loop'::text, 'retry_storm'::text, 'checkpoint_gap'::text, 'memory_growth'::text])))
+);
+
 CREATE TABLE waypost.tasks (
     namespace text NOT NULL,
     name text NOT NULL,
@@ -687,6 +708,9 @@ ALTER TABLE ONLY waypost.schema_migrations
 ALTER TABLE ONLY waypost.signing_keys
     ADD CONSTRAINT signing_keys_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY waypost.task_insights
+    ADD CONSTRAINT task_insights_pkey PRIMARY KEY (namespace, task, pattern);
+
 ALTER TABLE ONLY waypost.tasks
     ADD CONSTRAINT tasks_pkey PRIMARY KEY (namespace, name);
 
@@ -695,6 +719,8 @@ ALTER TABLE ONLY waypost.wait_tokens
 
 ALTER TABLE ONLY waypost.warm_runners
     ADD CONSTRAINT warm_runners_pkey PRIMARY KEY (runner_id);
+
+CREATE INDEX attempts_finished ON waypost.attempts USING btree (finished_at) WHERE (finished_at IS NOT NULL);
 
 CREATE INDEX run_events_by_run ON waypost.run_events USING btree (run_id, tx, id);
 

@@ -1,0 +1,117 @@
+"""The leader follows the run event log and turns it into metrics (and run spans).
+
+One reader per leader: every ``telemetry_poll_seconds`` it reads the status
+changes, attempt starts and ends and checkpoints written since its cursor (one
+bounded query, log lines left out) and hands each to the sinks: the counters and
+histograms of :mod:`waypost.engine.metrics`, and, when tracing is on, the run and
+queue-wait spans (:mod:`waypost.engine.tracing`), which are timed on the database
+clock. It starts at the log's horizon: what happened before this process led was
+counted by its predecessor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+import asyncpg
+
+from waypost.engine.core import Engine
+from waypost.engine.metrics import RunMetrics
+from waypost.sdk import tracing as sdk_tracing
+from waypost.store import events, telemetry
+from waypost.store.telemetry import Signal
+
+log = logging.getLogger("waypost.engine.telemetry")
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "dead_lettered", "cancelled"})
+PAGE = 2000
+
+Sink = Callable[[Signal], None]
+
+
+def metrics_sink(metrics: RunMetrics) -> Sink:
+    """What each signal adds to the counters and histograms."""
+
+    def observe(s: Signal) -> None:
+        labels = metrics.task_labels(s.namespace, s.task)
+        data = s.data
+        if s.kind == "status":
+            status = str(data.get("status", ""))
+            if "previous" not in data:
+                metrics.triggered.labels(*labels, str(data.get("source", "api"))).inc()
+            elif status in FINAL_STATUSES:
+                metrics.finished.labels(*labels, status).inc()
+                metrics.run_duration.labels(*labels, status).observe(
+                    max(0.0, (s.ts - s.created_at).total_seconds()))
+                if status == "dead_lettered":
+                    metrics.dead_lettered.labels(*labels).inc()
+            elif status == "retrying":
+                metrics.retries.labels(*labels).inc()
+        elif s.kind == "attempt_started":
+            if s.available_at is not None:
+                metrics.queue_wait.labels(*labels).observe(
+                    max(0.0, (s.ts - s.available_at).total_seconds()))
+        elif s.kind == "attempt_finished":
+            status = str(data.get("status", ""))
+            outcome = str(data.get("failureType") or "error") if status == "failed" else status
+            metrics.attempts.labels(*labels, outcome).inc()
+            duration_ms = data.get("durationMs")
+            if isinstance(duration_ms, int | float):
+                metrics.attempt_duration.labels(*labels, outcome).observe(
+                    max(0.0, duration_ms / 1000))
+            if data.get("oomKilled"):
+                metrics.oom_kills.labels(*labels).inc()
+        elif s.kind == "checkpoint":
+            size = data.get("sizeBytes")
+            if isinstance(size, int | float):
+                metrics.checkpoint_size.labels(*labels).observe(size)
+
+    return observe
+
+
+async def follow(engine: Engine, stop: asyncio.Event, sinks: Sequence[Sink]) -> None:
+    """Read the event log until ``stop`` and feed ``sinks`` (the leader runs this)."""
+    interval = engine.settings.telemetry_poll_seconds
+    cursor: events.Cursor | None = None
+    while not stop.is_set():
+        full = False
+        try:
+            if cursor is None:
+                cursor = await events.horizon(engine.pool)
+            signals, cursor = await telemetry.signals_after(engine.pool, cursor, PAGE)
+            full = len(signals) >= PAGE
+            for signal in signals:
+                for sink in sinks:
+                    try:
+                        sink(signal)
+                    except Exception:
+                        # A sink's bug must not stop the others or the reader.
+                        log.exception("telemetry sink failed", extra={"kind": signal.kind})
+        except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
+            log.warning("reading the event log for telemetry failed", extra={"error": str(exc)})
+        if not full:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+
+async def run(engine: Engine, stop: asyncio.Event) -> None:
+    """The leader's telemetry loop: metrics always, run spans when tracing is on."""
+    sinks: list[Sink] = [metrics_sink(engine.metrics)]
+    emitter = None
+    if sdk_tracing.enabled(os.environ):
+        # Imported only when tracing is on: the OpenTelemetry SDK is optional.
+        from waypost.engine import tracing
+
+        emitter = tracing.span_sink(os.environ)
+        if emitter is not None:
+            sinks.append(emitter)
+    try:
+        await follow(engine, stop, sinks)
+    finally:
+        if emitter is not None:
+            # Flushes what the batch processors still hold.
+            await asyncio.to_thread(emitter.shutdown)

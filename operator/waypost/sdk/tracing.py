@@ -1,0 +1,134 @@
+"""W3C trace context and the OpenTelemetry switch, shared by the runner and the engine.
+
+A run's trace: the run span (trigger to final status; the caller's span is its
+parent when the trigger carried a ``traceparent``), a queue-wait span per attempt
+and an attempt span per attempt under it, and a span per ``ctx.step`` under the
+attempt's. The run span's id is derived from the run id (:func:`run_span_id`), so
+the runner can parent its attempt span on a span the leader emits only when the
+run ends.
+
+Export is off unless configured with the standard OpenTelemetry variables
+(:func:`enabled`); the OpenTelemetry SDK is imported only then, so a runner
+without tracing pays nothing for it at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+
+#: The instrumentation scope of waypost's spans.
+SCOPE = "waypost"
+
+
+class TraceParent(NamedTuple):
+    """The parts of a W3C ``traceparent`` header that waypost uses."""
+
+    trace_id: str
+    span_id: str
+    sampled: bool = True
+
+    def header(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
+
+
+def parse_traceparent(text: str | None) -> TraceParent | None:
+    """The trace context of a ``traceparent`` value; None when absent or invalid.
+
+    Per W3C Trace Context, an invalid value is ignored (a new trace starts) rather
+    than refused: a proxy's broken header must not make a trigger fail. Version
+    ff, all-zero ids and a version-00 value with extra fields are invalid."""
+    if not text:
+        return None
+    m = _TRACEPARENT.match(text.strip().lower())
+    if m is None:
+        return None
+    version, trace_id, span_id, flags, rest = m.groups()
+    if version == "ff" or (version == "00" and rest):
+        return None
+    if trace_id == "0" * 32 or span_id == "0" * 16:
+        return None
+    return TraceParent(trace_id, span_id, bool(int(flags, 16) & 1))
+
+
+def run_span_id(run_id: str) -> str:
+    """The span id of a run's span: derived from the run id, never zero."""
+    digest = hashlib.sha256(f"waypost-run:{run_id}".encode()).hexdigest()[:16]
+    return digest if digest != "0" * 16 else "0" * 15 + "1"
+
+
+def run_traceparent(trace_id: str, run_id: str) -> str:
+    """The ``traceparent`` of a run's span: what an attempt span is parented on."""
+    return TraceParent(trace_id, run_span_id(run_id)).header()
+
+
+def enabled(env: Mapping[str, str]) -> bool:
+    """Whether OpenTelemetry export is configured (off by default).
+
+    On with ``OTEL_TRACES_EXPORTER`` set to ``otlp`` or ``console``, or with an
+    OTLP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) and no exporter named. Off with
+    ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none``."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter:
+        return exporter != "none"
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+                or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip())
+
+
+def make_resource(default_service: str) -> Resource:
+    """The exporter's resource: ``OTEL_SERVICE_NAME`` (or ``service.name`` in
+    ``OTEL_RESOURCE_ATTRIBUTES``), else ``default_service``, and the other
+    ``OTEL_RESOURCE_ATTRIBUTES``."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    resource = Resource.create()  # reads OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: default_service}))
+    return resource
+
+
+def make_processors(env: Mapping[str, str]) -> list[SpanProcessor]:
+    """Batching span processors for the exporters ``OTEL_TRACES_EXPORTER`` names
+    (``otlp``, the default, and ``console``). OTLP goes over HTTP/protobuf, the
+    only transport installed (no gRPC stack in the runner image); the exporter
+    reads the ``OTEL_EXPORTER_OTLP_*`` variables itself."""
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
+
+    processors: list[SpanProcessor] = []
+    for name in env.get("OTEL_TRACES_EXPORTER", "otlp").lower().split(","):
+        exporter: SpanExporter
+        if name.strip() == "console":
+            exporter = ConsoleSpanExporter()
+        elif name.strip() in ("otlp", ""):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            exporter = OTLPSpanExporter()
+        else:
+            continue
+        processors.append(BatchSpanProcessor(exporter))
+    return processors
+
+
+def make_provider(env: Mapping[str, str], default_service: str) -> TracerProvider:
+    """A tracer provider exporting as the ``OTEL_*`` variables say. Imports the
+    OpenTelemetry SDK: call only when :func:`enabled`."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider(resource=make_resource(default_service))
+    for processor in make_processors(env):
+        provider.add_span_processor(processor)
+    return provider

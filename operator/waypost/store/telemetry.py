@@ -1,0 +1,97 @@
+"""What metrics and traces read: the run event log's signals, and run counts by status.
+
+Counting runs by status with ``GROUP BY status`` scans the whole runs table, which
+holds every finished run. :func:`status_counts` counts the active runs exactly
+from the hot table and estimates the finished ones from the planner's statistics
+once the table is large (see :data:`EXACT_BELOW`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from waypost.store import events
+from waypost.store.events import Cursor
+from waypost.store.sql import bind, query
+
+#: Below this many rows (by the planner's count) the finished runs are counted
+#: exactly: the scan costs little, and a small table's statistics may be stale.
+EXACT_BELOW = 100_000
+
+ACTIVE_STATUSES = ("queued", "running", "retrying")
+
+
+@dataclass(frozen=True)
+class Signal:
+    """An event of the run log that a metric or span is made from, with its run's facts."""
+
+    cursor: Cursor
+    run_id: uuid.UUID
+    kind: str
+    attempt: int | None
+    ts: datetime
+    data: dict[str, Any]
+    namespace: str
+    task: str
+    queue: str
+    created_at: datetime
+    trace_id: str
+    parent_span_id: str | None
+    # attempt_started only: when the run became claimable (database clock).
+    available_at: datetime | None
+
+
+async def signals_after(
+    db: asyncpg.Pool | asyncpg.Connection, after: Cursor, limit: int = 2000
+) -> tuple[list[Signal], Cursor]:
+    """The signals after ``after`` and the cursor the next read starts from."""
+    rows = await db.fetch(*bind("telemetry_events_after", after_tx=str(after.tx),
+                                after_id=after.id, limit=limit))
+    found = [
+        Signal(Cursor(int(r["tx"]), r["id"]), r["run_id"], r["kind"], r["attempt"], r["ts"],
+               r["data"], r["namespace"], r["task"], r["queue"], r["created_at"],
+               r["trace_id"], r["parent_span_id"], r["available_at"])
+        for r in rows if r["id"] is not None
+    ]
+    return found, events.next_cursor(rows, [s.cursor for s in found], after, limit)
+
+
+@dataclass(frozen=True)
+class StatusCounts:
+    """Runs by status; ``estimated`` when the finished ones come from statistics."""
+
+    counts: dict[str, int]
+    estimated: bool
+
+
+async def status_counts(
+    db: asyncpg.Pool | asyncpg.Connection, exact_below: int = EXACT_BELOW
+) -> StatusCounts:
+    """Runs by status without scanning a large runs table.
+
+    Active runs (queued, running, retrying) are counted exactly from the hot table.
+    Finished ones are the planner's row count times each status's frequency in
+    its sample (``pg_stats``): as fresh as autovacuum's last ANALYZE of runs, and
+    a status too rare to be in the sample reads 0. A table the planner counts
+    below ``exact_below`` rows (or has never analyzed) is counted exactly."""
+    est = await db.fetchrow(query("runs_table_estimate"))
+    assert est is not None
+    reltuples = float(est["reltuples"])
+    if reltuples < exact_below:
+        rows = await db.fetch(query("status_counts"))
+        return StatusCounts({r["status"]: int(r["n"]) for r in rows}, estimated=False)
+    counts: dict[str, int] = {}
+    statuses: Sequence[str] = est["statuses"] or ()
+    freqs: Sequence[float] = est["freqs"] or ()
+    for status, freq in zip(statuses, freqs, strict=False):
+        if status not in ACTIVE_STATUSES:
+            counts[status] = round(reltuples * freq)
+    for r in await db.fetch(query("active_status_counts")):
+        counts[r["status"]] = int(r["n"])
+    return StatusCounts(counts, estimated=True)

@@ -1,0 +1,143 @@
+"""Counters and histograms from the event log, and run counts without a full scan.
+
+Real runners (process backend) on a real Postgres: an order that fails its payment
+once and then succeeds, a run that is dead-lettered after three failures. The
+leader's telemetry reader turns their events into series, scraped over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from examples import flaky, ledger, orders
+from tests.factories import enqueue, register_task, settings, wait_for_status
+from waypost.backends.process import ProcessBackend
+from waypost.engine import control
+from waypost.engine.metrics import OTHER_TASK, RunMetrics
+from waypost.model.enums import RunStatus
+from waypost.model.run import TriggerRequest
+from waypost.standalone import Standalone
+from waypost.store import runs, telemetry
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+async def scrape(url: str) -> Samples:
+    out: Samples = {}
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return sum(v for lab, v in samples.get(name, [])
+               if all(lab.get(k) == want for k, want in labels.items()))
+
+
+@pytest.fixture
+async def stack(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Standalone]:
+    monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.jsonl"))
+    app = await Standalone(settings(database_url, missed_heartbeats=10,
+                                    telemetry_poll_seconds=0.2),
+                           ProcessBackend(max_parallel=2)).start()
+    try:
+        await app.register(orders.process_order, flaky.always_fails)
+        yield app
+    finally:
+        await app.stop()
+
+
+async def test_runs_attempts_and_checkpoints_are_counted(stack: Standalone) -> None:
+    order, _ = await control.trigger(
+        stack.engine, "default", "process-order",
+        TriggerRequest(payload={"orderId": "o-1", "failPaymentOnAttempts": [1]}))
+    failing, _ = await control.trigger(stack.engine, "default", "always-fails",
+                                       TriggerRequest(payload={}))
+    await wait_for_status(stack.engine, order.id, {RunStatus.SUCCEEDED}, timeout=90)
+    await wait_for_status(stack.engine, failing.id, {RunStatus.DEAD_LETTERED}, timeout=90)
+
+    po = {"task_namespace": "default", "task": "process-order"}
+    af = {"task_namespace": "default", "task": "always-fails"}
+    deadline = time.monotonic() + 20
+    while True:  # the reader follows the log a moment behind
+        m = await scrape(stack.url)
+        if (value(m, "waypost_runs_finished_total", **po) == 1
+                and value(m, "waypost_runs_finished_total", **af) == 1):
+            break
+        assert time.monotonic() < deadline, m.get("waypost_runs_finished_total")
+        await asyncio.sleep(0.2)
+
+    assert value(m, "waypost_runs_triggered_total", **po, source="api") == 1
+    assert value(m, "waypost_runs_triggered_total", **af, source="api") == 1
+    assert value(m, "waypost_runs_finished_total", **po, status="succeeded") == 1
+    assert value(m, "waypost_runs_finished_total", **af, status="dead_lettered") == 1
+    assert value(m, "waypost_runs_dead_lettered_total", **af) == 1
+    # The order failed its payment once, then succeeded; always-fails failed 3 times.
+    assert value(m, "waypost_attempts_finished_total", **po, outcome="error") == 1
+    assert value(m, "waypost_attempts_finished_total", **po, outcome="succeeded") == 1
+    assert value(m, "waypost_attempts_finished_total", **af, outcome="error") == 3
+    assert value(m, "waypost_run_retries_total", **po) == 1
+    assert value(m, "waypost_run_retries_total", **af) == 2
+    assert value(m, "waypost_attempt_oom_kills_total", **af) == 0
+    # Histograms: one queue wait per attempt, one duration per run and attempt.
+    assert value(m, "waypost_queue_wait_seconds_count", **po) == 2
+    assert value(m, "waypost_queue_wait_seconds_count", **af) == 3
+    assert value(m, "waypost_run_duration_seconds_count", **po, status="succeeded") == 1
+    assert value(m, "waypost_attempt_duration_seconds_count", **af, outcome="error") == 3
+    # The order wrote order-fetched (attempt 1) and payment-complete (attempt 2).
+    assert value(m, "waypost_checkpoint_size_bytes_count", **po) == 2
+    assert value(m, "waypost_checkpoint_size_bytes_sum", **po) > 20
+    # A run's duration covers its retry's backoff: more than the first attempt's.
+    run_seconds = value(m, "waypost_run_duration_seconds_sum", **po)
+    attempt_seconds = value(m, "waypost_attempt_duration_seconds_sum", **po)
+    assert run_seconds >= attempt_seconds > 0
+    # The exact path: a small table is counted, not estimated.
+    assert value(m, "waypost_runs_estimated") == 0
+    assert value(m, "waypost_runs", status="succeeded") == 1
+    assert value(m, "waypost_runs", status="dead_lettered") == 1
+
+
+async def test_status_counts_are_estimated_from_statistics_on_a_large_table(
+    database_url: str, db: asyncpg.Pool
+) -> None:
+    await register_task(db, "t")
+    await register_task(db, "u")
+    for _ in range(40):
+        await enqueue(db, "u")
+    claimed = await runs.claim(db, limit=50, lease_seconds=30, worker="w")
+    assert len(claimed) == 40
+    await runs.complete_many(db, [(c.run_id, c.claim_token, None) for c in claimed[:30]])
+    for _ in range(3):
+        await enqueue(db, "t")
+    await db.execute("ANALYZE waypost.runs")
+    expected = {"succeeded": 30, "running": 10, "queued": 3}
+    exact = await telemetry.status_counts(db)
+    assert not exact.estimated
+    assert exact.counts == expected
+    # Treated as large: the finished statuses come from pg_stats, the active ones from
+    # the hot table. ANALYZE sampled every row of this small table: the estimate is exact.
+    est = await telemetry.status_counts(db, exact_below=10)
+    assert est.estimated
+    assert est.counts == expected
+
+
+def test_task_labels_are_bounded() -> None:
+    metrics = RunMetrics(max_tasks=2)
+    assert metrics.task_labels("a", "x") == ("a", "x")
+    assert metrics.task_labels("a", "y") == ("a", "y")
+    assert metrics.task_labels("b", "z") == ("b", OTHER_TASK)
+    assert metrics.task_labels("a", "x") == ("a", "x")
