@@ -1,6 +1,7 @@
-"""A task for the tracing tests: an order whose first step calls a service over HTTP
-with ``ctx.traceparent``, and whose payment fails on the first attempt, so the
-second attempt resumes and skips ``order-fetched``."""
+"""Tracing (docs/tracing.md): an order whose first step calls a service over HTTP
+with ``ctx.traceparent``, so the service's spans join the run's trace under that
+step, and whose payment fails on the first attempt, so the second attempt resumes
+and skips ``order-fetched``. Used by the tracing tests (integration and e2e)."""
 
 from __future__ import annotations
 
