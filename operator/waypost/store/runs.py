@@ -75,10 +75,11 @@ async def enqueue(
     row = await db.fetchrow(
         *bind("enqueue_run", namespace=namespace, task=task, run_id=run_id, priority=priority,
               payload=payload, idempotency_key=idempotency_key,
-              concurrency_key=concurrency_key, trace_id=trace_id,
-              parent_span_id=parent_span_id, source=source, replay_of=replay_of,
-              taskrun_name=taskrun_name)
+              concurrency_key=concurrency_key, trace_id=trace_id, source=source,
+              replay_of=replay_of, taskrun_name=taskrun_name)
     )
+    if row is not None and parent_span_id is not None:
+        await db.execute(*bind("set_parent_span", run_id=run_id, parent_span_id=parent_span_id))
     return None if row is None else _run(row)
 
 

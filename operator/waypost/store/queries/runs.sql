@@ -18,7 +18,7 @@ r.updated_at, r.taskrun_name, r.spec_choice, r.spec_generation,
 
 -- name: enqueue_run
 -- Creates a run and its hot queue row in one statement and returns the run as
--- created (:trace_id and :parent_span_id: the trigger's traceparent, if any). Nothing is inserted when the task is unknown or the idempotency key
+-- created. Nothing is inserted when the task is unknown or the idempotency key
 -- was used before (the caller then looks up which). NOTIFY once per statement
 -- wakes the dispatcher.
 WITH task AS (
@@ -29,11 +29,11 @@ WITH task AS (
 ), inserted AS (
     INSERT INTO runs (id, namespace, task, queue, status, priority, payload,
                       idempotency_key, concurrency_key, spec, memory_bytes, trace_id,
-                      parent_span_id, source, replay_of, taskrun_name, spec_generation)
+                      source, replay_of, taskrun_name, spec_generation)
     SELECT :run_id, t.namespace, t.name, t.queue, 'queued',
            coalesce(:priority, t.default_priority), :payload::jsonb, :idempotency_key,
-           :concurrency_key, t.spec, t.memory_bytes, :trace_id, :parent_span_id, :source,
-           :replay_of, :taskrun_name, t.generation
+           :concurrency_key, t.spec, t.memory_bytes, :trace_id, :source, :replay_of,
+           :taskrun_name, t.generation
     FROM task t
     ON CONFLICT (namespace, task, idempotency_key) WHERE idempotency_key IS NOT NULL
         DO NOTHING
@@ -81,6 +81,11 @@ WITH task AS (
 )
 SELECT count(*) AS inserted, (SELECT pg_notify('waypost_ready', '')) IS NULL AS notified
 FROM queued;
+
+-- name: set_parent_span
+-- The caller's span of a run triggered with a traceparent (only those: enqueue_run
+-- stays the previous release's statement).
+UPDATE runs SET parent_span_id = :parent_span_id WHERE id = :run_id;
 
 -- name: find_run_by_idempotency_key
 -- The run that holds an idempotency key, and whether it was triggered with the same
