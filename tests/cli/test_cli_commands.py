@@ -4,6 +4,7 @@ ids, paging, --watch, and every error path ending in one line and its exit code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -337,3 +338,142 @@ async def test_colours_only_on_a_terminal(queued: Standalone) -> None:
 
     shown = await asyncio.to_thread(on_a_terminal)
     assert "\x1b[" in shown and "queued" in shown
+
+
+async def test_logs_replay_and_bulk_speak_every_format(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.jsonl"))
+    stack = await Standalone(settings(database_url, missed_heartbeats=10),
+                             ProcessBackend(max_parallel=2)).start()
+    try:
+        await stack.register(orders.process_order, flaky.always_fails)
+        done = await _waypost(stack.url, "trigger", "process-order",
+                              '{"orderId": "o-7", "failPaymentOnAttempts": [1]}', "--wait",
+                              "-o", "json")
+        assert done.returncode == 0, done.stderr
+        run_id = json.loads(done.stdout)["id"]
+        assert "attempt 2 succeeded" in done.stderr  # progress beside the document
+
+        async with WaypostClient(stack.url) as client:
+            entries, _ = await client.logs(run_id, limit=1000)
+        as_json = await _waypost(stack.url, "logs", run_id[:7], "-o", "json")
+        assert as_json.returncode == 0, as_json.stderr
+        assert [json.loads(line) for line in as_json.stdout.splitlines()] == entries
+        as_yaml = await _waypost(stack.url, "logs", run_id[:7], "-o", "yaml")
+        assert list(yaml.safe_load_all(as_yaml.stdout)) == entries
+        wide = await _waypost(stack.url, "logs", run_id, "-o", "wide", "--level", "warning")
+        assert f'WARNING payment declined {{"run_id":"{run_id}","attempt":1' in wide.stdout
+        assert wide.stdout.split()[0].endswith("Z") and "." in wide.stdout.split()[0]  # ms
+        bad_level = await _waypost(stack.url, "logs", run_id, "--level", "loud")
+        _one_line_error(bad_level, 2, "'loud' is not one of")
+
+        replayed = await _waypost(stack.url, "replay", run_id[:8], "--from", "order-fetched",
+                                  "-o", "yaml")
+        assert replayed.returncode == 0, replayed.stderr
+        replay_doc = yaml.safe_load(replayed.stdout)
+        assert replay_doc["replayOf"] == run_id and replay_doc["source"] == "replay"
+        waited = await _waypost(stack.url, "replay", run_id[:8], "--payload",
+                                '{"orderId": "o-8", "failPaymentOnAttempts": [1, 2, 3, 4, 5]}',
+                                "--wait")
+        # Every attempt fails: the documented "run did not succeed" code, no traceback.
+        assert waited.returncode == 3, (waited.stdout, waited.stderr)
+        assert "status dead_lettered" in waited.stdout and "Traceback" not in waited.stderr
+        timeout = await _waypost(stack.url, "replay", run_id, "--wait", "--timeout", "0.1")
+        _one_line_error(timeout, 1, "did not finish within 0.1 s")
+        ambiguous_or_missing = await _waypost(stack.url, "replay", "ffffffffff")
+        _one_line_error(ambiguous_or_missing, 1, "no run id starts with 'ffffffffff'")
+
+        failed = await _waypost(stack.url, "trigger", "always-fails", "{}", "--wait")
+        assert failed.returncode == 3, failed.stderr
+        dry = await _waypost(stack.url, "bulk", "requeue", "--dead-lettered", "--dry-run",
+                             "-o", "json")
+        assert json.loads(dry.stdout) == {"action": "requeue", "dryRun": True, "matched": 2,
+                                          "changed": 0, "skipped": 0, "runIds": []}
+        requeued = await _waypost(stack.url, "bulk", "requeue", "--task", "always-fails",
+                                  "--error-type", "error", "-o", "json")
+        summary = json.loads(requeued.stdout)
+        assert summary["changed"] == 1 and len(summary["runIds"]) == 1, requeued.stderr
+        assert "requeue: finished, 1 changed, 0 skipped" in requeued.stderr
+        bad_type = await _waypost(stack.url, "bulk", "cancel", "--error-type", "nope")
+        _one_line_error(bad_type, 2, "'nope' is not one of")
+        bad_time = await _waypost(stack.url, "bulk", "cancel", "--since", "yesterday")
+        _one_line_error(bad_time, 1, "filter.since")
+    finally:
+        await stack.stop()
+
+
+# Every command that prints, read by something that stops early: `head -1` leaves
+# after the first line of a command that goes on printing; `true` reads nothing.
+CLOSED_PIPES = [
+    ("trigger hello --wait", "head -1"),
+    ("trigger hello --wait -o yaml 2>/dev/null", "true"),  # its progress goes to stderr
+    ("runs list", "true"),
+    ("runs list -o wide", "true"),
+    ("runs show {run}", "true"),
+    ("logs {run}", "true"),
+    ("logs -f {run}", "true"),
+    ("logs {run} -o json", "true"),
+    ("dlq list", "true"),
+    ("schedules list", "true"),
+    ("bulk requeue --dry-run", "true"),
+    ("replay {run}", "true"),
+    ("crds", "true"),
+    ("manifests examples.orders", "true"),
+    ("--help", "true"),
+    ("runs list --help", "true"),
+]
+
+
+async def test_every_command_piped_into_head_ends_quietly(database_url: str) -> None:
+    stack = await Standalone(settings(database_url), ProcessBackend(max_parallel=2)).start()
+    try:
+        await stack.register(hello.hello)
+        run, _ = await control.trigger(stack.engine, "default", "hello", TriggerRequest())
+        await wait_for_status(stack.engine, run.id, {RunStatus.SUCCEEDED})
+        for command, reader in CLOSED_PIPES:
+            line = (f"{sys.executable} -m waypost.cli {command.format(run=run.id)} | {reader}; "
+                    "echo rc=${PIPESTATUS[0]} >&2")
+            piped = await asyncio.to_thread(
+                subprocess.run, line, shell=True, executable="/bin/bash", cwd=REPO,
+                env=_env(stack.url), capture_output=True, text=True, timeout=120, check=False)
+            # Nothing but the exit code on stderr: no traceback, no "Exception ignored".
+            assert piped.stderr == "rc=141\n", (command, reader, piped.stderr)
+    finally:
+        await stack.stop()
+
+
+async def test_watch_on_a_terminal_redraws_the_table(queued: Standalone) -> None:
+    first, _ = await control.trigger(queued.engine, "default", "hello", TriggerRequest())
+    leader, follower = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        *WAYPOST, "runs", "list", "--watch", "--interval", "0.3", cwd=REPO,
+        env=_env(queued.url, TERM="xterm-256color"), stdin=follower, stdout=follower,
+        stderr=follower)
+    os.close(follower)
+    seen = b""
+
+    async def read_until(text: bytes) -> None:
+        nonlocal seen
+        loop = asyncio.get_running_loop()
+        while text not in seen:
+            seen += await loop.run_in_executor(None, os.read, leader, 65536)
+
+    try:
+        await asyncio.wait_for(read_until(first.id[:8].encode()), 60)
+        second, _ = await control.trigger(queued.engine, "default", "hello", TriggerRequest())
+        await asyncio.wait_for(read_until(second.id[:8].encode()), 60)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 30)
+        with contextlib.suppress(OSError):  # EIO once the process closed the terminal
+            seen += os.read(leader, 65536)
+        os.close(leader)
+    shown = seen.decode(errors="replace")
+    assert code == 0, shown
+    # rich Live redraws in place: the cursor is hidden, moved up over the last table,
+    # and the table is drawn again with both runs; colours are on.
+    assert "\x1b[?25l" in shown and "\x1b[2K" in shown and "\x1b[1A" in shown, repr(shown)
+    last = shown.rsplit("ID", 1)[-1]
+    assert first.id[:8] in last and second.id[:8] in last
+    assert "Traceback" not in shown and "\x1b[" in shown

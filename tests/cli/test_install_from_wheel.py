@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import venv
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +78,12 @@ def wheel(workdir: Path) -> Path:
     for marker in ("SetuptoolsDeprecationWarning", "!!\n", "warning: "):
         assert marker not in log, f"the build warned ({marker!r}):\n{log[-4000:]}"
     [built] = out.glob("waypost-*.whl")
+    with zipfile.ZipFile(built) as archive:
+        licence = "waypost-0.1.0.dist-info/licenses/LICENSE"
+        assert licence in archive.namelist(), archive.namelist()
+        assert b"Apache License" in archive.read(licence)
+        assert "License-Expression: Apache-2.0" in archive.read(
+            "waypost-0.1.0.dist-info/METADATA").decode()
     return built
 
 

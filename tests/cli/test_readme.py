@@ -1,5 +1,7 @@
-"""The README's shell blocks marked ``runnable`` run as written against the stack
-`make dev` serves (engine, coordinator and process backend with the examples)."""
+"""The shell blocks marked ``runnable`` in the README and in docs/ run as written
+against the stack `make dev` serves (engine, coordinator and process backend with the
+examples). A file's blocks run in order in one shell, as a reader would type them, so
+a later block can use a variable an earlier one set (docs/events.md's ``$RUN``)."""
 
 from __future__ import annotations
 
@@ -18,12 +20,19 @@ REPO = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"^```(?:bash|sh) runnable\n(.*?)^```", re.S | re.M)
 
 
-def runnable_blocks() -> list[str]:
-    return BLOCK.findall((REPO / "README.md").read_text())
+DOCUMENTS = ("README.md", "docs/events.md")
 
 
-def test_the_readme_has_runnable_blocks() -> None:
-    assert runnable_blocks(), "no ```bash runnable block in README.md"
+def runnable_blocks(name: str = "README.md") -> list[str]:
+    return BLOCK.findall((REPO / name).read_text())
+
+
+def test_the_documents_have_runnable_blocks() -> None:
+    for name in DOCUMENTS:
+        assert runnable_blocks(name), f"no ```bash runnable block in {name}"
+    marked = {str(p.relative_to(REPO)) for p in [REPO / "README.md", *REPO.glob("docs/*.md")]
+              if runnable_blocks(str(p.relative_to(REPO)))}
+    assert marked == set(DOCUMENTS), "a document with runnable blocks that no test runs"
 
 
 async def test_runnable_blocks_run_as_written(database_url: str, tmp_path: Path) -> None:
@@ -34,11 +43,12 @@ async def test_runnable_blocks_run_as_written(database_url: str, tmp_path: Path)
         await stack.register(hello.hello, orders.process_order, flaky.always_fails)
         env = {k: v for k, v in os.environ.items() if not k.startswith("WAYPOST_")}
         env["WAYPOST_URL"] = stack.url  # the README's commands assume `make dev`'s URL
-        for block in runnable_blocks():
+        for name in DOCUMENTS:
+            script = "\n".join(runnable_blocks(name))
             proc = await asyncio.to_thread(
-                subprocess.run, ["bash", "-euo", "pipefail", "-c", block], cwd=REPO, env=env,
+                subprocess.run, ["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=env,
                 capture_output=True, text=True, timeout=300, check=False)
-            assert proc.returncode == 0, f"README block failed:\n{block}\n{proc.stdout}\n" \
+            assert proc.returncode == 0, f"{name}'s blocks failed:\n{script}\n{proc.stdout}\n" \
                                          f"{proc.stderr}"
             assert "Traceback" not in proc.stdout + proc.stderr
     finally:

@@ -1,5 +1,5 @@
 """Packaging: the base install is the SDK and the client; `import waypost` loads no
-server dependency; the license is an SPDX expression."""
+server dependency; the license is an SPDX expression with its text in LICENSE."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ def test_pyproject_declares_extras_and_an_spdx_license() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     meta = project["project"]
     assert meta["license"] == "Apache-2.0"
+    # The license text the SPDX string names, shipped in the wheel (PEP 639).
+    assert meta["license-files"] == ["LICENSE"]
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
     assert any(r.startswith("setuptools>=77") for r in project["build-system"]["requires"])
     base = " ".join(meta["dependencies"])
     assert not any(name.replace("_", "-") in base for name in SERVER_ONLY)

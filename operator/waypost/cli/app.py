@@ -33,7 +33,11 @@ dlq_app = typer.Typer(help="The dead-letter queue: runs whose retries ran out.",
 schedules_app = typer.Typer(help="Cron schedules of tasks.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
+bulk_app = typer.Typer(
+    help="Requeue, cancel or replay every run a filter matches, in batches (running it again "
+         "changes nothing more).", no_args_is_help=True)
 app.add_typer(schedules_app, name="schedules")
+app.add_typer(bulk_app, name="bulk")
 
 
 class OutputFormat(StrEnum):
@@ -41,6 +45,13 @@ class OutputFormat(StrEnum):
     WIDE = "wide"
     JSON = "json"
     YAML = "yaml"
+
+
+class SpecChoice(StrEnum):
+    """Which Task spec a requeued or replayed run gets."""
+
+    CURRENT = "current"
+    ORIGINAL = "original"
 
 
 @dataclass
@@ -99,5 +110,10 @@ Watch = Annotated[bool, typer.Option("--watch", "-w",
                                      help="Keep the list on screen and refresh it (Ctrl-C ends).")]
 Interval = Annotated[float, typer.Option("--interval", min=0.2,
                                          help="Seconds between refreshes with --watch.")]
+Wait = Annotated[bool, typer.Option(
+    "--wait", help="Follow the run until it ends; exit code 3 unless it succeeded.")]
+WaitTimeout = Annotated[float, typer.Option(
+    "--timeout", min=0.1, help="With --wait: give up waiting after this many seconds (the run "
+                               "goes on; exit code 1).")]
 RunId = Annotated[str, typer.Argument(
     help="A run id, or enough of its first characters to be unique.", show_default=False)]

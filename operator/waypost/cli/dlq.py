@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +16,7 @@ from waypost.cli.app import (
     Output,
     OutputFormat,
     RunId,
+    SpecChoice,
     TaskFilter,
     Watch,
     dlq_app,
@@ -68,11 +68,6 @@ def dlq_list(
         return {"runs": page.runs, "total": page.total}, table, remark
 
     common.show_list(fetch, fmt, watch=watch, interval=interval)
-
-
-class SpecChoice(StrEnum):
-    CURRENT = "current"
-    ORIGINAL = "original"
 
 
 @dlq_app.command("requeue")

@@ -13,8 +13,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # a bad flag or argument, missing configuration
     RUN_FAILED = 3  # `--wait` saw the run end in any state but succeeded
     INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
-    # The reader went away (`| head`): quiet, 141 as shells report SIGPIPE. Typer ends
-    # a pipe closed while a command writes with 1; both print nothing.
+    # The reader went away (`| head`): nothing printed, 141 as shells report SIGPIPE.
     BROKEN_PIPE = 141
 
 

@@ -41,6 +41,12 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def _pipe_closed() -> bool:
+    """Whether Typer met a closed stdout: it swaps in click's PacifyFlushWrapper and exits
+    with 1; we end it as a closed pipe everywhere else (141, like SIGPIPE in a shell)."""
+    return type(sys.stdout).__name__ == "PacifyFlushWrapper"
+
+
 def _usage_error(exc: Exception) -> int | None:
     """The exit code of a command-line parsing error, shown the way click shows it.
 
@@ -75,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"address already in use: {exc.strerror}", ExitCode.ERROR, debug)
         return _fail(f"{type(exc).__name__}: {exc}", ExitCode.ERROR, debug or state.debug)
     except SystemExit as exc:
+        if _pipe_closed():
+            return ExitCode.BROKEN_PIPE
         if isinstance(exc.code, str):
             return _fail(exc.code.removeprefix("waypost: "), ExitCode.ERROR, debug)
         return int(exc.code or 0)

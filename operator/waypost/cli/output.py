@@ -26,12 +26,20 @@ STATUS_STYLES = {
 }
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits with 1 here; `waypost.cli.main` ends every closed pipe the same
+        # way (quiet, exit code 141), whichever writer met it first.
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def _console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     terminal = stream.isatty()
     # A pipe gets no colour and no width limit (rich would wrap at 80 columns).
-    return Console(file=stream, width=None if terminal else 100_000, highlight=False,
-                   soft_wrap=not terminal, no_color=not terminal or None)
+    return _Console(file=stream, width=None if terminal else 100_000, highlight=False,
+                    soft_wrap=not terminal, no_color=not terminal or None)
 
 
 def out() -> Console:
@@ -56,6 +64,23 @@ def show(renderable: RenderableType | str = "") -> None:
     text = "\n".join(line.rstrip() for line in captured.get().splitlines())
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+class Lines:
+    """Prints one line at a time as it arrives (log lines, progress), flushed at once:
+    styled on a terminal, plain text when piped. To stderr with ``stderr=True``, which
+    commands use for progress when stdout carries a JSON/YAML document."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self.console = _console(stderr)
+        self.stream = sys.stderr if stderr else sys.stdout
+
+    def __call__(self, line: Text | str) -> None:
+        if self.console.is_terminal:
+            self.console.print(line if isinstance(line, Text) else Text(line))
+            return
+        self.stream.write((line.plain if isinstance(line, Text) else line) + "\n")
+        self.stream.flush()
 
 
 def note(message: str) -> None:
@@ -183,6 +208,11 @@ def document(data: Any, fmt: OutputFormat) -> str:
         text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
         return text.rstrip("\n")
     return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def compact_json(data: Any) -> str:
+    """One-line JSON, for streams of documents (JSON Lines)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def emit_document(data: Any, fmt: OutputFormat) -> None:

@@ -10,7 +10,7 @@ import typer
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from waypost.cli import classic, common, output
+from waypost.cli import common, output, progress
 from waypost.cli import waits as waits_cli
 from waypost.cli.app import (
     All,
@@ -21,11 +21,13 @@ from waypost.cli.app import (
     OutputFormat,
     RunId,
     TaskFilter,
+    Wait,
+    WaitTimeout,
     Watch,
     app,
     runs_app,
 )
-from waypost.cli.errors import CliError, ExitCode
+from waypost.cli.errors import ExitCode
 from waypost.cli.output import Column
 from waypost.sdk.client import RunDocument, WaypostClient
 
@@ -79,11 +81,8 @@ def trigger(
         "options: {\"payload\": ..., \"idempotencyKey\": ..., \"priority\": ..., "
         "\"concurrencyKey\": ..., \"delay\": ..., \"runAt\": ..., \"ttl\": ...}.",
         dir_okay=False)] = None,
-    wait: Annotated[bool, typer.Option(
-        "--wait", help="Follow the run until it ends; exit code 3 unless it succeeded.")] = False,
-    timeout: Annotated[float, typer.Option(
-        min=0.1, help="With --wait: give up waiting after this many seconds (the run goes on; "
-                      "exit code 1).")] = 300.0,
+    wait: Wait = False,
+    timeout: WaitTimeout = 300.0,
     fmt: Output = OutputFormat.TABLE,
 ) -> None:
     """Trigger a run of TASK with a JSON PAYLOAD (or many with --batch)."""
@@ -108,25 +107,9 @@ def trigger(
                 output.show(f"{'triggered' if handle.created else 'existing'} run "
                                    f"{handle.id}")
             return ExitCode.OK
-        say = output.err() if structured else output.out()
-        say.print(Text(f"{'triggered' if handle.created else 'existing'} run {handle.id}"))
-
-        def progress(event: Any) -> None:
-            line = classic.describe_event(event)  # the run's events: attempts, checkpoints
-            if line is not None:
-                say.print(Text(line))
-
-        try:
-            run = await client.wait(handle.id, timeout=timeout, on_event=progress)
-        except TimeoutError:
-            raise CliError(
-                f"run {handle.id} did not finish within {timeout:g} s; it goes on "
-                f"(waypost runs show {output.short_id(handle.id)})") from None
-        if structured:
-            output.emit_document(run, fmt)
-        else:
-            output.show(_run_details(run))
-        return ExitCode.OK if run.get("status") == "succeeded" else ExitCode.RUN_FAILED
+        return await progress.follow_run(
+            client, handle.id, timeout=timeout, fmt=fmt, details=run_details,
+            headline=f"{'triggered' if handle.created else 'existing'} run {handle.id}")
 
     code = common.call(go)
     if code:
@@ -160,7 +143,7 @@ def runs_list(
     common.show_list(fetch, fmt, watch=watch, interval=interval)
 
 
-def _run_details(run: RunDocument) -> RenderableType:
+def run_details(run: RunDocument) -> RenderableType:
     """A run as `runs show` prints it: fields, attempts, checkpoints, the last error."""
     fields = Text()
     rows: list[tuple[str, Any]] = [
@@ -282,7 +265,7 @@ def runs_show(run_id: RunId, fmt: Output = OutputFormat.TABLE) -> None:
     if fmt in (OutputFormat.JSON, OutputFormat.YAML):
         output.emit_document(run, fmt)
     else:
-        output.show(_run_details(run))
+        output.show(run_details(run))
 
 
 def show_changed(run: RunDocument, fmt: OutputFormat, line: str) -> None:
