@@ -111,69 +111,78 @@ async def test_trigger_wait_list_show_dlq_requeue(database_url: str) -> None:
         await stack.stop()
 
 
-async def test_trigger_wait_shows_attempts_and_checkpoints_and_logs_prints_lines(
+@pytest.fixture
+async def running(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> AsyncIterator[Standalone]:
+    """A stack that runs the examples in processes."""
     monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.jsonl"))
     stack = await Standalone(settings(database_url, missed_heartbeats=10),
-                           ProcessBackend(max_parallel=2)).start()
+                             ProcessBackend(max_parallel=2)).start()
+    await stack.register(orders.process_order, hello.hello, flaky.always_fails)
     try:
-        await stack.register(orders.process_order, hello.hello)
-        done = await _waypost(stack.url, "trigger", "process-order",
-                              '{"orderId": "o-5", "failPaymentOnAttempts": [1]}', "--wait")
-        assert done.returncode == 0, done.stderr
-        progress = done.stdout.splitlines()
-        for expected in ("attempt 1 started (memory 256.0 MiB)",
-                         "checkpoint order-fetched (",
-                         "attempt 1 failed: error",
-                         "status retrying",
-                         "attempt 2 started",
-                         "checkpoint payment-complete (",
-                         "attempt 2 succeeded in",
-                         "status succeeded"):
-            assert any(expected in line for line in progress), (expected, done.stdout)
-        run_id = progress[0].split()[2]
-
-        logs = await _waypost(stack.url, "logs", run_id)
-        assert logs.returncode == 0, logs.stderr
-        lines = logs.stdout.splitlines()
-        assert any("#1 [order-fetched] INFO    fetching order" in line
-                   and '"orderId":"o-5"' in line for line in lines), logs.stdout
-        assert any("#1 [payment-complete] WARNING payment declined" in line for line in lines)
-        second = await _waypost(stack.url, "logs", run_id, "--attempt", "2")
-        assert "#2 INFO    payment complete" in second.stdout and "#1" not in second.stdout
-        followed = await _waypost(stack.url, "logs", run_id, "-f", "--level", "warning")
-        assert followed.returncode == 0 and "payment declined" in followed.stdout
-        assert "INFO" not in followed.stdout
-
-        # A wait that runs out ends with a message, exit code 1 (README: exit codes) and
-        # no traceback.
-        slow = await _waypost(stack.url, "trigger", "hello", "{}", "--wait", "--timeout", "0.1")
-        assert slow.returncode == 1, slow.stderr
-        assert "did not finish within 0.1 s" in slow.stderr
-        assert "Traceback" not in slow.stderr
-
-        edited = tmp_path / "order.json"
-        edited.write_text('{"id": "o-cli", "amountCents": 1, "items": []}')
-        replayed = await _waypost(
-            stack.url, "replay", run_id, "--from", "order-fetched", "--payload",
-            '{"orderId": "o-5"}', "--set-checkpoint", f"order-fetched=@{edited}", "--wait")
-        assert replayed.returncode == 0, replayed.stderr
-        assert f"of {run_id} (after checkpoint order-fetched)" in replayed.stdout
-        assert "attempt 1 started" in replayed.stdout and "o-cli" in replayed.stdout
-        assert "checkpoint order-fetched (41 B, copied by the replay)" in replayed.stdout
-        assert f"Replay of {run_id} from order-fetched (current spec)" in replayed.stdout
-        shown = await _waypost(stack.url, "runs", "show", run_id)
-        assert "Replays:" in shown.stdout
-        bad = await _waypost(stack.url, "replay", run_id, "--from", "nope")
-        assert bad.returncode == 1 and "no checkpoint 'nope'" in bad.stderr
-        bad_edit = await _waypost(stack.url, "replay", run_id, "--set-checkpoint", "novalue")
-        assert bad_edit.returncode != 0 and "KEY=JSON" in bad_edit.stderr
-
-        missing = await _waypost(stack.url, "logs", "00000000-0000-0000-0000-000000000000")
-        assert missing.returncode == 1 and "no run" in missing.stderr
+        yield stack
     finally:
         await stack.stop()
+
+
+async def test_trigger_wait_shows_attempts_and_checkpoints_and_logs_prints_lines(
+    running: Standalone, tmp_path: Path
+) -> None:
+    stack = running
+    done = await _waypost(stack.url, "trigger", "process-order",
+                          '{"orderId": "o-5", "failPaymentOnAttempts": [1]}', "--wait")
+    assert done.returncode == 0, done.stderr
+    progress = done.stdout.splitlines()
+    for expected in ("attempt 1 started (memory 256.0 MiB)",
+                     "checkpoint order-fetched (",
+                     "attempt 1 failed: error",
+                     "status retrying",
+                     "attempt 2 started",
+                     "checkpoint payment-complete (",
+                     "attempt 2 succeeded in",
+                     "status succeeded"):
+        assert any(expected in line for line in progress), (expected, done.stdout)
+    run_id = progress[0].split()[2]
+
+    logs = await _waypost(stack.url, "logs", run_id)
+    assert logs.returncode == 0, logs.stderr
+    lines = logs.stdout.splitlines()
+    assert any("#1 [order-fetched] INFO    fetching order" in line
+               and '"orderId":"o-5"' in line for line in lines), logs.stdout
+    assert any("#1 [payment-complete] WARNING payment declined" in line for line in lines)
+    second = await _waypost(stack.url, "logs", run_id, "--attempt", "2")
+    assert "#2 INFO    payment complete" in second.stdout and "#1" not in second.stdout
+    followed = await _waypost(stack.url, "logs", run_id, "-f", "--level", "warning")
+    assert followed.returncode == 0 and "payment declined" in followed.stdout
+    assert "INFO" not in followed.stdout
+
+    # A wait that runs out ends with a message, exit code 1 (README: exit codes) and
+    # no traceback.
+    slow = await _waypost(stack.url, "trigger", "hello", "{}", "--wait", "--timeout", "0.1")
+    assert slow.returncode == 1, slow.stderr
+    assert "did not finish within 0.1 s" in slow.stderr
+    assert "Traceback" not in slow.stderr
+
+    edited = tmp_path / "order.json"
+    edited.write_text('{"id": "o-cli", "amountCents": 1, "items": []}')
+    replayed = await _waypost(
+        stack.url, "replay", run_id, "--from", "order-fetched", "--payload",
+        '{"orderId": "o-5"}', "--set-checkpoint", f"order-fetched=@{edited}", "--wait")
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"of {run_id} (after checkpoint order-fetched)" in replayed.stdout
+    assert "attempt 1 started" in replayed.stdout and "o-cli" in replayed.stdout
+    assert "checkpoint order-fetched (41 B, copied by the replay)" in replayed.stdout
+    assert f"Replay of {run_id} from order-fetched (current spec)" in replayed.stdout
+    shown = await _waypost(stack.url, "runs", "show", run_id)
+    assert "Replays:" in shown.stdout
+    bad = await _waypost(stack.url, "replay", run_id, "--from", "nope")
+    assert bad.returncode == 1 and "no checkpoint 'nope'" in bad.stderr
+    bad_edit = await _waypost(stack.url, "replay", run_id, "--set-checkpoint", "novalue")
+    assert bad_edit.returncode != 0 and "KEY=JSON" in bad_edit.stderr
+
+    missing = await _waypost(stack.url, "logs", "00000000-0000-0000-0000-000000000000")
+    assert missing.returncode == 1 and "no run" in missing.stderr
 async def test_json_and_yaml_output_match_the_api(queued: Standalone) -> None:
     for i in range(3):
         await control.trigger(queued.engine, "default", "hello",
@@ -340,67 +349,59 @@ async def test_colours_only_on_a_terminal(queued: Standalone) -> None:
     assert "\x1b[" in shown and "queued" in shown
 
 
-async def test_logs_replay_and_bulk_speak_every_format(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.jsonl"))
-    stack = await Standalone(settings(database_url, missed_heartbeats=10),
-                             ProcessBackend(max_parallel=2)).start()
-    try:
-        await stack.register(orders.process_order, flaky.always_fails)
-        done = await _waypost(stack.url, "trigger", "process-order",
-                              '{"orderId": "o-7", "failPaymentOnAttempts": [1]}', "--wait",
-                              "-o", "json")
-        assert done.returncode == 0, done.stderr
-        run_id = json.loads(done.stdout)["id"]
-        assert "attempt 2 succeeded" in done.stderr  # progress beside the document
+async def test_logs_replay_and_bulk_speak_every_format(running: Standalone) -> None:
+    stack = running
+    done = await _waypost(stack.url, "trigger", "process-order",
+                          '{"orderId": "o-7", "failPaymentOnAttempts": [1]}', "--wait",
+                          "-o", "json")
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["id"]
+    assert "attempt 2 succeeded" in done.stderr  # progress beside the document
 
-        async with WaypostClient(stack.url) as client:
-            entries, _ = await client.logs(run_id, limit=1000)
-        as_json = await _waypost(stack.url, "logs", run_id[:7], "-o", "json")
-        assert as_json.returncode == 0, as_json.stderr
-        assert [json.loads(line) for line in as_json.stdout.splitlines()] == entries
-        as_yaml = await _waypost(stack.url, "logs", run_id[:7], "-o", "yaml")
-        assert list(yaml.safe_load_all(as_yaml.stdout)) == entries
-        wide = await _waypost(stack.url, "logs", run_id, "-o", "wide", "--level", "warning")
-        assert f'WARNING payment declined {{"run_id":"{run_id}","attempt":1' in wide.stdout
-        assert wide.stdout.split()[0].endswith("Z") and "." in wide.stdout.split()[0]  # ms
-        bad_level = await _waypost(stack.url, "logs", run_id, "--level", "loud")
-        _one_line_error(bad_level, 2, "'loud' is not one of")
+    async with WaypostClient(stack.url) as client:
+        entries, _ = await client.logs(run_id, limit=1000)
+    as_json = await _waypost(stack.url, "logs", run_id[:7], "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert [json.loads(line) for line in as_json.stdout.splitlines()] == entries
+    as_yaml = await _waypost(stack.url, "logs", run_id[:7], "-o", "yaml")
+    assert list(yaml.safe_load_all(as_yaml.stdout)) == entries
+    wide = await _waypost(stack.url, "logs", run_id, "-o", "wide", "--level", "warning")
+    assert f'WARNING payment declined {{"run_id":"{run_id}","attempt":1' in wide.stdout
+    assert wide.stdout.split()[0].endswith("Z") and "." in wide.stdout.split()[0]  # ms
+    bad_level = await _waypost(stack.url, "logs", run_id, "--level", "loud")
+    _one_line_error(bad_level, 2, "'loud' is not one of")
 
-        replayed = await _waypost(stack.url, "replay", run_id[:8], "--from", "order-fetched",
-                                  "-o", "yaml")
-        assert replayed.returncode == 0, replayed.stderr
-        replay_doc = yaml.safe_load(replayed.stdout)
-        assert replay_doc["replayOf"] == run_id and replay_doc["source"] == "replay"
-        waited = await _waypost(stack.url, "replay", run_id[:8], "--payload",
-                                '{"orderId": "o-8", "failPaymentOnAttempts": [1, 2, 3, 4, 5]}',
-                                "--wait")
-        # Every attempt fails: the documented "run did not succeed" code, no traceback.
-        assert waited.returncode == 3, (waited.stdout, waited.stderr)
-        assert "status dead_lettered" in waited.stdout and "Traceback" not in waited.stderr
-        timeout = await _waypost(stack.url, "replay", run_id, "--wait", "--timeout", "0.1")
-        _one_line_error(timeout, 1, "did not finish within 0.1 s")
-        ambiguous_or_missing = await _waypost(stack.url, "replay", "ffffffffff")
-        _one_line_error(ambiguous_or_missing, 1, "no run id starts with 'ffffffffff'")
+    replayed = await _waypost(stack.url, "replay", run_id[:8], "--from", "order-fetched",
+                              "-o", "yaml")
+    assert replayed.returncode == 0, replayed.stderr
+    replay_doc = yaml.safe_load(replayed.stdout)
+    assert replay_doc["replayOf"] == run_id and replay_doc["source"] == "replay"
+    waited = await _waypost(stack.url, "replay", run_id[:8], "--payload",
+                            '{"orderId": "o-8", "failPaymentOnAttempts": [1, 2, 3, 4, 5]}',
+                            "--wait")
+    # Every attempt fails: the documented "run did not succeed" code, no traceback.
+    assert waited.returncode == 3, (waited.stdout, waited.stderr)
+    assert "status dead_lettered" in waited.stdout and "Traceback" not in waited.stderr
+    timeout = await _waypost(stack.url, "replay", run_id, "--wait", "--timeout", "0.1")
+    _one_line_error(timeout, 1, "did not finish within 0.1 s")
+    ambiguous_or_missing = await _waypost(stack.url, "replay", "ffffffffff")
+    _one_line_error(ambiguous_or_missing, 1, "no run id starts with 'ffffffffff'")
 
-        failed = await _waypost(stack.url, "trigger", "always-fails", "{}", "--wait")
-        assert failed.returncode == 3, failed.stderr
-        dry = await _waypost(stack.url, "bulk", "requeue", "--dead-lettered", "--dry-run",
-                             "-o", "json")
-        assert json.loads(dry.stdout) == {"action": "requeue", "dryRun": True, "matched": 2,
-                                          "changed": 0, "skipped": 0, "runIds": []}
-        requeued = await _waypost(stack.url, "bulk", "requeue", "--task", "always-fails",
-                                  "--error-type", "error", "-o", "json")
-        summary = json.loads(requeued.stdout)
-        assert summary["changed"] == 1 and len(summary["runIds"]) == 1, requeued.stderr
-        assert "requeue: finished, 1 changed, 0 skipped" in requeued.stderr
-        bad_type = await _waypost(stack.url, "bulk", "cancel", "--error-type", "nope")
-        _one_line_error(bad_type, 2, "'nope' is not one of")
-        bad_time = await _waypost(stack.url, "bulk", "cancel", "--since", "yesterday")
-        _one_line_error(bad_time, 1, "filter.since")
-    finally:
-        await stack.stop()
+    failed = await _waypost(stack.url, "trigger", "always-fails", "{}", "--wait")
+    assert failed.returncode == 3, failed.stderr
+    dry = await _waypost(stack.url, "bulk", "requeue", "--dead-lettered", "--dry-run",
+                         "-o", "json")
+    assert json.loads(dry.stdout) == {"action": "requeue", "dryRun": True, "matched": 2,
+                                      "changed": 0, "skipped": 0, "runIds": []}
+    requeued = await _waypost(stack.url, "bulk", "requeue", "--task", "always-fails",
+                              "--error-type", "error", "-o", "json")
+    summary = json.loads(requeued.stdout)
+    assert summary["changed"] == 1 and len(summary["runIds"]) == 1, requeued.stderr
+    assert "requeue: finished, 1 changed, 0 skipped" in requeued.stderr
+    bad_type = await _waypost(stack.url, "bulk", "cancel", "--error-type", "nope")
+    _one_line_error(bad_type, 2, "'nope' is not one of")
+    bad_time = await _waypost(stack.url, "bulk", "cancel", "--since", "yesterday")
+    _one_line_error(bad_time, 1, "filter.since")
 
 
 # Every command that prints, read by something that stops early: `head -1` leaves

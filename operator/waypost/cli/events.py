@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -131,21 +132,6 @@ def replay(
         raise typer.Exit(code)
 
 
-class BulkFilters:
-    """The filters every bulk action takes, parsed once."""
-
-    def __init__(self, namespace: str | None, task: str | None, status: str | None,
-                 since: str | None, until: str | None, error_type: FailureType | None,
-                 dead_lettered: bool) -> None:
-        self.values: dict[str, Any] = {
-            "namespace": namespace, "task": task,
-            "status": [s.strip() for s in status.split(",") if s.strip()] if status else None,
-            "since": since, "until": until,
-            "error_type": error_type.value if error_type else None,
-            "dead_lettered": dead_lettered,
-        }
-
-
 Status = Annotated[str | None, typer.Option(
     help="Only these statuses, comma-separated (e.g. failed,dead_lettered).")]
 Since = Annotated[str | None, typer.Option(
@@ -159,20 +145,46 @@ DeadLettered = Annotated[bool, typer.Option("--dead-lettered", help="Only dead-l
 DryRun = Annotated[bool, typer.Option(
     "--dry-run", help="Only count the runs it would take; change nothing.")]
 BatchSize = Annotated[int, typer.Option(min=1, max=1000, help="Runs per request.")]
+FromCheckpoint = Annotated[str | None, typer.Option(
+    "--from", metavar="KEY", help="Resume each replay right after this checkpoint.")]
 
 
-def _bulk(action: str, flt: BulkFilters, *, dry_run: bool, batch_size: int, fmt: OutputFormat,
-          from_checkpoint: str | None = None, spec: SpecChoice = SpecChoice.CURRENT) -> None:
+def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=annotation)
+
+
+# The options of every bulk action, in --help order; replay adds its own.
+_FILTERS = [
+    _option("namespace", Namespace, None), _option("task", TaskFilter, None),
+    _option("status", Status, None), _option("since", Since, None),
+    _option("until", Until, None), _option("error_type", ErrorType, None),
+    _option("dead_lettered", DeadLettered, False), _option("dry_run", DryRun, False),
+    _option("batch_size", BatchSize, 100),
+]
+_REPLAY_OPTIONS = [_option("from_checkpoint", FromCheckpoint, None),
+                   _option("spec", Spec, SpecChoice.CURRENT)]
+
+
+def _bulk(action: str, fmt: OutputFormat, *, namespace: str | None, task: str | None,
+          status: str | None, since: str | None, until: str | None,
+          error_type: FailureType | None, dead_lettered: bool, dry_run: bool,
+          batch_size: int, from_checkpoint: str | None = None,
+          spec: SpecChoice = SpecChoice.CURRENT) -> None:
     """Run ``action`` batch by batch, printing progress; JSON/YAML print one summary."""
     structured = fmt in (OutputFormat.JSON, OutputFormat.YAML)
     say = output.Lines(stderr=structured)
     summary: dict[str, Any] = {"action": action, "dryRun": dry_run, "matched": None,
                                "changed": 0, "skipped": 0, "runIds": []}
+    statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
 
     async def go(client: WaypostClient) -> None:
-        async for batch in client.bulk(action, **flt.values, dry_run=dry_run,
-                                       batch_size=batch_size, from_checkpoint=from_checkpoint,
-                                       spec=spec.value):
+        async for batch in client.bulk(
+            action, namespace=namespace, task=task, status=statuses, since=since, until=until,
+            error_type=error_type.value if error_type else None, dead_lettered=dead_lettered,
+            dry_run=dry_run, batch_size=batch_size, from_checkpoint=from_checkpoint,
+            spec=spec.value,
+        ):
             if summary["matched"] is None:
                 summary["matched"] = batch["matched"]
             if dry_run:
@@ -194,50 +206,26 @@ def _bulk(action: str, flt: BulkFilters, *, dry_run: bool, batch_size: int, fmt:
         output.emit_document(summary, fmt)
 
 
-def _bulk_command(action: str, summary: str) -> None:
-    def command(
-        namespace: Namespace = None,
-        task: TaskFilter = None,
-        status: Status = None,
-        since: Since = None,
-        until: Until = None,
-        error_type: ErrorType = None,
-        dead_lettered: DeadLettered = False,
-        dry_run: DryRun = False,
-        batch_size: BatchSize = 100,
-        fmt: Output = OutputFormat.TABLE,
-    ) -> None:
-        flt = BulkFilters(namespace, task, status, since, until, error_type, dead_lettered)
-        _bulk(action, flt, dry_run=dry_run, batch_size=batch_size, fmt=fmt)
+def _bulk_command(action: str, summary: str, extra: list[inspect.Parameter]) -> None:
+    """Register `waypost bulk ACTION` with the shared filter options plus ``extra``.
 
+    The options are declared once (``_FILTERS``) and given to Typer as the command's
+    signature, so the three actions cannot drift apart.
+    """
+
+    def command(fmt: OutputFormat = OutputFormat.TABLE, **options: Any) -> None:
+        _bulk(action, fmt, **options)
+
+    params = [*_FILTERS, *extra, _option("fmt", Output, OutputFormat.TABLE)]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = summary
     bulk_app.command(action)(command)
 
 
 _bulk_command("requeue", "Requeue the matching dead-lettered and failed runs; each resumes "
-                         "after its last checkpoint.")
-_bulk_command("cancel", "Cancel the matching queued, running and retrying runs.")
-
-
-@bulk_app.command("replay")
-def bulk_replay(
-    namespace: Namespace = None,
-    task: TaskFilter = None,
-    status: Status = None,
-    since: Since = None,
-    until: Until = None,
-    error_type: ErrorType = None,
-    dead_lettered: DeadLettered = False,
-    dry_run: DryRun = False,
-    batch_size: BatchSize = 100,
-    from_checkpoint: Annotated[str | None, typer.Option(
-        "--from", metavar="KEY", help="Resume each replay right after this checkpoint.")
-    ] = None,
-    spec: Spec = SpecChoice.CURRENT,
-    fmt: Output = OutputFormat.TABLE,
-) -> None:
-    """Replay the matching finished runs with their own payloads (new runs; a run this
-    action already replayed is skipped)."""
-    flt = BulkFilters(namespace, task, status, since, until, error_type, dead_lettered)
-    _bulk("replay", flt, dry_run=dry_run, batch_size=batch_size, fmt=fmt,
-          from_checkpoint=from_checkpoint, spec=spec)
+                         "after its last checkpoint.", [])
+_bulk_command("cancel", "Cancel the matching queued, running and retrying runs.", [])
+_bulk_command("replay", "Replay the matching finished runs with their own payloads (new "
+                        "runs; a run this action already replayed is skipped).",
+              _REPLAY_OPTIONS)
