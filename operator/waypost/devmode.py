@@ -35,7 +35,7 @@ import tomllib
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -317,6 +317,19 @@ class Follower:
                 await asyncio.wait_for(stop.wait(), interval)
 
 
+async def _settle(backend: ProcessBackend, follower: Follower, timeout: float = 10.0) -> None:
+    """Wait for the runner processes to end, then print what is left of their output.
+
+    A run is final once its runner reported the result, a moment before the process
+    has written its last lines and exited: ``--once`` would end without them.
+    """
+    for _ in range(int(timeout / 0.1)):
+        if not backend.running():
+            break
+        await asyncio.sleep(0.1)
+    await follower.poll()
+
+
 def _describe(run: Run) -> str:
     if run.status == RunStatus.RUNNING:
         return f"attempt {run.attempt} running"
@@ -476,11 +489,12 @@ class _Dev:
             if self.examples:
                 code = await _run_examples(stack, self.ledger_path, timeout=self.timeout)
             elif self.once:
-                code = await self._fire_schedules_once(stack)
+                code = await self._fire_schedules_once(
+                    stack, settle=lambda: _settle(backend, follower))
             else:
                 code = 0
             if self.once:
-                await follower.poll()  # the last lines before the summary ends the output
+                await _settle(backend, follower)
                 return code
             example = next(iter(self.loaded.entrypoints), "TASK")
             print(f"\n{'Still serving' if self.examples else 'Serving'} at {stack.url}/ — "
@@ -549,7 +563,8 @@ class _Dev:
                 await stack.engine.warm.code_changed(definition.namespace, definition.name)
             print("Reloaded: new attempts run the new code.", flush=True)
 
-    async def _fire_schedules_once(self, stack: Standalone) -> int:
+    async def _fire_schedules_once(self, stack: Standalone,
+                                   settle: Callable[[], Awaitable[None]]) -> int:
         fired: list[tuple[str, str, uuid.UUID]] = []
         for definition in self.loaded.definitions:
             for item in definition.spec.schedules:
@@ -571,6 +586,7 @@ class _Dev:
                     if run.status.is_final:
                         final[run_id] = run
             await asyncio.sleep(0.2)
+        await settle()
         print("\nSchedule              task              run       status", flush=True)
         ok = True
         for task, name, run_id in fired:
