@@ -118,7 +118,8 @@ def readme_release(helm: str, images: str, api: client.ApiClient) -> Iterator[di
     found them."""
     ext = client.ApiextensionsV1Api(api)
     core = client.CoreV1Api(api)
-    present = {c.metadata.name for c in ext.list_custom_resource_definition().items}
+    present = {c.metadata.name: c for c in ext.list_custom_resource_definition().items
+               if c.metadata.name in CRDS}
     assert NAMESPACE not in {n.metadata.name for n in core.list_namespace().items}, (
         f"namespace {NAMESPACE} exists: a release of an earlier run was left behind")
 
@@ -155,8 +156,17 @@ def readme_release(helm: str, images: str, api: client.ApiClient) -> Iterator[di
         sh(helm, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", timeout=300, check=False)
         kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s",
                 timeout=200, check=False)
-        if not set(CRDS) & present:  # leave the cluster as it was found
+        # Leave the cluster as it was found: CRDs that were not there go; CRDs that
+        # were lose the Helm ownership the README's commands gave them (they keep
+        # the fields of this tree's crds/, as any `kubectl apply -f crds/` leaves them).
+        if not present:
             kubectl("delete", "crd", *CRDS, "--timeout=120s", timeout=130, check=False)
+        for name, crd in present.items():
+            if "meta.helm.sh/release-name" not in (crd.metadata.annotations or {}):
+                kubectl("annotate", "crd", name, "meta.helm.sh/release-name-",
+                        "meta.helm.sh/release-namespace-", check=False)
+            if "app.kubernetes.io/managed-by" not in (crd.metadata.labels or {}):
+                kubectl("label", "crd", name, "app.kubernetes.io/managed-by-", check=False)
 
 
 def _taskrun(name: str) -> dict[str, Any]:
