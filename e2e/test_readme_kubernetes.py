@@ -254,8 +254,9 @@ def test_waypost_manifests_output_runs_on_the_cluster(readme_release: dict[str, 
     assert status["attempt"] == 2 and status["result"]["orderId"] == "m-1", status
 
     # The run's attempts and checkpoints, read with the CLI through the coordinator.
-    service = json.loads(kubectl("get", "service", f"{RELEASE}-waypost", "-n", NAMESPACE,
-                                 "-o", "json").stdout)
+    # The chart's fullname is the release name when that already says "waypost".
+    service = json.loads(kubectl("get", "service", RELEASE, "-n", NAMESPACE, "-o",
+                                 "json").stdout)
     url = f"http://{service['spec']['clusterIP']}:8080"
     shown = wait_until(lambda: _show(url, status["runId"]), 60, "waypost runs show")
     assert [(c["key"], c["attempt"]) for c in shown["checkpoints"]] == [
