@@ -35,7 +35,14 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e_support import E2E_DIR, kubeconfig_path, uses_harness, wait_until
+import test_operator
+from e2e_support import E2E_DIR, kubeconfig_path, wait_until
+from test_operator import kubectl_bin
+
+# The operator tests' module fixtures (helm; the images built from this tree), run
+# again for this module.
+helm = test_operator.helm
+images = test_operator.images
 
 REPO = E2E_DIR.parent
 README = REPO / "README.md"
@@ -51,14 +58,6 @@ def readme_block(tag: str) -> str:
     assert len(found) == 1, f"README.md has {len(found)} ```bash {tag} blocks"
     indent, body = found[0]
     return textwrap.dedent(body) if indent else str(body)
-
-
-def _kubectl_bin() -> str:
-    cache = os.environ.get("E2E_CACHE", "/var/cache/waypost-e2e")
-    versions = (E2E_DIR / "cluster" / "versions.sh").read_text()
-    version = re.search(r"^KUBERNETES_VERSION=(\S+)", versions, re.M)
-    built = f"{cache}/kubernetes-{version.group(1) if version else ''}/bin/kubectl"
-    return os.environ.get("KUBECTL") or (built if os.path.exists(built) else "kubectl")
 
 
 def _env(path_dir: Path) -> dict[str, str]:
@@ -77,7 +76,7 @@ def sh(*cmd: str, timeout: float = 300, stdin: str | None = None,
 
 
 def kubectl(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return sh(_kubectl_bin(), *args, **kw)
+    return sh(kubectl_bin(), *args, **kw)
 
 
 def run_block(script: str, bin_dir: Path, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -95,20 +94,6 @@ def has_default_storage_class(api: client.ApiClient) -> bool:
     classes = client.StorageV1Api(api).list_storage_class().items
     return any((c.metadata.annotations or {}).get(
         "storageclass.kubernetes.io/is-default-class") == "true" for c in classes)
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return sh(str(REPO / "charts/tools/ensure-helm"), timeout=1800).stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def images() -> str:
-    if uses_harness():
-        sh(str(REPO / "runner-image/build-images"), "runner", "examples", "operator",
-           "postgres", timeout=2400)
-        return "waypost-e2e-postgres:15"
-    return os.environ.get("WAYPOST_E2E_POSTGRES_IMAGE", "postgres:16")
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +116,7 @@ def readme_release(helm: str, images: str, api: client.ApiClient) -> Iterator[di
         extra += ["--set", f"postgresql.image.repository={repo}",
                   "--set-string", f"postgresql.image.tag={tag}"]
     bin_dir = Path(tempfile.mkdtemp(prefix="waypost-e2e-readme-"))
-    (bin_dir / "kubectl").symlink_to(_kubectl_bin())
+    (bin_dir / "kubectl").symlink_to(kubectl_bin())
     wrapper = bin_dir / "helm"
     wrapper.write_text(
         "#!/bin/bash\n# Adds this cluster's needs to `helm install` (see the test's docstring).\n"
