@@ -138,6 +138,10 @@ def readme_release(helm: str, images: str, api: client.ApiClient) -> Iterator[di
         yield {"stdout": proc.stdout, "stderr": proc.stderr, "elapsed": elapsed,
                "bin_dir": bin_dir}
     finally:
+        # Tasks and TaskRuns first, while the operator is there to remove its finalizer
+        # (after `helm uninstall` they would hold the namespace in Terminating).
+        kubectl("delete", "taskruns,tasks", "--all", "-n", NAMESPACE, "--timeout=120s",
+                timeout=130, check=False)
         sh(helm, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", timeout=300, check=False)
         kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s",
                 timeout=200, check=False)
