@@ -224,7 +224,7 @@ def _bulk_command(action: str, summary: str, extra: list[inspect.Parameter]) -> 
 
 
 _bulk_command("requeue", "Requeue the matching dead-lettered and failed runs; each resumes "
-                         "after its last checkpoint.", [])
+                         "after its last checkpoint.", [_option("spec", Spec, SpecChoice.CURRENT)])
 _bulk_command("cancel", "Cancel the matching queued, running and retrying runs.", [])
 _bulk_command("replay", "Replay the matching finished runs with their own payloads (new "
                         "runs; a run this action already replayed is skipped).",
