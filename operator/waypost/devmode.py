@@ -252,9 +252,10 @@ class Follower:
             self._tasks[run.id] = run.task
             self._seen[run.id] = (run.status.value, run.attempt)
 
-    async def poll(self) -> None:
+    async def poll(self) -> int:
+        """Show new runner output and status changes; the number of output bytes read."""
         # Log lines first: an attempt's lines were written before it reported its end.
-        await self._follow_logs()
+        read = await self._follow_logs()
         runs, _ = await control.list_runs(self.stack.engine, limit=200)
         for run in reversed(runs):
             self._tasks[run.id] = run.task
@@ -264,6 +265,7 @@ class Follower:
             self._seen[run.id] = state
             if self.statuses:
                 self._say(run.id, _describe(run))
+        return read
 
     async def _task_of(self, run_id: str) -> None:
         """Learn the task of a run whose lines arrive before its first status poll."""
@@ -273,7 +275,8 @@ class Follower:
             run = await control.get(self.stack.engine, control.parse_run_id(run_id))
             self._tasks[run_id] = run.task
 
-    async def _follow_logs(self) -> None:
+    async def _follow_logs(self) -> int:
+        read = 0
         for path in sorted(self.log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime):
             offset = self._offsets.get(path, 0)
             try:
@@ -285,6 +288,7 @@ class Follower:
             if not chunk:
                 continue
             self._offsets[path] = offset + len(chunk)
+            read += len(chunk)
             data = self._pending.pop(path, b"") + chunk
             *lines, rest = data.split(b"\n")
             if rest:
@@ -308,6 +312,7 @@ class Follower:
                 text = _log_line(line)
                 if text is not None:
                     self._say(run_id, f"#{attempt} | {text}")
+        return read
 
     async def run(self, stop: asyncio.Event, interval: float = 0.3) -> None:
         while not stop.is_set():
@@ -317,17 +322,28 @@ class Follower:
                 await asyncio.wait_for(stop.wait(), interval)
 
 
-async def _settle(backend: ProcessBackend, follower: Follower, timeout: float = 10.0) -> None:
+async def _settle(backend: ProcessBackend, follower: Follower, timeout: float = 10.0,
+                  quiet: float = 2.0) -> None:
     """Wait for the runner processes to end, then print what is left of their output.
 
     A run is final once its runner reported the result, a moment before the process
     has written its last lines and exited: ``--once`` would end without them.
     """
-    for _ in range(int(timeout / 0.1)):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if not backend.running():
             break
         await asyncio.sleep(0.1)
-    await follower.poll()
+    # A hot worker stays alive after its attempt: its last lines reach the file
+    # through the backend's output reader, a moment (on a loaded machine, seconds)
+    # after the attempt's end was recorded. Poll until the output has been quiet.
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline + quiet:
+        if await follower.poll():
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet:
+            break
+        await asyncio.sleep(0.1)
 
 
 def _describe(run: Run) -> str:
