@@ -14,6 +14,8 @@ import time
 import uuid
 from typing import Any
 
+import pytest
+
 from e2e_support import wait_until
 from test_operator import (
     api_get,
@@ -44,6 +46,8 @@ def _run_pods(ns: str, run_id: str) -> list[str]:
     return out.split()
 
 
+@pytest.mark.failing_on_cluster(
+    'issue 13: failed in the 16:41 full run (the 20-children and token tests passed)')
 def test_waits_taskrun_sleeps_30s_without_a_pod(release: dict[str, str]) -> None:
     space = release["namespace"]
     # No warm pool: the attempt's Pod is made for it and goes with it.
