@@ -75,7 +75,12 @@ async def test_schemathesis_finds_no_failure_against_waypost_dev(
             str(BIN / "schemathesis"), "--config-file", str(CONFIG), "--no-color",
             "run", f"{url}/openapi.json", "--checks", "all", "--seed", str(SEED),
             "--max-examples", str(MAX_EXAMPLES), "--header", f"Authorization: Bearer {TOKEN}",
-            "--exclude-tag", "ui", "--report", "junit", "--report-dir", str(tmp_path / "report"),
+            # GET /v1/events is a firehose for frontends: it never ends by design, and
+            # schemathesis reads a response to its end (the 17:00 run sat idle on one
+            # open connection with no active run left). Its filters and event schema
+            # are the per-run stream's, which stays in.
+            "--exclude-tag", "ui", "--exclude-path", "/v1/events",
+            "--report", "junit", "--report-dir", str(tmp_path / "report"),
             cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         output, _ = await asyncio.wait_for(fuzz.communicate(), timeout=1500)
         text = output.decode(errors="replace")
