@@ -8,6 +8,7 @@ coordinator through its Service (kube-proxy runs on this host).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -87,8 +88,10 @@ def helm() -> str:
     return sh(str(REPO / "charts/tools/ensure-helm"), timeout=1800).stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def images() -> str:
+@functools.cache
+def build_images() -> str:
+    """Build this worktree's images once per pytest session (every module that
+    installs the chart needs them; a module run alone builds them too)."""
     if uses_harness():
         sh(
             str(REPO / "runner-image/build-images"),
@@ -100,6 +103,11 @@ def images() -> str:
         )
         return "waypost-e2e-postgres:15"
     return os.environ.get("WAYPOST_E2E_POSTGRES_IMAGE", "postgres:16")
+
+
+@pytest.fixture(scope="module")
+def images() -> str:
+    return build_images()
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,10 @@ from waypost.model import k8s
 
 log = logging.getLogger("waypost.backends.kubernetes_api")
 
+# The watch's resourceVersion was compacted away (etcd compaction, an apiserver
+# restart): the next round lists every runner Pod again, so no end is missed.
+_GONE = "pod watch: resourceVersion gone (410), listing the runner Pods again"
+
 
 class KubernetesPodApi:
     def __init__(self, api_client: client.ApiClient) -> None:
@@ -102,6 +106,7 @@ class KubernetesPodApi:
                         raw = event["raw_object"]
                         if event["type"] == "ERROR":
                             if raw.get("code") == 410:  # Gone: relist
+                                log.info(_GONE)
                                 resource_version = None
                             break
                         resource_version = raw["metadata"]["resourceVersion"]
@@ -109,6 +114,7 @@ class KubernetesPodApi:
                             on_event(event["type"], raw)
                 except ApiException as exc:
                     if exc.status == 410:
+                        log.info(_GONE)
                         resource_version = None
                     else:
                         log.warning("pod watch failed: %s", exc)
