@@ -226,6 +226,8 @@ def check_invariants(api: client.ApiClient, ns: str, run_ids: list[str]) -> dict
 def sleeper(release: dict[str, str], name: str, **spec: Any) -> None:
     body = {"timeout": {"maxDuration": "300s"},
             "retry": {"maxAttempts": 10, "backoff": {"initialSeconds": 1, "maxSeconds": 5}},
+            # Warm Pods stay on; idle ones exit soon, so "no runner Pod left" is quick.
+            "warmPool": {"idleTTLSeconds": 10},
             **spec}
     apply(task(release["namespace"], name, "examples.flaky:sleepy", **body))
     kubectl("wait", "--for=condition=Ready", f"task/{name}", "-n", release["namespace"],
