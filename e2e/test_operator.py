@@ -917,8 +917,6 @@ def test_a_taskrun_keeps_its_final_status_after_its_history_expired(
     assert "Succeeded" in table.splitlines()[1], table
 
 
-@pytest.mark.failing_on_cluster(
-    "issue 16: the post-delete hook's finalizer removal failed in the 16:41 full run")
 def test_uninstall_leaves_no_operator_created_pods_and_no_finalizer(
     helm: str, release: dict[str, str], api: client.ApiClient
 ) -> None:
