@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.warm_local [--latency-runs 200] [--burst-runs 2000]
                                          [--cold-latency-runs 50] [--cold-burst-runs 100]
-                                         [--json bench/results/warm_local.json]
+                                         [--repeats 3] [--json bench/results/warm_local.json]
 
 For each mode (``warm``: the process backend's hot workers, 4 of them;
 ``cold``: ``warmPool.enabled: false``, one runner process per attempt) a fresh
@@ -20,7 +20,11 @@ started, and this process acts as a user over HTTP:
   to the moment all of them are seen succeeded.
 
 Postgres is the embedded one, non-durable like ``waypost dev``'s
-(``--durable`` for fsync on).
+(``--durable`` for fsync on). The burst also reports the CPU time per run of
+the waypost process, its runner processes and Postgres, which the machine's
+other load disturbs far less than wall-clock figures. With
+``WAYPOST_BENCH_PROFILE=<file>`` the waypost process of the warm mode runs
+under cProfile and writes its statistics there.
 """
 
 from __future__ import annotations
@@ -74,6 +78,16 @@ def serve(dsn: str, port: int, warm: bool, parallel: int) -> None:
         await stop.wait()
         await stack.stop()
 
+    profile = os.environ.get("WAYPOST_BENCH_PROFILE")
+    if profile and warm:
+        # Where the waypost process spends its CPU in warm mode (pstats file).
+        import cProfile
+
+        # CPU time, not wall time: the machine's other load is not this process's.
+        with cProfile.Profile(time.process_time) as profiler:
+            asyncio.run(main())
+        profiler.dump_stats(profile)
+        return
     asyncio.run(main())
 
 
@@ -117,7 +131,25 @@ async def latency(url: str, runs: int) -> dict[str, Any]:
             "mean_ms": round(statistics.fmean(samples), 2)}
 
 
-async def burst(url: str, dsn: str, runs: int, clients: int = 32) -> dict[str, Any]:
+def cpu_seconds(pid: int, part: str = "all") -> float:
+    """CPU time (user + system) of a process (``own``), of its children reaped and
+    alive (``children``), or of both (``all``)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        times = root.cpu_times()
+        own, total = times.user + times.system, times.children_user + times.children_system
+        for child in root.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += sum(child.cpu_times()[:2])
+    except psutil.Error:
+        return 0.0
+    return {"own": own, "children": total, "all": own + total}[part]
+
+
+async def burst(url: str, dsn: str, runs: int, clients: int = 32,
+                pids: dict[str, tuple[int, str]] | None = None) -> dict[str, Any]:
     ids: list[str] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(runs):
@@ -135,6 +167,7 @@ async def burst(url: str, dsn: str, runs: int, clients: int = 32) -> dict[str, A
                         return
                     ids.append((await trigger(http, url))[1])
 
+            cpu_before = {name: cpu_seconds(*where) for name, where in (pids or {}).items()}
             started = time.time()
             await asyncio.gather(*(client() for _ in range(clients)))
             triggered = time.time()
@@ -152,11 +185,21 @@ async def burst(url: str, dsn: str, runs: int, clients: int = 32) -> dict[str, A
                     raise RuntimeError(f"{failed} runs of the burst failed")
                 await asyncio.sleep(0.02)
             finished = time.time()
+            cpu = {name: round((cpu_seconds(*where) - cpu_before[name]) * 1000 / runs, 2)
+                   for name, where in (pids or {}).items()}
     finally:
         await db.close()
-    return {"runs": runs, "seconds": round(finished - started, 3),
-            "runs_per_second": round(runs / (finished - started), 1),
-            "trigger_seconds": round(triggered - started, 3)}
+    result: dict[str, Any] = {"runs": runs, "seconds": round(finished - started, 3),
+                              "runs_per_second": round(runs / (finished - started), 1),
+                              "trigger_seconds": round(triggered - started, 3)}
+    if cpu:
+        # CPU per run, whatever the machine's load: the waypost process (engine,
+        # coordinator, dispatcher), its runner processes, and Postgres. On two idle
+        # cores the burst could go no faster than 2 s / (their sum) per second.
+        result["cpu_ms_per_run"] = cpu
+        result["cpu_bound_runs_per_second_on_2_cores"] = round(
+            2000.0 / max(sum(cpu.values()), 0.001), 1)
+    return result
 
 
 async def one_mode(pg: Any, mode: str, latency_runs: int, burst_runs: int,
@@ -183,8 +226,11 @@ async def one_mode(pg: Any, mode: str, latency_runs: int, burst_runs: int,
         if line.strip() != "ready":
             raise RuntimeError(f"the waypost process did not start ({line!r})")
         url = f"http://127.0.0.1:{port}"
+        pids = {"waypost": (server.pid, "own"), "runners": (server.pid, "children"),
+                "postgres": (int((pg.data_dir / "postmaster.pid").read_text().split()[0]),
+                             "all")}
         result = {"mode": mode, "latency": await latency(url, latency_runs),
-                  "burst": await burst(url, dsn, burst_runs)}
+                  "burst": await burst(url, dsn, burst_runs, pids=pids)}
     finally:
         server.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -195,28 +241,51 @@ async def one_mode(pg: Any, mode: str, latency_runs: int, burst_runs: int,
     return result
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
+            "max": round(max(values), 2)}
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "repeats": results,
+        "latency_p50_ms": _spread([r["latency"]["p50_ms"] for r in results]),
+        "latency_p99_ms": _spread([r["latency"]["p99_ms"] for r in results]),
+        "runs_per_second": _spread([r["burst"]["runs_per_second"] for r in results]),
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from waypost.store.embedded import EmbeddedPostgres
 
+    warm: list[dict[str, Any]] = []
+    cold: list[dict[str, Any]] = []
+    loads: list[float] = []
     with tempfile.TemporaryDirectory(prefix="waypost-bench-warm-") as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "pg", durable=args.durable)
         pg.start()
         try:
-            warm = await one_mode(pg, "warm", args.latency_runs, args.burst_runs, args.parallel)
-            cold = await one_mode(pg, "cold", args.cold_latency_runs, args.cold_burst_runs,
-                                  args.parallel)
+            # Side by side: the modes alternate, so a change in the machine's load
+            # falls on both.
+            for _ in range(args.repeats):
+                loads.append(os.getloadavg()[0])
+                warm.append(await one_mode(pg, "warm", args.latency_runs, args.burst_runs,
+                                           args.parallel))
+                cold.append(await one_mode(pg, "cold", args.cold_latency_runs,
+                                           args.cold_burst_runs, args.parallel))
         finally:
             pg.stop()
+    w, c = _summary(warm), _summary(cold)
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)},
+        "machine": {"cpus": os.cpu_count(), "load_1m": _spread(loads)},
         "durable_postgres": args.durable, "workers": args.parallel,
-        "warm": warm, "cold": cold,
+        "warm": w, "cold": c,
         "ratios": {
             "latency_p50_cold_over_warm": round(
-                cold["latency"]["p50_ms"] / warm["latency"]["p50_ms"], 1),
+                c["latency_p50_ms"]["median"] / w["latency_p50_ms"]["median"], 1),
             "throughput_warm_over_cold": round(
-                warm["burst"]["runs_per_second"] / cold["burst"]["runs_per_second"], 1),
+                w["runs_per_second"]["median"] / c["runs_per_second"]["median"], 1),
         },
     }
 
@@ -233,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cold-latency-runs", type=int, default=50)
     parser.add_argument("--cold-burst-runs", type=int, default=100)
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="measurements of each mode, alternating (spread reported)")
     parser.add_argument("--durable", action="store_true")
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args(argv)

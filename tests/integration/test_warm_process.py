@@ -266,6 +266,22 @@ async def test_warm_poll_refuses_bad_credentials(stack: Standalone) -> None:
                              headers={"Authorization": f"Bearer {good}"}) as r:
             assert r.status == 400
             assert "waitSeconds" in (await r.json())["error"]["message"]
+        # A success carried by the poll needs that attempt's own, valid credential.
+        run_id = str(uuid.uuid4())
+        other = stack.engine.signer.issue(uuid.uuid4(), 7)
+        for finished, status, field in (
+                ({"runId": run_id, "attempt": 1, "succeeded": True}, 400,
+                 "finished.credential"),
+                ({"runId": run_id, "attempt": 1, "succeeded": True, "credential": "wpa.x.y"},
+                 401, None),
+                ({"runId": run_id, "attempt": 1, "succeeded": True, "credential": other},
+                 400, "finished.credential")):
+            async with http.post(f"{stack.url}/v1/runner/warm/poll",
+                                 json={"finished": finished, "waitSeconds": 0},
+                                 headers={"Authorization": f"Bearer {good}"}) as r:
+                assert r.status == status, finished
+                if field:
+                    assert field in (await r.json())["error"]["message"]
 
 
 async def test_changed_spec_retires_the_old_warm_process(

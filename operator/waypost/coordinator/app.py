@@ -383,6 +383,12 @@ async def runner_warm_poll(request: web.Request) -> web.Response:
             finished_run = uuid.UUID(body.finished.run_id)
         except ValueError:
             raise InvalidValue("finished.runId: not a run id") from None
+        if body.finished.succeeded:
+            # The attempt's success rides on the poll, under its own credential.
+            ident = attempts.authenticate(engine, body.finished.credential or "")
+            if ident.run_id != finished_run:
+                raise InvalidValue("finished.credential: belongs to another run")
+            await attempts.complete(engine, ident, body.finished.result)
     return answer(await engine.warm.poll(
         runner_id, finished_run=finished_run,
         finished_attempt=body.finished.attempt if body.finished else None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from typing import Any
 
 from waypost.engine import encoding, retry
@@ -54,24 +55,30 @@ async def describe(engine: Engine, ident: AttemptIdentity) -> protocol.AttemptDo
     # Where its task's time starts, for an attempt killed before it reports (patterns).
     engine.usage.record(insights.RunnerStart(ident.claim_token, ident.run_id))
     stored = await checkpoints.list_for_run(engine.pool, ident.run_id)
+    return document(
+        engine, run_id=current.run_id, attempt=current.attempt, namespace=current.namespace,
+        task=current.task, spec=TaskSpec.model_validate(current.spec), payload=current.payload,
+        trace_id=current.trace_id, idempotency_key=current.idempotency_key,
+        checkpoints=[protocol.AttemptCheckpoint(key=c.key, data=c.data, attempt=c.attempt,
+                                                created_at=c.created_at) for c in stored])
+
+
+def document(
+    engine: Engine, *, run_id: uuid.UUID, attempt: int, namespace: str, task: str,
+    spec: TaskSpec, payload: Any, trace_id: str, idempotency_key: str | None,
+    checkpoints: list[protocol.AttemptCheckpoint],
+) -> protocol.AttemptDocument:
+    """The attempt document from what the store holds of the run (see :func:`describe`)."""
     limits = engine.settings.limits
-    spec = TaskSpec.model_validate(current.spec)
     return protocol.AttemptDocument(
-        run_id=str(current.run_id),
-        attempt=current.attempt,
-        task=protocol.AttemptTask(
-            namespace=current.namespace, name=current.task, entrypoint=spec.entrypoint
-        ),
-        payload=current.payload,
-        checkpoints=[
-            protocol.AttemptCheckpoint(
-                key=c.key, data=c.data, attempt=c.attempt, created_at=c.created_at
-            )
-            for c in stored
-        ],
+        run_id=str(run_id),
+        attempt=attempt,
+        task=protocol.AttemptTask(namespace=namespace, name=task, entrypoint=spec.entrypoint),
+        payload=payload,
+        checkpoints=checkpoints,
         # The run's span: the runner's attempt span is its child.
-        traceparent=tracing.run_traceparent(current.trace_id, str(current.run_id)),
-        idempotency_key=current.idempotency_key,
+        traceparent=tracing.run_traceparent(trace_id, str(run_id)),
+        idempotency_key=idempotency_key,
         heartbeat_interval_seconds=engine.settings.heartbeat_interval_seconds,
         cancellation_grace_period_seconds=spec.cancellation.grace_period_seconds,
         suspend_threshold_seconds=engine.settings.suspend_threshold_seconds,

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import heapq
 import logging
+import uuid
 from typing import Any
 
 import asyncpg
@@ -164,21 +165,46 @@ class Dispatcher:
             lease_seconds=start_timeout, worker=settings.worker_name,
             leader_epoch=self.engine.leader_epoch,
         )
+        if not claimed:
+            return 0
+        started = self.engine.clock.monotonic()
+        launches: list[tuple[ClaimedAttempt, AttemptLaunch]] = []
         for item in claimed:
-            await self._start(item)
+            try:
+                launches.append((item, build_launch(self.engine, item)))
+            except Exception as exc:
+                await self._could_not_start(item, exc)
+        bound = await self._assign_warm(launches)
+        for item, launch in launches:
+            await self._start(item, launch, bound.get(item.run_id), started)
         return len(claimed)
 
-    async def _start(self, item: ClaimedAttempt) -> None:
+    async def _assign_warm(self, launches: list[tuple[ClaimedAttempt, AttemptLaunch]]
+                           ) -> dict[uuid.UUID, uuid.UUID]:
+        """The warm hand-off of the whole batch in one statement: run id -> runner id."""
+        hub = self.engine.warm
+        for item, _ in launches:
+            hub.record_dispatch((item.namespace, item.task))
+        if self._warm is None:
+            return {}
+        wanted = [(launch.fingerprint, item.run_id, item.claim_token, (item.namespace, item.task))
+                  for item, launch in launches if launch.warm_pool]
+        if not wanted:
+            return {}
+        candidates: set[uuid.UUID] = set()
+        for fingerprint in {w[0] for w in wanted}:
+            candidates.update(self._warm.idle_runners(fingerprint))
         try:
-            started = self.engine.clock.monotonic()
-            launch = build_launch(self.engine, item)
-            key = (item.namespace, item.task)
+            return await hub.assign_many(wanted, sorted(candidates))
+        except Exception:
+            # They start cold instead; their claims stand.
+            log.exception("warm hand-off failed")
+            return {}
+
+    async def _start(self, item: ClaimedAttempt, launch: AttemptLaunch,
+                     runner_id: uuid.UUID | None, started: float) -> None:
+        try:
             hub = self.engine.warm
-            hub.record_dispatch(key)
-            runner_id = None
-            if self._warm is not None and launch.warm_pool:
-                runner_id = await hub.assign(launch.fingerprint, item.run_id, item.claim_token,
-                                             key, self._warm.idle_runners(launch.fingerprint))
             if runner_id is not None and self._warm is not None:
                 await self._warm.start_warm(launch, runner_id)
                 hub.stats.observe_latency("warm", self.engine.clock.monotonic() - started)
@@ -189,14 +215,17 @@ class Dispatcher:
                 "run_id": str(item.run_id), "attempt": item.attempt, "task": item.task,
                 "warm_runner": str(runner_id) if runner_id else None})
         except Exception as exc:
-            log.exception("could not start attempt", extra={"run_id": str(item.run_id)})
-            ident = AttemptIdentity(item.run_id, item.claim_token)
-            with contextlib.suppress(Exception):
-                await attempts.fail(self.engine, ident, ErrorInfo(
-                    type=FailureType.LOST, message=f"the backend could not start it: {exc}"))
-            # A warm runner bound to it in the store but gone from the backend.
-            with contextlib.suppress(Exception):
-                await self.engine.warm.attempt_gone(item.run_id, item.claim_token)
+            await self._could_not_start(item, exc)
+
+    async def _could_not_start(self, item: ClaimedAttempt, exc: Exception) -> None:
+        log.error("could not start attempt", exc_info=exc, extra={"run_id": str(item.run_id)})
+        ident = AttemptIdentity(item.run_id, item.claim_token)
+        with contextlib.suppress(Exception):
+            await attempts.fail(self.engine, ident, ErrorInfo(
+                type=FailureType.LOST, message=f"the backend could not start it: {exc}"))
+        # A warm runner bound to it in the store but gone from the backend.
+        with contextlib.suppress(Exception):
+            await self.engine.warm.attempt_gone(item.run_id, item.claim_token)
 
     async def expire_lost(self) -> int:
         lost = await attempts.expire_lost_attempts(self.engine)

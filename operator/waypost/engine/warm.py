@@ -22,9 +22,10 @@ exactly as a cold one, and its registration is retired as ``lost``: if it wakes
 up, its attempt calls and its next poll get 409 and it takes nothing more.
 
 :class:`WarmHub` is the in-process side: it wakes a waiting poll at once when
-this process assigned or retired its runner (a poll on another replica finds
-out within :data:`RECHECK_SECONDS`), keeps the recent run rate of every task
-for eviction, and counts hits, misses and evictions for the metrics.
+this process assigned or retired its runner (a poll on another replica is woken
+by NOTIFY, or finds out within :data:`RECHECK_SECONDS` at worst), keeps the
+recent run rate of every task for eviction and pre-warming, and counts hits,
+misses and evictions for the metrics.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import hashlib
 import json
 import logging
@@ -40,6 +42,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -48,6 +51,7 @@ from waypost.engine.credentials import AttemptIdentity
 from waypost.engine.errors import AttemptSuperseded, RunNotFound
 from waypost.model.task import TaskSpec
 from waypost.sdk import protocol
+from waypost.store import insights
 from waypost.store import warm as store
 
 if TYPE_CHECKING:
@@ -55,9 +59,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("waypost.engine.warm")
 
-# How often a waiting poll re-reads its registration when nothing woke it (an
-# assignment made by the leader on another replica).
-RECHECK_SECONDS = 0.5
+# How often a waiting poll re-reads its registration when nothing woke it: a
+# fallback only, since an assignment made here wakes it in-process and one made
+# by the leader on another replica wakes it by NOTIFY (see listen()).
+RECHECK_SECONDS = 5.0
 # The longest a poll is held open; the runner polls again after an empty answer.
 MAX_POLL_SECONDS = 20.0  # below protocol.MAX_WARM_POLL_SECONDS
 # Retired registrations are kept this long so a late poll still learns why.
@@ -76,6 +81,12 @@ class RetireReason(enum.StrEnum):
     LOST = "lost"  # its attempt's heartbeats stopped
     EXITED = "exited"  # its process or Pod ended (OOM kill, crash, deletion)
     SHUTDOWN = "shutdown"
+
+
+@functools.lru_cache(maxsize=256)
+def _spec(spec_json: str) -> TaskSpec:
+    # A task version's spec text repeats with every run: validated once, never modified.
+    return TaskSpec.model_validate_json(spec_json)
 
 
 def fingerprint(namespace: str, task: str, spec: TaskSpec, memory_bytes: int) -> str:
@@ -246,6 +257,9 @@ class WarmHub:
         self.rates = RateTracker()
         self.stats = WarmStats()
         self._waiters: dict[uuid.UUID, asyncio.Event] = {}
+        # Assignments made here for polls held here: the woken poll answers with
+        # it without reading the store (runner id -> (run id, claim token, answer)).
+        self._prepared: dict[uuid.UUID, tuple[uuid.UUID, int, protocol.WarmAssignment]] = {}
         self._listeners: list[Listener] = []
 
     # -- plumbing --
@@ -349,6 +363,10 @@ class WarmHub:
                 waiter.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.wait(), min(remaining, RECHECK_SECONDS))
+                prepared = self._prepared.pop(runner_id, None)
+                if prepared is not None:
+                    # Assigned by this process a moment ago, document and all.
+                    return protocol.WarmPollAnswer(assignment=prepared[2])
                 fresh = await store.get(self.engine.pool, runner_id)
                 if fresh is None:
                     raise RunNotFound(f"no warm runner {runner_id} is registered")
@@ -356,6 +374,7 @@ class WarmHub:
         finally:
             if self._waiters.get(runner_id) is waiter:
                 del self._waiters[runner_id]
+            self._prepared.pop(runner_id, None)
 
     async def _assignment(self, run_id: uuid.UUID, claim_token: int
                           ) -> protocol.WarmAssignment:
@@ -374,22 +393,55 @@ class WarmHub:
 
     async def assign(self, fingerprint: str, run_id: uuid.UUID, claim_token: int,
                      key: TaskKey, candidates: Sequence[uuid.UUID]) -> uuid.UUID | None:
-        """Hand a claimed attempt to one of ``candidates`` (the backend's idle runners of
-        this fingerprint) if the store agrees it is still idle."""
-        runner_id = None
-        if candidates:
-            runner_id = await store.assign(self.engine.pool, fingerprint, run_id, claim_token,
-                                           candidates, self.engine.settings.lease_seconds)
-        if runner_id is None:
-            self.stats.miss(key)
-            return None
-        self.stats.hit(key)
-        if runner_id in self._waiters:
-            self._wake([runner_id])
-        else:
-            # Its poll is held by another replica (or is between two polls).
-            await store.notify(self.engine.pool, runner_id)
-        return runner_id
+        """Hand one claimed attempt to one of ``candidates`` (the backend's idle runners
+        of this fingerprint) if the store agrees it is still idle."""
+        made = await self.assign_many([(fingerprint, run_id, claim_token, key)], candidates)
+        return made.get(run_id)
+
+    async def assign_many(
+        self, items: Sequence[tuple[str, uuid.UUID, int, TaskKey]],
+        candidates: Sequence[uuid.UUID],
+    ) -> dict[uuid.UUID, uuid.UUID]:
+        """Hand a claim batch's attempts (fingerprint, run id, claim token, task) to idle
+        runners among ``candidates`` in one statement; returns run id -> runner id.
+
+        A poll held here is answered with the assignment built from what that
+        statement returned; one held elsewhere is woken by NOTIFY and reads it."""
+        bound: list[store.Assigned] = []
+        if candidates and items:
+            bound = await store.assign_many(
+                self.engine.pool, [(fp, run_id, token) for fp, run_id, token, _ in items],
+                candidates, self.engine.settings.lease_seconds)
+        made = {a.run_id: a.runner_id for a in bound}
+        for _, run_id, _, key in items:
+            if run_id in made:
+                self.stats.hit(key)
+            else:
+                self.stats.miss(key)
+        for assigned in bound:
+            if assigned.runner_id in self._waiters:
+                self._prepared[assigned.runner_id] = (
+                    assigned.run_id, assigned.claim_token, self._assigned(assigned))
+                self._wake([assigned.runner_id])
+            else:
+                await store.notify(self.engine.pool, assigned.runner_id)
+        return made
+
+    def _assigned(self, a: store.Assigned) -> protocol.WarmAssignment:
+        from waypost.engine import attempts  # attempts imports this module's users
+
+        # Where its task's time starts, for an attempt killed before it reports (patterns).
+        self.engine.usage.record(insights.RunnerStart(a.claim_token, a.run_id))
+        doc = attempts.document(
+            self.engine, run_id=a.run_id, attempt=a.attempt, namespace=a.namespace,
+            task=a.task, spec=_spec(a.spec_json), payload=a.payload, trace_id=a.trace_id,
+            idempotency_key=a.idempotency_key,
+            checkpoints=[protocol.AttemptCheckpoint(
+                key=c["key"], data=c.get("data"), attempt=c.get("attempt"),
+                created_at=datetime.fromisoformat(c["createdAt"]) if c.get("createdAt")
+                else None) for c in a.checkpoints])
+        return protocol.WarmAssignment(
+            credential=self.engine.signer.issue(a.run_id, a.claim_token), attempt=doc)
 
     def wake(self, runner_id: uuid.UUID) -> None:
         """Wake the poll of ``runner_id`` if this process holds it (a NOTIFY arrived)."""
@@ -457,7 +509,8 @@ async def listen(hub: WarmHub, stop: asyncio.Event) -> None:
     while not stop.is_set():
         conn = None
         try:
-            conn = await store_pool.connect(hub.engine.settings.database_url)
+            # LISTEN needs a session of its own, never a transaction pooler.
+            conn = await store_pool.connect(hub.engine.settings.session_url)
             await conn.add_listener(store.CHANNEL, on_notify)
             while not stop.is_set() and not conn.is_closed():
                 with contextlib.suppress(TimeoutError):

@@ -119,6 +119,24 @@ class WarmConfig:
     scrub_tmp: bool = False
 
 
+class DeferredClient(api.RunnerClient):
+    """An attempt's client whose success report waits for the runner's next poll.
+
+    ``complete`` keeps the result and answers at once; the poll that follows
+    carries it (``WarmFinished.succeeded``) with this attempt's credential, so a
+    warm run costs one request fewer. Everything else goes out as it happens.
+    """
+
+    def __init__(self, base_url: str, credential: str, **kwargs: Any) -> None:
+        super().__init__(base_url, credential, **kwargs)
+        self.credential = credential
+        self.result: tuple[Any] | None = None  # (result,) once the task succeeded
+
+    async def complete(self, result: Any) -> str | None:
+        self.result = (result,)
+        return "succeeded"
+
+
 class WarmRunner:
     """The poll-run loop of one warm runner process."""
 
@@ -129,17 +147,29 @@ class WarmRunner:
         self.http = http
         self.retry = retry if retry is not None else transport.PATIENT
         self.scope = RunScope(scrub_tmp=config.scrub_tmp)
-        # The attempt it ran last, until a poll has reported it (runId, attempt).
+        # The attempt it ran last, until a poll has reported it (runId, attempt),
+        # and its success when the poll is to complete it (credential, (result,)).
         self.finished: tuple[str, int] | None = None
+        self.completion: tuple[str, tuple[Any]] | None = None
         self.runs = 0
 
     def client(self, credential: str) -> api.RunnerClient:
         return api.RunnerClient(self.url, credential, retry=self.retry, http=self.http)
 
+    def deferred_client(self, credential: str) -> DeferredClient:
+        return DeferredClient(self.url, credential, retry=self.retry, http=self.http)
+
     async def poll(self) -> protocol.WarmPollAnswer:
         finished = None
         if self.finished is not None:
-            finished = protocol.WarmFinished(run_id=self.finished[0], attempt=self.finished[1])
+            if self.completion is not None:
+                credential, (result,) = self.completion
+                finished = protocol.WarmFinished(
+                    run_id=self.finished[0], attempt=self.finished[1], succeeded=True,
+                    result=result, credential=credential)
+            else:
+                finished = protocol.WarmFinished(run_id=self.finished[0],
+                                                 attempt=self.finished[1])
         body = protocol.WarmPollBody(finished=finished, rss_bytes=rss_bytes(),
                                      wait_seconds=POLL_WAIT_SECONDS)
 
@@ -155,6 +185,7 @@ class WarmRunner:
         )
         answer = protocol.decode(protocol.WarmPollAnswer, raw)
         self.finished = None  # reported
+        self.completion = None
         return answer
 
     async def run_doc(self, doc: protocol.AttemptDocument,
@@ -164,6 +195,8 @@ class WarmRunner:
         with self.scope.run():
             result = await attempt.run_attempt(doc, client)
         self.finished = (doc.run_id, doc.attempt)
+        if isinstance(client, DeferredClient) and client.result is not None:
+            self.completion = (client.credential, client.result)
         self.runs += 1
         _log.info("warm run finished", extra={
             "run_id": doc.run_id, "outcome": str(result.outcome), "runs": self.runs,
@@ -189,7 +222,8 @@ class WarmRunner:
             if answer.assignment is None:
                 continue
             assigned = answer.assignment
-            result = await self.run_doc(assigned.attempt, self.client(assigned.credential))
+            result = await self.run_doc(assigned.attempt,
+                                        self.deferred_client(assigned.credential))
             # A suspended run (it waits) released this runner as a finished one does.
             if result.outcome not in (attempt.Outcome.SUCCEEDED, attempt.Outcome.FAILED,
                                       attempt.Outcome.SUSPENDED):
@@ -215,7 +249,7 @@ async def run_warm(coordinator_url: str, token: str, task_path: tuple[str, ...],
     runner = WarmRunner(coordinator_url, config, http)
     try:
         try:
-            result = await first_attempt(runner, runner.client(token))
+            result = await first_attempt(runner, runner.deferred_client(token))
         except AttemptSuperseded:
             return attempt.Outcome.SUPERSEDED
         except (WaypostAPIError, CoordinatorUnavailable) as exc:

@@ -436,14 +436,24 @@ MAX_WARM_POLL_SECONDS = 60.0
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class WarmFinished:
-    """The attempt a warm runner ran last, reported on its next poll."""
+    """The attempt a warm runner ran last, reported on its next poll.
+
+    With ``succeeded`` the poll also completes that attempt with ``result`` (any
+    JSON), authenticated by the attempt's own ``credential``: one request instead
+    of ``POST /v1/runner/complete`` followed by the poll. Failures are reported
+    on their own first, as in cold mode."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _REQUEST_CONFIG
     run_id: str
     attempt: int
+    succeeded: bool = False
+    result: Any = None
+    credential: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.attempt >= 1, "attempt", "must be at least 1")
+        _require(not self.succeeded or bool(self.credential), "finished.credential",
+                 "is required with succeeded (the attempt's own credential)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -98,16 +99,38 @@ async def get(db: asyncpg.Pool | asyncpg.Connection, runner_id: uuid.UUID) -> Wa
     return None if row is None else _runner(row)
 
 
-async def assign(
-    db: asyncpg.Pool | asyncpg.Connection, fingerprint: str, run_id: uuid.UUID, claim_token: int,
+@dataclass(frozen=True)
+class Assigned:
+    """An attempt bound to a warm runner, with what its attempt document needs."""
+
+    runner_id: uuid.UUID
+    run_id: uuid.UUID
+    claim_token: int
+    attempt: int
+    namespace: str
+    task: str
+    spec_json: str
+    payload: Any
+    trace_id: str
+    idempotency_key: str | None
+    checkpoints: list[dict[str, Any]]
+
+
+async def assign_many(
+    db: asyncpg.Pool | asyncpg.Connection, items: Sequence[tuple[str, uuid.UUID, int]],
     candidates: Sequence[uuid.UUID], lease_seconds: float,
-) -> uuid.UUID | None:
-    """Bind the claimed attempt to an idle runner of ``fingerprint`` among ``candidates``
-    and lease it for ``lease_seconds`` from now; the runner's id, or None."""
-    row = await db.fetchrow(*bind("warm_assign", fingerprint=fingerprint, run_id=run_id,
-                                  claim_token=claim_token, candidates=list(candidates),
-                                  lease_seconds=lease_seconds))
-    return None if row is None else uuid.UUID(str(row["runner_id"]))
+) -> list[Assigned]:
+    """Bind each claimed attempt (fingerprint, run id, claim token) to an idle runner of
+    its fingerprint among ``candidates``, in one statement; returns the pairs made."""
+    rows = await db.fetch(*bind(
+        "warm_assign_many", run_ids=[i[1] for i in items], claim_tokens=[i[2] for i in items],
+        fingerprints=[i[0] for i in items], candidates=list(candidates),
+        lease_seconds=lease_seconds))
+    return [Assigned(
+        runner_id=r["runner_id"], run_id=r["run_id"], claim_token=r["claim_token"],
+        attempt=r["attempt"], namespace=r["namespace"], task=r["task"], spec_json=r["spec"],
+        payload=r["payload"], trace_id=r["trace_id"], idempotency_key=r["idempotency_key"],
+        checkpoints=r["checkpoints"]) for r in rows]
 
 
 CHANNEL = notify_channels.WARM_CHANNEL

@@ -57,42 +57,6 @@ SELECT runner_id, namespace, task, fingerprint, state, run_id, claim_token, runs
        first_rss_bytes, last_rss_bytes, retired_reason
 FROM warm_runners WHERE runner_id = :runner_id;
 
--- name: warm_assign
--- The warm hand-off, in one statement (so one transaction): an idle runner of
--- this fingerprint (the most recently idle; SKIP LOCKED so concurrent
--- dispatches take different runners; only among :candidates, the runners the
--- leader's backend keeps) is bound to the claimed attempt, only if that attempt
--- is still current, and the attempt records the runner as its worker. Returns the runner id, or nothing when no idle runner fits.
-WITH pick AS (
-    SELECT w.runner_id FROM warm_runners w
-    WHERE w.fingerprint = :fingerprint AND w.state = 'idle'
-      AND w.runner_id = ANY(:candidates::uuid[])
-      AND EXISTS (SELECT 1 FROM run_queue q
-                  WHERE q.run_id = :run_id AND q.claim_token = :claim_token AND q.state = 'running')
-    ORDER BY w.idle_since DESC
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), bound AS (
-    UPDATE warm_runners w SET state = 'busy', run_id = :run_id, claim_token = :claim_token,
-                              idle_since = NULL
-    FROM pick WHERE w.runner_id = pick.runner_id AND w.state = 'idle'
-    RETURNING w.runner_id
-), tagged AS (
-    UPDATE attempts a SET worker = 'warm:' || b.runner_id::text
-    FROM bound b WHERE a.run_id = :run_id AND a.claim_token = :claim_token
-    RETURNING a.run_id
-), leased AS (
-    -- A warm runner has its task imported already: no start timeout, the
-    -- heartbeat window (:lease_seconds) counts from the hand-off, so a runner
-    -- that vanished is found out as soon as a cold one that stopped beating.
-    UPDATE run_queue q SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
-    FROM bound b WHERE q.run_id = :run_id AND q.claim_token = :claim_token
-      AND NOT q.cancel_requested
-    RETURNING q.run_id
-)
-SELECT b.runner_id, (SELECT count(*) FROM tagged) AS tagged,
-       (SELECT count(*) FROM leased) AS leased FROM bound b;
-
 -- name: warm_retire
 -- Retire runners for a reason; only idle ones unless :busy_too (one that is gone:
 -- its process or Pod ended, or its attempt was lost). Returns those retired.
@@ -173,3 +137,59 @@ LEFT JOIN ready d ON d.namespace = t.namespace AND d.task = t.name
 WHERE t.deleted_at IS NULL
   AND (d.ready IS NOT NULL
        OR EXISTS (SELECT 1 FROM recent k WHERE k.namespace = t.namespace AND k.task = t.name));
+
+-- name: warm_assign_many
+-- The warm hand-off of a whole claim batch, in one statement: the claimed
+-- attempts (:run_ids, :claim_tokens, :fingerprints, in claim order) are paired
+-- with idle runners of the same fingerprint among :candidates (the runners the
+-- leader's backend keeps), the n-th attempt of a fingerprint with its n-th
+-- most recently idle runner, each only while its attempt is still current.
+-- Each pair is bound, tagged and leased as warm_assign does, and returned with
+-- what the runner's attempt document needs (the run, its checkpoints), so the
+-- poll that is woken answers without reading the store again.
+WITH items AS (
+    SELECT i.run_id, i.claim_token, i.fingerprint,
+           row_number() OVER (PARTITION BY i.fingerprint ORDER BY i.ord) AS n
+    FROM unnest(:run_ids::uuid[], :claim_tokens::bigint[], :fingerprints::text[])
+         WITH ORDINALITY AS i(run_id, claim_token, fingerprint, ord)
+    WHERE EXISTS (SELECT 1 FROM run_queue q
+                  WHERE q.run_id = i.run_id AND q.claim_token = i.claim_token
+                    AND q.state = 'running')
+), free AS (
+    -- SKIP LOCKED: a concurrent hand-off takes other runners.
+    SELECT w.runner_id, w.fingerprint, w.idle_since FROM warm_runners w
+    WHERE w.state = 'idle' AND w.runner_id = ANY(:candidates::uuid[])
+      AND w.fingerprint = ANY(:fingerprints::text[])
+    FOR UPDATE SKIP LOCKED
+), ranked AS (
+    SELECT f.runner_id, f.fingerprint,
+           row_number() OVER (PARTITION BY f.fingerprint ORDER BY f.idle_since DESC) AS n
+    FROM free f
+), pairs AS (
+    SELECT r.runner_id, i.run_id, i.claim_token
+    FROM items i JOIN ranked r ON r.fingerprint = i.fingerprint AND r.n = i.n
+), bound AS (
+    UPDATE warm_runners w SET state = 'busy', run_id = p.run_id, claim_token = p.claim_token,
+                              idle_since = NULL
+    FROM pairs p WHERE w.runner_id = p.runner_id AND w.state = 'idle'
+    RETURNING w.runner_id, w.run_id, w.claim_token
+), tagged AS (
+    UPDATE attempts a SET worker = 'warm:' || b.runner_id::text
+    FROM bound b WHERE a.run_id = b.run_id AND a.claim_token = b.claim_token
+    RETURNING a.run_id
+), leased AS (
+    UPDATE run_queue q SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+    FROM bound b WHERE q.run_id = b.run_id AND q.claim_token = b.claim_token
+      AND NOT q.cancel_requested
+    RETURNING q.run_id
+)
+SELECT b.runner_id, b.run_id, b.claim_token, q.attempt, r.namespace, r.task, r.spec::text AS spec,
+       r.payload, r.trace_id, r.idempotency_key,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                            'key', c.key, 'data', c.data, 'attempt', c.attempt,
+                            'createdAt', c.created_at) ORDER BY c.seq)
+                 FROM checkpoints c WHERE c.run_id = b.run_id), '[]'::jsonb) AS checkpoints,
+       (SELECT count(*) FROM tagged) AS tagged, (SELECT count(*) FROM leased) AS leased
+FROM bound b
+JOIN run_queue q ON q.run_id = b.run_id AND q.claim_token = b.claim_token
+JOIN runs r ON r.id = b.run_id;
