@@ -83,6 +83,14 @@ async def test_same_process_serves_consecutive_runs(stack: Standalone, db: async
         [second.id, third.id])
     assert all(w["worker"] and w["worker"].startswith("warm:") for w in workers)
     assert stack.engine.warm.stats.hits[("default", "probe")] == 2
+    # The memory report and the task's start ride on the warm hand-off and the next
+    # poll as on a cold runner's requests (failure patterns read them).
+    await stack.engine.usage.flush()
+    reports = await db.fetch(
+        "SELECT peak_memory_bytes, task_seconds, runner_started_at FROM attempts"
+        " WHERE run_id = ANY($1::uuid[])", [second.id, third.id])
+    assert all(r["peak_memory_bytes"] > 0 and r["task_seconds"] is not None
+               and r["runner_started_at"] is not None for r in reports), reports
     # The same figures on /metrics: hits, misses (the first, cold run), pool size,
     # and the dispatch latency histograms.
     async with aiohttp.ClientSession() as http, http.get(f"{stack.url}/metrics") as response:

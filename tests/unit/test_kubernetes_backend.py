@@ -342,6 +342,54 @@ async def test_caps_per_task_and_global_count_warm_pods_until_they_are_gone() ->
     await backend.close()
 
 
+async def test_a_warm_pod_being_deleted_counts_until_it_is_gone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deleted Pod runs on through its grace period (phase Running with a
+    deletionTimestamp): its attempt is lost at once, but its place under the caps
+    is given back only when the Pod is gone (the burst on the cluster saw 4 warm
+    Pods with maxWarmPods=3 when it was given back at the deletion)."""
+    backend, api, exits, hub = await _warm_backend(max_warm_pods=1)
+    await backend.start(_warm_launch(1))
+    [runner_id] = hub.enrolled
+    [pod] = list(api.pods.values())
+    terminating = copy.deepcopy(pod)
+    terminating["metadata"].update(deletionTimestamp="2026-01-01T00:00:30Z",
+                                   deletionGracePeriodSeconds=30)
+    terminating["status"] = {"phase": "Running", "containerStatuses": [
+        {"name": "runner", "state": {"running": {}}}]}
+    assert api.emit is not None
+    api.emit("MODIFIED", terminating)
+    await _drain()
+    assert [(e.run_id, e.failure) for e in exits] == [(uuid.UUID(int=1), FailureType.LOST)]
+    assert backend.warm_pods() == {}
+    assert [(m.runner_id, m.retired) for m in backend.warm_members()] == [(runner_id, True)]
+    await backend.start(_warm_launch(2))
+    assert len(hub.enrolled) == 1  # no room while the deleted Pod still runs
+    # Its runner stopped: the Pod is terminal, then gone; the room is back.
+    api.emit("MODIFIED", _terminated(terminating, "Error", 143))
+    api.emit("DELETED", _terminated(terminating, "Error", 143))
+    await _drain()
+    assert backend.warm_members() == []
+    assert len(exits) == 1  # the attempt's end was recorded once
+    await backend.start(_warm_launch(3))
+    assert len(hub.enrolled) == 2
+    # A deletion whose end is never seen (a watch gap) stops counting after the
+    # grace period and a margin.
+    [second] = hub.enrolled[1:]
+    [pod] = [p for p in api.pods.values()
+             if p["metadata"]["labels"].get(k8s.LABEL_WARM_RUNNER) == str(second)]
+    gone = copy.deepcopy(pod)
+    gone["metadata"].update(deletionTimestamp="2026-01-01T00:00:30Z",
+                            deletionGracePeriodSeconds=0)
+    monkeypatch.setattr(kubernetes, "ENDING_HOLD_SECONDS", 0.05)
+    api.emit("MODIFIED", gone)
+    await _drain()
+    assert len(backend.warm_members()) == 1
+    await asyncio.sleep(0.1)
+    assert backend.warm_members() == []
+    await backend.close()
+
+
 async def test_a_previous_leaders_warm_pod_counts_until_it_is_gone() -> None:
     backend, api, _, hub = await _warm_backend(max_warm_pods=1)
     old_pod = {"metadata": {"name": "old-warm", "namespace": "team-a", "labels": {

@@ -52,6 +52,9 @@ PodEventHandler = Callable[[str, dict[str, Any]], None]
 # Backoff of a Pod event that could not be recorded (seconds).
 RETRY_FIRST = 0.5
 RETRY_MAX = 10.0
+# How long past its deletion grace period a warm Pod being deleted still counts
+# against the caps when its end is never seen (a watch gap that missed DELETED).
+ENDING_HOLD_SECONDS = 30.0
 # Expected while Postgres or the API server is away: logged without a traceback.
 TRANSIENT_ERRORS = (*store_pool.UNAVAILABLE_ERRORS, StoreUnavailable)
 
@@ -136,6 +139,11 @@ class KubernetesBackend:
         self._warm_pods: dict[tuple[str, str], uuid.UUID] = {}
         # Warm Pods of a previous leader that have not ended yet (runner id -> task).
         self._foreign: dict[uuid.UUID, tuple[str, str]] = {}
+        # Warm Pods whose attempt is over (deleted, cannot start) but that still run or
+        # wait to start: they hold their place under the caps until the Pod is gone
+        # or terminal (runner id -> task, monotonic time after which they no longer
+        # count, should their deletion never be seen).
+        self._ending: dict[uuid.UUID, tuple[tuple[str, str], float]] = {}
         # Pod ends that could not be recorded yet (the store away): the newest event of
         # each Pod, its next retry and the delay before it.
         self._unrecorded: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
@@ -157,6 +165,13 @@ class KubernetesBackend:
                    for rid, w in self._warm.items()]
         members += [warm.PoolMember(rid, task, False, 0.0, True)
                     for rid, task in self._foreign.items()]
+        if self._ending:
+            now = asyncio.get_running_loop().time()
+            for rid, (task, until) in list(self._ending.items()):
+                if now > until:
+                    del self._ending[rid]
+                elif rid not in self._warm and rid not in self._foreign:
+                    members.append(warm.PoolMember(rid, task, False, 0.0, True))
         return members
 
     def warm_limit(self) -> int:
@@ -315,8 +330,21 @@ class KubernetesBackend:
                             await self.api.delete_pod(*key)
             return
         self._live.pop(key, None)
-        self._foreign.pop(runner_id, None)
+        foreign_task = self._foreign.pop(runner_id, None)
         kept = self._warm.get(runner_id)
+        # The attempt is over, but a Pod being deleted (or that cannot start) is still
+        # there, Running or Pending, until the kubelet has stopped it: it counts
+        # against the caps until it is gone, or the room would be given twice.
+        phase = (pod.get("status") or {}).get("phase")
+        if kind == "DELETED" or phase in ("Succeeded", "Failed"):
+            self._ending.pop(runner_id, None)
+        else:
+            task = kept.task if kept is not None else (
+                foreign_task or (key[0], (meta.get("labels") or {}).get(k8s.LABEL_TASK, "")))
+            grace = meta.get("deletionGracePeriodSeconds")
+            self._ending.setdefault(runner_id, (task, asyncio.get_running_loop().time()
+                                                + ENDING_HOLD_SECONDS
+                                                + (grace if isinstance(grace, int) else 30)))
         if kept is None or kept.current is None:
             kept = self._forget_warm(runner_id)
         # else: kept (busy, never assigned again) until its end is recorded, so that a

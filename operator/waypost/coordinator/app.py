@@ -389,6 +389,7 @@ async def runner_warm_poll(request: web.Request) -> web.Response:
             if ident.run_id != finished_run:
                 raise InvalidValue("finished.credential: belongs to another run")
             await attempts.complete(engine, ident, body.finished.result)
+            attempts.record_usage(engine, ident, body.finished.usage)
     return answer(await engine.warm.poll(
         runner_id, finished_run=finished_run,
         finished_attempt=body.finished.attempt if body.finished else None,

@@ -130,10 +130,11 @@ class DeferredClient(api.RunnerClient):
     def __init__(self, base_url: str, credential: str, **kwargs: Any) -> None:
         super().__init__(base_url, credential, **kwargs)
         self.credential = credential
-        self.result: tuple[Any] | None = None  # (result,) once the task succeeded
+        # (result, usage) once the task succeeded
+        self.result: tuple[Any, protocol.Usage | None] | None = None
 
-    async def complete(self, result: Any) -> str | None:
-        self.result = (result,)
+    async def complete(self, result: Any, usage: protocol.Usage | None = None) -> str | None:
+        self.result = (result, usage)
         return "succeeded"
 
 
@@ -148,9 +149,9 @@ class WarmRunner:
         self.retry = retry if retry is not None else transport.PATIENT
         self.scope = RunScope(scrub_tmp=config.scrub_tmp)
         # The attempt it ran last, until a poll has reported it (runId, attempt),
-        # and its success when the poll is to complete it (credential, (result,)).
+        # and its success when the poll is to complete it (credential, (result, usage)).
         self.finished: tuple[str, int] | None = None
-        self.completion: tuple[str, tuple[Any]] | None = None
+        self.completion: tuple[str, tuple[Any, protocol.Usage | None]] | None = None
         self.runs = 0
 
     def client(self, credential: str) -> api.RunnerClient:
@@ -163,10 +164,10 @@ class WarmRunner:
         finished = None
         if self.finished is not None:
             if self.completion is not None:
-                credential, (result,) = self.completion
+                credential, (result, usage) = self.completion
                 finished = protocol.WarmFinished(
                     run_id=self.finished[0], attempt=self.finished[1], succeeded=True,
-                    result=result, credential=credential)
+                    result=result, credential=credential, usage=usage)
             else:
                 finished = protocol.WarmFinished(run_id=self.finished[0],
                                                  attempt=self.finished[1])

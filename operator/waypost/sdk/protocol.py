@@ -449,6 +449,8 @@ class WarmFinished:
     succeeded: bool = False
     result: Any = None
     credential: str | None = None
+    usage: Usage | None = None
+    """With ``succeeded``: the runner's memory report of that attempt."""
 
     def __post_init__(self) -> None:
         _require(self.attempt >= 1, "attempt", "must be at least 1")
