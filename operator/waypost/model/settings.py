@@ -96,7 +96,8 @@ class Settings(BaseModel):
     )
     hot_table_vacuum_dead_tuples: int = Field(
         10_000, ge=0,
-        description="Dead tuples in run_queue above which the leader vacuums it (0: never).",
+        description=("Dead tuples in run_queue above which the leader cleans it: by rotation "
+                     "when few runs are active, else by vacuum (0: never)."),
     )
     events_poll_seconds: float = Field(
         0.02, gt=0, le=5,
