@@ -2,7 +2,8 @@
 -- What the leader's metrics (and run/queue-wait spans) are made of: status changes,
 -- attempt starts and ends and checkpoints after the cursor (:after_tx, :after_id),
 -- oldest first, at most :limit, below the commit horizon (same cursor rule as
--- events_after, migration 0012). Log lines are not read.
+-- events_after, migration 0012). Log lines are not read, nor a run's change to
+-- running (no series or span is made of it; the attempt start says the same).
 -- Lean on purpose (the leader runs it every second beside the dispatcher): the page
 -- is cut from the (tx, id) index first and only its rows are joined to their runs;
 -- of each event's data only the fields a series or span uses are read (a status
@@ -35,6 +36,7 @@ LEFT JOIN LATERAL (
     FROM run_events e
     WHERE (e.tx, e.id) > (:after_tx::text::xid8, :after_id::bigint) AND e.tx < h.horizon
       AND e.kind IN ('status', 'attempt_started', 'attempt_finished', 'checkpoint')
+      AND NOT (e.kind = 'status' AND e.data ->> 'status' = 'running')
     ORDER BY e.tx, e.id
     LIMIT :limit
 ) e ON true
