@@ -9,14 +9,13 @@ It installs its own release with the fixtures of test_operator.py.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
 from typing import Any
 
-import pytest
-
-from e2e_support import wait_until
+from e2e_support import kubeconfig_path, wait_until
 from test_operator import (
     api_get,
     apply,
@@ -46,8 +45,6 @@ def _run_pods(ns: str, run_id: str) -> list[str]:
     return out.split()
 
 
-@pytest.mark.failing_on_cluster(
-    'issue 13: failed in the 16:41 full run (the 20-children and token tests passed)')
 def test_waits_taskrun_sleeps_30s_without_a_pod(release: dict[str, str]) -> None:
     space = release["namespace"]
     # No warm pool: the attempt's Pod is made for it and goes with it.
@@ -61,10 +58,12 @@ def test_waits_taskrun_sleeps_30s_without_a_pod(release: dict[str, str]) -> None
     listed = kubectl("get", "taskruns", "-n", space, name).stdout
     assert "Waiting" in listed, listed
     run_id = status["runId"]
-    # kubectl wait across the suspension, in the background while we watch the Pods.
+    # kubectl wait across the suspension, in the background while we watch the Pods
+    # (the cluster named as kubectl() names it: KUBECONFIG is not set for pytest).
     waiter = subprocess.Popen(
         [kubectl_bin(), "wait", "--for=condition=Succeeded", f"taskrun/{name}", "-n", space,
-         "--timeout=240s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--timeout=240s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig_path())})
     # The first attempt's Pod is deleted once it exits; from then on none exists
     # until the sleep ends.
     wait_until(lambda: not _run_pods(space, run_id), 60, f"the Pods of run {run_id} to go")

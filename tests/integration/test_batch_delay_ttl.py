@@ -215,3 +215,35 @@ async def test_ttl_never_expires_a_run_that_started(database_url: str, db: async
         assert (await client.get_run(handle.id))["status"] == "retrying"
         assert await _count(db, "SELECT count(*) FROM waypost.run_queue") == 1
         assert await _count(db, "SELECT count(*) FROM waypost.run_ttls") == 0
+
+
+async def test_a_former_leader_wakes_and_expires_nothing(database_url: str,
+                                                        db: asyncpg.Pool) -> None:
+    """The waker is fenced on the leader epoch like the dispatcher: a replica whose
+    epoch was superseded (frozen, partitioned) neither resumes nor expires runs; the
+    current leader does both."""
+    from waypost.store import leadership
+
+    async with api_only(database_url) as app, WaypostClient(app.url) as client:
+        await app.register(hello.hello)
+        delayed = await client.trigger("hello", None, delay=0.1)
+        doomed = await client.trigger("hello", None, ttl=0.2)
+        await asyncio.sleep(0.5)  # both due now
+        assert await leadership.record_epoch(db, 1, "replica-a")
+        assert await leadership.record_epoch(db, 2, "replica-b")
+        app.engine.leader_epoch = 1
+        assert await waits.Waker(app.engine).pass_once() == (0, 0)
+        assert (await client.get_run(delayed.id))["status"] == "delayed"
+        assert (await client.get_run(doomed.id))["status"] == "queued"
+        assert await _count(db, "SELECT count(*) FROM waypost.run_waits") == 1
+        assert await _count(db, "SELECT count(*) FROM waypost.run_ttls") == 1
+        app.engine.leader_epoch = 2
+        assert await waits.Waker(app.engine).pass_once() == (1, 1)
+        assert (await client.get_run(delayed.id))["status"] == "queued"
+        assert (await client.get_run(doomed.id))["status"] == "expired"
+        # A run due after the new leader's pass: the deposed replica leaves it too.
+        later = await client.trigger("hello", None, delay=0.1)
+        await asyncio.sleep(0.3)
+        app.engine.leader_epoch = 1
+        assert await waits.Waker(app.engine).pass_once() == (0, 0)
+        assert (await client.get_run(later.id))["status"] == "delayed"

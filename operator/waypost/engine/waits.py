@@ -417,11 +417,17 @@ class Waker:
     async def pass_once(self) -> tuple[int, int]:
         """One pass; (runs resumed, runs expired)."""
         pool = self.engine.pool
-        expired = await store.expire_due(pool, limit=WAKE_BATCH)
+        # Read once, before the first await: LeaderWork.halt clears the epoch and sets
+        # the stop event together, so a pass never runs unfenced after a loss; a leader
+        # deposed mid-pass (or frozen) keeps passing its old epoch, which the store
+        # refuses once a newer one is recorded.
+        epoch = self.engine.leader_epoch
+        expired = await store.expire_due(pool, limit=WAKE_BATCH, leader_epoch=epoch)
         total = 0
         while True:
             result = await store.wake_due(pool, limit=WAKE_BATCH,
-                                          recheck_seconds=self.engine.settings.wait_recheck_seconds)
+                                          recheck_seconds=self.engine.settings.wait_recheck_seconds,
+                                          leader_epoch=epoch)
             total += result.woken
             if result.woken + result.rechecked < WAKE_BATCH:
                 break

@@ -100,10 +100,15 @@ SELECT run_id FROM finished;
 -- pending until it is completed or times out; both are looked at again after
 -- :recheck_seconds, a safety net. A token whose timeout came is marked timed_out. SKIP LOCKED: a token being
 -- completed right now holds its wait's row, and is woken by the next pass.
+-- Leader only: with :leader_epoch, nothing is woken unless that epoch is still the
+-- current one (the shared lock on the leadership row holds a newer leader's
+-- record_leader_epoch back until this statement commits, as claims do).
 WITH due AS (
     SELECT w.run_id, w.kind, w.step_key, w.until, w.token_id, w.child_ids
     FROM run_waits w
     WHERE w.due_at <= now()
+      AND (:leader_epoch::bigint IS NULL
+           OR EXISTS (SELECT 1 FROM leadership l WHERE l.epoch = :leader_epoch FOR SHARE))
     ORDER BY w.due_at
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -176,8 +181,11 @@ SELECT (SELECT count(*) FROM queued) AS woken, (SELECT count(*) FROM rechecked) 
 -- run: up to :limit, in one statement. The hot row is locked first, as a claim
 -- does (SKIP LOCKED: a run being claimed at this moment starts instead); a delayed
 -- run leaves run_waits. Every TTL row that is due goes, whatever its run did.
+-- Leader only: fenced on :leader_epoch as wake_due_runs is.
 WITH due AS (
     SELECT d.run_id FROM run_ttls d WHERE d.expires_at <= now()
+      AND (:leader_epoch::bigint IS NULL
+           OR EXISTS (SELECT 1 FROM leadership l WHERE l.epoch = :leader_epoch FOR SHARE))
     ORDER BY d.expires_at LIMIT :limit
     FOR UPDATE SKIP LOCKED
 ), dropped AS (
