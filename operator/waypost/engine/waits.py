@@ -49,6 +49,10 @@ log = logging.getLogger("waypost.engine.waits")
 
 #: Waits the waker resumes per statement.
 WAKE_BATCH = 1000
+#: Statements the waker runs at once while a full batch keeps coming back (SKIP
+#: LOCKED gives each its own waits): resuming is CPU in Postgres, and one statement
+#: at a time used one core (10,000 due at once: bench.waits, docs/benchmarks.md).
+WAKE_PARALLEL = 3
 
 
 def _superseded(ident: AttemptIdentity) -> AttemptSuperseded:
@@ -405,8 +409,9 @@ async def active_children(engine: Engine, run_id: uuid.UUID) -> list[uuid.UUID]:
 class Waker:
     """Resumes due waits and delayed runs, and expires runs past their ttl (leader only).
 
-    Each pass is two statements (expire, wake) of at most WAKE_BATCH runs each; then
-    it sleeps until the earliest due time, at most ``wait_poll_seconds``.
+    Each pass expires and wakes in statements of at most WAKE_BATCH runs each (while
+    wake statements come back full, WAKE_PARALLEL of them run at a time); then it
+    sleeps until the earliest due time, at most ``wait_poll_seconds``.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -423,19 +428,35 @@ class Waker:
         # refuses once a newer one is recorded.
         epoch = self.engine.leader_epoch
         expired = await store.expire_due(pool, limit=WAKE_BATCH, leader_epoch=epoch)
-        total = 0
-        while True:
-            result = await store.wake_due(pool, limit=WAKE_BATCH,
-                                          recheck_seconds=self.engine.settings.wait_recheck_seconds,
-                                          leader_epoch=epoch)
-            total += result.woken
-            if result.woken + result.rechecked < WAKE_BATCH:
-                break
+        total, full = await self._wake(epoch)
+        if full:
+            # Many are due at once: drain the rest with several statements at a time.
+            drained = await asyncio.gather(*(self._drain(epoch) for _ in range(WAKE_PARALLEL)),
+                                           return_exceptions=True)
+            for outcome in drained:
+                if isinstance(outcome, BaseException):
+                    raise outcome  # after every drain ended: none is left running
+                total += outcome
         self.woken += total
         self.expired += len(expired)
         if expired:
             log.info("runs expired", extra={"count": len(expired)})
         return total, len(expired)
+
+    async def _wake(self, epoch: int | None) -> tuple[int, bool]:
+        """One statement: (runs resumed, whether the batch was full)."""
+        result = await store.wake_due(self.engine.pool, limit=WAKE_BATCH,
+                                      recheck_seconds=self.engine.settings.wait_recheck_seconds,
+                                      leader_epoch=epoch)
+        return result.woken, result.woken + result.rechecked >= WAKE_BATCH
+
+    async def _drain(self, epoch: int | None) -> int:
+        total = 0
+        while True:
+            woken, full = await self._wake(epoch)
+            total += woken
+            if not full:
+                return total
 
     async def run(self, stop: asyncio.Event) -> None:
         poll = self.engine.settings.wait_poll_seconds

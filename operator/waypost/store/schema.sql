@@ -254,6 +254,7 @@ $$;
 CREATE FUNCTION waypost.run_events_attempt_updated() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'waypost', 'pg_catalog'
+    SET enable_nestloop TO 'off'
     AS $$
 BEGIN
     INSERT INTO run_events (run_id, kind, attempt, data)
@@ -313,6 +314,7 @@ $$;
 CREATE FUNCTION waypost.run_events_run_updated() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'waypost', 'pg_catalog'
+    SET enable_nestloop TO 'off'
     AS $$
 BEGIN
     INSERT INTO run_events (run_id, kind, attempt, data)

@@ -76,23 +76,27 @@ class WakeResult:
     rechecked: int
 
 
-async def wake_due(db: Db, *, limit: int, recheck_seconds: float,
+async def wake_due(pool: asyncpg.Pool, *, limit: int, recheck_seconds: float,
                    leader_epoch: int | None = None) -> WakeResult:
     """Resume up to ``limit`` due waits. With ``leader_epoch``, nothing happens unless
     that epoch is still the current one (a deposed leader wakes nothing)."""
-    row = await db.fetchrow(*bind("wake_due_runs", limit=limit,
-                                  recheck_seconds=recheck_seconds,
-                                  leader_epoch=leader_epoch))
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(query("waker_without_jit"))
+        row = await conn.fetchrow(*bind("wake_due_runs", limit=limit,
+                                        recheck_seconds=recheck_seconds,
+                                        leader_epoch=leader_epoch))
     assert row is not None
     return WakeResult(row["woken"], row["rechecked"])
 
 
-async def expire_due(db: Db, *, limit: int,
+async def expire_due(pool: asyncpg.Pool, *, limit: int,
                      leader_epoch: int | None = None) -> list[uuid.UUID]:
     """Expire up to ``limit`` runs past their ttl; fenced on ``leader_epoch`` as
     :func:`wake_due` is."""
-    return [r["id"] for r in await db.fetch(*bind("expire_runs", limit=limit,
-                                                  leader_epoch=leader_epoch))]
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(query("waker_without_jit"))
+        rows = await conn.fetch(*bind("expire_runs", limit=limit, leader_epoch=leader_epoch))
+    return [r["id"] for r in rows]
 
 
 async def next_due(db: Db) -> tuple[datetime | None, datetime]:

@@ -90,6 +90,12 @@ WITH finished AS (
 )
 SELECT run_id FROM finished;
 
+-- name: waker_without_jit
+-- The waker's statements run in a transaction of their own without JIT: an outcome
+-- CTE priced for token and children waits lifts a 1,000-row pass over
+-- jit_above_cost, and compiling it took 260 ms of a 1 s statement (bench.waits).
+SET LOCAL jit = off;
+
 -- name: wake_due_runs
 -- The waker's pass: up to :limit waits that are due, earliest first, in one
 -- statement. A due wait whose outcome is known ends: its outcome becomes the
