@@ -148,6 +148,13 @@ def cpu_seconds(pid: int, part: str = "all") -> float:
     return {"own": own, "children": total, "all": own + total}[part]
 
 
+async def _commits(db: asyncpg.Connection) -> int:
+    await db.execute("SELECT pg_stat_clear_snapshot()")
+    value: int = await db.fetchval(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+    return value
+
+
 async def burst(url: str, dsn: str, runs: int, clients: int = 32,
                 pids: dict[str, tuple[int, str]] | None = None) -> dict[str, Any]:
     ids: list[str] = []
@@ -168,6 +175,8 @@ async def burst(url: str, dsn: str, runs: int, clients: int = 32,
                     ids.append((await trigger(http, url))[1])
 
             cpu_before = {name: cpu_seconds(*where) for name, where in (pids or {}).items()}
+            commits_before = await _commits(db)
+            own_queries = 0
             started = time.time()
             await asyncio.gather(*(client() for _ in range(clients)))
             triggered = time.time()
@@ -176,22 +185,31 @@ async def burst(url: str, dsn: str, runs: int, clients: int = 32,
                 done = await db.fetchval(
                     "SELECT count(*) FROM waypost.runs WHERE id = ANY($1::uuid[]) "
                     "AND status = 'succeeded'", uuids)
+                own_queries += 1
                 if done == runs:
                     break
                 failed = await db.fetchval(
                     "SELECT count(*) FROM waypost.runs WHERE id = ANY($1::uuid[]) "
                     "AND status IN ('failed', 'dead_lettered')", uuids)
+                own_queries += 1
                 if failed:
                     raise RuntimeError(f"{failed} runs of the burst failed")
                 await asyncio.sleep(0.02)
             finished = time.time()
             cpu = {name: round((cpu_seconds(*where) - cpu_before[name]) * 1000 / runs, 2)
                    for name, where in (pids or {}).items()}
+            # Postgres publishes a session's counts within a second of its commits.
+            await asyncio.sleep(1.5)
+            commits = await _commits(db) - commits_before - own_queries - 2
     finally:
         await db.close()
     result: dict[str, Any] = {"runs": runs, "seconds": round(finished - started, 3),
                               "runs_per_second": round(runs / (finished - started), 1),
-                              "trigger_seconds": round(triggered - started, 3)}
+                              "trigger_seconds": round(triggered - started, 3),
+                              # Transactions of the waypost process per run (the
+                              # benchmark's own polling left out): each is a round
+                              # trip and a commit.
+                              "commits_per_run": round(commits / runs, 2)}
     if cpu:
         # CPU per run, whatever the machine's load: the waypost process (engine,
         # coordinator, dispatcher), its runner processes, and Postgres. On two idle

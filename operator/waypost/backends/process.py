@@ -425,12 +425,14 @@ async def _capture(stream: asyncio.StreamReader, name: str, worker: _Worker,
         for launch, line in batch:
             if launch is not None:
                 by_attempt.setdefault((launch.run_id, launch.attempt), []).append(line)
-        for (run_id, attempt), lines in by_attempt.items():
-            try:
-                await sink.write(run_id, attempt, lines)
-            except Exception as exc:  # the attempt must not fail for its printing
-                log.warning("could not store runner output",
-                            extra={"run_id": str(run_id), "error": str(exc)})
+        if not by_attempt:
+            return
+        try:
+            await sink.write([(run_id, attempt, lines)
+                              for (run_id, attempt), lines in by_attempt.items()])
+        except Exception as exc:  # the attempt must not fail for its printing
+            log.warning("could not store runner output",
+                        extra={"run_ids": [str(r) for r, _ in by_attempt], "error": str(exc)})
 
     while True:
         try:

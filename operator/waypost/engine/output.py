@@ -23,10 +23,15 @@ from waypost.store import logs
 OutputLine = tuple[datetime, str, str]
 
 
-class OutputSink(Protocol):
-    """Where a backend sends the lines an attempt's process printed."""
+#: The lines one attempt's process printed: (run id, attempt, lines).
+AttemptOutput = tuple[uuid.UUID, int, Sequence[OutputLine]]
 
-    async def write(self, run_id: uuid.UUID, attempt: int, lines: Sequence[OutputLine]) -> None:
+
+class OutputSink(Protocol):
+    """Where a backend sends the lines attempts' processes printed (of several
+    attempts at once: hot workers print for one attempt after another)."""
+
+    async def write(self, batch: Sequence[AttemptOutput]) -> None:
         ...
 
 
@@ -52,10 +57,11 @@ class StoreOutputSink:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def write(self, run_id: uuid.UUID, attempt: int, lines: Sequence[OutputLine]) -> None:
+    async def write(self, batch: Sequence[AttemptOutput]) -> None:
         rows = []
-        for ts, stream, text in lines:
-            found = classify(stream, text)
-            if found is not None:
-                rows.append((ts, found[0], found[1][: 16 * 1024], stream))
-        await logs.append_output(self._pool, run_id, attempt, rows)
+        for run_id, attempt, lines in batch:
+            for ts, stream, text in lines:
+                found = classify(stream, text)
+                if found is not None:
+                    rows.append((run_id, attempt, ts, found[0], found[1][: 16 * 1024], stream))
+        await logs.append_output(self._pool, rows)

@@ -14,7 +14,7 @@ handed to the exporters' processors directly.
 from __future__ import annotations
 
 import os
-import random
+import secrets
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from waypost.engine.telemetry import FINAL_STATUSES, PAGE
+from waypost.engine.telemetry import FINAL_STATUSES
 from waypost.sdk import tracing as sdk_tracing
 from waypost.store.telemetry import Signal
 
@@ -33,12 +33,6 @@ _FAILED = frozenset({"failed", "dead_lettered"})
 
 def _ns(ts: datetime) -> int:
     return int(ts.timestamp() * 1_000_000_000)
-
-
-def _span_id() -> str:
-    # As the SDK's own id generator: span ids need to be unique, not secret, and
-    # os.urandom (a system call each) was most of the leader's cost per span.
-    return f"{random.getrandbits(64) or 1:016x}"
 
 
 def _context(trace_id: str, span_id: str, *, remote: bool = False) -> SpanContext:
@@ -66,7 +60,7 @@ class SpanEmitter:
         self.resource = resource
 
     def __call__(self, s: Signal) -> None:
-        if s.kind == "status" and s.status in FINAL_STATUSES and s.has_previous:
+        if s.kind == "status" and s.data.get("status") in FINAL_STATUSES and "previous" in s.data:
             self._run_span(s)
         elif s.kind == "attempt_started" and s.available_at is not None:
             self._queue_wait_span(s)
@@ -76,13 +70,14 @@ class SpanEmitter:
             processor.on_end(span)
 
     def _run_span(self, s: Signal) -> None:
-        status = str(s.status)
+        status = str(s.data["status"])
         parent = (_context(s.trace_id, s.parent_span_id, remote=True)
                   if s.parent_span_id else None)
+        error = s.data.get("error") if isinstance(s.data.get("error"), dict) else None
         attributes = {**run_attributes(s), "messaging.operation.type": "process",
                       "waypost.status": status, "waypost.attempts": s.attempt or 0}
-        if s.error_type is not None:
-            attributes["error.type"] = s.error_type
+        if error:
+            attributes["error.type"] = str(error.get("type", "error"))
         self._emit(ReadableSpan(
             name=f"run {s.task}", context=_context(s.trace_id, sdk_tracing.run_span_id(
                 str(s.run_id))), parent=parent, resource=self.resource,
@@ -95,7 +90,7 @@ class SpanEmitter:
         assert s.available_at is not None
         run_span = _context(s.trace_id, sdk_tracing.run_span_id(str(s.run_id)))
         self._emit(ReadableSpan(
-            name="queue wait", context=_context(s.trace_id, _span_id()),
+            name="queue wait", context=_context(s.trace_id, secrets.token_hex(8)),
             parent=run_span, resource=self.resource,
             attributes={**run_attributes(s), "messaging.operation.type": "receive",
                         "waypost.attempt": s.attempt or 0},
@@ -112,9 +107,7 @@ def span_sink(env: Mapping[str, str] | None = None) -> SpanEmitter | None:
     env = os.environ if env is None else env
     if not sdk_tracing.enabled(env):
         return None
-    # The reader hands a whole page of the event log (up to telemetry.PAGE events,
-    # a span each at most) to the processors at once: the queue holds a few pages.
-    return SpanEmitter(sdk_tracing.make_processors(env, max_queue_size=4 * PAGE),
+    return SpanEmitter(sdk_tracing.make_processors(env),
                        sdk_tracing.make_resource("waypost-operator"))
 
 

@@ -21,12 +21,17 @@ WriteUsage = Callable[[Sequence[Usage | RunnerStart]], Awaitable[None]]
 
 #: Reports held at most; past it new ones are dropped (the database is away).
 MAX_PENDING = 10_000
+#: How long the writer waits for more reports before it writes: under load many
+#: attempts end each second, and one statement per report was a commit per run.
+GATHER_SECONDS = 0.05
 
 
 class UsageRecorder:
-    def __init__(self, write: WriteUsage, *, max_batch: int = 500) -> None:
+    def __init__(self, write: WriteUsage, *, max_batch: int = 500,
+                 gather_seconds: float = GATHER_SECONDS) -> None:
         self._write = write
         self._max_batch = max_batch
+        self._gather_seconds = gather_seconds
         self._pending: list[Usage | RunnerStart] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -40,6 +45,7 @@ class UsageRecorder:
 
     async def _drain(self) -> None:
         try:
+            await asyncio.sleep(self._gather_seconds)
             while self._pending:
                 batch = self._pending[:self._max_batch]
                 del self._pending[:self._max_batch]

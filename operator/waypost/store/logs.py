@@ -29,12 +29,14 @@ async def append(
 
 
 async def append_output(
-    db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, attempt: int,
-    lines: Sequence[tuple[datetime, str, str, str]],
+    db: asyncpg.Pool | asyncpg.Connection,
+    lines: Sequence[tuple[uuid.UUID, int, datetime, str, str, str]],
 ) -> None:
-    """Store lines a runner process printed: (ts, level, message, stream)."""
+    """Store lines runner processes printed, of any attempts, in one statement:
+    (run id, attempt, ts, level, message, stream)."""
     if lines:
         await db.execute(*bind(
-            "append_output", run_id=run_id, attempt=attempt, ts=[line[0] for line in lines],
-            levels=[line[1] for line in lines], messages=[line[2] for line in lines],
-            streams=[line[3] for line in lines]))
+            "append_output", run_ids=[line[0] for line in lines],
+            attempts=[line[1] for line in lines], ts=[line[2] for line in lines],
+            levels=[line[3] for line in lines], messages=[line[4] for line in lines],
+            streams=[line[5] for line in lines]))

@@ -11,13 +11,15 @@ FROM run_queue q,
 WHERE q.run_id = :run_id AND q.claim_token = :claim_token AND q.state = 'running';
 
 -- name: append_output
--- Lines a runner process wrote to stdout/stderr (the process backend of dev mode
--- captures them), as log events of attempt :attempt with fields.stream; not fenced:
--- the backend that owns the process writes them, after or beside the attempt.
+-- Lines runner processes wrote to stdout/stderr (the process backend of dev mode
+-- captures them), each as a log event of its run's attempt with fields.stream, the
+-- lines of many attempts in one statement; not fenced: the backend that owns the
+-- process writes them, after or beside the attempt.
 INSERT INTO run_events (run_id, kind, attempt, ts, data)
-SELECT :run_id, 'log', :attempt, l.ts,
+SELECT l.run_id, 'log', l.attempt, l.ts,
        jsonb_build_object('level', l.level, 'message', l.message,
                           'fields', jsonb_build_object('stream', l.stream))
-FROM unnest(:ts::timestamptz[], :levels::text[], :messages::text[], :streams::text[])
-    AS l(ts, level, message, stream)
-WHERE EXISTS (SELECT 1 FROM runs WHERE id = :run_id);
+FROM unnest(:run_ids::uuid[], :attempts::int[], :ts::timestamptz[], :levels::text[],
+            :messages::text[], :streams::text[])
+    AS l(run_id, attempt, ts, level, message, stream)
+WHERE EXISTS (SELECT 1 FROM runs WHERE id = l.run_id);
