@@ -109,70 +109,91 @@ async def limits(b: Bench) -> None:
             b.results.add("limits", "waypost", f"{label}_overhead_pct", (base / v - 1) * 100)
 
 
-async def _hot_table(conn: asyncpg.Connection) -> dict[str, Any]:
+async def _hot_table(conn: asyncpg.Connection, table: str = "waypost.run_queue") -> dict[str, Any]:
+    """A queue table's statistics and size, summed over its partitions (migration 0019
+    partitioned waypost's run_queue; pg_partition_tree of an ordinary table is the
+    table itself)."""
     await conn.execute("SELECT pg_stat_clear_snapshot()")
     row = await conn.fetchrow(
-        """SELECT n_live_tup, n_dead_tup, autovacuum_count, vacuum_count,
-                  pg_relation_size('waypost.run_queue') AS heap_bytes,
-                  pg_total_relation_size('waypost.run_queue') AS total_bytes
-           FROM pg_stat_user_tables WHERE relid = 'waypost.run_queue'::regclass""")
+        """SELECT sum(s.n_live_tup)::bigint AS n_live_tup, sum(s.n_dead_tup)::bigint AS n_dead_tup,
+                  sum(s.autovacuum_count)::bigint AS autovacuum_count,
+                  sum(s.vacuum_count)::bigint AS vacuum_count,
+                  sum(pg_relation_size(p.relid))::bigint AS heap_bytes,
+                  sum(pg_total_relation_size(p.relid))::bigint AS total_bytes
+           FROM pg_partition_tree($1::regclass) p
+           JOIN pg_stat_user_tables s ON s.relid = p.relid
+           WHERE p.isleaf""", table)
     return dict(row)
+
+
+# The table each system claims from: what a long transaction makes grow.
+QUEUE_TABLES = {"waypost": "waypost.run_queue", "pgqueuer": "pgqueuer"}
 
 
 async def bloat(b: Bench) -> None:
     """A steady run at the steady-state rate for --bloat-seconds, sampling run_queue;
-    then the same with a REPEATABLE READ transaction held open on another connection."""
+    then the same with a REPEATABLE READ transaction held open on another connection,
+    for waypost and, beside it, pgqueuer (its queue table, cleaned by autovacuum)."""
     from waypost import aiotime
 
     a = b.args
-    for held in (False, True):
+    runs = [("waypost", False), ("waypost", True)]
+    if "pgqueuer" in b.systems:
+        runs.append(("pgqueuer", True))
+    for system, held in runs:
         label = "long_txn" if held else "plain"
-        async with b.database("waypost") as db:
+        async with b.database(system) as db:
             dsn = b.pg.dsn_for(db)
             watch = await asyncpg.connect(dsn)
             holder = None
             if held:
                 holder = await asyncpg.connect(dsn)
                 await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-                await holder.fetchval("SELECT count(*) FROM waypost.runs")
+                await holder.fetchval("SELECT count(*) FROM pg_class")  # takes the snapshot
             samples: list[dict[str, Any]] = []
             stop = asyncio.Event()
+            table = QUEUE_TABLES[system]
 
             async def sample(watch: asyncpg.Connection = watch,
                              samples: list[dict[str, Any]] = samples,
-                             stop: asyncio.Event = stop) -> None:
+                             stop: asyncio.Event = stop, table: str = table) -> None:
                 t0 = now()
                 while not stop.is_set():
-                    s = await _hot_table(watch)
+                    s = await _hot_table(watch, table)
                     s["t"] = round(now() - t0, 1)
                     samples.append(s)
                     await aiotime.sleep(max(1.0, a.bloat_seconds / 30), stop)
 
             sampler = asyncio.create_task(sample())
             lat: list[float] = []
-            _offered, _thr, sent = await b.steady("waypost", db, b.rate, a.bloat_seconds, lat)
+            _offered, _thr, sent = await b.steady(system, db, b.rate, a.bloat_seconds, lat)
             stop.set()
             await sampler
-            end = await _hot_table(watch)
+            end = await _hot_table(watch, table)
             if holder is not None:
                 await holder.execute("ROLLBACK")
                 await holder.close()
             await watch.close()
             first = samples[0]
             fig = b.results.add
-            fig("bloat", "waypost", f"{label}_runs", sent)
-            fig("bloat", "waypost", f"{label}_seconds", a.bloat_seconds)
-            fig("bloat", "waypost", f"{label}_dead_tuples_end", end["n_dead_tup"])
-            fig("bloat", "waypost", f"{label}_dead_tuples_max",
+            fig("bloat", system, f"{label}_runs", sent)
+            fig("bloat", system, f"{label}_seconds", a.bloat_seconds)
+            fig("bloat", system, f"{label}_dead_tuples_end", end["n_dead_tup"])
+            fig("bloat", system, f"{label}_dead_tuples_max",
                 max(s["n_dead_tup"] for s in samples))
-            fig("bloat", "waypost", f"{label}_hot_table_kb_start", first["total_bytes"] / 1024)
-            fig("bloat", "waypost", f"{label}_hot_table_kb_end", end["total_bytes"] / 1024)
-            fig("bloat", "waypost", f"{label}_hot_table_kb_max",
+            fig("bloat", system, f"{label}_hot_table_kb_start", first["total_bytes"] / 1024)
+            fig("bloat", system, f"{label}_hot_table_kb_end", end["total_bytes"] / 1024)
+            fig("bloat", system, f"{label}_hot_table_kb_max",
                 max(s["total_bytes"] for s in samples) / 1024)
-            fig("bloat", "waypost", f"{label}_autovacuums", end["autovacuum_count"])
-            fig("bloat", "waypost", f"{label}_p99_ms", pct(lat, 99))
-            b.meta.setdefault("bloat_samples", {})[label] = samples
-            print(f"  bloat {label}: {sent} runs in {a.bloat_seconds:.0f} s, run_queue "
+            fig("bloat", system, f"{label}_autovacuums", end["autovacuum_count"])
+            fig("bloat", system, f"{label}_p50_ms", pct(lat, 50))
+            fig("bloat", system, f"{label}_p99_ms", pct(lat, 99))
+            fig("bloat", system, f"{label}_started_fraction", b.last_started_fraction)
+            key = label if system == "waypost" else f"{system}:{label}"  # report.py reads these
+            b.meta.setdefault("bloat_samples", {})[key] = samples
+            print(f"  bloat {system} {label}: {sent} runs in {a.bloat_seconds:.0f} s, "
+                  f"p50 {pct(lat, 50):,.1f} ms p99 {pct(lat, 99):,.1f} ms, started "
+                  f"{b.last_started_fraction:.3f}, {table} "
                   f"{first['total_bytes'] // 1024} kB -> {end['total_bytes'] // 1024} kB "
                   f"(max {max(s['total_bytes'] for s in samples) // 1024} kB), dead tuples "
                   f"{end['n_dead_tup']} (max {max(s['n_dead_tup'] for s in samples)}), "

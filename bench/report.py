@@ -89,7 +89,9 @@ def targets(doc: dict[str, Any]) -> str:
         " ms")
     row("checkpoint 1 KB p99 ≤ 5 ms", med(doc, "checkpoint", "waypost", "1kb_p99_ms"), 5, False,
         " ms")
-    for label in ("plain", "long_txn"):
+    row("enqueue→start p99 ≤ 1 s with a REPEATABLE READ transaction open",
+        med(doc, "bloat", "waypost", "long_txn_p99_ms"), 1000, False, " ms")
+    for label in ("plain", "long_txn", "pgqueuer:long_txn"):
         samples = doc.get("meta", {}).get("bloat_samples", {}).get(label)
         if not samples:
             continue

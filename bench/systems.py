@@ -179,9 +179,9 @@ class Waypost(System):
         self._wake_all = wake_all
         self._wake_one = wake_one
         self._tasks = [asyncio.create_task(self._loop(i, batch, on_start)) for i in range(n)]
-        # The dispatcher's companion: vacuum run_queue once it holds enough dead tuples.
+        # The dispatcher's companion: rotate or vacuum run_queue once it holds enough dead tuples.
         from waypost.engine import hot_table
-        self._tasks.append(asyncio.create_task(hot_table.vacuum_loop(self.engine, self._stop)))
+        self._tasks.append(asyncio.create_task(hot_table.clean_loop(self.engine, self._stop)))
 
     async def _loop(self, i: int, batch: int, on_start: OnStart) -> None:
         from waypost import aiotime

@@ -1,7 +1,7 @@
 """What tracing costs (issue 11): a drain and checkpoint latency, tracing off and on.
 
     WAYPOST_JAEGER=$(tools/ensure jaeger) .venv/bin/python -m bench.tracing_overhead \\
-        [--jobs 20000] [--steps 300] [--repeats 3]
+        [--jobs 10000] [--steps 300] [--block 10] [--repeats 5]
 
 On a fresh durable Postgres, with a real Jaeger receiving OTLP:
 
@@ -10,12 +10,16 @@ On a fresh durable Postgres, with a real Jaeger receiving OTLP:
   drain does), while the leader's telemetry reader follows the event log: ``off``
   (no reader: the drain as ``make bench`` measures it), ``metrics`` (the reader,
   tracing off: what every leader runs) and ``traces`` (the reader also emitting run
-  and queue-wait spans to Jaeger). Runs per second.
+  and queue-wait spans to Jaeger). Runs per second; the three modes take turns in
+  each repeat, in a rotating order.
 - **Checkpoint latency**: ``ctx.step`` (its function is a no-op, so the figure is
-  the checkpoint write through the coordinator's HTTP API) ``--steps`` times, with
-  the runner's spans off and on (exported to Jaeger). p50/p99 in ms.
+  the checkpoint write through the coordinator's HTTP API), ``--steps`` times for an
+  attempt with the runner's spans off and as many for one with them on (exported to
+  Jaeger), alternating every ``--block`` steps, so a change in the machine's load
+  falls on both. p50/p99 in ms.
 
-Modes alternate within each repeat; the medians over repeats are printed.
+The machine is shared: the summary gives each figure's median, minimum and maximum
+over the repeats and the 1-minute load average seen between them.
 """
 
 from __future__ import annotations
@@ -80,42 +84,80 @@ async def drain(app: Standalone, jobs: int, mode: str, endpoint: str) -> float:
     return jobs / seconds
 
 
-async def checkpoint_latency(app: Standalone, steps: int, traced: bool,
-                             endpoint: str) -> list[float]:
-    run, _ = await control.trigger(app.engine, "default", "noop", TriggerRequest(payload=None))
-    [claim] = await runs.claim(app.engine.pool, limit=1, lease_seconds=600, worker="bench")
-    assert claim.run_id == uuid.UUID(run.id)
-    token = app.engine.signer.issue(claim.run_id, claim.claim_token)
-    client = runner_api.RunnerClient(app.url, token)
-    try:
-        doc = await client.get_attempt()
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if traced else {}
-        trace = runner_tracing.start(doc, env)
-        ctx = Context(run_id=doc.run_id, attempt=doc.attempt, payload=None, port=client,
-                      traceparent=doc.traceparent, limits=doc.limits, tracer=trace.steps)
+class Stepper:
+    """An attempt of its own (claimed, its runner's context made), stepping on demand."""
+
+    def __init__(self, app: Standalone, traced: bool, endpoint: str) -> None:
+        self.app, self.traced, self.endpoint = app, traced, endpoint
+        self.count = 0
+
+    async def __aenter__(self) -> Stepper:
+        app = self.app
+        run, _ = await control.trigger(app.engine, "default", "noop",
+                                       TriggerRequest(payload=None))
+        [claim] = await runs.claim(app.engine.pool, limit=1, lease_seconds=600,
+                                   worker="bench")
+        assert claim.run_id == uuid.UUID(run.id)
+        token = app.engine.signer.issue(claim.run_id, claim.claim_token)
+        self.client = runner_api.RunnerClient(app.url, token)
+        doc = await self.client.get_attempt()
+        if self.traced:
+            # The runner's exporter reads the process environment (as in a runner Pod).
+            os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.endpoint
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint} if self.traced else {}
+        self.trace = runner_tracing.start(doc, env)
+        self.ctx = Context(run_id=doc.run_id, attempt=doc.attempt, payload=None,
+                           port=self.client, traceparent=doc.traceparent, limits=doc.limits,
+                           tracer=self.trace.steps)
+        return self
+
+    async def steps(self, n: int) -> list[float]:
         lat = []
-        for i in range(steps):
+        for _ in range(n):
             t0 = time.perf_counter()
-            await ctx.step(f"s{i}", lambda: {"i": 1})
+            await self.ctx.step(f"s{self.count}", lambda: {"i": 1})
             lat.append((time.perf_counter() - t0) * 1000)
-        trace.end("succeeded", failed=False)
-        await trace.flush()
+            self.count += 1
         return lat
-    finally:
-        await client.close()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.trace.end("succeeded", failed=False)
+        await self.trace.flush()
+        await self.client.close()
+
+
+async def checkpoint_latency(app: Standalone, steps: int, block: int,
+                             endpoint: str) -> dict[str, list[float]]:
+    """``steps`` checkpoints each, untraced and traced, alternating in blocks of
+    ``block``: a change of the machine's load falls on both alike."""
+    lat: dict[str, list[float]] = {"untraced": [], "traced": []}
+    async with Stepper(app, False, endpoint) as plain, Stepper(app, True, endpoint) as traced:
+        for i in range(0, steps, block):
+            n = min(block, steps - i)
+            pair = [("untraced", plain), ("traced", traced)]
+            for label, stepper in (pair if (i // block) % 2 == 0 else pair[::-1]):
+                lat[label] += await stepper.steps(n)
+    return lat
+
+
+def spread(values: list[float], digits: int = 0) -> str:
+    med, lo, hi = statistics.median(values), min(values), max(values)
+    return f"median {med:8.{digits}f}  min {lo:8.{digits}f}  max {hi:8.{digits}f}"
 
 
 async def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.tracing_overhead", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--jobs", type=int, default=20000)
+    p.add_argument("--jobs", type=int, default=10000)
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--block", type=int, default=10, help="checkpoints per mode in turn")
+    p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="waypost-bench-tracing-"))
     pg = embedded.EmbeddedPostgres(folder / "data").start()
     rates: dict[str, list[float]] = {"off": [], "metrics": [], "traces": []}
     latency: dict[str, list[tuple[float, float]]] = {"untraced": [], "traced": []}
+    loads = [os.getloadavg()[0]]
     try:
         await migrate.apply_dsn(pg.dsn)
         with jaeger_support.running(folder) as jaeger:
@@ -133,29 +175,33 @@ async def main() -> None:
                         rate = await drain(app, a.jobs, mode, endpoint)
                         rates[mode].append(rate)
                         print(f"rep {rep} drain {mode:8s} {rate:8.0f} runs/s", flush=True)
-                    for traced in ([False, True] if rep % 2 == 0 else [True, False]):
-                        lat = await checkpoint_latency(app, a.steps, traced, endpoint)
-                        label = "traced" if traced else "untraced"
-                        latency[label].append((pct(lat, 50), pct(lat, 99)))
-                        print(f"rep {rep} checkpoint {label:8s} p50 {pct(lat, 50):6.2f} ms "
-                              f"p99 {pct(lat, 99):6.2f} ms", flush=True)
+                    lat = await checkpoint_latency(app, a.steps, a.block, endpoint)
+                    for label, values in lat.items():
+                        latency[label].append((pct(values, 50), pct(values, 99)))
+                        print(f"rep {rep} checkpoint {label:8s} p50 {pct(values, 50):6.2f} ms "
+                              f"p99 {pct(values, 99):6.2f} ms", flush=True)
                 finally:
                     await app.stop()
+                loads.append(os.getloadavg()[0])
             spans = jaeger.get("/api/services")
             print("Jaeger services:", spans.get("data"))
     finally:
         pg.destroy()
-    print("\nmedians over", a.repeats, "repeats:")
-    base = statistics.median(rates["off"])
+    print(f"\nover {a.repeats} repeats (1-minute load average {min(loads):.1f} to "
+          f"{max(loads):.1f}):")
     for mode, values in rates.items():
-        med = statistics.median(values)
-        print(f"  drain {mode:8s} {med:8.0f} runs/s  ({100 * (med / base - 1):+.1f}% vs off)")
+        print(f"  drain {mode:8s} runs/s  {spread(values)}")
+    base = statistics.median(rates["off"])
+    off = statistics.median(rates["metrics"])
+    print(f"  metrics reader vs no reader: {100 * (off / base - 1):+.1f}%; "
+          f"spans on vs off: {100 * (statistics.median(rates['traces']) / off - 1):+.1f}% "
+          f"(medians)")
+    for label, pairs in latency.items():
+        print(f"  checkpoint {label:8s} p50 ms  {spread([x[0] for x in pairs], 2)}")
+        print(f"  checkpoint {label:8s} p99 ms  {spread([x[1] for x in pairs], 2)}")
     p50_0 = statistics.median(x[0] for x in latency["untraced"])
-    for label, values in latency.items():
-        p50 = statistics.median(x[0] for x in values)
-        p99 = statistics.median(x[1] for x in values)
-        print(f"  checkpoint {label:8s} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
-              f"(p50 {100 * (p50 / p50_0 - 1):+.1f}% vs untraced)")
+    p50_1 = statistics.median(x[0] for x in latency["traced"])
+    print(f"  checkpoint p50 traced vs untraced: {100 * (p50_1 / p50_0 - 1):+.1f}% (medians)")
 
 
 if __name__ == "__main__":

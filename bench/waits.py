@@ -115,7 +115,7 @@ async def _probe(engine: Any, n: int) -> dict[str, float]:
         done += len(got)
     elapsed = time.perf_counter() - started
     size = await engine.pool.fetchval(
-        "SELECT pg_total_relation_size('waypost.run_queue')")
+        "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('waypost.run_queue')")
     rows = await engine.pool.fetchval("SELECT count(*) FROM waypost.run_queue")
     return {"runs_per_s": n / elapsed, "claim_p50_ms": pct(claim_ms, 50),
             "claim_p99_ms": pct(claim_ms, 99), "hot_table_bytes": float(size),

@@ -15,6 +15,7 @@ import pytest
 from tests.factories import example_stack
 from waypost.coordinator import appkeys
 from waypost.sdk import sse
+from waypost.sdk.client import WaypostClient
 from waypost.standalone import Standalone
 
 FINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
@@ -227,3 +228,35 @@ async def test_bad_stream_requests_are_refused_before_streaming(
             f"{stack.url}/v1/events", headers={"Last-Event-ID": "12"}) as resp:
         assert resp.status == 400
         assert "Last-Event-ID" in (await resp.json())["error"]["message"]
+
+
+async def test_streams_are_closed_at_their_max_age_and_clients_resume_losing_nothing(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WAYPOST_EVENTS_STREAM_MAX_AGE closes every stream still open after it, with no
+    `end` event (the run has not ended); the SDK resumes with Last-Event-ID, so a run
+    followed across several closes is seen event for event, and its log lines line
+    for line, as one uninterrupted read of its history shows them."""
+    max_age = 0.5
+    async with example_stack(database_url, tmp_path / "ledger.jsonl", monkeypatch,
+                             events_stream_max_age_seconds=max_age) as app, \
+            aiohttp.ClientSession() as http, WaypostClient(app.url) as client:
+        for url in (f"{app.url}/v1/events", f"{app.url}/v1/events?task=nothing-runs-here"):
+            started = time.monotonic()
+            async with asyncio.timeout(30), http.get(url) as resp:
+                got = [m async for m in sse.messages(resp)]
+            assert max_age <= time.monotonic() - started < max_age + 10
+            assert all(m is None or m.event != "end" for m in got)
+        # Delayed by 3 s, so that it is followed for longer than streams live.
+        handle = await client.trigger("process-order", {"orderId": "o-10",
+                                                        "failPaymentOnAttempts": [1]}, delay=3)
+        run_id = handle.id
+        streamed: list[dict[str, Any]] = []
+        done = await client.wait(run_id, timeout=120, on_event=streamed.append)
+        assert done["status"] == "succeeded"
+        whole = await collect(http, f"{app.url}/v1/runs/{run_id}/events?kinds="
+                              "status,attempt_started,attempt_finished,checkpoint,replay")
+        assert [e["id"] for e in streamed] == [m.id for m in whole]
+        followed = [line["cursor"] async for line in client.follow_logs(run_id)]
+        page, _ = await client.logs(run_id)
+        assert followed == [line["cursor"] for line in page] and followed

@@ -148,6 +148,24 @@ async def test_follow_streams_lines_and_ends_with_the_run(stack: Standalone) -> 
         "order fetched", "payment complete"]
 
 
+async def test_a_finished_runs_follow_ends_however_it_is_resumed(stack: Standalone) -> None:
+    """A follow that starts after the run's last line (a cursor, Last-Event-ID, a since
+    in the future: nothing left to send, the final status not among what is sent) ends
+    with the run's status instead of waiting forever."""
+    run_id = await order_run(stack)
+    _, page = await get(f"{stack.url}/v1/runs/{run_id}/logs")
+    last = page["entries"][-1]["cursor"]
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat().replace("+", "%2B")
+    base = f"{stack.url}/v1/runs/{run_id}/logs?follow=1"
+    for url, headers in ((f"{base}&cursor={last}", {}), (base, {"Last-Event-ID": last}),
+                         (f"{base}&since={later}", {}),
+                         (f"{base}&cursor={page['nextCursor']}&attempt=1", {})):
+        async with aiohttp.ClientSession() as http, asyncio.timeout(20), http.get(
+                url, headers=headers) as resp:
+            got = [m for m in [m async for m in sse.messages(resp)] if m is not None]
+        assert [(m.event, m.data) for m in got] == [("end", {"status": "succeeded"})], url
+
+
 async def test_follow_waits_for_what_the_process_printed_before_it_exited(
     stack: Standalone,
 ) -> None:

@@ -19,7 +19,7 @@ from waypost.engine import history
 from waypost.engine.clock import FakeClock
 from waypost.engine.core import Engine
 from waypost.model.enums import RunStatus
-from waypost.store import checkpoints, dump_schema, migrate, runs
+from waypost.store import checkpoints, dump_schema, maintenance, migrate, runs
 from waypost.store import pool as store_pool
 from waypost.store.embedded import EmbeddedPostgres
 from waypost.store.pool import RawJson
@@ -365,5 +365,65 @@ async def test_history_retention_migration_on_a_filled_database(
         assert left == {**{r: "running" for r in ids[26:]}, ids[25]: "dead_lettered",
                         queued: "queued"}
         assert await pool.fetchval("SELECT count(*) FROM checkpoints") == 0
+    finally:
+        await pool.close()
+
+
+# The previous release's hot-table statements (before migration 0019), verbatim: its
+# leader keeps running them against the partitioned table until it is replaced.
+PREVIOUS_RELEASE_HOT_TABLE_DEAD_TUPLES = """
+SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
+                 WHERE schemaname = current_schema() AND relname = 'run_queue'), 0)
+"""
+PREVIOUS_RELEASE_VACUUM_HOT_TABLE = "VACUUM (SKIP_LOCKED) run_queue"
+
+
+async def test_hot_table_rotation_migration_keeps_active_runs(
+    postgres: EmbeddedPostgres, empty_database: str
+) -> None:
+    """Migration 0019 makes run_queue a partitioned table with a live database: every
+    ready and running run keeps its hot row as it was (tokens, leases, order), the
+    running attempts finish through their tokens, the previous release's enqueue,
+    claim and vacuum still work, and the new release rotates the table."""
+    dsn = postgres.dsn_for(empty_database)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await _apply_up_to(conn, 18)
+    finally:
+        await conn.close()
+    pool = await store_pool.create_pool(dsn, max_size=2)
+    columns = ("run_id, seq, queue_id, concurrency_key, priority, state, available_at, "
+               "attempt, claim_token, lease_expires_at, cancel_requested")
+    try:
+        await factories.register_task(pool)
+        ids = [await factories.enqueue(pool, "t", priority=i % 2) for i in range(20)]
+        claimed = await runs.claim(pool, limit=5, lease_seconds=600, worker="old")
+        before = {r["run_id"]: dict(r)
+                  for r in await pool.fetch(f"SELECT {columns} FROM run_queue")}
+        assert len(before) == 20
+
+        assert await migrate.apply_dsn(dsn) == [
+            m.version for m in migrate.available() if m.version >= 19]
+        after = {r["run_id"]: dict(r)
+                 for r in await pool.fetch(f"SELECT {columns} FROM run_queue")}
+        assert after == before
+        assert await pool.fetchval("SELECT count(*) FROM run_queue_0") == 20
+        # The previous release's leader: its statistics read zero, its vacuum runs.
+        assert await pool.fetchval(PREVIOUS_RELEASE_HOT_TABLE_DEAD_TUPLES) == 0
+        await pool.execute(PREVIOUS_RELEASE_VACUUM_HOT_TABLE)
+        # Its runners finish their attempts; it enqueues and claims (statements that
+        # 0019 leaves unchanged are the previous release's own).
+        assert len(await runs.complete_many(
+            pool, [(c.run_id, c.claim_token, RawJson("1")) for c in claimed])) == 5
+        late = await factories.enqueue(pool, "t", priority=1)
+        expected = await pool.fetch(
+            "SELECT id FROM runs WHERE status = 'queued' ORDER BY priority DESC, seq")
+        rest = await runs.claim(pool, limit=100, lease_seconds=600, worker="old")
+        assert [c.run_id for c in rest] == [r["id"] for r in expected]
+        assert sorted([*[c.run_id for c in claimed], *[c.run_id for c in rest]]) == sorted(
+            [*ids, late])
+        # The new release's rotation moves the 16 running rows to generation 1.
+        assert await maintenance.rotate_hot_table(pool, lock_timeout_ms=1000) == 16
+        assert await pool.fetchval("SELECT count(*) FROM run_queue_1") == 16
     finally:
         await pool.close()

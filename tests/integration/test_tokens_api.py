@@ -53,6 +53,30 @@ async def test_callback_needs_the_tokens_own_secret(database_url: str) -> None:
                 assert resp.status == 401
 
 
+@pytest.mark.parametrize(("body", "data"), [
+    (b"null", None), (b"5", 5), (b'["a", 1]', ["a", 1]), (b'"ok"', "ok"), (b"", None)])
+async def test_a_webhook_posts_any_json_value_or_nothing(database_url: str, body: bytes,
+                                                         data: object) -> None:
+    """The callback's body is the data, whatever JSON value it is (the OpenAPI document
+    says so); no body at all completes it with null."""
+    async with api_only(database_url) as app, WaypostClient(app.url) as client:
+        token = await client.create_token()
+        headers = {"Content-Type": "application/json"} if body else {}
+        async with aiohttp.ClientSession() as http, http.post(
+                token["url"], data=body, headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["data"] == data
+        assert (await client.get_token(token["id"]))["data"] == data
+        # A hostile value is still refused, naming where it is.
+        other = await client.create_token()
+        async with aiohttp.ClientSession() as http, http.post(
+                other["url"], data=b'[1, "a\\u0000b"]',
+                headers={"Content-Type": "application/json"}) as resp:
+            assert resp.status == 400
+            assert "[1]" in (await resp.json())["error"]["message"]
+        assert (await client.get_token(other["id"]))["status"] == "pending"
+
+
 async def test_timeout_unknown_and_too_large(database_url: str) -> None:
     async with api_only(database_url) as app, WaypostClient(app.url) as client:
         token = await client.create_token(timeout=0.3)

@@ -32,6 +32,7 @@ VALUES: dict[str, tuple[str, object]] = {
     "WAYPOST_HOT_TABLE_VACUUM_DEAD_TUPLES": ("123", 123),
     "WAYPOST_EVENTS_POLL_INTERVAL": ("0.5", 0.5),
     "WAYPOST_EVENTS_HEARTBEAT": ("30", 30.0),
+    "WAYPOST_EVENTS_STREAM_MAX_AGE": ("10m", 600.0),
     "WAYPOST_WARM_MEMORY_GROWTH_MIB": ("64", 64),
     "WAYPOST_DATABASE_SESSION_URL": ("postgresql://u@db.example:5432/w",
                                      "postgresql://u@db.example:5432/w"),

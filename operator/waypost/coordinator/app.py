@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
 from waypost.coordinator import (
     actions,
@@ -166,13 +166,16 @@ def _check_media_type(request: web.Request) -> None:
                                        "application/json")
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object; no body at all reads as {} (every field omitted)."""
+async def _json_value(request: web.Request, missing: Any) -> Any:
+    """The body as any JSON value; no body at all reads as ``missing``."""
     _check_media_type(request)
     raw = await request.read() if request.body_exists else b""
-    if not raw:
-        return {}
-    data = inputs.parse_json(raw)
+    return inputs.parse_json(raw) if raw else missing
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; no body at all reads as {} (every field omitted)."""
+    data = await _json_value(request, {})
     if not isinstance(data, dict):
         kind = {type(None): "null", bool: "a boolean", list: "an array", str: "a string"}.get(
             type(data), "a number")
@@ -181,8 +184,14 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
-    """The JSON body as ``model``: 415 for another media type, 400 naming the field."""
-    data = await _json_object(request)
+    """The JSON body as ``model``: 415 for another media type, 400 naming the field.
+    A root model's body is any JSON value its root type takes (a webhook's own body);
+    every other body is a JSON object."""
+    data: Any
+    if issubclass(model, RootModel):
+        data = await _json_value(request, None)
+    else:
+        data = await _json_object(request)
     # Numbers are strict where a model says so (TriggerRequest.priority: "5" is not 5,
     # true is not 1); enums and times arrive as JSON text.
     return model.model_validate(data)

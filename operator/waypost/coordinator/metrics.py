@@ -45,7 +45,7 @@ async def handler(request: web.Request) -> web.Response:
           registry=registry).set(store.hot_table_bytes)
     Gauge("waypost_db_oldest_snapshot_seconds",
           "Age of the oldest transaction holding a snapshot in waypost's database: while "
-          "it stays open, vacuum cannot clean run_queue and claims slow down.",
+          "it stays open, vacuum cannot clean any table (run_queue is rotated instead).",
           registry=registry).set(store.oldest_snapshot_seconds)
     pool = Gauge("waypost_warm_pool_runners",
                  "Warm runners in the pool (processes or Pods), by task and state.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import RootModel, TypeAdapter, ValidationError
 
 from waypost.coordinator.routes import Auth, Route
 from waypost.model import inputs
@@ -126,10 +126,15 @@ def _events_schema(events: dict[str, type[Any]], components: dict[str, Any]) -> 
 
 
 def _body_required(model: type[Any]) -> bool:
-    """Whether a body must be sent: only when its model has a required field (a
-    missing body is read as {})."""
-    schema = adapter(model).json_schema(by_alias=True)
-    return bool(schema.get("required"))
+    """Whether a body must be sent: when what a missing body reads as is invalid ({}
+    for an object, null for a root model's any-value body). A required field makes
+    it so, and so does a rule over fields (reschedule: exactly one of two)."""
+    empty: Any = None if isinstance(model, type) and issubclass(model, RootModel) else {}
+    try:
+        adapter(model).validate_python(empty)
+    except ValidationError:
+        return True
+    return False
 
 
 def build(routes: list[Route], version: str) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from waypost.coordinator import appkeys, params
 from waypost.coordinator.routes import Auth, Route
 from waypost.engine import control
 from waypost.engine import events as run_events
+from waypost.engine.core import Engine
 from waypost.engine.events import Filter
 from waypost.model.enums import RunStatus
 from waypost.model.run import (
@@ -32,11 +34,12 @@ from waypost.model.run import (
     RunEventsQuery,
     StreamEnd,
 )
+from waypost.store import runs
 from waypost.store.events import START, Cursor, Event
 
 SSE = "text/event-stream"
 # A log follow stays open after the run's final status until no line came for
-# FOLLOW_QUIET_SECONDS, FOLLOW_AFTER_END_SECONDS at most.
+# FOLLOW_QUIET_SECONDS, FOLLOW_AFTER_END_SECONDS at most (after the status's time).
 FOLLOW_QUIET_SECONDS = 2.0
 FOLLOW_AFTER_END_SECONDS = 10.0
 _FINAL = {s.value for s in RunStatus if s.is_final}
@@ -86,35 +89,63 @@ def _log_frame(event: Event) -> bytes:
     return frame
 
 
+class _RunEnd:
+    """When a log follow ends once its run has finished: after a quiet spell without
+    new lines, or at a cap after the final status. What a process printed before it
+    exited is stored when its output closes, a moment after its last status (dev
+    mode): the stream stays open while such lines keep coming. A run that ended long
+    ago has all of it stored already."""
+
+    def __init__(self, status: str, ended: datetime, now: datetime, loop_now: float) -> None:
+        self.status = status
+        age = (now - ended).total_seconds()
+        self.ends_at = loop_now + min(max(FOLLOW_AFTER_END_SECONDS - age, 0.0),
+                                      FOLLOW_AFTER_END_SECONDS)
+        self.quiet_until = loop_now + FOLLOW_QUIET_SECONDS
+
+    def line(self, loop_now: float) -> None:
+        self.quiet_until = loop_now + FOLLOW_QUIET_SECONDS
+
+    @property
+    def deadline(self) -> float:
+        return min(self.quiet_until, self.ends_at)
+
+
 async def _pump_sse(request: web.Request, flt: Filter, after: Cursor | None, *,
-                    until_final: bool = False, logs_only: bool = False,
+                    until_final: uuid.UUID | None = None, logs_only: bool = False,
                     checkpoint_data: bool = False) -> web.StreamResponse:
-    """Stream the events ``flt`` matches after ``after`` as SSE frames. ``until_final``:
-    end with an ``end`` event once the run has finished and its output is in."""
+    """Stream the events ``flt`` matches after ``after`` as SSE frames. ``until_final``
+    (a run id): end with an ``end`` event once that run has finished and its output is
+    in. Every stream is closed after ``events_stream_max_age_seconds``, without an
+    ``end`` event: the client resumes with Last-Event-ID."""
     engine = request.app[appkeys.ENGINE]
     hub = request.app[appkeys.EVENT_HUB]
     response = await _open(request)
     loop = asyncio.get_running_loop()
+    closes_at = loop.time() + engine.settings.events_stream_max_age_seconds
     stream = hub.stream(flt, after, heartbeat=engine.settings.events_heartbeat_seconds)
-    final: str | None = None
-    # After the final status: when the stream ends (a quiet spell, or the cap).
-    quiet_until = ends_at = 0.0
+    end: _RunEnd | None = None
+    ended = False  # by the run's end, not by the stream's age
     try:
         while True:
-            if final is None:
-                batch = await anext(stream, None)
-            else:
-                remaining = min(quiet_until, ends_at) - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(remaining):
-                        batch = await anext(stream, None)
-                except TimeoutError:
-                    break
+            deadline = closes_at if end is None else min(end.deadline, closes_at)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                ended = end is not None and end.deadline <= closes_at
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    batch = await anext(stream, None)
+            except TimeoutError:
+                ended = end is not None and end.deadline <= closes_at
+                break
             if batch is None:
                 break
             if not batch:
+                # Caught up, or idle: the final status may be behind the resume point or
+                # outside the filter (since), so the run itself says whether it ended.
+                if until_final is not None and end is None:
+                    end = await _ended(engine, until_final, loop.time())
                 await response.write(b": heartbeat\n\n")
                 continue
             if checkpoint_data:
@@ -126,28 +157,29 @@ async def _pump_sse(request: web.Request, flt: Filter, after: Cursor | None, *,
                     frames.append(_event_frame(event))
                 elif event.kind == "log":
                     frames.append(_log_frame(event))
-                    quiet_until = loop.time() + FOLLOW_QUIET_SECONDS
-                if (until_final and final is None and event.kind == "status"
+                    if end is not None:
+                        end.line(loop.time())
+                if (until_final is not None and end is None and event.kind == "status"
                         and event.data.get("status") in _FINAL):
-                    final = str(event.data["status"])
-                    now = loop.time()
-                    # What a process printed before it exited is stored when its
-                    # output closes, a moment after its last status (dev mode): the
-                    # stream stays open while such lines keep coming. A run that
-                    # ended long ago has all of it stored already.
-                    recent = engine.clock.now() - event.ts < timedelta(
-                        seconds=FOLLOW_AFTER_END_SECONDS)
-                    ends_at = now + FOLLOW_AFTER_END_SECONDS if recent else now
-                    quiet_until = now + FOLLOW_QUIET_SECONDS
+                    end = _RunEnd(str(event.data["status"]), event.ts, engine.clock.now(),
+                                  loop.time())
             if frames:
                 await response.write(b"".join(frames))
-        if final is not None:
-            await response.write(_frame(None, "end", {"status": final}))
+        if ended and end is not None:
+            await response.write(_frame(None, "end", {"status": end.status}))
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away
     finally:
         await stream.aclose()
     return response
+
+
+async def _ended(engine: Engine, run_id: uuid.UUID, loop_now: float) -> _RunEnd | None:
+    run = await runs.get(engine.pool, run_id)
+    if run is None or not run.status.is_final:
+        return None
+    when = run.finished_at or run.updated_at or engine.clock.now()
+    return _RunEnd(run.status.value, when, engine.clock.now(), loop_now)
 
 
 def routes(require_user: Callable[[web.Request], None]) -> list[Route]:
@@ -173,7 +205,7 @@ def routes(require_user: Callable[[web.Request], None]) -> list[Route]:
         flt = Filter(run_id=run_id, kinds=("log", "status"), attempt=attempt, levels=levels,
                      since=since)
         return await _pump_sse(request, flt, _last_event_id(request, None) or after or START,
-                               until_final=True, logs_only=True)
+                               until_final=run_id, logs_only=True)
 
     async def stream_run_events(request: web.Request) -> web.StreamResponse:
         require_user(request)

@@ -238,7 +238,7 @@ class Dispatcher:
         """Dispatch until ``stop`` is set. Database outages are waited out."""
         # Beside the claim loop, so that neither a vacuum nor a retention pass ever
         # holds a claim back.
-        vacuum = asyncio.create_task(hot_table.vacuum_loop(self.engine, stop))
+        vacuum = asyncio.create_task(hot_table.clean_loop(self.engine, stop))
         retention = asyncio.create_task(history.retention_loop(self.engine, stop))
         upkeep = asyncio.create_task(warm.manage(self.engine.warm, stop))
         background = [vacuum, retention, upkeep]

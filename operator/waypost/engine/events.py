@@ -390,9 +390,9 @@ class EventHub:
         self, flt: Filter, after: Cursor | None, *, heartbeat: float,
     ) -> AsyncGenerator[list[Event], None]:
         """Batches of the events matching ``flt`` after ``after`` (None: from the hub's
-        position, i.e. from now), oldest first, then live ones; an empty batch every
-        ``heartbeat`` seconds without an event, so that the caller can keep its
-        connection alive."""
+        position, i.e. from now), oldest first, then live ones; an empty batch once the
+        stored ones are sent (caught up), and every ``heartbeat`` seconds without an
+        event, so that the caller can keep its connection alive."""
         while not self._closed:
             sub = self._add(flt)
             try:
@@ -408,6 +408,7 @@ class EventHub:
                     cursor = next_cursor
                     if not full and cursor >= sub.covered_from:
                         break
+                yield []
                 while not sub.lagged:
                     if sub.closed:
                         return

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -35,40 +36,47 @@ Sink = Callable[[Signal], None]
 
 def metrics_sink(metrics: RunMetrics) -> Sink:
     """What each signal adds to the counters and histograms."""
+    # A series' child by its label values, looked up once: prometheus_client's
+    # labels() validates and locks on every call, and the leader calls it for each
+    # event. Bounded as the labels are (RunMetrics.max_tasks pairs, a few statuses).
+    children: dict[tuple[Any, ...], Any] = {}
+
+    def child(metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        found = children.get(key)
+        if found is None:
+            found = children[key] = metric.labels(*values)
+        return found
 
     def observe(s: Signal) -> None:
         labels = metrics.task_labels(s.namespace, s.task)
-        data = s.data
         if s.kind == "status":
-            status = str(data.get("status", ""))
-            if "previous" not in data:
-                metrics.triggered.labels(*labels, str(data.get("source", "api"))).inc()
+            status = s.status or ""
+            if not s.has_previous:
+                child(metrics.triggered, *labels, s.source or "api").inc()
             elif status in FINAL_STATUSES:
-                metrics.finished.labels(*labels, status).inc()
-                metrics.run_duration.labels(*labels, status).observe(
+                child(metrics.finished, *labels, status).inc()
+                child(metrics.run_duration, *labels, status).observe(
                     max(0.0, (s.ts - s.created_at).total_seconds()))
                 if status == "dead_lettered":
-                    metrics.dead_lettered.labels(*labels).inc()
+                    child(metrics.dead_lettered, *labels).inc()
             elif status == "retrying":
-                metrics.retries.labels(*labels).inc()
+                child(metrics.retries, *labels).inc()
         elif s.kind == "attempt_started":
             if s.available_at is not None:
-                metrics.queue_wait.labels(*labels).observe(
+                child(metrics.queue_wait, *labels).observe(
                     max(0.0, (s.ts - s.available_at).total_seconds()))
         elif s.kind == "attempt_finished":
-            status = str(data.get("status", ""))
-            outcome = str(data.get("failureType") or "error") if status == "failed" else status
-            metrics.attempts.labels(*labels, outcome).inc()
-            duration_ms = data.get("durationMs")
-            if isinstance(duration_ms, int | float):
-                metrics.attempt_duration.labels(*labels, outcome).observe(
-                    max(0.0, duration_ms / 1000))
-            if data.get("oomKilled"):
-                metrics.oom_kills.labels(*labels).inc()
-        elif s.kind == "checkpoint":
-            size = data.get("sizeBytes")
-            if isinstance(size, int | float):
-                metrics.checkpoint_size.labels(*labels).observe(size)
+            status = s.status or ""
+            outcome = (s.failure_type or "error") if status == "failed" else status
+            child(metrics.attempts, *labels, outcome).inc()
+            if s.duration_ms is not None:
+                child(metrics.attempt_duration, *labels, outcome).observe(
+                    max(0.0, s.duration_ms / 1000))
+            if s.oom_killed:
+                child(metrics.oom_kills, *labels).inc()
+        elif s.kind == "checkpoint" and s.size_bytes is not None:
+            child(metrics.checkpoint_size, *labels).observe(s.size_bytes)
 
     return observe
 

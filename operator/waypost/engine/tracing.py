@@ -14,7 +14,7 @@ handed to the exporters' processors directly.
 from __future__ import annotations
 
 import os
-import secrets
+import random
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from waypost.engine.telemetry import FINAL_STATUSES
+from waypost.engine.telemetry import FINAL_STATUSES, PAGE
 from waypost.sdk import tracing as sdk_tracing
 from waypost.store.telemetry import Signal
 
@@ -33,6 +33,12 @@ _FAILED = frozenset({"failed", "dead_lettered"})
 
 def _ns(ts: datetime) -> int:
     return int(ts.timestamp() * 1_000_000_000)
+
+
+def _span_id() -> str:
+    # As the SDK's own id generator: span ids need to be unique, not secret, and
+    # os.urandom (a system call each) was most of the leader's cost per span.
+    return f"{random.getrandbits(64) or 1:016x}"
 
 
 def _context(trace_id: str, span_id: str, *, remote: bool = False) -> SpanContext:
@@ -60,7 +66,7 @@ class SpanEmitter:
         self.resource = resource
 
     def __call__(self, s: Signal) -> None:
-        if s.kind == "status" and s.data.get("status") in FINAL_STATUSES and "previous" in s.data:
+        if s.kind == "status" and s.status in FINAL_STATUSES and s.has_previous:
             self._run_span(s)
         elif s.kind == "attempt_started" and s.available_at is not None:
             self._queue_wait_span(s)
@@ -70,14 +76,13 @@ class SpanEmitter:
             processor.on_end(span)
 
     def _run_span(self, s: Signal) -> None:
-        status = str(s.data["status"])
+        status = str(s.status)
         parent = (_context(s.trace_id, s.parent_span_id, remote=True)
                   if s.parent_span_id else None)
-        error = s.data.get("error") if isinstance(s.data.get("error"), dict) else None
         attributes = {**run_attributes(s), "messaging.operation.type": "process",
                       "waypost.status": status, "waypost.attempts": s.attempt or 0}
-        if error:
-            attributes["error.type"] = str(error.get("type", "error"))
+        if s.error_type is not None:
+            attributes["error.type"] = s.error_type
         self._emit(ReadableSpan(
             name=f"run {s.task}", context=_context(s.trace_id, sdk_tracing.run_span_id(
                 str(s.run_id))), parent=parent, resource=self.resource,
@@ -90,7 +95,7 @@ class SpanEmitter:
         assert s.available_at is not None
         run_span = _context(s.trace_id, sdk_tracing.run_span_id(str(s.run_id)))
         self._emit(ReadableSpan(
-            name="queue wait", context=_context(s.trace_id, secrets.token_hex(8)),
+            name="queue wait", context=_context(s.trace_id, _span_id()),
             parent=run_span, resource=self.resource,
             attributes={**run_attributes(s), "messaging.operation.type": "receive",
                         "waypost.attempt": s.attempt or 0},
@@ -107,7 +112,9 @@ def span_sink(env: Mapping[str, str] | None = None) -> SpanEmitter | None:
     env = os.environ if env is None else env
     if not sdk_tracing.enabled(env):
         return None
-    return SpanEmitter(sdk_tracing.make_processors(env),
+    # The reader hands a whole page of the event log (up to telemetry.PAGE events,
+    # a span each at most) to the processors at once: the queue holds a few pages.
+    return SpanEmitter(sdk_tracing.make_processors(env, max_queue_size=4 * PAGE),
                        sdk_tracing.make_resource("waypost-operator"))
 
 

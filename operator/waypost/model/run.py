@@ -259,7 +259,11 @@ BodyInt = Annotated[StrictInt, BeforeValidator(_whole_number)]
 MAX_ATTEMPT = 2**31 - 1  # attempts are a Postgres integer
 
 
-_DELAY_OR_RUN_AT: dict[str, Any] = {"not": {"required": ["delay", "runAt"]}}
+# Both given (not null) is refused: the schema says so, so that a client (or a fuzzer)
+# can tell by the schema alone. One of them null counts as not given.
+_DELAY_OR_RUN_AT: dict[str, Any] = {"not": {
+    "required": ["delay", "runAt"],
+    "properties": {"delay": {"not": {"type": "null"}}, "runAt": {"not": {"type": "null"}}}}}
 
 
 class TriggerRequest(ApiModel):

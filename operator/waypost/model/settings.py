@@ -96,7 +96,8 @@ class Settings(BaseModel):
     )
     hot_table_vacuum_dead_tuples: int = Field(
         10_000, ge=0,
-        description="Dead tuples in run_queue above which the leader vacuums it (0: never).",
+        description=("Dead tuples in run_queue above which the leader cleans it: by rotation "
+                     "when few runs are active, else by vacuum (0: never)."),
     )
     events_poll_seconds: float = Field(
         0.02, gt=0, le=5,
@@ -106,6 +107,14 @@ class Settings(BaseModel):
     events_heartbeat_seconds: float = Field(
         15.0, gt=0, le=300,
         description="Idle seconds after which an event stream sends a heartbeat comment.",
+    )
+    events_stream_max_age_seconds: Seconds = Field(
+        1800.0, gt=0, le=7 * 86400,
+        description="Seconds after which the coordinator closes an event stream or a log "
+        "follow that is still open, as gRPC's MAX_CONNECTION_AGE does: long-lived streams "
+        "spread over the replicas after a scale-out or an upgrade. Clients resume with "
+        "Last-Event-ID and lose nothing (the SDK, the CLI and browsers do it by themselves)."
+        " (WAYPOST_EVENTS_STREAM_MAX_AGE, seconds or 30m.)",
     )
     warm_memory_growth_mib: int = Field(
         256, ge=1,
@@ -211,6 +220,7 @@ ENV_VARS = {
     "WAYPOST_HOT_TABLE_VACUUM_DEAD_TUPLES": "hot_table_vacuum_dead_tuples",
     "WAYPOST_EVENTS_POLL_INTERVAL": "events_poll_seconds",
     "WAYPOST_EVENTS_HEARTBEAT": "events_heartbeat_seconds",
+    "WAYPOST_EVENTS_STREAM_MAX_AGE": "events_stream_max_age_seconds",
     "WAYPOST_WARM_MEMORY_GROWTH_MIB": "warm_memory_growth_mib",
     "WAYPOST_HISTORY_RETAIN_FOR": "history_retain_seconds",
     "WAYPOST_DEAD_LETTER_RETAIN_FOR": "dead_letter_retain_seconds",

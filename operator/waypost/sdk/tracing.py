@@ -98,11 +98,14 @@ def make_resource(default_service: str) -> Resource:
     return resource
 
 
-def make_processors(env: Mapping[str, str]) -> list[SpanProcessor]:
+def make_processors(env: Mapping[str, str], *,
+                    max_queue_size: int | None = None) -> list[SpanProcessor]:
     """Batching span processors for the exporters ``OTEL_TRACES_EXPORTER`` names
     (``otlp``, the default, and ``console``). OTLP goes over HTTP/protobuf, the
     only transport installed (no gRPC stack in the runner image); the exporter
-    reads the ``OTEL_EXPORTER_OTLP_*`` variables itself."""
+    reads the ``OTEL_EXPORTER_OTLP_*`` variables itself. ``max_queue_size``
+    replaces the SDK's default queue (2048 spans) unless ``OTEL_BSP_MAX_QUEUE_SIZE``
+    is set: a span that finds the queue full is dropped."""
     from opentelemetry.sdk.trace.export import (
         BatchSpanProcessor,
         ConsoleSpanExporter,
@@ -119,7 +122,8 @@ def make_processors(env: Mapping[str, str]) -> list[SpanProcessor]:
             exporter = OTLPSpanExporter()
         else:
             continue
-        processors.append(BatchSpanProcessor(exporter))
+        queue = None if env.get("OTEL_BSP_MAX_QUEUE_SIZE") else max_queue_size
+        processors.append(BatchSpanProcessor(exporter, max_queue_size=queue))
     return processors
 
 

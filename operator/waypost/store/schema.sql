@@ -168,6 +168,10 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION waypost.current_hot_generation() RETURNS smallint
+    LANGUAGE sql STABLE
+    AS $$ SELECT last_value FROM waypost.run_queue_generation $$;
+
 CREATE FUNCTION waypost.lock_claimable_queues(p_leader_epoch bigint) RETURNS TABLE(queue_id integer, locked boolean)
     LANGUAGE plpgsql
     SET enable_bitmapscan TO 'off'
@@ -198,6 +202,38 @@ BEGIN
       AND (SELECT ok FROM leader)
       AND (SELECT true FROM run_queue r WHERE r.queue_id = queues.id AND r.state = 'ready'
            AND r.available_at <= now() ORDER BY r.priority DESC, r.seq LIMIT 1);
+END
+$$;
+
+CREATE FUNCTION waypost.rotate_hot_table(p_lock_timeout_ms integer) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'waypost', 'pg_catalog'
+    AS $$
+DECLARE
+    v_old smallint := current_hot_generation();
+    v_new smallint := 1 - v_old;
+    v_moved integer;
+BEGIN
+    PERFORM setval('run_queue_generation', v_new);
+    BEGIN
+        PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
+        EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', 'run_queue_' || v_old);
+    EXCEPTION WHEN lock_not_available THEN
+        -- The sequence is not transactional: switch back by hand (rows inserted
+        -- into the new generation meanwhile are valid where they are).
+        PERFORM setval('run_queue_generation', v_old);
+        RETURN NULL;
+    END;
+    EXECUTE format(
+        'INSERT INTO run_queue (run_id, seq, queue, concurrency_key, priority, state,
+                                available_at, attempt, claim_token, lease_expires_at,
+                                cancel_requested, queue_id, generation)
+         SELECT run_id, seq, queue, concurrency_key, priority, state, available_at, attempt,
+                claim_token, lease_expires_at, cancel_requested, queue_id, %s
+         FROM %I', v_new, 'run_queue_' || v_old);
+    GET DIAGNOSTICS v_moved = ROW_COUNT;
+    EXECUTE format('TRUNCATE %I', 'run_queue_' || v_old);
+    RETURN v_moved;
 END
 $$;
 
@@ -514,9 +550,54 @@ CREATE TABLE waypost.run_queue (
     lease_expires_at timestamp with time zone,
     cancel_requested boolean DEFAULT false NOT NULL,
     queue_id integer NOT NULL,
+    generation smallint DEFAULT waypost.current_hot_generation() NOT NULL,
+    CONSTRAINT run_queue_state_check CHECK ((state = ANY (ARRAY['ready'::text, 'running'::text])))
+)
+PARTITION BY LIST (generation);
+
+CREATE TABLE waypost.run_queue_0 (
+    run_id uuid NOT NULL,
+    seq bigint NOT NULL,
+    queue text,
+    concurrency_key text,
+    priority integer NOT NULL,
+    state text NOT NULL,
+    available_at timestamp with time zone NOT NULL,
+    attempt integer DEFAULT 0 NOT NULL,
+    claim_token bigint,
+    lease_expires_at timestamp with time zone,
+    cancel_requested boolean DEFAULT false NOT NULL,
+    queue_id integer NOT NULL,
+    generation smallint DEFAULT waypost.current_hot_generation() NOT NULL,
     CONSTRAINT run_queue_state_check CHECK ((state = ANY (ARRAY['ready'::text, 'running'::text])))
 )
 WITH (fillfactor='70', autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_cost_delay='0');
+
+CREATE TABLE waypost.run_queue_1 (
+    run_id uuid NOT NULL,
+    seq bigint NOT NULL,
+    queue text,
+    concurrency_key text,
+    priority integer NOT NULL,
+    state text NOT NULL,
+    available_at timestamp with time zone NOT NULL,
+    attempt integer DEFAULT 0 NOT NULL,
+    claim_token bigint,
+    lease_expires_at timestamp with time zone,
+    cancel_requested boolean DEFAULT false NOT NULL,
+    queue_id integer NOT NULL,
+    generation smallint DEFAULT waypost.current_hot_generation() NOT NULL,
+    CONSTRAINT run_queue_state_check CHECK ((state = ANY (ARRAY['ready'::text, 'running'::text])))
+)
+WITH (fillfactor='70', autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_cost_delay='0');
+
+CREATE SEQUENCE waypost.run_queue_generation
+    AS smallint
+    START WITH 0
+    INCREMENT BY 1
+    MINVALUE 0
+    MAXVALUE 1
+    CACHE 1;
 
 CREATE TABLE waypost.run_replays (
     run_id uuid NOT NULL,
@@ -653,6 +734,10 @@ CREATE TABLE waypost.warm_runners (
     CONSTRAINT warm_runners_state_check CHECK ((state = ANY (ARRAY['idle'::text, 'busy'::text, 'retired'::text])))
 );
 
+ALTER TABLE ONLY waypost.run_queue ATTACH PARTITION waypost.run_queue_0 FOR VALUES IN ('0');
+
+ALTER TABLE ONLY waypost.run_queue ATTACH PARTITION waypost.run_queue_1 FOR VALUES IN ('1');
+
 ALTER TABLE ONLY waypost.checkpoints ALTER COLUMN seq SET DEFAULT nextval('waypost.checkpoints_seq_seq'::regclass);
 
 ALTER TABLE ONLY waypost.run_logs ALTER COLUMN seq SET DEFAULT nextval('waypost.run_logs_seq_seq'::regclass);
@@ -684,7 +769,13 @@ ALTER TABLE ONLY waypost.run_logs
     ADD CONSTRAINT run_logs_pkey PRIMARY KEY (run_id, seq);
 
 ALTER TABLE ONLY waypost.run_queue
-    ADD CONSTRAINT run_queue_pkey PRIMARY KEY (run_id);
+    ADD CONSTRAINT run_queue_pkey PRIMARY KEY (run_id, generation);
+
+ALTER TABLE ONLY waypost.run_queue_0
+    ADD CONSTRAINT run_queue_0_pkey PRIMARY KEY (run_id, generation);
+
+ALTER TABLE ONLY waypost.run_queue_1
+    ADD CONSTRAINT run_queue_1_pkey PRIMARY KEY (run_id, generation);
 
 ALTER TABLE ONLY waypost.run_replays
     ADD CONSTRAINT run_replays_pkey PRIMARY KEY (run_id);
@@ -728,11 +819,23 @@ CREATE INDEX run_events_by_run ON waypost.run_events USING btree (run_id, tx, id
 
 CREATE UNIQUE INDEX run_events_by_tx ON waypost.run_events USING btree (tx, id);
 
-CREATE INDEX run_queue_ready ON waypost.run_queue USING btree (queue_id, priority DESC, seq) WHERE (state = 'ready'::text);
+CREATE INDEX run_queue_running ON ONLY waypost.run_queue USING btree (queue_id, concurrency_key) WHERE (state = 'running'::text);
 
-CREATE INDEX run_queue_ready_by_key ON waypost.run_queue USING btree (queue_id, concurrency_key, priority DESC, seq) WHERE (state = 'ready'::text);
+CREATE INDEX run_queue_0_queue_id_concurrency_key_idx ON waypost.run_queue_0 USING btree (queue_id, concurrency_key) WHERE (state = 'running'::text);
 
-CREATE INDEX run_queue_running ON waypost.run_queue USING btree (queue_id, concurrency_key) WHERE (state = 'running'::text);
+CREATE INDEX run_queue_ready_by_key ON ONLY waypost.run_queue USING btree (queue_id, concurrency_key, priority DESC, seq) WHERE (state = 'ready'::text);
+
+CREATE INDEX run_queue_0_queue_id_concurrency_key_priority_seq_idx ON waypost.run_queue_0 USING btree (queue_id, concurrency_key, priority DESC, seq) WHERE (state = 'ready'::text);
+
+CREATE INDEX run_queue_ready ON ONLY waypost.run_queue USING btree (queue_id, priority DESC, seq) WHERE (state = 'ready'::text);
+
+CREATE INDEX run_queue_0_queue_id_priority_seq_idx ON waypost.run_queue_0 USING btree (queue_id, priority DESC, seq) WHERE (state = 'ready'::text);
+
+CREATE INDEX run_queue_1_queue_id_concurrency_key_idx ON waypost.run_queue_1 USING btree (queue_id, concurrency_key) WHERE (state = 'running'::text);
+
+CREATE INDEX run_queue_1_queue_id_concurrency_key_priority_seq_idx ON waypost.run_queue_1 USING btree (queue_id, concurrency_key, priority DESC, seq) WHERE (state = 'ready'::text);
+
+CREATE INDEX run_queue_1_queue_id_priority_seq_idx ON waypost.run_queue_1 USING btree (queue_id, priority DESC, seq) WHERE (state = 'ready'::text);
 
 CREATE INDEX run_replays_of ON waypost.run_replays USING btree (replay_of, requested_at);
 
@@ -767,6 +870,22 @@ CREATE UNIQUE INDEX wait_tokens_idempotency ON waypost.wait_tokens USING btree (
 CREATE UNIQUE INDEX warm_runners_attempt ON waypost.warm_runners USING btree (run_id, claim_token) WHERE (state = 'busy'::text);
 
 CREATE INDEX warm_runners_idle ON waypost.warm_runners USING btree (fingerprint, idle_since DESC) WHERE (state = 'idle'::text);
+
+ALTER INDEX waypost.run_queue_pkey ATTACH PARTITION waypost.run_queue_0_pkey;
+
+ALTER INDEX waypost.run_queue_running ATTACH PARTITION waypost.run_queue_0_queue_id_concurrency_key_idx;
+
+ALTER INDEX waypost.run_queue_ready_by_key ATTACH PARTITION waypost.run_queue_0_queue_id_concurrency_key_priority_seq_idx;
+
+ALTER INDEX waypost.run_queue_ready ATTACH PARTITION waypost.run_queue_0_queue_id_priority_seq_idx;
+
+ALTER INDEX waypost.run_queue_pkey ATTACH PARTITION waypost.run_queue_1_pkey;
+
+ALTER INDEX waypost.run_queue_running ATTACH PARTITION waypost.run_queue_1_queue_id_concurrency_key_idx;
+
+ALTER INDEX waypost.run_queue_ready_by_key ATTACH PARTITION waypost.run_queue_1_queue_id_concurrency_key_priority_seq_idx;
+
+ALTER INDEX waypost.run_queue_ready ATTACH PARTITION waypost.run_queue_1_queue_id_priority_seq_idx;
 
 CREATE TRIGGER run_events_attempt_inserted AFTER INSERT ON waypost.attempts REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION waypost.run_events_attempt_inserted();
 

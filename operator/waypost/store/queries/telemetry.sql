@@ -2,31 +2,45 @@
 -- What the leader's metrics (and run/queue-wait spans) are made of: status changes,
 -- attempt starts and ends and checkpoints after the cursor (:after_tx, :after_id),
 -- oldest first, at most :limit, below the commit horizon (same cursor rule as
--- events_after, migration 0012). Log lines are not read. Each event carries what a
--- series or span needs from its run (created_at for the run's duration; trace
--- context) and, for an attempt start, when the run became claimable: the queue wait
--- is measured on the database clock. available_at is read from the hot row while
--- the attempt still holds it; once it left (the attempt already finished), the first
--- attempt falls back to the run's creation, which is when it became claimable.
+-- events_after, migration 0012). Log lines are not read, nor a run's change to
+-- running (no series or span is made of it; the attempt start says the same).
+-- Lean on purpose (the leader runs it every second beside the dispatcher): the page
+-- is cut from the (tx, id) index first and only its rows are joined to their runs;
+-- of each event's data only the fields a series or span uses are read (a status
+-- event carries the run's whole result, which is never decoded here). Every event
+-- has its run (the foreign key deletes a run's events with it); the outer join
+-- keeps the horizon's row when there is no event. Each event carries what a series
+-- or span needs from its run (created_at for the run's duration; trace context)
+-- and, for an attempt start, when the run became claimable: the queue wait is
+-- measured on the database clock.
+-- available_at is read from the hot row while the attempt still holds it; once it
+-- left (the attempt already finished), the first attempt falls back to the run's
+-- creation, which is when it became claimable.
 WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
 SELECT h.horizon::text AS horizon, e.id, e.tx::text AS tx, e.run_id, e.kind, e.attempt,
-       e.ts, e.data, e.namespace, e.task, e.queue, e.created_at, e.trace_id,
-       e.parent_span_id, e.available_at
+       e.ts, e.data ->> 'status' AS status, e.data ? 'previous' AS has_previous,
+       e.data ->> 'source' AS source, e.data ->> 'failureType' AS failure_type,
+       coalesce((e.data ->> 'oomKilled')::boolean, false) AS oom_killed,
+       (e.data ->> 'durationMs')::float8 AS duration_ms,
+       (e.data ->> 'sizeBytes')::bigint AS size_bytes,
+       e.data #>> '{error,type}' AS error_type,
+       r.namespace, r.task, r.queue, r.created_at, r.trace_id, r.parent_span_id,
+       CASE WHEN e.kind = 'attempt_started' THEN
+           coalesce((SELECT q.available_at FROM run_queue q
+                     WHERE q.run_id = e.run_id AND q.attempt = e.attempt),
+                    CASE WHEN e.attempt = 1 THEN r.created_at END)
+       END AS available_at
 FROM h
 LEFT JOIN LATERAL (
-    SELECT e.id, e.tx, e.run_id, e.kind, e.attempt, e.ts, e.data, r.namespace, r.task,
-           r.queue, r.created_at, r.trace_id, r.parent_span_id,
-           CASE WHEN e.kind = 'attempt_started' THEN
-               coalesce((SELECT q.available_at FROM run_queue q
-                         WHERE q.run_id = e.run_id AND q.attempt = e.attempt),
-                        CASE WHEN e.attempt = 1 THEN r.created_at END)
-           END AS available_at
-    FROM run_events e JOIN runs r ON r.id = e.run_id
+    SELECT e.id, e.tx, e.run_id, e.kind, e.attempt, e.ts, e.data
+    FROM run_events e
     WHERE (e.tx, e.id) > (:after_tx::text::xid8, :after_id::bigint) AND e.tx < h.horizon
       AND e.kind IN ('status', 'attempt_started', 'attempt_finished', 'checkpoint')
+      AND NOT (e.kind = 'status' AND e.data ->> 'status' = 'running')
     ORDER BY e.tx, e.id
     LIMIT :limit
 ) e ON true
+LEFT JOIN runs r ON r.id = e.run_id
 ORDER BY e.tx, e.id;
 
 -- name: runs_table_estimate
