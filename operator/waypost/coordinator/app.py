@@ -44,6 +44,7 @@ from waypost.engine.errors import (
 )
 from waypost.engine.events import EventHub
 from waypost.model import inputs
+from waypost.model import ui as ui_query
 from waypost.model.enums import RunStatus
 from waypost.model.inputs import MAX_URL_BYTES
 from waypost.model.insights import InsightQuery, InsightsPage
@@ -524,31 +525,23 @@ def dashboard_routes(add: Callable[[Route], None]) -> None:
     html = "text/html"
     ui = dashboard
     add(Route("GET", "/", ui.runs_page, "UI: runs, filtered and paged", Auth.USER, "ui",
-              content_type=html, query={
-                  "task": "Only this task.", "namespace": "Only this namespace.",
-                  "status": "Only this status.", "window": "Created within 15m, 1h, 24h or 7d.",
-                  "q": "A prefix of the run id or idempotency key.",
-                  "cursor": "The next page's cursor."}))
+              content_type=html, query=ui_query.RunsPageQuery))
     add(Route("GET", "/runs/{run_id}", ui.run_page, "UI: a run", Auth.USER, "ui",
-              content_type=html, query={"attempt": "Log lines of this attempt.",
-                                        "level": "Log lines of this level and above."}))
+              content_type=html, query=ui_query.RunPageQuery))
     add(Route("GET", "/runs/{run_id}/overview", ui.run_overview,
               "UI: the live part of a run's page", Auth.USER, "ui", content_type=html))
     add(Route("GET", "/runs/{run_id}/log-lines", ui.run_log_lines,
               "UI: a run's log lines as table rows", Auth.USER, "ui", content_type=html,
-              query={"attempt": "Only this attempt.", "level": "This level and above.",
-                     "after": "Lines after this cursor, and a follower for the next ones.",
-                     "before": "The newest lines before this cursor."}))
+              query=ui_query.LogLinesQuery))
     add(Route("GET", "/runs/{run_id}/checkpoints", ui.checkpoint_tree,
               "UI: a checkpoint's JSON as a collapsible tree", Auth.USER, "ui",
-              content_type=html, query={"key": "The checkpoint's key."}))
+              content_type=html, query=ui_query.CheckpointQuery))
     add(Route("GET", "/runs/{run_id}/replay-section", ui.replay_section,
               "UI: a run's replay section (empty while the run is active)", Auth.USER, "ui",
               content_type=html))
     add(Route("GET", "/runs/{run_id}/replay-form", ui.replay_form,
               "UI: the replay form for a checkpoint", Auth.USER, "ui", content_type=html,
-              query={"from": "The checkpoint to resume after (empty: the start).",
-                     "payload": "The payload text typed so far."}))
+              query=ui_query.ReplayFormQuery))
     add(Route("POST", "/runs/{run_id}/replay", ui.replay_button,
               "UI: replay the run (form fields from, payload, checkpoint, spec)", Auth.USER,
               "ui", content_type=html, status=204))
@@ -557,9 +550,7 @@ def dashboard_routes(add: Callable[[Route], None]) -> None:
     add(Route("POST", "/runs/{run_id}/requeue", ui.requeue_button, "UI: requeue a run",
               Auth.USER, "ui", content_type=html, status=204))
     add(Route("GET", "/dead-letters", ui.dead_letters_page, "UI: dead-lettered runs",
-              Auth.USER, "ui", content_type=html,
-              query={"task": "Only this task.", "namespace": "Only this namespace.",
-                     "cursor": "The next page's cursor."}))
+              Auth.USER, "ui", content_type=html, query=ui_query.DeadLettersQuery))
     add(Route("POST", "/dead-letters/requeue", ui.requeue_dead_letters,
               "UI: requeue the selected dead-lettered runs (form field run, repeated)",
               Auth.USER, "ui", content_type=html))

@@ -84,8 +84,10 @@ def _hidden(values: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def _int_field(data: Form, name: str) -> int:
     raw = str(data.get(name, "0") or "0")
-    if not raw.isdigit():
-        raise InvalidValue(f"{name} must be a number, got {raw!r}")
+    # ASCII digits only (str.isdigit takes "²", which int() refuses), and few enough
+    # to stay within a bigint.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise InvalidValue(f"{name} must be a whole number below 10^18, got {raw[:40]!r}")
     return int(raw)
 
 

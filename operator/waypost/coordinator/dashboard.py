@@ -12,7 +12,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
@@ -21,16 +21,18 @@ from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
+from pydantic import BaseModel
 
-from waypost.coordinator import appkeys, auth, timeline
+from waypost.coordinator import appkeys, auth, params, timeline
 from waypost.engine import control, insights, replay, scheduler
 from waypost.engine import events as run_events
 from waypost.engine.errors import EngineError, InvalidValue
+from waypost.model import inputs
+from waypost.model import ui as ui_query
 from waypost.model.enums import RequeueSpec, RunStatus
 from waypost.model.run import ReplayRequest, Run
 from waypost.sdk.protocol import LOG_LEVELS
 from waypost.store import checkpoints, log_pages
-from waypost.store.events import Cursor
 
 PAGE_SIZE = 50
 # Log lines per page of the pane (the newest first; earlier pages on request).
@@ -173,30 +175,25 @@ async def logout(request: web.Request) -> web.Response:
 
 # --- runs list --------------------------------------------------------------
 
-def _filters(query: Mapping[str, str]) -> dict[str, str]:
-    keys = ("task", "namespace", "status", "window", "q")
-    return {k: query[k].strip() for k in keys if query.get(k, "").strip()}
+def _filters(query: BaseModel, keys: tuple[str, ...]) -> dict[str, str]:
+    """The filters a page's query gives (an empty field is no filter), as text."""
+    values = {k: ui_query.given(getattr(query, k)) for k in keys}
+    return {k: str(v).strip() for k, v in values.items() if v is not None}
 
 
 @page
 async def runs_page(request: web.Request) -> web.Response:
     """Runs, newest first, filtered by task, namespace, status, age and id or key."""
     engine = request.app[appkeys.ENGINE]
-    chosen = _filters(request.query)
+    query = params.read_query(request, ui_query.RunsPageQuery)
+    chosen = _filters(query, ("task", "namespace", "status", "window", "q"))
     status = chosen.get("status")
     window = chosen.get("window")
-    if window is not None and window not in WINDOWS:
-        raise InvalidValue(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
-    try:
-        statuses = [RunStatus(status)] if status else None
-    except ValueError:
-        raise InvalidValue(f"unknown status {status!r}") from None
-    cursor = request.query.get("cursor") or None
-    if cursor is not None and not cursor.isdigit():
-        raise InvalidValue(f"cursor must be a number, got {cursor!r}")
+    statuses = [RunStatus(status)] if status else None
+    cursor = query.cursor
     found, next_cursor = await control.list_runs(
         engine, namespace=chosen.get("namespace"), task=chosen.get("task"), statuses=statuses,
-        limit=PAGE_SIZE, cursor=int(cursor) if cursor else None,
+        limit=PAGE_SIZE, cursor=cursor,
         since=engine.clock.now() - WINDOWS[window] if window else None,
         search=chosen.get("q"))
     summaries = await control.task_summaries(engine)
@@ -213,23 +210,10 @@ def _run_id(request: web.Request) -> uuid.UUID:
     return control.parse_run_id(request.match_info["run_id"])
 
 
-def _seq_param(request: web.Request, name: str) -> int | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    if not raw.isdigit():
-        raise InvalidValue(f"{name} must be a number, got {raw!r}")
-    return int(raw)
-
-
-def _log_filters(request: web.Request) -> tuple[int | None, list[str] | None, str]:
-    raw_attempt = request.query.get("attempt", "")
-    attempt = None
-    if raw_attempt:
-        if not raw_attempt.isdigit():
-            raise InvalidValue(f"attempt must be a number, got {raw_attempt!r}")
-        attempt = int(raw_attempt)
-    level = request.query.get("level", "")
+def _log_filters(query: ui_query.RunPageQuery | ui_query.LogLinesQuery,
+                 ) -> tuple[int | None, list[str] | None, str]:
+    attempt = query.attempt if isinstance(query.attempt, int) else None
+    level = query.level or ""
     return attempt, run_events.levels_from(level), level
 
 
@@ -239,7 +223,7 @@ async def run_page(request: web.Request) -> web.Response:
     engine = request.app[appkeys.ENGINE]
     # Checkpoint data is not drawn on the page: a tree loads its one checkpoint.
     run = await control.get(engine, _run_id(request), details=True, checkpoint_data=False)
-    attempt, levels, level = _log_filters(request)
+    attempt, levels, level = _log_filters(params.read_query(request, ui_query.RunPageQuery))
     # The page follows the run's events from where its log tail ends, so nothing the
     # page shows arrives again and nothing after it is missed.
     lines, follow = await log_pages.tail(engine.pool, uuid.UUID(run.id), before=None,
@@ -285,12 +269,9 @@ async def replay_section(request: web.Request) -> web.Response:
 async def checkpoint_tree(request: web.Request) -> web.Response:
     """One checkpoint's JSON as a collapsible tree (the inspector loads it on opening)."""
     engine = request.app[appkeys.ENGINE]
-    found = await control.get_checkpoint(engine, _run_id(request), request.query.get("key", ""))
+    key = params.read_query(request, ui_query.CheckpointQuery).key
+    found = await control.get_checkpoint(engine, _run_id(request), key)
     return render(request, "checkpoint_tree.html", value=found.data)
-
-
-def _cursor(request: web.Request, name: str) -> Cursor | None:
-    return run_events.parse_cursor(request.query.get(name) or None, name)
 
 
 @page
@@ -300,9 +281,10 @@ async def run_log_lines(request: web.Request) -> web.Response:
     by attempt and level."""
     engine = request.app[appkeys.ENGINE]
     run = await control.get(engine, _run_id(request))
-    attempt, levels, level = _log_filters(request)
-    after = _cursor(request, "after")
-    before = _cursor(request, "before")
+    query = params.read_query(request, ui_query.LogLinesQuery)
+    attempt, levels, level = _log_filters(query)
+    after = run_events.parse_cursor(query.after, "after")
+    before = run_events.parse_cursor(query.before, "before")
     if after is not None:
         lines, follow = await run_events.read_logs(
             engine.pool, uuid.UUID(run.id), after=after, attempt=attempt, level=level or None,
@@ -339,18 +321,21 @@ async def replay_form(request: web.Request) -> web.Response:
     """The replay form for resuming after checkpoint ``from`` (empty: from the start)."""
     engine = request.app[appkeys.ENGINE]
     run = await control.get(engine, _run_id(request), details=True, checkpoint_data=False)
-    key = request.query.get("from") or None
+    query = params.read_query(request, ui_query.ReplayFormQuery)
+    key = query.from_ or None
     saved = next((c for c in run.checkpoints or [] if c.key == key), None)
     data = (await control.get_checkpoint(engine, uuid.UUID(run.id), key)).data if (
         key is not None and saved is not None) else None
     return render(request, "replay_form.html", run=run, replay_form=_replay_form(
-        run, key, request.query.get("payload"), data))
+        run, key, query.payload, data))
 
 
 def _parse_json(text: str, field_name: str) -> Any:
+    """A form field's JSON, through the API's input boundary (depth, huge numbers, NUL
+    and lone surrogates are refused naming the field, never a 500)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return inputs.check_json(inputs.parse_json(text.encode("utf-8", "surrogatepass")))
+    except inputs.UnsafeInput as exc:
         raise InvalidValue(f"{field_name}: not valid JSON ({exc})") from None
 
 
@@ -420,8 +405,9 @@ async def requeue_button(request: web.Request) -> web.Response:
 
 async def _dead_letter_context(request: web.Request) -> dict[str, Any]:
     engine = request.app[appkeys.ENGINE]
-    chosen = _filters(request.query)
-    cursor = _seq_param(request, "cursor")
+    query = params.read_query(request, ui_query.DeadLettersQuery)
+    chosen = _filters(query, ("task", "namespace"))
+    cursor = query.cursor if isinstance(query.cursor, int) else None
     found, next_cursor = await control.list_runs(
         engine, namespace=chosen.get("namespace"), task=chosen.get("task"),
         statuses=[RunStatus.DEAD_LETTERED], limit=PAGE_SIZE, cursor=cursor)
