@@ -260,3 +260,12 @@ async def test_streams_are_closed_at_their_max_age_and_clients_resume_losing_not
         followed = [line["cursor"] async for line in client.follow_logs(run_id)]
         page, _ = await client.logs(run_id)
         assert followed == [line["cursor"] for line in page] and followed
+        # A finished run's stream resumed after its last event sends nothing and, like
+        # every stream, is closed at its max age: it does not end by itself, since a
+        # finished run can still be requeued or replayed (docs/events.md).
+        started = time.monotonic()
+        async with asyncio.timeout(30), http.get(
+                f"{app.url}/v1/runs/{run_id}/events?kinds=status",
+                headers={"Last-Event-ID": str(whole[-1].id)}) as resp:
+            after = [m for m in [m async for m in sse.messages(resp)] if m is not None]
+        assert after == [] and time.monotonic() - started >= max_age
