@@ -38,12 +38,20 @@ def pytest_configure(config: pytest.Config) -> None:
         "failing_on_cluster(reason): a feature test that failed on the cluster in its last "
         "full run (the issue stays open); deselected unless WAYPOST_E2E_KNOWN_FAILING=1",
     )
+    config.addinivalue_line(
+        "markers",
+        "long_benchmark: a benchmark that holds the cluster for many minutes; deselected "
+        "unless WAYPOST_E2E_BENCH=1 (make e2e-bench)",
+    )
 
 
 # Tests of features whose cluster behaviour is not shown yet: they stay in the tree
 # and run on request, and every run says which were left out and why (the issue that
 # owns each says the same). Not a skip: they are deselected, and named below.
 RUN_KNOWN_FAILING = os.environ.get("WAYPOST_E2E_KNOWN_FAILING") == "1"
+# Benchmarks that hold the shared cluster for many minutes run on request only; the
+# figures they produce are checked in (bench/results) and quoted in docs/benchmarks.md.
+RUN_BENCHMARKS = os.environ.get("WAYPOST_E2E_BENCH") == "1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -57,6 +65,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 reason = marker.args[0] if marker and marker.args else ""
                 print(f"\ne2e: left out (failing on the cluster; WAYPOST_E2E_KNOWN_FAILING=1 "
                       f"runs it): {item.nodeid}: {reason}")
+    if not RUN_BENCHMARKS:
+        benchmarks = [item for item in items if item.get_closest_marker("long_benchmark")]
+        if benchmarks:
+            config.hook.pytest_deselected(items=benchmarks)
+            items[:] = [item for item in items if item not in benchmarks]
+            for item in benchmarks:
+                print(f"\ne2e: left out (a long benchmark; WAYPOST_E2E_BENCH=1 runs it): "
+                      f"{item.nodeid}")
     # Stable partition: every teardown test after everything else.
     items.sort(key=lambda item: item.get_closest_marker("teardown") is not None)
 

@@ -180,9 +180,6 @@ def test_ttl_expiry_removes_idle_pods(warm_release: dict[str, str],
     assert run(warm_release, "short")["result"]["host"] != host
 
 
-@pytest.mark.failing_on_cluster(
-    'issue 12: flaky: passed in the lead\'s 16:41 full run, 4 warm Pods seen with '
-    'maxWarmPods=3 in the warm helper\'s run')
 def test_caps_hold_under_a_burst(warm_release: dict[str, str], core: client.CoreV1Api) -> None:
     ns = warm_release["namespace"]
     names = ["burst-a", "burst-b", "burst-c"]
@@ -223,8 +220,6 @@ def test_changed_image_retires_the_old_warm_pods(warm_release: dict[str, str],
     assert run(warm_release, "moving")["result"]["host"] != host
 
 
-@pytest.mark.failing_on_cluster(
-    'issue 12: the first attempt had no error recorded in the last run')
 def test_deleting_a_warm_pod_mid_attempt_loses_it_and_the_run_retries(
         warm_release: dict[str, str], core: client.CoreV1Api) -> None:
     ns = warm_release["namespace"]
@@ -243,8 +238,7 @@ def test_deleting_a_warm_pod_mid_attempt_loses_it_and_the_run_retries(
 
 
 @pytest.mark.timeout(3600)
-@pytest.mark.failing_on_cluster(
-    "issue 12: the benchmark's caps check fails with the caps test")
+@pytest.mark.long_benchmark  # 200 cold Pods and 200 bare Pods: ~20 minutes (make e2e-bench)
 def test_zz_warm_benchmark(warm_release: dict[str, str], core: client.CoreV1Api) -> None:
     """bench/warm_cluster.py on this release: bare Pod vs cold vs warm, and a burst
     over 12 Tasks; the figures go to bench/results/warm_cluster.json.
