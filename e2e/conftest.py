@@ -54,25 +54,27 @@ RUN_KNOWN_FAILING = os.environ.get("WAYPOST_E2E_KNOWN_FAILING") == "1"
 RUN_BENCHMARKS = os.environ.get("WAYPOST_E2E_BENCH") == "1"
 
 
+def _leave_out(config: pytest.Config, items: list[pytest.Item], marker: str,
+              why: str) -> None:
+    """Deselect the items carrying ``marker``, each named in the output with why."""
+    left_out = [item for item in items if item.get_closest_marker(marker)]
+    if not left_out:
+        return
+    config.hook.pytest_deselected(items=left_out)
+    items[:] = [item for item in items if item not in left_out]
+    for item in left_out:
+        found = item.get_closest_marker(marker)
+        reason = f": {found.args[0]}" if found and found.args else ""
+        print(f"\ne2e: left out ({why}): {item.nodeid}{reason}")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not RUN_KNOWN_FAILING:
-        left_out = [item for item in items if item.get_closest_marker("failing_on_cluster")]
-        if left_out:
-            config.hook.pytest_deselected(items=left_out)
-            items[:] = [item for item in items if item not in left_out]
-            for item in left_out:
-                marker = item.get_closest_marker("failing_on_cluster")
-                reason = marker.args[0] if marker and marker.args else ""
-                print(f"\ne2e: left out (failing on the cluster; WAYPOST_E2E_KNOWN_FAILING=1 "
-                      f"runs it): {item.nodeid}: {reason}")
+        _leave_out(config, items, "failing_on_cluster",
+                   "failing on the cluster; WAYPOST_E2E_KNOWN_FAILING=1 runs it")
     if not RUN_BENCHMARKS:
-        benchmarks = [item for item in items if item.get_closest_marker("long_benchmark")]
-        if benchmarks:
-            config.hook.pytest_deselected(items=benchmarks)
-            items[:] = [item for item in items if item not in benchmarks]
-            for item in benchmarks:
-                print(f"\ne2e: left out (a long benchmark; WAYPOST_E2E_BENCH=1 runs it): "
-                      f"{item.nodeid}")
+        _leave_out(config, items, "long_benchmark",
+                   "a long benchmark; WAYPOST_E2E_BENCH=1 or make e2e-bench runs it")
     # Stable partition: every teardown test after everything else.
     items.sort(key=lambda item: item.get_closest_marker("teardown") is not None)
 
