@@ -57,12 +57,21 @@ async def service() -> AsyncIterator[tuple[str, list[str]]]:
 
 
 @pytest.fixture
+def otel_env() -> dict[str, str]:
+    """More OTEL_* variables for the stack (a test parametrizes it)."""
+    return {}
+
+
+@pytest.fixture
 async def traced_stack(
-    database_url: str, jaeger: Jaeger, monkeypatch: pytest.MonkeyPatch
+    database_url: str, jaeger: Jaeger, monkeypatch: pytest.MonkeyPatch,
+    otel_env: dict[str, str],
 ) -> AsyncIterator[Standalone]:
     # Standard OpenTelemetry variables, read by the engine and inherited by runners.
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_endpoint)
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
+    for name, value in otel_env.items():
+        monkeypatch.setenv(name, value)
     app = await Standalone(settings(database_url, missed_heartbeats=10,
                                     telemetry_poll_seconds=0.2),
                            ProcessBackend(max_parallel=2)).start()
@@ -142,3 +151,30 @@ async def test_run_attempts_and_steps_form_one_trace_under_the_caller(
 
     # The task's outgoing call carried the step's context: same trace, the step's span.
     assert seen == [f"00-{caller_trace}-{first['order-fetched']['spanID']}-01"]
+
+
+@pytest.mark.parametrize("otel_env", [{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                                       "OTEL_TRACES_SAMPLER_ARG": "0.5"}])
+async def test_a_sampler_drops_a_runs_whole_trace_leader_and_runner_alike(
+    traced_stack: Standalone, jaeger: Jaeger, service: tuple[str, list[str]],
+) -> None:
+    url, seen = service
+    # Ratio sampling decides on the trace id's lower 64 bits: 0 is kept, all ones not.
+    kept, dropped = secrets.token_hex(8) + "0" * 16, secrets.token_hex(8) + "f" * 16
+    ids = {}
+    async with WaypostClient(traced_stack.url) as client:
+        for trace_id in (kept, dropped):
+            handle = await client.trigger(
+                "traced-order", {"orderId": trace_id, "url": url},
+                traceparent=f"00-{trace_id}-{secrets.token_hex(8)}-01")
+            ids[trace_id] = handle.id
+    for run_id in ids.values():
+        await wait_for_status(traced_stack.engine, run_id, {RunStatus.SUCCEEDED}, timeout=120)
+
+    await asyncio.to_thread(jaeger.wait_for_spans, kept, _complete, 90)
+    # Both runs ended before the kept trace was complete in Jaeger, and the leader
+    # and the runners export in order: nothing of the dropped run was sent.
+    assert await asyncio.to_thread(jaeger.trace, dropped) is None
+    # The task's outgoing calls carried each decision on: sampled, then not.
+    flags = {tp.split("-")[1]: tp.split("-")[3] for tp in seen}
+    assert flags == {kept: "01", dropped: "00"}

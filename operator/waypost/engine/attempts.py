@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import uuid
 from typing import Any
 
@@ -76,8 +77,10 @@ def document(
         task=protocol.AttemptTask(namespace=namespace, name=task, entrypoint=spec.entrypoint),
         payload=payload,
         checkpoints=checkpoints,
-        # The run's span: the runner's attempt span is its child.
-        traceparent=tracing.run_traceparent(trace_id, str(run_id)),
+        # The run's span: the runner's attempt span is its child. Its flag says whether
+        # the run is sampled (OTEL_TRACES_SAMPLER, the operator's, as the leader's spans).
+        traceparent=tracing.run_traceparent(
+            trace_id, str(run_id), sampled=tracing.trace_sampler(os.environ)(trace_id)),
         idempotency_key=idempotency_key,
         heartbeat_interval_seconds=engine.settings.heartbeat_interval_seconds,
         cancellation_grace_period_seconds=spec.cancellation.grace_period_seconds,

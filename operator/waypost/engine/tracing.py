@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -61,11 +61,15 @@ def run_attributes(s: Signal) -> dict[str, Any]:
 class SpanEmitter:
     """Turns signals into finished spans for ``processors``."""
 
-    def __init__(self, processors: list[SpanProcessor], resource: Any) -> None:
+    def __init__(self, processors: list[SpanProcessor], resource: Any,
+                 sampled: Callable[[str], bool] | None = None) -> None:
         self.processors = processors
         self.resource = resource
+        self.sampled = sampled or (lambda trace_id: True)
 
     def __call__(self, s: Signal) -> None:
+        if not self.sampled(s.trace_id):
+            return  # not recorded: the runner's spans of this run are not either
         if s.kind == "status" and s.status in FINAL_STATUSES and s.has_previous:
             self._run_span(s)
         elif s.kind == "attempt_started" and s.available_at is not None:
@@ -115,6 +119,7 @@ def span_sink(env: Mapping[str, str] | None = None) -> SpanEmitter | None:
     # The reader hands a whole page of the event log (up to telemetry.PAGE events,
     # a span each at most) to the processors at once: the queue holds a few pages.
     return SpanEmitter(sdk_tracing.make_processors(env, max_queue_size=4 * PAGE),
-                       sdk_tracing.make_resource("waypost-operator"))
+                       sdk_tracing.make_resource("waypost-operator"),
+                       sdk_tracing.trace_sampler(env))
 
 

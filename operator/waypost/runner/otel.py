@@ -109,7 +109,8 @@ class OtelSteps:
             f"step {key}", context=self._parent(), kind=SpanKind.INTERNAL,
             attributes={**self._attributes, "waypost.step": key,
                         "waypost.step.skipped": True})
-        span.end(end_time=span.start_time)  # type: ignore[attr-defined]
+        # Zero-length; a span the sampler dropped has no start time (and is not sent).
+        span.end(end_time=getattr(span, "start_time", None))
 
     def checkpoint(self, key: str, size: int) -> None:
         self._current().add_event(
@@ -127,9 +128,12 @@ class OtelAttemptTrace:
         run = sdk_tracing.parse_traceparent(doc.traceparent)
         parent = otel_context.Context()
         if run is not None:
+            # The run's sampling decision rides on the flag (the SDK's default
+            # sampler follows a parent's).
             parent = trace.set_span_in_context(NonRecordingSpan(SpanContext(
                 int(run.trace_id, 16), int(run.span_id, 16), is_remote=True,
-                trace_flags=TraceFlags(TraceFlags.SAMPLED))))
+                trace_flags=TraceFlags(TraceFlags.SAMPLED if run.sampled
+                                       else TraceFlags.DEFAULT))))
         attributes: dict[str, Any] = {
             "messaging.system": "waypost",
             "messaging.message.id": doc.run_id,

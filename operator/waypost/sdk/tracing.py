@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -65,9 +65,42 @@ def run_span_id(run_id: str) -> str:
     return digest if digest != "0" * 16 else "0" * 15 + "1"
 
 
-def run_traceparent(trace_id: str, run_id: str) -> str:
-    """The ``traceparent`` of a run's span: what an attempt span is parented on."""
-    return TraceParent(trace_id, run_span_id(run_id)).header()
+def run_traceparent(trace_id: str, run_id: str, sampled: bool = True) -> str:
+    """The ``traceparent`` of a run's span: what an attempt span is parented on.
+    Its flag carries the run's sampling decision (:func:`trace_sampler`) to the
+    runner, whose default sampler follows its parent."""
+    return TraceParent(trace_id, run_span_id(run_id), sampled).header()
+
+
+#: Ratio samplers decide on the trace id's lower 64 bits, as the SDK's TraceIdRatioBased.
+_TRACE_ID_LIMIT = (1 << 64) - 1
+
+
+def trace_sampler(env: Mapping[str, str]) -> Callable[[str], bool]:
+    """Whether a run's trace is recorded, by its trace id, as ``OTEL_TRACES_SAMPLER``
+    and ``OTEL_TRACES_SAMPLER_ARG`` say (default ``parentbased_always_on``: every run).
+
+    The leader's run and queue-wait spans and the runner's attempt and step spans
+    follow the same decision: it is made on the trace id alone, the way the
+    OpenTelemetry SDK's samplers make it for a trace's root (``traceidratio``: the
+    id's lower 64 bits below ratio x 2^64), and the run span's ``traceparent`` flag
+    hands it to the runner. The ``parentbased_*`` samplers decide as their root
+    sampler even for a run triggered with a caller's ``traceparent``: the caller's
+    sampled flag is not stored (a caller sampling by the same ratio agrees). An
+    unknown sampler is the default and a bad ratio 1.0, as in the SDK."""
+    name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    if name in ("always_off", "parentbased_always_off"):
+        return lambda trace_id: False
+    if name not in ("traceidratio", "parentbased_traceidratio"):
+        return lambda trace_id: True
+    try:
+        rate = float(env.get("OTEL_TRACES_SAMPLER_ARG", ""))
+    except ValueError:
+        rate = 1.0
+    if not 0.0 <= rate <= 1.0:
+        rate = 1.0
+    bound = round(rate * (_TRACE_ID_LIMIT + 1))
+    return lambda trace_id: int(trace_id[16:], 16) < bound
 
 
 def enabled(env: Mapping[str, str]) -> bool:
