@@ -1,7 +1,7 @@
 """What tracing costs (issue 11): a drain and checkpoint latency, tracing off and on.
 
     WAYPOST_JAEGER=$(tools/ensure jaeger) .venv/bin/python -m bench.tracing_overhead \\
-        [--jobs 10000] [--steps 300] [--block 10] [--repeats 5]
+        [--jobs 10000] [--steps 300] [--block 10] [--repeats 5] [--ratio 0.1]
 
 On a fresh durable Postgres, with a real Jaeger receiving OTLP:
 
@@ -10,8 +10,9 @@ On a fresh durable Postgres, with a real Jaeger receiving OTLP:
   drain does), while the leader's telemetry reader follows the event log: ``off``
   (no reader: the drain as ``make bench`` measures it), ``metrics`` (the reader,
   tracing off: what every leader runs) and ``traces`` (the reader also emitting run
-  and queue-wait spans to Jaeger). Runs per second; the three modes take turns in
-  each repeat, in a rotating order.
+  and queue-wait spans to Jaeger); with ``--ratio``, also ``traces-sampled`` (the
+  same with ``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` at that ratio). Runs
+  per second; the modes take turns in each repeat, in a rotating order.
 - **Checkpoint latency**: ``ctx.step`` (its function is a no-op, so the figure is
   the checkpoint write through the coordinator's HTTP API), ``--steps`` times for an
   attempt with the runner's spans off and as many for one with them on (exported to
@@ -45,7 +46,8 @@ from waypost.sdk.context import Context
 from waypost.standalone import Standalone
 from waypost.store import embedded, migrate, runs
 
-OTEL_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER")
+OTEL_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER", "OTEL_TRACES_SAMPLER",
+             "OTEL_TRACES_SAMPLER_ARG")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -53,12 +55,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
 
 
-async def drain(app: Standalone, jobs: int, mode: str, endpoint: str) -> float:
+async def drain(app: Standalone, jobs: int, mode: str, endpoint: str,
+                ratio: float = 1.0) -> float:
     engine = app.engine
     for var in OTEL_VARS:
         os.environ.pop(var, None)
-    if mode == "traces":
+    if mode.startswith("traces"):
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    if mode == "traces-sampled":
+        os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        os.environ["OTEL_TRACES_SAMPLER_ARG"] = str(ratio)
     await control.trigger_many(engine, "default", "noop", [None] * jobs)
     stop = asyncio.Event()
     reader = (asyncio.create_task(telemetry.run(engine, stop)) if mode != "off" else None)
@@ -152,10 +158,15 @@ async def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--block", type=int, default=10, help="checkpoints per mode in turn")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--ratio", type=float, default=0.0,
+                   help="also drain with OTEL_TRACES_SAMPLER=parentbased_traceidratio at "
+                        "this ratio (mode traces-sampled); 0: not")
     a = p.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="waypost-bench-tracing-"))
     pg = embedded.EmbeddedPostgres(folder / "data").start()
     rates: dict[str, list[float]] = {"off": [], "metrics": [], "traces": []}
+    if a.ratio:
+        rates["traces-sampled"] = []
     latency: dict[str, list[tuple[float, float]]] = {"untraced": [], "traced": []}
     loads = [os.getloadavg()[0]]
     try:
@@ -170,11 +181,11 @@ async def main() -> None:
                     await control.register_task(app.engine, TaskDefinition(
                         namespace="default", name="noop",
                         spec=TaskSpec.model_validate({"entrypoint": "m:f"})))
-                    order = ["off", "metrics", "traces"]
-                    for mode in order[rep % 3:] + order[:rep % 3]:
-                        rate = await drain(app, a.jobs, mode, endpoint)
+                    order = list(rates)
+                    for mode in order[rep % len(order):] + order[:rep % len(order)]:
+                        rate = await drain(app, a.jobs, mode, endpoint, a.ratio)
                         rates[mode].append(rate)
-                        print(f"rep {rep} drain {mode:8s} {rate:8.0f} runs/s", flush=True)
+                        print(f"rep {rep} drain {mode:14s} {rate:8.0f} runs/s", flush=True)
                     lat = await checkpoint_latency(app, a.steps, a.block, endpoint)
                     for label, values in lat.items():
                         latency[label].append((pct(values, 50), pct(values, 99)))
@@ -190,12 +201,15 @@ async def main() -> None:
     print(f"\nover {a.repeats} repeats (1-minute load average {min(loads):.1f} to "
           f"{max(loads):.1f}):")
     for mode, values in rates.items():
-        print(f"  drain {mode:8s} runs/s  {spread(values)}")
+        print(f"  drain {mode:14s} runs/s  {spread(values)}")
     base = statistics.median(rates["off"])
     off = statistics.median(rates["metrics"])
     print(f"  metrics reader vs no reader: {100 * (off / base - 1):+.1f}%; "
           f"spans on vs off: {100 * (statistics.median(rates['traces']) / off - 1):+.1f}% "
           f"(medians)")
+    if a.ratio:
+        print(f"  spans sampled at {a.ratio} vs off: "
+              f"{100 * (statistics.median(rates['traces-sampled']) / off - 1):+.1f}% (medians)")
     for label, pairs in latency.items():
         print(f"  checkpoint {label:8s} p50 ms  {spread([x[0] for x in pairs], 2)}")
         print(f"  checkpoint {label:8s} p99 ms  {spread([x[1] for x in pairs], 2)}")
