@@ -48,7 +48,7 @@ imports: venv
 
 test: deps venv lint types imports chart-lint
 	WAYPOST_HELM="$$(charts/tools/ensure-helm)" WAYPOST_PROMTOOL="$$(tools/ensure promtool)" \
-	  WAYPOST_JAEGER="$$(tools/ensure jaeger)" \
+	  WAYPOST_JAEGER="$$(tools/ensure jaeger)" WAYPOST_PROMETHEUS="$$(tools/ensure prometheus)" \
 	  $(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 # The fault suite (docs/reliability.md): Postgres restarted and cut mid-COMMIT, the
