@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
@@ -60,20 +61,31 @@ async def api_only(database_url: str, **overrides: object) -> AsyncIterator[Stan
 @contextlib.asynccontextmanager
 async def example_stack(
     database_url: str, ledger_file: Path, monkeypatch: pytest.MonkeyPatch, *,
-    max_parallel: int = 2, **overrides: object,
+    max_parallel: int = 2, also: Iterable[Any] = (), **overrides: object,
 ) -> AsyncIterator[Standalone]:
     """A running engine, coordinator and process backend with the order and hello
-    examples registered and their ledger in ``ledger_file``. Leases are generous (10
-    missed heartbeats): on a loaded machine a runner can take seconds to start, and
-    the tests using this are not about lost attempts."""
+    examples (and the tasks in ``also``) registered and their ledger in
+    ``ledger_file``. Leases are generous (10 missed heartbeats): on a loaded machine
+    a runner can take seconds to start, and the tests using this are not about lost
+    attempts."""
     monkeypatch.setenv(ledger.LEDGER_ENV, str(ledger_file))
     app = await Standalone(settings(database_url, missed_heartbeats=10, **overrides),
                            ProcessBackend(max_parallel=max_parallel)).start()
     try:
-        await app.register(orders.process_order, hello.hello)
+        await app.register(orders.process_order, hello.hello, *also)
         yield app
     finally:
         await app.stop()
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a service a test started (SIGTERM, then SIGKILL after 10 s)."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 async def wait_for_status(

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.factories import stop_process
+
 CONFIG = """\
 service:
   extensions: [jaeger_storage, jaeger_query]
@@ -140,12 +142,7 @@ def running(folder: Path, host: str = "127.0.0.1") -> Iterator[Jaeger]:
                 time.sleep(0.2)
         yield jaeger
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -28,9 +28,8 @@ from typing import Any
 
 import pytest
 
-from examples import flaky, ledger, orders
-from tests.factories import settings, wait_for_status
-from waypost.backends.process import ProcessBackend
+from examples import flaky
+from tests.factories import example_stack, stop_process, wait_for_status
 from waypost.engine import control
 from waypost.model.enums import RunStatus
 from waypost.model.run import TriggerRequest
@@ -73,15 +72,10 @@ class Prometheus:
 async def stack(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Standalone]:
-    monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.jsonl"))
-    app = await Standalone(settings(database_url, missed_heartbeats=10,
-                                    telemetry_poll_seconds=0.2),
-                           ProcessBackend(max_parallel=1)).start()
-    try:
-        await app.register(orders.process_order, flaky.always_fails, flaky.sleepy)
+    async with example_stack(database_url, tmp_path / "ledger.jsonl", monkeypatch,
+                             max_parallel=1, also=[flaky.always_fails, flaky.sleepy],
+                             telemetry_poll_seconds=0.2) as app:
         yield app
-    finally:
-        await app.stop()
 
 
 @pytest.fixture
@@ -115,12 +109,7 @@ def prometheus(stack: Standalone, tmp_path: Path) -> Iterator[Prometheus]:
             time.sleep(0.2)
         yield prom
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -17,9 +17,8 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from examples import flaky, ledger, orders
-from tests.factories import enqueue, register_task, settings, wait_for_status
-from waypost.backends.process import ProcessBackend
+from examples import flaky
+from tests.factories import enqueue, example_stack, register_task, wait_for_status
 from waypost.engine import control
 from waypost.engine.metrics import OTHER_TASK, RunMetrics
 from waypost.model.enums import RunStatus
@@ -50,15 +49,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 async def stack(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Standalone]:
-    monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.jsonl"))
-    app = await Standalone(settings(database_url, missed_heartbeats=10,
-                                    telemetry_poll_seconds=0.2),
-                           ProcessBackend(max_parallel=2)).start()
-    try:
-        await app.register(orders.process_order, flaky.always_fails)
+    async with example_stack(database_url, tmp_path / "ledger.jsonl", monkeypatch,
+                             also=[flaky.always_fails], telemetry_poll_seconds=0.2) as app:
         yield app
-    finally:
-        await app.stop()
 
 
 async def test_runs_attempts_and_checkpoints_are_counted(stack: Standalone) -> None:
