@@ -238,7 +238,7 @@ def test_deleting_a_warm_pod_mid_attempt_loses_it_and_the_run_retries(
 
 
 @pytest.mark.timeout(3600)
-@pytest.mark.long_benchmark  # 200 cold Pods and 200 bare Pods: ~20 minutes (make e2e-bench)
+@pytest.mark.long_benchmark  # 400 Pods one after another, and more: make e2e-bench
 def test_zz_warm_benchmark(warm_release: dict[str, str], core: client.CoreV1Api) -> None:
     """bench/warm_cluster.py on this release: bare Pod vs cold vs warm, and a burst
     over 12 Tasks; the figures go to bench/results/warm_cluster.json.
