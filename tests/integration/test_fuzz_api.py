@@ -4,7 +4,7 @@ A real third-party fuzzer, with a fixed seed and bounded examples, every check o
 and the API token configured, must find nothing: no 500 (the catch-all's error id
 never appears in the log either), every answer as documented, every invalid
 request refused and every valid one accepted. Every JSON route is in, the event
-streams too: they end at WAYPOST_EVENTS_STREAM_MAX_AGE, set to a second here.
+streams too: they end at WAYPOST_EVENTS_STREAM_MAX_AGE, set to half a second here.
 
 The UI's HTML pages (tag "ui") are left out, and not only because they are HTML:
 - a page takes the login's session cookie, not the bearer token, so with the token
@@ -35,7 +35,7 @@ BIN = Path(sys.executable).parent
 TOKEN = "fuzz-token"
 SEED = 16
 MAX_EXAMPLES = 15
-STREAM_MAX_AGE = 1
+STREAM_MAX_AGE = 0.5
 
 
 def free_port() -> int:
@@ -74,7 +74,7 @@ async def test_schemathesis_finds_no_failure_against_waypost_dev(
            "WAYPOST_HEARTBEAT_INTERVAL": "2", "PYTHONUNBUFFERED": "1",
            # schemathesis reads an answer to its end, and event streams end only at
            # their max age (GET /v1/events by design; a run's stream too, since a
-           # finished run can be requeued): a second keeps the SSE routes in the run.
+           # finished run can be requeued): half a second keeps the SSE routes in the run.
            "WAYPOST_EVENTS_STREAM_MAX_AGE": str(STREAM_MAX_AGE)}
     dev_log = tmp_path / "dev.log"
     with dev_log.open("wb") as out:
