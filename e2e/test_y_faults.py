@@ -375,44 +375,62 @@ def test_watch_answered_410_gone_after_an_etcd_compaction(
     frelease: dict[str, str], api: client.ApiClient
 ) -> None:
     """The apiserver is killed, etcd compacted to its newest revision and the apiserver
-    started again at once (seconds, within the leader's renew deadline): the leader's
-    watches (kopf's and the runner-Pod watch) resume from a resourceVersion that no
-    longer exists, get 410 Gone and list again. TaskRuns created afterwards are served,
-    by the same leader process."""
+    started again at once: the leader's watches (kopf's and the runner-Pod watch)
+    resume from a resourceVersion that no longer exists, get 410 Gone and list again.
+    TaskRuns created afterwards are served by the same leader process.
+
+    When the apiserver takes longer than the leader's renew deadline (10 s) to come
+    back, the leader steps down and restarts (by design, see apiserver scenario): a
+    new process lists from scratch and never sees a 410, so that try does not count
+    and the fault is injected again (at most 3 tries)."""
     ns = frelease["namespace"]
     sleeper(frelease, "gone-nap")
-    restarts_before = _operator_restarts(ns)
-    apiserver = Component("kube-apiserver")
-    try:
-        apiserver.stop(patience=0)  # SIGKILL: a short outage, the Lease stays held
-        stopped = time.monotonic()
-        etcd = "http://127.0.0.1:23790"
-        rev = _etcd(etcd, "/v3/kv/range", {"key": "AA=="})["header"]["revision"]
-        _etcd(etcd, "/v3/kv/compaction", {"revision": rev, "physical": True})
-    finally:
-        apiserver.start()
-    wait_until(lambda: apiserver_up(api), 120, "the apiserver")
-    back = time.monotonic() - stopped
-    started = time.monotonic()
-    names = [f"gone-{i}" for i in range(3)]
-    for name in names:
-        apply({"apiVersion": "waypost.dev/v1alpha1", "kind": "TaskRun",
-               "metadata": {"name": name, "namespace": ns},
-               "spec": {"taskRef": {"name": "gone-nap"}, "payload": {"seconds": 1}}})
-    statuses = [wait_until(lambda n=name: _taskrun_reason(ns, n) == "Succeeded" and
-                           _taskrun_status(ns, n), 300, f"TaskRun {name}") for name in names]
-    took = time.monotonic() - started
-    run_ids = [s["runId"] for s in statuses]
-    figures = check_invariants(api, ns, run_ids)
-    logs = "".join(kubectl("logs", "-n", ns, p, check=False).stdout for p in _operator_pods(ns))
-    gone_seen = logs.count("resourceVersion gone (410)")
-    restarts = _operator_restarts(ns)
-    report("watch answered 410 Gone (etcd compacted)", **figures, compacted_revision=rev,
-           apiserver_back_s=round(back, 1), taskruns_done_after_restart_s=round(took, 1),
-           pod_watch_410_lines=gone_seen, operator_restarts=restarts - restarts_before)
+    tries: list[dict[str, Any]] = []
+    for attempt in range(3):
+        wait_until(lambda: ready(frelease), 300, "a leader before the fault")
+        time.sleep(5)  # its watches are established
+        restarts_before = _operator_restarts(ns)
+        gone_before = _gone_lines(ns)
+        apiserver = Component("kube-apiserver")
+        try:
+            apiserver.stop(patience=0)  # SIGKILL: the shortest outage
+            stopped = time.monotonic()
+            etcd = "http://127.0.0.1:23790"
+            rev = _etcd(etcd, "/v3/kv/range", {"key": "AA=="})["header"]["revision"]
+            _etcd(etcd, "/v3/kv/compaction", {"revision": rev, "physical": True})
+        finally:
+            apiserver.start()
+        wait_until(lambda: apiserver_up(api), 120, "the apiserver")
+        back = time.monotonic() - stopped
+        started = time.monotonic()
+        names = [f"gone-{attempt}-{i}" for i in range(3)]
+        for name in names:
+            apply({"apiVersion": "waypost.dev/v1alpha1", "kind": "TaskRun",
+                   "metadata": {"name": name, "namespace": ns},
+                   "spec": {"taskRef": {"name": "gone-nap"}, "payload": {"seconds": 1}}})
+        statuses = [wait_until(lambda n=name: _taskrun_reason(ns, n) == "Succeeded" and
+                               _taskrun_status(ns, n), 300, f"TaskRun {name}")
+                    for name in names]
+        took = time.monotonic() - started
+        figures = check_invariants(api, ns, [st["runId"] for st in statuses])
+        assert figures["statuses"] == {"succeeded": 3}, figures
+        restarted = _operator_restarts(ns) - restarts_before
+        gone = _gone_lines(ns) - gone_before
+        tries.append({"compacted_revision": rev, "apiserver_back_s": round(back, 1),
+                      "taskruns_done_after_restart_s": round(took, 1),
+                      "operator_restarts": restarted, "pod_watch_410_lines": gone, **figures})
+        if not restarted:
+            break
+    report("watch answered 410 Gone (etcd compacted)", tries=len(tries), **tries[-1],
+           earlier_tries=tries[:-1])
     # The scenario is what it says: the leader lived through it and its watch saw 410.
-    assert restarts == restarts_before, (restarts_before, restarts)
-    assert gone_seen >= 1, "the runner-Pod watch never saw 410 Gone"
+    assert tries[-1]["operator_restarts"] == 0, tries
+    assert tries[-1]["pod_watch_410_lines"] >= 1, f"the runner-Pod watch never saw 410: {tries}"
+
+
+def _gone_lines(ns: str) -> int:
+    logs = "".join(kubectl("logs", "-n", ns, p, check=False).stdout for p in _operator_pods(ns))
+    return logs.count("resourceVersion gone (410)")
 
 
 def _operator_restarts(ns: str) -> int:
@@ -510,10 +528,15 @@ def test_helm_upgrade_to_a_changed_image_with_runs_in_flight(
     sh(frelease["helm"], "upgrade", RELEASE, str(CHART), "--namespace", ns, "--reuse-values",
        "--set-string", f"operator.image.tag={new_tag}", timeout=300)
     rollout(ns)
+
+    def upgraded() -> bool:
+        # `rollout status` returns while the old ReplicaSet's last Pod still terminates.
+        images = kubectl("get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator",
+                         "-o", "jsonpath={.items[*].spec.containers[0].image}").stdout.split()
+        return len(images) == 2 and all(i.endswith(new_tag) for i in images)
+
+    wait_until(upgraded, 120, "only upgraded operator Pods")
     rolled = time.monotonic() - started
-    images = kubectl("get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator",
-                     "-o", "jsonpath={.items[*].spec.containers[0].image}").stdout.split()
-    assert images and all(i.endswith(new_tag) for i in images), images
     wait_until(lambda: settled(ns, run_ids), 600, "every run to finish")
     finished = time.monotonic() - started
     figures = check_invariants(api, ns, run_ids)
