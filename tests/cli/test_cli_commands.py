@@ -252,7 +252,7 @@ async def test_watch_prints_changes_until_interrupted(queued: Standalone) -> Non
         assert [r["id"] for r in second["runs"]] == [run.id]
     finally:
         proc.send_signal(signal.SIGINT)
-        code = await asyncio.wait_for(proc.wait(), 30)
+        code = await asyncio.wait_for(proc.wait(), 120)
     stderr = (await proc.stderr.read()).decode()
     assert code == 0 and "Traceback" not in stderr, stderr
 
@@ -306,7 +306,7 @@ async def test_interrupting_a_wait_and_a_closed_pipe(queued: Standalone) -> None
     assert proc.stdout is not None and proc.stderr is not None
     assert b"triggered run" in await asyncio.wait_for(proc.stdout.readline(), 60)
     proc.send_signal(signal.SIGINT)
-    assert await asyncio.wait_for(proc.wait(), 30) == 130
+    assert await asyncio.wait_for(proc.wait(), 120) == 130
     stderr = (await proc.stderr.read()).decode()
     assert stderr.strip() == "waypost: interrupted", stderr
 
@@ -466,7 +466,7 @@ async def test_watch_on_a_terminal_redraws_the_table(queued: Standalone) -> None
         await asyncio.wait_for(read_until(second.id[:8].encode()), 60)
     finally:
         proc.send_signal(signal.SIGINT)
-        code = await asyncio.wait_for(proc.wait(), 30)
+        code = await asyncio.wait_for(proc.wait(), 120)
         with contextlib.suppress(OSError):  # EIO once the process closed the terminal
             seen += os.read(leader, 65536)
         os.close(leader)

@@ -104,6 +104,10 @@ async def test_lines_carry_run_attempt_step_level_and_fields(stack: Standalone) 
     later = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
     _, none = await get(f"{stack.url}/v1/runs/{run_id}/logs?since={later.replace('+', '%2B')}")
     assert none["entries"] == []
+    # Read again: the runner's printed lines may still have been coming in at the
+    # first read (the "attempt succeeded" line above is the last of them).
+    _, page = await get(f"{stack.url}/v1/runs/{run_id}/logs")
+    lines = page["entries"]
     first_ts = lines[1]["ts"].replace("+", "%2B")
     _, since = await get(f"{stack.url}/v1/runs/{run_id}/logs?since={first_ts}")
     assert [line["cursor"] for line in since["entries"]] == [
