@@ -123,6 +123,31 @@ async def profile(pg: EmbeddedPostgres, name: str, jobs: int, workers: int,
                    WHERE count > 0 ORDER BY record_size + fpi_size DESC LIMIT 5""", lsn0, lsn1):
             print(f"     {r['rm']:12s} {r['record_size'] / jobs:7,.0f} + "
                   f"{r['fpi_size'] / jobs:6,.0f} bytes ({r['count'] / jobs:.1f} records)")
+        # Each record counted against the relation of its first block (the heap or index
+        # page it changes); relations truncated since (waypost's rotated run_queue) no
+        # longer resolve and show as "(rotated away)".
+        conn = await asyncpg.connect(pg.dsn_for(db))
+        try:
+            rows = await conn.fetch(
+                """WITH w AS (
+                       SELECT record_length, fpi_length,
+                              substring(block_ref FROM 'rel \\d+/\\d+/(\\d+)')::oid AS node,
+                              substring(block_ref FROM 'rel (\\d+)/')::oid AS space
+                       FROM pg_get_wal_records_info($1::text::pg_lsn, $2::text::pg_lsn))
+                   SELECT coalesce(pg_filenode_relation(
+                                       CASE WHEN w.space = 1663 THEN 0 ELSE w.space END,
+                                       w.node)::text,
+                                   CASE WHEN w.node IS NULL THEN '(no block)'
+                                        ELSE '(rotated away)' END) AS rel,
+                          count(*) AS n, sum(record_length) AS rec, sum(fpi_length) AS fpi
+                   FROM w GROUP BY 1 ORDER BY sum(record_length + fpi_length) DESC LIMIT 14""",
+                lsn0, lsn1)
+        finally:
+            await conn.close()
+        print("   WAL per job by relation (records + full-page images):")
+        for r in rows:
+            print(f"     {r['rel'][:40]:40s} {float(r['rec']) / jobs:7,.0f} + "
+                  f"{float(r['fpi']) / jobs:6,.0f} bytes ({r['n'] / jobs:.2f} records)")
     finally:
         await admin.close()
 

@@ -13,12 +13,14 @@ the database (``store.runs.running_counts``) throughout the drain.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import pytest
 
 from tests.factories import InMemoryBackend, register_task, settings
 from waypost.engine.core import Engine
@@ -44,9 +46,10 @@ async def enqueue_many(
 class TwoDispatchers:
     """Two engines (own pools) with a dispatcher and an in-memory backend each."""
 
-    def __init__(self, database_url: str, work_seconds: float) -> None:
+    def __init__(self, database_url: str, work_seconds: float, **overrides: Any) -> None:
         self.database_url = database_url
         self.work_seconds = work_seconds
+        self.overrides = overrides
         self.shared: dict[str, Any] = {}
 
     async def __aenter__(self) -> TwoDispatchers:
@@ -56,8 +59,10 @@ class TwoDispatchers:
         self.stop = asyncio.Event()
         for i in range(2):
             engine = await Engine.open(
-                settings(self.database_url, worker_name=f"dispatcher-{i}", claim_batch=10,
-                         poll_interval_seconds=0.05, heartbeat_interval_seconds=10.0),
+                settings(self.database_url, **{
+                    "worker_name": f"dispatcher-{i}", "claim_batch": 10,
+                    "poll_interval_seconds": 0.05, "heartbeat_interval_seconds": 10.0,
+                    **self.overrides}),
                 migrate_schema=False,
             )
             backend = InMemoryBackend(engine, work_seconds=self.work_seconds, shared=self.shared)
@@ -118,6 +123,34 @@ async def test_max_concurrency_holds_with_two_dispatchers(
     assert {r["status"]: r["n"] for r in counts} == {"succeeded": 500}
     assert await db.fetchval("SELECT count(*) FROM attempts WHERE status = 'succeeded'") == 500
     assert await db.fetchval("SELECT count(*) FROM run_queue") == 0
+
+
+async def test_limits_hold_while_both_dispatchers_rotate_the_hot_table(
+    database_url: str, db: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both dispatchers clean run_queue every 50 ms past 100 dead tuples, so the table
+    rotates (migration 0019) again and again under their claims: a queue limit and a
+    per-key limit stay exact, and every run runs exactly once."""
+    await register_task(db, "bounded", maxConcurrency=3)
+    await register_task(db, "tenanted", perKeyConcurrency=1)
+    ids = [*await enqueue_many(db, "bounded", [None] * 300),
+           *await enqueue_many(db, "tenanted", ["A", "B"] * 100)]
+
+    caplog.set_level(logging.INFO, logger="waypost.engine.hot_table")
+    async with TwoDispatchers(database_url, work_seconds=0.003,
+                              hot_table_vacuum_dead_tuples=100,
+                              hot_table_vacuum_seconds=0.05) as stack:
+        samples = await drain(db, ids, timeout=180)
+
+    bounded = [sum(n for (_, q, _), n in s.items() if q == "bounded") for s in samples]
+    assert max(bounded) <= 3 and max(bounded) == 3
+    for key in ("A", "B"):
+        assert max(s.get(("default", "tenanted", key), 0) for s in samples) == 1
+    assert sorted(r for b in stack.backends for r in b.started) == sorted(ids)
+    assert await db.fetchval("SELECT count(*) FROM attempts") == 500
+    rotated = [r for r in caplog.records if r.getMessage() == "rotated run_queue"]
+    assert len(rotated) >= 2, "the table did not rotate under the claims: the test proves nothing"
+    assert any(getattr(r, "rows_moved", 0) > 0 for r in rotated), "no active run was copied"
 
 
 async def test_per_key_limit_and_no_starvation(database_url: str, db: asyncpg.Pool) -> None:
