@@ -111,18 +111,22 @@ async def limits(b: Bench) -> None:
 
 async def _hot_table(conn: asyncpg.Connection, table: str = "waypost.run_queue") -> dict[str, Any]:
     """A queue table's statistics and size, summed over its partitions (migration 0019
-    partitioned waypost's run_queue; pg_partition_tree of an ordinary table is the
-    table itself)."""
+    partitioned waypost's run_queue; pg_partition_tree of an ordinary table is empty,
+    so such a table stands for itself)."""
     await conn.execute("SELECT pg_stat_clear_snapshot()")
     row = await conn.fetchrow(
-        """SELECT sum(s.n_live_tup)::bigint AS n_live_tup, sum(s.n_dead_tup)::bigint AS n_dead_tup,
+        """WITH rels AS (
+               SELECT relid FROM pg_partition_tree($1::regclass) WHERE isleaf
+               UNION ALL
+               SELECT $1::regclass WHERE NOT EXISTS (
+                   SELECT 1 FROM pg_partition_tree($1::regclass))
+           )
+           SELECT sum(s.n_live_tup)::bigint AS n_live_tup, sum(s.n_dead_tup)::bigint AS n_dead_tup,
                   sum(s.autovacuum_count)::bigint AS autovacuum_count,
                   sum(s.vacuum_count)::bigint AS vacuum_count,
                   sum(pg_relation_size(p.relid))::bigint AS heap_bytes,
                   sum(pg_total_relation_size(p.relid))::bigint AS total_bytes
-           FROM pg_partition_tree($1::regclass) p
-           JOIN pg_stat_user_tables s ON s.relid = p.relid
-           WHERE p.isleaf""", table)
+           FROM rels p JOIN pg_stat_user_tables s ON s.relid = p.relid""", table)
     return dict(row)
 
 
@@ -140,6 +144,9 @@ async def bloat(b: Bench) -> None:
     runs = [("waypost", False), ("waypost", True)]
     if "pgqueuer" in b.systems:
         runs.append(("pgqueuer", True))
+    if a.bloat_runs:
+        wanted = set(a.bloat_runs.split(","))
+        runs = [(s, h) for s, h in runs if f"{s}:{'long_txn' if h else 'plain'}" in wanted]
     for system, held in runs:
         label = "long_txn" if held else "plain"
         async with b.database(system) as db:

@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="runs per drain in the concurrency-limit comparison")
     p.add_argument("--bloat-seconds", type=float, default=10 if quick else 300,
                    help="steady run before the bloat reading (the issue: 5 minutes)")
+    p.add_argument("--bloat-runs", default="",
+                   help="only these bloat runs, e.g. pgqueuer:long_txn (default: waypost:plain, "
+                        "waypost:long_txn and pgqueuer:long_txn when pgqueuer is in --systems)")
     p.add_argument("--fsync-seconds", type=int, default=1 if quick else 2)
     p.add_argument("--systems", default="waypost,pgqueuer,procrastinate")
     p.add_argument("--skip", default="", help="comma-separated scenarios to skip")
