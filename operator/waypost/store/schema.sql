@@ -768,15 +768,6 @@ ALTER TABLE ONLY waypost.run_event_readers
 ALTER TABLE ONLY waypost.run_logs
     ADD CONSTRAINT run_logs_pkey PRIMARY KEY (run_id, seq);
 
-ALTER TABLE ONLY waypost.run_queue
-    ADD CONSTRAINT run_queue_pkey PRIMARY KEY (run_id, generation);
-
-ALTER TABLE ONLY waypost.run_queue_0
-    ADD CONSTRAINT run_queue_0_pkey PRIMARY KEY (run_id, generation);
-
-ALTER TABLE ONLY waypost.run_queue_1
-    ADD CONSTRAINT run_queue_1_pkey PRIMARY KEY (run_id, generation);
-
 ALTER TABLE ONLY waypost.run_replays
     ADD CONSTRAINT run_replays_pkey PRIMARY KEY (run_id);
 
@@ -831,11 +822,15 @@ CREATE INDEX run_queue_ready ON ONLY waypost.run_queue USING btree (queue_id, pr
 
 CREATE INDEX run_queue_0_queue_id_priority_seq_idx ON waypost.run_queue_0 USING btree (queue_id, priority DESC, seq) WHERE (state = 'ready'::text);
 
+CREATE UNIQUE INDEX run_queue_0_run_id ON waypost.run_queue_0 USING btree (run_id);
+
 CREATE INDEX run_queue_1_queue_id_concurrency_key_idx ON waypost.run_queue_1 USING btree (queue_id, concurrency_key) WHERE (state = 'running'::text);
 
 CREATE INDEX run_queue_1_queue_id_concurrency_key_priority_seq_idx ON waypost.run_queue_1 USING btree (queue_id, concurrency_key, priority DESC, seq) WHERE (state = 'ready'::text);
 
 CREATE INDEX run_queue_1_queue_id_priority_seq_idx ON waypost.run_queue_1 USING btree (queue_id, priority DESC, seq) WHERE (state = 'ready'::text);
+
+CREATE UNIQUE INDEX run_queue_1_run_id ON waypost.run_queue_1 USING btree (run_id);
 
 CREATE INDEX run_replays_of ON waypost.run_replays USING btree (replay_of, requested_at);
 
@@ -871,15 +866,11 @@ CREATE UNIQUE INDEX warm_runners_attempt ON waypost.warm_runners USING btree (ru
 
 CREATE INDEX warm_runners_idle ON waypost.warm_runners USING btree (fingerprint, idle_since DESC) WHERE (state = 'idle'::text);
 
-ALTER INDEX waypost.run_queue_pkey ATTACH PARTITION waypost.run_queue_0_pkey;
-
 ALTER INDEX waypost.run_queue_running ATTACH PARTITION waypost.run_queue_0_queue_id_concurrency_key_idx;
 
 ALTER INDEX waypost.run_queue_ready_by_key ATTACH PARTITION waypost.run_queue_0_queue_id_concurrency_key_priority_seq_idx;
 
 ALTER INDEX waypost.run_queue_ready ATTACH PARTITION waypost.run_queue_0_queue_id_priority_seq_idx;
-
-ALTER INDEX waypost.run_queue_pkey ATTACH PARTITION waypost.run_queue_1_pkey;
 
 ALTER INDEX waypost.run_queue_running ATTACH PARTITION waypost.run_queue_1_queue_id_concurrency_key_idx;
 
