@@ -13,10 +13,13 @@ per run, 8 at a time).
 claimed, and each suspended on a sleep that ends at the same instant ``T``
 (``--sleep`` seconds after the last suspension began). While they sleep, a probe
 drains ``--probe`` plain runs (claim in batches of 50, complete) and the hot
-table's size is read; the same probe ran before the sleepers existed. At ``T``
-the waker (``engine.waits.Waker``, one pass after another as the engine runs it)
-resumes them; figures: when the last run was back in the queue, and when the last
-was claimed again by a dispatcher-like claimer (batches of 50), both after ``T``.
+table's size is read; the same probe ran before the sleepers existed. Before each
+probe the hot table is cleaned as the leader's loop cleans it (it rotates or
+vacuums away the rows of runs claimed and deleted before). At ``T`` the waker
+(``engine.waits.Waker``, one pass after another as the engine runs it) resumes
+them; figures: when the last run was back in the queue (the last wait row gone,
+counted every 20 ms), and when the last was claimed again by a dispatcher-like
+claimer (batches of 50), both after ``T``; the 1-minute load average at each phase.
 
 **Batch trigger.** ``--batch`` runs through the HTTP API of a coordinator in this
 process: one ``POST …/batch`` against as many single ``POST …/trigger`` calls, one
@@ -94,13 +97,20 @@ async def _claim_all(engine: Any, n: int, batch: int = 50) -> tuple[list[Any], f
     return claimed, time.perf_counter() - started
 
 
-async def _probe(engine: Any, n: int) -> dict[str, float]:
+async def _probe(engine: Any, n: int) -> dict[str, Any]:
     """Drain ``n`` plain runs of another task: claim in batches of 50, complete each
-    batch in one statement (the dispatcher's and the batcher's paths)."""
+    batch in one statement (the dispatcher's and the batcher's paths). First the
+    hot table is cleaned as the leader's loop would (``engine.hot_table``), so that
+    the rows the previous phase claimed and deleted are not what is measured."""
+    from waypost.engine import hot_table
     from waypost.store import runs
     from waypost.store.pool import RawJson
 
+    await asyncio.sleep(1.5)  # the dead-tuple statistics the cleaning reads lag ~1 s
+    cleaned = await hot_table.clean_if_needed(engine)
+    load = os.getloadavg()[0]
     await _trigger(engine, "probe", n)
+    buffers = await _claim_buffers(engine)
     claim_ms: list[float] = []
     started = time.perf_counter()
     done = 0
@@ -119,7 +129,27 @@ async def _probe(engine: Any, n: int) -> dict[str, float]:
     rows = await engine.pool.fetchval("SELECT count(*) FROM waypost.run_queue")
     return {"runs_per_s": n / elapsed, "claim_p50_ms": pct(claim_ms, 50),
             "claim_p99_ms": pct(claim_ms, 99), "hot_table_bytes": float(size),
-            "hot_table_rows": float(rows)}
+            "hot_table_rows": float(rows), "hot_table_cleaned": cleaned, "load_1m": load,
+            "claim_buffers": buffers}
+
+
+async def _claim_buffers(engine: Any) -> int:
+    """Shared buffers (hit or read) one claim of 50 touches, with ``n`` probe runs
+    ready: work that does not depend on the machine's load, unlike its time. The
+    claim is rolled back."""
+    from waypost.store import sql
+
+    text, *params = sql.bind("claim_runs", ack_run_ids=[], ack_tokens=[], ack_results=[],
+                             limit=50, lease_seconds=600, worker="probe", leader_epoch=None)
+    async with engine.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            plan = await conn.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + text, *params)
+        finally:
+            await tx.rollback()
+    top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    return int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
 
 
 async def sleepers(pg: Any, args: argparse.Namespace, rep: int) -> dict[str, Any]:
@@ -161,11 +191,16 @@ async def sleepers(pg: Any, args: argparse.Namespace, rep: int) -> dict[str, Any
         waker = waits.Waker(engine)
         stop = asyncio.Event()
         loop_task = asyncio.create_task(waker.run(stop))
+        await asyncio.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()))
+        load_at_due = os.getloadavg()[0]
         # Watch the waiting set, not the runs: a wait's row leaves run_waits in the
         # statement that queues its run, and counting what is left of 10,000 rows is
         # cheap, where counting queued runs every 20 ms scans the whole runs table and
         # takes CPU from the waker it measures.
-        while await engine.pool.fetchval("SELECT count(*) FROM waypost.run_waits"):
+        while True:
+            left = await engine.pool.fetchval("SELECT count(*) FROM waypost.run_waits")
+            if not left:
+                break
             await asyncio.sleep(0.02)
         last_queued = dt.datetime.now(dt.UTC)
         queued = await engine.pool.fetchval(
@@ -181,7 +216,7 @@ async def sleepers(pg: Any, args: argparse.Namespace, rep: int) -> dict[str, Any
             "probe_before": before, "probe_while_sleeping": during,
             "all_queued_after_due_s": (last_queued - due).total_seconds(),
             "all_claimed_after_due_s": (last_claimed - due).total_seconds(),
-            "reclaim_s": claim_s,
+            "reclaim_s": claim_s, "load_1m_at_due": load_at_due,
         }
     finally:
         await engine.close()
