@@ -296,15 +296,23 @@ def _alive(pid: int) -> bool:
 
 
 def wait_for_apiserver(api: client.ApiClient, apiserver: Component) -> None:
-    """Wait for the restarted apiserver; if it does not answer, fail with its state and
-    log tail (the next `up` overwrites the log)."""
-    try:
-        wait_for_apiserver(api, apiserver)
-    except BaseException:
-        alive = _alive(apiserver.pid)
-        tail = (LOGDIR / "kube-apiserver.log").read_text(errors="replace").splitlines()[-30:]
-        pytest.fail(f"the restarted kube-apiserver (pid {apiserver.pid}, alive={alive}) did "
-                    "not answer in 120 s; log tail:\n" + "\n".join(tail), pytrace=False)
+    """Wait for the restarted apiserver. If it does not answer in 120 s, kill it and start
+    it once more (the cluster must be left healthy); if that fails too, fail with its
+    state and log tail (the next `up` overwrites the log)."""
+    for tries_left in (1, 0):
+        try:
+            wait_until(lambda: apiserver_up(api), 120, "the apiserver")
+            return
+        except pytest.fail.Exception:
+            alive = _alive(apiserver.pid)
+            tail = (LOGDIR / "kube-apiserver.log").read_text(errors="replace").splitlines()[-30:]
+            message = (f"the restarted kube-apiserver (pid {apiserver.pid}, alive={alive}) did "
+                       "not answer in 120 s; log tail:\n" + "\n".join(tail))
+            if not tries_left:
+                pytest.fail(message, pytrace=False)
+            print(f"\n{message}\nstarting it once more", flush=True)
+            apiserver.stop(patience=0)
+            apiserver.start()
 
 
 def apiserver_up(api: client.ApiClient) -> bool:
