@@ -239,10 +239,22 @@ async def test_paging_says_how_many_there_are(queued: Standalone) -> None:
     assert len(doc["runs"]) == 5 and doc["total"] == 25
 
 
+def _ctrl_c_as_on_a_terminal() -> None:
+    """In the child before exec: SIGINT as an interactive user's shell leaves it.
+
+    These tests send SIGINT as Ctrl-C would. A non-interactive shell starts a
+    background job (``make test &``) with SIGINT ignored, every child inherits
+    that, and Python then installs no KeyboardInterrupt handler: the CLI would
+    rightly go on running, and the test would wait for nothing.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_watch_prints_changes_until_interrupted(queued: Standalone) -> None:
     proc = await asyncio.create_subprocess_exec(
         *WAYPOST, "runs", "list", "-w", "--interval", "0.3", "-o", "json", cwd=REPO,
-        env=_env(queued.url), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        env=_env(queued.url), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_ctrl_c_as_on_a_terminal)
     assert proc.stdout is not None and proc.stderr is not None
     try:
         first = await asyncio.wait_for(_read_json(proc.stdout), 60)
@@ -302,7 +314,8 @@ async def test_error_paths_end_in_one_line(queued: Standalone) -> None:
 async def test_interrupting_a_wait_and_a_closed_pipe(queued: Standalone) -> None:
     proc = await asyncio.create_subprocess_exec(
         *WAYPOST, "trigger", "hello", "--wait", cwd=REPO, env=_env(queued.url),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_ctrl_c_as_on_a_terminal)
     assert proc.stdout is not None and proc.stderr is not None
     assert b"triggered run" in await asyncio.wait_for(proc.stdout.readline(), 60)
     proc.send_signal(signal.SIGINT)
@@ -450,7 +463,7 @@ async def test_watch_on_a_terminal_redraws_the_table(queued: Standalone) -> None
     proc = await asyncio.create_subprocess_exec(
         *WAYPOST, "runs", "list", "--watch", "--interval", "0.3", cwd=REPO,
         env=_env(queued.url, TERM="xterm-256color"), stdin=follower, stdout=follower,
-        stderr=follower)
+        stderr=follower, preexec_fn=_ctrl_c_as_on_a_terminal)
     os.close(follower)
     seen = b""
 
