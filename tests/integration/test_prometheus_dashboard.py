@@ -126,7 +126,7 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     assert len(queries) >= 15
     judged = [(t, e) for t, e in queries if not any(m in e for m in NEEDS_ANOTHER_TEST)]
     assert len(queries) - len(judged) == 2  # the OOM and the pattern panels only
-    # Gauges of the runs in queues: a series per queue while it holds runs.
+    # Gauges of the runs in queues: a series per known queue, 0 when it is empty.
     queue_panels = [(t, e) for t, e in judged
                     if "waypost_queue_ready_runs" in e or "waypost_queue_running_runs" in e]
     assert len(queue_panels) == 4

@@ -397,13 +397,17 @@ WHERE h.state = 'running'
 GROUP BY q.namespace, q.name, h.concurrency_key;
 
 -- name: queue_depths
--- Ready and running runs per queue (namespace and name), for metrics.
-SELECT q.namespace, q.name AS queue, h.ready, h.running
-FROM (
+-- Ready and running runs per queue (namespace and name), for metrics. Every known
+-- queue is reported, 0 when it holds no run: a series that vanished whenever a queue
+-- emptied would leave gaps (Prometheus marks it stale) and "No data" on dashboards.
+SELECT q.namespace, q.name AS queue, coalesce(h.ready, 0) AS ready,
+       coalesce(h.running, 0) AS running
+FROM queues q
+LEFT JOIN (
     SELECT queue_id, count(*) FILTER (WHERE state = 'ready') AS ready,
            count(*) FILTER (WHERE state = 'running') AS running
     FROM run_queue GROUP BY queue_id
-) h JOIN queues q ON q.id = h.queue_id;
+) h ON h.queue_id = q.id;
 
 -- name: status_counts
 SELECT status, count(*) AS n FROM runs GROUP BY status;
