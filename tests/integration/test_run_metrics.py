@@ -25,6 +25,7 @@ from waypost.model.enums import RunStatus
 from waypost.model.run import TriggerRequest
 from waypost.standalone import Standalone
 from waypost.store import runs, telemetry
+from waypost.store.events import START
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -102,6 +103,31 @@ async def test_runs_attempts_and_checkpoints_are_counted(stack: Standalone) -> N
     assert value(m, "waypost_runs_estimated") == 0
     assert value(m, "waypost_runs", status="succeeded") == 1
     assert value(m, "waypost_runs", status="dead_lettered") == 1
+
+
+async def test_a_retry_read_after_it_finished_keeps_its_queue_wait(db: asyncpg.Pool) -> None:
+    """The reader follows the log a moment behind: by the time it reads a quick
+    retry's start, the retry may have finished and left the hot table. Its queue
+    wait (backoff end to claim) is still known: the start event carries it."""
+    await register_task(db, "t")
+    run_id = await enqueue(db, "t")
+    [first] = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
+    assert await runs.retry(db, run_id, first.claim_token, delay_seconds=0.3,
+                            error={"type": "error", "message": "boom"}, memory_bytes=1)
+    await asyncio.sleep(0.5)  # the backoff ends at 0.3 s; claimed about 0.2 s later
+    [second] = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
+    assert second.run_id == run_id and second.attempt == 2
+    await runs.complete_many(db, [(run_id, second.claim_token, None)])
+    assert await db.fetchval("SELECT count(*) FROM waypost.run_queue WHERE run_id = $1",
+                             run_id) == 0
+
+    signals, _ = await telemetry.signals_after(db, START)
+    starts = {s.attempt: s for s in signals if s.kind == "attempt_started"}
+    assert set(starts) == {1, 2}
+    waits = {n: (s.ts - s.available_at).total_seconds()
+             for n, s in starts.items() if s.available_at is not None}
+    assert set(waits) == {1, 2}, "a finished attempt's queue wait was lost"
+    assert 0.1 <= waits[2] < 5, waits
 
 
 async def test_status_counts_are_estimated_from_statistics_on_a_large_table(

@@ -244,8 +244,12 @@ CREATE FUNCTION waypost.run_events_attempt_inserted() RETURNS trigger
 BEGIN
     INSERT INTO run_events (run_id, kind, attempt, data)
     SELECT n.run_id, 'attempt_started', n.attempt,
-           jsonb_strip_nulls(jsonb_build_object('memoryBytes', n.memory_bytes,
-                                                'worker', n.worker))
+           jsonb_strip_nulls(jsonb_build_object(
+               'memoryBytes', n.memory_bytes, 'worker', n.worker,
+               'queueWaitMs', (SELECT greatest(0, (extract(epoch FROM n.started_at - q.available_at)
+                                                   * 1000)::bigint)
+                               FROM run_queue q
+                               WHERE q.run_id = n.run_id AND q.attempt = n.attempt)))
     FROM new_rows n;
     RETURN NULL;
 END

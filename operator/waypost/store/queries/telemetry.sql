@@ -13,9 +13,11 @@
 -- or span needs from its run (created_at for the run's duration; trace context)
 -- and, for an attempt start, when the run became claimable: the queue wait is
 -- measured on the database clock.
--- available_at is read from the hot row while the attempt still holds it; once it
--- left (the attempt already finished), the first attempt falls back to the run's
--- creation, which is when it became claimable.
+-- available_at is the attempt's start less the queue wait its event carries
+-- (migration 0022). An event written before that has none: it is read from the hot
+-- row while the attempt still holds it; once it left (the attempt already
+-- finished), the first attempt falls back to the run's creation, which is when it
+-- became claimable.
 WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
 SELECT h.horizon::text AS horizon, e.id, e.tx::text AS tx, e.run_id, e.kind, e.attempt,
        e.ts, e.data ->> 'status' AS status, e.data ? 'previous' AS has_previous,
@@ -26,7 +28,8 @@ SELECT h.horizon::text AS horizon, e.id, e.tx::text AS tx, e.run_id, e.kind, e.a
        e.data #>> '{error,type}' AS error_type,
        r.namespace, r.task, r.queue, r.created_at, r.trace_id, r.parent_span_id,
        CASE WHEN e.kind = 'attempt_started' THEN
-           coalesce((SELECT q.available_at FROM run_queue q
+           coalesce(e.ts - make_interval(secs => (e.data ->> 'queueWaitMs')::float8 / 1000),
+                    (SELECT q.available_at FROM run_queue q
                      WHERE q.run_id = e.run_id AND q.attempt = e.attempt),
                     CASE WHEN e.attempt = 1 THEN r.created_at END)
        END AS available_at
