@@ -153,20 +153,32 @@ async def test_run_attempts_and_steps_form_one_trace_under_the_caller(
     assert seen == [f"00-{caller_trace}-{first['order-fetched']['spanID']}-01"]
 
 
-@pytest.mark.parametrize("otel_env", [{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-                                       "OTEL_TRACES_SAMPLER_ARG": "0.5"}])
+@pytest.mark.parametrize("otel_env", [
+    pytest.param({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"},
+                 id="by-trace-id"),
+    pytest.param({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                  "OTEL_TRACES_SAMPLER_ARG": "0.5"}, id="by-callers-flag"),
+])
 async def test_a_sampler_drops_a_runs_whole_trace_leader_and_runner_alike(
     traced_stack: Standalone, jaeger: Jaeger, service: tuple[str, list[str]],
+    otel_env: dict[str, str],
 ) -> None:
     url, seen = service
     # Ratio sampling decides on the trace id's lower 64 bits: 0 is kept, all ones not.
-    kept, dropped = secrets.token_hex(8) + "0" * 16, secrets.token_hex(8) + "f" * 16
+    # Each caller's sampled flag says the opposite: a parentbased sampler follows the
+    # flag (the stored parent_sampled), traceidratio the id.
+    by_id_kept, by_id_dropped = secrets.token_hex(8) + "0" * 16, secrets.token_hex(8) + "f" * 16
+    flag = {by_id_kept: "00", by_id_dropped: "01"}
+    if otel_env["OTEL_TRACES_SAMPLER"].startswith("parentbased_"):
+        kept, dropped = by_id_dropped, by_id_kept
+    else:
+        kept, dropped = by_id_kept, by_id_dropped
     ids = {}
     async with WaypostClient(traced_stack.url) as client:
         for trace_id in (kept, dropped):
             handle = await client.trigger(
                 "traced-order", {"orderId": trace_id, "url": url},
-                traceparent=f"00-{trace_id}-{secrets.token_hex(8)}-01")
+                traceparent=f"00-{trace_id}-{secrets.token_hex(8)}-{flag[trace_id]}")
             ids[trace_id] = handle.id
     for run_id in ids.values():
         await wait_for_status(traced_stack.engine, run_id, {RunStatus.SUCCEEDED}, timeout=120)

@@ -59,7 +59,8 @@ async def describe(engine: Engine, ident: AttemptIdentity) -> protocol.AttemptDo
     return document(
         engine, run_id=current.run_id, attempt=current.attempt, namespace=current.namespace,
         task=current.task, spec=TaskSpec.model_validate(current.spec), payload=current.payload,
-        trace_id=current.trace_id, idempotency_key=current.idempotency_key,
+        trace_id=current.trace_id, parent_sampled=current.parent_sampled,
+        idempotency_key=current.idempotency_key,
         checkpoints=[protocol.AttemptCheckpoint(key=c.key, data=c.data, attempt=c.attempt,
                                                 created_at=c.created_at) for c in stored])
 
@@ -67,7 +68,7 @@ async def describe(engine: Engine, ident: AttemptIdentity) -> protocol.AttemptDo
 def document(
     engine: Engine, *, run_id: uuid.UUID, attempt: int, namespace: str, task: str,
     spec: TaskSpec, payload: Any, trace_id: str, idempotency_key: str | None,
-    checkpoints: list[protocol.AttemptCheckpoint],
+    checkpoints: list[protocol.AttemptCheckpoint], parent_sampled: bool | None = None,
 ) -> protocol.AttemptDocument:
     """The attempt document from what the store holds of the run (see :func:`describe`)."""
     limits = engine.settings.limits
@@ -80,7 +81,8 @@ def document(
         # The run's span: the runner's attempt span is its child. Its flag says whether
         # the run is sampled (OTEL_TRACES_SAMPLER, the operator's, as the leader's spans).
         traceparent=tracing.run_traceparent(
-            trace_id, str(run_id), sampled=tracing.trace_sampler(os.environ)(trace_id)),
+            trace_id, str(run_id),
+            sampled=tracing.trace_sampler(os.environ)(trace_id, parent_sampled)),
         idempotency_key=idempotency_key,
         heartbeat_interval_seconds=engine.settings.heartbeat_interval_seconds,
         cancellation_grace_period_seconds=spec.cancellation.grace_period_seconds,

@@ -82,6 +82,7 @@ async def trigger(
         concurrency_key=request.concurrency_key,
         trace_id=parent.trace_id if parent else secrets.token_hex(16),
         parent_span_id=parent.span_id if parent else None,
+        parent_sampled=parent.sampled if parent else True,
         source=source, replay_of=replay_of, taskrun_name=taskrun_name,
     )
     if created is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -41,9 +41,11 @@ def _span_id() -> str:
     return f"{random.getrandbits(64) or 1:016x}"
 
 
-def _context(trace_id: str, span_id: str, *, remote: bool = False) -> SpanContext:
+def _context(trace_id: str, span_id: str, *, remote: bool = False,
+             sampled: bool = True) -> SpanContext:
     return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=remote,
-                       trace_flags=TraceFlags(TraceFlags.SAMPLED))
+                       trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled
+                                              else TraceFlags.DEFAULT))
 
 
 def run_attributes(s: Signal) -> dict[str, Any]:
@@ -62,13 +64,13 @@ class SpanEmitter:
     """Turns signals into finished spans for ``processors``."""
 
     def __init__(self, processors: list[SpanProcessor], resource: Any,
-                 sampled: Callable[[str], bool] | None = None) -> None:
+                 sampled: sdk_tracing.TraceSampler | None = None) -> None:
         self.processors = processors
         self.resource = resource
-        self.sampled = sampled or (lambda trace_id: True)
+        self.sampled = sampled or sdk_tracing.trace_sampler({})
 
     def __call__(self, s: Signal) -> None:
-        if not self.sampled(s.trace_id):
+        if not self.sampled(s.trace_id, s.parent_sampled):
             return  # not recorded: the runner's spans of this run are not either
         if s.kind == "status" and s.status in FINAL_STATUSES and s.has_previous:
             self._run_span(s)
@@ -81,7 +83,8 @@ class SpanEmitter:
 
     def _run_span(self, s: Signal) -> None:
         status = str(s.status)
-        parent = (_context(s.trace_id, s.parent_span_id, remote=True)
+        parent = (_context(s.trace_id, s.parent_span_id, remote=True,
+                           sampled=s.parent_sampled is not False)
                   if s.parent_span_id else None)
         attributes = {**run_attributes(s), "messaging.operation.type": "process",
                       "waypost.status": status, "waypost.attempts": s.attempt or 0}

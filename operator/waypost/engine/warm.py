@@ -435,7 +435,7 @@ class WarmHub:
         doc = attempts.document(
             self.engine, run_id=a.run_id, attempt=a.attempt, namespace=a.namespace,
             task=a.task, spec=_spec(a.spec_json), payload=a.payload, trace_id=a.trace_id,
-            idempotency_key=a.idempotency_key,
+            idempotency_key=a.idempotency_key, parent_sampled=a.parent_sampled,
             checkpoints=[protocol.AttemptCheckpoint(
                 key=c["key"], data=c.get("data"), attempt=c.get("attempt"),
                 created_at=datetime.fromisoformat(c["createdAt"]) if c.get("createdAt")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -76,31 +76,52 @@ def run_traceparent(trace_id: str, run_id: str, sampled: bool = True) -> str:
 _TRACE_ID_LIMIT = (1 << 64) - 1
 
 
-def trace_sampler(env: Mapping[str, str]) -> Callable[[str], bool]:
-    """Whether a run's trace is recorded, by its trace id, as ``OTEL_TRACES_SAMPLER``
-    and ``OTEL_TRACES_SAMPLER_ARG`` say (default ``parentbased_always_on``: every run).
+class TraceSampler(NamedTuple):
+    """Whether a run's trace is recorded (see :func:`trace_sampler`)."""
+
+    #: What decides a root: the trace id's lower 64 bits below ``bound`` (ratio x 2^64).
+    bound: int
+    #: Whether a caller's sampled flag decides (the ``parentbased_*`` samplers).
+    parent_based: bool
+
+    def __call__(self, trace_id: str, parent_sampled: bool | None = None) -> bool:
+        """The decision for a run of ``trace_id``; ``parent_sampled`` is the sampled
+        flag of the trigger's ``traceparent``, None when the run has no caller."""
+        if self.parent_based and parent_sampled is not None:
+            return parent_sampled
+        return int(trace_id[16:], 16) < self.bound
+
+
+def trace_sampler(env: Mapping[str, str]) -> TraceSampler:
+    """Whether a run's trace is recorded, as ``OTEL_TRACES_SAMPLER`` and
+    ``OTEL_TRACES_SAMPLER_ARG`` say (default ``parentbased_always_on``: every run
+    that has no caller, and every run whose caller sampled its trace).
 
     The leader's run and queue-wait spans and the runner's attempt and step spans
-    follow the same decision: it is made on the trace id alone, the way the
-    OpenTelemetry SDK's samplers make it for a trace's root (``traceidratio``: the
-    id's lower 64 bits below ratio x 2^64), and the run span's ``traceparent`` flag
-    hands it to the runner. The ``parentbased_*`` samplers decide as their root
-    sampler even for a run triggered with a caller's ``traceparent``: the caller's
-    sampled flag is not stored (a caller sampling by the same ratio agrees). An
-    unknown sampler is the default and a bad ratio 1.0, as in the SDK."""
-    name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
-    if name in ("always_off", "parentbased_always_off"):
-        return lambda trace_id: False
-    if name not in ("traceidratio", "parentbased_traceidratio"):
-        return lambda trace_id: True
+    follow the same decision, the one the OpenTelemetry SDK's samplers make: a run
+    triggered with a caller's ``traceparent`` follows the caller's sampled flag
+    under the ``parentbased_*`` samplers (the SDK's defaults for a remote parent:
+    sampled -> on, not sampled -> off); a run without one, and every run under the
+    other samplers, is decided on its trace id (``traceidratio``: the id's lower
+    64 bits below ratio x 2^64). The run span's ``traceparent`` flag hands the
+    decision to the runner. An unknown sampler is the default and a bad ratio 1.0,
+    as in the SDK."""
+    name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if name not in ("always_on", "always_off", "traceidratio", "parentbased_always_on",
+                    "parentbased_always_off", "parentbased_traceidratio"):
+        name = "parentbased_always_on"
+    parent_based = name.startswith("parentbased_")
+    if name.endswith("always_off"):
+        return TraceSampler(0, parent_based)
+    if not name.endswith("traceidratio"):
+        return TraceSampler(_TRACE_ID_LIMIT + 1, parent_based)
     try:
         rate = float(env.get("OTEL_TRACES_SAMPLER_ARG", ""))
     except ValueError:
         rate = 1.0
     if not 0.0 <= rate <= 1.0:
         rate = 1.0
-    bound = round(rate * (_TRACE_ID_LIMIT + 1))
-    return lambda trace_id: int(trace_id[16:], 16) < bound
+    return TraceSampler(round(rate * (_TRACE_ID_LIMIT + 1)), parent_based)
 
 
 def enabled(env: Mapping[str, str]) -> bool:

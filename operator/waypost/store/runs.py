@@ -52,6 +52,8 @@ class CurrentAttempt:
     idempotency_key: str | None
     attempt_base: int
     cancel_requested: bool = False
+    # The trigger's caller's sampled flag; None when the run started its own trace.
+    parent_sampled: bool | None = None
 
 
 async def enqueue(
@@ -69,9 +71,11 @@ async def enqueue(
     replay_of: uuid.UUID | None = None,
     taskrun_name: str | None = None,
     parent_span_id: str | None = None,
+    parent_sampled: bool = True,
 ) -> Run | None:
     """Insert the run and return it; None when nothing was inserted (unknown task or
-    used key)."""
+    used key). ``parent_span_id`` and ``parent_sampled``: the caller's span and its
+    sampled flag, for a trigger that carried a ``traceparent``."""
     row = await db.fetchrow(
         *bind("enqueue_run", namespace=namespace, task=task, run_id=run_id, priority=priority,
               payload=payload, idempotency_key=idempotency_key,
@@ -79,7 +83,8 @@ async def enqueue(
               replay_of=replay_of, taskrun_name=taskrun_name)
     )
     if row is not None and parent_span_id is not None:
-        await db.execute(*bind("set_parent_span", run_id=run_id, parent_span_id=parent_span_id))
+        await db.execute(*bind("set_parent_span", run_id=run_id, parent_span_id=parent_span_id,
+                               parent_sampled=parent_sampled))
     return None if row is None else _run(row)
 
 
@@ -186,7 +191,7 @@ async def current_attempt(
         namespace=r["namespace"], task=r["task"], spec=r["spec"], payload=r["payload"],
         memory_bytes=r["memory_bytes"], trace_id=r["trace_id"],
         idempotency_key=r["idempotency_key"], attempt_base=r["attempt_base"],
-        cancel_requested=r["cancel_requested"],
+        cancel_requested=r["cancel_requested"], parent_sampled=r["parent_sampled"],
     )
 
 

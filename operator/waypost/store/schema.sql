@@ -451,6 +451,8 @@ CREATE TABLE waypost.runs (
     original jsonb,
     parent_run_id uuid,
     parent_span_id text,
+    parent_sampled boolean,
+    CONSTRAINT runs_parent_sampled_check CHECK (((parent_sampled IS NULL) OR (parent_span_id IS NOT NULL))),
     CONSTRAINT runs_parent_span_id_check CHECK (((parent_span_id IS NULL) OR (parent_span_id ~ '^[0-9a-f]{16}$'::text))),
     CONSTRAINT runs_spec_choice_check CHECK ((spec_choice = ANY (ARRAY['trigger'::text, 'current'::text, 'original'::text]))),
     CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'retrying'::text, 'succeeded'::text, 'failed'::text, 'dead_lettered'::text, 'cancelled'::text, 'delayed'::text, 'waiting'::text, 'expired'::text])))

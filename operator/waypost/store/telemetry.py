@@ -59,6 +59,8 @@ class Signal(NamedTuple):
     duration_ms: float | None = None
     size_bytes: int | None = None
     error_type: str | None = None
+    # The trigger's caller's sampled flag; None when the run started its own trace.
+    parent_sampled: bool | None = None
 
 
 async def signals_after(
@@ -72,7 +74,7 @@ async def signals_after(
                r["namespace"], r["task"], r["queue"], r["created_at"], r["trace_id"],
                r["parent_span_id"], r["available_at"], r["status"], r["has_previous"],
                r["source"], r["failure_type"], r["oom_killed"], r["duration_ms"],
-               r["size_bytes"], r["error_type"])
+               r["size_bytes"], r["error_type"], r["parent_sampled"])
         for r in rows if r["id"] is not None
     ]
     return found, events.next_cursor(rows, [s.cursor for s in found], after, limit)

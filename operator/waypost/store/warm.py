@@ -114,6 +114,8 @@ class Assigned:
     trace_id: str
     idempotency_key: str | None
     checkpoints: list[dict[str, Any]]
+    # The trigger's caller's sampled flag; None when the run started its own trace.
+    parent_sampled: bool | None = None
 
 
 async def assign_many(
@@ -130,7 +132,7 @@ async def assign_many(
         runner_id=r["runner_id"], run_id=r["run_id"], claim_token=r["claim_token"],
         attempt=r["attempt"], namespace=r["namespace"], task=r["task"], spec_json=r["spec"],
         payload=r["payload"], trace_id=r["trace_id"], idempotency_key=r["idempotency_key"],
-        checkpoints=r["checkpoints"]) for r in rows]
+        checkpoints=r["checkpoints"], parent_sampled=r["parent_sampled"]) for r in rows]
 
 
 CHANNEL = notify_channels.WARM_CHANNEL

@@ -83,9 +83,10 @@ SELECT count(*) AS inserted, (SELECT pg_notify('waypost_ready', '')) IS NULL AS 
 FROM queued;
 
 -- name: set_parent_span
--- The caller's span of a run triggered with a traceparent (only those: enqueue_run
--- stays the previous release's statement).
-UPDATE runs SET parent_span_id = :parent_span_id WHERE id = :run_id;
+-- The caller's span of a run triggered with a traceparent, and the caller's sampled
+-- flag (only those: enqueue_run stays the previous release's statement).
+UPDATE runs SET parent_span_id = :parent_span_id, parent_sampled = :parent_sampled
+WHERE id = :run_id;
 
 -- name: find_run_by_idempotency_key
 -- The run that holds an idempotency key, and whether it was triggered with the same
@@ -106,7 +107,8 @@ FROM claim_runs(:ack_run_ids::uuid[], :ack_tokens::bigint[], :ack_results::jsonb
 -- name: current_attempt
 -- The run behind a credential, if that attempt is still the current one.
 SELECT q.run_id, q.attempt, q.claim_token, q.cancel_requested, r.namespace, r.task, r.spec,
-       r.payload, r.memory_bytes, r.trace_id, r.idempotency_key, r.attempt_base
+       r.payload, r.memory_bytes, r.trace_id, r.parent_sampled, r.idempotency_key,
+       r.attempt_base
 FROM run_queue q JOIN runs r ON r.id = q.run_id
 WHERE q.run_id = :run_id AND q.claim_token = :claim_token AND q.state = 'running';
 

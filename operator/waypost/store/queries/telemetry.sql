@@ -27,6 +27,7 @@ SELECT h.horizon::text AS horizon, e.id, e.tx::text AS tx, e.run_id, e.kind, e.a
        (e.data ->> 'sizeBytes')::bigint AS size_bytes,
        e.data #>> '{error,type}' AS error_type,
        r.namespace, r.task, r.queue, r.created_at, r.trace_id, r.parent_span_id,
+       r.parent_sampled,
        CASE WHEN e.kind = 'attempt_started' THEN
            coalesce(e.ts - make_interval(secs => (e.data ->> 'queueWaitMs')::float8 / 1000),
                     (SELECT q.available_at FROM run_queue q

@@ -184,7 +184,7 @@ WITH items AS (
     RETURNING q.run_id
 )
 SELECT b.runner_id, b.run_id, b.claim_token, q.attempt, r.namespace, r.task, r.spec::text AS spec,
-       r.payload, r.trace_id, r.idempotency_key,
+       r.payload, r.trace_id, r.parent_sampled, r.idempotency_key,
        coalesce((SELECT jsonb_agg(jsonb_build_object(
                             'key', c.key, 'data', c.data, 'attempt', c.attempt,
                             'createdAt', c.created_at) ORDER BY c.seq)
