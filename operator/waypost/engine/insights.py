@@ -109,7 +109,32 @@ async def detect(engine: Engine) -> list[Finding]:
             figures={"attempts": r["attempts"], "limitBytes": limit,
                      "p95Bytes": int(p95), "maxBytes": int(r["max_peak"]),
                      "slopeBytesPerHour": int(slope * 3600), "r2": round(r2, 3)}))
+    for r in await store.warm_memory_growth(pool, since):
+        _warm_growth(found, r, window)
     return found
+
+
+def _warm_growth(found: list[Finding], r: asyncpg.Record, window: str) -> None:
+    """Memory growth across warm starts (warm runners recycled because their RSS grew
+    from run to run), merged into the task's memory-growth finding when its attempt
+    peaks show one too: one pattern per task, both kinds of evidence."""
+    summary = (f"{r['runners']} warm runner(s) recycled {window}: resident memory grew "
+               f"{_mib(r['max_growth'] or 0)} across warm starts (to {_mib(r['max_rss'] or 0)}, "
+               f"over up to {r['max_runs_served']} runs): task code keeps memory from run "
+               f"to run")
+    figures = {"warmRunnersRecycled": r["runners"], "warmGrowthBytes": int(r["max_growth"] or 0),
+               "warmRssBytes": int(r["max_rss"] or 0), "warmRunsServed": r["max_runs_served"]}
+    for i, f in enumerate(found):
+        if (f.namespace, f.task, f.pattern) == (r["namespace"], r["task"],
+                                                 Pattern.MEMORY_GROWTH):
+            found[i] = f.model_copy(update={
+                "summary": f"{f.summary}; {summary}",
+                "evidence": list(dict.fromkeys([*f.evidence, *r["evidence"]]))[:5],
+                "figures": {**f.figures, **figures}})
+            return
+    found.append(Finding(namespace=r["namespace"], task=r["task"],
+                         pattern=Pattern.MEMORY_GROWTH, summary=summary,
+                         evidence=list(r["evidence"]), figures=figures))
 
 
 async def sizing(engine: Engine, namespace: str | None = None,

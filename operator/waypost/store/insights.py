@@ -37,6 +37,10 @@ async def attempt_memory(db: DB, since: datetime) -> list[asyncpg.Record]:
     return list(await db.fetch(*bind("attempt_memory", since=since)))
 
 
+async def warm_memory_growth(db: DB, since: datetime) -> list[asyncpg.Record]:
+    return list(await db.fetch(*bind("warm_memory_growth", since=since)))
+
+
 async def step_memory(db: DB, since: datetime) -> list[asyncpg.Record]:
     return list(await db.fetch(*bind("step_memory", since=since)))
 

@@ -106,6 +106,34 @@ SELECT namespace, task, count(*) AS attempts,
 FROM m WHERE peak IS NOT NULL
 GROUP BY namespace, task;
 
+-- name: warm_memory_growth
+-- Memory growth across warm starts: per task, the warm runners retired in the window
+-- because their resident memory after a run had grown past the pool's limit
+-- (WAYPOST_WARM_MEMORY_GROWTH_MIB) over what it was after their first run: how
+-- many, their largest growth and last RSS, the most runs one served; evidence: the
+-- runs they served that ended in the window (attempts tagged 'warm:<runner>'),
+-- newest first. warm_runners holds the live pool and the recently retired only;
+-- the attempts are read through the index on their end (the window's traffic).
+WITH grown AS (
+    SELECT w.runner_id, w.namespace, w.task, w.runs_served,
+           w.last_rss_bytes - w.first_rss_bytes AS growth, w.last_rss_bytes
+    FROM warm_runners w
+    WHERE w.retired_reason = 'memory_growth' AND w.retired_at >= :since
+), served AS (
+    SELECT g.namespace, g.task, a.run_id, max(a.finished_at) AS finished_at
+    FROM grown g
+    JOIN attempts a ON a.worker = 'warm:' || g.runner_id::text
+    WHERE a.finished_at >= :since
+    GROUP BY g.namespace, g.task, a.run_id
+)
+SELECT g.namespace, g.task, count(*) AS runners, max(g.growth) AS max_growth,
+       max(g.last_rss_bytes) AS max_rss, max(g.runs_served) AS max_runs_served,
+       coalesce((SELECT (array_agg(s.run_id::text ORDER BY s.finished_at DESC))[1:5]
+                 FROM served s WHERE s.namespace = g.namespace AND s.task = g.task),
+                '{}') AS evidence
+FROM grown g
+GROUP BY g.namespace, g.task;
+
 -- name: step_memory
 -- Per task and step, the peak memory the runner measured by the end of the step, in
 -- attempts that ended in the window.
