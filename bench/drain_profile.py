@@ -128,9 +128,12 @@ async def profile(pg: EmbeddedPostgres, name: str, jobs: int, workers: int,
         # longer resolve and show as "(rotated away)".
         conn = await asyncpg.connect(pg.dsn_for(db))
         try:
+            # The relations resolve only in the system's own database: the extension
+            # is needed there too.
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
             rows = await conn.fetch(
                 """WITH w AS (
-                       SELECT record_length, fpi_length,
+                       SELECT record_length, fpi_length, record_type,
                               substring(block_ref FROM 'rel \\d+/\\d+/(\\d+)')::oid AS node,
                               substring(block_ref FROM 'rel (\\d+)/')::oid AS space
                        FROM pg_get_wal_records_info($1::text::pg_lsn, $2::text::pg_lsn))
@@ -139,15 +142,17 @@ async def profile(pg: EmbeddedPostgres, name: str, jobs: int, workers: int,
                                        w.node)::text,
                                    CASE WHEN w.node IS NULL THEN '(no block)'
                                         ELSE '(rotated away)' END) AS rel,
+                          w.record_type AS kind,
                           count(*) AS n, sum(record_length) AS rec, sum(fpi_length) AS fpi
-                   FROM w GROUP BY 1 ORDER BY sum(record_length + fpi_length) DESC LIMIT 14""",
+                   FROM w GROUP BY 1, 2 ORDER BY sum(record_length) DESC LIMIT 30""",
                 lsn0, lsn1)
         finally:
             await conn.close()
-        print("   WAL per job by relation (records + full-page images):")
+        # record_length counts a record's full-page images too.
+        print("   WAL per job by relation and record type (bytes, of which full-page images):")
         for r in rows:
-            print(f"     {r['rel'][:40]:40s} {float(r['rec']) / jobs:7,.0f} + "
-                  f"{float(r['fpi']) / jobs:6,.0f} bytes ({r['n'] / jobs:.2f} records)")
+            print(f"     {r['rel'][:36]:36s} {r['kind'][:14]:14s} {float(r['rec']) / jobs:7,.0f} "
+                  f"(FPI {float(r['fpi']) / jobs:5,.0f}) bytes, {r['n'] / jobs:.2f} records")
     finally:
         await admin.close()
 

@@ -123,7 +123,7 @@ async def replay(
         created = await replays.enqueue(
             conn, run_id=new_id, source=source, queue=spec.queue_name(source.task),
             payload=encoded_payload, idempotency_key=request.idempotency_key,
-            spec=spec.model_dump(mode="json", by_alias=True), memory_bytes=spec.memory_bytes,
+            spec=spec.stored(), memory_bytes=spec.memory_bytes,
             trace_id=secrets.token_hex(16), taskrun_name=taskrun_name,
             spec_generation=generation,
         )

@@ -352,6 +352,26 @@ class TaskSpec(ApiModel):
     def queue_name(self, task_name: str) -> str:
         return self.queue.name or task_name
 
+    def stored(self) -> dict[str, Any]:
+        """The spec as the store keeps it: in the Task's row and in every run's row.
+
+        Fields left at their defaults are left out. A run row is rewritten whole at
+        its claim and its completion, and the full dump (~720 bytes, ~1 kB as jsonb)
+        was most of it, and of the WAL of a run (docs/benchmarks.md, issue 15). Every
+        reader validates the stored spec through this model, which fills the defaults
+        in again. The two fields that SQL reads (``retry.maxAttempts`` in the run
+        listings, ``cancellation.gracePeriodSeconds`` when cancelling) are always kept.
+
+        Consequence: a stored spec means "these values, the rest as the model's
+        defaults say". A release that changes a default must write the old value into
+        the stored specs it should not change (tasks.spec, runs.spec) in a migration.
+        """
+        stored = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        stored.setdefault("retry", {})["maxAttempts"] = self.retry.max_attempts
+        stored.setdefault("cancellation", {})["gracePeriodSeconds"] = (
+            self.cancellation.grace_period_seconds)
+        return stored
+
 
 class TaskDefinition(ApiModel):
     """A Task as the store knows it: identity plus spec."""

@@ -29,7 +29,7 @@ async def upsert(db: asyncpg.Pool | asyncpg.Connection, task: TaskDefinition) ->
     spec = task.spec
     await db.fetchrow(
         *bind("upsert_task", namespace=task.namespace, name=task.name,
-              spec=spec.model_dump(mode="json", by_alias=True),
+              spec=spec.stored(),
               queue=spec.queue_name(task.name), memory_bytes=spec.memory_bytes,
               default_priority=spec.queue.default_priority,
               max_concurrency=spec.queue.max_concurrency,
