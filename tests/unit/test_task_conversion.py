@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -52,6 +53,28 @@ def test_every_retry_setting_reaches_the_task_spec() -> None:
     assert spec.timeout_seconds == 90.5
     assert (spec.queue.name, spec.queue.max_concurrency, spec.queue.per_key_concurrency) == (
         "shared", 2, 1)
+
+
+@pytest.mark.parametrize("spec", [
+    TaskSpec.model_validate({"entrypoint": "bench.tasks:noop"}),
+    from_sdk.task_spec(all_set.definition, image="img:1"),
+    TaskSpec.model_validate({
+        "entrypoint": "m:f", "image": "img:2", "resources": {"memory": "256Mi"},
+        "retry": {"maxAttempts": 3, "retryOn": ["error"]}, "timeout": {"maxDuration": "5m"},
+        "cancellation": {"gracePeriodSeconds": 5}, "warmPool": {"enabled": False},
+        "history": {"retainFor": "2h"}, "env": {"A": "1"}, "serviceAccountName": "sa",
+        "schedules": [{"name": "nightly", "cron": "0 3 * * *"}]}),
+], ids=["defaults", "sdk-all-set", "yaml-mixed"])
+def test_the_stored_spec_is_the_same_spec_without_its_defaults(spec: TaskSpec) -> None:
+    stored = spec.stored()
+    assert TaskSpec.model_validate(stored) == spec
+    # SQL reads these two from the stored JSON (run listings, cancel_run).
+    assert stored["retry"]["maxAttempts"] == spec.retry.max_attempts
+    assert stored["cancellation"]["gracePeriodSeconds"] == spec.cancellation.grace_period_seconds
+    # Defaults are left out (none of these specs sets the history limits).
+    assert "successfulRunsHistoryLimit" not in stored and "failedRunsHistoryLimit" not in stored
+    full = spec.model_dump(mode="json", by_alias=True)
+    assert len(json.dumps(stored)) < len(json.dumps(full))
 
 
 def test_manifests_command_prints_what_dev_mode_registers() -> None:
