@@ -274,7 +274,8 @@ def test_uninstall_keeps_crds_and_the_password_and_removes_runner_pods(
     core.create_namespaced_pod(namespace, {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "wp-leftover-1", "labels": {
-            "app.kubernetes.io/managed-by": "waypost", "waypost.dev/run-id": str(uuid.uuid4())}},
+            "app.kubernetes.io/managed-by": "waypost", "app.kubernetes.io/component": "runner",
+            "waypost.dev/run-id": str(uuid.uuid4())}},
         "spec": {
             "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 1,
             "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},

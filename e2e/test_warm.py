@@ -1,6 +1,6 @@
 """Warm Pods on a real cluster: the Pod that serves consecutive runs, TTL expiry,
 caps under a burst, the pool turned off, OOM kills, a changed image, a deleted
-warm Pod and run isolation.
+warm Pod, run isolation, and a Pod pre-warmed ahead of a burst.
 
 One release (one operator replica, so every warm poll reaches the leader that
 hands out the attempts; ``operator.maxWarmPods=3`` so the global cap is
@@ -235,6 +235,56 @@ def test_deleting_a_warm_pod_mid_attempt_loses_it_and_the_run_retries(
     assert attempts[0]["error"]["type"] == "lost"
     assert attempts[0]["worker"].startswith("warm:")
     assert done["result"]["host"] != host
+
+
+def test_prewarmed_pod_serves_the_first_run_of_a_burst(
+        warm_release: dict[str, str], core: client.CoreV1Api) -> None:
+    """A frequently run task keeps a warm Pod started ahead of demand after its idle
+    TTL retired the last one (engine/prewarm.py, the leader's pool manager). It has
+    imported the task but run nothing; the next burst's first run starts in it. When
+    the task stops running, the pool goes back to zero."""
+    ns = warm_release["namespace"]
+    make_task(warm_release, "eager", warmPool={"idleTTLSeconds": 15})
+    host = run_warm(warm_release, core, "eager")["result"]["host"]
+    for _ in range(7):  # eight runs within seconds: far above 2 a minute
+        run(warm_release, "eager")
+    # Its TTL retires the Pod that served them; one is started without a run.
+    wait_until(lambda: host not in warm_pods(core, ns, "eager"), 120, "the idle Pod to go")
+    selector = f"{WARM_LABEL},{TASK_LABEL}=eager,!waypost.dev/run-id"
+
+    def running_prewarmed() -> Any:
+        pods = [p for p in core.list_namespaced_pod(ns, label_selector=selector).items
+                if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+        return pods[0] if pods else None
+
+    pod = wait_until(running_prewarmed, 120, "a pre-warmed Pod of 'eager' to run")
+    name, runner_id = pod.metadata.name, pod.metadata.labels[WARM_LABEL]
+    # The restricted profile, no service-account token, and the runner NetworkPolicy.
+    assert pod.spec.automount_service_account_token is False
+    assert pod.spec.security_context.run_as_non_root is True
+    assert pod.spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    sc = pod.spec.containers[0].security_context
+    assert sc.allow_privilege_escalation is False and sc.capabilities.drop == ["ALL"]
+    assert not [v for v in pod.spec.volumes if v.projected or v.host_path]
+    policy = client.NetworkingV1Api(core.api_client).read_namespaced_network_policy(
+        f"{RELEASE}-waypost-runners", ns)
+    selected = policy.spec.pod_selector
+    assert not selected.match_expressions
+    assert all(pod.metadata.labels.get(k) == v for k, v in selected.match_labels.items())
+    # A burst of three: the first starts in the pre-warmed Pod, as its first run.
+    triggered_at = time.time()
+    ids = [trigger(warm_release, "eager") for _ in range(3)]
+    first = wait_run(warm_release, ids[0])
+    for rid in ids[1:]:
+        wait_run(warm_release, rid)
+    assert first["result"]["host"] == name and first["result"]["count"] == 1, first["result"]
+    attempts = http(warm_release, "GET", f"/v1/runs/{ids[0]}")["attempts"]
+    assert [a["worker"] for a in attempts] == [f"warm:{runner_id}"]
+    print(f"pre-warmed Pod {name}: trigger to task start "
+          f"{(first['result']['startedAt'] - triggered_at) * 1000:.0f} ms")
+    # The task stops running: its rate decays, the TTL retires the last Pod, none follows.
+    wait_until(lambda: not warm_pods(core, ns, "eager"), 300, "the pool of 'eager' to go to zero",
+               interval=2)
 
 
 @pytest.mark.timeout(3600)

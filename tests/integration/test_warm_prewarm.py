@@ -67,6 +67,13 @@ async def test_a_frequently_run_task_keeps_a_runner_past_its_idle_ttl(
     await wait_until(lambda: len(backend.warm_workers()) == 1, timeout=20)
     [(runner_id, pid)] = backend.warm_workers().items()
     assert pid != first.result["pid"]
+    # Its idle time starts with its first poll (the task imported), not at its start.
+    deadline = asyncio.get_running_loop().time() + 30
+    while not await db.fetchval(
+            "SELECT idle_since > registered_at "
+            "FROM warm_runners WHERE runner_id = $1", runner_id):
+        assert asyncio.get_running_loop().time() < deadline, "the runner never polled"
+        await asyncio.sleep(0.05)
     # It takes the next run (it may still be importing the task: the assignment waits).
     created, _ = await control.trigger(stack.engine, "default", "frequent",
                                        TriggerRequest(payload={}))

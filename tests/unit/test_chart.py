@@ -351,8 +351,8 @@ def test_runner_network_policy_allows_only_dns_and_the_coordinator(
     policy = one(default_docs, "NetworkPolicy", "waypost-runners")
     spec = policy["spec"]
     assert spec["podSelector"] == {
-        "matchLabels": {"app.kubernetes.io/managed-by": "waypost"},
-        "matchExpressions": [{"key": "waypost.dev/run-id", "operator": "Exists"}],
+        "matchLabels": {"app.kubernetes.io/managed-by": "waypost",
+                        "app.kubernetes.io/component": "runner"},
     }
     assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
     assert spec.get("ingress", []) == []
@@ -413,7 +413,7 @@ def test_uninstall_hook_deletes_only_runner_pods(default_docs: list[Manifest], h
     assert pod["serviceAccountName"] == "waypost-cleanup"
     script = pod["containers"][0]["args"][0]
     compile(script, "cleanup-hook", "exec")  # the embedded script is valid Python
-    assert "app.kubernetes.io/managed-by=waypost,waypost.dev/run-id" in script
+    assert "app.kubernetes.io/managed-by=waypost,app.kubernetes.io/component=runner" in script
     assert f'finalizer = "{k8s.FINALIZER}"' in script  # taken off Tasks and TaskRuns
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert env["OPERATOR_SELECTOR"] == ",".join(f"{k}={v}" for k, v in operator_selector().items())

@@ -15,7 +15,7 @@ import pytest
 from waypost.backends import kubernetes, pod_spec
 from waypost.backends.kubernetes import KubernetesBackend, KubernetesBackendSettings
 from waypost.engine import warm
-from waypost.engine.backend import AttemptExit, AttemptLaunch
+from waypost.engine.backend import AttemptExit, AttemptLaunch, PrewarmTarget
 from waypost.engine.clock import FakeClock
 from waypost.engine.errors import StoreUnavailable
 from waypost.model import k8s
@@ -119,8 +119,9 @@ async def test_start_creates_secret_then_pod_owned_by_the_taskrun() -> None:
     assert "wpa.secret-credential" not in str(pod)  # the credential lives in the Secret
     secret = api.secrets[("team-a", pod_spec.secret_name(_launch(), pod_spec.PodSettings(
         coordinator_url="http://c:8080")))]
-    assert secret["metadata"]["ownerReferences"][0]["kind"] == "Pod"
     assert backend.free_slots() == 2
+    await _drain()  # the owner patch runs beside the attempt, not before it starts
+    assert secret["metadata"]["ownerReferences"][0]["kind"] == "Pod"
     await backend.close()
 
 
@@ -180,6 +181,7 @@ class FakeHub:
 
     def __init__(self) -> None:
         self.enrolled: list[uuid.UUID] = []
+        self.enrolled_idle: list[dict[str, Any]] = []
         self.retired: list[tuple[uuid.UUID, str]] = []
         self.rates = warm.RateTracker()
         self.engine = SimpleNamespace(clock=FakeClock())
@@ -192,6 +194,10 @@ class FakeHub:
         runner_id = uuid.uuid4()
         self.enrolled.append(runner_id)
         return runner_id, f"wpr.{runner_id.hex}.mac"
+
+    async def enroll_idle(self, **kwargs: Any) -> tuple[uuid.UUID, str]:
+        self.enrolled_idle.append(kwargs)
+        return await self.enroll()
 
     async def retire(self, runner_ids: list[uuid.UUID], reason: str, *,
                      busy_too: bool = False) -> list[uuid.UUID]:
@@ -422,6 +428,82 @@ async def test_a_warm_pod_past_the_attempt_timeout_is_deleted_as_timeout() -> No
     api.emit("DELETED", pod)
     await _drain()
     assert [(e.run_id, e.failure) for e in exits] == [(launch.run_id, FailureType.TIMEOUT)]
+def _target(task: str = "probe", **spec: Any) -> PrewarmTarget:
+    values: dict[str, Any] = {"entrypoint": "examples.warm:probe", "image": "waypost-runner:1",
+                              "warmPool": {"maxWarm": 2, "idleTTLSeconds": 7}}
+    values.update(spec)
+    return PrewarmTarget(namespace="team-a", task=task, spec=TaskSpec.model_validate(values),
+                         fingerprint=f"fp-{task}", coordinator_url="http://c:8080")
+
+
+async def test_a_prewarmed_pod_is_idle_at_once_and_its_end_fails_the_attempt_it_took() -> None:
+    backend, api, exits, hub = await _warm_backend()
+    assert await backend.prewarm(_target())
+    [runner_id] = hub.enrolled
+    assert hub.enrolled_idle == [{"namespace": "team-a", "task": "probe",
+                                  "fingerprint": "fp-probe", "idle_ttl_seconds": 7.0}]
+    [pod] = list(api.pods.values())
+    labels = pod["metadata"]["labels"]
+    assert labels[k8s.LABEL_WARM_RUNNER] == str(runner_id) and k8s.LABEL_RUN_ID not in labels
+    [secret] = list(api.secrets.values())
+    assert secret["stringData"] == {pod_spec.RUNNER_CREDENTIAL_KEY: f"wpr.{runner_id.hex}.mac"}
+    await _drain()
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
+    # Idle (assignable) while it still starts; it counts against the caps and Pod slots.
+    assert backend.idle_runners("fp-probe") == [runner_id]
+    assert [(m.task, m.idle) for m in backend.warm_members()] == [(("team-a", "probe"), True)]
+    assert backend.free_slots() == 9
+    # Its watch events (it names no attempt) are read as the runner's: running is nothing.
+    assert api.emit is not None
+    api.emit("MODIFIED", {**pod, "status": {"phase": "Running"}})
+    await _drain()
+    assert exits == [] and backend.idle_runners("fp-probe") == [runner_id]
+    # The dispatcher hands it an attempt; an OOM kill fails that attempt.
+    launch = _warm_launch(3, task="probe", fingerprint="fp-probe")
+    await backend.start_warm(launch, runner_id)
+    api.emit("MODIFIED", _terminated(pod, "OOMKilled", 137))
+    await _drain()
+    assert [(e.run_id, e.claim_token, e.failure) for e in exits] == [
+        (launch.run_id, launch.claim_token, FailureType.OOM)]
+    assert backend.warm_members() == [] and backend.free_slots() == 10
+    assert pod["metadata"]["name"] in api.deleted
+    await backend.close()
+
+
+async def test_an_idle_prewarmed_pod_retired_by_its_ttl_ends_quietly() -> None:
+    backend, api, exits, hub = await _warm_backend()
+    assert await backend.prewarm(_target())
+    [runner_id] = hub.enrolled
+    [pod] = list(api.pods.values())
+    await hub.retire([runner_id], "idle_ttl")
+    assert backend.idle_runners("fp-probe") == []
+    # Retired but not gone: it still counts until its runner has exited.
+    assert [m.retired for m in backend.warm_members()] == [True]
+    assert api.emit is not None
+    api.emit("MODIFIED", _terminated(pod, "Completed", 0))
+    await _drain()
+    assert exits == [] and backend.warm_members() == []
+    await backend.close()
+
+
+async def test_prewarming_stays_within_the_caps_and_needs_a_pool_and_an_image() -> None:
+    backend, api, _, hub = await _warm_backend(max_warm_pods=3)
+    # maxWarm 2 per task.
+    assert await backend.prewarm(_target())
+    assert await backend.prewarm(_target())
+    assert not await backend.prewarm(_target())
+    # The global cap (3), and never by evicting.
+    assert await backend.prewarm(_target("other"))
+    assert not await backend.prewarm(_target("third"))
+    assert len(api.pods) == 3 and hub.retired == []
+    backend2, api2, _, hub2 = await _warm_backend()
+    assert not await backend2.prewarm(_target(warmPool={"enabled": False}))
+    assert not await backend2.prewarm(_target(image=None))  # no image, no default
+    assert api2.pods == {} and hub2.enrolled == []
+    await backend.close()
+    await backend2.close()
+
+
 class FlakyStore:
     """An exit handler whose store is away for the first ``failures`` calls."""
 

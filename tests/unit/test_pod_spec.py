@@ -19,7 +19,7 @@ import yaml
 
 from waypost.backends import pod_spec
 from waypost.backends.pod_spec import OwnerReference, PodSettings
-from waypost.engine.backend import AttemptLaunch
+from waypost.engine.backend import AttemptLaunch, PrewarmTarget
 from waypost.model.task import TaskSpec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -283,3 +283,67 @@ def test_run_selector() -> None:
     assert pod_spec.run_selector("r-1") == (
         "app.kubernetes.io/managed-by=waypost,waypost.dev/run-id=r-1"
     )
+
+
+# --- pre-warmed Pods ------------------------------------------------------------
+
+RUNNER_ID = uuid.UUID("5d1e8a6c-4b2f-4c7d-9f42-0192c2f07c1a")
+RUNNER_TOKEN = "wpr.5d1e8a6c4b2f4c7d9f420192c2f07c1a.mac"
+
+
+def _target(**spec_changes: Any) -> PrewarmTarget:
+    spec = TaskSpec.model_validate({
+        "entrypoint": "shop.orders:process_order", "image": "registry.example/shop-tasks:1.4.2",
+        "resources": {"memory": "128Mi"}, "env": {"LOG_LEVEL": "debug"},
+        "warmPool": {"maxWarm": 3}, **spec_changes})
+    return PrewarmTarget(namespace="shop", task="process-order", spec=spec, fingerprint="f" * 32,
+                         coordinator_url="http://waypost.waypost-system.svc:8080")
+
+
+def test_prewarm_pod_matches_golden_file() -> None:
+    _golden("prewarm_pod.yaml", pod_spec.build_prewarm_pod(
+        _target(), _settings(owner=None), RUNNER_ID))
+
+
+def test_prewarm_secret_matches_golden_file() -> None:
+    _golden("prewarm_secret.yaml", pod_spec.build_prewarm_secret(
+        _target(), RUNNER_ID, RUNNER_TOKEN))
+
+
+def test_a_prewarmed_pod_names_no_attempt_and_keeps_the_restricted_profile() -> None:
+    pod = pod_spec.build_prewarm_pod(_target(), _settings(owner=None), RUNNER_ID)
+    secret = pod_spec.build_prewarm_secret(_target(), RUNNER_ID, RUNNER_TOKEN)
+    meta, spec = pod["metadata"], pod["spec"]
+    assert DNS_LABEL.match(meta["name"]) and meta["name"].endswith("-w")
+    assert meta["labels"] == {
+        "app.kubernetes.io/managed-by": "waypost", "app.kubernetes.io/component": "runner",
+        "waypost.dev/task": "process-order", "waypost.dev/warm-runner": str(RUNNER_ID)}
+    assert "ownerReferences" not in meta
+    assert "activeDeadlineSeconds" not in spec  # each attempt's timeout is the operator's
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = spec["containers"]
+    assert container["securityContext"] == pod_spec.build_attempt_pod(
+        _launch(), _settings())["spec"]["containers"][0]["securityContext"]
+    assert container["resources"]["limits"] == {"memory": "128Mi"}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["WAYPOST_PREWARM_ENTRYPOINT"] == "shop.orders:process_order"
+    assert env["WAYPOST_RUNNER_TOKEN_FILE"] == pod_spec.RUNNER_CREDENTIAL_FILE
+    assert env["WAYPOST_WARM_SCRUB_TMP"] == "1"
+    assert env["LOG_LEVEL"] == "debug"
+    assert not {"WAYPOST_RUN_ID", "WAYPOST_ATTEMPT_TOKEN_FILE", "WAYPOST_ATTEMPT"} & env.keys()
+    # The credential only through the Secret, which holds nothing else.
+    assert RUNNER_TOKEN not in json.dumps(pod)
+    assert secret["stringData"] == {"runner-token": RUNNER_TOKEN}
+    volume = next(v for v in spec["volumes"] if "secret" in v)
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"] == meta["name"]
+    assert volume["secret"]["items"] == [{"key": "runner-token", "path": "runner-token"}]
+
+
+def test_a_prewarmed_pod_needs_an_image() -> None:
+    target = _target(image=None)
+    with pytest.raises(ValueError, match="names no image"):
+        pod_spec.build_prewarm_pod(target, _settings(), RUNNER_ID)
+    pod = pod_spec.build_prewarm_pod(target, _settings(default_image="runner:1"), RUNNER_ID)
+    assert pod["spec"]["containers"][0]["image"] == "runner:1"

@@ -1,7 +1,8 @@
 """The ``kubernetes`` backend: one Pod per attempt, its end read from the Pod's status.
 
-Starting an attempt creates its credential Secret, then its Pod, then makes the
-Pod the Secret's owner so both go together. A watch on runner Pods (labelled
+Starting an attempt creates its credential Secret, then its Pod; making the Pod
+the Secret's owner (so both go together) follows in the background, off the
+attempt's start. A watch on runner Pods (labelled
 ``app.kubernetes.io/managed-by=waypost``) decides each attempt's end with
 :func:`pod_outcome.attempt_exit_from_pod` and deletes finished Pods. Pods left
 by a previous leader are picked up the same way: their reports are fenced, so
@@ -19,6 +20,13 @@ mid-attempt (OOM kill, deletion, crash) fails *that* attempt, and the
 attempt's timeout is enforced here per attempt (a warm Pod has no
 ``activeDeadlineSeconds``): past it the Pod is deleted and the attempt fails
 as a timeout.
+
+**Pre-warmed Pods.** The leader's pre-warming (:mod:`waypost.engine.prewarm`)
+calls :meth:`KubernetesBackend.prewarm` to start a warm Pod with no attempt
+(:func:`pod_spec.build_prewarm_pod`: same image, entrypoint, memory, env and
+profile as the Task's attempt Pods, only its runner credential in its Secret).
+It counts against the same caps from its creation and is idle at once; its
+idle TTL retires it when nothing comes, so the pool still scales to zero.
 """
 
 from __future__ import annotations
@@ -129,7 +137,8 @@ class KubernetesBackend:
         self.api = api
         self.settings = settings
         self._handler: ExitHandler | None = None
-        self._live: dict[tuple[str, str], uuid.UUID] = {}  # (namespace, pod) -> run
+        # (namespace, pod) -> run (a pre-warmed Pod's runner id until it has one)
+        self._live: dict[tuple[str, str], uuid.UUID] = {}
         self._reported: OrderedDict[tuple[uuid.UUID, int], None] = OrderedDict()
         self._events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._stop_watch: Callable[[], None] | None = None
@@ -149,6 +158,7 @@ class KubernetesBackend:
         self._unrecorded: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self._retry_delay: dict[tuple[str, str], float] = {}
         self._retry_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._patches: set[asyncio.Task[None]] = set()
 
     def attach_warm(self, hub: warm.WarmHub) -> None:
         self._hub = hub
@@ -178,10 +188,34 @@ class KubernetesBackend:
         return self.settings.max_warm_pods
 
     async def prewarm(self, target: PrewarmTarget) -> bool:
-        """Pre-warmed Pods (no attempt yet) are not built: on Kubernetes warm Pods
-        come from demand only (an attempt's Pod stays warm after it)."""
-        del target
-        return False
+        """Start a warm Pod for ``target``'s task before any attempt needs it.
+
+        It is idle (assignable) at once: an attempt the dispatcher binds to it
+        while it starts waits in the store for its first poll, leased as any warm
+        attempt, and fails with the Pod if the Pod cannot start.
+        """
+        task = (target.namespace, target.task)
+        if (self._hub is None or not target.spec.warm_pool.enabled
+                or not (target.spec.image or self.settings.default_image)
+                or self.free_slots() <= 0
+                or not warm.has_room(self.warm_members(), task,
+                                     target.spec.warm_pool.max_warm,
+                                     self.settings.max_warm_pods)):
+            return False
+        runner_id, credential = await self._hub.enroll_idle(
+            namespace=target.namespace, task=target.task, fingerprint=target.fingerprint,
+            idle_ttl_seconds=float(target.spec.warm_pool.idle_ttl_seconds))
+        pod = pod_spec.build_prewarm_pod(target, self._pod_settings(None), runner_id)
+        secret = pod_spec.build_prewarm_secret(target, runner_id, credential)
+        key = (target.namespace, pod["metadata"]["name"])
+        self._live[key] = runner_id
+        self._warm[runner_id] = _WarmPod(runner_id, key, task, None, target.fingerprint,
+                                         last_used=asyncio.get_running_loop().time())
+        self._warm_pods[key] = runner_id
+        await self._create(target.namespace, key, secret, pod, runner_id)
+        log.info("pre-warmed a pod", extra={"runner_id": str(runner_id), "pod": key[1],
+                                            "task": target.task})
+        return True
 
     def warm_pods(self) -> dict[uuid.UUID, tuple[str, str]]:
         """Runner id -> (namespace, Pod) of every warm Pod this backend keeps."""
@@ -214,19 +248,22 @@ class KubernetesBackend:
             self._warm[victim].retired = True
         return ok
 
-    async def start(self, launch: AttemptLaunch) -> None:
-        owner = None
-        if launch.taskrun_name:
-            uid = await self.api.get_taskrun_uid(launch.namespace, launch.taskrun_name)
-            if uid:
-                owner = pod_spec.OwnerReference(k8s.TASKRUN_KIND, launch.taskrun_name, uid)
-        settings = pod_spec.PodSettings(
+    def _pod_settings(self, owner: pod_spec.OwnerReference | None) -> pod_spec.PodSettings:
+        return pod_spec.PodSettings(
             coordinator_url=self.settings.coordinator_url,
             image_pull_policy=self.settings.image_pull_policy,
             default_image=self.settings.default_image,
             owner=owner,
             extra_env=self.settings.otel_env,
         )
+
+    async def start(self, launch: AttemptLaunch) -> None:
+        owner = None
+        if launch.taskrun_name:
+            uid = await self.api.get_taskrun_uid(launch.namespace, launch.taskrun_name)
+            if uid:
+                owner = pod_spec.OwnerReference(k8s.TASKRUN_KIND, launch.taskrun_name, uid)
+        settings = self._pod_settings(owner)
         runner_id: uuid.UUID | None = None
         runner_credential: str | None = None
         if await self._warm_room(launch):
@@ -245,9 +282,14 @@ class KubernetesBackend:
                                              launch, launch.fingerprint)
             self._warm_pods[key] = runner_id
             self._arm_timeout(self._warm[runner_id], launch)
+        await self._create(launch.namespace, key, secret, pod, runner_id)
+
+    async def _create(self, namespace: str, key: tuple[str, str], secret: dict[str, Any],
+                      pod: dict[str, Any], runner_id: uuid.UUID | None) -> None:
+        """Create the Secret, then the Pod; undo what was noted of it on a failure."""
         try:
-            await self.api.create_secret(launch.namespace, secret)
-            created = await self.api.create_pod(launch.namespace, pod)
+            await self.api.create_secret(namespace, secret)
+            created = await self.api.create_pod(namespace, pod)
         except Exception:
             self._live.pop(key, None)
             if runner_id is not None:
@@ -257,11 +299,22 @@ class KubernetesBackend:
                         await self._hub.retire([runner_id], warm.RetireReason.EXITED,
                                                busy_too=True)
             with contextlib.suppress(Exception):
-                await self.api.delete_secret(launch.namespace, secret["metadata"]["name"])
+                await self.api.delete_secret(namespace, secret["metadata"]["name"])
             raise
-        with contextlib.suppress(Exception):  # GC of the Secret is a nicety, not correctness
-            await self.api.patch_secret(launch.namespace, secret["metadata"]["name"],
-                                        pod_spec.secret_owner_patch(created))
+        # The Pod as the Secret's owner is for garbage collection only, not for the
+        # attempt: a request the Pod's start need not wait for (nor the next launch
+        # of the dispatcher's batch).
+        patch = asyncio.get_running_loop().create_task(self._own_secret(
+            namespace, secret["metadata"]["name"], pod_spec.secret_owner_patch(created)))
+        self._patches.add(patch)
+        patch.add_done_callback(self._patches.discard)
+
+    async def _own_secret(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        try:
+            await self.api.patch_secret(namespace, name, patch)
+        except Exception as exc:  # GC of the Secret is a nicety, not correctness
+            log.info("could not make the pod own its secret %s/%s: %s", namespace, name,
+                     _describe(exc))
 
     async def start_warm(self, launch: AttemptLaunch, runner_id: uuid.UUID) -> None:
         """The dispatcher bound this attempt to our idle warm Pod ``runner_id``."""
@@ -315,9 +368,14 @@ class KubernetesBackend:
         """A warm Pod's event: it ended (or vanished) while idle or mid-attempt."""
         meta = pod.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
-        ended = pod_outcome.attempt_exit_from_pod(pod)
+        # A pre-warmed Pod names no attempt: its end is read as the runner's (the
+        # attempt it runs, if any, is the one this backend handed it).
+        identity = (None if k8s.LABEL_RUN_ID in (meta.get("labels") or {})
+                    else (runner_id, 0))
+        ended = pod_outcome.attempt_exit_from_pod(pod, identity)
         if ended is None and kind != "DELETED":
-            self._live.setdefault(key, pod_outcome.attempt_identity(pod)[0])
+            self._live.setdefault(key, identity[0] if identity is not None
+                                  else pod_outcome.attempt_identity(pod)[0])
             if runner_id not in self._warm:
                 # A previous leader's warm Pod: it counts against the caps until it
                 # is gone. This leader never assigns it, so if it is idle it only
@@ -485,6 +543,8 @@ class KubernetesBackend:
         for timer in self._retry_timers.values():
             timer.cancel()
         self._retry_timers.clear()
+        if self._patches:
+            await asyncio.wait(set(self._patches), timeout=5.0)
         if self._stop_watch is not None:
             self._stop_watch()
         if self._consumer is not None:

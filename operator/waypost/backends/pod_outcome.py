@@ -61,9 +61,14 @@ def _short(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else "…" + text[-_MAX_MESSAGE:]
 
 
-def attempt_exit_from_pod(pod: Mapping[str, Any]) -> AttemptExit | None:
-    """The attempt's end as the Pod shows it, or None while it may still run."""
-    run_id, token = attempt_identity(pod)
+def attempt_exit_from_pod(pod: Mapping[str, Any], identity: tuple[uuid.UUID, int] | None = None
+                          ) -> AttemptExit | None:
+    """The attempt's end as the Pod shows it, or None while it may still run.
+
+    ``identity`` (run id, claim token) is for a Pod that names no attempt itself
+    (a pre-warmed one); otherwise it is read from the Pod's labels.
+    """
+    run_id, token = identity if identity is not None else attempt_identity(pod)
     status: Mapping[str, Any] = pod.get("status") or {}
     meta: Mapping[str, Any] = pod.get("metadata") or {}
     phase = status.get("phase")

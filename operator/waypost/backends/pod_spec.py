@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from waypost.engine.backend import AttemptLaunch
+from waypost.engine.backend import AttemptLaunch, PrewarmTarget
 from waypost.model import k8s
 from waypost.model.task import DEFAULT_CANCEL_GRACE_SECONDS, TaskSpec
 from waypost.sdk import protocol
@@ -190,7 +190,7 @@ def secret_owner_patch(pod: Mapping[str, Any]) -> dict[str, Any]:
     }]}}
 
 
-def _env(launch: AttemptLaunch, settings: PodSettings, warm: bool) -> list[dict[str, Any]]:
+def _base_env(settings: PodSettings, task_env: Mapping[str, str]) -> dict[str, str]:
     values: dict[str, str] = {
         # Defaults a task may override: nothing writes bytecode to the
         # read-only image, and HOME is somewhere writable.
@@ -199,7 +199,12 @@ def _env(launch: AttemptLaunch, settings: PodSettings, warm: bool) -> list[dict[
         "PYTHONUNBUFFERED": "1",
     }
     values.update(settings.extra_env)
-    values.update(launch.env)
+    values.update(task_env)
+    return values
+
+
+def _env(launch: AttemptLaunch, settings: PodSettings, warm: bool) -> list[dict[str, Any]]:
+    values = _base_env(settings, launch.env)
     # The runner's own variables win: a task's env cannot redirect the runner or
     # its credential. A warm Pod's /tmp is its own: what a run leaves there is
     # removed after it.
@@ -239,21 +244,38 @@ def build_attempt_pod(
     the attempt's timeout is enforced by the operator per attempt rather than
     by ``activeDeadlineSeconds`` over the Pod's life.
     """
-    image = launch.image or settings.default_image
-    if not image:
-        raise ValueError(
-            f"task {launch.task!r} names no image and the operator has no default runner image"
-        )
     if launch.timeout_seconds <= 0:
         raise ValueError(f"timeout must be positive, got {launch.timeout_seconds}")
-    name = pod_name(launch)
-    memory = memory_quantity(launch.memory_bytes)
+    meta = _metadata(launch, settings, pod_name(launch))
+    if runner_id is not None:
+        meta["labels"][k8s.LABEL_WARM_RUNNER] = str(runner_id)
+    keys = [CREDENTIAL_KEY] + ([RUNNER_CREDENTIAL_KEY] if runner_id is not None else [])
+    return _runner_pod(
+        meta, task_name=launch.task, image=launch.image or settings.default_image,
+        memory_bytes=launch.memory_bytes, env=_env(launch, settings, runner_id is not None),
+        task=task, settings=settings, secret=secret_name(launch, settings), secret_keys=keys,
+        deadline=None if runner_id is not None else launch.timeout_seconds)
+
+
+def _runner_pod(
+    meta: dict[str, Any], *, task_name: str, image: str | None, memory_bytes: int,
+    env: list[dict[str, Any]], task: TaskSpec | None, settings: PodSettings, secret: str,
+    secret_keys: list[str], deadline: float | None,
+) -> dict[str, Any]:
+    """A runner Pod: the ``restricted`` profile, no service-account token, its
+    credentials mounted from ``secret``; ``deadline`` (seconds) bounds a one-shot
+    Pod's life, a warm one has none (its attempts' timeouts are the operator's)."""
+    if not image:
+        raise ValueError(
+            f"task {task_name!r} names no image and the operator has no default runner image"
+        )
+    memory = memory_quantity(memory_bytes)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": list(RUNNER_COMMAND),
-        "env": _env(launch, settings, runner_id is not None),
+        "env": env,
     }
     env_from = _env_from(task)
     if env_from:
@@ -275,9 +297,10 @@ def build_attempt_pod(
             {"name": "attempt-credential", "mountPath": CREDENTIAL_DIR, "readOnly": True},
         ],
     })
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "activeDeadlineSeconds": max(1, math.ceil(launch.timeout_seconds)),
+    spec: dict[str, Any] = {"restartPolicy": "Never"}
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = max(1, math.ceil(deadline))
+    spec.update({
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         # Any deletion of the Pod (a cancel, the TaskRun's garbage collection, an
@@ -288,9 +311,7 @@ def build_attempt_pod(
             task.cancellation.grace_period_seconds if task is not None
             else DEFAULT_CANCEL_GRACE_SECONDS
         ),
-    }
-    if runner_id is not None:
-        del spec["activeDeadlineSeconds"]
+    })
     account = task.service_account_name if task is not None else None
     if account:
         spec["serviceAccountName"] = account
@@ -307,20 +328,77 @@ def build_attempt_pod(
         "volumes": [
             {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
             {"name": "attempt-credential", "secret": {
-                "secretName": secret_name(launch, settings),
+                "secretName": secret,
                 "defaultMode": 0o440,
-                "items": [{"key": CREDENTIAL_KEY, "path": CREDENTIAL_KEY}] + (
-                    [{"key": RUNNER_CREDENTIAL_KEY, "path": RUNNER_CREDENTIAL_KEY}]
-                    if runner_id is not None else []),
+                "items": [{"key": key, "path": key} for key in secret_keys],
             }},
         ],
     })
-    meta = _metadata(launch, settings, name)
-    if runner_id is not None:
-        meta["labels"][k8s.LABEL_WARM_RUNNER] = str(runner_id)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": meta,
         "spec": spec,
     }
+
+
+# --- pre-warmed Pods ----------------------------------------------------------
+#
+# A pre-warmed Pod (waypost.engine.prewarm) starts before any attempt needs it: it
+# names no run, only its task and runner id. It imports the task's entrypoint and
+# polls for an assignment with its runner credential, which is all its Secret holds
+# (each attempt it takes comes with that attempt's own credential in the answer).
+
+
+def prewarm_pod_name(task_name: str, runner_id: uuid.UUID) -> str:
+    """``wp-<task>-<short runner id>-w``: never an attempt's name (those end in a number)."""
+    suffix = f"-{runner_id.hex[-8:]}-w"
+    room = MAX_NAME_LENGTH - len("wp-") - len(suffix)
+    task = _dns_part(task_name)[:room].strip("-") or "task"
+    return f"wp-{task}{suffix}"
+
+
+def _prewarm_metadata(target: PrewarmTarget, runner_id: uuid.UUID) -> dict[str, Any]:
+    return {
+        "name": prewarm_pod_name(target.task, runner_id),
+        "namespace": target.namespace,
+        "labels": {
+            k8s.LABEL_MANAGED_BY: k8s.MANAGED_BY,
+            k8s.LABEL_COMPONENT: k8s.COMPONENT_RUNNER,
+            k8s.LABEL_TASK: label_value(target.task),
+            k8s.LABEL_WARM_RUNNER: str(runner_id),
+        },
+        "annotations": {k8s.ANNOTATION_TASK: target.task},
+    }
+
+
+def build_prewarm_secret(target: PrewarmTarget, runner_id: uuid.UUID,
+                         runner_credential: str) -> dict[str, Any]:
+    """The Secret of a pre-warmed Pod: its runner credential only."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _prewarm_metadata(target, runner_id),
+        "type": "Opaque",
+        "immutable": True,
+        "stringData": {RUNNER_CREDENTIAL_KEY: runner_credential},
+    }
+
+
+def build_prewarm_pod(target: PrewarmTarget, settings: PodSettings,
+                      runner_id: uuid.UUID) -> dict[str, Any]:
+    """A warm runner Pod started ahead of demand: the same image, entrypoint,
+    memory, environment and profile as the Task's attempt Pods (so its
+    fingerprint matches their first attempts'), no attempt and no deadline."""
+    spec = target.spec
+    values = protocol.prewarm_env(
+        coordinator_url=settings.coordinator_url, task=target.task,
+        entrypoint=spec.entrypoint, base=_base_env(settings, spec.env),
+        runner_token_file=RUNNER_CREDENTIAL_FILE, scrub_tmp=True)
+    meta = _prewarm_metadata(target, runner_id)
+    return _runner_pod(
+        meta, task_name=target.task, image=spec.image or settings.default_image,
+        memory_bytes=spec.memory_bytes,
+        env=[{"name": k, "value": values[k]} for k in sorted(values)], task=spec,
+        settings=settings, secret=meta["name"], secret_keys=[RUNNER_CREDENTIAL_KEY],
+        deadline=None)

@@ -41,7 +41,12 @@ WITH ended AS (
     FROM ended e WHERE w.runner_id = e.runner_id
     RETURNING w.*
 ), seen AS (
-    UPDATE warm_runners w SET last_seen_at = now()
+    -- A pre-warmed runner's first poll (never seen since it was registered, idle,
+    -- nothing served): its idle time starts now, not while its Pod was starting.
+    UPDATE warm_runners w SET last_seen_at = now(),
+        idle_since = CASE WHEN w.state = 'idle' AND w.runs_served = 0
+                               AND w.last_seen_at = w.registered_at
+                          THEN now() ELSE w.idle_since END
     WHERE w.runner_id = :runner_id AND NOT EXISTS (SELECT 1 FROM ended)
     RETURNING w.*
 )
