@@ -12,7 +12,7 @@ import asyncio
 from types import TracebackType
 from typing import Any
 
-from waypost.runner.http import ThreadedHTTP
+from waypost.runner.http import StreamHTTP
 from waypost.sdk import protocol, transport
 from waypost.sdk.errors import AttemptSuperseded, WaypostAPIError
 from waypost.sdk.retry import Retry
@@ -38,7 +38,7 @@ class RunnerClient:
         retry: Retry | None = None,
         sleep: Sleep = asyncio.sleep,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-        http: ThreadedHTTP | None = None,
+        http: StreamHTTP | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
@@ -66,9 +66,9 @@ class RunnerClient:
             self._http.close()
         self._http = None
 
-    def _get_http(self) -> ThreadedHTTP:
+    def _get_http(self) -> StreamHTTP:
         if self._http is None:
-            self._http = ThreadedHTTP(self.base_url, self._timeout)
+            self._http = StreamHTTP(self.base_url, self._timeout)
             self._owns_http = True
         return self._http
 

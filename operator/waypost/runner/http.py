@@ -1,111 +1,100 @@
-"""The runner's HTTP transport: the standard library's ``http.client`` in threads.
+"""The runner's HTTP transport: HTTP/1.1 over asyncio streams, on the runner's loop.
 
 Why not aiohttp, which the user client uses: importing aiohttp (with yarl,
 multidict and its connector) was most of the 0.35-0.5 s a runner took to start,
-paid again by every cold attempt. A runner makes a handful of small requests to
-one coordinator, so keep-alive connections from ``http.client`` driven from a
-small thread pool cost a few hundred microseconds per call and nothing at
-start-up.
+paid again by every cold attempt. Why not the standard library's
+``http.client`` (the previous transport, driven from a thread pool): it imports
+the ``email`` package to parse headers, and each exchange went to a thread and
+back, which was most of a warm runner's own CPU per run. A runner makes a
+handful of small JSON requests to one coordinator, whose answers always carry a
+``Content-Length`` (chunked ones are read too), so a small client on the event
+loop the runner already has does the job: keep-alive connections, one request at
+a time on each, a fresh connection when a reused one turns out closed.
+
+Every request of a runner runs on its one event loop (a sync task's calls are
+sent there with ``run_coroutine_threadsafe``), so the pool needs no lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
-import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
 
 from waypost.sdk.transport import TransportError
 
-# Heartbeats, log batches, checkpoints, the completion and a warm runner's
-# long poll can overlap; more than this many at once never happens.
-MAX_CONCURRENT_REQUESTS = 6
-
-# Failures of a reused keep-alive connection that mean the server closed it
-# while it sat idle (before reading the request): worth one immediate retry on
-# a fresh connection, as urllib3 does.
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+# Headers and status lines longer than this are not the coordinator's.
+_MAX_LINE = 64 * 1024
 
 
-class ThreadedHTTP:
+class _Stale(Exception):
+    """A reused keep-alive connection was closed by the server before it answered."""
+
+
+def split_url(base_url: str) -> tuple[bool, str, int]:
+    """``(https, host, port)`` of an ``http(s)://host[:port][/...]`` URL."""
+    scheme, sep, rest = base_url.partition("://")
+    netloc = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    if not sep or scheme not in ("http", "https") or not netloc:
+        raise ValueError(f"coordinator URL {base_url!r} is not an http(s) URL")
+    https = scheme == "https"
+    port_text = ""
+    if netloc.startswith("["):  # [IPv6]:port
+        host, _, tail = netloc[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, _, port_text = netloc.partition(":")
+    if not host:
+        raise ValueError(f"coordinator URL {base_url!r} is not an http(s) URL")
+    try:
+        port = int(port_text) if port_text else (443 if https else 80)
+    except ValueError:
+        raise ValueError(f"coordinator URL {base_url!r} has a bad port") from None
+    return https, host, port
+
+
+def _target(url: str) -> str:
+    """The request target (path and query) of an absolute URL."""
+    rest = url.partition("://")[2]
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else "/"
+
+
+class _Conn:
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class StreamHTTP:
     """Sends requests to one coordinator over pooled keep-alive connections.
 
     Implements :data:`waypost.sdk.transport.SendOnce` (``await http.send(...)``).
     """
 
     def __init__(self, base_url: str, timeout: float) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"coordinator URL {base_url!r} is not an http(s) URL")
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port
+        self._https, self._host, self._port = split_url(base_url)
+        default = 443 if self._https else 80
+        shown = f"[{self._host}]" if ":" in self._host else self._host
+        self._host_header = shown if self._port == default else f"{shown}:{self._port}"
         self._timeout = timeout
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(
-            max_workers=MAX_CONCURRENT_REQUESTS, thread_name_prefix="waypost-http"
-        )
+        self._idle: list[_Conn] = []
 
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+    async def _connect(self) -> _Conn:
+        ssl = None
         if self._https:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout)
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            import ssl as ssl_module  # only for an https coordinator
 
-    def _take(self) -> http.client.HTTPConnection | None:
-        with self._lock:
-            return self._idle.pop() if self._idle else None
-
-    def _give_back(self, conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            self._idle.append(conn)
-
-    def _request_blocking(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        timeout: float,
-    ) -> tuple[int, str]:
-        parts = urlsplit(url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        reused = self._take()
-        conn = reused or self._connect(timeout)
-        if reused is not None and conn.sock is not None:
-            conn.sock.settimeout(timeout)
-        try:
-            try:
-                return self._exchange(conn, method, target, headers, body)
-            except _STALE:
-                if reused is None:
-                    raise
-                conn.close()
-                conn = self._connect(timeout)
-                return self._exchange(conn, method, target, headers, body)
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise TransportError(f"{type(exc).__name__}: {exc}") from None
-
-    def _exchange(
-        self,
-        conn: http.client.HTTPConnection,
-        method: str,
-        target: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-    ) -> tuple[int, str]:
-        conn.request(method, target, body=body, headers=dict(headers))
-        response = conn.getresponse()
-        text = response.read().decode("utf-8", errors="replace")
-        if response.will_close:
-            conn.close()
-        else:
-            self._give_back(conn)
-        return response.status, text
+            ssl = ssl_module.create_default_context()
+        reader, writer = await asyncio.open_connection(self._host, self._port, ssl=ssl,
+                                                       limit=_MAX_LINE)
+        return _Conn(reader, writer)
 
     async def send(
         self,
@@ -116,23 +105,84 @@ class ThreadedHTTP:
         *,
         timeout: float | None = None,
     ) -> tuple[int, str]:
-        """Send one request in a pool thread; raise :class:`TransportError` without an answer."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor,
-            self._request_blocking,
-            method,
-            url,
-            headers,
-            body,
-            self._timeout if timeout is None else timeout,
-        )
+        """Send one request; raise :class:`TransportError` without an answer."""
+        head = [f"{method} {_target(url)} HTTP/1.1", f"Host: {self._host_header}",
+                f"Content-Length: {len(body) if body else 0}"]
+        head += [f"{name}: {value}" for name, value in headers.items()]
+        request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b"")
+        try:
+            async with asyncio.timeout(self._timeout if timeout is None else timeout):
+                conn = self._idle.pop() if self._idle else None
+                if conn is not None:
+                    try:
+                        return await self._exchange(conn, request, reused=True)
+                    except _Stale:
+                        pass
+                return await self._exchange(await self._connect(), request, reused=False)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError, _Stale) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+
+    async def _exchange(self, conn: _Conn, request: bytes, *, reused: bool) -> tuple[int, str]:
+        done = False
+        try:
+            conn.writer.write(request)
+            try:
+                status_line = await conn.reader.readuntil(b"\r\n")
+            except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
+                # Nothing came back on a connection the server closed while it sat
+                # idle (it never read the request): worth one try on a new one.
+                if reused and not getattr(exc, "partial", b""):
+                    raise _Stale() from None
+                raise
+            parts = status_line.split(None, 2)
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+                raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
+            status = int(parts[1])
+            length: int | None = None
+            chunked = False
+            close = parts[0] == b"HTTP/1.0"
+            while True:
+                line = await conn.reader.readuntil(b"\r\n")
+                if line == b"\r\n":
+                    break
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"transfer-encoding":
+                    chunked = b"chunked" in value.lower()
+                elif name == b"connection":
+                    close = value.strip().lower() == b"close"
+            if chunked:
+                data = await self._chunks(conn.reader)
+            elif length is not None:
+                data = await conn.reader.readexactly(length)
+            else:
+                data = await conn.reader.read()  # until the server closes
+                close = True
+            done = not close
+            return status, data.decode("utf-8", errors="replace")
+        finally:
+            if done:
+                self._idle.append(conn)
+            else:  # failed, cancelled mid-exchange, or closing: never reused
+                conn.close()
+
+    @staticmethod
+    async def _chunks(reader: asyncio.StreamReader) -> bytes:
+        data = bytearray()
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+            if size == 0:
+                while await reader.readuntil(b"\r\n") != b"\r\n":
+                    pass  # trailers
+                return bytes(data)
+            data += await reader.readexactly(size)
+            await reader.readexactly(2)
 
     def close(self) -> None:
-        """Close idle connections; requests in flight end on their own (never waited for)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            idle, self._idle = self._idle, []
+        """Close idle connections; requests in flight close theirs when they end."""
+        idle, self._idle = self._idle, []
         for conn in idle:
-            with contextlib.suppress(OSError):
-                conn.close()
+            conn.close()

@@ -37,11 +37,10 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from waypost.runner import api, attempt, loader
-from waypost.runner.http import ThreadedHTTP
+from waypost.runner.http import StreamHTTP
 from waypost.sdk import protocol, transport
 from waypost.sdk.errors import AttemptSuperseded, CoordinatorUnavailable, WaypostAPIError
 from waypost.sdk.retry import Retry
@@ -102,12 +101,12 @@ class RunScope:
         if self.scrub_tmp:
             with contextlib.suppress(OSError):
                 for name in set(os.listdir(self.base_tmp)) - self._tmp_before:
-                    path = Path(self.base_tmp, name)
-                    if path.is_dir() and not path.is_symlink():
+                    path = os.path.join(self.base_tmp, name)
+                    if os.path.isdir(path) and not os.path.islink(path):
                         shutil.rmtree(path, ignore_errors=True)
                     else:
                         with contextlib.suppress(OSError):
-                            path.unlink()
+                            os.unlink(path)
         self.reset()
 
 
@@ -141,7 +140,7 @@ class DeferredClient(api.RunnerClient):
 class WarmRunner:
     """The poll-run loop of one warm runner process."""
 
-    def __init__(self, coordinator_url: str, config: WarmConfig, http: ThreadedHTTP,
+    def __init__(self, coordinator_url: str, config: WarmConfig, http: StreamHTTP,
                  retry: Retry | None = None) -> None:
         self.url = coordinator_url.rstrip("/")
         self.config = config
@@ -246,7 +245,7 @@ async def run_warm(coordinator_url: str, token: str, task_path: tuple[str, ...],
     made it stop (the caller turns it into the exit code).
     """
     loader.extend_search_path(task_path)
-    http = ThreadedHTTP(coordinator_url, api.DEFAULT_REQUEST_TIMEOUT)
+    http = StreamHTTP(coordinator_url, api.DEFAULT_REQUEST_TIMEOUT)
     runner = WarmRunner(coordinator_url, config, http)
     try:
         try:
@@ -281,7 +280,7 @@ async def run_prewarmed(coordinator_url: str, entrypoint: str, task_path: tuple[
     except loader.EntrypointError as exc:
         _log.error("cannot load entrypoint", extra={"error": str(exc)})
         return attempt.Outcome.CONFIG_ERROR
-    http = ThreadedHTTP(coordinator_url, api.DEFAULT_REQUEST_TIMEOUT)
+    http = StreamHTTP(coordinator_url, api.DEFAULT_REQUEST_TIMEOUT)
     runner = WarmRunner(coordinator_url, config, http)
     try:
         return await runner.serve()

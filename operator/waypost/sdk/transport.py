@@ -18,7 +18,6 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 from waypost.sdk.errors import CoordinatorUnavailable, WaypostAPIError
 from waypost.sdk.retry import Retry
@@ -86,6 +85,9 @@ async def request_json(
     when every retry failed transiently.
     """
     if params:
+        # Imported here: the runner, which sends no query strings, starts without it.
+        from urllib.parse import urlencode
+
         url = f"{url}?{urlencode(params)}"
     all_headers = dict(headers or {})
     body: bytes | None = None
@@ -120,8 +122,10 @@ async def request_json(
 
 def _path(url: str) -> str:
     # Logged instead of the full URL: query strings may carry filters a
-    # user would not want in a shared log.
-    return urlsplit(url).path
+    # user would not want in a shared log. (No urllib.parse: see request_json.)
+    rest = url.partition("://")[2] if "://" in url else url
+    path = rest[rest.find("/"):] if "/" in rest else "/"
+    return path.partition("?")[0].partition("#")[0]
 
 
 async def _send_once(
