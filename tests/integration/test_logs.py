@@ -40,7 +40,32 @@ async def order_run(stack: Standalone) -> str:
         run_id: str = (await resp.json())["id"]
     await wait_for_status(stack.engine, run_id, {RunStatus.SUCCEEDED})
     await processes_ended(stack)
+    await runner_lines_in(stack, run_id, attempt=2)
     return run_id
+
+
+async def runner_lines_in(stack: Standalone, run_id: str, attempt: int) -> None:
+    """Wait until the runner's own closing line of ``attempt`` ("attempt succeeded",
+    printed to stderr) is stored, then until the run's lines stop changing for 1 s.
+    The run succeeds when the runner reports; what it prints around that report is
+    read from its pipe and stored a moment later (a warm runner reports with its next
+    poll, after printing), so the run's status can come before its last lines."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        _, page = await get(f"{stack.url}/v1/runs/{run_id}/logs?attempt={attempt}&limit=1000")
+        if any(e["message"] == "attempt succeeded" and e["fields"].get("stream") == "stderr"
+               for e in page["entries"]):
+            break
+        assert asyncio.get_running_loop().time() < deadline, page["entries"]
+        await asyncio.sleep(0.1)
+    seen, stable_since = None, asyncio.get_running_loop().time()
+    while asyncio.get_running_loop().time() - stable_since < 1.0:
+        _, page = await get(f"{stack.url}/v1/runs/{run_id}/logs?limit=1000")
+        now = [e["cursor"] for e in page["entries"]]
+        if now != seen:
+            seen, stable_since = now, asyncio.get_running_loop().time()
+        assert asyncio.get_running_loop().time() < deadline + 60, "the run's lines never settled"
+        await asyncio.sleep(0.1)
 
 
 async def processes_ended(stack: Standalone) -> None:
