@@ -6,6 +6,7 @@ import uuid
 import asyncpg
 
 from tests.factories import enqueue, register_task
+from waypost.engine.core import DEPOSED_EPOCH
 from waypost.store import checkpoints, runs
 from waypost.store.pool import RawJson
 
@@ -56,6 +57,10 @@ async def test_a_former_leader_claims_nothing(db: asyncpg.Pool) -> None:
     assert await leadership.current(db) == (2, "replica-b")
     stale = await runs.claim(db, limit=10, lease_seconds=30, worker="a", leader_epoch=1)
     assert stale == []
+    # A process that stopped leading claims nothing, whatever epoch is stored.
+    deposed = await runs.claim(db, limit=10, lease_seconds=30, worker="a",
+                               leader_epoch=DEPOSED_EPOCH)
+    assert deposed == []
     fresh = await runs.claim(db, limit=10, lease_seconds=30, worker="b", leader_epoch=2)
     assert len(fresh) == 1
 

@@ -30,7 +30,7 @@ from waypost.controller.mirror import StatusMirror
 from waypost.coordinator import server, startup
 from waypost.coordinator.readiness import Readiness
 from waypost.engine import loops
-from waypost.engine.core import Engine
+from waypost.engine.core import DEPOSED_EPOCH, Engine
 from waypost.model.settings import Settings
 from waypost.store import leadership
 
@@ -116,7 +116,9 @@ class LeaderWork:
         log.info("leading", extra={"epoch": epoch, "identity": self.options.identity})
 
     async def halt(self) -> None:
-        self.engine.leader_epoch = None  # leader-only writes stop now, before anything else
+        # Leader-only writes stop now, before anything else (a loop still winding down
+        # finds its fenced statements refused, not unfenced).
+        self.engine.leader_epoch = DEPOSED_EPOCH
         self.stop.set()
         await loops.wind_down(self.tasks)
         if self._backend is not None:

@@ -17,6 +17,12 @@ from waypost.model.settings import Settings
 from waypost.store import insights, keys, migrate, runs
 from waypost.store import pool as store_pool
 
+#: The leader epoch of a process that stopped leading. Epochs are a Lease's
+#: leaseTransitions (0 or more), and the stored one only grows, so no fenced
+#: statement (claims, wake-ups, schedule firing) matches it. ``None`` would mean
+#: "no fence" and let a loop still winding down claim as if it led.
+DEPOSED_EPOCH = -1
+
 
 @dataclass
 class Engine:
@@ -28,6 +34,8 @@ class Engine:
     clock: Clock = field(default_factory=SystemClock)
     rng: random.Random = field(default_factory=random.Random)
     # Set while this process leads (operator mode); leader-only writes check it.
+    # None: no fence (dev mode and tests, one process); DEPOSED_EPOCH once it stopped
+    # leading, so that a leader-only write still in flight changes nothing.
     leader_epoch: int | None = None
     # Successful completions of concurrent runners share statements and commits.
     completions: CompletionBatcher = field(init=False)
