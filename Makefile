@@ -38,7 +38,7 @@ dev-once: deps venv
 	$(BIN)/waypost dev --examples --once
 
 lint: venv
-	$(BIN)/ruff check operator tests examples e2e
+	$(BIN)/ruff check operator tests examples e2e bench
 
 types: venv
 	$(BIN)/mypy operator/waypost

@@ -247,7 +247,7 @@ async def batch_vs_singles(pg: Any, args: argparse.Namespace, rep: int) -> dict[
                 else:
                     gate = asyncio.Semaphore(16)
 
-                    async def one(i: int) -> None:
+                    async def one(i: int, gate: asyncio.Semaphore = gate) -> None:
                         async with gate:
                             await client.trigger("bulk", {"i": i})
 
