@@ -97,6 +97,68 @@ class CpuMeter:
 
 # --- the coordinator and subscriber processes --------------------------------
 
+class Trace:
+    """Where a delivery's time goes inside the coordinator (``$BENCH_SSE_TRACE``): for
+    each followed run's ``succeeded`` event, when the pump's read that returned it
+    started and ended, when it was handed to the subscriber's queue (the fan-out) and
+    when its stream took it to write; and the start time of every pump read, so that
+    reads that began after the commit and still missed the event (held back by the
+    commit horizon) can be counted."""
+
+    def __init__(self) -> None:
+        self.reads: list[float] = []
+        self.events: dict[str, dict[str, float]] = {}
+
+    def install(self) -> None:
+        from waypost.engine import events as hub_events
+        from waypost.store import events as store_events
+
+        original_read = store_events.read_everyone
+        original_stream = hub_events.EventHub.stream
+        original_deliver = hub_events.Subscription.deliver
+        marks = self.events
+
+        def succeeded(e: Any) -> str | None:
+            if e.kind == "status" and e.data.get("status") == "succeeded":
+                return str(e.run_id)
+            return None
+
+        async def read(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.time()
+            self.reads.append(t0)
+            result = await original_read(*args, **kwargs)
+            t1 = time.time()
+            for e in result.events:
+                run = succeeded(e)
+                if run is not None:
+                    marks.setdefault(run, {}).update(read_start=t0, read_end=t1)
+            return result
+
+        def deliver(sub: Any, batch: list[Any]) -> None:
+            now = time.time()
+            for e in batch:
+                run = succeeded(e)
+                if run is not None:
+                    marks.setdefault(run, {}).setdefault("fanned_out", now)
+            original_deliver(sub, batch)
+
+        async def stream(hub: Any, *args: Any, **kwargs: Any) -> Any:
+            async for batch in original_stream(hub, *args, **kwargs):
+                now = time.time()
+                for e in batch:
+                    run = succeeded(e)
+                    if run is not None:
+                        marks.setdefault(run, {}).setdefault("streamed", now)
+                yield batch
+
+        store_events.read_everyone = read  # type: ignore[assignment]
+        hub_events.Subscription.deliver = deliver  # type: ignore[method-assign]
+        hub_events.EventHub.stream = stream  # type: ignore[assignment,method-assign]
+
+    def dump(self, path: str) -> None:
+        Path(path).write_text(json.dumps({"reads": self.reads, "events": self.events}))
+
+
 async def serve_coordinator(dsn: str, port: int) -> None:
     """A coordinator without a dispatcher (the bench's workers claim), until killed."""
     from waypost.model.settings import Settings
@@ -161,6 +223,9 @@ class SseBench:
         self.cpu: dict[str, dict[str, list[float]]] = {m: {} for m in args.modes}
         self.delays_ms: list[float] = []
         self.missing = 0
+        # piece of the delivery delay -> values over all deliveries (ms; see Trace)
+        self.pieces: dict[str, list[float]] = {}
+        self.per_repeat_delivery: list[dict[str, float]] = []
 
     async def run(self) -> None:
         from waypost.store.embedded import EmbeddedPostgres
@@ -198,11 +263,15 @@ class SseBench:
         dsn = self.pg.dsn_for(db)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
+        out = Path(tempfile.mktemp(prefix="sse-arrivals-", suffix=".json"))
+        trace_file = out.with_suffix(".trace")
+        env = dict(os.environ)
+        if mode == "subscribers":
+            env["BENCH_SSE_TRACE"] = str(trace_file)
         coordinator = subprocess.Popen(  # noqa: ASYNC220 - before the measurement
             [sys.executable, "-m", "bench.sse", "--coordinator", dsn, str(port)],
-            cwd=HERE.parent)
+            cwd=HERE.parent, env=env)
         subscriber: subprocess.Popen[str] | None = None
-        out = Path(tempfile.mktemp(prefix="sse-arrivals-", suffix=".json"))
         system = Waypost()
         committed: dict[uuid.UUID, float] = {}
         try:
@@ -248,8 +317,12 @@ class SseBench:
                     self.delays_ms.append((t - committed[uuid.UUID(run_id)]) * 1000)
                 self.missing += a.subscribers - len(arrived)
                 delays = sorted(self.delays_ms[-len(arrived):])
+                self.per_repeat_delivery.append({"p50": pct(delays, 50), "p99": pct(delays, 99)})
                 line += (f"; {len(arrived)} deliveries, p50 {pct(delays, 50):.1f} ms, "
                          f"p99 {pct(delays, 99):.1f} ms")
+                coordinator.terminate()
+                await asyncio.to_thread(coordinator.wait, 30)
+                line += "\n    " + self.add_pieces(committed, arrived, trace_file)
             print(line, flush=True)
         finally:
             with contextlib.suppress(Exception):
@@ -259,13 +332,44 @@ class SseBench:
                     proc.terminate()
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         proc.wait(10)
-            for path in (out, out.with_suffix(".ids")):
+            for path in (out, out.with_suffix(".ids"), trace_file):
                 path.unlink(missing_ok=True)
             admin = await asyncpg.connect(self.pg.dsn)
             try:
                 await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
             finally:
                 await admin.close()
+
+    def add_pieces(self, committed: dict[uuid.UUID, float], arrived: dict[str, float],
+                   trace_file: Path) -> str:
+        """Split each delivery delay into its pieces (see ``Trace``); a one-line summary."""
+        if not trace_file.exists():
+            return "pieces: no trace written"
+        trace = json.loads(trace_file.read_text())
+        reads = sorted(trace["reads"])
+        import bisect
+
+        for run_id, t in arrived.items():
+            m = trace["events"].get(run_id)
+            c = committed[uuid.UUID(run_id)]
+            if not m or not {"read_start", "read_end", "fanned_out", "streamed"} <= set(m):
+                continue
+            pieces = {
+                "commit_to_read_start": m["read_start"] - c,
+                "read": m["read_end"] - m["read_start"],
+                "fan_out": m["fanned_out"] - m["read_end"],
+                "queue_to_stream": m["streamed"] - m["fanned_out"],
+                "stream_to_client": t - m["streamed"],
+            }
+            for name, seconds in pieces.items():
+                self.pieces.setdefault(name, []).append(seconds * 1000)
+            # Reads that began after the commit and still missed it: the horizon.
+            self.pieces.setdefault("missed_reads", []).append(
+                bisect.bisect_left(reads, m["read_start"]) - bisect.bisect_right(reads, c))
+        self.pieces.setdefault("reads_per_s", []).append(
+            len(reads) / (reads[-1] - reads[0]) if len(reads) > 1 else 0.0)
+        return "pieces p50/p99 (ms): " + ", ".join(
+            f"{name} {pct(v, 50):.1f}/{pct(v, 99):.1f}" for name, v in self.pieces.items())
 
     def report(self) -> dict[str, Any]:
         import statistics
@@ -296,6 +400,10 @@ class SseBench:
             "missing_deliveries": self.missing,
             "delivery_ms": {"p50": pct(delays, 50), "p90": pct(delays, 90),
                             "p99": pct(delays, 99), "max": delays[-1] if delays else None},
+            "per_repeat_delivery_ms": self.per_repeat_delivery,
+            "delivery_pieces": {name: {"p50": pct(v, 50), "p90": pct(v, 90), "p99": pct(v, 99),
+                                       "max": max(v)}
+                                for name, v in self.pieces.items() if v},
         }
         if "no_event_log" in self.drains:
             off = statistics.median(self.drains["no_event_log"])
@@ -389,8 +497,22 @@ def profiled(name: str) -> Any:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--coordinator"]:
-        with contextlib.suppress(KeyboardInterrupt), profiled("coordinator"):
-            asyncio.run(serve_coordinator(argv[1], int(argv[2])))
+        trace_to = os.environ.get("BENCH_SSE_TRACE")
+        trace = Trace()
+        if trace_to:
+            import signal
+
+            def stop(*_: Any) -> None:
+                raise KeyboardInterrupt
+
+            signal.signal(signal.SIGTERM, stop)
+            trace.install()
+        try:
+            with contextlib.suppress(KeyboardInterrupt), profiled("coordinator"):
+                asyncio.run(serve_coordinator(argv[1], int(argv[2])))
+        finally:
+            if trace_to:
+                trace.dump(trace_to)
         return
     if argv[:1] == ["--subscribe"]:
         ids = Path(argv[2]).read_text().split()

@@ -207,7 +207,7 @@ class EventHub:
         # Kept as subscribers come and go, so that a read costs nothing per subscriber.
         self._by_run: dict[uuid.UUID, set[Subscription]] = {}
         self._everyone: set[Subscription] = set()
-        self._run_ids: tuple[uuid.UUID, ...] | None = None
+        self._run_ids: events.RunIds | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
@@ -318,6 +318,10 @@ class EventHub:
         armed_at: float | None = None  # monotonic time of the arming, None: disarmed
         armed_xmax: int | None = None  # the first read after arming: its snapshot's xmax
         arm_seconds = max(10.0, 5 * self._idle_poll)
+        # Armed only after this long without new events: a read that found nothing in
+        # a gap between two writers' commits does not make the next writers NOTIFY.
+        quiet_seconds = max(5 * self._interval, 0.1)
+        last_busy = self._clock()
         while self._subs:
             try:
                 if cursor is None:
@@ -328,15 +332,20 @@ class EventHub:
                 # Busy while any run's events keep coming, not only the subscribers':
                 # a hub that armed itself whenever its own runs were quiet would make
                 # every writer of a busy system NOTIFY.
+                started = self._clock()
                 busy, cursor, xmax = await self._tick(cursor)
+                if busy:
+                    last_busy = started
                 pending = self._notified_tx >= cursor.tx
-                if busy or pending or not await self._ensure_listening():
+                quiet = self._clock() - last_busy >= quiet_seconds
+                if (busy or pending or (armed_at is None and not quiet)
+                        or not await self._ensure_listening()):
                     if armed_at is not None:
                         # Busy: writers need not NOTIFY (it would serialise their
                         # commits); the reads come every interval anyway.
                         armed_at = None
                         await events.disarm_reader(self._pool, self._reader)
-                    await self._sleep(self._interval)
+                    await self._sleep(self._until_next_read(started))
                     continue
                 if armed_at is None or self._clock() - armed_at > arm_seconds / 2:
                     await events.arm_reader(self._pool, self._reader, arm_seconds)
@@ -347,13 +356,20 @@ class EventHub:
                 if cursor.tx < armed_xmax:
                     # A transaction that began before the arming may write events
                     # without a NOTIFY: poll until every one of them has ended.
-                    await self._sleep(self._interval)
+                    await self._sleep(self._until_next_read(started))
                     continue
                 await self._sleep(self._idle_poll)
             except store_pool.UNAVAILABLE_ERRORS as exc:
                 log.warning("event pump: store unavailable: %s", exc)
                 armed_at = None
                 await asyncio.sleep(1.0)
+
+    def _until_next_read(self, started: float) -> float:
+        """Busy reads start every ``interval`` (start to start): a commit waits at most
+        one interval plus one read for the read that sees it, not an interval after a
+        read that may itself have taken as long. A read that overran still leaves a
+        quarter interval, so a loaded machine does not get a pump reading flat out."""
+        return max(self._interval - (self._clock() - started), self._interval / 4)
 
     async def _tick(self, cursor: Cursor) -> tuple[bool, Cursor, int]:
         """Read and hand out everything new; whether any run had new events (for
@@ -367,7 +383,7 @@ class EventHub:
             run_ids = None
         else:
             if self._run_ids is None:
-                self._run_ids = tuple(self._by_run)
+                self._run_ids = events.RunIds(tuple(self._by_run))
             run_ids = self._run_ids
         any_new = False
         while True:

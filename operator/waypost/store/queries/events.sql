@@ -27,25 +27,36 @@ ORDER BY e.tx, e.id;
 -- name: events_after
 -- Everyone's events after the cursor (:after_tx, :after_id), oldest first, at most
 -- :limit: the coordinator's pump reads this once per tick for all its subscribers.
--- :run_ids limits it to some runs, :namespace/:task to a namespace/task. Same
+-- :run_ids (an array literal, see store.events.RunIds) limits it to some runs,
+-- :namespace/:task to a namespace/task. Same
 -- horizon rule and answer shape as run_events_after, plus the snapshot's xmax (the
 -- next transaction id; the pump's arming rule in migration 0015 needs it) and
 -- any_new: whether any run's events came after the cursor, filters or not (the
 -- pump stays busy, and writers un-notified, while any do).
+-- Both parts walk run_events_by_tx from the cursor, so a read costs what is new,
+-- not what is stored: any_new is the first event by that index (as EXISTS the
+-- planner scanned the whole table for it), and each event's run is looked up by
+-- its key (OFFSET 0 keeps that a per-row lookup: joined, the planner hashed the
+-- whole runs table on every read, 20 ms at 10,000 runs).
 WITH h AS (SELECT pg_snapshot_xmin(s) AS horizon, pg_snapshot_xmax(s) AS xmax
            FROM pg_current_snapshot() s),
-n AS (SELECT EXISTS (
-    SELECT 1 FROM run_events a, h
+n AS (SELECT (
+    SELECT a.tx FROM run_events a, h
     WHERE (a.tx, a.id) > (:after_tx::text::xid8, :after_id::bigint) AND a.tx < h.horizon
-) AS any_new)
+    ORDER BY a.tx, a.id
+    LIMIT 1
+) IS NOT NULL AS any_new)
 SELECT h.horizon::text AS horizon, h.xmax::text AS xmax, n.any_new, e.id, e.tx::text AS tx,
        e.run_id, e.namespace, e.task, e.kind, e.attempt, e.ts, e.data
 FROM h CROSS JOIN n
 LEFT JOIN LATERAL (
     SELECT e.id, e.tx, e.run_id, r.namespace, r.task, e.kind, e.attempt, e.ts, e.data
-    FROM run_events e JOIN runs r ON r.id = e.run_id
+    FROM run_events e
+    CROSS JOIN LATERAL (
+        SELECT r.namespace, r.task FROM runs r WHERE r.id = e.run_id OFFSET 0
+    ) r
     WHERE (e.tx, e.id) > (:after_tx::text::xid8, :after_id::bigint) AND e.tx < h.horizon
-      AND (:run_ids::uuid[] IS NULL OR e.run_id = ANY(:run_ids::uuid[]))
+      AND (:run_ids::text IS NULL OR e.run_id = ANY(:run_ids::text::uuid[]))
       AND (:namespace::text IS NULL OR r.namespace = :namespace)
       AND (:task::text IS NULL OR r.task = :task)
     ORDER BY e.tx, e.id
