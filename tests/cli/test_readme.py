@@ -21,6 +21,9 @@ BLOCK = re.compile(r"^```(?:bash|sh) runnable\n(.*?)^```", re.S | re.M)
 
 
 DOCUMENTS = ("README.md", "docs/events.md")
+# What a document's blocks must print, beyond ending with exit code 0: the SSE
+# block's curl shows the run's stream (it stops after its documented --max-time).
+PRINTS = {"docs/events.md": ("event: status", "event: checkpoint", 'data: {"id":')}
 
 
 def runnable_blocks(name: str = "README.md") -> list[str]:
@@ -51,5 +54,7 @@ async def test_runnable_blocks_run_as_written(database_url: str, tmp_path: Path)
             assert proc.returncode == 0, f"{name}'s blocks failed:\n{script}\n{proc.stdout}\n" \
                                          f"{proc.stderr}"
             assert "Traceback" not in proc.stdout + proc.stderr
+            for text in PRINTS.get(name, ()):
+                assert text in proc.stdout, f"{name}'s blocks did not print {text!r}"
     finally:
         await stack.stop()

@@ -27,7 +27,8 @@ ORDER BY e.tx, e.id;
 -- name: events_after
 -- Everyone's events after the cursor (:after_tx, :after_id), oldest first, at most
 -- :limit: the coordinator's pump reads this once per tick for all its subscribers.
--- :run_ids (an array literal, see store.events.RunIds) limits it to some runs,
+-- :run_ids (an array literal, see store.events.RunIds; parsed once per read in h,
+-- not once per row as a generic plan's bare cast did) limits it to some runs,
 -- :namespace/:task to a namespace/task. Same
 -- horizon rule and answer shape as run_events_after, plus the snapshot's xmax (the
 -- next transaction id; the pump's arming rule in migration 0015 needs it) and
@@ -38,7 +39,8 @@ ORDER BY e.tx, e.id;
 -- planner scanned the whole table for it), and each event's run is looked up by
 -- its key (OFFSET 0 keeps that a per-row lookup: joined, the planner hashed the
 -- whole runs table on every read, 20 ms at 10,000 runs).
-WITH h AS (SELECT pg_snapshot_xmin(s) AS horizon, pg_snapshot_xmax(s) AS xmax
+WITH h AS (SELECT pg_snapshot_xmin(s) AS horizon, pg_snapshot_xmax(s) AS xmax,
+                  :run_ids::text::uuid[] AS run_ids
            FROM pg_current_snapshot() s),
 n AS (SELECT (
     SELECT a.tx FROM run_events a, h
@@ -56,7 +58,7 @@ LEFT JOIN LATERAL (
         SELECT r.namespace, r.task FROM runs r WHERE r.id = e.run_id OFFSET 0
     ) r
     WHERE (e.tx, e.id) > (:after_tx::text::xid8, :after_id::bigint) AND e.tx < h.horizon
-      AND (:run_ids::text IS NULL OR e.run_id = ANY(:run_ids::text::uuid[]))
+      AND (h.run_ids IS NULL OR e.run_id = ANY(h.run_ids))
       AND (:namespace::text IS NULL OR r.namespace = :namespace)
       AND (:task::text IS NULL OR r.task = :task)
     ORDER BY e.tx, e.id
