@@ -26,6 +26,7 @@ from tests.factories import InMemoryBackend, register_task, settings
 from waypost.engine.core import Engine
 from waypost.engine.dispatcher import Dispatcher
 from waypost.store import maintenance, runs
+from waypost.store import pool as store_pool
 from waypost.store.pool import RawJson
 
 
@@ -46,9 +47,11 @@ async def enqueue_many(
 class TwoDispatchers:
     """Two engines (own pools) with a dispatcher and an in-memory backend each."""
 
-    def __init__(self, database_url: str, work_seconds: float, **overrides: Any) -> None:
+    def __init__(self, database_url: str, work_seconds: float, slots: int = 10,
+                 **overrides: Any) -> None:
         self.database_url = database_url
         self.work_seconds = work_seconds
+        self.slots = slots
         self.overrides = overrides
         self.shared: dict[str, Any] = {}
 
@@ -65,7 +68,8 @@ class TwoDispatchers:
                     **self.overrides}),
                 migrate_schema=False,
             )
-            backend = InMemoryBackend(engine, work_seconds=self.work_seconds, shared=self.shared)
+            backend = InMemoryBackend(engine, slots=self.slots, work_seconds=self.work_seconds,
+                                      shared=self.shared)
             self.engines.append(engine)
             self.backends.append(backend)
             self.dispatchers.append(Dispatcher(engine, backend))
@@ -232,3 +236,92 @@ async def test_same_task_name_in_two_namespaces_keeps_separate_limits(
     statuses = await db.fetch(
         "SELECT namespace, status, count(*) AS n FROM runs GROUP BY 1, 2 ORDER BY 1")
     assert [tuple(r) for r in statuses] == [("a", "succeeded", 40), ("b", "succeeded", 200)]
+
+
+async def test_wide_limits_hold_while_two_dispatchers_claim_in_lanes(
+    database_url: str, db: asyncpg.Pool
+) -> None:
+    """Limits far from binding are claimed in lanes, several claimers at once
+    (migration 0023); as the running count nears the limit, claims switch to the
+    exclusive gate. maxConcurrency 230 and a per-key limit of 210 on one hot key, with
+    100 other keys beside it, are reached and never exceeded by two dispatchers with
+    300 slots each."""
+    await register_task(db, "wide", maxConcurrency=230)
+    await register_task(db, "hot", perKeyConcurrency=210)
+    wide_keys = [f"tenant-{i % 100}" for i in range(1200)]
+    ids = [*await enqueue_many(db, "wide", wide_keys),
+           *await enqueue_many(db, "hot", ["H"] * 900 + [f"k{i}" for i in range(100)])]
+
+    async with TwoDispatchers(database_url, work_seconds=0.5, slots=300,
+                              claim_batch=50) as stack:
+        samples = await drain(db, ids, timeout=300)
+
+    wide = [sum(n for (_, q, _), n in s.items() if q == "wide") for s in samples]
+    hot = [s.get(("default", "hot", "H"), 0) for s in samples]
+    assert max(wide) <= 230, f"the database showed {max(wide)} running at once (limit 230)"
+    assert max(hot) <= 210, f"key H had {max(hot)} running at once (limit 210)"
+    assert max(wide) == 230 and max(hot) == 210, (
+        f"a limit was never reached ({max(wide)}, {max(hot)}): the test proves nothing")
+    assert stack.shared["peak"][("queue", "default", "wide")] <= 230
+    assert stack.shared["peak"][("key", "H")] <= 210
+    assert all(len(b.started) > 0 for b in stack.backends)
+    assert sorted(r for b in stack.backends for r in b.started) == sorted(ids)
+    assert await db.fetchval("SELECT count(*) FROM attempts WHERE status = 'succeeded'") == 2200
+
+
+async def _claim_in_open_transaction(conn: asyncpg.Connection, limit: int) -> list[uuid.UUID]:
+    rows = await conn.fetch(
+        "SELECT run_id FROM claim_runs('{}', '{}', '{}', $1::integer, 30, 'w', NULL)", limit)
+    return [r["run_id"] for r in rows]
+
+
+@pytest.mark.parametrize("limit", ["maxConcurrency", "perKeyConcurrency"])
+async def test_lanes_admit_in_parallel_within_their_reserve_then_the_gate_tops_up(
+    database_url: str, db: asyncpg.Pool, limit: str
+) -> None:
+    """Four claimers hold the four lanes of a queue at once, each admitting 50 while
+    none has committed; a fifth finds no lane free and takes nothing. Once the
+    running count nears the limit, one claim holds the queue's gate alone and fills
+    it exactly: 300 running, not one more."""
+    await register_task(db, "wide", **{limit: 300})
+    await enqueue_many(db, "wide", ["A"] * 600)
+    assert len(await runs.claim(db, limit=50, lease_seconds=30, worker="w")) == 50
+    assert len(await runs.claim(db, limit=30, lease_seconds=30, worker="w")) == 30
+
+    conns = [await store_pool.connect(database_url) for _ in range(5)]
+    try:
+        txs = [conn.transaction() for conn in conns]
+        for tx in txs:
+            await tx.start()
+        # None of these commits before the last has claimed.
+        taken = [await _claim_in_open_transaction(conn, 50) for conn in conns]
+        assert [len(t) for t in taken] == [50, 50, 50, 50, 0]
+        assert len({r for t in taken for r in t}) == 200
+        for tx in txs:
+            await tx.commit()
+    finally:
+        for conn in conns:
+            await conn.close()
+
+    assert await db.fetchval("SELECT count(*) FROM run_queue WHERE state = 'running'") == 280
+    assert len(await runs.claim(db, limit=50, lease_seconds=30, worker="w")) == 20
+    assert await runs.claim(db, limit=50, lease_seconds=30, worker="w") == []
+    assert await db.fetchval("SELECT count(*) FROM run_queue WHERE state = 'running'") == 300
+
+
+async def test_the_gate_tops_up_a_hot_key_and_walks_the_other_keys(db: asyncpg.Pool) -> None:
+    """Near a per-key limit the claim holds the gate: the hot key gets exactly its
+    remaining places, and the runs of another key queued behind the hot key's backlog
+    fill the rest of the batch (admit_by_key)."""
+    await register_task(db, "hot", perKeyConcurrency=300)
+    hot = await enqueue_many(db, "hot", ["H"] * 400)
+    other = await enqueue_many(db, "hot", ["B"] * 30)
+    # 280 of H running, the oldest runs, in lanes and then under the gate.
+    for n in (50, 50, 50, 50, 50, 30):
+        assert len(await runs.claim(db, limit=n, lease_seconds=30, worker="w")) == n
+    assert await runs.running_counts(db) == {("default", "hot", "H"): 280}
+    claimed = [c.run_id for c in await runs.claim(db, limit=50, lease_seconds=30, worker="w")]
+    assert len([r for r in claimed if r in set(hot)]) == 20
+    assert sorted(r for r in claimed if r not in set(hot)) == sorted(other)
+    assert await runs.running_counts(db) == {("default", "hot", "H"): 300,
+                                             ("default", "hot", "B"): 30}

@@ -84,13 +84,14 @@ async def test_a_queue_that_gains_a_limit_is_not_claimed_unlocked(db: asyncpg.Po
     await register_task(db)
     await enqueue(db)
     async with db.acquire() as conn, conn.transaction():
-        # The two steps of claim_runs, with another session between them.
-        ready = await conn.fetch("SELECT * FROM lock_claimable_queues(NULL)")
+        # The two steps of claim_runs (migration 0023), with another session between them.
+        gates = await conn.fetch("SELECT * FROM claim_gates(NULL, 10)")
         queue_id = await conn.fetchval(
             "SELECT id FROM queues WHERE namespace = 'default' AND name = 't'")
-        assert [(r["queue_id"], r["locked"]) for r in ready] == [(queue_id, False)]
+        # No limit: no gate lock, and admit_heads is to check it still has none.
+        assert [(r["queue_id"], r["reserve"]) for r in gates] == [(queue_id, None)]
         await register_task(db, maxConcurrency=1)  # another session adds a limit meanwhile
-        rows = await conn.fetch(
-            "SELECT * FROM claim_ready_runs('{}', 10, 30.0, 'w', $1)", [queue_id])
-        assert rows == []
+        admitted = await conn.fetch(
+            "SELECT * FROM admit_heads($1, $2, $3, 10)", [queue_id], [None], [10])
+        assert admitted == []
     assert len(await runs.claim(db, limit=10, lease_seconds=30, worker="w")) == 1

@@ -147,11 +147,12 @@ async def test_claim_functions_run_without_jit_and_with_cached_generic_plans(
     rows = await db.fetch(
         "SELECT proname, proconfig FROM pg_proc WHERE pronamespace = 'waypost'::regnamespace "
         "AND proname = ANY($1)",
-        ["lock_claimable_queues", "claim_ready_runs", "claim_runs", "complete_attempts"])
+        ["claim_gates", "admit_heads", "admit_by_key", "start_claimed", "claim_runs",
+         "complete_attempts"])
     config = {r["proname"]: set(r["proconfig"]) for r in rows}
-    assert set(config) == {"lock_claimable_queues", "claim_ready_runs", "claim_runs",
-                           "complete_attempts"}
+    assert set(config) == {"claim_gates", "admit_heads", "admit_by_key", "start_claimed",
+                           "claim_runs", "complete_attempts"}
     assert all("jit=off" in c for c in config.values()), config
-    for name in ("lock_claimable_queues", "claim_ready_runs"):
+    for name in ("claim_gates", "admit_heads", "admit_by_key", "start_claimed"):
         assert {"enable_seqscan=off", "enable_bitmapscan=off",
                 "plan_cache_mode=force_generic_plan"} <= config[name], config[name]
