@@ -242,7 +242,7 @@ async def test_wide_limits_hold_while_two_dispatchers_claim_in_lanes(
     database_url: str, db: asyncpg.Pool
 ) -> None:
     """Limits far from binding are claimed in lanes, several claimers at once
-    (migration 0023); as the running count nears the limit, claims switch to the
+    (migration 0024); as the running count nears the limit, claims switch to the
     exclusive gate. maxConcurrency 230 and a per-key limit of 210 on one hot key, with
     100 other keys beside it, are reached and never exceeded by two dispatchers with
     300 slots each."""

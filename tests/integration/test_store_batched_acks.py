@@ -84,7 +84,7 @@ async def test_a_queue_that_gains_a_limit_is_not_claimed_unlocked(db: asyncpg.Po
     await register_task(db)
     await enqueue(db)
     async with db.acquire() as conn, conn.transaction():
-        # The two steps of claim_runs (migration 0023), with another session between them.
+        # The two steps of claim_runs (migration 0024), with another session between them.
         gates = await conn.fetch("SELECT * FROM claim_gates(NULL, 10)")
         queue_id = await conn.fetchval(
             "SELECT id FROM queues WHERE namespace = 'default' AND name = 't'")

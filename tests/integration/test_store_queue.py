@@ -140,7 +140,7 @@ async def test_claims_read_the_hot_table_through_its_indexes_whatever_the_statis
 async def test_claim_functions_run_without_jit_and_with_cached_generic_plans(
     db: asyncpg.Pool,
 ) -> None:
-    """Settings the claim path depends on (migrations 0005, 0008, 0009): without
+    """Settings the claim path depends on (migrations 0005, 0008, 0009, 0024): without
     ``jit = off`` the priced-out sequential scans pushed the ready check over
     jit_above_cost and every claim spent ~365 ms compiling it; without generic plans
     every call planned its statements again, a hidden millisecond per claim."""
