@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from typing import Any
 
 import asyncpg
 
@@ -156,3 +158,61 @@ async def test_claim_functions_run_without_jit_and_with_cached_generic_plans(
     for name in ("claim_gates", "admit_heads", "admit_by_key", "start_claimed"):
         assert {"enable_seqscan=off", "enable_bitmapscan=off",
                 "plan_cache_mode=force_generic_plan"} <= config[name], config[name]
+
+
+def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every scan node of an EXPLAIN (FORMAT JSON) plan tree."""
+    found = [node] if "Relation Name" in node else []
+    for child in node.get("Plans", []):
+        found += _scans(child)
+    return found
+
+
+async def test_a_claim_finds_its_hot_rows_by_run_id_in_its_generic_plan(
+    db: asyncpg.Pool,
+) -> None:
+    """Guards migration 0021. With 0019's key (run_id, generation), the generic plan
+    of the claim's write, made before any statistics existed, found the admitted runs
+    by reading the whole ready index (a hash join: 59,950 rows for a claim of 10 from
+    60,000 ready, 100 ms); with a unique index on run_id it looks each one up.
+    Autovacuum is kept off run_queue here so that no ANALYZE runs before the plan is
+    made, as in a burst after a quiet spell. Every statement the claim runs is
+    captured by auto_explain: no scan of run_queue may read more than a few rows per
+    claimed run."""
+    await register_task(db)
+    for part in ("run_queue_0", "run_queue_1"):
+        await db.execute(f"ALTER TABLE {part} SET (autovacuum_enabled = off)")
+    n = 20_000
+    await runs.enqueue_bulk(
+        db, namespace="default", task="t", run_ids=[uuid.uuid4() for _ in range(n)],
+        priorities=[None] * n, payloads=[RawJson("{}")] * n, idempotency_keys=[None] * n,
+        concurrency_keys=[None] * n, trace_ids=["0" * 32] * n, source="test")
+    assert await db.fetchval(
+        "SELECT count(*) FROM pg_stats WHERE tablename LIKE 'run_queue%'") == 0
+    plans: list[dict[str, Any]] = []
+    async with db.acquire() as conn:
+        await conn.execute("LOAD 'auto_explain'")
+        for name, value in {"log_min_duration": "0", "log_nested_statements": "on",
+                            "log_analyze": "on", "log_timing": "off", "log_format": "json",
+                            "log_level": "notice"}.items():
+            await conn.execute(f"SET auto_explain.{name} = '{value}'")
+        def capture(_conn: object, msg: asyncpg.PostgresLogMessage) -> None:
+            plans.append(json.loads(msg.message.split("plan:", 1)[1]))
+
+        conn.add_log_listener(capture)
+        try:
+            claimed = await conn.fetch(
+                "SELECT * FROM claim_runs('{}', '{}', '{}', 10, 30, 'w', NULL)")
+        finally:
+            await conn.execute("SET auto_explain.log_min_duration = -1")
+            conn.remove_log_listener(capture)
+    assert len(claimed) == 10
+    writes = [p for p in plans if "UPDATE run_queue" in p["Query Text"]]
+    assert writes, "auto_explain did not capture the claim's write"
+    read: dict[str, int] = {}  # the most rows one scan read, by table and index
+    for plan in plans:
+        for scan in _scans(plan["Plan"]):
+            if scan["Relation Name"].startswith("run_queue"):
+                where = f"{scan['Relation Name']} via {scan.get('Index Name', scan['Node Type'])}"
+                read[where] = max(read.get(where, 0), scan["Actual Rows"] * scan["Actual Loops"])
+    assert read and max(read.values()) <= 50, read
