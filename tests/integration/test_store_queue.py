@@ -216,3 +216,19 @@ async def test_a_claim_finds_its_hot_rows_by_run_id_in_its_generic_plan(
                 where = f"{scan['Relation Name']} via {scan.get('Index Name', scan['Node Type'])}"
                 read[where] = max(read.get(where, 0), scan["Actual Rows"] * scan["Actual Loops"])
     assert read and max(read.values()) <= 50, read
+async def test_a_run_row_stores_its_spec_without_defaults(db: asyncpg.Pool) -> None:
+    """The run row is rewritten whole at its claim and completion: its copy of the spec
+    leaves out what the model's defaults give back (TaskSpec.stored), and the fields
+    SQL reads stay in it."""
+    from waypost.model.task import TaskSpec
+
+    await register_task(db)
+    run_id = await enqueue(db)
+    stored = await db.fetchval("SELECT spec FROM runs WHERE id = $1", run_id)
+    assert stored == {"entrypoint": "examples.hello:hello", "retry": {"maxAttempts": 3},
+                      "cancellation": {"gracePeriodSeconds": 30}}
+    spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello"})
+    [claimed] = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
+    assert TaskSpec.model_validate_json(claimed.spec_json) == spec
+    run = await runs.get(db, run_id)
+    assert run is not None and run.max_attempts == spec.retry.max_attempts
