@@ -216,6 +216,8 @@ async def test_a_claim_finds_its_hot_rows_by_run_id_in_its_generic_plan(
                 where = f"{scan['Relation Name']} via {scan.get('Index Name', scan['Node Type'])}"
                 read[where] = max(read.get(where, 0), scan["Actual Rows"] * scan["Actual Loops"])
     assert read and max(read.values()) <= 50, read
+
+
 async def test_a_run_row_stores_its_spec_without_defaults(db: asyncpg.Pool) -> None:
     """The run row is rewritten whole at its claim and completion: its copy of the spec
     leaves out what the model's defaults give back (TaskSpec.stored), and the fields
