@@ -12,7 +12,11 @@ On a fresh durable Postgres, with a real Jaeger receiving OTLP:
   tracing off: what every leader runs) and ``traces`` (the reader also emitting run
   and queue-wait spans to Jaeger); with ``--ratio``, also ``traces-sampled`` (the
   same with ``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` at that ratio). Runs
-  per second; the modes take turns in each repeat, in a rotating order.
+  per second; the modes take turns in each repeat, in a rotating order. Also the
+  CPU each run cost, in microseconds: of this process (the workers, the reader, the
+  span building and the exporter's thread) and of Postgres (the postmaster's
+  processes). CPU time, unlike throughput, hardly depends on what else the machine
+  runs, so it shows a mode's cost on a shared machine.
 - **Checkpoint latency**: ``ctx.step`` (its function is a no-op, so the figure is
   the checkpoint write through the coordinator's HTTP API), ``--steps`` times for an
   attempt with the runner's spans off and as many for one with them on (exported to
@@ -33,7 +37,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import psutil
 
 from tests import jaeger as jaeger_support
 from waypost.engine import control, telemetry
@@ -50,13 +56,35 @@ OTEL_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER", "OTEL_TRACES
              "OTEL_TRACES_SAMPLER_ARG")
 
 
+class Drained(NamedTuple):
+    rate: float  # runs per second
+    cpu_us: float  # this process's CPU per run
+    pg_cpu_us: float  # Postgres's CPU per run
+
+
+def postgres_cpu(data_dir: Path) -> float:
+    """CPU seconds the cluster's processes used so far: the postmaster's own and its
+    reaped children's, plus its live children's."""
+    pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+    post = psutil.Process(pid)
+    t = post.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in post.children():
+        try:
+            c = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += c.user + c.system
+    return total
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
 
 
-async def drain(app: Standalone, jobs: int, mode: str, endpoint: str,
-                ratio: float = 1.0) -> float:
+async def drain(app: Standalone, jobs: int, mode: str, endpoint: str, data_dir: Path,
+                ratio: float = 1.0) -> Drained:
     engine = app.engine
     for var in OTEL_VARS:
         os.environ.pop(var, None)
@@ -80,14 +108,15 @@ async def drain(app: Standalone, jobs: int, mode: str, endpoint: str,
                 return done
             acks = [(c.run_id, c.claim_token, None) for c in claimed]
 
-    t0 = time.perf_counter()
+    t0, cpu0, pg0 = time.perf_counter(), time.process_time(), postgres_cpu(data_dir)
     total = sum(await asyncio.gather(*(worker() for _ in range(4))))
     seconds = time.perf_counter() - t0
     stop.set()
     if reader is not None:
-        await reader
+        await reader  # its last page, and the exporter's flush, count as this mode's CPU
+    cpu, pg = time.process_time() - cpu0, postgres_cpu(data_dir) - pg0
     assert total == jobs, (total, jobs)
-    return jobs / seconds
+    return Drained(jobs / seconds, cpu / jobs * 1e6, pg / jobs * 1e6)
 
 
 class Stepper:
@@ -167,6 +196,8 @@ async def main() -> None:
     rates: dict[str, list[float]] = {"off": [], "metrics": [], "traces": []}
     if a.ratio:
         rates["traces-sampled"] = []
+    cpus: dict[str, list[float]] = {mode: [] for mode in rates}
+    pg_cpus: dict[str, list[float]] = {mode: [] for mode in rates}
     latency: dict[str, list[tuple[float, float]]] = {"untraced": [], "traced": []}
     loads = [os.getloadavg()[0]]
     try:
@@ -183,9 +214,14 @@ async def main() -> None:
                         spec=TaskSpec.model_validate({"entrypoint": "m:f"})))
                     order = list(rates)
                     for mode in order[rep % len(order):] + order[:rep % len(order)]:
-                        rate = await drain(app, a.jobs, mode, endpoint, a.ratio)
-                        rates[mode].append(rate)
-                        print(f"rep {rep} drain {mode:14s} {rate:8.0f} runs/s", flush=True)
+                        got = await drain(app, a.jobs, mode, endpoint, pg.data_dir,
+                                          a.ratio)
+                        rates[mode].append(got.rate)
+                        cpus[mode].append(got.cpu_us)
+                        pg_cpus[mode].append(got.pg_cpu_us)
+                        print(f"rep {rep} drain {mode:14s} {got.rate:8.0f} runs/s  CPU/run "
+                              f"{got.cpu_us:6.0f} us + Postgres {got.pg_cpu_us:6.0f} us  "
+                              f"load {os.getloadavg()[0]:.1f}", flush=True)
                     lat = await checkpoint_latency(app, a.steps, a.block, endpoint)
                     for label, values in lat.items():
                         latency[label].append((pct(values, 50), pct(values, 99)))
@@ -202,11 +238,21 @@ async def main() -> None:
           f"{max(loads):.1f}):")
     for mode, values in rates.items():
         print(f"  drain {mode:14s} runs/s  {spread(values)}")
+    for mode in rates:
+        print(f"  drain {mode:14s} CPU us/run: this process {spread(cpus[mode])}; "
+              f"Postgres {spread(pg_cpus[mode])}")
+        both = [x + y for x, y in zip(cpus[mode], pg_cpus[mode], strict=True)]
+        print(f"  drain {mode:14s} CPU us/run, both: {spread(both)}")
     base = statistics.median(rates["off"])
     off = statistics.median(rates["metrics"])
     print(f"  metrics reader vs no reader: {100 * (off / base - 1):+.1f}%; "
           f"spans on vs off: {100 * (statistics.median(rates['traces']) / off - 1):+.1f}% "
           f"(medians)")
+    def cpu(mode: str) -> float:
+        return statistics.median(x + y for x, y in zip(cpus[mode], pg_cpus[mode], strict=True))
+    print(f"  CPU per run (both, medians): metrics reader vs no reader "
+          f"{100 * (cpu('metrics') / cpu('off') - 1):+.1f}%; spans on vs off "
+          f"{100 * (cpu('traces') / cpu('metrics') - 1):+.1f}%")
     if a.ratio:
         print(f"  spans sampled at {a.ratio} vs off: "
               f"{100 * (statistics.median(rates['traces-sampled']) / off - 1):+.1f}% (medians)")
