@@ -13,10 +13,13 @@ On a fresh durable Postgres, with a real Jaeger receiving OTLP:
   and queue-wait spans to Jaeger); with ``--ratio``, also ``traces-sampled`` (the
   same with ``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` at that ratio). Runs
   per second; the modes take turns in each repeat, in a rotating order. Also the
-  CPU each run cost, in microseconds: of this process (the workers, the reader, the
-  span building and the exporter's thread) and of Postgres (the postmaster's
-  processes). CPU time, unlike throughput, hardly depends on what else the machine
-  runs, so it shows a mode's cost on a shared machine.
+  CPU each run cost, in microseconds: of this process (the workers and the reader),
+  of the leader's span exporter process (engine.span_process: it builds and exports
+  the spans; counted once it ended, when the reader stops; the bench measures the
+  CPU of its start and stop alone first and takes it off, since a leader starts it
+  once, not once per drain) and of Postgres (the postmaster's processes). CPU time,
+  unlike throughput, hardly depends on what else the machine runs, so it shows a
+  mode's cost on a shared machine.
 - **Checkpoint latency**: ``ctx.step`` (its function is a no-op, so the figure is
   the checkpoint write through the coordinator's HTTP API), ``--steps`` times for an
   attempt with the runner's spans off and as many for one with them on (exported to
@@ -60,6 +63,14 @@ class Drained(NamedTuple):
     rate: float  # runs per second
     cpu_us: float  # this process's CPU per run
     pg_cpu_us: float  # Postgres's CPU per run
+    child_cpu_us: float  # the span exporter process's CPU per run
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's children that ended and were waited for (the
+    span exporter; Jaeger and Postgres run on)."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def postgres_cpu(data_dir: Path) -> float:
@@ -78,13 +89,27 @@ def postgres_cpu(data_dir: Path) -> float:
     return total
 
 
+def exporter_startup_cpu(endpoint: str) -> float:
+    """CPU seconds a span exporter process costs to start and stop (median of 3)."""
+    from waypost.engine import span_process
+
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    costs = []
+    for _ in range(3):
+        before = children_cpu()
+        span_process.SpanProcess(os.environ).shutdown()
+        costs.append(children_cpu() - before)
+    os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return statistics.median(costs)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
 
 
 async def drain(app: Standalone, jobs: int, mode: str, endpoint: str, data_dir: Path,
-                ratio: float = 1.0) -> Drained:
+                ratio: float = 1.0, startup: float = 0.0) -> Drained:
     engine = app.engine
     for var in OTEL_VARS:
         os.environ.pop(var, None)
@@ -109,14 +134,16 @@ async def drain(app: Standalone, jobs: int, mode: str, endpoint: str, data_dir: 
             acks = [(c.run_id, c.claim_token, None) for c in claimed]
 
     t0, cpu0, pg0 = time.perf_counter(), time.process_time(), postgres_cpu(data_dir)
+    child0 = children_cpu()
     total = sum(await asyncio.gather(*(worker() for _ in range(4))))
     seconds = time.perf_counter() - t0
     stop.set()
     if reader is not None:
         await reader  # its last page, and the exporter's flush, count as this mode's CPU
     cpu, pg = time.process_time() - cpu0, postgres_cpu(data_dir) - pg0
+    child = max(0.0, children_cpu() - child0 - (startup if mode.startswith("traces") else 0))
     assert total == jobs, (total, jobs)
-    return Drained(jobs / seconds, cpu / jobs * 1e6, pg / jobs * 1e6)
+    return Drained(jobs / seconds, cpu / jobs * 1e6, pg / jobs * 1e6, child / jobs * 1e6)
 
 
 class Stepper:
@@ -198,12 +225,16 @@ async def main() -> None:
         rates["traces-sampled"] = []
     cpus: dict[str, list[float]] = {mode: [] for mode in rates}
     pg_cpus: dict[str, list[float]] = {mode: [] for mode in rates}
+    child_cpus: dict[str, list[float]] = {mode: [] for mode in rates}
     latency: dict[str, list[tuple[float, float]]] = {"untraced": [], "traced": []}
     loads = [os.getloadavg()[0]]
     try:
         await migrate.apply_dsn(pg.dsn)
         with jaeger_support.running(folder) as jaeger:
             endpoint = jaeger.otlp_endpoint
+            startup = exporter_startup_cpu(endpoint)
+            print(f"span exporter process start and stop: {startup:.2f} CPU s "
+                  f"(taken off each traced drain's figure)", flush=True)
             for rep in range(a.repeats):
                 app = await Standalone(Settings(database_url=pg.dsn, coordinator_port=0,
                                                 telemetry_poll_seconds=1.0),
@@ -215,12 +246,14 @@ async def main() -> None:
                     order = list(rates)
                     for mode in order[rep % len(order):] + order[:rep % len(order)]:
                         got = await drain(app, a.jobs, mode, endpoint, pg.data_dir,
-                                          a.ratio)
+                                          a.ratio, startup)
                         rates[mode].append(got.rate)
                         cpus[mode].append(got.cpu_us)
                         pg_cpus[mode].append(got.pg_cpu_us)
+                        child_cpus[mode].append(got.child_cpu_us)
                         print(f"rep {rep} drain {mode:14s} {got.rate:8.0f} runs/s  CPU/run "
-                              f"{got.cpu_us:6.0f} us + Postgres {got.pg_cpu_us:6.0f} us  "
+                              f"{got.cpu_us:6.0f} us + spans {got.child_cpu_us:6.0f} us + "
+                              f"Postgres {got.pg_cpu_us:6.0f} us  "
                               f"load {os.getloadavg()[0]:.1f}", flush=True)
                     lat = await checkpoint_latency(app, a.steps, a.block, endpoint)
                     for label, values in lat.items():
@@ -234,25 +267,32 @@ async def main() -> None:
             print("Jaeger services:", spans.get("data"))
     finally:
         pg.destroy()
+    def total_cpu(mode: str) -> list[float]:
+        return [x + y + z for x, y, z in zip(cpus[mode], pg_cpus[mode], child_cpus[mode],
+                                              strict=True)]
+
     print(f"\nover {a.repeats} repeats (1-minute load average {min(loads):.1f} to "
           f"{max(loads):.1f}):")
     for mode, values in rates.items():
         print(f"  drain {mode:14s} runs/s  {spread(values)}")
     for mode in rates:
-        print(f"  drain {mode:14s} CPU us/run: this process {spread(cpus[mode])}; "
-              f"Postgres {spread(pg_cpus[mode])}")
-        both = [x + y for x, y in zip(cpus[mode], pg_cpus[mode], strict=True)]
-        print(f"  drain {mode:14s} CPU us/run, both: {spread(both)}")
+        print(f"  drain {mode:14s} CPU us/run: this process {spread(cpus[mode])}")
+        print(f"  drain {mode:14s} CPU us/run: span exporter {spread(child_cpus[mode])}")
+        print(f"  drain {mode:14s} CPU us/run: Postgres {spread(pg_cpus[mode])}")
+        print(f"  drain {mode:14s} CPU us/run, all: {spread(total_cpu(mode))}")
     base = statistics.median(rates["off"])
     off = statistics.median(rates["metrics"])
     print(f"  metrics reader vs no reader: {100 * (off / base - 1):+.1f}%; "
           f"spans on vs off: {100 * (statistics.median(rates['traces']) / off - 1):+.1f}% "
           f"(medians)")
     def cpu(mode: str) -> float:
-        return statistics.median(x + y for x, y in zip(cpus[mode], pg_cpus[mode], strict=True))
-    print(f"  CPU per run (both, medians): metrics reader vs no reader "
+        return statistics.median(total_cpu(mode))
+
+    own = statistics.median(cpus["traces"]) / statistics.median(cpus["metrics"])
+    print(f"  CPU per run (all, medians): metrics reader vs no reader "
           f"{100 * (cpu('metrics') / cpu('off') - 1):+.1f}%; spans on vs off "
-          f"{100 * (cpu('traces') / cpu('metrics') - 1):+.1f}%")
+          f"{100 * (cpu('traces') / cpu('metrics') - 1):+.1f}%; this process alone: "
+          f"{100 * (own - 1):+.1f}%")
     if a.ratio:
         print(f"  spans sampled at {a.ratio} vs off: "
               f"{100 * (statistics.median(rates['traces-sampled']) / off - 1):+.1f}% (medians)")

@@ -81,8 +81,10 @@ def metrics_sink(metrics: RunMetrics) -> Sink:
     return observe
 
 
-async def follow(engine: Engine, stop: asyncio.Event, sinks: Sequence[Sink]) -> None:
-    """Read the event log until ``stop`` and feed ``sinks`` (the leader runs this)."""
+async def follow(engine: Engine, stop: asyncio.Event, sinks: Sequence[Sink],
+                 on_page: Callable[[], None] | None = None) -> None:
+    """Read the event log until ``stop`` and feed ``sinks`` (the leader runs this);
+    ``on_page`` is called after each page that had signals."""
     interval = engine.settings.telemetry_poll_seconds
     cursor: events.Cursor | None = None
     while not stop.is_set():
@@ -99,6 +101,8 @@ async def follow(engine: Engine, stop: asyncio.Event, sinks: Sequence[Sink]) -> 
                     except Exception:
                         # A sink's bug must not stop the others or the reader.
                         log.exception("telemetry sink failed", extra={"kind": signal.kind})
+            if signals and on_page is not None:
+                on_page()
         except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
             log.warning("reading the event log for telemetry failed", extra={"error": str(exc)})
         if not full:
@@ -109,17 +113,17 @@ async def follow(engine: Engine, stop: asyncio.Event, sinks: Sequence[Sink]) -> 
 async def run(engine: Engine, stop: asyncio.Event) -> None:
     """The leader's telemetry loop: metrics always, run spans when tracing is on."""
     sinks: list[Sink] = [metrics_sink(engine.metrics)]
-    emitter = None
+    spans = None
     if sdk_tracing.enabled(os.environ):
-        # Imported only when tracing is on: the OpenTelemetry SDK is optional.
-        from waypost.engine import tracing
+        # Imported only when tracing is on: the OpenTelemetry SDK is optional. The
+        # spans are built and exported by a child process (engine.span_process).
+        from waypost.engine import span_process
 
-        emitter = tracing.span_sink(os.environ)
-        if emitter is not None:
-            sinks.append(emitter)
+        spans = await asyncio.to_thread(span_process.SpanProcess, os.environ)
+        sinks.append(spans)
     try:
-        await follow(engine, stop, sinks)
+        await follow(engine, stop, sinks, spans.end_page if spans is not None else None)
     finally:
-        if emitter is not None:
-            # Flushes what the batch processors still hold.
-            await asyncio.to_thread(emitter.shutdown)
+        if spans is not None:
+            # The child exports what it still holds, then ends.
+            await asyncio.to_thread(spans.shutdown)

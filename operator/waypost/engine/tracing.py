@@ -60,6 +60,14 @@ def run_attributes(s: Signal) -> dict[str, Any]:
     }
 
 
+def makes_span(s: Signal) -> bool:
+    """Whether the leader makes a span of ``s``: a run's end (its run span) or an
+    attempt's start (its queue wait)."""
+    if s.kind == "status":
+        return s.status in FINAL_STATUSES and s.has_previous
+    return s.kind == "attempt_started" and s.available_at is not None
+
+
 class SpanEmitter:
     """Turns signals into finished spans for ``processors``."""
 
@@ -70,11 +78,11 @@ class SpanEmitter:
         self.sampled = sampled or sdk_tracing.trace_sampler({})
 
     def __call__(self, s: Signal) -> None:
-        if not self.sampled(s.trace_id, s.parent_sampled):
+        if not makes_span(s) or not self.sampled(s.trace_id, s.parent_sampled):
             return  # not recorded: the runner's spans of this run are not either
-        if s.kind == "status" and s.status in FINAL_STATUSES and s.has_previous:
+        if s.kind == "status":
             self._run_span(s)
-        elif s.kind == "attempt_started" and s.available_at is not None:
+        else:
             self._queue_wait_span(s)
 
     def _emit(self, span: ReadableSpan) -> None:

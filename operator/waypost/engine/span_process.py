@@ -1,0 +1,112 @@
+"""The leader's run and queue-wait spans, built and exported by a child process.
+
+Building a span and encoding it for OTLP is Python work, about 50 µs a span
+(profiled: 10 to build, 43 to encode), two spans a run. In the leader's process
+it competed with the dispatcher for the interpreter: a drain with spans on cost
+the leader's process about 300 µs more CPU per run than with them off
+(docs/benchmarks.md). The leader now only picks the signals that make a sampled
+span and hands each page of them to a child process (one pickled list per page),
+which builds and exports the spans (:class:`waypost.engine.tracing.SpanEmitter`)
+with the same ``OTEL_*`` variables, on another core when there is one.
+
+Spans are telemetry, not state: when the child falls behind by more than
+``MAX_PAGES`` pages, a page is dropped (and counted in a warning), as the SDK's
+batch processor drops a span that finds its queue full; a child that died is
+logged once and its spans dropped, the leader goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+from collections.abc import Mapping
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from waypost.engine import tracing
+from waypost.sdk import tracing as sdk_tracing
+from waypost.store.telemetry import Signal
+
+log = logging.getLogger("waypost.engine.span_process")
+
+#: Pages waiting for the child at most (each up to telemetry.PAGE signals).
+MAX_PAGES = 8
+#: How long stopping waits for the child to export what it holds.
+STOP_SECONDS = 30.0
+
+
+def _serve(pages: Any) -> None:
+    """The child: build and export the spans of each page until None arrives."""
+    emitter = tracing.span_sink(os.environ)
+    try:
+        while True:
+            page = pages.get()
+            if page is None:
+                return
+            if emitter is not None:
+                for signal in page:
+                    emitter(signal)
+    finally:
+        if emitter is not None:
+            emitter.shutdown()  # flushes what the batch processors hold
+
+
+class SpanProcess:
+    """A telemetry sink that hands the signals of sampled spans to a child process.
+
+    Call it per signal and :meth:`end_page` after each page; :meth:`shutdown` (which
+    blocks) sends what is left and waits for the child's export."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.sampled = sdk_tracing.trace_sampler(env)
+        # spawn, not fork: the leader runs an event loop and threads (asyncpg, the
+        # coordinator's), which a forked child would inherit half-copied.
+        context = multiprocessing.get_context("spawn")
+        self.pages: Any = context.Queue(maxsize=MAX_PAGES)
+        self.process: BaseProcess = context.Process(
+            target=_serve, args=(self.pages,), name="waypost-spans", daemon=True)
+        self.process.start()
+        self.page: list[Signal] = []
+        self.dropped = 0
+        self.dead_logged = False
+
+    def __call__(self, s: Signal) -> None:
+        if tracing.makes_span(s) and self.sampled(s.trace_id, s.parent_sampled):
+            self.page.append(s)
+
+    def end_page(self) -> None:
+        """Send the page's signals to the child (never waits for it)."""
+        if not self.page:
+            return
+        page, self.page = self.page, []
+        if not self.process.is_alive():
+            if not self.dead_logged:
+                log.error("the span exporter process ended; spans are dropped",
+                          extra={"exitcode": self.process.exitcode})
+                self.dead_logged = True
+            return
+        try:
+            self.pages.put_nowait(page)
+        except queue.Full:
+            self.dropped += len(page)
+            log.warning("span exporter behind: signals dropped",
+                        extra={"dropped": len(page), "dropped_total": self.dropped})
+
+    def shutdown(self) -> None:
+        """Send what is left, let the child export it, and stop it."""
+        self.end_page()
+        if self.process.is_alive():
+            try:
+                self.pages.put(None, timeout=STOP_SECONDS)
+            except queue.Full:
+                log.warning("span exporter did not take its stop in time")
+        self.process.join(STOP_SECONDS)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        if self.process.exitcode != 0:
+            # Nobody reads the queue any more: don't wait to flush it at exit.
+            self.pages.cancel_join_thread()
+        self.pages.close()
