@@ -35,6 +35,10 @@ class InsightMirror:
         self.core = client.CoreV1Api(api_client)
         # What this leader last wrote per Task; a Task not in it is read first.
         self._written: dict[tuple[str, str], dict[Pattern, str]] = {}
+        # Whether this leader looked at the Tasks whose patterns stopped: one may have
+        # stopped before this leader's first pass, its Degraded still True from the
+        # previous leader (seen on the cluster after a helm upgrade).
+        self._seeded = False
 
     async def sync(self) -> None:
         await self.sync_conditions()
@@ -56,7 +60,10 @@ class InsightMirror:
         for row in await insights.active(self.engine):
             holding.setdefault((row.namespace, row.task), {})[Pattern(row.pattern)] = str(
                 (row.details or {}).get("summary", ""))
-        for key in sorted(set(holding) | set(self._written)):
+        keys = set(holding) | set(self._written)
+        if not self._seeded:
+            keys |= set(await insights.cleared_tasks(self.engine))
+        for key in sorted(keys):
             patterns = holding.get(key, {})
             if key in self._written and self._written[key] == patterns:
                 continue
@@ -71,6 +78,7 @@ class InsightMirror:
                     self.custom.patch_namespaced_custom_object_status, k8s.GROUP, k8s.VERSION,
                     key[0], k8s.TASK_PLURAL, key[1], {"status": body})
             self._written[key] = patterns
+        self._seeded = True
 
     async def announce(self) -> None:
         for row in await insights.unannounced(self.engine):

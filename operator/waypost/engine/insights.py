@@ -212,6 +212,11 @@ async def active(engine: Engine, namespace: str | None = None,
     return await store.active(engine.pool, namespace, task)
 
 
+async def cleared_tasks(engine: Engine) -> list[tuple[str, str]]:
+    """(namespace, task) of the patterns that stopped within the last day."""
+    return await store.cleared_tasks(engine.pool)
+
+
 async def unannounced(engine: Engine) -> list[store.StoredInsight]:
     """Patterns raised or cleared that Kubernetes was not told of yet."""
     return await store.unannounced(engine.pool)

@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from waypost.store.sql import bind
+from waypost.store.sql import bind, query
 
 DB: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
@@ -110,6 +110,10 @@ async def active(db: DB, namespace: str | None = None,
     rows = await db.fetch(*bind("active_insights", namespace=namespace, task=task))
     return [StoredInsight(r["namespace"], r["task"], r["pattern"], r["since"], r["updated_at"],
                           None, r["details"]) for r in rows]
+
+
+async def cleared_tasks(db: DB) -> list[tuple[str, str]]:
+    return [(r["namespace"], r["task"]) for r in await db.fetch(query("cleared_insight_tasks"))]
 
 
 async def unannounced(db: DB, limit: int = 100) -> list[StoredInsight]:

@@ -190,6 +190,14 @@ WITH cleared AS (
 )
 SELECT namespace, task, pattern FROM cleared;
 
+-- name: cleared_insight_tasks
+-- Tasks with a pattern that stopped (cleared rows are kept a day): a new leader
+-- looks at their Degraded condition once, since the pattern may have stopped
+-- before it wrote anything (its predecessor set the condition True).
+SELECT DISTINCT namespace, task
+FROM task_insights
+WHERE cleared_at IS NOT NULL;
+
 -- name: active_insights
 -- Patterns that hold now, of :namespace/:task when given.
 SELECT namespace, task, pattern, since, updated_at, details
