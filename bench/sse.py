@@ -23,7 +23,16 @@ subscriber process; from /proc, in ms per 1,000 runs) is the steadier figure of
 what subscribers cost.
 
 ``--modes`` adds ``no_event_log``: the drain without subscribers with the event
-log's triggers disabled, i.e. what writing the event rows costs the drain.
+log's triggers disabled, i.e. what writing the event rows costs the drain; and
+``notify_all``: the drain without subscribers where every transaction that writes
+events sends its NOTIFY (one connection LISTENs), i.e. what a pump that always woke
+on NOTIFY instead of reading every interval while busy would cost the writers.
+
+In the subscribers drain the coordinator also records where each delivery's time
+went (``Trace``): commit -> start of the pump's read that returned the event, the
+read, the fan-out to the subscriber's queue, the queue to its stream, the stream to
+the client; and how many reads began after the commit and still missed the event
+(the commit horizon held it back).
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ from bench.stats import pct, summary
 from bench.systems import Waypost
 
 HERE = Path(__file__).resolve().parent
-MODES = ("none", "subscribers", "no_event_log")
+MODES = ("none", "subscribers", "no_event_log", "notify_all")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -273,6 +282,7 @@ class SseBench:
             cwd=HERE.parent, env=env)
         subscriber: subprocess.Popen[str] | None = None
         system = Waypost()
+        listener: asyncpg.Connection | None = None
         committed: dict[uuid.UUID, float] = {}
         try:
             await wait_ready(url)
@@ -280,6 +290,7 @@ class SseBench:
             await system.enqueue_many(a.jobs)
             if mode == "no_event_log":
                 await set_event_log(dsn, enabled=False)
+            listener = await notify_all(dsn) if mode == "notify_all" else None
             if mode == "subscribers":
                 ids = await spread_run_ids(dsn, a.jobs, a.subscribers)
                 ids_file = out.with_suffix(".ids")
@@ -327,6 +338,9 @@ class SseBench:
         finally:
             with contextlib.suppress(Exception):
                 await system.close()
+            with contextlib.suppress(Exception):
+                if listener is not None:
+                    await listener.close()
             for proc in (subscriber, coordinator):
                 if proc is not None and proc.poll() is None:
                     proc.terminate()
@@ -409,6 +423,10 @@ class SseBench:
             off = statistics.median(self.drains["no_event_log"])
             doc["drain_median_no_event_log"] = off
             doc["event_log_cost_percent"] = (off - none) / off * 100
+        if "notify_all" in self.drains:
+            notifying = statistics.median(self.drains["notify_all"])
+            doc["drain_median_notify_all"] = notifying
+            doc["notify_all_loss_percent"] = (none - notifying) / none * 100
         print(json.dumps({k: v for k, v in doc.items() if k != "args"}, indent=2))
         return doc
 
@@ -436,6 +454,19 @@ async def set_event_log(dsn: str, *, enabled: bool) -> None:
             await conn.execute(f'ALTER TABLE waypost.{r["relname"]} {verb} TRIGGER {r["tgname"]}')
     finally:
         await conn.close()
+
+
+async def notify_all(dsn: str) -> asyncpg.Connection:
+    """Make every transaction that writes events NOTIFY (migration 0015's trigger sends
+    one only while a reader is armed); returns the connection that LISTENs."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(
+        "CREATE OR REPLACE FUNCTION waypost.run_events_wake_readers() RETURNS trigger"
+        " LANGUAGE plpgsql SET search_path = waypost, pg_catalog AS $$ BEGIN"
+        " PERFORM pg_notify('waypost_events', pg_current_xact_id()::text); RETURN NULL;"
+        " END $$")
+    await conn.add_listener("waypost_events", lambda *_: None)
+    return conn
 
 
 async def spread_run_ids(dsn: str, jobs: int, n: int) -> list[str]:
@@ -542,7 +573,8 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
         os.environ["BENCH_SSE_PROFILE"] = str(Path(args.profile).resolve())
     if not {"none", "subscribers"} <= set(args.modes) <= set(MODES):
-        p.error(f"--modes: use none,subscribers and optionally no_event_log, not {args.modes}")
+        p.error("--modes: use none,subscribers and optionally no_event_log,notify_all, "
+                f"not {args.modes}")
     bench = SseBench(args)
     asyncio.run(bench.run())
     doc = bench.report()

@@ -100,7 +100,7 @@ class Settings(BaseModel):
                      "when few runs are active, else by vacuum (0: never)."),
     )
     events_poll_seconds: float = Field(
-        0.02, gt=0, le=5,
+        0.01, gt=0, le=5,
         description=("How often the coordinator reads new run events while they keep coming "
                      "and anyone streams them (idle, it waits for a NOTIFY)."),
     )
