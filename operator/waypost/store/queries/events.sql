@@ -35,16 +35,19 @@ ORDER BY e.tx, e.id;
 -- any_new: whether any run's events came after the cursor, filters or not (the
 -- pump stays busy, and writers un-notified, while any do).
 -- Both parts walk run_events_by_tx from the cursor, so a read costs what is new,
--- not what is stored: any_new is the first event by that index (as EXISTS the
--- planner scanned the whole table for it), and each event's run is looked up by
+-- not what is stored: any_new is the first event by that index, bounded by the
+-- horizon in the index condition (as EXISTS the planner scanned the whole table for
+-- it; joined to h, every event above a horizon that an open transaction held back),
+-- and each event's run is looked up by
 -- its key (OFFSET 0 keeps that a per-row lookup: joined, the planner hashed the
 -- whole runs table on every read, 20 ms at 10,000 runs).
 WITH h AS (SELECT pg_snapshot_xmin(s) AS horizon, pg_snapshot_xmax(s) AS xmax,
                   :run_ids::text::uuid[] AS run_ids
            FROM pg_current_snapshot() s),
 n AS (SELECT (
-    SELECT a.tx FROM run_events a, h
-    WHERE (a.tx, a.id) > (:after_tx::text::xid8, :after_id::bigint) AND a.tx < h.horizon
+    SELECT a.tx FROM run_events a
+    WHERE (a.tx, a.id) > (:after_tx::text::xid8, :after_id::bigint)
+      AND a.tx < (SELECT horizon FROM h)
     ORDER BY a.tx, a.id
     LIMIT 1
 ) IS NOT NULL AS any_new)
