@@ -21,7 +21,7 @@ Client commands talk to the coordinator API at --url (WAYPOST_URL, default
 http://127.0.0.1:8080) with --token (WAYPOST_API_TOKEN) when it asks for one.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 the run did not succeed (--wait),
-130 interrupted (Ctrl-C)."""
+130 interrupted (Ctrl-C), 141 the reader of a pipe went away (| head)."""
 
 app = typer.Typer(
     name="waypost", help=HELP, no_args_is_help=True, rich_markup_mode=None,
