@@ -203,7 +203,7 @@ def runner_processes(coordinator_url: str) -> list[psutil.Process]:
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmd = proc.info["cmdline"] or []
-            if "waypost.runner.main" not in cmd:
+            if "waypost.runner.entry" not in cmd and "waypost.runner.main" not in cmd:
                 continue
             if proc.environ().get("WAYPOST_COORDINATOR_URL") == coordinator_url:
                 found.append(proc)

@@ -219,7 +219,7 @@ class ProcessBackend:
             output = asyncio.subprocess.PIPE
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "waypost.runner.main",
+                sys.executable, "-m", "waypost.runner.entry",
                 env=env, stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output,
                 start_new_session=True,  # its own process group, so we can kill the tree
                 limit=OUTPUT_LINE_LIMIT,

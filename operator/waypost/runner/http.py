@@ -21,7 +21,10 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 
+from waypost.runner.early import host_header, split_url
 from waypost.sdk.transport import TransportError
+
+__all__ = ["StreamHTTP", "split_url"]
 
 # Headers and status lines longer than this are not the coordinator's.
 _MAX_LINE = 64 * 1024
@@ -29,28 +32,6 @@ _MAX_LINE = 64 * 1024
 
 class _Stale(Exception):
     """A reused keep-alive connection was closed by the server before it answered."""
-
-
-def split_url(base_url: str) -> tuple[bool, str, int]:
-    """``(https, host, port)`` of an ``http(s)://host[:port][/...]`` URL."""
-    scheme, sep, rest = base_url.partition("://")
-    netloc = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    if not sep or scheme not in ("http", "https") or not netloc:
-        raise ValueError(f"coordinator URL {base_url!r} is not an http(s) URL")
-    https = scheme == "https"
-    port_text = ""
-    if netloc.startswith("["):  # [IPv6]:port
-        host, _, tail = netloc[1:].partition("]")
-        port_text = tail[1:] if tail.startswith(":") else ""
-    else:
-        host, _, port_text = netloc.partition(":")
-    if not host:
-        raise ValueError(f"coordinator URL {base_url!r} is not an http(s) URL")
-    try:
-        port = int(port_text) if port_text else (443 if https else 80)
-    except ValueError:
-        raise ValueError(f"coordinator URL {base_url!r} has a bad port") from None
-    return https, host, port
 
 
 def _target(url: str) -> str:
@@ -80,9 +61,7 @@ class StreamHTTP:
 
     def __init__(self, base_url: str, timeout: float) -> None:
         self._https, self._host, self._port = split_url(base_url)
-        default = 443 if self._https else 80
-        shown = f"[{self._host}]" if ":" in self._host else self._host
-        self._host_header = shown if self._port == default else f"{shown}:{self._port}"
+        self._host_header = host_header(self._https, self._host, self._port)
         self._timeout = timeout
         self._idle: list[_Conn] = []
 

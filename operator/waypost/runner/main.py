@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from waypost.runner import api, attempt, loader, logs, warm
+from waypost.runner import early as early_fetch
 from waypost.sdk import protocol
 from waypost.sdk.errors import AttemptSuperseded, CoordinatorUnavailable, WaypostAPIError
 
@@ -97,14 +99,15 @@ class RunnerConfig:
         return cls(coordinator_url=url, token=token, task_path=(cwd, *extra))
 
 
-async def run_cold(config: RunnerConfig, client: api.RunnerClient | None = None) -> int:
+async def run_cold(config: RunnerConfig, client: api.RunnerClient | None = None,
+                   early: early_fetch.EarlyFetch | None = None) -> int:
     """Fetch the attempt named by the token, run it, and return the exit code."""
     loader.extend_search_path(config.task_path)
     owned = client is None
     runner_api = client or api.RunnerClient(config.coordinator_url, config.token)
     try:
         try:
-            doc = await runner_api.get_attempt()
+            doc = await first_document(runner_api, early)
         except protocol.ProtocolError as exc:
             _log.error("bad attempt document", extra={"error": str(exc)})
             return EXIT_CONFIG
@@ -126,6 +129,20 @@ async def run_cold(config: RunnerConfig, client: api.RunnerClient | None = None)
     finally:
         if owned:
             await runner_api.close()
+
+
+async def first_document(client: api.RunnerClient,
+                         early: early_fetch.EarlyFetch | None) -> protocol.AttemptDocument:
+    """The attempt document: from the request the entrypoint sent before the imports
+    when it was answered with one, else fetched now (with retries and errors)."""
+    if early is not None:
+        body = early.answer()
+        if body is not None:
+            try:
+                return protocol.decode(protocol.AttemptDocument, json.loads(body))
+            except (ValueError, protocol.ProtocolError):
+                pass  # fetched again below, where a bad document is reported
+    return await client.get_attempt()
 
 
 T = TypeVar("T")
@@ -160,11 +177,13 @@ async def _until_sigterm(work: Coroutine[Any, Any, T]) -> T | None:
             loop.remove_signal_handler(signal.SIGTERM)
 
 
-async def run_warm_mode(config: RunnerConfig, warm_config: warm.WarmConfig) -> int:
+async def run_warm_mode(config: RunnerConfig, warm_config: warm.WarmConfig,
+                        early: early_fetch.EarlyFetch | None = None) -> int:
     """Warm mode (``WAYPOST_RUNNER_TOKEN`` set): the first attempt, then the next ones
     the coordinator assigns, until retired (exit 0). SIGTERM stops it as in cold mode."""
     ended = await _until_sigterm(warm.run_warm(
-        config.coordinator_url, config.token, config.task_path, warm_config))
+        config.coordinator_url, config.token, config.task_path, warm_config,
+        first=lambda client: first_document(client, early)))
     if ended is None:
         _log.warning("terminated by SIGTERM; warm runner stopped")
         return EXIT_TERMINATED
@@ -196,8 +215,12 @@ async def run_prewarmed_mode(url: str, entrypoint: str, task_path: tuple[str, ..
     return EXIT_CODES[ended]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entrypoint: run one attempt and exit with its code."""
+def main(argv: Sequence[str] | None = None, *,
+         early: early_fetch.EarlyFetch | None = None) -> None:
+    """Run the attempt (and, warm, the next ones) and exit with its code.
+
+    ``early`` is the attempt's request the ``waypost-runner`` entrypoint
+    (:mod:`waypost.runner.entry`) sent before importing this module."""
     del argv  # configuration comes from the environment only
     logs.configure()
     runner_token = _runner_token(os.environ)
@@ -223,9 +246,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_CONFIG)
     if runner_token:
         code = asyncio.run(run_warm_mode(config, warm.WarmConfig(
-            runner_token=runner_token, scrub_tmp=scrub_tmp)))
+            runner_token=runner_token, scrub_tmp=scrub_tmp), early))
     else:
-        code = asyncio.run(run_cold(config))
+        code = asyncio.run(run_cold(config, early=early))
     if code in (EXIT_STOPPED, EXIT_TERMINATED):
         # A superseded sync task may still be running in its thread, and
         # interpreter shutdown would wait for executor threads the task

@@ -36,6 +36,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,13 +233,19 @@ class WarmRunner:
                 return result.outcome
 
 
-async def first_attempt(runner: WarmRunner, client: api.RunnerClient) -> attempt.AttemptResult:
-    """The attempt the runner was started for, fetched with its cold credential."""
-    return await runner.run_doc(await client.get_attempt(), client)
+FirstDocument = Callable[[api.RunnerClient], Awaitable[protocol.AttemptDocument]]
+
+
+async def first_attempt(runner: WarmRunner, client: api.RunnerClient,
+                        first: FirstDocument | None = None) -> attempt.AttemptResult:
+    """The attempt the runner was started for, fetched with its cold credential
+    (``first`` may have its document already: waypost.runner.early)."""
+    doc = await (first(client) if first is not None else client.get_attempt())
+    return await runner.run_doc(doc, client)
 
 
 async def run_warm(coordinator_url: str, token: str, task_path: tuple[str, ...],
-                   config: WarmConfig) -> attempt.Outcome:
+                   config: WarmConfig, first: FirstDocument | None = None) -> attempt.Outcome:
     """Run the first attempt, then serve assignments until retired.
 
     Returns SUCCEEDED when retired after its runs, otherwise the outcome that
@@ -249,7 +256,7 @@ async def run_warm(coordinator_url: str, token: str, task_path: tuple[str, ...],
     runner = WarmRunner(coordinator_url, config, http)
     try:
         try:
-            result = await first_attempt(runner, runner.deferred_client(token))
+            result = await first_attempt(runner, runner.deferred_client(token), first)
         except AttemptSuperseded:
             return attempt.Outcome.SUPERSEDED
         except (WaypostAPIError, CoordinatorUnavailable) as exc:
