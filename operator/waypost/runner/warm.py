@@ -199,9 +199,12 @@ class WarmRunner:
         if isinstance(client, DeferredClient) and client.result is not None:
             self.completion = (client.credential, client.result)
         self.runs += 1
-        _log.info("warm run finished", extra={
-            "run_id": doc.run_id, "outcome": str(result.outcome), "runs": self.runs,
-            "rss_before_mib": rss_before // 2**20, "rss_after_mib": rss_bytes() // 2**20})
+        # Debug only: the next poll reports the memory, and each line at info is
+        # captured as the run's output (a store write per run on the warm path).
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("warm run finished", extra={
+                "run_id": doc.run_id, "outcome": str(result.outcome), "runs": self.runs,
+                "rss_before_mib": rss_before // 2**20, "rss_after_mib": rss_bytes() // 2**20})
         return result
 
     async def serve(self) -> attempt.Outcome:
