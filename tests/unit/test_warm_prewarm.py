@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from waypost.engine import prewarm
 from waypost.engine.clock import FakeClock
 from waypost.engine.prewarm import RESERVE_MIN_RATE, Demand, plan
 from waypost.engine.warm import PoolMember, RateTracker
@@ -69,3 +70,26 @@ def test_the_global_cap_is_shared_busiest_first_and_never_evicts() -> None:
     # Retired runners whose process has not ended yet still hold their room.
     full = [member(A, idle=True) for _ in range(6)]
     assert plan(demands, full, rates, clock.monotonic(), max_total=6) == {}
+
+
+def test_runners_kept_on_the_rate_alone_leave_room_for_demand() -> None:
+    clock = FakeClock()
+    rates = RateTracker()
+    D = ("default", "d")
+    for key in (A, B, C):
+        for _ in range(10):
+            rates.record(key, clock.monotonic())
+    frequent = [Demand(A, 5, 0), Demand(B, 5, 0), Demand(C, 5, 0)]
+    # A cap of 3: the reserves take two places, never the last one.
+    assert plan(frequent, [], rates, clock.monotonic(), max_total=3) == {A: 1, B: 1}
+    # Another task's attempt finds the last place free and stays warm there; had it
+    # evicted one of the reserves instead, that place is refilled, the last one not.
+    members = [member(B, idle=True)]
+    assert plan([*frequent, Demand(D, 5, 0)], members, rates, clock.monotonic(),
+                max_total=3) == {A: 1}
+    members.append(member(A, idle=True))
+    assert plan(frequent, members, rates, clock.monotonic(), max_total=3) == {}
+    # Runs that wait are demand, not a guess: they may take the last place.
+    assert plan([Demand(C, 5, 1)], members, rates, clock.monotonic(), max_total=3) == {C: 1}
+    # The headroom grows with the cap.
+    assert [prewarm.reserve_headroom(n) for n in (1, 3, 10, 50)] == [1, 1, 1, 5]

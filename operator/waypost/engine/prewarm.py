@@ -17,8 +17,10 @@ adds runners before the demand arrives, from two signals the leader has:
 :func:`plan` decides, purely (a fake clock drives the rates in tests): each task
 wants ``min(maxWarm, max(busy + ready, reserve))`` live runners and gets the
 difference to what it has, busiest task first, only within the global cap's
-free room. Pre-warming never evicts: it is a guess, eviction is for real
-demand (see :func:`waypost.engine.warm.admit`).
+free room; a runner kept on the rate alone also leaves the last places of the
+cap free (:func:`reserve_headroom`), for the attempts that evict to make room.
+Pre-warming never evicts: it is a guess, eviction is for real demand (see
+:func:`waypost.engine.warm.admit`).
 """
 
 from __future__ import annotations
@@ -67,26 +69,39 @@ def plan(
         if not member.idle:
             busy[member.task] = busy.get(member.task, 0) + 1
     room = max(0, max_total - len(members))
-    wanted: list[tuple[float, TaskKey, int]] = []
+    # (rate, task, runners for runs that exist, runners held in reserve on the rate alone)
+    wanted: list[tuple[float, TaskKey, int, int]] = []
     for demand in demands:
         if demand.max_warm <= 0:
             continue
         rate = rates.rate(demand.task, now)
-        reserve = 1 if rate >= min_rate else 0
-        want = min(demand.max_warm, max(busy.get(demand.task, 0) + demand.ready, reserve))
-        missing = want - live.get(demand.task, 0)
-        if missing > 0:
-            wanted.append((rate, demand.task, missing))
+        have = live.get(demand.task, 0)
+        needed = min(demand.max_warm, busy.get(demand.task, 0) + demand.ready)
+        reserve = min(demand.max_warm, 1 if rate >= min_rate else 0)
+        for_runs = max(0, needed - have)
+        on_rate = max(0, max(needed, reserve) - have - for_runs)
+        if for_runs or on_rate:
+            wanted.append((rate, demand.task, for_runs, on_rate))
+    # A runner kept on the rate alone is a guess: it never takes the last
+    # ``headroom`` places, which an attempt that evicted an idle runner for room
+    # must find free (else each pass would refill the room it made, and that task
+    # would run one-shot Pods for ever).
+    headroom = reserve_headroom(max_total)
     result: dict[TaskKey, int] = {}
     # The most frequently run tasks first: their runners are likeliest to serve.
-    for _rate, task, missing in sorted(wanted, key=lambda w: (-w[0], w[1])):
-        if room <= 0:
-            break
-        count = min(missing, room)
-        result[task] = count
+    for _rate, task, for_runs, on_rate in sorted(wanted, key=lambda w: (-w[0], w[1])):
+        count = min(for_runs, room)
         room -= count
+        extra = min(on_rate, max(0, room - headroom))
+        room -= extra
+        if count + extra:
+            result[task] = count + extra
     return result
 
+
+def reserve_headroom(max_total: int) -> int:
+    """Places of the global cap that runners kept on a task's rate alone leave free."""
+    return max(1, max_total // 10)
 
 
 @functools.lru_cache(maxsize=256)
