@@ -3,17 +3,12 @@
 A real third-party fuzzer, with a fixed seed and bounded examples, every check on
 and the API token configured, must find nothing: no 500 (the catch-all's error id
 never appears in the log either), every answer as documented, every invalid
-request refused and every valid one accepted. Every JSON route is in, the event
-streams too: they end at WAYPOST_EVENTS_STREAM_MAX_AGE, set to half a second here.
-
-The UI's HTML pages (tag "ui") are left out, and not only because they are HTML:
-- a page takes the login's session cookie, not the bearer token, so with the token
-  schemathesis only ever reaches the login page (303, then 200), which its auth
-  checks read as "accepts requests without authentication";
-- their errors are HTML pages, their posted forms (x-www-form-urlencoded) have no
-  requestBody in the document, and the 303 to the login is not documented.
-Their query parameters are models (waypost.model.ui) checked by test_ui.py, which
-also drives the pages in a real browser.
+request refused and every valid one accepted. Every route is in: the JSON routes,
+the event streams (they end at WAYPOST_EVENTS_STREAM_MAX_AGE, set to half a second
+here) and the UI's pages (tag "ui"): they take the API token as well as the login's
+session cookie, answer a request without either with the documented 303 to the
+login page, answer errors as pages, and read their posted forms through models
+that the document describes.
 """
 
 from __future__ import annotations
@@ -88,7 +83,6 @@ async def test_schemathesis_finds_no_failure_against_waypost_dev(
             str(BIN / "schemathesis"), "--config-file", str(CONFIG), "--no-color",
             "run", f"{url}/openapi.json", "--checks", "all", "--seed", str(SEED),
             "--max-examples", str(MAX_EXAMPLES), "--header", f"Authorization: Bearer {TOKEN}",
-            "--exclude-tag", "ui",
             "--report", "junit", "--report-dir", str(tmp_path / "report"),
             cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         output, _ = await asyncio.wait_for(fuzz.communicate(), timeout=1500)

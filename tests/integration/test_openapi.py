@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -117,8 +118,12 @@ async def test_every_operation_documents_its_responses(stack: Standalone) -> Non
         responses = op["responses"]
         success = responses[str(route.status)]
         assert success["description"], where
-        content = success["content"]
+        # 204 and 303 have no body (htmx follows HX-Redirect, a browser the Location).
+        content = success.get("content", {})
         types = [route.content_type] if route.content_type != SSE else []
+        if route.status in (204, 303):
+            types = []
+            assert route.status == 204 or success["headers"]["Location"]["required"], where
         assert list(content) == types + ([SSE] if route.events else []), where
         for media in content.values():
             assert "schema" in media, f"{where}: no response schema"
@@ -131,14 +136,32 @@ async def test_every_operation_documents_its_responses(stack: Standalone) -> Non
         if route.response is not None:
             schema = content[route.content_type]["schema"]
             assert resolve(doc, schema["$ref"])["title"] == route.response.__name__, where
-        error = responses["default"]["content"]["application/json"]["schema"]
-        assert resolve(doc, error["$ref"])["title"] == ErrorBody.__name__, where
+        if route.tag == "ui":
+            # A page's errors are pages; without a session or token it sends the browser
+            # to the login page.
+            for code, answer in responses.items():
+                if code == "default" or int(code) >= 400:
+                    assert list(answer["content"]) == ["text/html"], (where, code)
+            if route.auth.value == "user":
+                assert responses["303"]["headers"]["Location"]["required"], where
+                assert op["security"] == [{"apiToken": []}, {"uiSession": []}], where
+        else:
+            error = responses["default"]["content"]["application/json"]["schema"]
+            assert resolve(doc, error["$ref"])["title"] == ErrorBody.__name__, where
         # Path parameters are declared, and only those.
         params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
         assert params == {seg[1:-1] for seg in path.split("/") if seg.startswith("{")}, where
         if route.body is not None:
             body = op["requestBody"]["content"]["application/json"]["schema"]
             assert resolve(doc, body["$ref"])["title"] == route.body.__name__, where
+        if route.form is not None:
+            # A posted form: its model's fields, never null (a form leaves a field out).
+            form = op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+            assert set(form["properties"]) == {
+                f.alias or n for n, f in route.form.model_fields.items()}, where
+            assert "null" not in json.dumps(form), where
+        elif method == "POST" and route.tag == "ui":
+            assert "requestBody" not in op, f"{where}: a form without a model"
         if route.auth.value != "none":
             assert op["security"], f"{where}: authenticated but no security requirement"
     assert len(operation_ids) == len(declared), "operationIds must be unique"

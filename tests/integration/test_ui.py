@@ -204,7 +204,7 @@ async def test_bad_input_gets_a_4xx_page_that_names_it(harness: Harness) -> None
         "/runs/RUN/log-lines?level=loud": (400, "query parameter level"),
         "/runs/RUN/log-lines?attempt=x": (400, "query parameter attempt"),
         "/runs/RUN/checkpoints?key=missing": (404, "has no checkpoint"),
-        "/runs/RUN/replay-form?from=missing": (400, "has no checkpoint"),
+        "/runs/RUN/replay-form?from=missing": (404, "has no checkpoint"),
         # Hostile values are refused as the API refuses them, never a 500 from Postgres
         # or from int(): a digit Python's isdigit takes but int() does not, numbers past
         # a bigint or an integer, NUL characters.
@@ -230,14 +230,30 @@ async def test_bad_input_gets_a_4xx_page_that_names_it(harness: Harness) -> None
     async with harness.http.get(f"{harness.stack.url}/v1/runs?since=yesterday") as resp:
         assert resp.status == 400
         assert "since" in (await resp.json())["error"]["message"]
+    # What is refused before a page's handler runs is a page too (never JSON to a browser).
+    for method, path, kwargs, want, text in (
+            ("PUT", "/tasks", {}, 405, "allowed: GET"),
+            ("GET", "/?q=" + "x" * 9000, {}, 414, "the URL is over the limit"),
+            ("POST", f"/runs/{run.id}/requeue", {"json": {"spec": "current"}}, 415,
+             "application/x-www-form-urlencoded"),
+            ("POST", f"/runs/{run.id}/requeue", {"data": b"spec=\xff\xfe",
+             "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 400,
+             "not a URL-encoded UTF-8 form")):
+        async with harness.http.request(method, harness.stack.url + path, allow_redirects=False,
+                                        **kwargs) as resp:
+            page = await resp.text()
+            assert resp.status == want and resp.content_type == "text/html", (path, page[:300])
+            assert text in page, (path, page[:500])
+            if want == 405:
+                assert resp.headers["Allow"] == "GET"
     # Requeue with nothing selected, or with a malformed id: refused, nothing changes.
     headers = {"HX-Request": "true"}
     async with harness.http.post(f"{harness.stack.url}/dead-letters/requeue", data={},
                                  headers=headers) as resp:
-        assert resp.status == 400 and "select at least one run" in await resp.text()
+        assert resp.status == 400 and "form field run: Field required" in await resp.text()
     async with harness.http.post(f"{harness.stack.url}/dead-letters/requeue",
                                  data={"run": "nope"}, headers=headers) as resp:
-        assert resp.status == 400 and "is not a run id" in await resp.text()
+        assert resp.status == 400 and "form field run.0: " in await resp.text()
     # Posted forms go through the same boundary: hostile JSON in the replay form, a
     # number int() cannot read in a bulk form (both were 500s).
     forms = {
@@ -246,8 +262,8 @@ async def test_bad_input_gets_a_4xx_page_that_names_it(harness: Harness) -> None
             ({"payload": "1" * 5000}, "payload: not valid JSON"),
             ({"payload": '{"a": "b\\u0000"}'}, "payload: not valid JSON"),
         ],
-        "/bulk/run": [({"action": "cancel", "cursor": "\u00b2"}, "cursor must be a whole"),
-                      ({"action": "cancel", "batches": "9" * 30}, "batches must be a whole")],
+        "/bulk/run": [({"action": "cancel", "cursor": "\u00b2"}, "form field cursor"),
+                      ({"action": "cancel", "batches": "9" * 30}, "form field batches")],
     }
     for path, cases in forms.items():
         for data, text in cases:
@@ -344,7 +360,7 @@ async def test_bulk_actions_by_filter_count_first_then_run_in_batches(
                        ([("action", "requeue"), ("since", "yesterday")], "since"),
                        ([("action", "requeue"), ("errorType", "gremlins")], "errorType"),
                        ([("action", "requeue"), ("spec", "newest")], "spec"),
-                       ([("action", "requeue"), ("status", "sleeping")], "statuses"),
+                       ([("action", "requeue"), ("status", "sleeping")], "status"),
                        ([("action", "requeue"), ("cursor", "x")], "cursor")):
         status, body = await post("/bulk/run" if ("cursor", "x") in bad else "/bulk/preview",
                                   bad)
@@ -370,7 +386,7 @@ async def test_requeue_buttons_offer_the_original_spec(harness: Harness) -> None
             "original")
     async with harness.http.post(f"{harness.stack.url}/runs/{dead.id}/requeue",
                                  data={"spec": "newest"}, headers={"HX-Request": "true"}) as resp:
-        assert resp.status == 400 and "spec must be current or original" in await resp.text()
+        assert resp.status == 400 and "form field spec: " in await resp.text()
 
 
 async def test_run_page_buttons_cancel_and_requeue(harness: Harness) -> None:
@@ -451,6 +467,18 @@ async def test_login_is_required_when_a_token_is_set(database_url: str) -> None:
                 assert resp.status == 303
             async with http.get(f"{stack.url}/tasks", allow_redirects=False) as resp:
                 assert resp.status == 303
+        # A script may use the API token on the pages too, as on the JSON API (another
+        # site's form cannot send it); a wrong one is a 401 page.
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer s3cret"}) as http:
+            async with http.get(f"{stack.url}/tasks", allow_redirects=False) as resp:
+                assert resp.status == 200 and "Tasks" in await resp.text()
+            async with http.post(f"{stack.url}/runs/{uuid.uuid4()}/cancel",
+                                 allow_redirects=False) as resp:
+                assert resp.status == 404 and resp.content_type == "text/html"
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer wrong"}) as http, \
+                http.get(f"{stack.url}/tasks", allow_redirects=False) as resp:
+            assert resp.status == 401 and resp.content_type == "text/html"
+            assert "the API token is not valid" in await resp.text()
         # A forged cookie is no session.
         async with aiohttp.ClientSession(cookies={auth.COOKIE: "0" * 64}) as http:
             async with http.get(f"{stack.url}/", allow_redirects=False) as resp:
@@ -529,7 +557,7 @@ async def test_replay_from_the_ui_and_its_refusals(harness: Harness) -> None:
         "checkpoint &#39;order-fetched&#39;: not valid JSON": {
             "from": "order-fetched", "payload": "{}", "checkpoint": "[1,"},
         "nope": {"from": "nope", "payload": "{}"},
-        "spec must be current or original": {"payload": "{}", "spec": "newest"},
+        "form field spec: ": {"payload": "{}", "spec": "newest"},
     }
     for text, form in refusals.items():
         status, body, redirect = await post(form)

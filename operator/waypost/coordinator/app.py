@@ -30,7 +30,7 @@ from waypost.coordinator import (
 )
 from waypost.coordinator.readiness import Readiness
 from waypost.coordinator.routes import Auth, Route, RouteTable
-from waypost.coordinator.wire import error_response, internal_error
+from waypost.coordinator.wire import error_response, internal_error, log_internal_error
 from waypost.engine import attempts, control, insights, scheduler, warm
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity, InvalidCredential
@@ -86,22 +86,22 @@ def _body_limit(limits: Limits) -> tuple[int, str]:
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-def _check_request(request: web.Request) -> web.Response | None:
+def _check_request(request: web.Request) -> tuple[int, str, str] | None:
     """What can be refused before routing to a handler: the URL, the body's framing,
-    the path parameters. Returns the error answer, or None."""
+    the path parameters. Returns the error's status, code and message, or None."""
     if len(request.raw_path) > MAX_URL_BYTES:
-        return error_response(414, "uri_too_long",
+        return (414, "uri_too_long",
                               f"the URL is over the limit of {MAX_URL_BYTES} bytes")
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        return error_response(415, "unsupported_encoding",
+        return (415, "unsupported_encoding",
                               f"Content-Encoding {encoding[:40]!r} is not supported; "
                               "send the body uncompressed")
     if request.method in _BODY_METHODS and request.body_exists:
         cap, said = _body_limit(request.app[ENGINE].settings.limits)
         length = request.content_length
         if length is not None and length > cap:
-            return error_response(413, "too_large",
+            return (413, "too_large",
                                   f"the request body is {length} bytes, over {said}")
     for name, value in request.match_info.items():
         problem = inputs.text_problem(value)
@@ -109,54 +109,82 @@ def _check_request(request: web.Request) -> web.Response | None:
             problem = f"is {len(value)} characters long, over the limit of " \
                       f"{inputs.MAX_NAME_LENGTH}"
         if problem is not None:
-            return error_response(400, "invalid_path", f"path parameter {name}: {problem}")
+            return (400, "invalid_path", f"path parameter {name}: {problem}")
     return None
+
+
+def _is_ui(request: web.Request) -> bool:
+    """Whether the request is for one of the UI's pages (tag ``ui``), whether or not it
+    was routed (a 405 is not)."""
+    return request.app[appkeys.UI_PATHS].fullmatch(request.path) is not None
+
+
+def _ui_error(request: web.Request, status: int, code: str, message: str,
+              headers: dict[str, str] | None = None) -> web.Response:
+    """An error of a UI page as a page (a fragment for htmx) that says what was wrong."""
+    response = dashboard.error_page(request, status, code, message)
+    response.headers.update(headers or {})
+    return response
+
+
+def _error(request: web.Request, status: int, code: str, message: str,
+           headers: dict[str, str] | None = None) -> web.Response:
+    """An error answer: JSON for the API, a page for the UI's pages."""
+    if _is_ui(request):
+        return _ui_error(request, status, code, message, headers)
+    return error_response(status, code, message, headers=headers)
 
 
 @web.middleware
 async def errors_as_json(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every failure becomes a JSON error that says what was wrong: never a stack trace,
-    never the database's address, and no 500 without an error id in the log."""
+    """Every failure becomes an error that says what was wrong, JSON for the API and a
+    page for the UI's pages: never a stack trace, never the database's address, and no
+    500 without an error id in the log."""
     refused = _check_request(request)
     if refused is not None:
-        return refused
+        return _error(request, *refused)
     try:
         return await handler(request)
     except IdempotencyConflict as exc:
+        if _is_ui(request):
+            return _ui_error(request, exc.status, exc.code, exc.message)
         return web.json_response({"error": {"code": exc.code, "message": exc.message,
                                              "runId": exc.run_id}}, status=exc.status)
     except EngineError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+        return _error(request, exc.status, exc.code, exc.message)
     except inputs.UnsafeInput as exc:
-        return error_response(400, "invalid_value", str(exc))
+        return _error(request, 400, "invalid_value", str(exc))
     except ValidationError as exc:
-        return error_response(400, "invalid_body", params.describe_validation(exc))
+        return _error(request, 400, "invalid_body", params.describe_validation(exc))
     except web.HTTPRequestEntityTooLarge:
         _, said = _body_limit(request.app[ENGINE].settings.limits)
-        return error_response(413, "too_large", f"the request body is over {said}")
+        return _error(request, 413, "too_large", f"the request body is over {said}")
     except web.HTTPMethodNotAllowed as exc:
         documented = routes.allowed_methods(request.app[ROUTES], request.path)
         allowed = ", ".join(documented or sorted(exc.allowed_methods))
-        return error_response(405, "method_not_allowed",
-                              f"{request.method} is not allowed on {request.path[:200]}; "
-                              f"allowed: {allowed}", headers={"Allow": allowed})
+        return _error(request, 405, "method_not_allowed",
+                      f"{request.method} is not allowed on {request.path[:200]}; "
+                      f"allowed: {allowed}", headers={"Allow": allowed})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason.lower().replace(" ", "_"),
-                              f"{request.method} {request.path[:200]}: {exc.reason}")
+        return _error(request, exc.status, exc.reason.lower().replace(" ", "_"),
+                      f"{request.method} {request.path[:200]}: {exc.reason}")
     except store_pool.UNAVAILABLE_ERRORS as exc:
         # The exception names the database's host and port: logged, never answered.
         log.warning("store unavailable: %s", str(exc) or type(exc).__name__)
-        return error_response(503, "store_unavailable",
-                              "the database is unavailable, nothing was changed; retry later",
-                              headers={"Retry-After": "1"})
+        return _error(request, 503, "store_unavailable",
+                      "the database is unavailable, nothing was changed; retry later",
+                      headers={"Retry-After": "1"})
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        return internal_error(exc, f"{request.method} {request.path[:200]}")
+        where = f"{request.method} {request.path[:200]}"
+        if _is_ui(request):
+            return _ui_error(request, 500, "internal_error", log_internal_error(exc, where))
+        return internal_error(exc, where)
 
 
 def _check_media_type(request: web.Request) -> None:
@@ -544,16 +572,16 @@ def dashboard_routes(add: Callable[[Route], None]) -> None:
               query=ui_query.ReplayFormQuery))
     add(Route("POST", "/runs/{run_id}/replay", ui.replay_button,
               "UI: replay the run (form fields from, payload, checkpoint, spec)", Auth.USER,
-              "ui", content_type=html, status=204))
+              "ui", content_type=html, status=204, form=ui_query.ReplayForm))
     add(Route("POST", "/runs/{run_id}/cancel", ui.cancel_button, "UI: cancel a run", Auth.USER,
               "ui", content_type=html, status=204))
     add(Route("POST", "/runs/{run_id}/requeue", ui.requeue_button, "UI: requeue a run",
-              Auth.USER, "ui", content_type=html, status=204))
+              Auth.USER, "ui", content_type=html, status=204, form=ui_query.RequeueForm))
     add(Route("GET", "/dead-letters", ui.dead_letters_page, "UI: dead-lettered runs",
               Auth.USER, "ui", content_type=html, query=ui_query.DeadLettersQuery))
     add(Route("POST", "/dead-letters/requeue", ui.requeue_dead_letters,
               "UI: requeue the selected dead-lettered runs (form field run, repeated)",
-              Auth.USER, "ui", content_type=html))
+              Auth.USER, "ui", content_type=html, form=ui_query.DeadLettersRequeueForm))
     bulk_query = {"action": "requeue, replay or cancel.", "task": "Only this task.",
                   "namespace": "Only this namespace.",
                   "status": "Only these statuses (repeated).",
@@ -567,18 +595,18 @@ def dashboard_routes(add: Callable[[Route], None]) -> None:
               content_type=html, query=bulk_query))
     add(Route("POST", "/bulk/preview", bulk_ui.bulk_preview,
               "UI: count the runs a bulk action would take (form fields as /bulk's query)",
-              Auth.USER, "ui", content_type=html))
+              Auth.USER, "ui", content_type=html, form=ui_query.BulkForm))
     add(Route("POST", "/bulk/run", bulk_ui.bulk_run,
               "UI: one batch of a bulk action and the progress so far (form fields as "
               "/bulk's query, plus cursor and the totals so far)",
-              Auth.USER, "ui", content_type=html))
+              Auth.USER, "ui", content_type=html, form=ui_query.BulkRunForm))
     add(Route("GET", "/tasks", ui.tasks_page, "UI: tasks, queues, failure rates, schedules",
               Auth.USER, "ui", content_type=html))
     add(Route("GET", "/login", ui.login_form, "UI: the login form", Auth.NONE, "ui",
               content_type=html))
     add(Route("POST", "/login", ui.login,
               "UI: log in with the API token (form field token); sets the session cookie",
-              Auth.NONE, "ui", content_type=html, status=303))
+              Auth.NONE, "ui", content_type=html, status=303, form=ui_query.LoginForm))
     add(Route("POST", "/logout", ui.logout, "UI: end the session", Auth.NONE, "ui",
               content_type=html, status=303))
     add(Route("GET", "/static/{name}", ui.static, "UI: vendored scripts and styles",
@@ -613,5 +641,6 @@ def create_app(engine: Engine, readiness: Readiness | None = None) -> web.Applic
     app.cleanup_ctx.append(_warm_listener)
     table = route_table()
     app[ROUTES] = table.routes
+    app[appkeys.UI_PATHS] = routes.paths_pattern([r for r in table.routes if r.tag == "ui"])
     table.install(app)
     return app

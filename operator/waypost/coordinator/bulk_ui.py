@@ -17,10 +17,11 @@ from aiohttp import web
 from multidict import MultiMapping
 from pydantic import ValidationError
 
-from waypost.coordinator import appkeys
+from waypost.coordinator import appkeys, params
 from waypost.coordinator import dashboard as ui
 from waypost.engine import bulk, control
 from waypost.engine.errors import InvalidValue
+from waypost.model import ui as ui_query
 from waypost.model.enums import FailureType, RunStatus
 from waypost.model.run import BulkRequest, BulkResult
 
@@ -82,13 +83,20 @@ def _hidden(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _int_field(data: Form, name: str) -> int:
-    raw = str(data.get(name, "0") or "0")
-    # ASCII digits only (str.isdigit takes "²", which int() refuses), and few enough
-    # to stay within a bigint.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise InvalidValue(f"{name} must be a whole number below 10^18, got {raw[:40]!r}")
-    return int(raw)
+def _posted_values(form: ui_query.BulkForm) -> dict[str, Any]:
+    """The values of a posted form (read through its model), as :func:`_form_values`
+    gives them."""
+    fields = form.model_dump(by_alias=True, include={
+        "action", "task", "namespace", "since", "until", "error_type", "dead_lettered", "spec",
+        "from_checkpoint"})
+    values: dict[str, Any] = {k: str(fields.get(k) or "").strip() for k in FIELDS}
+    values["statuses"] = [s for s in form.status if s]
+    return values
+
+
+def _count(value: str | None) -> int:
+    """A count the page posts back (its model allows ASCII digits only, at most 18)."""
+    return int(value or "0")
 
 
 @ui.page
@@ -111,7 +119,7 @@ async def bulk_page(request: web.Request) -> web.Response:
 async def bulk_preview(request: web.Request) -> web.Response:
     """Count the runs the action would take (nothing changes) and offer to go on."""
     engine = request.app[appkeys.ENGINE]
-    values = _form_values(await request.post())
+    values = _posted_values(await params.read_form(request, ui_query.BulkForm))
     body = _request(values, dry_run=True, cursor=None)
     result = await bulk.run_batch(engine, body, requested_by=ui.requested_by(request))
     return ui.render(request, "bulk_result.html", values=values, hidden=_hidden(values),
@@ -123,17 +131,17 @@ async def bulk_preview(request: web.Request) -> web.Response:
 async def bulk_run(request: web.Request) -> web.Response:
     """Apply the action to the next batch; report the progress so far."""
     engine = request.app[appkeys.ENGINE]
-    form = await request.post()
-    values = _form_values(form)
-    cursor = _int_field(form, "cursor") if form.get("cursor") else None
+    form = await params.read_form(request, ui_query.BulkRunForm)
+    values = _posted_values(form)
+    cursor = int(form.cursor) if form.cursor else None
     body = _request(values, dry_run=False, cursor=cursor)
     result: BulkResult = await bulk.run_batch(engine, body,
                                               requested_by=ui.requested_by(request))
     totals = {
-        "batches": _int_field(form, "batches") + 1,
-        "processed": _int_field(form, "processed") + result.processed,
-        "changed": _int_field(form, "changed") + result.changed,
-        "skipped": _int_field(form, "skipped") + result.skipped,
+        "batches": _count(form.batches) + 1,
+        "processed": _count(form.processed) + result.processed,
+        "changed": _count(form.changed) + result.changed,
+        "skipped": _count(form.skipped) + result.skipped,
     }
     return ui.render(request, "bulk_result.html", values=values, hidden=_hidden(values),
                      verb=ACTIONS[body.action], preview=None, result=result,

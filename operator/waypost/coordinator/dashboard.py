@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from waypost.coordinator import appkeys, auth, params, timeline
 from waypost.engine import control, insights, replay, scheduler
 from waypost.engine import events as run_events
-from waypost.engine.errors import EngineError, InvalidValue
+from waypost.engine.errors import EngineError, InvalidValue, RunNotFound
 from waypost.model import inputs
 from waypost.model import ui as ui_query
 from waypost.model.enums import RequeueSpec, RunStatus
@@ -102,6 +102,12 @@ def render(request: web.Request, template: str, status: int = 200,
     return response
 
 
+def error_page(request: web.Request, status: int, code: str, message: str) -> web.Response:
+    """An error as a page that says what was wrong (a fragment for htmx's requests)."""
+    template = "error_fragment.html" if _is_htmx(request) else "error.html"
+    return render(request, template, status=status, code=code, message=message)
+
+
 def _is_htmx(request: web.Request) -> bool:
     return request.headers.get("HX-Request") == "true"
 
@@ -110,19 +116,20 @@ def page(handler: Handler) -> Handler:
     """A UI handler: asks for the login first when a token is set, and shows engine
     errors (unknown run, bad filter) as a page that says what was wrong."""
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        if not auth.has_session(request):
+        given = auth.bearer(request)
+        if given is None and not auth.has_session(request):
             if _is_htmx(request):
                 return web.Response(status=401, headers={"HX-Redirect": "/login"})
             raise web.HTTPSeeOther(f"/login?{urlencode({'next': request.path_qs})}")
-        if request.method not in auth.SAFE_METHODS:
-            auth.require_user(request)  # the cookie must come with the UI's header
+        if given is not None or request.method not in auth.SAFE_METHODS:
+            # A bearer token must be the API token (a script, as with the JSON API); a
+            # change made with the cookie must come with the UI's header.
+            auth.require_user(request)
         started, cpu = time.perf_counter(), time.process_time()
         try:
             response = await handler(request)
         except EngineError as exc:
-            template = "error_fragment.html" if _is_htmx(request) else "error.html"
-            response = render(request, template, status=exc.status, code=exc.code,
-                              message=exc.message)
+            response = error_page(request, exc.status, exc.code, exc.message)
         # The time the page took here (queries and rendering) and the CPU this process
         # spent meanwhile, for browsers' dev tools and for bench.ui_page.
         elapsed = (time.perf_counter() - started) * 1000
@@ -152,12 +159,11 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     """Check the token; on success set the HttpOnly session cookie and go on."""
     expected = request.app[appkeys.ENGINE].settings.api_token
-    form = await request.post()
-    token = form.get("token")
-    target = _safe_next(str(form.get("next") or "/"))
+    form = await params.read_form(request, ui_query.LoginForm)
+    target = _safe_next(form.next or "/")
     if expected is None:
         raise web.HTTPSeeOther(target)
-    if not isinstance(token, str) or not auth.token_matches(token, expected):
+    if not auth.token_matches(form.token, expected):
         return render(request, "login.html", status=401, next=target,
                       error="That token is not valid.")
     response = web.HTTPSeeOther(target)
@@ -308,7 +314,8 @@ def _replay_form(run: Run, key: str | None, payload_text: str | None = None,
     payload and that checkpoint (``checkpoint``: its current JSON, unless the user
     edited it)."""
     if key is not None and key not in {c.key for c in run.checkpoints or []}:
-        raise InvalidValue(f"from: run {run.id} has no checkpoint {key!r}")
+        # Not found, as the checkpoint inspector says: the query itself is valid.
+        raise RunNotFound(f"run {run.id} has no checkpoint {key!r}")
     return {
         "key": key,
         "payload": payload_text if payload_text is not None else _json_text(run.payload, 2),
@@ -345,15 +352,13 @@ async def replay_button(request: web.Request) -> web.Response:
     payload and that checkpoint as edited; opens the new run's page."""
     engine = request.app[appkeys.ENGINE]
     run = await control.get(engine, _run_id(request), details=True)
-    form = await request.post()
-    key = str(form.get("from") or "") or None
-    spec = str(form.get("spec") or "current")
-    if spec not in ("current", "original"):
-        raise InvalidValue(f"spec must be current or original, got {spec!r}")
-    payload = _parse_json(str(form.get("payload") or "null"), "payload")
+    form = await params.read_form(request, ui_query.ReplayForm)
+    key = form.from_ or None
+    spec = form.spec or "current"
+    payload = _parse_json(form.payload or "null", "payload")
     edited: dict[str, Any] | None = None
-    if key is not None and form.get("checkpoint") is not None:
-        data = _parse_json(str(form.get("checkpoint")), f"checkpoint {key!r}")
+    if key is not None and form.checkpoint is not None:
+        data = _parse_json(form.checkpoint, f"checkpoint {key!r}")
         original = next((c.data for c in run.checkpoints or [] if c.key == key), None)
         if data != original:
             edited = {key: data}
@@ -385,11 +390,9 @@ async def cancel_button(request: web.Request) -> web.Response:
     return await _act(request, lambda rid: control.cancel(engine, rid, "cancelled in the UI"))
 
 
-def _spec(value: object) -> RequeueSpec:
-    try:
-        return RequeueSpec(str(value or "current"))
-    except ValueError:
-        raise InvalidValue(f"spec must be current or original, got {value!r}") from None
+def _spec(value: str) -> RequeueSpec:
+    """A form's spec choice (empty: the Task's current spec)."""
+    return RequeueSpec(value or RequeueSpec.CURRENT.value)
 
 
 @page
@@ -397,7 +400,7 @@ async def requeue_button(request: web.Request) -> web.Response:
     """Requeue a dead-lettered or failed run (the run page's button), with the Task's
     current spec or the one it was triggered with (form field spec)."""
     engine = request.app[appkeys.ENGINE]
-    spec = _spec((await request.post()).get("spec"))
+    spec = _spec((await params.read_form(request, ui_query.RequeueForm)).spec)
     return await _act(request, lambda rid: control.requeue(engine, rid, spec))
 
 
@@ -432,14 +435,9 @@ async def dead_letters_page(request: web.Request) -> web.Response:
 async def requeue_dead_letters(request: web.Request) -> web.Response:
     """Requeue the selected dead-lettered runs; reports what was requeued or refused."""
     engine = request.app[appkeys.ENGINE]
-    form = await request.post()
-    chosen = [str(v) for v in form.getall("run", [])]
-    if not chosen:
-        raise InvalidValue("select at least one run to requeue")
-    if len(chosen) > PAGE_SIZE * 4:
-        raise InvalidValue(f"at most {PAGE_SIZE * 4} runs at once, got {len(chosen)}")
-    ids = [control.parse_run_id(v) for v in chosen]
-    spec = _spec(form.get("spec"))
+    form = await params.read_form(request, ui_query.DeadLettersRequeueForm)
+    ids = list(dict.fromkeys(form.run))
+    spec = _spec(form.spec)
     requeued: list[str] = []
     refused: list[tuple[str, str]] = []
     for run_id in ids:

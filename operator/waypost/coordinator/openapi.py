@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import RootModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, RootModel, TypeAdapter, ValidationError
 
+from waypost.coordinator import auth
 from waypost.coordinator.routes import Auth, Route
 from waypost.model import inputs
 from waypost.model.run import ErrorBody
@@ -63,7 +64,7 @@ _ERRORS = {
     409: "The run's state or the idempotency key does not allow this",
     413: "A body or a value over its documented limit",
     414: "The URL is over 8 KiB",
-    415: "A Content-Encoding or a Content-Type other than JSON",
+    415: "A Content-Encoding, or a Content-Type the operation does not take",
     431: "A request header is over 8 KiB",
     500: "An unexpected failure; its error id is in the server's log",
     503: "The database is unavailable (or, for /readyz, the process is not ready)",
@@ -86,9 +87,20 @@ def _query_schema(prop: dict[str, Any]) -> dict[str, Any]:
     return prop
 
 
+def _form_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A posted form's schema: an object of text fields, each never null (a form leaves
+    a field out instead), repeated fields as arrays."""
+    schema = _json_values(model.model_json_schema(by_alias=True))
+    out: dict[str, Any] = {"type": "object", "properties": {
+        name: _query_schema(prop) for name, prop in schema["properties"].items()}}
+    if schema.get("required"):
+        out["required"] = schema["required"]
+    return out
+
+
 def _error_statuses(route: Route, has_params: bool) -> list[int]:
     codes = [405, 414, 431, 500]
-    if has_params or route.body is not None or route.query is not None:
+    if has_params or route.body is not None or route.query is not None or route.form:
         codes.append(400)
     if route.auth is not Auth.NONE:
         codes.append(401)
@@ -102,6 +114,9 @@ def _error_statuses(route: Route, has_params: bool) -> list[int]:
 
 
 SSE = "text/event-stream"
+HTML = "text/html"
+FORM = "application/x-www-form-urlencoded"
+_LOCATION = {"required": True, "schema": {"type": "string"}}
 EVENT_ID_PATTERN = "^[0-9]+-[0-9]+$"
 
 
@@ -140,17 +155,29 @@ def _body_required(model: type[Any]) -> bool:
 def build(routes: list[Route], version: str) -> dict[str, Any]:
     components: dict[str, Any] = {"JsonValue": inputs.json_value_schema()}
     error_ref = _schema_ref(ErrorBody, components)
-    error = {"content": {"application/json": {"schema": error_ref}}}
+    json_error = {"content": {"application/json": {"schema": error_ref}}}
+    # The UI's pages answer errors as pages that say what was wrong.
+    html_error = {"content": {HTML: {"schema": {"type": "string"}}}}
     paths: dict[str, Any] = {}
     for route in routes:
+        ui = route.tag == "ui"
+        error = html_error if ui else json_error
         content: dict[str, Any] = {}
-        if route.content_type != SSE:
+        if route.status in (204, 303):
+            pass  # no body: htmx follows HX-Redirect, a browser the Location
+        elif route.content_type != SSE:
             content[route.content_type] = {
                 "schema": _schema_ref(route.response, components) if route.response else {}}
         if route.events:
             content[SSE] = {"schema": _events_schema(route.events, components)}
-        ok = {"content": content}
+        ok: dict[str, Any] = {"content": content} if content else {}
+        if route.status == 303:
+            ok["headers"] = {"Location": _LOCATION}
         responses: dict[str, Any] = {str(route.status): {"description": "OK", **ok}}
+        if ui and route.auth is Auth.USER:
+            responses["303"] = {"description": "No session (and no API token): the login "
+                                "page, which comes back here after the login",
+                                "headers": {"Location": _LOCATION}}
         for extra in route.also:
             responses[str(extra)] = {"description": "OK", **ok}
         params: list[dict[str, Any]] = [
@@ -185,7 +212,12 @@ def build(routes: list[Route], version: str) -> dict[str, Any]:
         if route.body is not None:
             op["requestBody"] = {"required": _body_required(route.body), "content": {
                 "application/json": {"schema": _schema_ref(route.body, components)}}}
-        if route.auth is Auth.USER:
+        if route.form is not None:
+            op["requestBody"] = {"required": _body_required(route.form), "content": {
+                FORM: {"schema": _form_schema(route.form)}}}
+        if route.auth is Auth.USER and ui:
+            op["security"] = [{"apiToken": []}, {"uiSession": []}]
+        elif route.auth is Auth.USER:
             op["security"] = [{"apiToken": []}]
         elif route.auth is Auth.ATTEMPT:
             op["security"] = [{"attemptCredential": []}]
@@ -206,6 +238,9 @@ def build(routes: list[Route], version: str) -> dict[str, Any]:
                                       "description": "The credential of one attempt."},
                 "runnerCredential": {"type": "http", "scheme": "bearer",
                                      "description": "A warm runner's own credential."},
+                "uiSession": {"type": "apiKey", "in": "cookie", "name": auth.COOKIE,
+                              "description": "The UI's session, set by POST /login; a "
+                              "change made with it needs the HX-Request: true header."},
             },
         },
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,6 +31,8 @@ class Route:
     tag: str
     # A pydantic model or a runner-protocol dataclass (waypost.sdk.protocol).
     body: type[Any] | None = None
+    # A UI page's posted form (application/x-www-form-urlencoded): its model.
+    form: type[BaseModel] | None = None
     response: type[Any] | None = None
     status: int = 200
     also: tuple[int, ...] = ()  # other success statuses
@@ -40,6 +43,14 @@ class Route:
     # Server-sent events the route sends (as its only answer, or with a query flag
     # beside the JSON one): event name -> the model of its JSON data.
     events: dict[str, type[Any]] | None = None
+
+
+def paths_pattern(routes: list[Route]) -> re.Pattern[str]:
+    """A pattern that matches exactly the paths of ``routes`` (a parameter is one
+    segment)."""
+    templates = sorted({r.path for r in routes})
+    return re.compile("|".join(
+        re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(t)) for t in templates))
 
 
 def literal_paths(routes: list[Route]) -> dict[str, list[str]]:

@@ -37,15 +37,20 @@ def error_response(status: int, code: str, message: str,
     return web.json_response(error_body(code, message), status=status, headers=headers)
 
 
-def internal_error(exc: BaseException | None, where: str) -> web.Response:
-    """A JSON 500 whose id is logged with the traceback (the answer has neither)."""
+def log_internal_error(exc: BaseException | None, where: str) -> str:
+    """Log an unexpected failure with its traceback under a new error id; returns the
+    message to answer with (the id, never the traceback)."""
     error_id = uuid.uuid4().hex[:16]
     log.error("internal error %s in %s", error_id, where,
               exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
               extra={"error_id": error_id})
-    return error_response(500, "internal_error",
-                          f"the server failed to handle this request (error id {error_id}, "
-                          "logged by the server); nothing is known to have changed")
+    return (f"the server failed to handle this request (error id {error_id}, "
+            "logged by the server); nothing is known to have changed")
+
+
+def internal_error(exc: BaseException | None, where: str) -> web.Response:
+    """A JSON 500 whose id is logged with the traceback (the answer has neither)."""
+    return error_response(500, "internal_error", log_internal_error(exc, where))
 
 
 class _JsonErrorHandler(RequestHandler):
