@@ -586,3 +586,11 @@ async def test_replay_from_the_ui_and_its_refusals(harness: Harness) -> None:
     async with harness.http.post(f"{harness.stack.url}/runs/{active.id}/replay",
                                  data={"payload": "{}"}, headers=headers) as resp:
         assert resp.status == 409, await resp.text()
+    # Emptied text areas are no value: the payload null, the checkpoint as it was.
+    status, _, redirect = await post({"from": "order-fetched", "payload": "", "checkpoint": ""})
+    assert status == 204 and redirect is not None
+    emptied = await control.get(harness.stack.engine, uuid.UUID(redirect.rsplit("/", 1)[1]),
+                                details=True)
+    assert emptied.payload is None
+    assert [(c.key, c.data) for c in emptied.checkpoints or []] == [("order-fetched",
+                                                                     {"id": "o-1"})]

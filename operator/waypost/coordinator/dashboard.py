@@ -355,9 +355,11 @@ async def replay_button(request: web.Request) -> web.Response:
     form = await params.read_form(request, ui_query.ReplayForm)
     key = form.from_ or None
     spec = form.spec or "current"
+    # An emptied text area is no value, as everywhere on the pages: no payload is null,
+    # no checkpoint text leaves the checkpoint as it was.
     payload = _parse_json(form.payload or "null", "payload")
     edited: dict[str, Any] | None = None
-    if key is not None and form.checkpoint is not None:
+    if key is not None and form.checkpoint:
         data = _parse_json(form.checkpoint, f"checkpoint {key!r}")
         original = next((c.data for c in run.checkpoints or [] if c.key == key), None)
         if data != original:

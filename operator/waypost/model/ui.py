@@ -98,8 +98,8 @@ class DeadLettersQuery(PageQuery):
 
 # The JSON a text area holds, documented as JSON text (a fuzzer sends JSON); what it
 # holds passes the API's input boundary when the form is read (depth, numbers, NUL).
+# Empty is no value. Its size is bounded by the request body's limit (413).
 JsonText = Annotated[ApiText, Field(
-    max_length=2 * 1024 * 1024,
     json_schema_extra={"contentMediaType": "application/json",
                        "contentSchema": {JSON_VALUE_MARKER: True}})]
 Spec = Literal["current", "original", ""]
@@ -129,9 +129,10 @@ class ReplayForm(FormBody):
     from_: Key | None = Field(
         None, alias="from", description="The checkpoint to resume after (empty: the start).")
     payload: JsonText | None = Field(
-        None, description="The replay's payload as JSON text (absent: null).")
+        None, description="The replay's payload as JSON text (absent or empty: null).")
     checkpoint: JsonText | None = Field(
-        None, description="That checkpoint's data as JSON text, as edited.")
+        None, description="That checkpoint's data as JSON text, as edited (absent or "
+        "empty: as it is).")
     spec: Spec = Field("current", description="The Task's current spec or the original.")
 
 
