@@ -13,16 +13,21 @@ import time
 import uuid
 from pathlib import Path
 
+import aiohttp
 import asyncpg
+import pytest
 
 from tests.factories import StalledBackend, settings, wait_for_status
-from tests.integration.test_fencing import wait_until
+from tests.integration.test_fencing import Runner, wait_until
 from waypost.backends.process import ProcessBackend
-from waypost.engine import control
-from waypost.model.enums import RunStatus
-from waypost.model.run import TriggerRequest
+from waypost.engine import attempts, control
+from waypost.engine.credentials import AttemptIdentity
+from waypost.engine.errors import AttemptSuperseded
+from waypost.model.enums import FailureType, RunStatus
+from waypost.model.run import ErrorInfo, TriggerRequest
 from waypost.model.task import TaskDefinition, TaskSpec
 from waypost.standalone import Standalone
+from waypost.store import runs
 
 RUNNERS = 20
 
@@ -94,5 +99,45 @@ async def test_an_attempt_that_never_starts_is_lost_after_the_start_timeout(
         assert time.monotonic() - claimed_at >= 1.9
         assert done.error is not None and done.error.type == "lost"
         assert (uuid.UUID(run.id), "heartbeat lost") in backend.stopped
+    finally:
+        await stack.stop()
+
+
+async def test_a_heartbeat_recorded_after_the_reaper_looked_keeps_the_attempt(
+    database_url: str, db: asyncpg.Pool
+) -> None:
+    """The reaper finds an expired lease, then (the store being slow) a heartbeat is
+    written before the failure is: the failure is refused and the attempt lives on.
+    At load 40 this race lost a healthy attempt: its beats waited 4.6 s in the
+    coordinator, the reaper's query ran meanwhile, and its failure landed after them."""
+    backend = StalledBackend()
+    # A window of hours: the dispatcher's own reaper never judges this attempt.
+    stack = await Standalone(settings(database_url, heartbeat_interval_seconds=3600.0),
+                             backend).start()  # type: ignore[arg-type]
+    try:
+        spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello",
+                                        "retry": {"maxAttempts": 2}})
+        await control.register_task(
+            stack.engine, TaskDefinition(namespace="default", name="raced", spec=spec))
+        run, _ = await control.trigger(stack.engine, "default", "raced", TriggerRequest())
+        await wait_until(lambda: len(backend.launches) == 1)
+        launch = backend.launches[0]
+        ident = AttemptIdentity(launch.run_id, launch.claim_token)
+        lost = ErrorInfo(type=FailureType.LOST, message="presumed lost")
+        expire = "UPDATE run_queue SET lease_expires_at = now() - interval '60 seconds' " \
+                 "WHERE run_id = $1"
+        await db.execute(expire, launch.run_id)
+        assert [r for r, _, _ in await runs.expired_attempts(db, latency=30)] == [launch.run_id]
+        async with aiohttp.ClientSession() as http:
+            runner = Runner(http, stack.url, launch.credential)
+            assert (await runner.call("POST", "heartbeat"))[0] == 200
+        with pytest.raises(AttemptSuperseded):
+            await attempts.fail(stack.engine, ident, lost, lost_after=30)
+        kept = await control.get(stack.engine, uuid.UUID(run.id))
+        assert kept.status == RunStatus.RUNNING and kept.attempt == 1
+        # Without a heartbeat since, the same failure goes through.
+        await db.execute(expire, launch.run_id)
+        assert await attempts.fail(stack.engine, ident, lost, lost_after=30) == (
+            RunStatus.RETRYING)
     finally:
         await stack.stop()

@@ -105,8 +105,9 @@ async def checkpoint(engine: Engine, ident: AttemptIdentity, key: str, data: Any
 
 async def heartbeat(engine: Engine, ident: AttemptIdentity) -> bool:
     """Extend the attempt's lease; True when the run's cancellation was requested."""
-    cancel_requested = await runs.heartbeat(engine.pool, ident.run_id, ident.claim_token,
-                                            engine.settings.lease_seconds)
+    with engine.heartbeat_lag.timing():
+        cancel_requested = await runs.heartbeat(engine.pool, ident.run_id, ident.claim_token,
+                                                engine.settings.lease_seconds)
     if cancel_requested is None:
         raise _superseded(ident)
     return cancel_requested
@@ -142,8 +143,13 @@ async def complete(engine: Engine, ident: AttemptIdentity, result: Any) -> None:
     log.info("attempt succeeded", extra={"run_id": str(ident.run_id)})
 
 
-async def fail(engine: Engine, ident: AttemptIdentity, error: ErrorInfo) -> RunStatus:
-    """Record a failed attempt and decide: retry after backoff, dead-letter, or fail."""
+async def fail(engine: Engine, ident: AttemptIdentity, error: ErrorInfo, *,
+               lost_after: float | None = None) -> RunStatus:
+    """Record a failed attempt and decide: retry after backoff, dead-letter, or fail.
+
+    ``lost_after``: the attempt is failed as lost only if its lease is still over by
+    that many seconds when the failure is written (a heartbeat recorded since the
+    reaper looked keeps it: AttemptSuperseded)."""
     current = await runs.current_attempt(engine.pool, ident.run_id, ident.claim_token)
     if current is None:
         raise _superseded(ident)
@@ -163,14 +169,15 @@ async def fail(engine: Engine, ident: AttemptIdentity, error: ErrorInfo) -> RunS
     if decision.outcome is Outcome.RETRY:
         ok = await runs.retry(
             engine.pool, ident.run_id, ident.claim_token, delay_seconds=decision.delay_seconds,
-            error=stored_error, memory_bytes=decision.memory_bytes,
+            error=stored_error, memory_bytes=decision.memory_bytes, lost_after=lost_after,
         )
         status = RunStatus.RETRYING
     else:
         status = (RunStatus.DEAD_LETTERED if decision.outcome is Outcome.DEAD_LETTER
                   else RunStatus.FAILED)
         ok = await runs.finish_failed(
-            engine.pool, ident.run_id, ident.claim_token, error=stored_error, status=status
+            engine.pool, ident.run_id, ident.claim_token, error=stored_error, status=status,
+            lost_after=lost_after,
         )
     if not ok:
         raise _superseded(ident)
@@ -235,10 +242,11 @@ async def expire_lost_attempts(
     """Fail attempts whose heartbeats stopped, or that never started (no heartbeat within
     the start timeout), and end cancelled runs whose grace period ran out; returns them,
     each with why, so their workers get stopped."""
-    # One heartbeat interval for a beat in flight: on a busy machine a beat sent on
-    # time can be processed after the lease it renews ran out.
-    expired = await runs.expired_attempts(
-        engine.pool, limit, latency=engine.settings.heartbeat_interval_seconds)
+    # One heartbeat interval for a beat in flight, plus the time this coordinator takes
+    # to record one now: on a busy machine a beat sent on time is written after the
+    # lease it renews ran out (engine.heartbeat_lag).
+    latency = engine.settings.heartbeat_interval_seconds + engine.heartbeat_lag.seconds()
+    expired = await runs.expired_attempts(engine.pool, limit, latency=latency)
     lost: list[tuple[AttemptIdentity, str]] = []
     window = engine.settings.lease_seconds
     for run_id, token, cancel_requested in expired:
@@ -248,11 +256,13 @@ async def expire_lost_attempts(
                 await cancelled(engine, ident, "the grace period ran out; the attempt was killed")
                 lost.append((ident, "cancelled: grace period over"))
                 continue
+            # Judged again as the failure is written: a heartbeat recorded since the
+            # query above (it waited for the store as long as this did) keeps it alive.
             await fail(engine, ident, ErrorInfo(
                 type=FailureType.LOST,
                 message=f"no heartbeat for {window:g} s (or no start within the start "
                 "timeout): the attempt is presumed lost",
-            ))
+            ), lost_after=latency)
             lost.append((ident, "heartbeat lost"))
         except AttemptSuperseded:
             continue

@@ -10,6 +10,7 @@ import asyncpg
 from waypost.engine.clock import Clock, SystemClock
 from waypost.engine.completions import CompletionBatcher
 from waypost.engine.credentials import CredentialSigner
+from waypost.engine.heartbeat_lag import HeartbeatLag
 from waypost.engine.metrics import RunMetrics
 from waypost.engine.usage import UsageRecorder
 from waypost.engine.warm import WarmHub
@@ -45,6 +46,8 @@ class Engine:
     metrics: RunMetrics = field(init=False)
     # Runners' memory reports, written in the background (engine.usage).
     usage: UsageRecorder = field(init=False)
+    # How long heartbeats take to be recorded here: the reaper's allowance for it.
+    heartbeat_lag: HeartbeatLag = field(init=False)
 
     def __post_init__(self) -> None:
         pool = self.pool
@@ -52,6 +55,7 @@ class Engine:
         self.usage = UsageRecorder(lambda reports: insights.record_usage(pool, reports))
         self.completions = CompletionBatcher(lambda acks: runs.complete_many(pool, acks))
         self.warm = WarmHub(self)
+        self.heartbeat_lag = HeartbeatLag(self.clock)
 
     @classmethod
     async def open(

@@ -222,10 +222,14 @@ async def complete_many(
 async def retry(
     db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, *,
     delay_seconds: float, error: dict[str, Any], memory_bytes: int,
+    lost_after: float | None = None,
 ) -> bool:
+    """Back to ready after a failure; False when stale (or, with ``lost_after``, when
+    the lease is no longer over by that many seconds)."""
     row = await db.fetchrow(
         *bind("retry_attempt", run_id=run_id, claim_token=claim_token,
-              delay_seconds=delay_seconds, error=error, memory_bytes=memory_bytes)
+              delay_seconds=delay_seconds, error=error, memory_bytes=memory_bytes,
+              lost_after=lost_after)
     )
     return row is not None
 
@@ -242,12 +246,13 @@ async def hand_over(
 
 async def finish_failed(
     db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, *,
-    error: dict[str, Any], status: RunStatus,
+    error: dict[str, Any], status: RunStatus, lost_after: float | None = None,
 ) -> bool:
+    """End the run failed or dead-lettered; False as :func:`retry`."""
     assert status in (RunStatus.FAILED, RunStatus.DEAD_LETTERED)
     row = await db.fetchrow(
         *bind("finish_failed_attempt", run_id=run_id, claim_token=claim_token, error=error,
-              status=str(status))
+              status=str(status), lost_after=lost_after)
     )
     return row is not None
 

@@ -131,12 +131,16 @@ FROM complete_attempts(:run_ids::uuid[], :claim_tokens::bigint[], :results::json
 -- name: retry_attempt
 -- Failure with attempts left: back to ready after the backoff of :delay_seconds,
 -- with the memory limit :memory_bytes for the next attempt. NOTIFY carries the
--- delay so the dispatcher wakes when the run becomes claimable.
+-- delay so the dispatcher wakes when the run becomes claimable. A lost attempt
+-- (:lost_after not null) fails only if its lease is still over by that much: the
+-- row lock makes a heartbeat either land first (and keep it) or find it gone.
 WITH requeued AS (
     UPDATE run_queue
     SET state = 'ready', claim_token = NULL, lease_expires_at = NULL,
         available_at = now() + make_interval(secs => :delay_seconds)
     WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
+      AND (:lost_after::float8 IS NULL
+           OR lease_expires_at < now() - make_interval(secs => :lost_after::float8))
     RETURNING run_id, attempt
 ), run AS (
     UPDATE runs SET status = 'retrying', error = :error::jsonb, memory_bytes = :memory_bytes,
@@ -171,10 +175,13 @@ SELECT run_id, pg_notify('waypost_ready', '') IS NULL AS notified
 FROM requeued;
 
 -- name: finish_failed_attempt
--- Failure without a retry: the run ends as :status ('failed' or 'dead_lettered').
+-- Failure without a retry: the run ends as :status ('failed' or 'dead_lettered'); a
+-- lost attempt only as retry_attempt says.
 WITH finished AS (
     DELETE FROM run_queue
     WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
+      AND (:lost_after::float8 IS NULL
+           OR lease_expires_at < now() - make_interval(secs => :lost_after::float8))
     RETURNING run_id, attempt
 ), run AS (
     UPDATE runs SET status = :status, error = :error::jsonb, finished_at = now(),
