@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from waypost.coordinator import appkeys, auth, params, timeline
 from waypost.engine import control, insights, replay, scheduler
 from waypost.engine import events as run_events
-from waypost.engine.errors import EngineError, InvalidValue, RunNotFound
+from waypost.engine.errors import EngineError, RunNotFound, UnprocessableContent
 from waypost.model import inputs
 from waypost.model import ui as ui_query
 from waypost.model.enums import RequeueSpec, RunStatus
@@ -339,11 +339,12 @@ async def replay_form(request: web.Request) -> web.Response:
 
 def _parse_json(text: str, field_name: str) -> Any:
     """A form field's JSON, through the API's input boundary (depth, huge numbers, NUL
-    and lone surrogates are refused naming the field, never a 500)."""
+    and lone surrogates are refused naming the field, never a 500). The form itself is
+    valid whatever the text: what is refused is its content (422)."""
     try:
         return inputs.check_json(inputs.parse_json(text.encode("utf-8", "surrogatepass")))
     except inputs.UnsafeInput as exc:
-        raise InvalidValue(f"{field_name}: not valid JSON ({exc})") from None
+        raise UnprocessableContent(f"{field_name}: not valid JSON ({exc})") from None
 
 
 @page

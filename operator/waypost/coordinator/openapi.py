@@ -65,6 +65,7 @@ _ERRORS = {
     413: "A body or a value over its documented limit",
     414: "The URL is over 8 KiB",
     415: "A Content-Encoding, or a Content-Type the operation does not take",
+    422: "A form field's JSON text is not JSON, or not JSON the API takes",
     431: "A request header is over 8 KiB",
     500: "An unexpected failure; its error id is in the server's log",
     503: "The database is unavailable (or, for /readyz, the process is not ready)",
@@ -108,6 +109,10 @@ def _error_statuses(route: Route, has_params: bool) -> list[int]:
         codes.append(404)
     if route.method == "POST":
         codes += [409, 413, 415]
+    if route.form is not None and any(
+            prop.get("contentMediaType") == "application/json"
+            for prop in _form_schema(route.form)["properties"].values()):
+        codes.append(422)  # JSON text that is not JSON: the schema only annotates it
     if route.path not in _STATELESS:
         codes.append(503)
     return sorted(codes)

@@ -40,6 +40,15 @@ class InvalidBody(InvalidValue):
     code = "invalid_body"
 
 
+class UnprocessableContent(EngineError):
+    """A well-formed request whose value cannot be used as the content it declares: a
+    form field of JSON text (contentMediaType application/json, which a schema only
+    annotates) that is not JSON, or JSON past the input boundary."""
+
+    code = "invalid_content"
+    status = 422
+
+
 class UnsupportedMediaType(EngineError):
     code = "unsupported_media_type"
     status = 415
