@@ -24,7 +24,7 @@ from waypost.engine import attempts, control
 from waypost.engine.credentials import AttemptIdentity
 from waypost.engine.errors import AttemptSuperseded
 from waypost.model.enums import FailureType, RunStatus
-from waypost.model.run import ErrorInfo, TriggerRequest
+from waypost.model.run import ErrorInfo, Run, TriggerRequest
 from waypost.model.task import TaskDefinition, TaskSpec
 from waypost.standalone import Standalone
 from waypost.store import runs
@@ -74,6 +74,18 @@ async def test_twenty_runners_starting_at_once_with_a_1s_heartbeat_are_not_lost(
         await stack.stop()
 
 
+async def _launch_one(stack: Standalone, backend: StalledBackend, name: str, *,
+                      max_attempts: int) -> Run:
+    """Register a task, trigger one run and wait until the backend was handed it."""
+    spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello",
+                                    "retry": {"maxAttempts": max_attempts}})
+    await control.register_task(
+        stack.engine, TaskDefinition(namespace="default", name=name, spec=spec))
+    run, _ = await control.trigger(stack.engine, "default", name, TriggerRequest())
+    await wait_until(lambda: len(backend.launches) == 1)
+    return run
+
+
 async def test_an_attempt_that_never_starts_is_lost_after_the_start_timeout(
     database_url: str, db: asyncpg.Pool
 ) -> None:
@@ -84,12 +96,7 @@ async def test_an_attempt_that_never_starts_is_lost_after_the_start_timeout(
         backend,  # type: ignore[arg-type]
     ).start()
     try:
-        spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello",
-                                        "retry": {"maxAttempts": 1}})
-        await control.register_task(
-            stack.engine, TaskDefinition(namespace="default", name="stuck", spec=spec))
-        run, _ = await control.trigger(stack.engine, "default", "stuck", TriggerRequest())
-        await wait_until(lambda: len(backend.launches) == 1)
+        run = await _launch_one(stack, backend, "stuck", max_attempts=1)
         claimed_at = time.monotonic()
         # Far past the 0.4 s heartbeat window, inside the 2 s start timeout: still running.
         await asyncio.sleep(1.0)
@@ -115,12 +122,7 @@ async def test_a_heartbeat_recorded_after_the_reaper_looked_keeps_the_attempt(
     stack = await Standalone(settings(database_url, heartbeat_interval_seconds=3600.0),
                              backend).start()  # type: ignore[arg-type]
     try:
-        spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello",
-                                        "retry": {"maxAttempts": 2}})
-        await control.register_task(
-            stack.engine, TaskDefinition(namespace="default", name="raced", spec=spec))
-        run, _ = await control.trigger(stack.engine, "default", "raced", TriggerRequest())
-        await wait_until(lambda: len(backend.launches) == 1)
+        run = await _launch_one(stack, backend, "raced", max_attempts=2)
         launch = backend.launches[0]
         ident = AttemptIdentity(launch.run_id, launch.claim_token)
         lost = ErrorInfo(type=FailureType.LOST, message="presumed lost")
