@@ -34,7 +34,8 @@ e2e-status:
 # `venv` is the top-level Makefile's target (the project venv with kubernetes and pytest).
 e2e: venv
 	@if [ -z "$$KUBECONFIG" ] || [ "$$KUBECONFIG" = "$(E2E_HARNESS_KUBECONFIG)" ]; then e2e/cluster/up; fi
-	WAYPOST_JAEGER="$$(tools/ensure jaeger)" $(E2E_PYTHON) -m pytest e2e/ -v -p no:cacheprovider $(E2E_PYTEST_ARGS)
+	WAYPOST_JAEGER="$$(tools/ensure jaeger)" WAYPOST_PROMETHEUS="$$(tools/ensure prometheus)" \
+	  $(E2E_PYTHON) -m pytest e2e/ -v -p no:cacheprovider $(E2E_PYTEST_ARGS)
 
 e2e-bench: venv
 	@if [ -z "$$KUBECONFIG" ] || [ "$$KUBECONFIG" = "$(E2E_HARNESS_KUBECONFIG)" ]; then e2e/cluster/up; fi

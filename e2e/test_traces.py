@@ -6,6 +6,16 @@ patterns with low thresholds. The operator's run and queue-wait spans and the ru
 Pods' attempt and step spans meet in one trace under the caller's span; a task's
 outgoing HTTP call carries its step's context; each pattern produced by a task shows
 in GET /v1/insights, the Task's Degraded condition, an Event and the metric.
+
+A real Prometheus (built from its Go module; ``make e2e`` passes it as
+``WAYPOST_PROMETHEUS``) scrapes the operator the way the chart's ServiceMonitor
+tells the Prometheus Operator to (the cluster has no Prometheus Operator: the test
+renders the ServiceMonitor and PrometheusRule and turns them into the scrape job and
+rule file the Prometheus Operator would generate, targets from the selected
+Service's EndpointSlices). The dashboard's queries return data and the pattern
+alerts fire. Then the patterns clear (the window shrunk by a helm upgrade): the
+Degraded condition turns False, the ...Cleared Events are posted, the alerts stop.
+The module's tests run in order, each building on the runs of the one before.
 """
 
 from __future__ import annotations
@@ -16,9 +26,11 @@ import os
 import secrets
 import sys
 import threading
+import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -39,7 +51,9 @@ from test_operator import (
     task_ready,
 )
 from tests import jaeger as jaeger_support
+from tests import prometheus as prometheus_support
 from tests.jaeger import Jaeger, parent_of, spans_by_id, tags
+from tests.prometheus import Prometheus
 
 RELEASE = "wptrace"
 # Pods reach this host at the bridge's address (e2e/README.md, Networking).
@@ -124,6 +138,87 @@ def traced_release(helm: str, images: str, tns: str, jaeger: Jaeger,  # noqa: F8
     sh(helm, "uninstall", RELEASE, "--namespace", tns, "--wait", timeout=300, check=False)
 
 
+DASHBOARD = REPO / "charts/waypost/dashboards/waypost.json"
+PATTERN_ALERTS = {("WaypostTimeoutLoop", "sleepy"), ("WaypostCheckpointGap", "sleepy"),
+                  ("WaypostRetryStorm", "always-fails"), ("WaypostMemoryGrowth", "memory-hog")}
+PATTERN_ALERT_NAMES = {name for name, _ in PATTERN_ALERTS}
+HEALTHY = {"process-order", "traced-order"}
+
+
+def rendered_monitoring(helm: str, ns: str) -> tuple[dict[str, Any], dict[str, Any]]:  # noqa: F811
+    """The chart's ServiceMonitor and PrometheusRule for this release (2 s scrapes)."""
+    out = sh(helm, "template", RELEASE, str(CHART), "--namespace", ns,
+             "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true",
+             "--set-string", "serviceMonitor.interval=2s",
+             "--set-string", "serviceMonitor.scrapeTimeout=2s",
+             "--show-only", "templates/servicemonitor.yaml",
+             "--show-only", "templates/prometheusrule.yaml").stdout
+    docs = {d["kind"]: d for d in yaml.safe_load_all(out) if d}
+    return docs["ServiceMonitor"], docs["PrometheusRule"]
+
+
+def monitor_targets(api: client.ApiClient, monitor: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the Prometheus Operator scrapes for ``monitor``: the ready endpoints of the
+    Services its selector picks in its namespaces, at the endpoint's named port, with
+    the labels its relabelling gives (namespace, service, pod, endpoint, job)."""
+    spec = monitor["spec"]
+    [endpoint] = spec["endpoints"]
+    selector = ",".join(f"{k}={v}" for k, v in spec["selector"]["matchLabels"].items())
+    groups = []
+    for ns in spec["namespaceSelector"]["matchNames"]:
+        for svc in client.CoreV1Api(api).list_namespaced_service(
+                ns, label_selector=selector).items:
+            name = svc.metadata.name
+            for eps in client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+                    ns, label_selector=f"kubernetes.io/service-name={name}").items:
+                ports = [p.port for p in eps.ports or [] if p.name == endpoint["port"]]
+                for ep in eps.endpoints or []:
+                    if not ports or not (ep.conditions and ep.conditions.ready):
+                        continue
+                    groups += [{"targets": [f"{address}:{ports[0]}"], "labels": {
+                        "namespace": ns, "service": name, "job": name,
+                        "endpoint": endpoint["port"],
+                        "pod": ep.target_ref.name if ep.target_ref else ""}}
+                        for address in ep.addresses]
+    return groups
+
+
+@dataclass
+class Monitoring:
+    prometheus: Prometheus
+    #: Write the scrape targets again from the EndpointSlices; returns their Pods.
+    retarget: Callable[[], set[str]]
+
+
+@pytest.fixture(scope="module")
+def monitoring(traced_release: dict[str, str], helm: str, api: client.ApiClient,  # noqa: F811
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitoring]:
+    folder = tmp_path_factory.mktemp("prometheus")
+    monitor, rule = rendered_monitoring(helm, traced_release["namespace"])
+    rules = folder / "rules.json"
+    rules.write_text(json.dumps({"groups": rule["spec"]["groups"]}), encoding="utf-8")
+    targets = folder / "targets.json"
+
+    def retarget() -> set[str]:
+        groups = monitor_targets(api, monitor)
+        staged = folder / "targets.json.new"
+        staged.write_text(json.dumps(groups), encoding="utf-8")
+        staged.replace(targets)  # file_sd reads whole files only
+        return {g["labels"]["pod"] for g in groups}
+
+    assert retarget(), "the ServiceMonitor selects no ready endpoint"
+    [endpoint] = monitor["spec"]["endpoints"]
+    job = {"job_name": f"serviceMonitor/{monitor['metadata']['namespace']}/"
+                       f"{monitor['metadata']['name']}/0",
+           "metrics_path": endpoint["path"], "scrape_interval": endpoint["interval"],
+           "scrape_timeout": endpoint["scrapeTimeout"],
+           "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "2s"}]}
+    config = {"global": {"evaluation_interval": "2s"}, "rule_files": [str(rules)],
+              "scrape_configs": [job]}
+    with prometheus_support.running(config, folder) as prom:
+        yield Monitoring(prom, retarget)
+
+
 def http_json(release: dict[str, str], method: str, path: str, body: Any = None,
               headers: dict[str, str] | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
@@ -183,7 +278,7 @@ def test_the_trace_of_a_resumed_run_under_the_callers_span(
 
 
 def test_each_failure_pattern_shows_in_api_condition_event_and_metric(
-    traced_release: dict[str, str],
+    traced_release: dict[str, str], monitoring: Monitoring,  # scraping from here on
 ) -> None:
     ns = traced_release["namespace"]
     ids = [trigger(traced_release, "sleepy", {"seconds": 20})["id"],     # timeout loop + gap
@@ -243,3 +338,100 @@ def test_each_failure_pattern_shows_in_api_condition_event_and_metric(
     dead = [s.value for s in samples if s.name == "waypost_runs_dead_lettered_total"
             and s.labels.get("task") == "always-fails"]
     assert dead == [3.0]
+
+
+def panels() -> list[tuple[str, str]]:
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return [(p["title"], t["expr"]) for p in board["panels"] for t in p.get("targets", [])
+            if t.get("expr")]
+
+
+def firing(prom: Prometheus, ns: str) -> set[tuple[str, str]]:
+    return {(a["labels"]["alertname"], a["labels"].get("task", "")) for a in prom.alerts()
+            if a["state"] == "firing" and a["labels"].get("task_namespace") == ns}
+
+
+def test_a_real_prometheus_scrapes_the_operator_through_the_servicemonitor(
+    traced_release: dict[str, str], monitoring: Monitoring,
+) -> None:
+    ns, prom = traced_release["namespace"], monitoring.prometheus
+    service = f"{RELEASE}-waypost"
+    up = wait_until(lambda: prom.query(f'up{{namespace="{ns}", service="{service}"}} == 1'),
+                    120, "the operator's target up")
+    assert {r["metric"]["endpoint"] for r in up} == {"http"}, up
+    assert all(r["metric"]["pod"].startswith(service) for r in up), up
+
+    # Every panel of the chart's dashboard has data from the cluster's runs (the test
+    # before made the OOM kill and the patterns that two of them show).
+    queries = [(t, e.replace("$namespace", ns)) for t, e in panels()]
+    assert len(queries) >= 15
+
+    def empty() -> list[str]:
+        return [f"{t}: {e}" for t, e in queries if not prom.query(e)]
+    deadline = time.monotonic() + 120
+    while missing := empty():
+        assert time.monotonic() < deadline, f"panels without data: {missing}"
+        time.sleep(1)
+    [dead] = prom.query(f'max(waypost_runs{{status="dead_lettered", namespace="{ns}"}})')
+    assert float(dead["value"][1]) >= 3  # the three always-fails runs (and others)
+    patterns = {(r["metric"]["task"], r["metric"]["pattern"]) for r in prom.query(
+        f'max by (task, pattern) (waypost_task_pattern{{namespace="{ns}"}}) == 1')}
+    assert {("sleepy", "timeout_loop"), ("always-fails", "retry_storm")} <= patterns
+
+    # The chart's alert per pattern fires, for the tasks that have it, not the healthy.
+    def all_firing() -> set[tuple[str, str]] | None:
+        found = firing(prom, ns)
+        return found if found >= PATTERN_ALERTS else None
+    alerts = wait_until(all_firing, 120, f"alerts {sorted(PATTERN_ALERTS)} firing")
+    assert not {task for name, task in alerts if name in PATTERN_ALERT_NAMES} & HEALTHY, alerts
+
+
+def test_the_patterns_clear_on_the_cluster(
+    traced_release: dict[str, str], monitoring: Monitoring, helm: str,  # noqa: F811
+) -> None:
+    ns, prom = traced_release["namespace"], monitoring.prometheus
+    before = monitoring.retarget()
+    # No new evidence, and the window shrinks to 1 s: every pattern's evidence leaves it.
+    # The changed setting rolls the operator (a new leader, which must clear what the
+    # old one raised and announced).
+    sh(helm, "upgrade", RELEASE, str(CHART), "--namespace", ns, "--reuse-values",
+       "--set", "operator.insights.windowSeconds=1", timeout=300)
+    sh(kubectl_bin(), "rollout", "status", f"deployment/{RELEASE}-waypost", "-n", ns,
+       "--timeout=300s", timeout=320)
+
+    def condition(task: str) -> dict[str, Any] | None:
+        obj = json.loads(kubectl("get", "task", task, "-n", ns, "-o", "json").stdout)
+        conds = (obj.get("status") or {}).get("conditions") or []
+        return next((c for c in conds if c["type"] == "Degraded"), None)
+
+    def false(task: str) -> dict[str, Any] | None:
+        cond = condition(task)
+        return cond if cond and cond["status"] == "False" else None
+    for task in ("sleepy", "always-fails", "memory-hog"):
+        cond = wait_until(lambda t=task: false(t), 300, f"{task} Degraded False")
+        assert cond["reason"] == "NoFailurePatterns", cond
+    assert condition("process-order") is None  # never flagged, never written
+
+    want = {"TimeoutLoopCleared", "CheckpointGapCleared", "RetryStormCleared",
+            "MemoryGrowthCleared"}
+
+    def cleared() -> dict[str, str] | None:
+        events = json.loads(kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
+        found = {e["reason"]: e["type"] for e in events
+                 if e["involvedObject"]["kind"] == "Task" and e["reason"].endswith("Cleared")}
+        return found if set(found) >= want else None
+    events = wait_until(cleared, 120, f"Events {sorted(want)}")
+    assert {events[r] for r in want} == {"Normal"}, events
+    assert http_json(traced_release, "GET", f"/v1/insights?namespace={ns}")["items"] == []
+
+    # Prometheus follows the new operator Pod (as the ServiceMonitor's endpoints do)
+    # and the pattern alerts stop firing.
+    def new_pods() -> set[str] | None:
+        pods = monitoring.retarget()
+        return pods if pods and not pods & before else None
+    [pod] = wait_until(new_pods, 180, "the new operator Pod's endpoint only")
+    wait_until(lambda: prom.query(f'up{{namespace="{ns}", pod="{pod}"}} == 1'), 120,
+               "the new operator Pod scraped")
+    wait_until(lambda: not {a for a in firing(prom, ns) if a[0] in PATTERN_ALERT_NAMES}, 120,
+               "no pattern alert firing")
+    assert not prom.query(f'waypost_task_pattern{{namespace="{ns}"}} == 1')

@@ -14,22 +14,18 @@ Prometheus's query API.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import socket
-import subprocess
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from examples import flaky
-from tests.factories import example_stack, stop_process, wait_for_status
+from tests import prometheus as prometheus_support
+from tests.factories import example_stack, wait_for_status
+from tests.prometheus import Prometheus
 from waypost.engine import control
 from waypost.model.enums import RunStatus
 from waypost.model.run import TriggerRequest
@@ -40,32 +36,6 @@ NAMESPACE = "waypost-system"
 # Series that exist only once their event happened: no OOM kill here (the insights
 # test kills a task for memory), no failure pattern (the insights test makes them).
 NEEDS_ANOTHER_TEST = {"waypost_attempt_oom_kills_total", "waypost_task_pattern"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Prometheus:
-    def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-
-    def get(self, path: str, **params: str) -> Any:
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=10) as resp:
-            return json.load(resp)
-
-    def ready(self) -> bool:
-        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as resp:
-            return int(resp.status) == 200
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        answer = self.get("/api/v1/query", query=expr)
-        assert answer["status"] == "success", answer
-        result: list[dict[str, Any]] = answer["data"]["result"]
-        return result
 
 
 @pytest.fixture
@@ -80,37 +50,13 @@ async def stack(
 
 @pytest.fixture
 def prometheus(stack: Standalone, tmp_path: Path) -> Iterator[Prometheus]:
-    binary = os.environ.get("WAYPOST_PROMETHEUS", "")
-    if not binary or not os.access(binary, os.X_OK):
-        pytest.fail('WAYPOST_PROMETHEUS is not set to an executable: run `make test`, or '
-                    'export WAYPOST_PROMETHEUS="$(tools/ensure prometheus)"', pytrace=False)
     target = urllib.parse.urlsplit(stack.url).netloc
-    config = tmp_path / "prometheus.yml"
-    config.write_text(json.dumps({
+    with prometheus_support.running({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [{"job_name": "waypost", "static_configs": [
             {"targets": [target], "labels": {"namespace": NAMESPACE}}]}],
-    }), encoding="utf-8")
-    port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    prom = Prometheus(port)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
-            with contextlib.suppress(OSError):  # not listening yet, or 503 while starting
-                if prom.ready():
-                    break
-            assert time.monotonic() < deadline, "prometheus did not get ready in 60 s"
-            time.sleep(0.2)
+    }, tmp_path) as prom:
         yield prom
-    finally:
-        stop_process(proc)
-        log.close()
 
 
 def panels() -> list[tuple[str, str]]:
