@@ -124,6 +124,7 @@ def traced_release(helm: str, images: str, tns: str, jaeger: Jaeger,  # noqa: F8
        "--timeout=300s", timeout=320)
     manifests = sh(sys.executable, "-m", "waypost.cli", "manifests",
                    "examples.orders", "examples.flaky", "examples.traced",
+                   "examples.cancellable",
                    "--image", EXAMPLES_IMAGE).stdout
     kubectl("apply", "-n", tns, "-f", "-", stdin=manifests)
     # A trigger of a Task the operator has not stored yet is a 404: wait for each
@@ -139,7 +140,8 @@ def traced_release(helm: str, images: str, tns: str, jaeger: Jaeger,  # noqa: F8
 
 
 DASHBOARD = REPO / "charts/waypost/dashboards/waypost.json"
-PATTERN_ALERTS = {("WaypostTimeoutLoop", "sleepy"), ("WaypostCheckpointGap", "sleepy"),
+PATTERN_ALERTS = {("WaypostTimeoutLoop", "sleepy"),
+                  ("WaypostCheckpointGap", "cancellable-loop"),
                   ("WaypostRetryStorm", "always-fails"), ("WaypostMemoryGrowth", "memory-hog")}
 PATTERN_ALERT_NAMES = {name for name, _ in PATTERN_ALERTS}
 HEALTHY = {"process-order", "traced-order"}
@@ -281,12 +283,30 @@ def test_each_failure_pattern_shows_in_api_condition_event_and_metric(
     traced_release: dict[str, str], monitoring: Monitoring,  # scraping from here on
 ) -> None:
     ns = traced_release["namespace"]
-    ids = [trigger(traced_release, "sleepy", {"seconds": 20})["id"],     # timeout loop + gap
+    ids = [trigger(traced_release, "sleepy", {"seconds": 20})["id"],     # timeout loop
            *[trigger(traced_release, "always-fails", {})["id"] for _ in range(3)],  # storm
            trigger(traced_release, "memory-hog", {"mb": 200})["id"]]     # OOM: at the limit
+    # A checkpoint gap: cancellable-loop checkpoints once at its start, then works
+    # until it is cancelled. (sleepy's 5 s deadline counts its Pod's start-up too, so
+    # on a loaded node its task time may stay under the 3 s threshold: a cluster run
+    # saw no gap from it.) Cancelled once it has been running for 15 s
+    # (its Pod's start-up counts as running, and is no gap).
+    gap_run = trigger(traced_release, "cancellable-loop", {})["id"]
+    running_since: list[float] = []
+
+    def ran_long() -> bool:
+        if not running_since:
+            run = http_json(traced_release, "GET", f"/v1/runs/{gap_run}")
+            if run["status"] != "running":
+                return False
+            running_since.append(time.monotonic())
+        return time.monotonic() - running_since[0] >= 15
+    wait_until(ran_long, 300, "cancellable-loop to run 15 s")
+    http_json(traced_release, "POST", f"/v1/runs/{gap_run}/cancel", {})
+    ids.append(gap_run)
     for run_id in ids:
         wait_final(traced_release, run_id, timeout=600)
-    want = {("sleepy", "timeout_loop"), ("sleepy", "checkpoint_gap"),
+    want = {("sleepy", "timeout_loop"), ("cancellable-loop", "checkpoint_gap"),
             ("always-fails", "retry_storm"), ("memory-hog", "memory_growth")}
 
     # With the 3 s gap threshold, an attempt of memory-hog that a loaded node takes
@@ -314,7 +334,7 @@ def test_each_failure_pattern_shows_in_api_condition_event_and_metric(
         if cond and cond["status"] == "True" and all(r in cond["message"] for r in reasons):
             return cond
         return None
-    for task, names in [("sleepy", ["TimeoutLoop", "CheckpointGap"]),
+    for task, names in [("sleepy", ["TimeoutLoop"]), ("cancellable-loop", ["CheckpointGap"]),
                         ("always-fails", ["RetryStorm"]), ("memory-hog", ["MemoryGrowth"])]:
         cond = wait_until(lambda t=task, n=names: degraded(t, n), 120,
                           f"{task} Degraded condition naming {names}")
@@ -376,7 +396,8 @@ def test_a_real_prometheus_scrapes_the_operator_through_the_servicemonitor(
     assert float(dead["value"][1]) >= 3  # the three always-fails runs (and others)
     patterns = {(r["metric"]["task"], r["metric"]["pattern"]) for r in prom.query(
         f'max by (task, pattern) (waypost_task_pattern{{namespace="{ns}"}}) == 1')}
-    assert {("sleepy", "timeout_loop"), ("always-fails", "retry_storm")} <= patterns
+    assert {("sleepy", "timeout_loop"), ("always-fails", "retry_storm"),
+            ("cancellable-loop", "checkpoint_gap")} <= patterns
 
     # The chart's alert per pattern fires, for the tasks that have it, not the healthy.
     def all_firing() -> set[tuple[str, str]] | None:
@@ -407,7 +428,7 @@ def test_the_patterns_clear_on_the_cluster(
     def false(task: str) -> dict[str, Any] | None:
         cond = condition(task)
         return cond if cond and cond["status"] == "False" else None
-    for task in ("sleepy", "always-fails", "memory-hog"):
+    for task in ("sleepy", "cancellable-loop", "always-fails", "memory-hog"):
         cond = wait_until(lambda t=task: false(t), 300, f"{task} Degraded False")
         assert cond["reason"] == "NoFailurePatterns", cond
     assert condition("process-order") is None  # never flagged, never written
