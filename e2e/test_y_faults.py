@@ -255,7 +255,13 @@ class Component:
         self.cmd = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
         env_raw = Path(f"/proc/{pid}/environ").read_bytes().rstrip(b"\0").split(b"\0")
         self.env = dict(e.decode().split("=", 1) for e in env_raw if b"=" in e)
-        self.cwd = os.readlink(f"/proc/{pid}/cwd")
+        # The directory `up` ran in: some helper's worktree, often gone by now (every
+        # path the components are given is absolute, so "/" serves as well). Starting
+        # the apiserver again in a removed directory raised FileNotFoundError in the
+        # scenario's finally and left the cluster without an apiserver (run of
+        # 2026-11-29 21:37).
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        self.cwd = cwd if os.path.isdir(cwd) else "/"
         self.pid = pid
 
     def stop(self, patience: float = 15.0) -> None:
@@ -276,6 +282,8 @@ class Component:
         """Start it again (unless it never stopped): always called, in a finally."""
         if _alive(self.pid):
             return
+        if not os.path.isdir(self.cwd):
+            self.cwd = "/"
         with open(LOGDIR / f"{self.name}.log", "ab") as log:
             proc = subprocess.Popen([c.decode() for c in self.cmd], env=self.env, cwd=self.cwd,
                                     stdout=log, stderr=subprocess.STDOUT,
