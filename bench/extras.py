@@ -76,17 +76,44 @@ async def checkpoints(b: Bench) -> None:
                 await sys_.close()
 
 
+def _claim_before_0024() -> str:
+    """claim_runs as the release before migration 0024 ran it (its last definition,
+    in migration 0010: queues with a limit locked by row, FOR UPDATE SKIP LOCKED),
+    over lock_claimable_queues and claim_ready_runs, which 0024 keeps."""
+    from importlib import resources
+
+    text = (resources.files("waypost.store") / "migrations" /
+            "0010_queues_per_namespace.sql").read_text()
+    start = text.index("CREATE OR REPLACE FUNCTION claim_runs(")
+    end = text.index("$$;", start) + 3
+    return (f"SET search_path = waypost; {text[start:end]} "
+            "ALTER FUNCTION claim_runs(uuid[], bigint[], jsonb[], integer, double precision, "
+            "text, bigint) SET jit = off;")
+
+
 async def limits(b: Bench) -> None:
     """The same drain with no limit, a queue maxConcurrency and a per-key limit (100
     keys), none of them binding: what computing the limits costs. And the drain with
-    one acknowledgement (one commit) per run instead of batched acknowledgements."""
+    one acknowledgement (one commit) per run instead of batched acknowledgements.
+    With --limits-before, the two limits again with the claim of the release before
+    migration 0024, in the same rotation (an A/B under the same load)."""
     a = b.args
     variants = [("none", "noop", 0, False), ("queue_limit", "noop-queue-limit", 0, False),
                 ("key_limit", "noop-key-limit", 100, False), ("ack_each", "noop", 0, True)]
+    if a.limits_before:
+        variants += [("queue_limit_before", "noop-queue-limit", 0, False),
+                     ("key_limit_before", "noop-key-limit", 100, False)]
     for rep in range(a.repeats):
         k = rep % len(variants)
+        rates: dict[str, float] = {}
         for label, task, keys, ack_each in variants[k:] + variants[:k]:
             async with b.database("waypost") as db:
+                if label.endswith("_before"):
+                    conn = await asyncpg.connect(b.pg.dsn_for(db))
+                    try:
+                        await conn.execute(_claim_before_0024())
+                    finally:
+                        await conn.close()
                 sys_ = Waypost(task=task, keys=keys, ack_each=ack_each)
                 await sys_.open(b.pg.dsn_for(db), a.workers)
                 left = a.limit_jobs
@@ -101,9 +128,16 @@ async def limits(b: Bench) -> None:
                 rate = a.limit_jobs / (now() - t)
                 await sys_.close()
                 b.results.add("limits", "waypost", f"{label}_runs_per_s", rate)
+                rates[label] = rate
                 print(f"  rep {rep} limits {label}: {rate:,.0f} runs/s", flush=True)
+        # Each repeat's own ratio to its own plain drain, so that the spread of the
+        # overhead shows beside the overhead of the medians.
+        for label, rate in rates.items():
+            if "limit" in label:
+                b.results.add("limits", "waypost", f"{label}_overhead_pct_by_repeat",
+                              (rates["none"] / rate - 1) * 100)
     base = b.results.median("limits", "waypost", "none_runs_per_s")
-    for label in ("queue_limit", "key_limit"):
+    for label in ("queue_limit", "key_limit", "queue_limit_before", "key_limit_before"):
         v = b.results.median("limits", "waypost", f"{label}_runs_per_s")
         if base and v:
             b.results.add("limits", "waypost", f"{label}_overhead_pct", (base / v - 1) * 100)

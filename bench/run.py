@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="checkpoint writes per size")
     p.add_argument("--limit-jobs", type=int, default=3000 if quick else 10_000,
                    help="runs per drain in the concurrency-limit comparison")
+    p.add_argument("--limits-before", action="store_true",
+                   help="limits: also drain with the claim of the release before migration "
+                        "0024 (queues with a limit locked by row), in the same rotation")
     p.add_argument("--bloat-seconds", type=float, default=10 if quick else 300,
                    help="steady run before the bloat reading (the issue: 5 minutes)")
     p.add_argument("--bloat-runs", default="",
