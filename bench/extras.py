@@ -121,12 +121,26 @@ async def limits(b: Bench) -> None:
                     k = min(a.bulk_size, left)
                     await sys_.enqueue_many(k)
                     left -= k
+                await b.reset_statements()
                 t = now()
                 await sys_.start_workers(a.workers, a.batch, lambda t0: None,
                                          drain_count=a.limit_jobs)
                 await asyncio.wait_for(sys_.wait_workers(), 3600)
                 rate = a.limit_jobs / (now() - t)
                 await sys_.close()
+                # Server time of the drain's top-level statements (the claim calls and
+                # what the drain's acknowledgements add), per run: what the claim costs
+                # the database, less sensitive than the rate to how the client is scheduled.
+                admin = await b.admin()
+                try:
+                    db_ms = await admin.fetchval(
+                        """SELECT coalesce(sum(s.total_exec_time), 0) FROM pg_stat_statements s
+                           JOIN pg_database d ON d.oid = s.dbid
+                           WHERE d.datname = $1 AND s.toplevel""", db)
+                finally:
+                    await admin.close()
+                b.results.add("limits", "waypost", f"{label}_db_us_per_run",
+                              float(db_ms) * 1000 / a.limit_jobs)
                 b.results.add("limits", "waypost", f"{label}_runs_per_s", rate)
                 rates[label] = rate
                 print(f"  rep {rep} limits {label}: {rate:,.0f} runs/s", flush=True)
