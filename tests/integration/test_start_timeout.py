@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -141,5 +142,42 @@ async def test_a_heartbeat_recorded_after_the_reaper_looked_keeps_the_attempt(
         await db.execute(expire, launch.run_id)
         assert await attempts.fail(stack.engine, ident, lost, lost_after=30) == (
             RunStatus.RETRYING)
+    finally:
+        await stack.stop()
+
+
+async def test_heartbeats_slow_to_record_do_not_lose_a_live_runner(
+    database_url: str, db: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every heartbeat takes 2.5 s to be recorded (a saturated pool, a starved
+    database), longer than the 1 s lease plus its 0.5 s allowance: the reaper counts
+    that time as the coordinator's (engine.heartbeat_lag), and the runner, alive and
+    beating all along, finishes its attempt."""
+    record = runs.heartbeat
+
+    async def slow_heartbeat(*args: Any, **kwargs: Any) -> bool | None:
+        await asyncio.sleep(2.5)
+        return await record(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "heartbeat", slow_heartbeat)
+    stack = await Standalone(
+        settings(database_url, heartbeat_interval_seconds=0.5, missed_heartbeats=2,
+                 poll_interval_seconds=0.1),
+        ProcessBackend(max_parallel=2, log_dir=tmp_path / "logs"),
+    ).start()
+    try:
+        spec = TaskSpec.model_validate({"entrypoint": "examples.flaky:sleepy",
+                                        "retry": {"maxAttempts": 2}})
+        await control.register_task(
+            stack.engine, TaskDefinition(namespace="default", name="slowbeat", spec=spec))
+        run, _ = await control.trigger(stack.engine, "default", "slowbeat",
+                                       TriggerRequest(payload={"seconds": 4}))
+        done = await wait_for_status(stack.engine, run.id, {
+            RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.DEAD_LETTERED}, timeout=120)
+        lost = await db.fetchval(
+            "SELECT count(*) FROM attempts WHERE run_id = $1 AND error->>'type' = 'lost'",
+            uuid.UUID(run.id))
+        assert (done.status, done.attempt, lost) == (RunStatus.SUCCEEDED, 1, 0)
+        assert stack.engine.heartbeat_lag.seconds() >= 2.5
     finally:
         await stack.stop()
