@@ -247,3 +247,34 @@ async def test_a_former_leader_wakes_and_expires_nothing(database_url: str,
         app.engine.leader_epoch = 1
         assert await waits.Waker(app.engine).pass_once() == (0, 0)
         assert (await client.get_run(later.id))["status"] == "delayed"
+
+
+async def test_a_delayed_or_ttl_trigger_joins_the_callers_trace(
+    database_url: str, db: asyncpg.Pool
+) -> None:
+    """A traceparent makes the run a child of the caller's span with a delay, runAt or
+    ttl too (those take the batch enqueue, not the plain trigger's statement)."""
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    async with api_only(database_url) as app:
+        await app.register(hello.hello)
+        made = []
+        for request, flags in ((TriggerRequest(payload={}, delay=3600), "01"),
+                               (TriggerRequest(payload={}, ttl=3600), "00")):
+            run, created = await control.trigger(
+                app.engine, "default", "hello", request,
+                traceparent=f"00-{trace_id}-{span_id}-{flags}")
+            assert created
+            made.append(run.id)
+        plain, _ = await control.trigger(app.engine, "default", "hello",
+                                         TriggerRequest(payload={}, delay=3600))
+    rows = {str(r["id"]): r for r in await db.fetch(
+        "SELECT id, status, trace_id, parent_span_id, parent_sampled FROM waypost.runs")}
+    delayed, ttl = rows[str(made[0])], rows[str(made[1])]
+    assert delayed["status"] == "delayed" and ttl["status"] == "queued"
+    assert (delayed["trace_id"], delayed["parent_span_id"], delayed["parent_sampled"]) == (
+        trace_id, span_id, True)
+    assert (ttl["trace_id"], ttl["parent_span_id"], ttl["parent_sampled"]) == (
+        trace_id, span_id, False)
+    # Without one, its trace starts here.
+    assert rows[str(plain.id)]["trace_id"] != trace_id
+    assert rows[str(plain.id)]["parent_span_id"] is None

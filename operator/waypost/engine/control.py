@@ -71,11 +71,11 @@ async def trigger(
     payload = encoding.encode_limited(
         request.payload, engine.settings.limits.payload_bytes, "payload"
     )
+    parent = tracing.parse_traceparent(traceparent)
     if request.delay is not None or request.run_at is not None or request.ttl is not None:
         return await _trigger_later(engine, namespace, task, request, payload, source=source,
-                                    taskrun_name=taskrun_name)
+                                    taskrun_name=taskrun_name, parent=parent)
     run_id = uuid.uuid4()
-    parent = tracing.parse_traceparent(traceparent)
     created = await runs.enqueue(
         engine.pool, namespace=namespace, task=task, run_id=run_id, payload=payload,
         priority=request.priority, idempotency_key=request.idempotency_key,
@@ -99,14 +99,14 @@ async def trigger(
 
 async def _trigger_later(
     engine: Engine, namespace: str, task: str, request: TriggerRequest, payload: Any, *,
-    source: str, taskrun_name: str | None,
+    source: str, taskrun_name: str | None, parent: tracing.TraceParent | None,
 ) -> tuple[Run, bool]:
     item = BatchItem(payload=request.payload, priority=request.priority,
                      idempotency_key=request.idempotency_key,
                      concurrency_key=request.concurrency_key, delay=request.delay,
                      run_at=request.run_at, ttl=request.ttl)
     run_id, created = await waits.trigger_one(engine, namespace, task, item, source=source,
-                                              taskrun_name=taskrun_name)
+                                              taskrun_name=taskrun_name, parent=parent)
     if not created and request.idempotency_key is not None:
         holder = await runs.find_by_idempotency_key(
             engine.pool, namespace, task, request.idempotency_key, payload)

@@ -13,6 +13,7 @@ their ttl are expired by the same loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import uuid
@@ -40,7 +41,7 @@ from waypost.engine.errors import (
 from waypost.model.enums import RunStatus
 from waypost.model.run import BatchItem, Run, WaitInfo
 from waypost.model.waits import Token
-from waypost.sdk import protocol
+from waypost.sdk import protocol, tracing
 from waypost.store import checkpoints, runs, tasks
 from waypost.store import pool as store_pool
 from waypost.store import waits as store
@@ -127,13 +128,19 @@ async def trigger_batch(
 
 async def trigger_one(
     engine: Engine, namespace: str, task: str, item: BatchItem, *, source: str,
-    taskrun_name: str | None = None,
+    taskrun_name: str | None = None, parent: tracing.TraceParent | None = None,
 ) -> tuple[uuid.UUID, bool]:
-    """A single trigger with a delay, runAt or ttl (plain ones take the fast path)."""
+    """A single trigger with a delay, runAt or ttl (plain ones take the fast path).
+    With the caller's trace context (``parent``) the run joins the caller's trace, as
+    a plain trigger's does."""
     row = _row(engine, item, None, engine.clock.now())
+    if parent is not None:
+        row = dataclasses.replace(row, trace_id=parent.trace_id)
     async with engine.pool.acquire() as conn, conn.transaction():
         (outcome,) = await _enqueue(conn, namespace, task, [row], source=source,
                                     taskrun_name=taskrun_name)
+        if outcome.new and parent is not None:
+            await runs.set_parent_span(conn, outcome.run_id, parent.span_id, parent.sampled)
     return outcome.run_id, outcome.new
 
 

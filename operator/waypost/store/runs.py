@@ -83,9 +83,16 @@ async def enqueue(
               replay_of=replay_of, taskrun_name=taskrun_name)
     )
     if row is not None and parent_span_id is not None:
-        await db.execute(*bind("set_parent_span", run_id=run_id, parent_span_id=parent_span_id,
-                               parent_sampled=parent_sampled))
+        await set_parent_span(db, run_id, parent_span_id, parent_sampled)
     return None if row is None else _run(row)
+
+
+async def set_parent_span(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID,
+                          parent_span_id: str, parent_sampled: bool) -> None:
+    """Record the caller's span (and its sampled flag) of a run triggered with a
+    ``traceparent``; the run's trace id is the caller's already."""
+    await db.execute(*bind("set_parent_span", run_id=run_id, parent_span_id=parent_span_id,
+                           parent_sampled=parent_sampled))
 
 
 async def enqueue_bulk(
