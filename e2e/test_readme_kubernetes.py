@@ -51,11 +51,11 @@ RELEASE = "waypost"
 CRDS = ("tasks.waypost.dev", "taskruns.waypost.dev")
 
 
-def readme_block(tag: str) -> str:
+def readme_block(tag: str, readme: Path = README) -> str:
     """The README's shell block whose info string is ``bash <tag>`` (dedented)."""
-    found = re.findall(rf"^( *)```bash {re.escape(tag)}\n(.*?)^\1```", README.read_text(),
+    found = re.findall(rf"^( *)```bash {re.escape(tag)}\n(.*?)^\1```", readme.read_text(),
                        re.S | re.M)
-    assert len(found) == 1, f"README.md has {len(found)} ```bash {tag} blocks"
+    assert len(found) == 1, f"{readme.name} has {len(found)} ```bash {tag} blocks"
     indent, body = found[0]
     return textwrap.dedent(body) if indent else str(body)
 
@@ -145,17 +145,22 @@ def readme_release(helm: str, images: str, api: client.ApiClient) -> Iterator[di
         sh(helm, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", timeout=300, check=False)
         kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s",
                 timeout=200, check=False)
-        # Leave the cluster as it was found: CRDs that were not there go; CRDs that
-        # were lose the Helm ownership the README's commands gave them (they keep
-        # the fields of this tree's crds/, as any `kubectl apply -f crds/` leaves them).
-        if not present:
-            kubectl("delete", "crd", *CRDS, "--timeout=120s", timeout=130, check=False)
-        for name, crd in present.items():
-            if "meta.helm.sh/release-name" not in (crd.metadata.annotations or {}):
-                kubectl("annotate", "crd", name, "meta.helm.sh/release-name-",
-                        "meta.helm.sh/release-namespace-", check=False)
-            if "app.kubernetes.io/managed-by" not in (crd.metadata.labels or {}):
-                kubectl("label", "crd", name, "app.kubernetes.io/managed-by-", check=False)
+        restore_crds(present)
+
+
+def restore_crds(present: dict[str, Any]) -> None:
+    """Leave the cluster's CRDs as they were found (``present``: name -> the CRD then):
+    CRDs that were not there go; CRDs that were lose the Helm ownership the README's
+    commands gave them (they keep the fields of this tree's crds/, as any
+    `kubectl apply -f crds/` leaves them)."""
+    if not present:
+        kubectl("delete", "crd", *CRDS, "--timeout=120s", timeout=130, check=False)
+    for name, crd in present.items():
+        if "meta.helm.sh/release-name" not in (crd.metadata.annotations or {}):
+            kubectl("annotate", "crd", name, "meta.helm.sh/release-name-",
+                    "meta.helm.sh/release-namespace-", check=False)
+        if "app.kubernetes.io/managed-by" not in (crd.metadata.labels or {}):
+            kubectl("label", "crd", name, "app.kubernetes.io/managed-by-", check=False)
 
 
 def _taskrun(name: str) -> dict[str, Any]:
