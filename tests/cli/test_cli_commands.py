@@ -269,6 +269,27 @@ async def test_watch_prints_changes_until_interrupted(queued: Standalone) -> Non
     assert code == 0 and "Traceback" not in stderr, stderr
 
 
+async def test_tokens_list_watches_too(queued: Standalone) -> None:
+    """Every list command has --watch: wait tokens appear as they are created."""
+    proc = await asyncio.create_subprocess_exec(
+        *WAYPOST, "tokens", "list", "-w", "--interval", "0.3", "-o", "json", cwd=REPO,
+        env=_env(queued.url), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_ctrl_c_as_on_a_terminal)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        first = await asyncio.wait_for(_read_json(proc.stdout), 60)
+        assert first["tokens"] == []
+        async with WaypostClient(queued.url) as client:
+            token = await client.create_token(timeout="1h")
+        second = await asyncio.wait_for(_read_json(proc.stdout), 60)
+        assert [t["id"] for t in second["tokens"]] == [token["id"]]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 120)
+    stderr = (await proc.stderr.read()).decode()
+    assert code == 0 and "Traceback" not in stderr, stderr
+
+
 async def _read_json(stream: asyncio.StreamReader) -> dict[str, object]:
     text = ""
     while True:

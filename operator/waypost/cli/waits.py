@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import RenderableType
 
 from waypost.cli import common, output
-from waypost.cli.app import Output, OutputFormat, RunId, app, runs_app
+from waypost.cli.app import Interval, Output, OutputFormat, RunId, Watch, app, runs_app
 from waypost.cli.errors import UsageError
 from waypost.cli.output import Column
 from waypost.sdk import durations
@@ -220,20 +221,20 @@ def tokens_list(
     = None,
     status: Annotated[str | None, typer.Option(
         help="Only pending, completed or timed_out tokens.")] = None,
+    watch: Watch = False,
+    interval: Interval = 2.0,
     fmt: Output = OutputFormat.TABLE,
 ) -> None:
     """Wait tokens, newest first."""
 
-    async def go(client: WaypostClient) -> list[dict[str, Any]]:
+    async def fetch(client: WaypostClient) -> tuple[Any, RenderableType, str]:
         run_id = None if run is None else await common.resolve_run_id(client, run)
-        return await client.list_tokens(namespace=namespace, run_id=run_id, status=status)
+        found = await client.list_tokens(namespace=namespace, run_id=run_id, status=status)
+        grid = output.table(found, TOKEN_COLUMNS, wide=fmt is OutputFormat.WIDE,
+                            empty="No tokens found.")
+        return {"tokens": found}, grid, ""
 
-    found = common.call(go)
-    if fmt in (OutputFormat.JSON, OutputFormat.YAML):
-        output.emit_document({"tokens": found}, fmt)
-    else:
-        output.show(output.table(found, TOKEN_COLUMNS, wide=fmt is OutputFormat.WIDE,
-                                 empty="No tokens found."))
+    common.show_list(fetch, fmt, watch=watch, interval=interval)
 
 
 @tokens_app.command("show")
