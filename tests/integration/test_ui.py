@@ -32,6 +32,7 @@ from waypost.model.enums import RunStatus
 from waypost.model.run import Run, TriggerRequest
 from waypost.model.task import TaskDefinition, TaskSpec
 from waypost.standalone import Standalone
+from waypost.store import log_pages
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -542,6 +543,35 @@ async def test_an_active_run_page_follows_its_event_stream(harness: Harness) -> 
     _, section = await harness.get(f"/runs/{run.id}/replay-section")
     assert '<section id="replay" class="replay-section">' in section
     assert f'hx-post="/runs/{run.id}/replay"' in section
+
+
+async def test_a_run_that_ends_while_its_page_is_drawn_is_not_shown_running_for_ever(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page follows the run's events from its log tail's cursor. A run that ended
+    after the page read it but before that cursor was taken showed "running", and
+    its status event was already behind the cursor: the page never updated (the
+    browser test saw this on a quiet machine). Here the run ends right then."""
+    run, _ = await control.trigger(harness.stack.engine, "default", "one-shot",
+                                   TriggerRequest(payload={}))
+    assert await harness.runner(run, 1, "POST", "logs", {"entries": [
+        {"ts": "2026-01-01T00:00:00Z", "message": "working"}]}) == 202
+    tail = log_pages.tail
+    ended = False
+
+    async def run_ends_first(*args: Any, **kwargs: Any) -> Any:
+        nonlocal ended
+        if not ended:
+            ended = True
+            assert await harness.runner(run, 1, "POST", "complete", {"result": 1}) == 200
+            await wait_for_status(harness.stack.engine, run.id, {RunStatus.SUCCEEDED})
+        return await tail(*args, **kwargs)
+
+    monkeypatch.setattr(log_pages, "tail", run_ends_first)
+    status, page = await harness.get(f"/runs/{run.id}")
+    assert status == 200 and ended
+    # Everything below the page's cursor is in what the page shows: the run ended.
+    assert re.search(r'id="run-status">succeeded<', page), page
+    assert "sse-connect" not in page
 
 
 async def test_replay_from_the_ui_and_its_refusals(harness: Harness) -> None:

@@ -227,13 +227,18 @@ def _log_filters(query: ui_query.RunPageQuery | ui_query.LogLinesQuery,
 async def run_page(request: web.Request) -> web.Response:
     """A run: header, timeline, checkpoints, payload and result, logs, actions, replays."""
     engine = request.app[appkeys.ENGINE]
-    # Checkpoint data is not drawn on the page: a tree loads its one checkpoint.
-    run = await control.get(engine, _run_id(request), details=True, checkpoint_data=False)
+    run_id = _run_id(request)
     attempt, levels, level = _log_filters(params.read_query(request, ui_query.RunPageQuery))
-    # The page follows the run's events from where its log tail ends, so nothing the
-    # page shows arrives again and nothing after it is missed.
-    lines, follow = await log_pages.tail(engine.pool, uuid.UUID(run.id), before=None,
+    # The page follows the run's events from where its log tail ends, so no line the
+    # page shows arrives again and nothing after it is missed. The tail is read
+    # before the run: every event below its cursor committed before the run is read,
+    # so the run shown includes it. Read the other way round, a run that finished
+    # between the two reads showed "running" with its status event already behind
+    # the cursor, and the page never updated.
+    lines, follow = await log_pages.tail(engine.pool, run_id, before=None,
                                          attempt=attempt, levels=levels, limit=LOG_PAGE)
+    # Checkpoint data is not drawn on the page: a tree loads its one checkpoint.
+    run = await control.get(engine, run_id, details=True, checkpoint_data=False)
     patterns = [insights.to_api(r) for r in
                 await insights.active(engine, run.namespace, run.task)]
     return render(request, "run.html", **_run_context(engine.clock.now(), run),
