@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,55 @@ async def test_a_sampler_drops_a_runs_whole_trace_leader_and_runner_alike(
     # The task's outgoing calls carried each decision on: sampled, then not.
     flags = {tp.split("-")[1]: tp.split("-")[3] for tp in seen}
     assert flags == {kept: "01", dropped: "00"}
+
+
+async def test_delayed_scheduled_and_ttl_triggers_join_the_callers_trace(
+    traced_stack: Standalone, jaeger: Jaeger, service: tuple[str, list[str]],
+) -> None:
+    """A trigger with ``delay``, ``runAt`` or ``ttl`` takes another path into the
+    store (the batch enqueue, then the waker for the first two); its run is still a
+    child of the caller's span in the caller's trace, whole (leader's and runner's
+    spans), and the caller's sampled flag still decides (``-00`` drops the trace
+    under the default ``parentbased_always_on``)."""
+    url, seen = service
+    async with WaypostClient(traced_stack.url) as client:
+        # The dropped one first, ended before the kept ones start: the leader exports
+        # in event-log order, so once the kept traces are whole in Jaeger, a span of
+        # the dropped run would have been there before them.
+        dropped = secrets.token_hex(16)
+        handle = await client.trigger(
+            "traced-order", {"orderId": "dropped", "url": url}, delay=0.5,
+            traceparent=f"00-{dropped}-{secrets.token_hex(8)}-00")
+        run = await wait_for_status(traced_stack.engine, handle.id, {RunStatus.SUCCEEDED},
+                                    timeout=120)
+        assert run.trace_id == dropped
+
+        callers: dict[str, tuple[str, str]] = {}  # way -> (trace id, span id)
+        runs: dict[str, str] = {}
+        for way, when in (("delay", {"delay": 0.5}),
+                          ("runAt", {"run_at": datetime.now(UTC) + timedelta(seconds=0.5)}),
+                          ("ttl", {"ttl": 600})):
+            callers[way] = (secrets.token_hex(16), secrets.token_hex(8))
+            trace_id, span_id = callers[way]
+            handle = await client.trigger(
+                "traced-order", {"orderId": way, "url": url},
+                traceparent=f"00-{trace_id}-{span_id}-01", **when)  # type: ignore[arg-type]
+            runs[way] = handle.id
+    for way, run_id in runs.items():
+        run = await wait_for_status(traced_stack.engine, run_id, {RunStatus.SUCCEEDED},
+                                    timeout=120)
+        assert run.trace_id == callers[way][0], way
+
+    for way, (trace_id, span_id) in callers.items():
+        trace = await asyncio.to_thread(jaeger.wait_for_spans, trace_id, _complete, 90)
+        spans = spans_by_id(trace)
+        assert {s["traceID"] for s in spans.values()} == {trace_id}, way
+        [run_span] = [s for s in spans.values() if s["operationName"] == "run traced-order"]
+        assert parent_of(run_span) == span_id, way
+        assert tags(run_span)["waypost.run_id"] == runs[way]
+        attempts = [s for s in spans.values() if s["operationName"].startswith("attempt ")]
+        assert {parent_of(a) for a in attempts} == {run_span["spanID"]}, way
+    assert await asyncio.to_thread(jaeger.trace, dropped) is None
+    # Each task's outgoing call carried its caller's trace on, and the decision.
+    flags = {tp.split("-")[1]: tp.split("-")[3] for tp in seen}
+    assert flags == {dropped: "00", **{t: "01" for t, _ in callers.values()}}
