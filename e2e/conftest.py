@@ -12,6 +12,9 @@ nothing is left behind) always run last.
 from __future__ import annotations
 
 import os
+import pathlib
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -19,7 +22,14 @@ import pytest
 from kubernetes import client
 from kubernetes import config as kube_config
 
-from e2e_support import E2E_DIR, build_image, kubeconfig_path, uses_harness, wait_until
+from e2e_support import (
+    E2E_DIR,
+    build_image,
+    kubeconfig_path,
+    kubectl_bin,
+    uses_harness,
+    wait_until,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -141,3 +151,53 @@ def smoke_image(api: client.ApiClient) -> str:
             pytrace=False,
         )
     return build_image("waypost-e2e-smoke:1", E2E_DIR / "images" / "smoke")
+
+
+# Where a failed test's view of the cluster is kept: outside the harness's state and
+# log directories (e2e/cluster/up rewrites its logs, and `make e2e` takes the cluster
+# down at the end), so a CI failure can be read after the run.
+FAILURES_DIR = pathlib.Path(os.environ.get("WAYPOST_E2E_FAILURES", "/var/log/waypost-e2e-failures"))
+#: Lines of each operator Pod's log kept per failure.
+OPERATOR_LOG_LINES = 400
+
+
+def _kubectl_text(*args: str) -> str:
+    try:
+        done = subprocess.run([kubectl_bin(), *args], capture_output=True, text=True, timeout=60,
+                              check=False, env={**os.environ, "KUBECONFIG": str(kubeconfig_path())})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"kubectl {' '.join(args)}: {exc}\n"
+    return done.stdout + done.stderr
+
+
+def cluster_snapshot() -> str:
+    """What a person debugging a failure reads first: every waypost namespace's Pods,
+    Tasks, TaskRuns and Events, and the tail of each operator Pod's log."""
+    parts = [_kubectl_text("get", "pods", "-A", "-o", "wide")]
+    for ns in _kubectl_text("get", "ns", "-o", "name").split():
+        ns = ns.removeprefix("namespace/")
+        if ns.startswith("kube-") or ns == "default":
+            continue
+        parts.append(f"\n===== namespace {ns}\n")
+        parts.append(_kubectl_text("get", "tasks,taskruns", "-n", ns, "-o", "yaml"))
+        parts.append(_kubectl_text("get", "events", "-n", ns, "--sort-by=.lastTimestamp"))
+        pods = _kubectl_text("get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator",
+                             "-o", "name").split()
+        for pod in pods:
+            parts.append(f"\n----- {pod} (last {OPERATOR_LOG_LINES} lines)\n")
+            parts.append(_kubectl_text("logs", "-n", ns, pod, f"--tail={OPERATOR_LOG_LINES}"))
+    return "".join(parts)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    report = yield
+    if report.failed and call.when == "call" and kubeconfig_path().exists():
+        FAILURES_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        path = FAILURES_DIR / f"{stamp}-{item.name}.txt"
+        path.write_text(cluster_snapshot(), encoding="utf-8")
+        report.sections.append(("cluster at the failure", f"kept in {path}"))
+        print(f"\ne2e: the cluster at this failure is kept in {path}")
+    return report

@@ -23,6 +23,21 @@ def kubeconfig_path() -> pathlib.Path:
     return pathlib.Path(env.split(os.pathsep)[0]) if env else HARNESS_KUBECONFIG
 
 
+def kubectl_bin() -> str:
+    """The harness's kubectl (same version as the cluster), else KUBECTL or PATH's."""
+    if os.environ.get("KUBECTL"):
+        return os.environ["KUBECTL"]
+    versions = (E2E_DIR / "cluster" / "versions.sh").read_text()
+    version = next(
+        line.split("=")[1].split()[0]
+        for line in versions.splitlines()
+        if line.startswith("KUBERNETES_VERSION=")
+    )
+    cache = os.environ.get("E2E_CACHE", "/var/cache/waypost-e2e")
+    built = f"{cache}/kubernetes-{version}/bin/kubectl"
+    return built if os.path.exists(built) else "kubectl"
+
+
 def uses_harness() -> bool:
     """True when the tests run against the cluster e2e/cluster/up started."""
     try:

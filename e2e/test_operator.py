@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from e2e_support import E2E_DIR, kubeconfig_path, uses_harness, wait_until
+from e2e_support import E2E_DIR, kubeconfig_path, kubectl_bin, uses_harness, wait_until
+from waypost.model import k8s
 
 REPO = E2E_DIR.parent
 CHART = REPO / "charts" / "waypost"
@@ -44,21 +45,6 @@ def sh(*cmd: str, timeout: float = 300, check: bool = True) -> subprocess.Comple
     if check:
         assert result.returncode == 0, f"{' '.join(cmd)}:\n{result.stdout}\n{result.stderr}"
     return result
-
-
-def kubectl_bin() -> str:
-    """The harness's kubectl (same version as the cluster), else KUBECTL or PATH's."""
-    if os.environ.get("KUBECTL"):
-        return os.environ["KUBECTL"]
-    versions = (E2E_DIR / "cluster" / "versions.sh").read_text()
-    version = next(
-        line.split("=")[1].split()[0]
-        for line in versions.splitlines()
-        if line.startswith("KUBERNETES_VERSION=")
-    )
-    cache = os.environ.get("E2E_CACHE", "/var/cache/waypost-e2e")
-    built = f"{cache}/kubernetes-{version}/bin/kubectl"
-    return built if os.path.exists(built) else "kubectl"
 
 
 def kubectl(
@@ -775,12 +761,26 @@ def test_dlq_requeue_runs_the_current_spec_by_default_and_the_original_on_reques
 CANCEL_GRACE = 5
 
 
-def _running_pod_of(api: client.ApiClient, ns: str, taskrun_name: str) -> tuple[str, str] | None:
-    """(run id, Pod name) once the TaskRun's runner Pod runs."""
+def _running_pod_of(release: dict[str, str], api: client.ApiClient,
+                    taskrun_name: str) -> tuple[str, str] | None:
+    """(run id, Pod name) once the Pod serving the TaskRun's run runs.
+
+    The Pod is found through the run's attempt, as the operator knows it: a cold
+    Pod carries the run's id as a label, but a warm one that takes the run (the
+    Task's warm pool is on by default, and pre-warming may start a runner for a
+    queued run before the dispatcher claims it: CI saw it) carries only its
+    runner's id, the attempt's worker ``warm:<runner id>``.
+    """
+    ns = release["namespace"]
     status = status_of(ns, "taskrun", taskrun_name)
     if reason_of(ns, taskrun_name) != "Running" or not status.get("runId"):
         return None
-    selector = f"waypost.dev/run-id={status['runId']}"
+    attempts = api_get(release, f"/v1/runs/{status['runId']}")["attempts"]
+    if not attempts:
+        return None
+    worker = attempts[-1].get("worker") or ""
+    selector = (f"{k8s.LABEL_WARM_RUNNER}={worker.removeprefix('warm:')}"
+                if worker.startswith("warm:") else f"{k8s.LABEL_RUN_ID}={status['runId']}")
     for p in client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=selector).items:
         if p.status.phase == "Running" and p.metadata.deletion_timestamp is None:
             return str(status["runId"]), str(p.metadata.name)
@@ -802,7 +802,7 @@ def test_waypost_cancel_stops_the_task_and_its_pod_within_the_grace(
     apply(task(ns, "cancellable-loop", "examples.cancellable:cancellable_loop",
                cancellation={"gracePeriodSeconds": CANCEL_GRACE}))
     apply(taskrun(ns, "cancel-cli-1", "cancellable-loop", {}))
-    run_id, pod = wait_until(lambda: _running_pod_of(api, ns, "cancel-cli-1"), 120,
+    run_id, pod = wait_until(lambda: _running_pod_of(release, api, "cancel-cli-1"), 120,
                              "the cancellable-loop Pod to run")
     started = time.monotonic()
     cli = REPO / ".venv" / "bin" / "waypost"
@@ -829,7 +829,7 @@ def test_deleting_a_running_taskrun_cancels_its_run(
     apply(task(ns, "stuck-async", "examples.cancellable:stuck_async",
                cancellation={"gracePeriodSeconds": CANCEL_GRACE}))
     apply(taskrun(ns, "cancel-delete-1", "stuck-async", {}))
-    run_id, pod = wait_until(lambda: _running_pod_of(api, ns, "cancel-delete-1"), 120,
+    run_id, pod = wait_until(lambda: _running_pod_of(release, api, "cancel-delete-1"), 120,
                              "the stuck-async Pod to run")
     started = time.monotonic()
     kubectl("delete", "taskrun", "cancel-delete-1", "-n", ns, "--wait=false")
