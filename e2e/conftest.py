@@ -163,8 +163,9 @@ OPERATOR_LOG_LINES = 400
 
 def _kubectl_text(*args: str) -> str:
     try:
-        done = subprocess.run([kubectl_bin(), *args], capture_output=True, text=True, timeout=60,
-                              check=False, env={**os.environ, "KUBECONFIG": str(kubeconfig_path())})
+        done = subprocess.run([kubectl_bin(), "--request-timeout=10s", *args],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "KUBECONFIG": str(kubeconfig_path())})
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"kubectl {' '.join(args)}: {exc}\n"
     return done.stdout + done.stderr
@@ -174,8 +175,8 @@ def cluster_snapshot() -> str:
     """What a person debugging a failure reads first: every waypost namespace's Pods,
     Tasks, TaskRuns and Events, and the tail of each operator Pod's log."""
     parts = [_kubectl_text("get", "pods", "-A", "-o", "wide")]
-    for ns in _kubectl_text("get", "ns", "-o", "name").split():
-        ns = ns.removeprefix("namespace/")
+    names = _kubectl_text("get", "ns", "-o", "name").split()
+    for ns in (n.removeprefix("namespace/") for n in names if n.startswith("namespace/")):
         if ns.startswith("kube-") or ns == "default":
             continue
         parts.append(f"\n===== namespace {ns}\n")
