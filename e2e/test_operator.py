@@ -430,6 +430,10 @@ def test_deleting_a_runner_pod_fails_the_attempt_and_the_run_retries(
             "examples.flaky:sleepy",
             timeout={"maxDuration": "60s"},
             retry={"maxAttempts": 3, "backoff": {"initialSeconds": 1}},
+            # A cold Pod, made for the attempt and owned by the TaskRun (a warm
+            # one, which pre-warming may start for the queued run, is neither:
+            # test_warm.py deletes one of those mid-attempt).
+            warmPool={"enabled": False},
         )
     )
     apply(taskrun(ns, "sleepy-1", "sleepy", {"seconds": 8}))
