@@ -20,12 +20,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from examples import flaky
 from tests.factories import enqueue, example_stack, register_task, wait_for_status
 from waypost.engine import control
-from waypost.engine.metrics import OTHER_TASK, RunMetrics
+from waypost.engine.metrics import BYTES_BUCKETS, OTHER_TASK, SECONDS_BUCKETS, RunMetrics
 from waypost.model.enums import RunStatus
 from waypost.model.run import TriggerRequest
 from waypost.standalone import Standalone
-from waypost.store import runs, telemetry
+from waypost.store import checkpoints, runs, telemetry
 from waypost.store.events import START
+from waypost.store.pool import RawJson
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -121,13 +122,17 @@ async def test_a_retry_read_after_it_finished_keeps_its_queue_wait(db: asyncpg.P
     assert await db.fetchval("SELECT count(*) FROM waypost.run_queue WHERE run_id = $1",
                              run_id) == 0
 
-    signals, _ = await telemetry.signals_after(db, START)
-    starts = {s.attempt: s for s in signals if s.kind == "attempt_started"}
+    page = await telemetry.page_after(db, START, spans=True, second_bounds=SECONDS_BUCKETS,
+                                      byte_bounds=BYTES_BUCKETS)
+    starts = {s.attempt: s for s in page.spans if s.kind == "attempt_started"}
     assert set(starts) == {1, 2}
     waits = {n: (s.ts - s.available_at).total_seconds()
              for n, s in starts.items() if s.available_at is not None}
     assert set(waits) == {1, 2}, "a finished attempt's queue wait was lost"
     assert 0.1 <= waits[2] < 5, waits
+    # The series summed by the database hold both waits too.
+    [tally] = [t for t in page.tallies if t.series == "queue_wait"]
+    assert tally.n == 2 and tally.total == pytest.approx(sum(waits.values()))
 
 
 async def test_status_counts_are_estimated_from_statistics_on_a_large_table(
@@ -160,3 +165,45 @@ def test_task_labels_are_bounded() -> None:
     assert metrics.task_labels("a", "y") == ("a", "y")
     assert metrics.task_labels("b", "z") == ("b", OTHER_TASK)
     assert metrics.task_labels("a", "x") == ("a", "x")
+
+
+async def test_the_database_sums_a_page_into_the_buckets_prometheus_would(
+    db: asyncpg.Pool
+) -> None:
+    """telemetry.sql places an observation as prometheus_client does (a value equal to
+    a bucket's upper bound is in that bucket), and pages cut anywhere add up to the
+    same series as one page."""
+    await register_task(db, "t")
+    run_id = await enqueue(db, "t")
+    [claim] = await runs.claim(db, limit=1, lease_seconds=30, worker="w")
+    # Encoded sizes 1, 64 (the first bound) and 65 bytes.
+    for key, text in (("a", "1"), ("b", '"' + "x" * 62 + '"'), ("c", '"' + "x" * 63 + '"')):
+        assert await checkpoints.write(db, run_id, claim.claim_token, key, RawJson(text))
+    await runs.complete_many(db, [(run_id, claim.claim_token, None)])
+
+    async def read(limit: int) -> tuple[dict[tuple[str, str | None, int | None], int], int]:
+        sums: dict[tuple[str, str | None, int | None], int] = {}
+        cursor, pages = START, 0
+        while True:
+            page = await telemetry.page_after(db, cursor, limit=limit, spans=False,
+                                              second_bounds=SECONDS_BUCKETS,
+                                              byte_bounds=BYTES_BUCKETS)
+            assert not page.spans  # not asked for
+            for t in page.tallies:
+                key = (t.series, t.label, t.bucket)
+                sums[key] = sums.get(key, 0) + t.n
+            pages += 1
+            if page.events < limit:
+                return sums, pages
+            assert page.cursor > cursor
+            cursor = page.cursor
+
+    whole, _ = await read(2000)
+    assert whole[("checkpoint_size", None, 0)] == 2  # 1 and 64 bytes: le="64"
+    assert whole[("checkpoint_size", None, 1)] == 1  # 65 bytes: le="256"
+    assert sum(n for (series, _, _), n in whole.items() if series == "triggered") == 1
+    assert whole[("finished", "succeeded", None)] == 1
+    assert whole[("attempts", "succeeded", None)] == 1
+    assert sum(n for (series, _, _), n in whole.items() if series == "queue_wait") == 1
+    by_two, pages = await read(2)
+    assert pages >= 3 and by_two == whole

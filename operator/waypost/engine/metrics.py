@@ -19,16 +19,21 @@ a concurrency key or an error message.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from waypost.store.telemetry import Tally
 
 OTHER_TASK = "_other"
 
 # Queue waits and run durations span milliseconds (a warm drain) to hours (backoff,
 # long tasks).
-_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                     60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)
 # Checkpoints: from a flag to the 1 MiB default limit and beyond (limits are settings).
-_BYTES_BUCKETS = (64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+BYTES_BUCKETS = (64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
                   4194304.0, 16777216.0)
 
 
@@ -63,17 +68,30 @@ class RunMetrics:
         self.queue_wait = Histogram(
             "waypost_queue_wait_seconds", "From when an attempt could be claimed (trigger, "
             "end of backoff) to its claim, on the database clock.", task,
-            buckets=_SECONDS_BUCKETS, registry=r)
+            buckets=SECONDS_BUCKETS, registry=r)
         self.run_duration = Histogram(
             "waypost_run_duration_seconds", "From trigger to final status (queue waits and "
             "backoffs included), by final status.", [*task, "status"],
-            buckets=_SECONDS_BUCKETS, registry=r)
+            buckets=SECONDS_BUCKETS, registry=r)
         self.attempt_duration = Histogram(
             "waypost_attempt_duration_seconds", "From claim to end of an attempt, by "
-            "outcome.", [*task, "outcome"], buckets=_SECONDS_BUCKETS, registry=r)
+            "outcome.", [*task, "outcome"], buckets=SECONDS_BUCKETS, registry=r)
         self.checkpoint_size = Histogram(
             "waypost_checkpoint_size_bytes", "Size of written checkpoints (encoded JSON).",
-            task, buckets=_BYTES_BUCKETS, registry=r)
+            task, buckets=BYTES_BUCKETS, registry=r)
+        # The series a Tally names (store.telemetry, telemetry.sql's 'series').
+        self.series: dict[str, Counter | Histogram] = {
+            "triggered": self.triggered, "finished": self.finished,
+            "attempts": self.attempts, "oom_kills": self.oom_kills,
+            "retries": self.retries, "dead_lettered": self.dead_lettered,
+            "queue_wait": self.queue_wait, "run_duration": self.run_duration,
+            "attempt_duration": self.attempt_duration,
+            "checkpoint_size": self.checkpoint_size,
+        }
+        # A series' child by its label values, looked up once: prometheus_client's
+        # labels() validates and locks on every call. Bounded as the labels are
+        # (max_tasks pairs, a few statuses, outcomes and sources).
+        self._children: dict[tuple[str, str, str, str | None], Any] = {}
 
     def task_labels(self, namespace: str, task: str) -> tuple[str, str]:
         """The (namespace, task) labels of a run: its own while fewer than
@@ -85,3 +103,31 @@ class RunMetrics:
             self._tasks.add(key)
             return key
         return (namespace, OTHER_TASK)
+
+    def add(self, tallies: Iterable[Tally]) -> None:
+        """Add what a page of the event log summed per series (the leader's reader,
+        engine.telemetry): counters by their count; histograms by their count of
+        observations in one bucket and those observations' sum."""
+        for t in tallies:
+            namespace, task = self.task_labels(t.namespace, t.task)
+            key = (t.series, namespace, task, t.label)
+            child: Any = self._children.get(key)
+            if child is None:
+                metric = self.series[t.series]
+                values = (namespace, task) if t.label is None else (namespace, task, t.label)
+                child = self._children[key] = metric.labels(*values)
+            if t.bucket is None:
+                child.inc(t.n)
+            else:
+                add_observations(child, t.bucket, t.n, t.total or 0.0)
+
+
+def add_observations(child: Histogram, bucket: int, count: int, total: float) -> None:
+    """Add ``count`` observations summing to ``total`` to bucket ``bucket`` of a
+    histogram's child, as that many ``observe()`` calls would.
+
+    prometheus_client has no call for this; it relies on its Histogram's layout (a
+    value per bucket, non-cumulative, and one for the sum), which a unit test checks
+    against observe() so that an upgrade that changes it fails there."""
+    child._buckets[bucket].inc(count)
+    child._sum.inc(total)

@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import asyncpg
 
-from waypost.store import events
 from waypost.store.events import Cursor
 from waypost.store.sql import bind, query
 
@@ -28,7 +27,7 @@ ACTIVE_STATUSES = ("queued", "running", "retrying")
 
 
 class Signal(NamedTuple):
-    """An event of the run log that a metric or span is made from, with its run's facts.
+    """An event of the run log that a span is made from, with its run's facts.
 
     Only the fields of the event's data that a series or span uses are read (the
     reader never decodes a run's result): ``status`` (status events: the new status;
@@ -63,21 +62,70 @@ class Signal(NamedTuple):
     parent_sampled: bool | None = None
 
 
-async def signals_after(
-    db: asyncpg.Pool | asyncpg.Connection, after: Cursor, limit: int = 2000
-) -> tuple[list[Signal], Cursor]:
-    """The signals after ``after`` and the cursor the next read starts from."""
-    rows = await db.fetch(*bind("telemetry_events_after", after_tx=str(after.tx),
-                                after_id=after.id, limit=limit))
-    found = [
-        Signal(Cursor(int(r["tx"]), r["id"]), r["run_id"], r["kind"], r["attempt"], r["ts"],
-               r["namespace"], r["task"], r["queue"], r["created_at"], r["trace_id"],
-               r["parent_span_id"], r["available_at"], r["status"], r["has_previous"],
-               r["source"], r["failure_type"], r["oom_killed"], r["duration_ms"],
-               r["size_bytes"], r["error_type"], r["parent_sampled"])
-        for r in rows if r["id"] is not None
-    ]
-    return found, events.next_cursor(rows, [s.cursor for s in found], after, limit)
+class Tally(NamedTuple):
+    """What a page of the event log adds to one series' child, summed by the database:
+    ``n`` events (a counter's increment, or a histogram's observations in bucket
+    ``bucket``, whose values add up to ``total``). ``series`` names a
+    :class:`waypost.engine.metrics.RunMetrics` series; ``label`` is its label past
+    the task's (a status, an outcome, a source), None for a series without one."""
+
+    namespace: str
+    task: str
+    series: str
+    label: str | None
+    bucket: int | None
+    n: int
+    total: float | None
+
+
+class Page(NamedTuple):
+    """One page of the event log for the leader's telemetry."""
+
+    tallies: list[Tally]
+    #: The events a span is made of (a run's end, an attempt's start), when asked.
+    spans: list[Signal]
+    #: How many events the page held (a full page means more are waiting).
+    events: int
+    #: Where the next read starts.
+    cursor: Cursor
+
+
+async def page_after(
+    db: asyncpg.Pool | asyncpg.Connection, after: Cursor, *, limit: int = 2000,
+    spans: bool, second_bounds: Sequence[float], byte_bounds: Sequence[float],
+) -> Page:
+    """The series' increments of the ``limit`` events after ``after`` (summed in
+    SQL: a few rows per page, not one per event), with ``spans`` the events spans
+    are made of, and the cursor the next read starts from. ``second_bounds`` and
+    ``byte_bounds`` are the histograms' upper bounds (without +Inf)."""
+    rows = await db.fetch(*bind("telemetry_page", after_tx=str(after.tx),
+                                after_id=after.id, limit=limit, spans=spans,
+                                second_bounds=list(second_bounds),
+                                byte_bounds=list(byte_bounds)))
+    tallies: list[Tally] = []
+    signals: list[Signal] = []
+    events_read, cursor = 0, after
+    for r in rows:
+        what = r["what"]
+        if what == "tally":
+            tallies.append(Tally(r["namespace"], r["task"], r["kind"], r["status"],
+                                 r["bucket"], r["n"], r["total"]))
+        elif what == "span":
+            signals.append(Signal(
+                Cursor(int(r["tx"]), r["id"]), r["run_id"], r["kind"], r["attempt"], r["ts"],
+                r["namespace"], r["task"], r["queue"], r["created_at"], r["trace_id"],
+                r["parent_span_id"], r["available_at"], r["status"], r["has_previous"],
+                r["source"], r["failure_type"], r["oom_killed"], r["duration_ms"],
+                r["size_bytes"], r["error_type"], r["parent_sampled"]))
+        else:  # the page's end: how many events, the last one, the horizon
+            events_read = r["n"]
+            if events_read >= limit:
+                cursor = Cursor(int(r["tx"]), r["id"])
+            else:
+                last = Cursor(int(r["tx"]), r["id"]) if events_read else after
+                cursor = max(after, Cursor(int(r["horizon"]), 0), last)
+    signals.sort(key=lambda s: s.cursor)
+    return Page(tallies, signals, events_read, cursor)
 
 
 @dataclass(frozen=True)

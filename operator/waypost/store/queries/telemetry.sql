@@ -1,51 +1,132 @@
--- name: telemetry_events_after
--- What the leader's metrics (and run/queue-wait spans) are made of: status changes,
--- attempt starts and ends and checkpoints after the cursor (:after_tx, :after_id),
--- oldest first, at most :limit, below the commit horizon (same cursor rule as
--- events_after, migration 0012). Log lines are not read, nor a run's change to
--- running (no series or span is made of it; the attempt start says the same).
+-- name: telemetry_page
+-- What the leader's metrics and run/queue-wait spans are made of, one page of the
+-- event log at a time: the status changes, attempt starts and ends and checkpoints
+-- after the cursor (:after_tx, :after_id), oldest first, at most :limit, below the
+-- commit horizon (same cursor rule as events_after, migration 0012). Log lines are
+-- not read, nor a run's change to running (no series or span is made of it; the
+-- attempt start says the same).
 -- Lean on purpose (the leader runs it every second beside the dispatcher): the page
 -- is cut from the (tx, id) index first and only its rows are joined to their runs;
 -- of each event's data only the fields a series or span uses are read (a status
--- event carries the run's whole result, which is never decoded here). Every event
--- has its run (the foreign key deletes a run's events with it); the outer join
--- keeps the horizon's row when there is no event. Each event carries what a series
--- or span needs from its run (created_at for the run's duration; trace context)
--- and, for an attempt start, when the run became claimable: the queue wait is
--- measured on the database clock.
--- available_at is the attempt's start less the queue wait its event carries
+-- event carries the run's whole result, which is never decoded here).
+-- The series are summed here, not in the leader's interpreter: the page comes back
+-- as one 'tally' row per (task, series, label, histogram bucket) with its count and
+-- sum (a few rows for a page of 2,000 events; fetching and decoding a row per event
+-- was most of the reader's CPU). A histogram observation's bucket is the index of
+-- the first of its upper bounds (:second_bounds, :byte_bounds, without +Inf) that
+-- is >= the value, as prometheus_client places it; past the last one, +Inf.
+-- With :spans, the events a span is made of (a run's end, an attempt's start) come
+-- back too, one 'span' row each in log order, with their run's trace context. The
+-- last row, 'end', says how many events the page held, where it ended, and the
+-- horizon.
+-- A queue wait is measured on the database clock: available_at (when the run
+-- became claimable) is the attempt's start less the queue wait its event carries
 -- (migration 0022). An event written before that has none: it is read from the hot
 -- row while the attempt still holds it; once it left (the attempt already
 -- finished), the first attempt falls back to the run's creation, which is when it
 -- became claimable.
-WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
-SELECT h.horizon::text AS horizon, e.id, e.tx::text AS tx, e.run_id, e.kind, e.attempt,
-       e.ts, e.data ->> 'status' AS status, e.data ? 'previous' AS has_previous,
-       e.data ->> 'source' AS source, e.data ->> 'failureType' AS failure_type,
-       coalesce((e.data ->> 'oomKilled')::boolean, false) AS oom_killed,
-       (e.data ->> 'durationMs')::float8 AS duration_ms,
-       (e.data ->> 'sizeBytes')::bigint AS size_bytes,
-       e.data #>> '{error,type}' AS error_type,
-       r.namespace, r.task, r.queue, r.created_at, r.trace_id, r.parent_span_id,
-       r.parent_sampled,
-       CASE WHEN e.kind = 'attempt_started' THEN
-           coalesce(e.ts - make_interval(secs => (e.data ->> 'queueWaitMs')::float8 / 1000),
-                    (SELECT q.available_at FROM run_queue q
-                     WHERE q.run_id = e.run_id AND q.attempt = e.attempt),
-                    CASE WHEN e.attempt = 1 THEN r.created_at END)
-       END AS available_at
-FROM h
-LEFT JOIN LATERAL (
+-- Every event has its run (the foreign key deletes a run's events with it).
+WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon),
+page AS MATERIALIZED (
     SELECT e.id, e.tx, e.run_id, e.kind, e.attempt, e.ts, e.data
-    FROM run_events e
+    FROM run_events e, h
     WHERE (e.tx, e.id) > (:after_tx::text::xid8, :after_id::bigint) AND e.tx < h.horizon
       AND e.kind IN ('status', 'attempt_started', 'attempt_finished', 'checkpoint')
       AND NOT (e.kind = 'status' AND e.data ->> 'status' = 'running')
     ORDER BY e.tx, e.id
     LIMIT :limit
-) e ON true
-LEFT JOIN runs r ON r.id = e.run_id
-ORDER BY e.tx, e.id;
+),
+sig AS MATERIALIZED (
+    SELECT p.id, p.tx, p.run_id, p.kind, p.attempt, p.ts,
+           p.data ->> 'status' AS status, p.data ? 'previous' AS has_previous,
+           p.data ->> 'source' AS source, p.data ->> 'failureType' AS failure_type,
+           coalesce((p.data ->> 'oomKilled')::boolean, false) AS oom_killed,
+           (p.data ->> 'durationMs')::float8 AS duration_ms,
+           (p.data ->> 'sizeBytes')::bigint AS size_bytes,
+           p.data #>> '{error,type}' AS error_type,
+           r.namespace, r.task, r.queue, r.created_at, r.trace_id, r.parent_span_id,
+           r.parent_sampled,
+           CASE WHEN p.kind = 'attempt_started' THEN
+               coalesce(p.ts - make_interval(secs => (p.data ->> 'queueWaitMs')::float8 / 1000),
+                        (SELECT q.available_at FROM run_queue q
+                         WHERE q.run_id = p.run_id AND q.attempt = p.attempt),
+                        CASE WHEN p.attempt = 1 THEN r.created_at END)
+           END AS available_at
+    FROM page p JOIN runs r ON r.id = p.run_id
+),
+-- What each event adds to a series: (series, its label past the task's or NULL for
+-- none, the observed value or NULL for a counter).
+obs AS (
+    SELECT s.namespace, s.task, o.series, o.label, o.value
+    FROM sig s
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN s.status = 'failed' THEN coalesce(s.failure_type, 'error')
+                    ELSE s.status END AS outcome,
+               s.kind = 'status' AND s.has_previous
+                   AND s.status IN ('succeeded', 'failed', 'dead_lettered', 'cancelled')
+                   AS ended
+    ) x
+    CROSS JOIN LATERAL (VALUES
+        ('triggered', coalesce(s.source, 'api'), NULL::float8,
+         s.kind = 'status' AND NOT s.has_previous),
+        ('finished', coalesce(s.status, ''), NULL, x.ended),
+        ('run_duration', coalesce(s.status, ''),
+         greatest(0, extract(epoch FROM s.ts - s.created_at))::float8, x.ended),
+        ('dead_lettered', NULL, NULL, x.ended AND s.status = 'dead_lettered'),
+        ('retries', NULL, NULL, s.kind = 'status' AND s.has_previous AND s.status = 'retrying'),
+        ('queue_wait', NULL, greatest(0, extract(epoch FROM s.ts - s.available_at))::float8,
+         s.available_at IS NOT NULL),
+        ('attempts', coalesce(x.outcome, ''), NULL, s.kind = 'attempt_finished'),
+        ('attempt_duration', coalesce(x.outcome, ''), greatest(0, s.duration_ms / 1000),
+         s.kind = 'attempt_finished' AND s.duration_ms IS NOT NULL),
+        ('oom_kills', NULL, NULL, s.kind = 'attempt_finished' AND s.oom_killed),
+        ('checkpoint_size', NULL, s.size_bytes::float8,
+         s.kind = 'checkpoint' AND s.size_bytes IS NOT NULL)
+    ) o(series, label, value, applies)
+    WHERE o.applies
+),
+tally AS (
+    SELECT b.namespace, b.task, b.series, b.label, b.bucket, count(*) AS n,
+           sum(b.value) AS total
+    FROM (
+        SELECT obs.*,
+               CASE WHEN obs.value IS NOT NULL THEN
+                   (SELECT count(*) FROM unnest(CASE WHEN obs.series = 'checkpoint_size'
+                                                     THEN :byte_bounds::float8[]
+                                                     ELSE :second_bounds::float8[] END) u(le)
+                    WHERE u.le < obs.value)::int
+               END AS bucket
+        FROM obs
+    ) b
+    GROUP BY b.namespace, b.task, b.series, b.label, b.bucket
+)
+SELECT 'tally' AS what, NULL::text AS horizon, NULL::bigint AS id, NULL::text AS tx,
+       NULL::uuid AS run_id, t.series AS kind, NULL::int AS attempt,
+       NULL::timestamptz AS ts, t.label AS status, NULL::boolean AS has_previous,
+       NULL::text AS source, NULL::text AS failure_type, NULL::boolean AS oom_killed,
+       NULL::float8 AS duration_ms, NULL::bigint AS size_bytes, NULL::text AS error_type,
+       t.namespace, t.task, NULL::text AS queue, NULL::timestamptz AS created_at,
+       NULL::text AS trace_id, NULL::text AS parent_span_id, NULL::boolean AS parent_sampled,
+       NULL::timestamptz AS available_at, t.bucket, t.n, t.total
+FROM tally t
+UNION ALL
+(SELECT 'span', NULL, s.id, s.tx::text, s.run_id, s.kind, s.attempt, s.ts, s.status,
+        s.has_previous, s.source, s.failure_type, s.oom_killed, s.duration_ms, s.size_bytes,
+        s.error_type, s.namespace, s.task, s.queue, s.created_at, s.trace_id,
+        s.parent_span_id, s.parent_sampled, s.available_at, NULL, NULL, NULL
+ FROM sig s
+ WHERE :spans::boolean
+   AND ((s.kind = 'status' AND s.has_previous
+         AND s.status IN ('succeeded', 'failed', 'dead_lettered', 'cancelled'))
+        OR (s.kind = 'attempt_started' AND s.available_at IS NOT NULL))
+ ORDER BY s.tx, s.id)
+UNION ALL
+SELECT 'end', h.horizon::text, last.id, last.tx::text, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, (SELECT count(*) FROM page), NULL
+FROM h
+LEFT JOIN LATERAL (SELECT p.id, p.tx FROM page p ORDER BY p.tx DESC, p.id DESC LIMIT 1)
+    last ON true;
 
 -- name: runs_table_estimate
 -- The planner's row count of runs (pg_class.reltuples, kept by autovacuum's
