@@ -64,6 +64,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -431,70 +432,70 @@ class PartitionBench:
         self.uptime()
 
         # 3. the partitioned layout: detach + drop, beside a live load.
-        phases: dict[str, list[float]] = {"before": [], "during": [], "after": []}
         statements: list[dict[str, Any]] = []
-        stop = asyncio.Event()
-        ms: list[float] = []
-        live = asyncio.create_task(self.live_load("part", stop, ms))
-        await asyncio.sleep(a.settle)
-        phases["before"] = list(ms)
-        mark = len(ms)
+
+        async def detach_and_drop() -> None:
+            for table in ("events", "attempts", "runs"):
+                part = f"proto.part_{table}_{victim:%Y%m%d}"
+                for sql in (f"ALTER TABLE proto.part_{table} DETACH PARTITION {part}"
+                            " CONCURRENTLY", f"DROP TABLE {part}"):
+                    t = time.perf_counter()
+                    await self.conn.execute(sql)
+                    statements.append({"sql": sql, "ms": (time.perf_counter() - t) * 1000})
+                    print(f"    {statements[-1]['ms']:9.1f} ms  {sql}", flush=True)
+
         t0 = time.perf_counter()
-        for table in ("events", "attempts", "runs"):
-            part = f"proto.part_{table}_{victim:%Y%m%d}"
-            for sql in (f"ALTER TABLE proto.part_{table} DETACH PARTITION {part} CONCURRENTLY",
-                        f"DROP TABLE {part}"):
-                t = time.perf_counter()
-                await self.conn.execute(sql)
-                statements.append({"sql": sql, "ms": (time.perf_counter() - t) * 1000})
-                print(f"    {statements[-1]['ms']:9.1f} ms  {sql}", flush=True)
-        total = (time.perf_counter() - t0) * 1000
-        phases["during"] = list(ms[mark:])
-        mark = len(ms)
-        await asyncio.sleep(a.settle)
-        phases["after"] = list(ms[mark:])
-        stop.set()
-        await live
+        phases = await self.beside_live_load("part", detach_and_drop)
         left = await self.conn.fetchval(
             "SELECT count(*) FROM proto.part_runs WHERE expires_at < now()")
         self.doc["expiry"]["part"] = {
-            "statements": statements, "total_ms": total, "runs_left_expired": left,
-            "live_txn_ms": self._phases(phases)}
+            "statements": statements, "total_ms": sum(x["ms"] for x in statements),
+            "with_settle_s": time.perf_counter() - t0, "runs_left_expired": left,
+            "live_txn_ms": phases}
         print(json.dumps(self.doc["expiry"]["part"], indent=2), flush=True)
         self.uptime()
 
         # 4. today's layout: row deletes in batches of 1,000, beside the same load.
-        phases = {"before": [], "during": [], "after": []}
-        stop = asyncio.Event()
-        ms = []
-        live = asyncio.create_task(self.live_load("flat", stop, ms))
-        await asyncio.sleep(a.settle)
-        phases["before"] = list(ms)
-        mark = len(ms)
         batches: list[float] = []
-        for _ in range(a.delete_batches):
-            t = time.perf_counter()
-            n = await self.conn.fetchval(
-                "WITH d AS (DELETE FROM proto.flat_runs r WHERE r.id = ANY (ARRAY("
-                " SELECT id FROM proto.flat_runs WHERE finished_at < now() - interval '7 days'"
-                " AND status <> 'dead_lettered' ORDER BY finished_at LIMIT 1000"
-                " FOR UPDATE SKIP LOCKED)) RETURNING 1) SELECT count(*) FROM d")
-            batches.append((time.perf_counter() - t) * 1000)
-            if n < 1000:
-                break
-        phases["during"] = list(ms[mark:])
-        mark = len(ms)
-        await asyncio.sleep(a.settle)
-        phases["after"] = list(ms[mark:])
-        stop.set()
-        await live
+
+        async def delete_batches() -> None:
+            for _ in range(a.delete_batches):
+                t = time.perf_counter()
+                n = await self.conn.fetchval(
+                    "WITH d AS (DELETE FROM proto.flat_runs r WHERE r.id = ANY (ARRAY("
+                    " SELECT id FROM proto.flat_runs"
+                    " WHERE finished_at < now() - interval '7 days'"
+                    " AND status <> 'dead_lettered' ORDER BY finished_at LIMIT 1000"
+                    " FOR UPDATE SKIP LOCKED)) RETURNING 1) SELECT count(*) FROM d")
+                batches.append((time.perf_counter() - t) * 1000)
+                if n < 1000:
+                    break
+
+        phases = await self.beside_live_load("flat", delete_batches)
         self.doc["expiry"]["flat"] = {
             "batches": len(batches), "batch_ms": {
                 "p50": pct(batches, 50), "p99": pct(batches, 99), "max": max(batches),
                 "sum": sum(batches)},
             "extrapolated_pass_s": sum(batches) / len(batches) * a.expire / 1000 / 1000,
-            "live_txn_ms": self._phases(phases)}
+            "live_txn_ms": phases}
         print(json.dumps(self.doc["expiry"]["flat"], indent=2), flush=True)
+
+    async def beside_live_load(self, name: str,
+                               work: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+        """Runs ``work`` between ``--settle`` seconds of live load before and after it;
+        returns the live transactions' latencies before, during and after."""
+        stop = asyncio.Event()
+        ms: list[float] = []
+        live = asyncio.create_task(self.live_load(name, stop, ms))
+        await asyncio.sleep(self.args.settle)
+        marks = [len(ms)]
+        await work()
+        marks.append(len(ms))
+        await asyncio.sleep(self.args.settle)
+        stop.set()
+        await live
+        return self._phases({"before": ms[:marks[0]], "during": ms[marks[0]:marks[1]],
+                             "after": ms[marks[1]:]})
 
     @staticmethod
     def _phases(phases: dict[str, list[float]]) -> dict[str, Any]:
