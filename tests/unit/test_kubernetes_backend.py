@@ -348,6 +348,41 @@ async def test_caps_per_task_and_global_count_warm_pods_until_they_are_gone() ->
     await backend.close()
 
 
+class SlowEnrollHub(FakeHub):
+    """Enrollment is a database round trip: it yields to the loop."""
+
+    async def enroll(self, **kwargs: Any) -> tuple[uuid.UUID, str]:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return await super().enroll(**kwargs)
+
+
+async def test_caps_hold_when_a_batch_starts_side_by_side() -> None:
+    """The dispatcher starts a batch's attempts together (start_concurrency): the
+    per-task and global caps are still decided one start at a time."""
+    backend, api, _ = await _backend()
+    backend.settings = KubernetesBackendSettings(coordinator_url="http://c:8080", max_pods=20,
+                                                 max_warm_pods=3)
+    hub = SlowEnrollHub()
+    backend.attach_warm(hub)  # type: ignore[arg-type]
+    assert backend.start_concurrency > 1
+    other = TaskSpec.model_validate({"entrypoint": "examples.warm:noop"})
+    await asyncio.gather(
+        *(backend.start(_warm_launch(run)) for run in range(1, 6)),
+        *(backend.start(_warm_launch(run, task="other", spec=other, fingerprint="fp-2"))
+          for run in range(6, 10)))
+    assert len(api.pods) == 9
+    assert len(hub.enrolled) == 3  # the global cap
+    per_task: dict[str, int] = {}
+    for pod in api.pods.values():
+        if k8s.LABEL_WARM_RUNNER in pod["metadata"]["labels"]:
+            task = pod["metadata"]["labels"][k8s.LABEL_TASK]
+            per_task[task] = per_task.get(task, 0) + 1
+    assert per_task["process-order"] <= 2  # maxWarm of the task
+    assert len(backend.warm_members()) == 3
+    await backend.close()
+
+
 async def test_a_warm_pod_being_deleted_counts_until_it_is_gone(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A deleted Pod runs on through its grace period (phase Running with a

@@ -132,6 +132,10 @@ class KubernetesBackend:
     # Scheduling, image pull and start-up; a Pod that fails to start (ImagePullBackOff,
     # unschedulable) is judged by its own status before this runs out.
     start_timeout_seconds = 600.0
+    # Attempts of one claim batch started at once (see ConcurrentStarts): each is a
+    # Secret and a Pod created through the API server. The API calls run in the
+    # default thread pool, which bounds them further.
+    start_concurrency = 8
 
     def __init__(self, api: PodApi, settings: KubernetesBackendSettings) -> None:
         self.api = api
@@ -159,6 +163,10 @@ class KubernetesBackend:
         self._retry_delay: dict[tuple[str, str], float] = {}
         self._retry_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._patches: set[asyncio.Task[None]] = set()
+        # Starts run concurrently (start_concurrency) and beside pre-warming: the
+        # warm-pool caps are decided and the new runner noted under this lock, so two
+        # starts never both take the last place.
+        self._admission = asyncio.Lock()
 
     def attach_warm(self, hub: warm.WarmHub) -> None:
         self._hub = hub
@@ -195,23 +203,24 @@ class KubernetesBackend:
         attempt, and fails with the Pod if the Pod cannot start.
         """
         task = (target.namespace, target.task)
-        if (self._hub is None or not target.spec.warm_pool.enabled
-                or not (target.spec.image or self.settings.default_image)
-                or self.free_slots() <= 0
-                or not warm.has_room(self.warm_members(), task,
-                                     target.spec.warm_pool.max_warm,
-                                     self.settings.max_warm_pods)):
-            return False
-        runner_id, credential = await self._hub.enroll_idle(
-            namespace=target.namespace, task=target.task, fingerprint=target.fingerprint,
-            idle_ttl_seconds=float(target.spec.warm_pool.idle_ttl_seconds))
-        pod = pod_spec.build_prewarm_pod(target, self._pod_settings(None), runner_id)
-        secret = pod_spec.build_prewarm_secret(target, runner_id, credential)
-        key = (target.namespace, pod["metadata"]["name"])
-        self._live[key] = runner_id
-        self._warm[runner_id] = _WarmPod(runner_id, key, task, None, target.fingerprint,
-                                         last_used=asyncio.get_running_loop().time())
-        self._warm_pods[key] = runner_id
+        async with self._admission:
+            if (self._hub is None or not target.spec.warm_pool.enabled
+                    or not (target.spec.image or self.settings.default_image)
+                    or self.free_slots() <= 0
+                    or not warm.has_room(self.warm_members(), task,
+                                         target.spec.warm_pool.max_warm,
+                                         self.settings.max_warm_pods)):
+                return False
+            runner_id, credential = await self._hub.enroll_idle(
+                namespace=target.namespace, task=target.task, fingerprint=target.fingerprint,
+                idle_ttl_seconds=float(target.spec.warm_pool.idle_ttl_seconds))
+            pod = pod_spec.build_prewarm_pod(target, self._pod_settings(None), runner_id)
+            secret = pod_spec.build_prewarm_secret(target, runner_id, credential)
+            key = (target.namespace, pod["metadata"]["name"])
+            self._live[key] = runner_id
+            self._warm[runner_id] = _WarmPod(runner_id, key, task, None, target.fingerprint,
+                                             last_used=asyncio.get_running_loop().time())
+            self._warm_pods[key] = runner_id
         await self._create(target.namespace, key, secret, pod, runner_id)
         log.info("pre-warmed a pod", extra={"runner_id": str(runner_id), "pod": key[1],
                                             "task": target.task})
@@ -266,22 +275,26 @@ class KubernetesBackend:
         settings = self._pod_settings(owner)
         runner_id: uuid.UUID | None = None
         runner_credential: str | None = None
-        if await self._warm_room(launch):
-            assert self._hub is not None and launch.spec is not None
-            runner_id, runner_credential = await self._hub.enroll(
-                namespace=launch.namespace, task=launch.task, fingerprint=launch.fingerprint,
-                run_id=launch.run_id, claim_token=launch.claim_token,
-                idle_ttl_seconds=float(launch.spec.warm_pool.idle_ttl_seconds))
-        pod = pod_spec.build_attempt_pod(launch, settings, launch.spec, runner_id=runner_id)
-        secret = pod_spec.build_attempt_secret(launch, settings, runner_credential)
-        name = pod["metadata"]["name"]
-        key = (pod["metadata"]["namespace"], name)
-        self._live[key] = launch.run_id
-        if runner_id is not None:
-            self._warm[runner_id] = _WarmPod(runner_id, key, (launch.namespace, launch.task),
-                                             launch, launch.fingerprint)
-            self._warm_pods[key] = runner_id
-            self._arm_timeout(self._warm[runner_id], launch)
+        async with self._admission:
+            if await self._warm_room(launch):
+                assert self._hub is not None and launch.spec is not None
+                runner_id, runner_credential = await self._hub.enroll(
+                    namespace=launch.namespace, task=launch.task,
+                    fingerprint=launch.fingerprint, run_id=launch.run_id,
+                    claim_token=launch.claim_token,
+                    idle_ttl_seconds=float(launch.spec.warm_pool.idle_ttl_seconds))
+            pod = pod_spec.build_attempt_pod(launch, settings, launch.spec,
+                                             runner_id=runner_id)
+            secret = pod_spec.build_attempt_secret(launch, settings, runner_credential)
+            name = pod["metadata"]["name"]
+            key = (pod["metadata"]["namespace"], name)
+            self._live[key] = launch.run_id
+            if runner_id is not None:
+                self._warm[runner_id] = _WarmPod(runner_id, key,
+                                                 (launch.namespace, launch.task),
+                                                 launch, launch.fingerprint)
+                self._warm_pods[key] = runner_id
+                self._arm_timeout(self._warm[runner_id], launch)
         await self._create(launch.namespace, key, secret, pod, runner_id)
 
     async def _create(self, namespace: str, key: tuple[str, str], secret: dict[str, Any],

@@ -74,6 +74,16 @@ ExitHandler = Callable[[AttemptExit], Awaitable[None]]
 
 
 @runtime_checkable
+class ConcurrentStarts(Protocol):
+    """A backend whose start is mostly waiting on remote calls (creating a Secret
+    and a Pod): the dispatcher starts up to ``start_concurrency`` attempts of a
+    claim batch at once instead of one after another. The backend keeps its own
+    decisions that depend on each other (warm-pool caps) serialized."""
+
+    start_concurrency: int
+
+
+@runtime_checkable
 class WarmCapable(Protocol):
     """A backend that keeps warm runners (processes, Pods) between attempts.
 

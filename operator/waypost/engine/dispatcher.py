@@ -18,7 +18,13 @@ import asyncpg
 
 from waypost import aiotime
 from waypost.engine import attempts, history, hot_table, prewarm, warm
-from waypost.engine.backend import AttemptExit, AttemptLaunch, ExecutionBackend, WarmCapable
+from waypost.engine.backend import (
+    AttemptExit,
+    AttemptLaunch,
+    ConcurrentStarts,
+    ExecutionBackend,
+    WarmCapable,
+)
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity
 from waypost.model.enums import FailureType
@@ -175,8 +181,21 @@ class Dispatcher:
             except Exception as exc:
                 await self._could_not_start(item, exc)
         bound = await self._assign_warm(launches)
-        for item, launch in launches:
-            await self._start(item, launch, bound.get(item.run_id), started)
+        width = (self.backend.start_concurrency
+                 if isinstance(self.backend, ConcurrentStarts) else 1)
+        if width <= 1 or len(launches) <= 1:
+            for item, launch in launches:
+                await self._start(item, launch, bound.get(item.run_id), started)
+        else:
+            # A Pod's creation is two API calls; a batch of cold starts made one
+            # after another made the last attempt of a burst wait for all the others.
+            gate = asyncio.Semaphore(width)
+
+            async def gated(item: ClaimedAttempt, launch: AttemptLaunch) -> None:
+                async with gate:
+                    await self._start(item, launch, bound.get(item.run_id), started)
+
+            await asyncio.gather(*(gated(item, launch) for item, launch in launches))
         return len(claimed)
 
     async def _assign_warm(self, launches: list[tuple[ClaimedAttempt, AttemptLaunch]]
