@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from bench import pod_parts
 from bench.stats import pct
 
 WARM_LABEL = "waypost.dev/warm-runner"
@@ -63,12 +64,28 @@ def trigger_and_wait(url: str, ns: str, task: str, payload: Any = None,
         time.sleep(0.01)
 
 
-def waypost_latency(url: str, ns: str, task: str, runs: int) -> dict[str, Any]:
+def _with_parts(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary, with where the time went (bench/pod_parts.py) when the cluster's
+    logs are on this machine."""
+    parts = pod_parts.split(runs)
+    return {**summary, "parts": parts} if parts else summary
+
+
+def waypost_latency(url: str, ns: str, task: str, runs: int,
+                    parts: bool = False) -> dict[str, Any]:
+    """``parts``: each run had a Pod of its own (cold), named by the task's hostname;
+    its Secret has the Pod's name."""
     samples = []
+    pods: list[dict[str, Any]] = []
     for _ in range(runs):
         started, run = trigger_and_wait(url, ns, task)
-        samples.append((float(run["result"]["startedAt"]) - started) * 1000)
-    return _summary(samples)
+        task_start = float(run["result"]["startedAt"])
+        samples.append((task_start - started) * 1000)
+        host = run["result"].get("host")
+        if host:
+            pods.append({"pod": host, "secret": host, "trigger": started,
+                         "task_start": task_start})
+    return _with_parts(_summary(samples), pods) if parts else _summary(samples)
 
 
 def bare_pod_latency(core: Any, ns: str, image: str, runs: int) -> dict[str, Any]:
@@ -76,6 +93,7 @@ def bare_pod_latency(core: Any, ns: str, image: str, runs: int) -> dict[str, Any
     imported; restricted security context, as runner Pods have."""
     code = ("import examples.warm, time; print(time.time(), flush=True)")
     samples = []
+    pods: list[dict[str, Any]] = []
     for _ in range(runs):
         name = f"bare-{uuid.uuid4().hex[:8]}"
         body = {
@@ -110,8 +128,9 @@ def bare_pod_latency(core: Any, ns: str, image: str, runs: int) -> dict[str, Any
         if pod.status.phase != "Succeeded" or not log:
             raise RuntimeError(f"bare Pod {name} ended {pod.status.phase}: {log}")
         samples.append((float(log[-1]) - started) * 1000)
+        pods.append({"pod": name, "trigger": started, "task_start": float(log[-1])})
         core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
-    return _summary(samples)
+    return _with_parts(_summary(samples), pods)
 
 
 class WarmPodSampler:
@@ -198,7 +217,8 @@ def run_all(url: str, ns: str, core: Any, image: str, make_task: Callable[..., N
         result["bare_pod"] = {**bare_pod_latency(core, ns, image, runs), "when": when}
     if "cold" in parts:
         make_task("bench-cold", warmPool={"enabled": False})
-        result["cold"] = {**waypost_latency(url, ns, "bench-cold", runs), "when": when}
+        result["cold"] = {**waypost_latency(url, ns, "bench-cold", runs, parts=True),
+                          "when": when}
     if "warm" in parts:
         make_task("bench-warm")
         trigger_and_wait(url, ns, "bench-warm")  # the first warm Pod
