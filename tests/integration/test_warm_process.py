@@ -280,7 +280,12 @@ async def test_warm_poll_refuses_bad_credentials(stack: Standalone) -> None:
         # A success carried by the poll needs that attempt's own, valid credential.
         run_id = str(uuid.uuid4())
         other = stack.engine.signer.issue(uuid.uuid4(), 7)
+        # A well-signed credential of an attempt that is not current (here: none such):
+        # the success is refused as a stale attempt's, 409, whatever the runner.
+        stale = stack.engine.signer.issue(uuid.UUID(run_id), 7)
         for finished, status, field in (
+                ({"runId": run_id, "attempt": 1, "succeeded": True, "credential": stale,
+                  "result": {"x": 1}}, 409, None),
                 ({"runId": run_id, "attempt": 1, "succeeded": True}, 400,
                  "finished.credential"),
                 ({"runId": run_id, "attempt": 1, "succeeded": True, "credential": "wpa.x.y"},

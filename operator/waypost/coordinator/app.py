@@ -416,22 +416,24 @@ async def runner_warm_poll(request: web.Request) -> web.Response:
         raise Unauthorized(str(exc)) from None
     body = await read_message(request, protocol.WarmPollBody)
     finished_run = None
+    success = None
     if body.finished is not None:
         try:
             finished_run = uuid.UUID(body.finished.run_id)
         except ValueError:
             raise InvalidValue("finished.runId: not a run id") from None
         if body.finished.succeeded:
-            # The attempt's success rides on the poll, under its own credential.
+            # The attempt's success rides on the poll, under its own credential; the
+            # poll's statement takes it (warm_finish_poll).
             ident = attempts.authenticate(engine, body.finished.credential or "")
             if ident.run_id != finished_run:
                 raise InvalidValue("finished.credential: belongs to another run")
-            await attempts.complete(engine, ident, body.finished.result)
-            attempts.record_usage(engine, ident, body.finished.usage)
+            success = (ident, attempts.encode_result(engine, body.finished.result),
+                       body.finished.usage)
     return answer(await engine.warm.poll(
         runner_id, finished_run=finished_run,
         finished_attempt=body.finished.attempt if body.finished else None,
-        rss_after_bytes=body.rss_bytes, wait_seconds=body.wait_seconds,
+        rss_after_bytes=body.rss_bytes, wait_seconds=body.wait_seconds, success=success,
     ))
 
 

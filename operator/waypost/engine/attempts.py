@@ -23,6 +23,7 @@ from waypost.model.run import ErrorInfo
 from waypost.model.task import TaskSpec
 from waypost.sdk import protocol, tracing
 from waypost.store import checkpoints, insights, logs, runs
+from waypost.store.pool import RawJson
 
 log = logging.getLogger("waypost.engine.attempts")
 
@@ -136,8 +137,13 @@ async def append_logs(
         raise _superseded(ident)
 
 
+def encode_result(engine: Engine, result: Any) -> RawJson:
+    """A task's result as stored, refused (413) over the result limit."""
+    return encoding.encode_limited(result, engine.settings.limits.result_bytes, "result")
+
+
 async def complete(engine: Engine, ident: AttemptIdentity, result: Any) -> None:
-    encoded = encoding.encode_limited(result, engine.settings.limits.result_bytes, "result")
+    encoded = encode_result(engine, result)
     if not await engine.completions.complete(ident.run_id, ident.claim_token, encoded):
         raise _superseded(ident)
     log.info("attempt succeeded", extra={"run_id": str(ident.run_id)})

@@ -53,6 +53,7 @@ from waypost.model.task import TaskSpec
 from waypost.sdk import protocol
 from waypost.store import insights
 from waypost.store import warm as store
+from waypost.store.pool import RawJson
 
 if TYPE_CHECKING:
     from waypost.engine.core import Engine
@@ -317,17 +318,44 @@ class WarmHub:
     async def poll(
         self, runner_id: uuid.UUID, *, finished_run: uuid.UUID | None,
         finished_attempt: int | None, rss_after_bytes: int, wait_seconds: float,
+        success: tuple[AttemptIdentity, RawJson, protocol.Usage | None] | None = None,
     ) -> protocol.WarmPollAnswer:
-        """A warm runner's long poll (see ``POST /v1/runner/warm/poll``)."""
+        """A warm runner's long poll (see ``POST /v1/runner/warm/poll``).
+
+        ``success``: the finished attempt's success (its identity, checked by the
+        caller against the attempt's own credential, its encoded result and the
+        runner's memory report), taken in the same statement that makes the runner
+        idle; AttemptSuperseded when that attempt is no longer current."""
         settings = self.engine.settings
-        polled = await store.poll(
-            self.engine.pool, runner_id, finished_run=finished_run,
-            finished_attempt=finished_attempt, rss_after_bytes=rss_after_bytes,
-            growth_limit_bytes=settings.warm_memory_growth_mib * 1024 * 1024,
-        )
-        if polled is None:
+        growth_limit = settings.warm_memory_growth_mib * 1024 * 1024
+        found: store.WarmRunner | None
+        if success is not None and finished_run is not None and finished_attempt is not None:
+            ident, result, usage = success
+            found, finished_now, completed = await store.finish_poll(
+                self.engine.pool, runner_id, finished_run=finished_run,
+                claim_token=ident.claim_token, finished_attempt=finished_attempt,
+                result=result, rss_after_bytes=rss_after_bytes,
+                growth_limit_bytes=growth_limit)
+            if not completed:
+                raise AttemptSuperseded(
+                    f"attempt with claim token {ident.claim_token} of run {ident.run_id} is "
+                    "no longer current (it was superseded, cancelled, or the run already "
+                    "finished)")
+            log.info("attempt succeeded", extra={"run_id": str(ident.run_id)})
+            from waypost.engine import attempts  # attempts imports this module's users
+
+            # Queued before the poll waits (written in the background, batched).
+            attempts.record_usage(self.engine, ident, usage)
+        else:
+            polled = await store.poll(
+                self.engine.pool, runner_id, finished_run=finished_run,
+                finished_attempt=finished_attempt, rss_after_bytes=rss_after_bytes,
+                growth_limit_bytes=growth_limit,
+            )
+            found, finished_now = polled if polled is not None else (None, False)
+        if found is None:
             raise RunNotFound(f"no warm runner {runner_id} is registered")
-        row, finished_now = polled
+        row = found
         if finished_now:
             # Its attempt ended: it is idle, or was retired for memory growth.
             self._emit(WarmEvent(runner_id, "idle", run_id=finished_run,

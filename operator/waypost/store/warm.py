@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from waypost.store import notify as notify_channels
+from waypost.store.pool import RawJson
 from waypost.store.sql import bind
 
 
@@ -92,6 +93,24 @@ async def poll(
                                   finished_attempt=finished_attempt, rss_bytes=rss_after_bytes,
                                   growth_limit_bytes=growth_limit_bytes))
     return None if row is None else (_runner(row), bool(row["finished_now"]))
+
+
+async def finish_poll(
+    db: asyncpg.Pool | asyncpg.Connection, runner_id: uuid.UUID, *,
+    finished_run: uuid.UUID, claim_token: int, finished_attempt: int, result: RawJson,
+    rss_after_bytes: int, growth_limit_bytes: int,
+) -> tuple[WarmRunner | None, bool, bool]:
+    """A poll that carries its attempt's success: the completion (fenced on
+    ``claim_token``) and the runner's return to idle in one statement. Returns the row
+    afterwards (None: no such runner), whether this poll ended the attempt, and
+    whether the result was taken (False: the attempt was no longer current)."""
+    row = await db.fetchrow(*bind(
+        "warm_finish_poll", runner_id=runner_id, finished_run=finished_run,
+        claim_token=claim_token, finished_attempt=finished_attempt, result=result,
+        rss_bytes=rss_after_bytes, growth_limit_bytes=growth_limit_bytes))
+    assert row is not None  # the statement answers one row
+    runner = None if row["runner_id"] is None else _runner(row)
+    return runner, bool(row["finished_now"]), bool(row["completed"])
 
 
 async def get(db: asyncpg.Pool | asyncpg.Connection, runner_id: uuid.UUID) -> WarmRunner | None:

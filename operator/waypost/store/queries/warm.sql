@@ -56,6 +56,62 @@ UNION ALL
 SELECT runner_id, namespace, task, fingerprint, state, run_id, claim_token, runs_served,
        first_rss_bytes, last_rss_bytes, retired_reason, false AS finished_now FROM seen;
 
+-- name: warm_finish_poll
+-- A runner's poll that carries its attempt's success (run :finished_run, claim
+-- token :claim_token, attempt number :finished_attempt, result :result): the
+-- completion and the runner's return to idle are one state change, so one
+-- statement and one commit. The completion is complete_attempts' own (fenced on
+-- the claim token, its run and attempt rows and events as for any success); the
+-- runner becomes idle (or retired, as warm_poll says) only if that completion
+-- was accepted. Returns the row as warm_poll does, and whether the result was
+-- taken (false: the attempt was no longer current, and nothing but the poll's
+-- time was recorded). Each warm success used to be two statements and two
+-- commits (the completion, then the poll).
+WITH done AS (
+    SELECT run_id FROM complete_attempts(ARRAY[:finished_run::uuid], ARRAY[:claim_token::bigint],
+                                         ARRAY[:result::jsonb]) AS run_id
+), ended AS (
+    SELECT w.runner_id,
+           :rss_bytes::bigint - coalesce(w.first_rss_bytes, :rss_bytes::bigint)
+               > :growth_limit_bytes::bigint AS grown
+    FROM warm_runners w
+    WHERE w.runner_id = :runner_id AND w.state = 'busy' AND w.run_id = :finished_run::uuid
+      AND w.claim_token = :claim_token::bigint
+      AND EXISTS (SELECT 1 FROM done)
+      AND EXISTS (SELECT 1 FROM attempts a
+                  WHERE a.run_id = w.run_id AND a.claim_token = w.claim_token
+                    AND a.attempt = :finished_attempt::integer)
+), finished AS (
+    UPDATE warm_runners w SET
+        state = CASE WHEN e.grown OR w.retire_after_run THEN 'retired' ELSE 'idle' END,
+        retired_reason = CASE WHEN e.grown THEN 'memory_growth'
+                              WHEN w.retire_after_run THEN 'spec_changed' END,
+        retired_at = CASE WHEN e.grown OR w.retire_after_run THEN now() END,
+        run_id = NULL, claim_token = NULL, idle_since = now(), last_seen_at = now(),
+        runs_served = w.runs_served + 1,
+        first_rss_bytes = coalesce(w.first_rss_bytes, :rss_bytes::bigint),
+        last_rss_bytes = :rss_bytes::bigint
+    FROM ended e WHERE w.runner_id = e.runner_id
+    RETURNING w.*
+), seen AS (
+    UPDATE warm_runners w SET last_seen_at = now()
+    WHERE w.runner_id = :runner_id AND NOT EXISTS (SELECT 1 FROM ended)
+    RETURNING w.*
+)
+-- One row always (the completion is read whether or not the runner is still
+-- registered); runner_id is null when it is not.
+SELECT x.runner_id, x.namespace, x.task, x.fingerprint, x.state, x.run_id, x.claim_token,
+       x.runs_served, x.first_rss_bytes, x.last_rss_bytes, x.retired_reason,
+       coalesce(x.finished_now, false) AS finished_now, d.completed
+FROM (SELECT count(*) > 0 AS completed FROM done) d
+LEFT JOIN (
+    SELECT runner_id, namespace, task, fingerprint, state, run_id, claim_token, runs_served,
+           first_rss_bytes, last_rss_bytes, retired_reason, true AS finished_now FROM finished
+    UNION ALL
+    SELECT runner_id, namespace, task, fingerprint, state, run_id, claim_token, runs_served,
+           first_rss_bytes, last_rss_bytes, retired_reason, false AS finished_now FROM seen
+) x ON true;
+
 -- name: warm_runner
 -- One runner's registration, for a poll that waits for its assignment.
 SELECT runner_id, namespace, task, fingerprint, state, run_id, claim_token, runs_served,
