@@ -38,7 +38,7 @@ import enum
 import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar, Union
 
@@ -599,11 +599,27 @@ class ProtocolError(ValueError):
 M = TypeVar("M")
 
 
+# JSON values that encode as themselves (exact types: a StrEnum member is a str too,
+# and encodes as its value below).
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _wire_fields(kind: type) -> tuple[tuple[str, str], ...]:
+    """A message class's (attribute, wire name) pairs, worked out once per class: a
+    runner and the coordinator encode a message or two per attempt."""
+    return tuple((f.name, to_camel(f.name)) for f in dataclasses.fields(kind))
+
+
 def encode(message: Any) -> Any:
     """A message (or any value inside one) as JSON-ready data with wire names."""
-    if dataclasses.is_dataclass(message) and not isinstance(message, type):
-        return {to_camel(f.name): encode(getattr(message, f.name))
-                for f in dataclasses.fields(message)}
+    kind = type(message)
+    if kind in _AS_IS:
+        return message
+    if kind is dict:
+        return {key: encode(value) for key, value in message.items()}
+    if dataclasses.is_dataclass(kind):
+        return {wire: encode(getattr(message, name)) for name, wire in _wire_fields(kind)}
     if isinstance(message, enum.Enum):
         return message.value
     if isinstance(message, datetime):
@@ -617,7 +633,11 @@ def encode(message: Any) -> Any:
 
 def decode(kind: type[M], data: Any) -> M:
     """Read a message of class ``kind`` from JSON data; raise :class:`ProtocolError`."""
-    return typing.cast(M, _decode_message(kind, data, ""))
+    return typing.cast(M, _message_decoder(kind)(data, ""))
+
+
+# A decoder reads one JSON value at a path (for errors) into what its hint says.
+_Decoder = Callable[[Any, str], Any]
 
 
 @functools.cache
@@ -630,70 +650,107 @@ def _fields(kind: type) -> tuple[tuple[str, str, Any, bool], ...]:
     )
 
 
-def _decode_message(kind: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ProtocolError(f"{where or kind.__name__}: expected a JSON object")
-    values: dict[str, Any] = {}
-    known: set[str] = set()
-    for name, wire, hint, optional in _fields(kind):
-        known.add(wire)
-        path = f"{where}.{wire}" if where else wire
-        if wire in data:
-            values[name] = _decode_value(hint, data[wire], path)
-        elif not optional:
-            raise ProtocolError(f"{path}: missing")
+@functools.cache
+def _message_decoder(kind: type) -> _Decoder:
+    """The decoder of a message class, built once per class from its fields' hints
+    (reading the hints on every message was most of a runner's decoding time)."""
+    fields = [(name, wire, _decoder(hint), optional)
+              for name, wire, hint, optional in _fields(kind)]
+    known = frozenset(wire for _, wire, _, _ in fields)
     config: dict[str, Any] = getattr(kind, "__pydantic_config__", {})
-    if config.get("extra") == "forbid" and set(data) - known:
-        raise ProtocolError(f"{where or kind.__name__}: unknown fields "
-                            f"{', '.join(sorted(set(data) - known))}")
-    try:
-        return kind(**values)
-    except ValueError as exc:
-        raise ProtocolError(f"{where + '.' if where else ''}{exc}") from None
+    forbid = config.get("extra") == "forbid"
+
+    def read(data: Any, where: str) -> Any:
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{where or kind.__name__}: expected a JSON object")
+        values: dict[str, Any] = {}
+        for name, wire, field_decoder, optional in fields:
+            if wire in data:
+                values[name] = field_decoder(data[wire], f"{where}.{wire}" if where else wire)
+            elif not optional:
+                raise ProtocolError(f"{where + '.' if where else ''}{wire}: missing")
+        if forbid and not known.issuperset(data):
+            raise ProtocolError(f"{where or kind.__name__}: unknown fields "
+                                f"{', '.join(sorted(set(data) - known))}")
+        try:
+            return kind(**values)
+        except ValueError as exc:
+            raise ProtocolError(f"{where + '.' if where else ''}{exc}") from None
+
+    return read
 
 
-def _decode_value(hint: Any, value: Any, path: str) -> Any:
+@functools.cache
+def _decoder(hint: Any) -> _Decoder:
+    """The decoder of one type hint (built once per hint)."""
     origin = typing.get_origin(hint)
     if hint is Any:
-        return value
+        return lambda value, path: value
     if origin in (Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None and len(options) < len(typing.get_args(hint)):
-            return None
-        return _decode_value(options[0], value, path)
+        args = typing.get_args(hint)
+        options = [a for a in args if a is not type(None)]
+        nullable = len(options) < len(args)
+        first = _decoder(options[0])
+
+        def union(value: Any, path: str) -> Any:
+            if value is None and nullable:
+                return None
+            return first(value, path)
+        return union
     if origin is list:
-        if not isinstance(value, list):
-            raise ProtocolError(f"{path}: expected a list")
-        (item,) = typing.get_args(hint)
-        return [_decode_value(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        (item_hint,) = typing.get_args(hint)
+        item = _decoder(item_hint)
+
+        def many(value: Any, path: str) -> Any:
+            if not isinstance(value, list):
+                raise ProtocolError(f"{path}: expected a list")
+            return [item(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return many
     if origin is dict:
-        if not isinstance(value, dict):
-            raise ProtocolError(f"{path}: expected an object")
-        return dict(value)
+        def mapping(value: Any, path: str) -> Any:
+            if not isinstance(value, dict):
+                raise ProtocolError(f"{path}: expected an object")
+            return dict(value)
+        return mapping
     if origin is Literal:
-        if value not in typing.get_args(hint):
-            raise ProtocolError(f"{path}: expected one of {typing.get_args(hint)}")
-        return value
+        allowed = typing.get_args(hint)
+
+        def literal(value: Any, path: str) -> Any:
+            if value not in allowed:
+                raise ProtocolError(f"{path}: expected one of {allowed}")
+            return value
+        return literal
     if dataclasses.is_dataclass(hint):
-        return _decode_message(typing.cast(type, hint), value, path)
+        return _message_decoder(typing.cast(type, hint))
     if hint is datetime:
-        try:
-            return datetime.fromisoformat(value)
-        except (TypeError, ValueError):
-            raise ProtocolError(f"{path}: expected an ISO 8601 time") from None
+        def when(value: Any, path: str) -> Any:
+            try:
+                return datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise ProtocolError(f"{path}: expected an ISO 8601 time") from None
+        return when
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            raise ProtocolError(f"{path}: unknown value {value!r}") from None
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, int | float) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }.get(hint)
-    if ok is None:
-        raise TypeError(f"{path}: the protocol has no decoder for {hint!r}")
-    if not ok:
-        raise ProtocolError(f"{path}: expected {hint.__name__}, got {type(value).__name__}")
-    return float(value) if hint is float else value
+        enum_type = hint
+
+        def member(value: Any, path: str) -> Any:
+            try:
+                return enum_type(value)
+            except ValueError:
+                raise ProtocolError(f"{path}: unknown value {value!r}") from None
+        return member
+    checks: dict[Any, Callable[[Any], bool]] = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }
+    check = checks.get(hint)
+    if check is None:
+        raise TypeError(f"the protocol has no decoder for {hint!r}")
+    name = hint.__name__
+
+    def scalar(value: Any, path: str) -> Any:
+        if not check(value):
+            raise ProtocolError(f"{path}: expected {name}, got {type(value).__name__}")
+        return float(value) if hint is float else value
+    return scalar
