@@ -633,7 +633,7 @@ def encode(message: Any) -> Any:
 
 def decode(kind: type[M], data: Any) -> M:
     """Read a message of class ``kind`` from JSON data; raise :class:`ProtocolError`."""
-    return typing.cast(M, _message_decoder(kind)(data, ""))
+    return typing.cast(M, _message_decoder(typing.cast(type, kind))(data, ""))
 
 
 # A decoder reads one JSON value at a path (for errors) into what its hint says.

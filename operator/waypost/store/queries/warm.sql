@@ -8,6 +8,22 @@ INSERT INTO warm_runners (runner_id, namespace, task, fingerprint, state, run_id
 VALUES (:runner_id, :namespace, :task, :fingerprint, 'busy', :run_id, :claim_token,
         :idle_ttl_seconds);
 
+-- fragment: warm_runner_ended
+-- The runner whose attempt ended (the CTE "ended": its id and whether its memory
+-- grew past the limit) becomes idle, or retired for memory growth or a changed
+-- spec; its memory after the run is recorded.
+UPDATE warm_runners w SET
+        state = CASE WHEN e.grown OR w.retire_after_run THEN 'retired' ELSE 'idle' END,
+        retired_reason = CASE WHEN e.grown THEN 'memory_growth'
+                              WHEN w.retire_after_run THEN 'spec_changed' END,
+        retired_at = CASE WHEN e.grown OR w.retire_after_run THEN now() END,
+        run_id = NULL, claim_token = NULL, idle_since = now(), last_seen_at = now(),
+        runs_served = w.runs_served + 1,
+        first_rss_bytes = coalesce(w.first_rss_bytes, :rss_bytes::bigint),
+        last_rss_bytes = :rss_bytes::bigint
+    FROM ended e WHERE w.runner_id = e.runner_id
+    RETURNING w.*
+
 -- name: warm_poll
 -- A runner's poll. When it reports the attempt it was bound to (run
 -- :finished_run, attempt number :finished_attempt) as finished and that attempt
@@ -29,17 +45,7 @@ WITH ended AS (
                       WHERE q.run_id = w.run_id AND q.claim_token = w.claim_token
                         AND q.state = 'running')
 ), finished AS (
-    UPDATE warm_runners w SET
-        state = CASE WHEN e.grown OR w.retire_after_run THEN 'retired' ELSE 'idle' END,
-        retired_reason = CASE WHEN e.grown THEN 'memory_growth'
-                              WHEN w.retire_after_run THEN 'spec_changed' END,
-        retired_at = CASE WHEN e.grown OR w.retire_after_run THEN now() END,
-        run_id = NULL, claim_token = NULL, idle_since = now(), last_seen_at = now(),
-        runs_served = w.runs_served + 1,
-        first_rss_bytes = coalesce(w.first_rss_bytes, :rss_bytes::bigint),
-        last_rss_bytes = :rss_bytes::bigint
-    FROM ended e WHERE w.runner_id = e.runner_id
-    RETURNING w.*
+    {warm_runner_ended}
 ), seen AS (
     -- A pre-warmed runner's first poll (never seen since it was registered, idle,
     -- nothing served): its idle time starts now, not while its Pod was starting.
@@ -82,17 +88,7 @@ WITH done AS (
                   WHERE a.run_id = w.run_id AND a.claim_token = w.claim_token
                     AND a.attempt = :finished_attempt::integer)
 ), finished AS (
-    UPDATE warm_runners w SET
-        state = CASE WHEN e.grown OR w.retire_after_run THEN 'retired' ELSE 'idle' END,
-        retired_reason = CASE WHEN e.grown THEN 'memory_growth'
-                              WHEN w.retire_after_run THEN 'spec_changed' END,
-        retired_at = CASE WHEN e.grown OR w.retire_after_run THEN now() END,
-        run_id = NULL, claim_token = NULL, idle_since = now(), last_seen_at = now(),
-        runs_served = w.runs_served + 1,
-        first_rss_bytes = coalesce(w.first_rss_bytes, :rss_bytes::bigint),
-        last_rss_bytes = :rss_bytes::bigint
-    FROM ended e WHERE w.runner_id = e.runner_id
-    RETURNING w.*
+    {warm_runner_ended}
 ), seen AS (
     UPDATE warm_runners w SET last_seen_at = now()
     WHERE w.runner_id = :runner_id AND NOT EXISTS (SELECT 1 FROM ended)
