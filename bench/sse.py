@@ -44,6 +44,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -235,6 +236,10 @@ class SseBench:
         # piece of the delivery delay -> values over all deliveries (ms; see Trace)
         self.pieces: dict[str, list[float]] = {}
         self.per_repeat_delivery: list[dict[str, float]] = []
+        # the pump's reads during each subscribers drain, and the coordinator's CPU
+        # per read (us), per repeat
+        self.reads_in_drain: list[int] = []
+        self.coordinator_us_per_read: list[float] = []
 
     async def run(self) -> None:
         from waypost.store.embedded import EmbeddedPostgres
@@ -306,14 +311,22 @@ class SseBench:
             if subscriber is not None:
                 groups["subscriber"] = [subscriber.pid]
             meter = CpuMeter(groups)
+            profiled_pids = ([coordinator.pid] + ([] if subscriber is None else [subscriber.pid])
+                             if a.profile else [])
             with timed_acks(committed):
+                for pid in profiled_pids:
+                    os.kill(pid, signal.SIGUSR1)  # see profiled(): the drain starts
                 meter.start()
                 started = time.perf_counter()
+                wall_start = time.time()
                 await system.start_workers(a.workers, a.batch, lambda _t0: None,
                                            drain_count=a.jobs)
                 await system.wait_workers()
                 elapsed = time.perf_counter() - started
                 used = meter.stop()
+                wall_end = time.time()
+                for pid in profiled_pids:
+                    os.kill(pid, signal.SIGUSR1)  # the drain ended
             rate = a.jobs / elapsed
             self.drains[mode].append(rate)
             for part, seconds in used.items():
@@ -333,7 +346,8 @@ class SseBench:
                          f"p99 {pct(delays, 99):.1f} ms")
                 coordinator.terminate()
                 await asyncio.to_thread(coordinator.wait, 30)
-                line += "\n    " + self.add_pieces(committed, arrived, trace_file)
+                line += "\n    " + self.add_pieces(committed, arrived, trace_file,
+                                                    (wall_start, wall_end), used)
             print(line, flush=True)
         finally:
             with contextlib.suppress(Exception):
@@ -355,13 +369,22 @@ class SseBench:
                 await admin.close()
 
     def add_pieces(self, committed: dict[uuid.UUID, float], arrived: dict[str, float],
-                   trace_file: Path) -> str:
-        """Split each delivery delay into its pieces (see ``Trace``); a one-line summary."""
+                   trace_file: Path, window: tuple[float, float],
+                   used: dict[str, float]) -> str:
+        """Split each delivery delay into its pieces (see ``Trace``); a one-line summary.
+        Also the pump's reads during the drain (``window``, wall time) and the
+        coordinator's CPU per read: the drain's CPU per 1,000 runs grows with the
+        drain's length on a loaded machine (more reads), this does not."""
         if not trace_file.exists():
             return "pieces: no trace written"
         trace = json.loads(trace_file.read_text())
         reads = sorted(trace["reads"])
         import bisect
+
+        in_drain = bisect.bisect_left(reads, window[1]) - bisect.bisect_left(reads, window[0])
+        self.reads_in_drain.append(in_drain)
+        self.coordinator_us_per_read.append(
+            used["coordinator"] * 1e6 / in_drain if in_drain else 0.0)
 
         for run_id, t in arrived.items():
             m = trace["events"].get(run_id)
@@ -382,8 +405,9 @@ class SseBench:
                 bisect.bisect_left(reads, m["read_start"]) - bisect.bisect_right(reads, c))
         self.pieces.setdefault("reads_per_s", []).append(
             len(reads) / (reads[-1] - reads[0]) if len(reads) > 1 else 0.0)
-        return "pieces p50/p99 (ms): " + ", ".join(
-            f"{name} {pct(v, 50):.1f}/{pct(v, 99):.1f}" for name, v in self.pieces.items())
+        return (f"reads in the drain {in_drain}, coordinator CPU per read "
+                f"{self.coordinator_us_per_read[-1]:.0f} us; pieces p50/p99 (ms): " + ", ".join(
+                    f"{name} {pct(v, 50):.1f}/{pct(v, 99):.1f}" for name, v in self.pieces.items()))
 
     def report(self) -> dict[str, Any]:
         import statistics
@@ -415,6 +439,8 @@ class SseBench:
             "delivery_ms": {"p50": pct(delays, 50), "p90": pct(delays, 90),
                             "p99": pct(delays, 99), "max": delays[-1] if delays else None},
             "per_repeat_delivery_ms": self.per_repeat_delivery,
+            "reads_in_drain": self.reads_in_drain,
+            "coordinator_cpu_us_per_read": self.coordinator_us_per_read,
             "delivery_pieces": {name: {"p50": pct(v, 50), "p90": pct(v, 90), "p99": pct(v, 99),
                                        "max": max(v)}
                                 for name, v in self.pieces.items() if v},
@@ -504,20 +530,31 @@ def timed_acks(committed: dict[uuid.UUID, float]) -> Any:
 @contextlib.contextmanager
 def profiled(name: str) -> Any:
     """cProfile this process into $BENCH_SSE_PROFILE/<name>-<pid>.prof when that is set
-    (``--profile DIR``); SIGTERM ends it cleanly so that the profile is written."""
+    (``--profile DIR``), only while the drain runs: the driver sends SIGUSR1 when the
+    drain starts and again when it ends (start-up, imports and the subscribers'
+    connecting are left out). SIGTERM ends it cleanly so that the profile is written."""
     folder = os.environ.get("BENCH_SSE_PROFILE")
     if not folder:
         yield
         return
     import cProfile
-    import signal
 
     def stop(*_: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
     prof = cProfile.Profile(time.process_time)  # CPU time: the machine is shared
-    prof.enable()
+    running = False
+
+    def toggle(*_: Any) -> None:
+        nonlocal running
+        if running:
+            prof.disable()
+        else:
+            prof.enable()
+        running = not running
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGUSR1, toggle)
     try:
         yield
     finally:
@@ -531,8 +568,6 @@ def main(argv: list[str] | None = None) -> None:
         trace_to = os.environ.get("BENCH_SSE_TRACE")
         trace = Trace()
         if trace_to:
-            import signal
-
             def stop(*_: Any) -> None:
                 raise KeyboardInterrupt
 

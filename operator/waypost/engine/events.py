@@ -182,6 +182,11 @@ class Subscription:
 Listen = Callable[[], Awaitable[asyncpg.Connection]]
 
 
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class EventHub:
     """Reads new events for every subscriber of this process, one query per read.
 
@@ -191,6 +196,12 @@ class EventHub:
     reading anyway every ``idle_poll`` seconds in case a writer did not notify (one
     of the previous release, or one whose snapshot predates the arming). Without a
     ``listen`` connection factory it polls every ``interval``.
+
+    ``listen`` makes the pump's own connection: it LISTENs on it and reads on it
+    too, with a generic plan (``store.events.reader_session``): planning the read
+    anew every time cost Postgres as much CPU as running it, and a pooled
+    connection's acquire and release cost the pump a third of its Python CPU per
+    read. While that connection cannot be had, the pump reads from the pool.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, interval: float = 0.02, batch: int = 2000,
@@ -208,11 +219,18 @@ class EventHub:
         self._by_run: dict[uuid.UUID, set[Subscription]] = {}
         self._everyone: set[Subscription] = set()
         self._run_ids: events.RunIds | None = None
+        # Subscribers the next read covers for the first time (see Subscription).
+        self._uncovered: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        # Whether anything woke the pump since its last read, and the future its
+        # sleep waits on (a plain future and timer: asyncio.timeout around an Event
+        # raised and caught two exceptions per busy read).
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._reader = uuid.uuid4()
-        self._listener: asyncpg.Connection | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._listening = False
         self._listen_retry_at = 0.0
         # The newest transaction a NOTIFY named; read once the horizon is past it.
         self._notified_tx = 0
@@ -226,18 +244,20 @@ class EventHub:
     def _add(self, flt: Filter) -> Subscription:
         sub = Subscription(flt, self._capacity)
         self._subs.add(sub)
+        self._uncovered.add(sub)
         if flt.run_id is None:
             self._everyone.add(sub)
         else:
             self._by_run.setdefault(flt.run_id, set()).add(sub)
         self._run_ids = None
-        self._wake.set()
+        self._wake_up()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._pump())
         return sub
 
     def _remove(self, sub: Subscription) -> None:
         self._subs.discard(sub)
+        self._uncovered.discard(sub)
         self._everyone.discard(sub)
         if sub.filter.run_id is not None:
             subs = self._by_run.get(sub.filter.run_id)
@@ -255,6 +275,7 @@ class EventHub:
             sub.queue.put_nowait([])
             sub.covered.set()
         self._subs.clear()
+        self._uncovered.clear()
         self._by_run.clear()
         self._everyone.clear()
         if self._task is not None:
@@ -267,42 +288,80 @@ class EventHub:
         self.notifications += 1
         with contextlib.suppress(ValueError):
             self._notified_tx = max(self._notified_tx, int(payload))
-        self._wake.set()
+        self._wake_up()
 
-    async def _ensure_listening(self) -> bool:
+    def _wake_up(self) -> None:
+        self._woken = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _connection(self) -> asyncpg.Connection | None:
+        """The pump's own connection (see the class), or None: read from the pool."""
         if self._listen is None:
-            return False
-        if self._listener is not None and not self._listener.is_closed():
-            return True
-        self._listener = None
+            return None
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        self._conn, self._listening = None, False
         if self._clock() < self._listen_retry_at:
-            return False
+            return None
         try:
             conn = await self._listen()
-            await conn.add_listener(notify.EVENTS_CHANNEL, self._on_notify)
         except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("event pump: cannot listen for events, polling: %s", exc)
+            log.warning("event pump: no connection of its own, reading from the pool and "
+                        "polling: %s", exc)
             self._listen_retry_at = self._clock() + 5.0
+            return None
+        try:
+            await events.reader_session(conn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("event pump: cannot set up its connection: %s", exc)
+            self._listen_retry_at = self._clock() + 5.0
+            conn.terminate()
+            return None
+        self._conn = conn
+        return conn
+
+    async def _ensure_listening(self) -> bool:
+        conn = await self._connection()
+        if conn is None:
             return False
-        self._listener = conn
+        if not self._listening:
+            try:
+                await conn.add_listener(notify.EVENTS_CHANNEL, self._on_notify)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("event pump: cannot listen for events, polling: %s", exc)
+                self._listen_retry_at = self._clock() + 5.0
+                await self._drop_connection()
+                return False
+            self._listening = True
         return True
 
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
+    async def _drop_connection(self) -> None:
+        conn, self._conn, self._listening = self._conn, None, False
         if conn is not None:
             with contextlib.suppress(Exception):
-                await conn.close()
+                # A read cancelled by close() may leave it busy: terminate after a while.
+                await conn.close(timeout=2.0)
+
+    async def _unlisten(self) -> None:
+        await self._drop_connection()
         with contextlib.suppress(Exception):
             await events.disarm_reader(self._pool, self._reader)
 
     async def _sleep(self, seconds: float) -> bool:
-        """Wait ``seconds`` or until woken (a NOTIFY, a new subscriber); True if woken."""
+        """Wait ``seconds`` or until woken (a NOTIFY, a new subscriber) since the last
+        read began; True if woken."""
+        if self._woken:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(seconds, _settle, waiter)
         try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            return False
-        return True
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return self._woken
 
     async def _pump(self) -> None:
         while True:
@@ -328,7 +387,7 @@ class EventHub:
                     cursor = await events.horizon(self._pool)
                 # Cleared before the read: a NOTIFY during it makes the next wait
                 # return at once instead of being lost.
-                self._wake.clear()
+                self._woken = False
                 # Busy while any run's events keep coming, not only the subscribers':
                 # a hub that armed itself whenever its own runs were quiet would make
                 # every writer of a busy system NOTIFY.
@@ -362,6 +421,7 @@ class EventHub:
             except store_pool.UNAVAILABLE_ERRORS as exc:
                 log.warning("event pump: store unavailable: %s", exc)
                 armed_at = None
+                await self._drop_connection()  # made again by the next read
                 await asyncio.sleep(1.0)
 
     def _until_next_read(self, started: float) -> float:
@@ -375,10 +435,10 @@ class EventHub:
         """Read and hand out everything new; whether any run had new events (for
         these subscribers or not), the next cursor and the xmax of the last read's
         snapshot."""
-        for sub in self._subs:
-            if sub.covered_from is None:
-                sub.covered_from = cursor
-                sub.covered.set()
+        for sub in self._uncovered:
+            sub.covered_from = cursor
+            sub.covered.set()
+        self._uncovered.clear()
         if self._everyone:
             run_ids = None
         else:
@@ -386,9 +446,9 @@ class EventHub:
                 self._run_ids = events.RunIds(tuple(self._by_run))
             run_ids = self._run_ids
         any_new = False
+        db: asyncpg.Pool | asyncpg.Connection = await self._connection() or self._pool
         while True:
-            read = await events.read_everyone(self._pool, cursor, run_ids=run_ids,
-                                              limit=self._batch)
+            read = await events.read_everyone(db, cursor, run_ids=run_ids, limit=self._batch)
             self.ticks += 1
             any_new = any_new or read.any_new
             batches: dict[Subscription, list[Event]] = {}

@@ -69,6 +69,10 @@ LEFT JOIN LATERAL (
 ) e ON true
 ORDER BY e.tx, e.id;
 
+-- name: event_reader_session
+-- The event pump's own connection plans its reads once (store.events.reader_session).
+SET plan_cache_mode = force_generic_plan;
+
 -- name: event_horizon
 -- Where a stream that starts now begins: every event below it is already written.
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon;
