@@ -15,7 +15,7 @@ import pytest
 from tests.factories import register_task
 from waypost.engine import events as run_events
 from waypost.engine.events import EventHub, Filter, Listen
-from waypost.store import checkpoints, runs
+from waypost.store import checkpoints, runs, sql
 from waypost.store import events as store_events
 from waypost.store import pool as store_pool
 from waypost.store.events import Event
@@ -27,7 +27,10 @@ IDLE_POLL = 30.0
 
 
 async def enqueue(db: asyncpg.Pool | asyncpg.Connection) -> uuid.UUID:
-    run_id = uuid.uuid4()
+    return await enqueue_as(db, uuid.uuid4())
+
+
+async def enqueue_as(db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID) -> uuid.UUID:
     assert await runs.enqueue(
         db, namespace="default", task="t", run_id=run_id, payload=RawJson("{}"), priority=None,
         idempotency_key=None, concurrency_key=None, trace_id="0" * 32, source="test")
@@ -200,3 +203,73 @@ async def test_a_busy_system_does_not_make_writers_notify(
     # that armed after every read that found nothing for its subscriber heard 49.)
     assert hub.notifications - before <= 15
     follower.cancel()
+
+
+async def test_the_pumps_connection_plans_its_read_once(db: asyncpg.Pool,
+                                                        database_url: str) -> None:
+    # Planned anew per read (Postgres' choice for it: the cursor makes a custom plan
+    # look cheaper), the pump's read cost Postgres as much CPU as running it.
+    await register_task(db)
+    await enqueue(db)
+
+    async def plans(session: bool) -> tuple[int, int]:
+        conn = await store_pool.connect(database_url)
+        try:
+            if session:
+                await store_events.reader_session(conn)
+            for _ in range(8):
+                await store_events.read_everyone(
+                    conn, store_events.START, run_ids=store_events.RunIds((uuid.uuid4(),)))
+            generic, custom = await conn.fetchrow(
+                "SELECT coalesce(sum(generic_plans), 0)::int, coalesce(sum(custom_plans), 0)::int"
+                " FROM pg_prepared_statements WHERE statement LIKE '%AS any_new%'")
+            return generic, custom
+        finally:
+            await conn.close()
+
+    generic, custom = await plans(session=True)
+    assert custom == 0 and generic >= 1, (generic, custom)
+    # Without it, Postgres plans the first five executions anew at least.
+    generic, custom = await plans(session=False)
+    assert custom >= 5, (generic, custom)
+
+
+async def test_the_hub_reads_on_its_own_connection(database_url: str, db: asyncpg.Pool) -> None:
+    await register_task(db)
+    made: list[asyncpg.Connection] = []
+
+    async def listen() -> asyncpg.Connection:
+        made.append(conn := await store_pool.connect(database_url))
+        return conn
+
+    hub = EventHub(db, interval=0.02, idle_poll=IDLE_POLL, listen=listen)
+    caught_up = asyncio.Event()
+    run_id = uuid.uuid4()
+
+    async def follow() -> Event:
+        async for batch in hub.stream(Filter(task="t"), None, heartbeat=60):
+            caught_up.set()  # the first batch: the stream covers what comes from now on
+            for e in batch:
+                if e.run_id == run_id:
+                    return e
+        raise AssertionError("the stream ended")
+
+    try:
+        follower = asyncio.create_task(follow())
+        await asyncio.wait_for(caught_up.wait(), 30)
+        await enqueue_as(db, run_id)
+        assert (await asyncio.wait_for(follower, 30)).run_id == run_id
+        assert len(made) == 1
+        pid = made[0].get_server_pid()
+        # pg_stat_activity holds the first 1 kB of a backend's last statement. Between
+        # reads the connection may LISTEN once (when the hub arms itself); the hub
+        # reads again at once after that.
+        read = sql.statement("events_after").text
+        deadline = time.monotonic() + 30
+        while not read.startswith(last := await db.fetchval(
+                "SELECT query FROM pg_stat_activity WHERE pid = $1", pid) or "-"):
+            assert time.monotonic() < deadline, f"the hub's connection never read: {last!r}"
+            await asyncio.sleep(0.05)
+    finally:
+        await hub.close()
+    assert made[0].is_closed()
