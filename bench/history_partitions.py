@@ -31,7 +31,8 @@ One durable Postgres (the settings of ``make bench``), four measurements:
    dispatcher's claims and batched acknowledgements): enqueue (run row + ``queued``
    event), claim (run row to running + attempt row + two events), finish (run row to
    succeeded + attempt closed + two events). WAL bytes per run (after a CHECKPOINT,
-   so each layout pays its first-touch page images) and µs per run, for each layout.
+   so each layout pays its first-touch page images), of which full-page images
+   (``pg_walinspect``), and µs per run, for each layout.
 2. **Lookups by id** (every hot-path statement reads a run by id): a prepared
    generic-plan ``SELECT … WHERE id = $1`` over the active runs, µs per lookup,
    flat vs ``--partitions`` expiry partitions without the partition key (every
@@ -264,6 +265,7 @@ class PartitionBench:
                 "SELECT spec::text FROM waypost.tasks WHERE namespace = $1 AND name = 'noop'",
                 NAMESPACE)
             today = (await self.conn.fetchval("SELECT now()")).date()
+            await self.conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
             for sql in schema_sql(self.args.partitions, today):
                 await self.conn.execute(sql)
             self.doc["indexes"] = await copy_indexes(self.conn)
@@ -304,8 +306,16 @@ class PartitionBench:
                         else:
                             await layout.finish_batch(self.conn, b)
                     us = (time.perf_counter() - t) * 1e6 / a.runs
-                    wal = (await wal_lsn(self.conn) - before) / a.runs
+                    after = await wal_lsn(self.conn)
+                    wal = (after - before) / a.runs
+                    # Full-page images depend on which pages a phase happens to touch
+                    # first after the checkpoint; the records alone compare layouts.
+                    fpi = await self.conn.fetchval(
+                        "SELECT coalesce(sum(fpi_size), 0) FROM pg_get_wal_stats("
+                        "'0/0'::pg_lsn + $1::numeric, '0/0'::pg_lsn + $2::numeric)",
+                        before, after) / a.runs
                     figures.setdefault(f"{phase}_wal_bytes_per_run", []).append(wal)
+                    figures.setdefault(f"{phase}_fpi_bytes_per_run", []).append(fpi)
                     figures.setdefault(f"{phase}_us_per_run", []).append(us)
                 print(f"  rep {rep} {name}: " + ", ".join(
                     f"{k} {v[-1]:,.0f}" for k, v in figures.items()), flush=True)
