@@ -472,11 +472,15 @@ class PartitionBench:
             for _ in range(a.delete_batches):
                 t = time.perf_counter()
                 n = await self.conn.fetchval(
+                    # One Task's range of the retention index, as expire_finished_runs
+                    # reads it (without namespace and task the index cannot give the
+                    # order, and each batch sorted the whole table: 4 s a batch).
                     "WITH d AS (DELETE FROM proto.flat_runs r WHERE r.id = ANY (ARRAY("
-                    " SELECT id FROM proto.flat_runs"
-                    " WHERE finished_at < now() - interval '7 days'"
-                    " AND status <> 'dead_lettered' ORDER BY finished_at LIMIT 1000"
-                    " FOR UPDATE SKIP LOCKED)) RETURNING 1) SELECT count(*) FROM d")
+                    " SELECT id FROM proto.flat_runs WHERE namespace = $1 AND task = 'noop'"
+                    " AND finished_at IS NOT NULL AND status <> 'dead_lettered'"
+                    " AND finished_at < now() - interval '7 days' ORDER BY finished_at"
+                    " LIMIT 1000 FOR UPDATE SKIP LOCKED)) RETURNING 1) SELECT count(*) FROM d",
+                    NAMESPACE)
                 batches.append((time.perf_counter() - t) * 1000)
                 if n < 1000:
                     break
