@@ -310,10 +310,10 @@ class PartitionBench:
                     wal = (after - before) / a.runs
                     # Full-page images depend on which pages a phase happens to touch
                     # first after the checkpoint; the records alone compare layouts.
-                    fpi = await self.conn.fetchval(
+                    fpi = float(await self.conn.fetchval(
                         "SELECT coalesce(sum(fpi_size), 0) FROM pg_get_wal_stats("
                         "'0/0'::pg_lsn + $1::numeric, '0/0'::pg_lsn + $2::numeric)",
-                        before, after) / a.runs
+                        before, after)) / a.runs
                     figures.setdefault(f"{phase}_wal_bytes_per_run", []).append(wal)
                     figures.setdefault(f"{phase}_fpi_bytes_per_run", []).append(fpi)
                     figures.setdefault(f"{phase}_us_per_run", []).append(us)
