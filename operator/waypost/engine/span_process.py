@@ -35,11 +35,14 @@ log = logging.getLogger("waypost.engine.span_process")
 MAX_PAGES = 8
 #: How long stopping waits for the child to export what it holds.
 STOP_SECONDS = 30.0
+#: How long starting waits for the child to be ready for pages.
+START_SECONDS = 60.0
 
 
-def _serve(pages: Any) -> None:
+def _serve(pages: Any, ready: Any) -> None:
     """The child: build and export the spans of each page until None arrives."""
     emitter = tracing.span_sink(os.environ)
+    ready.set()
     try:
         while True:
             page = pages.get()
@@ -56,8 +59,9 @@ def _serve(pages: Any) -> None:
 class SpanProcess:
     """A telemetry sink that hands the signals of sampled spans to a child process.
 
-    Call it per signal and :meth:`end_page` after each page; :meth:`shutdown` (which
-    blocks) sends what is left and waits for the child's export."""
+    Making one blocks until the child is ready for pages. Call it per signal and
+    :meth:`end_page` after each page; :meth:`shutdown` (which blocks) sends what is
+    left and waits for the child's export."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.sampled = sdk_tracing.trace_sampler(env)
@@ -65,9 +69,17 @@ class SpanProcess:
         # coordinator's), which a forked child would inherit half-copied.
         context = multiprocessing.get_context("spawn")
         self.pages: Any = context.Queue(maxsize=MAX_PAGES)
+        ready = context.Event()
         self.process: BaseProcess = context.Process(
-            target=_serve, args=(self.pages,), name="waypost-spans", daemon=True)
+            target=_serve, args=(self.pages, ready), name="waypost-spans", daemon=True)
         self.process.start()
+        # Wait until it can take pages (importing the SDK and making its exporter
+        # takes it 1-2 CPU s): pages sent before that piled up in the queue, and a
+        # leader that started with a backlog in the log dropped them (a bench drain
+        # did, every time). A child that never gets ready is dealt with as a dead one.
+        if not ready.wait(START_SECONDS):
+            log.error("the span exporter process did not start in time",
+                      extra={"seconds": START_SECONDS, "alive": self.process.is_alive()})
         self.page: list[Signal] = []
         self.dropped = 0
         self.dead_logged = False

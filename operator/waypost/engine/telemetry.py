@@ -41,12 +41,13 @@ class SpanSink(Protocol):
     def end_page(self) -> None: ...
 
 
-async def follow(engine: Engine, stop: asyncio.Event, spans: SpanSink | None = None) -> None:
-    """Read the event log until ``stop``: each page's series increments (summed by
-    the database) go to the engine's metrics, and, with ``spans``, the events of its
-    spans to that sink (the leader runs this)."""
+async def follow(engine: Engine, stop: asyncio.Event, spans: SpanSink | None = None,
+                 cursor: events.Cursor | None = None) -> None:
+    """Read the event log until ``stop`` from ``cursor`` (else from the log's
+    horizon): each page's series increments (summed by the database) go to the
+    engine's metrics, and, with ``spans``, the events of its spans to that sink (the
+    leader runs this)."""
     interval = engine.settings.telemetry_poll_seconds
-    cursor: events.Cursor | None = None
     while not stop.is_set():
         full = False
         try:
@@ -79,6 +80,12 @@ async def follow(engine: Engine, stop: asyncio.Event, spans: SpanSink | None = N
 async def run(engine: Engine, stop: asyncio.Event) -> None:
     """The leader's telemetry loop: metrics always, run spans when tracing is on."""
     spans = None
+    # Counting starts here: what happens while the span exporter process starts
+    # (a second or two) is read once it is ready.
+    try:
+        start: events.Cursor | None = await events.horizon(engine.pool)
+    except (TimeoutError, asyncpg.PostgresError, OSError):
+        start = None  # follow() reads it when it can
     if sdk_tracing.enabled(os.environ):
         # Imported only when tracing is on: the OpenTelemetry SDK is optional. The
         # spans are built and exported by a child process (engine.span_process).
@@ -86,7 +93,7 @@ async def run(engine: Engine, stop: asyncio.Event) -> None:
 
         spans = await asyncio.to_thread(span_process.SpanProcess, os.environ)
     try:
-        await follow(engine, stop, spans)
+        await follow(engine, stop, spans, start)
     finally:
         if spans is not None:
             # The child exports what it still holds, then ends.
