@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from waypost.engine import control
 from waypost.engine.metrics import BYTES_BUCKETS, OTHER_TASK, SECONDS_BUCKETS, RunMetrics
 from waypost.model.enums import RunStatus
 from waypost.model.run import TriggerRequest
+from waypost.sdk.tracing import trace_sampler
 from waypost.standalone import Standalone
 from waypost.store import checkpoints, runs, telemetry
 from waypost.store.events import START
@@ -122,7 +124,8 @@ async def test_a_retry_read_after_it_finished_keeps_its_queue_wait(db: asyncpg.P
     assert await db.fetchval("SELECT count(*) FROM waypost.run_queue WHERE run_id = $1",
                              run_id) == 0
 
-    page = await telemetry.page_after(db, START, spans=True, second_bounds=SECONDS_BUCKETS,
+    page = await telemetry.page_after(db, START, spans=trace_sampler({}),
+                                      second_bounds=SECONDS_BUCKETS,
                                       byte_bounds=BYTES_BUCKETS)
     starts = {s.attempt: s for s in page.spans if s.kind == "attempt_started"}
     assert set(starts) == {1, 2}
@@ -131,8 +134,9 @@ async def test_a_retry_read_after_it_finished_keeps_its_queue_wait(db: asyncpg.P
     assert set(waits) == {1, 2}, "a finished attempt's queue wait was lost"
     assert 0.1 <= waits[2] < 5, waits
     # The series summed by the database hold both waits too.
-    [tally] = [t for t in page.tallies if t.series == "queue_wait"]
-    assert tally.n == 2 and tally.total == pytest.approx(sum(waits.values()))
+    tallies = [t for t in page.tallies if t.series == "queue_wait"]
+    assert sum(t.n for t in tallies) == 2
+    assert sum(t.total or 0 for t in tallies) == pytest.approx(sum(waits.values()))
 
 
 async def test_status_counts_are_estimated_from_statistics_on_a_large_table(
@@ -185,7 +189,7 @@ async def test_the_database_sums_a_page_into_the_buckets_prometheus_would(
         sums: dict[tuple[str, str | None, int | None], int] = {}
         cursor, pages = START, 0
         while True:
-            page = await telemetry.page_after(db, cursor, limit=limit, spans=False,
+            page = await telemetry.page_after(db, cursor, limit=limit, spans=None,
                                               second_bounds=SECONDS_BUCKETS,
                                               byte_bounds=BYTES_BUCKETS)
             assert not page.spans  # not asked for
@@ -207,3 +211,46 @@ async def test_the_database_sums_a_page_into_the_buckets_prometheus_would(
     assert sum(n for (series, _, _), n in whole.items() if series == "queue_wait") == 1
     by_two, pages = await read(2)
     assert pages >= 3 and by_two == whole
+
+
+async def test_only_the_spans_of_sampled_runs_are_read(db: asyncpg.Pool) -> None:
+    """The database applies the trace sampler (sdk.tracing.TraceSampler) to the span
+    rows, so a leader sampling at 10% decodes a tenth of them; its decision is the
+    sampler's own, on the trace id's lower 64 bits and on a caller's flag."""
+    await register_task(db, "t")
+    # Lower 64 bits: 0, 2^63 - 1, 2^63 (the sign bit), 2^64 - 1; with and without a
+    # caller (whose flag says the opposite of what a ratio of 0.5 says of the id).
+    lows = ("0" * 16, "7" + "f" * 15, "8" + "0" * 15, "f" * 16)
+    made: dict[uuid.UUID, tuple[str, bool | None]] = {}
+    for low in lows:
+        for caller in (None, True, False):
+            trace_id, run_id = "ab" * 8 + low, uuid.uuid4()
+            assert await runs.enqueue(
+                db, namespace="default", task="t", run_id=run_id, payload=RawJson("{}"),
+                priority=None, idempotency_key=None, concurrency_key=None,
+                trace_id=trace_id, source="test",
+                parent_span_id=None if caller is None else "1" * 16,
+                parent_sampled=caller is not False)
+            made[run_id] = (trace_id, caller)
+    claimed = await runs.claim(db, limit=len(made), lease_seconds=30, worker="w")
+    await runs.complete_many(db, [(c.run_id, c.claim_token, None) for c in claimed])
+
+    for env in ({}, {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"},
+                {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                 "OTEL_TRACES_SAMPLER_ARG": "0.5"},
+                {"OTEL_TRACES_SAMPLER": "always_off"},
+                {"OTEL_TRACES_SAMPLER": "parentbased_always_off"}):
+        sampler = trace_sampler(env)
+        page = await telemetry.page_after(db, START, spans=sampler,
+                                          second_bounds=SECONDS_BUCKETS,
+                                          byte_bounds=BYTES_BUCKETS)
+        got = {s.run_id for s in page.spans}
+        want = {run_id for run_id, (trace_id, caller) in made.items()
+                if sampler(trace_id, caller)}
+        assert got == want, env
+        # Each recorded run: its attempt's start and its end.
+        assert len(page.spans) == 2 * len(want), env
+    # The ratio's boundary falls between 2^63 - 1 (kept) and 2^63 (dropped).
+    ratio = trace_sampler({"OTEL_TRACES_SAMPLER": "traceidratio",
+                           "OTEL_TRACES_SAMPLER_ARG": "0.5"})
+    assert [ratio("ab" * 8 + low) for low in lows] == [True, True, False, False]

@@ -34,7 +34,10 @@ PAGE = 2000
 
 class SpanSink(Protocol):
     """Where the events spans are made of go (engine.span_process.SpanProcess):
-    called per event, then ``end_page`` after each page that had some."""
+    called per event, then ``end_page`` after each page that had some. The read
+    returns only those of the runs its ``sampled`` records."""
+
+    sampled: sdk_tracing.TraceSampler
 
     def __call__(self, signal: Signal, /) -> None: ...
 
@@ -54,7 +57,8 @@ async def follow(engine: Engine, stop: asyncio.Event, spans: SpanSink | None = N
             if cursor is None:
                 cursor = await events.horizon(engine.pool)
             page = await telemetry.page_after(
-                engine.pool, cursor, limit=PAGE, spans=spans is not None,
+                engine.pool, cursor, limit=PAGE,
+                spans=spans.sampled if spans is not None else None,
                 second_bounds=SECONDS_BUCKETS, byte_bounds=BYTES_BUCKETS)
             cursor = page.cursor
             full = page.events >= PAGE
@@ -77,8 +81,9 @@ async def follow(engine: Engine, stop: asyncio.Event, spans: SpanSink | None = N
                 await asyncio.wait_for(stop.wait(), interval)
 
 
-async def run(engine: Engine, stop: asyncio.Event) -> None:
-    """The leader's telemetry loop: metrics always, run spans when tracing is on."""
+async def run(engine: Engine, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    """The leader's telemetry loop: metrics always, run spans when tracing is on.
+    ``ready`` is set once it reads the log (after the span exporter started)."""
     spans = None
     # Counting starts here: what happens while the span exporter process starts
     # (a second or two) is read once it is ready.
@@ -92,6 +97,8 @@ async def run(engine: Engine, stop: asyncio.Event) -> None:
         from waypost.engine import span_process
 
         spans = await asyncio.to_thread(span_process.SpanProcess, os.environ)
+    if ready is not None:
+        ready.set()
     try:
         await follow(engine, stop, spans, start)
     finally:

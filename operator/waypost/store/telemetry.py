@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import asyncpg
 
+from waypost.sdk.tracing import TraceSampler
 from waypost.store.events import Cursor
 from waypost.store.sql import bind, query
 
@@ -92,14 +93,18 @@ class Page(NamedTuple):
 
 async def page_after(
     db: asyncpg.Pool | asyncpg.Connection, after: Cursor, *, limit: int = 2000,
-    spans: bool, second_bounds: Sequence[float], byte_bounds: Sequence[float],
+    spans: TraceSampler | None, second_bounds: Sequence[float],
+    byte_bounds: Sequence[float],
 ) -> Page:
     """The series' increments of the ``limit`` events after ``after`` (summed in
-    SQL: a few rows per page, not one per event), with ``spans`` the events spans
-    are made of, and the cursor the next read starts from. ``second_bounds`` and
+    SQL: a few rows per page, not one per event), with ``spans`` (a sampler) the
+    events the spans of the runs it records are made of, and the cursor the next
+    read starts from. ``second_bounds`` and
     ``byte_bounds`` are the histograms' upper bounds (without +Inf)."""
     rows = await db.fetch(*bind("telemetry_page", after_tx=str(after.tx),
-                                after_id=after.id, limit=limit, spans=spans,
+                                after_id=after.id, limit=limit, spans=spans is not None,
+                                parent_based=spans is not None and spans.parent_based,
+                                sample_bound=str(spans.bound if spans is not None else 0),
                                 second_bounds=list(second_bounds),
                                 byte_bounds=list(byte_bounds)))
     tallies: list[Tally] = []

@@ -1,10 +1,10 @@
 -- name: telemetry_page
 -- What the leader's metrics and run/queue-wait spans are made of, one page of the
 -- event log at a time: the status changes, attempt starts and ends and checkpoints
--- after the cursor (:after_tx, :after_id), oldest first, at most :limit, below the
--- commit horizon (same cursor rule as events_after, migration 0012). Log lines are
--- not read, nor a run's change to running (no series or span is made of it; the
--- attempt start says the same).
+-- after the cursor (:after_tx, :after_id), oldest first, at most :limit stored rows,
+-- below the commit horizon (same cursor rule as events_after, migration 0012). Log
+-- lines are not read, nor a run's change to running (no series or span is made of
+-- it; the attempt start says the same) unless it carries that attempt start.
 -- Lean on purpose (the leader runs it every second beside the dispatcher): the page
 -- is cut from the (tx, id) index first and only its rows are joined to their runs;
 -- of each event's data only the fields a series or span uses are read (a status
@@ -16,9 +16,13 @@
 -- the first of its upper bounds (:second_bounds, :byte_bounds, without +Inf) that
 -- is >= the value, as prometheus_client places it; past the last one, +Inf.
 -- With :spans, the events a span is made of (a run's end, an attempt's start) come
--- back too, one 'span' row each in log order, with their run's trace context. The
--- last row, 'end', says how many events the page held, where it ended, and the
--- horizon.
+-- back too, one 'span' row each in log order, with their run's trace context: only
+-- those of the runs the sampler records (sdk.tracing.TraceSampler, decided here so
+-- that the leader decodes no row of a dropped trace): under :parent_based the
+-- caller's sampled flag when the run has a caller, else the trace id's lower 64
+-- bits below :sample_bound. The
+-- last row, 'end', says how many stored rows the page held, where its last event
+-- is, and the horizon.
 -- A queue wait is measured on the database clock: available_at (when the run
 -- became claimable) is the attempt's start less the queue wait its event carries
 -- (migration 0022). An event written before that has none: it is read from the hot
@@ -32,9 +36,26 @@ page AS MATERIALIZED (
     FROM run_events e, h
     WHERE (e.tx, e.id) > (:after_tx::text::xid8, :after_id::bigint) AND e.tx < h.horizon
       AND e.kind IN ('status', 'attempt_started', 'attempt_finished', 'checkpoint')
-      AND NOT (e.kind = 'status' AND e.data ->> 'status' = 'running')
+      AND NOT (e.kind = 'status' AND e.data ->> 'status' = 'running'
+               AND NOT e.data ? 'attemptStarted')
     ORDER BY e.tx, e.id
     LIMIT :limit
+),
+-- The events a stored row stands for: itself (but not a change to running), and the
+-- attempt event a status row may carry (migration 0025: an attempt's start folded
+-- into the change to running, at id + 1; a successful attempt's end into the change
+-- to succeeded, at id - 1).
+unfolded AS (
+    SELECT p.id, p.tx, p.run_id, p.kind, p.attempt, p.ts, p.data FROM page p
+    WHERE NOT (p.kind = 'status' AND p.data ->> 'status' = 'running')
+    UNION ALL
+    SELECT p.id + 1, p.tx, p.run_id, 'attempt_started', p.attempt, p.ts,
+           p.data -> 'attemptStarted'
+    FROM page p WHERE p.kind = 'status' AND p.data ? 'attemptStarted'
+    UNION ALL
+    SELECT p.id - 1, p.tx, p.run_id, 'attempt_finished', p.attempt, p.ts,
+           p.data -> 'attemptFinished'
+    FROM page p WHERE p.kind = 'status' AND p.data ? 'attemptFinished'
 ),
 sig AS MATERIALIZED (
     SELECT p.id, p.tx, p.run_id, p.kind, p.attempt, p.ts,
@@ -52,7 +73,7 @@ sig AS MATERIALIZED (
                          WHERE q.run_id = p.run_id AND q.attempt = p.attempt),
                         CASE WHEN p.attempt = 1 THEN r.created_at END)
            END AS available_at
-    FROM page p JOIN runs r ON r.id = p.run_id
+    FROM unfolded p JOIN runs r ON r.id = p.run_id
 ),
 -- What each event adds to a series: (series, its label past the task's or NULL for
 -- none, the observed value or NULL for a counter).
@@ -119,14 +140,26 @@ UNION ALL
    AND ((s.kind = 'status' AND s.has_previous
          AND s.status IN ('succeeded', 'failed', 'dead_lettered', 'cancelled'))
         OR (s.kind = 'attempt_started' AND s.available_at IS NOT NULL))
+   AND CASE WHEN :parent_based::boolean AND s.parent_sampled IS NOT NULL
+            THEN s.parent_sampled
+            -- The trace id's lower 64 bits, unsigned, below the sampler's bound.
+            ELSE ('x' || substr(s.trace_id, 17, 16))::bit(64)::bigint::numeric
+                     + CASE WHEN substr(s.trace_id, 17, 1) >= '8'
+                            THEN 18446744073709551616 ELSE 0 END
+                 < :sample_bound::text::numeric END
  ORDER BY s.tx, s.id)
 UNION ALL
 SELECT 'end', h.horizon::text, last.id, last.tx::text, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, (SELECT count(*) FROM page), NULL
 FROM h
-LEFT JOIN LATERAL (SELECT p.id, p.tx FROM page p ORDER BY p.tx DESC, p.id DESC LIMIT 1)
-    last ON true;
+LEFT JOIN LATERAL (
+    -- The last event the page's last row stands for (its folded attempt start, at
+    -- id + 1, comes after it).
+    SELECT p.id + CASE WHEN p.kind = 'status' AND p.data ? 'attemptStarted' THEN 1 ELSE 0 END
+               AS id, p.tx
+    FROM page p ORDER BY p.tx DESC, p.id DESC LIMIT 1
+) last ON true;
 
 -- name: runs_table_estimate
 -- The planner's row count of runs (pg_class.reltuples, kept by autovacuum's
