@@ -127,7 +127,8 @@ async def test_a_retry_read_after_it_finished_keeps_its_queue_wait(db: asyncpg.P
     page = await telemetry.page_after(db, START, spans=trace_sampler({}),
                                       second_bounds=SECONDS_BUCKETS,
                                       byte_bounds=BYTES_BUCKETS)
-    starts = {s.attempt: s for s in page.spans if s.kind == "attempt_started"}
+    starts = {s.attempt: s for s in telemetry.decode_spans(page.spans)
+              if s.kind == "attempt_started"}
     assert set(starts) == {1, 2}
     waits = {n: (s.ts - s.available_at).total_seconds()
              for n, s in starts.items() if s.available_at is not None}
@@ -192,7 +193,7 @@ async def test_the_database_sums_a_page_into_the_buckets_prometheus_would(
             page = await telemetry.page_after(db, cursor, limit=limit, spans=None,
                                               second_bounds=SECONDS_BUCKETS,
                                               byte_bounds=BYTES_BUCKETS)
-            assert not page.spans  # not asked for
+            assert page.spans is None  # not asked for
             for t in page.tallies:
                 key = (t.series, t.label, t.bucket)
                 sums[key] = sums.get(key, 0) + t.n
@@ -244,12 +245,14 @@ async def test_only_the_spans_of_sampled_runs_are_read(db: asyncpg.Pool) -> None
         page = await telemetry.page_after(db, START, spans=sampler,
                                           second_bounds=SECONDS_BUCKETS,
                                           byte_bounds=BYTES_BUCKETS)
-        got = {s.run_id for s in page.spans}
+        signals = telemetry.decode_spans(page.spans)
+        got = {s.run_id for s in signals}
         want = {run_id for run_id, (trace_id, caller) in made.items()
                 if sampler(trace_id, caller)}
         assert got == want, env
         # Each recorded run: its attempt's start and its end.
-        assert len(page.spans) == 2 * len(want), env
+        assert len(signals) == 2 * len(want), env
+        assert [s.cursor for s in signals] == sorted(s.cursor for s in signals)
     # The ratio's boundary falls between 2^63 - 1 (kept) and 2^63 (dropped).
     ratio = trace_sampler({"OTEL_TRACES_SAMPLER": "traceidratio",
                            "OTEL_TRACES_SAMPLER_ARG": "0.5"})

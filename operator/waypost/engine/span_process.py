@@ -4,10 +4,11 @@ Building a span and encoding it for OTLP is Python work, about 50 µs a span
 (profiled: 10 to build, 43 to encode), two spans a run. In the leader's process
 it competed with the dispatcher for the interpreter: a drain with spans on cost
 the leader's process about 300 µs more CPU per run than with them off
-(docs/benchmarks.md). The leader now only picks the signals that make a sampled
-span and hands each page of them to a child process (one pickled list per page),
-which builds and exports the spans (:class:`waypost.engine.tracing.SpanEmitter`)
-with the same ``OTEL_*`` variables, on another core when there is one.
+(docs/benchmarks.md). The leader's read now returns the events of sampled spans
+as one JSON text per page (telemetry.sql), which the leader hands undecoded to a
+child process; the child decodes it and builds and exports the spans
+(:class:`waypost.engine.tracing.SpanEmitter`) with the same ``OTEL_*`` variables,
+on another core when there is one.
 
 Spans are telemetry, not state: when the child falls behind by more than
 ``MAX_PAGES`` pages, a page is dropped (and counted in a warning), as the SDK's
@@ -27,7 +28,7 @@ from typing import Any
 
 from waypost.engine import tracing
 from waypost.sdk import tracing as sdk_tracing
-from waypost.store.telemetry import Signal
+from waypost.store import telemetry
 
 log = logging.getLogger("waypost.engine.span_process")
 
@@ -49,7 +50,7 @@ def _serve(pages: Any, ready: Any) -> None:
             if page is None:
                 return
             if emitter is not None:
-                for signal in page:
+                for signal in telemetry.decode_spans(page):
                     emitter(signal)
     finally:
         if emitter is not None:
@@ -57,11 +58,12 @@ def _serve(pages: Any, ready: Any) -> None:
 
 
 class SpanProcess:
-    """A telemetry sink that hands the signals of sampled spans to a child process.
+    """Hands each page's span events (as the database encoded them) to a child
+    process that builds and exports the spans.
 
-    Making one blocks until the child is ready for pages. Call it per signal and
-    :meth:`end_page` after each page; :meth:`shutdown` (which blocks) sends what is
-    left and waits for the child's export."""
+    Making one blocks until the child is ready for pages. :meth:`send` a page's
+    spans; :meth:`shutdown` (which blocks) waits for the child's export. ``sampled``
+    is the sampler the leader's read applies."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.sampled = sdk_tracing.trace_sampler(env)
@@ -80,19 +82,11 @@ class SpanProcess:
         if not ready.wait(START_SECONDS):
             log.error("the span exporter process did not start in time",
                       extra={"seconds": START_SECONDS, "alive": self.process.is_alive()})
-        self.page: list[Signal] = []
         self.dropped = 0
         self.dead_logged = False
 
-    def __call__(self, s: Signal) -> None:
-        if tracing.makes_span(s) and self.sampled(s.trace_id, s.parent_sampled):
-            self.page.append(s)
-
-    def end_page(self) -> None:
-        """Send the page's signals to the child (never waits for it)."""
-        if not self.page:
-            return
-        page, self.page = self.page, []
+    def send(self, page: str) -> None:
+        """Send a page's spans (telemetry.Page.spans) to the child; never waits."""
         if not self.process.is_alive():
             if not self.dead_logged:
                 log.error("the span exporter process ended; spans are dropped",
@@ -102,13 +96,12 @@ class SpanProcess:
         try:
             self.pages.put_nowait(page)
         except queue.Full:
-            self.dropped += len(page)
-            log.warning("span exporter behind: signals dropped",
-                        extra={"dropped": len(page), "dropped_total": self.dropped})
+            self.dropped += 1
+            log.warning("span exporter behind: a page of spans dropped",
+                        extra={"pages_dropped": self.dropped})
 
     def shutdown(self) -> None:
-        """Send what is left, let the child export it, and stop it."""
-        self.end_page()
+        """Let the child export what it holds, and stop it."""
         if self.process.is_alive():
             try:
                 self.pages.put(None, timeout=STOP_SECONDS)

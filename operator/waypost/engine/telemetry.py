@@ -25,7 +25,6 @@ from waypost.engine.core import Engine
 from waypost.engine.metrics import BYTES_BUCKETS, SECONDS_BUCKETS
 from waypost.sdk import tracing as sdk_tracing
 from waypost.store import events, telemetry
-from waypost.store.telemetry import Signal
 
 log = logging.getLogger("waypost.engine.telemetry")
 
@@ -33,15 +32,13 @@ FINAL_STATUSES = frozenset({"succeeded", "failed", "dead_lettered", "cancelled"}
 PAGE = 2000
 
 class SpanSink(Protocol):
-    """Where the events spans are made of go (engine.span_process.SpanProcess):
-    called per event, then ``end_page`` after each page that had some. The read
-    returns only those of the runs its ``sampled`` records."""
+    """Where the events spans are made of go (engine.span_process.SpanProcess): each
+    page's, as the database encoded them; the read returns only those of the runs
+    its ``sampled`` records."""
 
     sampled: sdk_tracing.TraceSampler
 
-    def __call__(self, signal: Signal, /) -> None: ...
-
-    def end_page(self) -> None: ...
+    def send(self, page: str, /) -> None: ...
 
 
 async def follow(engine: Engine, stop: asyncio.Event, spans: SpanSink | None = None,
@@ -69,9 +66,7 @@ async def follow(engine: Engine, stop: asyncio.Event, spans: SpanSink | None = N
                 log.exception("telemetry metrics failed")
             if spans is not None and page.spans:
                 try:
-                    for signal in page.spans:
-                        spans(signal)
-                    spans.end_page()
+                    spans.send(page.spans)
                 except Exception:
                     log.exception("telemetry spans failed")
         except (TimeoutError, asyncpg.PostgresError, OSError) as exc:

@@ -8,10 +8,11 @@ once the table is large (see :data:`EXACT_BELOW`).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import asyncpg
@@ -83,12 +84,38 @@ class Page(NamedTuple):
     """One page of the event log for the leader's telemetry."""
 
     tallies: list[Tally]
-    #: The events a span is made of (a run's end, an attempt's start), when asked.
-    spans: list[Signal]
-    #: How many events the page held (a full page means more are waiting).
+    #: The events a span is made of (a run's end, an attempt's start) of the runs
+    #: the sampler records, as the database encoded them (:func:`decode_spans`), or
+    #: None: the leader hands the text to its span exporter process undecoded.
+    spans: str | None
+    #: How many stored rows the page held (a full page means more are waiting).
     events: int
     #: Where the next read starts.
     cursor: Cursor
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _time(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
+def decode_spans(text: str | None) -> list[Signal]:
+    """The signals of a page's ``spans`` (telemetry.sql: a JSON array of arrays, times
+    in microseconds since the epoch), in log order."""
+    if not text:
+        return []
+    return [
+        Signal(Cursor(int(tx), id_), uuid.UUID(run_id), kind, attempt,
+               _EPOCH + timedelta(microseconds=ts), namespace, task, queue,
+               _EPOCH + timedelta(microseconds=created), trace_id, parent_span_id,
+               _time(available), status, bool(has_previous), error_type=error_type,
+               parent_sampled=parent_sampled)
+        for (tx, id_, run_id, kind, attempt, ts, namespace, task, queue, created, trace_id,
+             parent_span_id, parent_sampled, available, status, has_previous, error_type)
+        in json.loads(text)
+    ]
 
 
 async def page_after(
@@ -99,8 +126,8 @@ async def page_after(
     """The series' increments of the ``limit`` events after ``after`` (summed in
     SQL: a few rows per page, not one per event), with ``spans`` (a sampler) the
     events the spans of the runs it records are made of, and the cursor the next
-    read starts from. ``second_bounds`` and
-    ``byte_bounds`` are the histograms' upper bounds (without +Inf)."""
+    read starts from. ``second_bounds`` and ``byte_bounds`` are the histograms'
+    upper bounds (without +Inf)."""
     rows = await db.fetch(*bind("telemetry_page", after_tx=str(after.tx),
                                 after_id=after.id, limit=limit, spans=spans is not None,
                                 parent_based=spans is not None and spans.parent_based,
@@ -108,29 +135,21 @@ async def page_after(
                                 second_bounds=list(second_bounds),
                                 byte_bounds=list(byte_bounds)))
     tallies: list[Tally] = []
-    signals: list[Signal] = []
+    span_text: str | None = None
     events_read, cursor = 0, after
     for r in rows:
-        what = r["what"]
-        if what == "tally":
-            tallies.append(Tally(r["namespace"], r["task"], r["kind"], r["status"],
+        if r["what"] == "tally":
+            tallies.append(Tally(r["namespace"], r["task"], r["series"], r["label"],
                                  r["bucket"], r["n"], r["total"]))
-        elif what == "span":
-            signals.append(Signal(
-                Cursor(int(r["tx"]), r["id"]), r["run_id"], r["kind"], r["attempt"], r["ts"],
-                r["namespace"], r["task"], r["queue"], r["created_at"], r["trace_id"],
-                r["parent_span_id"], r["available_at"], r["status"], r["has_previous"],
-                r["source"], r["failure_type"], r["oom_killed"], r["duration_ms"],
-                r["size_bytes"], r["error_type"], r["parent_sampled"]))
-        else:  # the page's end: how many events, the last one, the horizon
-            events_read = r["n"]
-            if events_read >= limit:
-                cursor = Cursor(int(r["tx"]), r["id"])
-            else:
-                last = Cursor(int(r["tx"]), r["id"]) if events_read else after
-                cursor = max(after, Cursor(int(r["horizon"]), 0), last)
-    signals.sort(key=lambda s: s.cursor)
-    return Page(tallies, signals, events_read, cursor)
+            continue
+        # The page's end: how many rows, its last event, the horizon, the spans.
+        events_read, span_text = r["n"], r["spans"]
+        if events_read >= limit:
+            cursor = Cursor(int(r["tx"]), r["id"])
+        else:
+            last = Cursor(int(r["tx"]), r["id"]) if events_read else after
+            cursor = max(after, Cursor(int(r["horizon"]), 0), last)
+    return Page(tallies, span_text, events_read, cursor)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@
 -- the first of its upper bounds (:second_bounds, :byte_bounds, without +Inf) that
 -- is >= the value, as prometheus_client places it; past the last one, +Inf.
 -- With :spans, the events a span is made of (a run's end, an attempt's start) come
--- back too, one 'span' row each in log order, with their run's trace context: only
--- those of the runs the sampler records (sdk.tracing.TraceSampler, decided here so
+-- back too, in log order with their run's trace context, as one JSON array in the
+-- 'end' row: only those of the runs the sampler records (sdk.tracing.TraceSampler, decided here so
 -- that the leader decodes no row of a dropped trace): under :parent_based the
 -- caller's sampled flag when the run has a caller, else the trace id's lower 64
 -- bits below :sample_bound. The
@@ -122,36 +122,33 @@ tally AS (
     GROUP BY b.namespace, b.task, b.series, b.label, b.bucket
 )
 SELECT 'tally' AS what, NULL::text AS horizon, NULL::bigint AS id, NULL::text AS tx,
-       NULL::uuid AS run_id, t.series AS kind, NULL::int AS attempt,
-       NULL::timestamptz AS ts, t.label AS status, NULL::boolean AS has_previous,
-       NULL::text AS source, NULL::text AS failure_type, NULL::boolean AS oom_killed,
-       NULL::float8 AS duration_ms, NULL::bigint AS size_bytes, NULL::text AS error_type,
-       t.namespace, t.task, NULL::text AS queue, NULL::timestamptz AS created_at,
-       NULL::text AS trace_id, NULL::text AS parent_span_id, NULL::boolean AS parent_sampled,
-       NULL::timestamptz AS available_at, t.bucket, t.n, t.total
+       t.namespace, t.task, t.series, t.label, t.bucket, t.n, t.total, NULL::text AS spans
 FROM tally t
 UNION ALL
-(SELECT 'span', NULL, s.id, s.tx::text, s.run_id, s.kind, s.attempt, s.ts, s.status,
-        s.has_previous, s.source, s.failure_type, s.oom_killed, s.duration_ms, s.size_bytes,
-        s.error_type, s.namespace, s.task, s.queue, s.created_at, s.trace_id,
-        s.parent_span_id, s.parent_sampled, s.available_at, NULL, NULL, NULL
- FROM sig s
- WHERE :spans::boolean
-   AND ((s.kind = 'status' AND s.has_previous
-         AND s.status IN ('succeeded', 'failed', 'dead_lettered', 'cancelled'))
-        OR (s.kind = 'attempt_started' AND s.available_at IS NOT NULL))
-   AND CASE WHEN :parent_based::boolean AND s.parent_sampled IS NOT NULL
-            THEN s.parent_sampled
-            -- The trace id's lower 64 bits, unsigned, below the sampler's bound.
-            ELSE ('x' || substr(s.trace_id, 17, 16))::bit(64)::bigint::numeric
-                     + CASE WHEN substr(s.trace_id, 17, 1) >= '8'
-                            THEN 18446744073709551616 ELSE 0 END
-                 < :sample_bound::text::numeric END
- ORDER BY s.tx, s.id)
-UNION ALL
-SELECT 'end', h.horizon::text, last.id, last.tx::text, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, (SELECT count(*) FROM page), NULL
+SELECT 'end', h.horizon::text, last.id, last.tx::text, NULL, NULL, NULL, NULL, NULL,
+       (SELECT count(*) FROM page), NULL,
+       -- The page's span rows as one JSON text (the leader hands it to its span
+       -- exporter process as it is: it decodes no row of them). Times in
+       -- microseconds since the epoch.
+       (SELECT json_agg(json_build_array(
+                   s.tx::text, s.id, s.run_id, s.kind, s.attempt,
+                   (extract(epoch FROM s.ts) * 1000000)::bigint, s.namespace, s.task,
+                   s.queue, (extract(epoch FROM s.created_at) * 1000000)::bigint,
+                   s.trace_id, s.parent_span_id, s.parent_sampled,
+                   (extract(epoch FROM s.available_at) * 1000000)::bigint, s.status,
+                   s.has_previous, s.error_type) ORDER BY s.tx, s.id)::text
+        FROM sig s
+        WHERE :spans::boolean
+          AND ((s.kind = 'status' AND s.has_previous
+                AND s.status IN ('succeeded', 'failed', 'dead_lettered', 'cancelled'))
+               OR (s.kind = 'attempt_started' AND s.available_at IS NOT NULL))
+          AND CASE WHEN :parent_based::boolean AND s.parent_sampled IS NOT NULL
+                   THEN s.parent_sampled
+                   -- The trace id's lower 64 bits, unsigned, below the sampler's bound.
+                   ELSE ('x' || substr(s.trace_id, 17, 16))::bit(64)::bigint::numeric
+                            + CASE WHEN substr(s.trace_id, 17, 1) >= '8'
+                                   THEN 18446744073709551616 ELSE 0 END
+                        < :sample_bound::text::numeric END)
 FROM h
 LEFT JOIN LATERAL (
     -- The last event the page's last row stands for (its folded attempt start, at
