@@ -94,6 +94,7 @@ async def trigger(
                 _check_same_request(request, holder)
                 return await get(engine, holder.run_id), False
         raise UnknownTask(f"no task {task!r} in namespace {namespace!r}")
+    engine.runs_ready()
     return created, True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -48,6 +49,16 @@ class Engine:
     usage: UsageRecorder = field(init=False)
     # How long heartbeats take to be recorded here: the reaper's allowance for it.
     heartbeat_lag: HeartbeatLag = field(init=False)
+
+    # Called when this process queued runs that are claimable now (the dispatcher's
+    # wake-up, when it runs in this process): NOTIFY reaches it too, but only after
+    # another server process forwards it, a hop on the latency of every trigger.
+    ready_listeners: list[Callable[[], None]] = field(init=False, default_factory=list)
+
+    def runs_ready(self) -> None:
+        """Runs this process queued can be claimed now."""
+        for listener in self.ready_listeners:
+            listener()
 
     def __post_init__(self) -> None:
         pool = self.pool

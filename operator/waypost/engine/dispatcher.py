@@ -89,6 +89,7 @@ class Dispatcher:
         # the reaper runs then rather than at its next periodic check.
         self._cancel_deadlines: list[float] = []
         backend.set_exit_handler(self._on_exit)
+        engine.ready_listeners.append(self.wake)
         self._warm = backend if isinstance(backend, WarmCapable) else None
         if self._warm is not None:
             self._warm.attach_warm(engine.warm)
@@ -309,6 +310,8 @@ class Dispatcher:
             await aiotime.sleep(pause, stop, self._wake)
 
     async def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.engine.ready_listeners.remove(self.wake)
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
