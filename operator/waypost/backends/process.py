@@ -90,6 +90,10 @@ class ProcessBackend:
         self._handler: ExitHandler | None = None
         self._sink: OutputSink | None = None
         self._hub: warm_runners.WarmHub | None = None
+        # Deciding the warm-pool caps and noting the new process are one step: a
+        # start and pre-warming, each awaiting its registration and its spawn, both
+        # found the last place free and the pool went past its cap.
+        self._admission = asyncio.Lock()
 
     def set_exit_handler(self, handler: ExitHandler) -> None:
         self._handler = handler
@@ -161,21 +165,28 @@ class ProcessBackend:
     async def start(self, launch: AttemptLaunch) -> None:
         runner_id: uuid.UUID | None = None
         credential: str | None = None
-        if await self._warm_room(launch):
-            assert self._hub is not None and launch.spec is not None
-            runner_id, credential = await self._hub.enroll(
-                namespace=launch.namespace, task=launch.task, fingerprint=launch.fingerprint,
-                run_id=launch.run_id, claim_token=launch.claim_token,
-                idle_ttl_seconds=float(launch.spec.warm_pool.idle_ttl_seconds),
-            )
-        name = f"warm-{runner_id}" if runner_id else f"{launch.run_id}-{launch.attempt}"
-        worker = await self._spawn(self._env(launch, credential), name, runner_id,
-                                   (launch.namespace, launch.task), launch.fingerprint, launch)
+        async with self._admission:
+            if await self._warm_room(launch):
+                assert self._hub is not None and launch.spec is not None
+                runner_id, credential = await self._hub.enroll(
+                    namespace=launch.namespace, task=launch.task,
+                    fingerprint=launch.fingerprint, run_id=launch.run_id,
+                    claim_token=launch.claim_token,
+                    idle_ttl_seconds=float(launch.spec.warm_pool.idle_ttl_seconds),
+                )
+            name = f"warm-{runner_id}" if runner_id else f"{launch.run_id}-{launch.attempt}"
+            worker = await self._spawn(self._env(launch, credential), name, runner_id,
+                                       (launch.namespace, launch.task), launch.fingerprint,
+                                       launch)
         self._busy[launch.run_id] = worker
 
     async def prewarm(self, target: PrewarmTarget) -> bool:
         """Start a warm process for ``target``'s task before any attempt needs it."""
         key = (target.namespace, target.task)
+        async with self._admission:
+            return await self._prewarm(target, key)
+
+    async def _prewarm(self, target: PrewarmTarget, key: tuple[str, str]) -> bool:
         if not (self.warm and self._hub is not None and target.spec.warm_pool.enabled
                 and warm_runners.has_room(self.warm_members(), key,
                                           target.spec.warm_pool.max_warm,
