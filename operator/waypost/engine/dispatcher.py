@@ -89,7 +89,6 @@ class Dispatcher:
         # the reaper runs then rather than at its next periodic check.
         self._cancel_deadlines: list[float] = []
         backend.set_exit_handler(self._on_exit)
-        engine.ready_listeners.append(self.wake)
         self._warm = backend if isinstance(backend, WarmCapable) else None
         if self._warm is not None:
             self._warm.attach_warm(engine.warm)
@@ -265,9 +264,13 @@ class Dispatcher:
         if self._warm is not None:
             background.append(asyncio.create_task(prewarm.run(self.engine.warm, self._warm,
                                                               stop)))
+        # A run queued by this process wakes the loop at once (Engine.runs_ready).
+        self.engine.ready_listeners.append(self.wake)
         try:
             await self._dispatch_until(stop)
         finally:
+            with contextlib.suppress(ValueError):
+                self.engine.ready_listeners.remove(self.wake)
             for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -310,8 +313,6 @@ class Dispatcher:
             await aiotime.sleep(pause, stop, self._wake)
 
     async def close(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.engine.ready_listeners.remove(self.wake)
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
