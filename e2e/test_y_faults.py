@@ -222,7 +222,44 @@ def check_invariants(api: client.ApiClient, ns: str, run_ids: list[str]) -> dict
     total = sum(len(a) for a in attempts.values())
     return {"runs": len(runs), "statuses": statuses, "attempts": total,
             "runs_redone": sum(1 for a in attempts.values() if len(a) > 1),
-            "lost_attempts": sum(1 for a in attempts.values() for x in a if x[2] == "lost")}
+            "lost_attempts": sum(1 for a in attempts.values() for x in a if x[2] == "lost"),
+            "lost": lost_details(ns, run_ids)}
+
+
+def lost_details(ns: str, run_ids: list[str]) -> list[dict[str, str]]:
+    """Why each lost attempt was declared lost, and when (database clock): a lost
+    attempt in a scenario that promises none must be explainable from the report."""
+    rows = psql(ns, "SELECT run_id, attempt, coalesce(worker, ''), error->>'message', "
+                    "started_at, coalesce(runner_started_at::text, ''), "
+                    "coalesce(finished_at::text, '') FROM waypost.attempts WHERE "
+                    f"run_id = ANY({ids_sql(run_ids)}) AND error->>'type' = 'lost' "
+                    "ORDER BY started_at")
+    keys = ("run_id", "attempt", "worker", "message", "started_at", "runner_started_at",
+            "finished_at")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def db_now(ns: str) -> str:
+    """The database clock, to place the fault among the attempts' timestamps."""
+    return psql(ns, "SELECT now()")[0][0]
+
+
+def save_operator_logs(ns: str, scenario: str) -> None:
+    """With WAYPOST_FAULT_LOGS=<dir>, keep the operator Pods' logs (and those of the
+    containers they replaced) of a scenario: the namespace goes with the module."""
+    out = os.environ.get("WAYPOST_FAULT_LOGS")
+    if not out:
+        return
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for pod in _operator_pods(ns):
+        name = pod.split("/")[-1]
+        for previous in (False, True):
+            logs = kubectl("logs", "-n", ns, pod, *(["--previous"] if previous else []),
+                           check=False).stdout
+            if logs:
+                suffix = "-previous" if previous else ""
+                (folder / f"{scenario}-{name}{suffix}.log").write_text(logs)
 
 
 def sleeper(release: dict[str, str], name: str, **spec: Any) -> None:
@@ -364,6 +401,7 @@ def test_apiserver_stopped_30s_with_runs_in_flight(
     run_ids = [trigger(frelease, "api-nap", {"seconds": 10}, f"api-{i}") for i in range(6)]
     wait_until(lambda: running_count(ns, run_ids) >= 2, 300, "attempts in flight")
     apiserver = Component("kube-apiserver")
+    fault_at = db_now(ns)
     try:
         apiserver.stop()
         stopped = time.monotonic()
@@ -382,10 +420,11 @@ def test_apiserver_stopped_30s_with_runs_in_flight(
                          _taskrun_status(ns, "after-outage"), 300, "the TaskRun after it")
     finished = time.monotonic() - stopped
     run_ids.append(taskrun["runId"])
+    save_operator_logs(ns, "apiserver")
     figures = check_invariants(api, ns, run_ids)
     assert figures["statuses"] == {"succeeded": len(run_ids)}, figures
     report("kube-apiserver stopped 30 s", **figures, apiserver_back_s=round(back, 1),
-           all_finished_s=round(finished, 1))
+           all_finished_s=round(finished, 1), fault_at=fault_at)
 
 
 def _taskrun_status(ns: str, name: str) -> dict[str, Any]:
@@ -442,6 +481,7 @@ def test_watch_answered_410_gone_after_an_etcd_compaction(
                                _taskrun_status(ns, n), 300, f"TaskRun {name}")
                     for name in names]
         took = time.monotonic() - started
+        save_operator_logs(ns, f"gone-{attempt}")
         figures = check_invariants(api, ns, [st["runId"] for st in statuses])
         assert figures["statuses"] == {"succeeded": 3}, figures
         restarted = _operator_restarts(ns) - restarts_before
