@@ -334,30 +334,39 @@ def _alive(pid: int) -> bool:
     # A component we started again earlier is our child: reap it once it exits.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+    return _state(pid) not in ("Z", "X", "gone")
 
 
-def wait_for_apiserver(api: client.ApiClient, apiserver: Component) -> None:
-    """Wait for the restarted apiserver. If it does not answer in 120 s, kill it and start
-    it once more (the cluster must be left healthy); if that fails too, fail with its
-    state and log tail (the next `up` overwrites the log)."""
-    for tries_left in (1, 0):
+def wait_for_apiserver(api: client.ApiClient, apiserver: Component,
+                       patience: float = 120.0) -> bool:
+    """Wait for the restarted apiserver. If it does not answer in ``patience`` s, kill it
+    and start it once more (the cluster must be left healthy), then wait up to 120 s; if
+    that fails too, fail with its state and log tail (the next `up` overwrites the log).
+    True when it had to be started once more."""
+    for window, tries_left in ((patience, 1), (120.0, 0)):
         try:
-            wait_until(lambda: apiserver_up(api), 120, "the apiserver")
-            return
+            wait_until(lambda: apiserver_up(api), window, "the apiserver")
+            return not tries_left
         except pytest.fail.Exception:
             alive = _alive(apiserver.pid)
             tail = (LOGDIR / "kube-apiserver.log").read_text(errors="replace").splitlines()[-30:]
-            message = (f"the restarted kube-apiserver (pid {apiserver.pid}, alive={alive}) did "
-                       "not answer in 120 s; log tail:\n" + "\n".join(tail))
+            message = (f"the restarted kube-apiserver (pid {apiserver.pid}, alive={alive}, "
+                       f"state {_state(apiserver.pid)}) did not answer in {window:g} s; "
+                       "log tail:\n" + "\n".join(tail))
             if not tries_left:
                 pytest.fail(message, pytrace=False)
             print(f"\n{message}\nstarting it once more", flush=True)
             apiserver.stop(patience=0)
             apiserver.start()
+    raise AssertionError("unreachable")
+
+
+def _state(pid: int) -> str:
+    """The process state letter (R, S, D, T, Z) from /proc, or 'gone'."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "gone"
 
 
 def apiserver_up(api: client.ApiClient) -> bool:
@@ -496,6 +505,36 @@ def test_watch_answered_410_gone_after_an_etcd_compaction(
     # The scenario is what it says: the leader lived through it and its watch saw 410.
     assert tries[-1]["operator_restarts"] == 0, tries
     assert tries[-1]["pod_watch_410_lines"] >= 1, f"the runner-Pod watch never saw 410: {tries}"
+
+
+@slow
+def test_a_restarted_apiserver_that_never_answers_is_killed_and_started_once_more(
+    api: client.ApiClient,
+) -> None:
+    """The fallback of wait_for_apiserver, on the real apiserver: the one started again
+    is frozen (SIGSTOP: alive, never answering), so the wait gives up on it, kills it
+    and starts it once more, and that one answers. The cluster is left healthy."""
+    apiserver = Component("kube-apiserver")
+    try:
+        apiserver.stop(patience=0)
+        stopped = time.monotonic()
+    finally:
+        apiserver.start()
+    frozen = apiserver.pid
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        # A frozen process never answers, however busy the machine: 20 s is enough.
+        restarted = wait_for_apiserver(api, apiserver, patience=20)
+    finally:
+        if _alive(frozen):  # the fallback did not run: never leave it frozen
+            os.kill(frozen, signal.SIGCONT)
+    back = time.monotonic() - stopped
+    assert restarted, "the frozen apiserver answered?"
+    assert apiserver.pid != frozen and not _alive(frozen), (apiserver.pid, frozen)
+    assert int(apiserver.pid_file.read_text()) == apiserver.pid
+    wait_until(lambda: _node_ready(api), 180, "the node to be Ready again")
+    report("restarted apiserver frozen: killed and started once more",
+           apiserver_back_s=round(back, 1))
 
 
 def _gone_lines(ns: str) -> int:
