@@ -407,8 +407,14 @@ def test_apiserver_stopped_30s_with_runs_in_flight(
 ) -> None:
     ns = frelease["namespace"]
     sleeper(frelease, "api-nap")
+    # One at a time, 1 s each, every one in a new Pod: the leader keeps claiming (and
+    # creating Pods) through the seconds it still leads after the apiserver went away.
+    sleeper(frelease, "api-one", queue={"maxConcurrency": 1}, warmPool={"enabled": False})
     run_ids = [trigger(frelease, "api-nap", {"seconds": 10}, f"api-{i}") for i in range(6)]
+    one_ids = [trigger(frelease, "api-one", {"seconds": 1}, f"one-{i}") for i in range(12)]
     wait_until(lambda: running_count(ns, run_ids) >= 2, 300, "attempts in flight")
+    wait_until(lambda: _succeeded_count(ns, one_ids) >= 1, 300, "a one-at-a-time run done")
+    run_ids += one_ids
     apiserver = Component("kube-apiserver")
     fault_at = db_now(ns)
     try:
@@ -434,6 +440,12 @@ def test_apiserver_stopped_30s_with_runs_in_flight(
     assert figures["statuses"] == {"succeeded": len(run_ids)}, figures
     report("kube-apiserver stopped 30 s", **figures, apiserver_back_s=round(back, 1),
            all_finished_s=round(finished, 1), fault_at=fault_at)
+
+
+def _succeeded_count(ns: str, run_ids: list[str]) -> int:
+    rows = psql(ns, f"SELECT count(*) FROM waypost.runs WHERE id = ANY({ids_sql(run_ids)}) "
+                    "AND status = 'succeeded'")
+    return int(rows[0][0])
 
 
 def _taskrun_status(ns: str, name: str) -> dict[str, Any]:
