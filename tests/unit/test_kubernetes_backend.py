@@ -17,7 +17,7 @@ from waypost.backends.kubernetes import KubernetesBackend, KubernetesBackendSett
 from waypost.engine import warm
 from waypost.engine.backend import AttemptExit, AttemptLaunch, PrewarmTarget
 from waypost.engine.clock import FakeClock
-from waypost.engine.errors import StoreUnavailable
+from waypost.engine.errors import BackendUnavailable, StoreUnavailable
 from waypost.model import k8s
 from waypost.model.enums import FailureType
 from waypost.model.task import TaskSpec
@@ -625,4 +625,57 @@ async def test_a_warm_pods_end_seen_while_the_store_is_away_is_retried(
         (uuid.UUID(int=1), FailureType.OOM)]
     assert backend.warm_pods() == {} and backend.idle_runners("fp-1") == []
     assert pod["metadata"]["name"] in api.deleted
+    await backend.close()
+
+
+async def test_an_api_server_that_does_not_answer_a_start_closes_the_slots_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start raises BackendUnavailable (the dispatcher hands the run back); no slot
+    is offered for a pause that doubles while the API stays away and ends with the
+    next start that goes through."""
+    now = [1000.0]
+    monkeypatch.setattr(kubernetes.time, "monotonic", lambda: now[0])
+    backend, api, _ = await _backend()
+    create_pod = api.create_pod
+
+    async def away(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise BackendUnavailable("the Kubernetes API did not answer (MaxRetryError)")
+
+    api.create_pod = away  # type: ignore[method-assign]
+    with pytest.raises(BackendUnavailable):
+        await backend.start(_launch())
+    assert not api.pods and not api.secrets  # its Secret is undone too
+    assert backend.free_slots() == 0
+    now[0] += kubernetes.UNAVAILABLE_PAUSE_FIRST + 0.01
+    assert backend.free_slots() == 3
+    with pytest.raises(BackendUnavailable):
+        await backend.start(_launch())
+    now[0] += kubernetes.UNAVAILABLE_PAUSE_FIRST + 0.01
+    assert backend.free_slots() == 0  # the second pause is twice as long
+    now[0] += kubernetes.UNAVAILABLE_PAUSE_FIRST
+    assert backend.free_slots() == 3
+    api.create_pod = create_pod  # type: ignore[method-assign]
+    await backend.start(_launch())
+    assert backend.free_slots() == 2
+    with pytest.raises(BackendUnavailable):  # after an answer, the pause starts over
+        api.create_pod = away  # type: ignore[method-assign]
+        await backend.start(_launch(run_id=uuid.uuid4()))
+    now[0] += kubernetes.UNAVAILABLE_PAUSE_FIRST + 0.01
+    assert backend.free_slots() == 2
+    await backend.close()
+
+
+async def test_a_start_refused_by_the_api_server_is_no_outage() -> None:
+    """A real answer (422: an invalid Pod) is the attempt's failure, not an outage: the
+    slots stay open."""
+    backend, api, _ = await _backend()
+
+    async def invalid(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("422 Unprocessable Entity")
+
+    api.create_pod = invalid  # type: ignore[method-assign]
+    with pytest.raises(ValueError):
+        await backend.start(_launch())
+    assert backend.free_slots() == 3
     await backend.close()

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -43,7 +44,7 @@ from typing import Any, Protocol
 from waypost.backends import pod_outcome, pod_spec
 from waypost.engine import warm
 from waypost.engine.backend import AttemptExit, AttemptLaunch, ExitHandler, PrewarmTarget
-from waypost.engine.errors import StoreUnavailable
+from waypost.engine.errors import BackendUnavailable, StoreUnavailable
 from waypost.model import k8s
 from waypost.model.enums import FailureType
 from waypost.store import pool as store_pool
@@ -63,6 +64,11 @@ RETRY_MAX = 10.0
 # How long past its deletion grace period a warm Pod being deleted still counts
 # against the caps when its end is never seen (a watch gap that missed DELETED).
 ENDING_HOLD_SECONDS = 30.0
+# After the API server did not answer an attempt's start, the backend offers no free
+# slot for this long, doubling while it stays away (the dispatcher claims nothing it
+# could not start; the next try is the probe).
+UNAVAILABLE_PAUSE_FIRST = 1.0
+UNAVAILABLE_PAUSE_MAX = 8.0
 # Expected while Postgres or the API server is away: logged without a traceback.
 TRANSIENT_ERRORS = (*store_pool.UNAVAILABLE_ERRORS, StoreUnavailable)
 
@@ -167,6 +173,8 @@ class KubernetesBackend:
         # warm-pool caps are decided and the new runner noted under this lock, so two
         # starts never both take the last place.
         self._admission = asyncio.Lock()
+        self._unavailable_until = 0.0  # time.monotonic()
+        self._unavailable_pause = 0.0
 
     def attach_warm(self, hub: warm.WarmHub) -> None:
         self._hub = hub
@@ -234,7 +242,17 @@ class KubernetesBackend:
         self._handler = handler
 
     def free_slots(self) -> int:
+        if self._unavailable_until and time.monotonic() < self._unavailable_until:
+            return 0
         return self.settings.max_pods - len(self._live)
+
+    def _api_answered(self, answered: bool) -> None:
+        if answered:
+            self._unavailable_until = self._unavailable_pause = 0.0
+            return
+        self._unavailable_pause = min(UNAVAILABLE_PAUSE_MAX,
+                                      self._unavailable_pause * 2 or UNAVAILABLE_PAUSE_FIRST)
+        self._unavailable_until = time.monotonic() + self._unavailable_pause
 
     async def open(self) -> KubernetesBackend:
         loop = asyncio.get_running_loop()
@@ -267,6 +285,14 @@ class KubernetesBackend:
         )
 
     async def start(self, launch: AttemptLaunch) -> None:
+        try:
+            await self._start(launch)
+        except BackendUnavailable:
+            self._api_answered(False)
+            raise
+        self._api_answered(True)
+
+    async def _start(self, launch: AttemptLaunch) -> None:
         owner = None
         if launch.taskrun_name:
             uid = await self.api.get_taskrun_uid(launch.namespace, launch.taskrun_name)

@@ -12,10 +12,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from waypost.backends.kubernetes import PodEventHandler
+from waypost.engine.errors import BackendUnavailable
 from waypost.model import k8s
 
 log = logging.getLogger("waypost.backends.kubernetes_api")
@@ -23,6 +25,36 @@ log = logging.getLogger("waypost.backends.kubernetes_api")
 # The watch's resourceVersion was compacted away (etcd compaction, an apiserver
 # restart): the next round lists every runner Pod again, so no end is missed.
 _GONE = "pod watch: resourceVersion gone (410), listing the runner Pods again"
+
+
+# Answers of an API server that is away, starting or overloaded (0: no HTTP answer).
+_UNAVAILABLE_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
+
+
+def unavailable(exc: BaseException) -> BackendUnavailable | None:
+    """The error to raise instead of ``exc`` when it means the API server did not answer
+    (refused, reset, timed out, 429/5xx), so the attempt is handed back, not failed;
+    None for a real answer (403, 404, 422, ...), which stays the attempt's failure."""
+    if isinstance(exc, ApiException):
+        if exc.status in _UNAVAILABLE_STATUSES:
+            return BackendUnavailable(
+                f"the Kubernetes API answered {exc.status} {exc.reason or ''}".rstrip())
+        return None
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return BackendUnavailable(f"the Kubernetes API did not answer ({type(exc).__name__})")
+    return None
+
+
+async def _starting(fn: Callable[..., Any], *args: Any) -> Any:
+    """A call an attempt's start makes, in a worker thread; an API server that did not
+    answer raises BackendUnavailable."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except Exception as exc:
+        mapped = unavailable(exc)
+        if mapped is not None:
+            raise mapped from exc
+        raise
 
 
 class KubernetesPodApi:
@@ -36,10 +68,10 @@ class KubernetesPodApi:
         return data
 
     async def create_secret(self, namespace: str, body: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.core.create_namespaced_secret, namespace, body)
+        await _starting(self.core.create_namespaced_secret, namespace, body)
 
     async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        pod = await asyncio.to_thread(self.core.create_namespaced_pod, namespace, body)
+        pod = await _starting(self.core.create_namespaced_pod, namespace, body)
         return self._plain(pod)
 
     async def patch_secret(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
@@ -69,9 +101,8 @@ class KubernetesPodApi:
 
     async def get_taskrun_uid(self, namespace: str, name: str) -> str | None:
         try:
-            obj = await asyncio.to_thread(self.custom.get_namespaced_custom_object, k8s.GROUP,
-                                          k8s.VERSION, namespace, k8s.TASKRUN_PLURAL,
-                                          name)
+            obj = await _starting(self.custom.get_namespaced_custom_object, k8s.GROUP,
+                                  k8s.VERSION, namespace, k8s.TASKRUN_PLURAL, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None

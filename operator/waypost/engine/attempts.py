@@ -196,9 +196,11 @@ async def fail(engine: Engine, ident: AttemptIdentity, error: ErrorInfo, *,
     return status
 
 
-async def hand_over(engine: Engine, ident: AttemptIdentity, message: str) -> None:
-    """The engine stopped this attempt's worker to shut down: requeue the run at once,
-    to resume from its last checkpoint, without spending its retry budget. A run whose
+async def hand_over(engine: Engine, ident: AttemptIdentity, message: str,
+                    delay_seconds: float = 0.0) -> None:
+    """The engine stopped this attempt's worker to shut down, or the backend could not
+    start it (its control plane away): requeue the run (after ``delay_seconds``), to
+    resume from its last checkpoint, without spending its retry budget. A run whose
     cancellation was requested ends cancelled instead."""
     current = await runs.current_attempt(engine.pool, ident.run_id, ident.claim_token)
     if current is None:
@@ -208,7 +210,8 @@ async def hand_over(engine: Engine, ident: AttemptIdentity, message: str) -> Non
         return
     error = ErrorInfo(type=FailureType.LOST, message=message)
     stored = error.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if not await runs.hand_over(engine.pool, ident.run_id, ident.claim_token, error=stored):
+    if not await runs.hand_over(engine.pool, ident.run_id, ident.claim_token, error=stored,
+                                delay_seconds=delay_seconds):
         raise _superseded(ident)
     log.info("attempt handed over", extra={"run_id": str(ident.run_id),
                                            "attempt": current.attempt})

@@ -27,6 +27,7 @@ from waypost.engine.backend import (
 )
 from waypost.engine.core import Engine
 from waypost.engine.credentials import AttemptIdentity
+from waypost.engine.errors import BackendUnavailable
 from waypost.model.enums import FailureType
 from waypost.model.run import ErrorInfo
 from waypost.model.task import TaskSpec
@@ -39,6 +40,10 @@ log = logging.getLogger("waypost.engine.dispatcher")
 #: How long the end of an attempt is retried while the store is unreachable; after
 #: that, the attempt's lease running out retries it (the reaper's job).
 EXIT_REPORT_PATIENCE_SECONDS = 60.0
+#: After the backend could not start an attempt because its control plane did not
+#: answer, the run is claimable again after this long (the backend meanwhile offers
+#: no free slots, so it is not claimed in a loop while the outage lasts).
+HAND_BACK_DELAY_SECONDS = 2.0
 
 
 @functools.lru_cache(maxsize=512)
@@ -237,11 +242,23 @@ class Dispatcher:
             await self._could_not_start(item, exc)
 
     async def _could_not_start(self, item: ClaimedAttempt, exc: Exception) -> None:
-        log.error("could not start attempt", exc_info=exc, extra={"run_id": str(item.run_id)})
         ident = AttemptIdentity(item.run_id, item.claim_token)
-        with contextlib.suppress(Exception):
-            await attempts.fail(self.engine, ident, ErrorInfo(
-                type=FailureType.LOST, message=f"the backend could not start it: {exc}"))
+        if isinstance(exc, BackendUnavailable):
+            # The Kubernetes API did not answer (an apiserver outage: the leader still
+            # leads for up to its renew deadline). Nothing ran and it is not the task's
+            # failure: the run is ready again shortly, this attempt not counted, so an
+            # API blip never spends a run's retry budget (nor fails a maxAttempts=1 one).
+            log.warning("could not start attempt, handed back: %s", exc.message,
+                        extra={"run_id": str(item.run_id)})
+            with contextlib.suppress(Exception):
+                await attempts.hand_over(self.engine, ident, f"not started: {exc.message}",
+                                         delay_seconds=HAND_BACK_DELAY_SECONDS)
+        else:
+            log.error("could not start attempt", exc_info=exc,
+                      extra={"run_id": str(item.run_id)})
+            with contextlib.suppress(Exception):
+                await attempts.fail(self.engine, ident, ErrorInfo(
+                    type=FailureType.LOST, message=f"the backend could not start it: {exc}"))
         # A warm runner bound to it in the store but gone from the backend.
         with contextlib.suppress(Exception):
             await self.engine.warm.attempt_gone(item.run_id, item.claim_token)

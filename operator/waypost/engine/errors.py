@@ -87,6 +87,15 @@ class StoreUnavailable(EngineError):
     status = 503
 
 
+class BackendUnavailable(EngineError):
+    """The execution backend's control plane (the Kubernetes API) did not answer, so an
+    attempt could not be started: not the task's failure. The dispatcher hands the run
+    back (ready again shortly, the attempt not counted) instead of failing it."""
+
+    code = "backend_unavailable"
+    status = 503
+
+
 class TokenNotFound(EngineError):
     code = "token_not_found"
     status = 404

@@ -243,11 +243,13 @@ async def retry(
 
 async def hand_over(
     db: asyncpg.Pool | asyncpg.Connection, run_id: uuid.UUID, claim_token: int, *,
-    error: dict[str, Any],
+    error: dict[str, Any], delay_seconds: float = 0.0,
 ) -> bool:
-    """Requeue a run whose attempt the engine stopped at shutdown; False when stale."""
+    """Requeue a run whose attempt the engine stopped at shutdown, or could not start
+    (ready again after ``delay_seconds``), not counted; False when stale."""
     row = await db.fetchrow(
-        *bind("hand_over_attempt", run_id=run_id, claim_token=claim_token, error=error))
+        *bind("hand_over_attempt", run_id=run_id, claim_token=claim_token, error=error,
+              delay_seconds=delay_seconds))
     return row is not None
 
 

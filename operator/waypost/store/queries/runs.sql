@@ -154,13 +154,15 @@ SELECT run_id, pg_notify('waypost_ready', :delay_seconds::text) IS NULL AS notif
 FROM requeued;
 
 -- name: hand_over_attempt
--- The engine shut down before the attempt finished (it stopped the worker): the
--- run is ready again at once and resumes from its last checkpoint. attempt_base
--- moves up with it, so the interrupted attempt does not count against the retry
--- budget: a shutdown is not the task's failure.
+-- The engine shut down before the attempt finished (it stopped the worker), or the
+-- backend could not start it because its control plane did not answer: the run is
+-- ready again after :delay_seconds (0 at shutdown) and resumes from its last
+-- checkpoint. attempt_base moves up with it, so the interrupted attempt does not
+-- count against the retry budget: neither is the task's failure.
 WITH requeued AS (
     UPDATE run_queue
-    SET state = 'ready', claim_token = NULL, lease_expires_at = NULL, available_at = now()
+    SET state = 'ready', claim_token = NULL, lease_expires_at = NULL,
+        available_at = now() + make_interval(secs => :delay_seconds)
     WHERE run_id = :run_id AND claim_token = :claim_token AND state = 'running'
     RETURNING run_id, attempt
 ), run AS (
@@ -171,7 +173,7 @@ WITH requeued AS (
     UPDATE attempts SET status = 'failed', error = :error::jsonb, finished_at = now()
     FROM requeued f WHERE attempts.run_id = f.run_id AND attempts.attempt = f.attempt
 )
-SELECT run_id, pg_notify('waypost_ready', '') IS NULL AS notified
+SELECT run_id, pg_notify('waypost_ready', :delay_seconds::text) IS NULL AS notified
 FROM requeued;
 
 -- name: finish_failed_attempt

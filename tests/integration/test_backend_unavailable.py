@@ -1,0 +1,89 @@
+"""An attempt the backend could not start because its control plane did not answer (the
+Kubernetes API during an apiserver outage, while the leader still leads) is handed
+back, not failed: the run is claimable again after a short delay and the attempt does
+not count against its retry budget, so even a run with maxAttempts 1 succeeds. Any
+other failure to start is still the attempt's failure (docs/reliability.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import asyncpg
+
+from tests.factories import settings, wait_for_status
+from waypost.backends.process import ProcessBackend
+from waypost.engine import control, dispatcher
+from waypost.engine.backend import AttemptLaunch
+from waypost.engine.errors import BackendUnavailable
+from waypost.model.enums import RunStatus
+from waypost.model.run import TriggerRequest
+from waypost.model.task import TaskDefinition, TaskSpec
+from waypost.standalone import Standalone
+
+
+class RefusingBackend(ProcessBackend):
+    """A process backend whose first ``refusals`` starts fail with ``error``."""
+
+    def __init__(self, error: Exception, refusals: int, log_dir: Path) -> None:
+        super().__init__(max_parallel=2, log_dir=log_dir)
+        self.error = error
+        self.refusals = refusals
+
+    async def start(self, launch: AttemptLaunch) -> None:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise self.error
+        await super().start(launch)
+
+
+async def _run_once(database_url: str, backend: ProcessBackend) -> tuple[Standalone, str]:
+    stack = await Standalone(settings(database_url, poll_interval_seconds=0.2), backend).start()
+    spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello",
+                                    "retry": {"maxAttempts": 1}})
+    await control.register_task(
+        stack.engine, TaskDefinition(namespace="default", name="once", spec=spec))
+    run, _ = await control.trigger(stack.engine, "default", "once",
+                                   TriggerRequest(payload={"name": "outage"}))
+    return stack, run.id
+
+
+async def test_a_start_the_api_did_not_answer_is_handed_back_and_not_counted(
+    database_url: str, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    backend = RefusingBackend(
+        BackendUnavailable("the Kubernetes API did not answer (MaxRetryError)"), 1, tmp_path)
+    stack, run_id = await _run_once(database_url, backend)
+    try:
+        done = await wait_for_status(stack.engine, run_id, {
+            RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.DEAD_LETTERED}, timeout=120)
+    finally:
+        await stack.stop()
+    assert done.status == RunStatus.SUCCEEDED, done
+    rows = await db.fetch("SELECT attempt, status, error, started_at, finished_at "
+                          "FROM attempts WHERE run_id = $1 ORDER BY attempt", done.id)
+    assert [(r["attempt"], r["status"]) for r in rows] == [(1, "failed"), (2, "succeeded")]
+    error = json.loads(rows[0]["error"]) if isinstance(rows[0]["error"], str) \
+        else rows[0]["error"]
+    assert error["type"] == "lost"
+    assert error["message"].startswith("not started: the Kubernetes API did not answer")
+    run = await db.fetchrow("SELECT attempt, attempt_base FROM runs WHERE id = $1", done.id)
+    assert (run["attempt"], run["attempt_base"]) == (2, 1)  # attempt 1 did not count
+    # Claimable again only after the hand-back delay (both times from the database clock).
+    gap = (rows[1]["started_at"] - rows[0]["finished_at"]).total_seconds()
+    assert gap >= dispatcher.HAND_BACK_DELAY_SECONDS, gap
+
+
+async def test_any_other_failure_to_start_is_the_attempts_failure(
+    database_url: str, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    backend = RefusingBackend(RuntimeError("the Pod is invalid"), 1, tmp_path)
+    stack, run_id = await _run_once(database_url, backend)
+    try:
+        done = await wait_for_status(stack.engine, run_id, {
+            RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.DEAD_LETTERED}, timeout=120)
+    finally:
+        await stack.stop()
+    assert done.status in (RunStatus.FAILED, RunStatus.DEAD_LETTERED), done
+    assert done.error is not None and done.error.message == (
+        "the backend could not start it: the Pod is invalid")
