@@ -6,12 +6,13 @@ other failure to start is still the attempt's failure (docs/reliability.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import asyncpg
 
-from tests.factories import settings, wait_for_status
+from tests.factories import StalledBackend, settings, wait_for_status
 from waypost.backends.process import ProcessBackend
 from waypost.engine import control, dispatcher
 from waypost.engine.backend import AttemptLaunch
@@ -87,3 +88,36 @@ async def test_any_other_failure_to_start_is_the_attempts_failure(
     assert done.status in (RunStatus.FAILED, RunStatus.DEAD_LETTERED), done
     assert done.error is not None and done.error.message == (
         "the backend could not start it: the Pod is invalid")
+
+
+class HangingBackend(StalledBackend):
+    """Its start never returns, as a Kubernetes API call while the apiserver is away."""
+
+    async def start(self, launch: AttemptLaunch) -> None:
+        self.launches.append(launch)
+        await asyncio.Event().wait()
+
+
+async def test_a_start_still_hanging_when_the_engine_stops_is_handed_back(
+    database_url: str, db: asyncpg.Pool
+) -> None:
+    """A leader stepping down cancels its dispatcher mid-start: the claim goes back to
+    the queue at once, instead of holding its start timeout (and its queue's slot)."""
+    backend = HangingBackend()
+    stack = await Standalone(settings(database_url, poll_interval_seconds=0.2),
+                             backend).start()  # type: ignore[arg-type]
+    spec = TaskSpec.model_validate({"entrypoint": "examples.hello:hello",
+                                    "retry": {"maxAttempts": 1}})
+    await control.register_task(
+        stack.engine, TaskDefinition(namespace="default", name="hang", spec=spec))
+    run, _ = await control.trigger(stack.engine, "default", "hang", TriggerRequest())
+    await backend.launched(run.id, timeout=60)
+    await stack.stop()
+    row = await db.fetchrow("SELECT r.status, r.attempt_base, q.state, a.error "
+                            "FROM runs r JOIN run_queue q ON q.run_id = r.id "
+                            "JOIN attempts a ON a.run_id = r.id WHERE r.id = $1", run.id)
+    assert row is not None
+    assert (row["status"], row["attempt_base"], row["state"]) == ("retrying", 1, "ready")
+    error = json.loads(row["error"]) if isinstance(row["error"], str) else row["error"]
+    assert error["message"] == (
+        "not started: the engine stopped before the attempt was started")

@@ -238,6 +238,15 @@ class Dispatcher:
             log.info("attempt started", extra={
                 "run_id": str(item.run_id), "attempt": item.attempt, "task": item.task,
                 "warm_runner": str(runner_id) if runner_id else None})
+        except asyncio.CancelledError:
+            # The engine stopped (a leader stepping down: its Kubernetes API calls hang
+            # while the apiserver is away) before the start went through. Handed back
+            # now; left claimed, it would hold its start timeout (10 min on Kubernetes)
+            # and, under a maxConcurrency, its whole queue. A Pod created after all has
+            # a stale claim: its runner gets 409 and stops.
+            await asyncio.shield(self._could_not_start(item, BackendUnavailable(
+                "the engine stopped before the attempt was started")))
+            raise
         except Exception as exc:
             await self._could_not_start(item, exc)
 
