@@ -18,7 +18,7 @@ from waypost.engine import control, dispatcher
 from waypost.engine.backend import AttemptLaunch
 from waypost.engine.errors import BackendUnavailable
 from waypost.model.enums import RunStatus
-from waypost.model.run import TriggerRequest
+from waypost.model.run import Run, TriggerRequest
 from waypost.model.task import TaskDefinition, TaskSpec
 from waypost.standalone import Standalone
 
@@ -49,17 +49,21 @@ async def _run_once(database_url: str, backend: ProcessBackend) -> tuple[Standal
     return stack, run.id
 
 
+async def _run_to_the_end(database_url: str, backend: ProcessBackend) -> Run:
+    stack, run_id = await _run_once(database_url, backend)
+    try:
+        return await wait_for_status(stack.engine, run_id, {
+            RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.DEAD_LETTERED}, timeout=120)
+    finally:
+        await stack.stop()
+
+
 async def test_a_start_the_api_did_not_answer_is_handed_back_and_not_counted(
     database_url: str, db: asyncpg.Pool, tmp_path: Path
 ) -> None:
     backend = RefusingBackend(
         BackendUnavailable("the Kubernetes API did not answer (MaxRetryError)"), 1, tmp_path)
-    stack, run_id = await _run_once(database_url, backend)
-    try:
-        done = await wait_for_status(stack.engine, run_id, {
-            RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.DEAD_LETTERED}, timeout=120)
-    finally:
-        await stack.stop()
+    done = await _run_to_the_end(database_url, backend)
     assert done.status == RunStatus.SUCCEEDED, done
     rows = await db.fetch("SELECT attempt, status, error, started_at, finished_at "
                           "FROM attempts WHERE run_id = $1 ORDER BY attempt", done.id)
@@ -79,12 +83,7 @@ async def test_any_other_failure_to_start_is_the_attempts_failure(
     database_url: str, db: asyncpg.Pool, tmp_path: Path
 ) -> None:
     backend = RefusingBackend(RuntimeError("the Pod is invalid"), 1, tmp_path)
-    stack, run_id = await _run_once(database_url, backend)
-    try:
-        done = await wait_for_status(stack.engine, run_id, {
-            RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.DEAD_LETTERED}, timeout=120)
-    finally:
-        await stack.stop()
+    done = await _run_to_the_end(database_url, backend)
     assert done.status in (RunStatus.FAILED, RunStatus.DEAD_LETTERED), done
     assert done.error is not None and done.error.message == (
         "the backend could not start it: the Pod is invalid")
