@@ -123,6 +123,8 @@ async def test_pool_off_gives_one_process_per_attempt(stack: Standalone) -> None
     assert len({r["pid"] for r in results}) == 3
     assert [r["count"] for r in results] == [1, 1, 1]
     assert stack.backend.warm_workers() == {}  # type: ignore[attr-defined]
+    # A cold runner reads its credential from the environment, then removes it.
+    assert all(not [k for k in r["waypostEnv"] if "TOKEN" in k] for r in results)
 
 
 async def test_idle_ttl_ends_the_warm_process(stack: Standalone, db: asyncpg.Pool) -> None:

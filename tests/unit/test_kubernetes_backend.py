@@ -245,8 +245,9 @@ async def test_warm_pod_shape_keeps_the_restricted_profile() -> None:
     container = spec["containers"][0]
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["WAYPOST_RUNNER_TOKEN_FILE"] == pod_spec.RUNNER_CREDENTIAL_FILE
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["WAYPOST_RUNNER_TOKEN"] == {"secretKeyRef": {
+        "name": pod["metadata"]["name"], "key": pod_spec.RUNNER_CREDENTIAL_KEY}}
     assert env["WAYPOST_WARM_SCRUB_TMP"] == "1"
     assert "wpr." not in str(pod)  # the runner credential lives in the Secret
     [secret] = list(api.secrets.values())

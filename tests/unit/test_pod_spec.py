@@ -102,8 +102,9 @@ def test_pod_shape() -> None:
     assert container["image"] == "registry.example/shop-tasks:1.4.2"
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["command"] == ["waypost-runner"]
-    assert container["resources"] == {"limits": {"memory": "128Mi"},
-                                      "requests": {"memory": "128Mi"}}
+    assert container["resources"] == {
+        "limits": {"memory": "128Mi", "ephemeral-storage": "1Gi"},
+        "requests": {"memory": "128Mi", "ephemeral-storage": "0"}}
 
 
 def test_pod_meets_the_restricted_pod_security_profile() -> None:
@@ -116,13 +117,11 @@ def test_pod_meets_the_restricted_pod_security_profile() -> None:
     sc = container["securityContext"]
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert sc["readOnlyRootFilesystem"] is True
     assert sc.get("privileged", False) is False
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    # restricted allows only these volume types
-    assert all({"emptyDir", "secret"} & v.keys() for v in volumes.values())
-    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    # No volumes at all: the kubelet holds a Pod with any volume until its next
+    # mount check (300 ms); /tmp is the container's writable layer, bounded.
+    assert "volumes" not in spec and "volumeMounts" not in container
+    assert container["resources"]["limits"]["ephemeral-storage"] == "1Gi"
     assert not any(k in spec for k in ("hostNetwork", "hostPID", "hostIPC"))
 
 
@@ -136,25 +135,23 @@ def test_credential_only_reaches_the_pod_through_the_secret() -> None:
     assert secret["metadata"]["labels"] == pod["metadata"]["labels"]
     assert secret["metadata"]["ownerReferences"] == pod["metadata"]["ownerReferences"]
     (container,) = pod["spec"]["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["WAYPOST_ATTEMPT_TOKEN_FILE"] == "/var/run/waypost/attempt/token"
-    mount = next(m for m in container["volumeMounts"]
-                 if env["WAYPOST_ATTEMPT_TOKEN_FILE"].startswith(m["mountPath"] + "/"))
-    assert mount["readOnly"] is True
-    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
-    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
-    assert volume["secret"]["items"] == [{"key": "token", "path": "token"}]
+    [token] = [e for e in container["env"] if e["name"] == "WAYPOST_ATTEMPT_TOKEN"]
+    assert token == {"name": "WAYPOST_ATTEMPT_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": secret["metadata"]["name"], "key": "token"}}}
+    assert not [e for e in container["env"] if e["name"].endswith("_TOKEN_FILE")]
+    assert all("value" in e for e in container["env"] if e is not token)
 
 
 def test_a_task_env_cannot_override_the_runner_settings() -> None:
     launch = _launch(env={"WAYPOST_COORDINATOR_URL": "http://evil", "WAYPOST_ATTEMPT_TOKEN": "x",
                           "HOME": "/work", "A": "1"})
     (container,) = pod_spec.build_attempt_pod(launch, _settings())["spec"]["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     names = [e["name"] for e in container["env"]]
     assert names == sorted(set(names))
     assert env["WAYPOST_COORDINATOR_URL"] == "http://waypost.waypost-system.svc:8080"
-    assert "WAYPOST_ATTEMPT_TOKEN" not in env
+    assert env["WAYPOST_ATTEMPT_TOKEN"] != "x"  # the attempt's Secret, not the task's value
+    assert "secretKeyRef" in env["WAYPOST_ATTEMPT_TOKEN"]
     assert env["HOME"] == "/work"
     assert env["A"] == "1"
     assert env["WAYPOST_RUN_ID"] == "0192c2f0-7c1a-7b3e-9f42-5d1e8a6c4b2f"
@@ -166,7 +163,7 @@ def test_the_operators_tracing_variables_reach_the_runner_before_the_tasks() -> 
                                     "OTEL_BSP_SCHEDULE_DELAY": "500"})
     launch = _launch(env={"OTEL_BSP_SCHEDULE_DELAY": "100"})
     (container,) = pod_spec.build_attempt_pod(launch, settings)["spec"]["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
     assert env["OTEL_BSP_SCHEDULE_DELAY"] == "100"  # the task's own wins
 
@@ -257,8 +254,8 @@ def test_settings_image_and_owner() -> None:
     assert (container["image"], container["imagePullPolicy"]) == ("waypost-runner:dev", "Never")
     secret = pod_spec.build_attempt_secret(_launch(image=None), settings)
     assert secret["metadata"]["name"] == pod["metadata"]["name"]
-    volume = next(v for v in pod["spec"]["volumes"] if "secret" in v)
-    assert volume["secret"]["secretName"] == pod["metadata"]["name"]
+    [token] = [e for e in container["env"] if "valueFrom" in e]
+    assert token["valueFrom"]["secretKeyRef"]["name"] == pod["metadata"]["name"]
     with pytest.raises(ValueError, match="no image"):
         pod_spec.build_attempt_pod(_launch(image=None), _settings())
 
@@ -326,19 +323,19 @@ def test_a_prewarmed_pod_names_no_attempt_and_keeps_the_restricted_profile() -> 
     (container,) = spec["containers"]
     assert container["securityContext"] == pod_spec.build_attempt_pod(
         _launch(), _settings())["spec"]["containers"][0]["securityContext"]
-    assert container["resources"]["limits"] == {"memory": "128Mi"}
-    env = {e["name"]: e["value"] for e in container["env"]}
+    assert container["resources"]["limits"] == {"memory": "128Mi", "ephemeral-storage": "1Gi"}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["WAYPOST_PREWARM_ENTRYPOINT"] == "shop.orders:process_order"
-    assert env["WAYPOST_RUNNER_TOKEN_FILE"] == pod_spec.RUNNER_CREDENTIAL_FILE
+    assert env["WAYPOST_RUNNER_TOKEN"] == {"secretKeyRef": {"name": meta["name"],
+                                                            "key": "runner-token"}}
     assert env["WAYPOST_WARM_SCRUB_TMP"] == "1"
     assert env["LOG_LEVEL"] == "debug"
-    assert not {"WAYPOST_RUN_ID", "WAYPOST_ATTEMPT_TOKEN_FILE", "WAYPOST_ATTEMPT"} & env.keys()
+    assert not {"WAYPOST_RUN_ID", "WAYPOST_ATTEMPT_TOKEN", "WAYPOST_ATTEMPT"} & env.keys()
     # The credential only through the Secret, which holds nothing else.
     assert RUNNER_TOKEN not in json.dumps(pod)
     assert secret["stringData"] == {"runner-token": RUNNER_TOKEN}
-    volume = next(v for v in spec["volumes"] if "secret" in v)
-    assert volume["secret"]["secretName"] == secret["metadata"]["name"] == meta["name"]
-    assert volume["secret"]["items"] == [{"key": "runner-token", "path": "runner-token"}]
+    assert secret["metadata"]["name"] == meta["name"]
+    assert "volumes" not in spec
 
 
 def test_a_prewarmed_pod_needs_an_image() -> None:

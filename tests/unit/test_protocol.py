@@ -44,9 +44,11 @@ def test_the_pod_env_is_the_protocol_env() -> None:
     )
     settings = pod_spec.PodSettings(coordinator_url="http://c")
     pod = pod_spec.build_attempt_pod(launch, settings)
-    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
-    assert protocol.ENV_ATTEMPT_TOKEN not in env
-    assert env[protocol.ENV_ATTEMPT_TOKEN_FILE] == pod_spec.CREDENTIAL_FILE
+    env = {e["name"]: e.get("value", e.get("valueFrom"))
+           for e in pod["spec"]["containers"][0]["env"]}
+    # The task's value is dropped: the runner's comes from the attempt's Secret.
+    assert env[protocol.ENV_ATTEMPT_TOKEN] == {"secretKeyRef": {
+        "name": pod["metadata"]["name"], "key": pod_spec.CREDENTIAL_KEY}}
     assert env[protocol.ENV_RUN_ID] == str(launch.run_id)
 
 

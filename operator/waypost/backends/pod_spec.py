@@ -5,17 +5,29 @@ Nothing here calls the API: the functions take an :class:`AttemptLaunch` and
 (CloudNativePG's ``pkg/specs`` does the same).
 
 The attempt's credential never appears in the Pod spec (anyone who may read
-Pods would see it): it goes into a per-attempt Secret, mounted read-only into
-the runner, which reads it from ``WAYPOST_ATTEMPT_TOKEN_FILE``. The Secret must
-exist before the Pod is created, or the kubelet keeps the Pod waiting in
-``ContainerCreating``. Create the Secret (owned by the TaskRun when there is
-one), then the Pod, then make the Pod the Secret's owner
-(:func:`secret_owner_patch`) so both go away together.
+Pods would see it): it goes into a per-attempt Secret, which the kubelet puts
+into the runner's environment (``WAYPOST_ATTEMPT_TOKEN`` from a
+``secretKeyRef``; the runner removes it from its environment before task code
+runs). The Secret must exist before the Pod is created, or the kubelet keeps
+the Pod waiting in ``CreateContainerConfigError``. Create the Secret (owned by
+the TaskRun when there is one), then the Pod, then make the Pod the Secret's
+owner (:func:`secret_owner_patch`) so both go away together.
+
+**No volumes.** A Pod with any volume waits in the kubelet until its volumes
+are mounted, and the kubelet checks that every 300 ms
+(``podAttachAndMountRetryInterval``): measured on the e2e cluster, a Pod with an
+emptyDir alone started about 300 ms later at the median than the same Pod
+without one, whatever the volume held. So the credential comes as an
+environment variable rather than a mounted Secret, and ``/tmp`` is the
+container's own writable layer rather than an emptyDir (bounded by an
+``ephemeral-storage`` limit, as the emptyDir's size limit did).
 
 Runner Pods follow the ``restricted`` Pod Security profile: non-root, no
 privilege escalation, every capability dropped, the RuntimeDefault seccomp
-profile, a read-only root filesystem with a writable ``/tmp``, and no
-service-account token.
+profile, and no service-account token. Their root filesystem is writable (the
+profile does not ask for a read-only one; ``/tmp`` needs to be writable and a
+volume for it costs the wait above); the image's files belong to root, and the
+runner runs as ``RUNNER_UID``.
 """
 
 from __future__ import annotations
@@ -38,14 +50,13 @@ RUNNER_COMMAND = ("waypost-runner",)
 RUNNER_UID = 10001
 
 CREDENTIAL_KEY = "token"
-CREDENTIAL_DIR = "/var/run/waypost/attempt"
-CREDENTIAL_FILE = f"{CREDENTIAL_DIR}/{CREDENTIAL_KEY}"
 # A warm Pod's own credential (it polls for the next attempt with it), in the
 # same Secret as its first attempt's.
 RUNNER_CREDENTIAL_KEY = "runner-token"
-RUNNER_CREDENTIAL_FILE = f"{CREDENTIAL_DIR}/{RUNNER_CREDENTIAL_KEY}"
-TMP_DIR = "/tmp"  # the Pod's own emptyDir
-TMP_SIZE_LIMIT = "1Gi"
+TMP_DIR = "/tmp"  # in the container's writable layer
+# The most the container may write (its /tmp, its logs): the kubelet evicts the Pod
+# past it. Nothing is reserved for it when the Pod is scheduled (request 0).
+EPHEMERAL_STORAGE_LIMIT = "1Gi"
 
 MAX_NAME_LENGTH = 63
 _MI = 1024 * 1024
@@ -203,18 +214,32 @@ def _base_env(settings: PodSettings, task_env: Mapping[str, str]) -> dict[str, s
     return values
 
 
-def _env(launch: AttemptLaunch, settings: PodSettings, warm: bool) -> list[dict[str, Any]]:
+# Runner variables whose values the kubelet takes from the Pod's Secret (by key).
+_FROM_SECRET = {protocol.ENV_ATTEMPT_TOKEN: CREDENTIAL_KEY,
+                protocol.ENV_RUNNER_TOKEN: RUNNER_CREDENTIAL_KEY}
+
+
+def _env_list(values: Mapping[str, str], secret: str) -> list[dict[str, Any]]:
+    """The container's ``env``: plain values, and the credentials as references to
+    ``secret`` (their values in ``values`` are placeholders)."""
+    return [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret,
+                                                       "key": _FROM_SECRET[k]}}}
+            if k in _FROM_SECRET else {"name": k, "value": values[k]}
+            for k in sorted(values)]
+
+
+def _env(launch: AttemptLaunch, settings: PodSettings, warm: bool,
+         secret: str) -> list[dict[str, Any]]:
     values = _base_env(settings, launch.env)
     # The runner's own variables win: a task's env cannot redirect the runner or
     # its credential. A warm Pod's /tmp is its own: what a run leaves there is
-    # removed after it.
+    # removed after it. The credentials' values come from the Secret.
     values = protocol.runner_env(
         coordinator_url=settings.coordinator_url, run_id=str(launch.run_id),
         attempt=launch.attempt, task=launch.task, trace_id=launch.trace_id,
-        token_file=CREDENTIAL_FILE, base=values,
-        runner_token_file=RUNNER_CREDENTIAL_FILE if warm else None, scrub_tmp=warm,
+        token="", base=values, runner_token="" if warm else None, scrub_tmp=warm,
     )
-    return [{"name": k, "value": values[k]} for k in sorted(values)]
+    return _env_list(values, secret)
 
 
 def _env_from(task: TaskSpec | None) -> list[dict[str, Any]]:
@@ -249,22 +274,22 @@ def build_attempt_pod(
     meta = _metadata(launch, settings, pod_name(launch))
     if runner_id is not None:
         meta["labels"][k8s.LABEL_WARM_RUNNER] = str(runner_id)
-    keys = [CREDENTIAL_KEY] + ([RUNNER_CREDENTIAL_KEY] if runner_id is not None else [])
+    env = _env(launch, settings, runner_id is not None, secret_name(launch, settings))
     return _runner_pod(
         meta, task_name=launch.task, image=launch.image or settings.default_image,
-        memory_bytes=launch.memory_bytes, env=_env(launch, settings, runner_id is not None),
-        task=task, settings=settings, secret=secret_name(launch, settings), secret_keys=keys,
+        memory_bytes=launch.memory_bytes, env=env, task=task, settings=settings,
         deadline=None if runner_id is not None else launch.timeout_seconds)
 
 
 def _runner_pod(
     meta: dict[str, Any], *, task_name: str, image: str | None, memory_bytes: int,
-    env: list[dict[str, Any]], task: TaskSpec | None, settings: PodSettings, secret: str,
-    secret_keys: list[str], deadline: float | None,
+    env: list[dict[str, Any]], task: TaskSpec | None, settings: PodSettings,
+    deadline: float | None,
 ) -> dict[str, Any]:
-    """A runner Pod: the ``restricted`` profile, no service-account token, its
-    credentials mounted from ``secret``; ``deadline`` (seconds) bounds a one-shot
-    Pod's life, a warm one has none (its attempts' timeouts are the operator's)."""
+    """A runner Pod: the ``restricted`` profile, no service-account token, no
+    volumes (its credentials in ``env``, from its Secret); ``deadline`` (seconds)
+    bounds a one-shot Pod's life, a warm one has none (its attempts' timeouts are
+    the operator's)."""
     if not image:
         raise ValueError(
             f"task {task_name!r} names no image and the operator has no default runner image"
@@ -283,19 +308,17 @@ def _runner_pod(
     container.update({
         # Request = limit: the scheduler places the Pod where its whole limit
         # fits, and the Pod is never the first evicted under memory pressure.
-        "resources": {"limits": {"memory": memory}, "requests": {"memory": memory}},
+        "resources": {
+            "limits": {"memory": memory, "ephemeral-storage": EPHEMERAL_STORAGE_LIMIT},
+            "requests": {"memory": memory, "ephemeral-storage": "0"},
+        },
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
             "privileged": False,
-            "readOnlyRootFilesystem": True,
             "runAsNonRoot": True,
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [
-            {"name": "tmp", "mountPath": TMP_DIR},
-            {"name": "attempt-credential", "mountPath": CREDENTIAL_DIR, "readOnly": True},
-        ],
     })
     spec: dict[str, Any] = {"restartPolicy": "Never"}
     if deadline is not None:
@@ -320,19 +343,9 @@ def _runner_pod(
             "runAsNonRoot": True,
             "runAsUser": RUNNER_UID,
             "runAsGroup": RUNNER_UID,
-            # The credential file is group-readable by this group only.
-            "fsGroup": RUNNER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [
-            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
-            {"name": "attempt-credential", "secret": {
-                "secretName": secret,
-                "defaultMode": 0o440,
-                "items": [{"key": key, "path": key} for key in secret_keys],
-            }},
-        ],
     })
     return {
         "apiVersion": "v1",
@@ -394,11 +407,9 @@ def build_prewarm_pod(target: PrewarmTarget, settings: PodSettings,
     values = protocol.prewarm_env(
         coordinator_url=settings.coordinator_url, task=target.task,
         entrypoint=spec.entrypoint, base=_base_env(settings, spec.env),
-        runner_token_file=RUNNER_CREDENTIAL_FILE, scrub_tmp=True)
+        runner_token="", scrub_tmp=True)  # the credential's value: from the Secret
     meta = _prewarm_metadata(target, runner_id)
     return _runner_pod(
         meta, task_name=target.task, image=spec.image or settings.default_image,
-        memory_bytes=spec.memory_bytes,
-        env=[{"name": k, "value": values[k]} for k in sorted(values)], task=spec,
-        settings=settings, secret=meta["name"], secret_keys=[RUNNER_CREDENTIAL_KEY],
-        deadline=None)
+        memory_bytes=spec.memory_bytes, env=_env_list(values, meta["name"]), task=spec,
+        settings=settings, deadline=None)

@@ -224,6 +224,11 @@ def main(argv: Sequence[str] | None = None, *,
     del argv  # configuration comes from the environment only
     logs.configure()
     runner_token = _runner_token(os.environ)
+    attempt_token = os.environ.get(protocol.ENV_ATTEMPT_TOKEN)
+    # Read once; task code, and whatever it starts, never sees the credentials in
+    # the environment (a Pod gets them there from its Secret).
+    for name in (protocol.ENV_ATTEMPT_TOKEN, protocol.ENV_RUNNER_TOKEN):
+        os.environ.pop(name, None)
     scrub_tmp = os.environ.get(protocol.ENV_WARM_SCRUB_TMP, "") == "1"
     prewarm_entrypoint = os.environ.get(protocol.ENV_PREWARM_ENTRYPOINT, "").strip()
     if prewarm_entrypoint:
@@ -239,8 +244,11 @@ def main(argv: Sequence[str] | None = None, *,
             url, prewarm_entrypoint, (os.getcwd(), *extra),
             warm.WarmConfig(runner_token=runner_token, scrub_tmp=scrub_tmp)))
         sys.exit(code)
+    env = dict(os.environ)
+    if attempt_token is not None:
+        env[protocol.ENV_ATTEMPT_TOKEN] = attempt_token
     try:
-        config = RunnerConfig.from_env(os.environ, os.getcwd())
+        config = RunnerConfig.from_env(env, os.getcwd())
     except ConfigError as exc:
         _log.error("bad runner configuration", extra={"error": str(exc)})
         sys.exit(EXIT_CONFIG)
