@@ -54,24 +54,58 @@ class Event:
     encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
-def _page(rows: Sequence[asyncpg.Record], after: Cursor, limit: int) -> tuple[list[Event], Cursor]:
-    """The events of a page and where the next read starts: after the last event of a
-    full page, else at the horizon (nothing below it is left unread)."""
-    found = [
-        Event(Cursor(int(r["tx"]), r["id"]), r["run_id"], r["namespace"], r["task"], r["kind"],
-              r["attempt"], r["ts"], r["data"])
-        for r in rows if r["id"] is not None
-    ]
-    return found, next_cursor(rows, [e.cursor for e in found], after, limit)
+#: Keys of a status row's data that hold the attempt event written in the same
+#: statement (migration 0025), with that event's kind and its id's offset from the
+#: row's: the attempt's start came right after the change to running, a successful
+#: attempt's end right before the change to succeeded.
+FOLDED = {"attemptStarted": ("attempt_started", 1), "attemptFinished": ("attempt_finished", -1)}
+
+
+def unfold(cursor: Cursor, kind: str, data: dict[str, Any]
+           ) -> list[tuple[Cursor, str, dict[str, Any]]]:
+    """The events one stored row stands for, in cursor order: itself, and the attempt
+    event folded into a status row (migration 0025) at its reserved neighbouring id."""
+    if kind != "status" or not (FOLDED.keys() & data.keys()):
+        return [(cursor, kind, data)]
+    own = {k: v for k, v in data.items() if k not in FOLDED}
+    out = [(cursor, kind, own)]
+    for key, (folded_kind, offset) in FOLDED.items():
+        if key in data:
+            out.append((Cursor(cursor.tx, cursor.id + offset), folded_kind, data[key]))
+    out.sort(key=lambda e: e[0])
+    return out
+
+
+def _page(rows: Sequence[asyncpg.Record], after: Cursor, limit: int,
+          kinds: Sequence[str] | None = None) -> tuple[list[Event], Cursor]:
+    """The events of a page (of ``kinds`` when given) and where the next read starts:
+    after the last event of a full page, else at the horizon (nothing below it is
+    left unread)."""
+    found: list[Event] = []
+    last_end = after
+    for r in rows:
+        if r["id"] is None:
+            continue
+        unfolded = unfold(Cursor(int(r["tx"]), r["id"]), r["kind"], r["data"])
+        last_end = unfolded[-1][0]
+        found.extend(
+            Event(cursor, r["run_id"], r["namespace"], r["task"], kind, r["attempt"], r["ts"],
+                  data)
+            for cursor, kind, data in unfolded
+            if cursor > after and (not kinds or kind in kinds))
+    return found, next_cursor(rows, [e.cursor for e in found], after, limit, last_end)
 
 
 def next_cursor(rows: Sequence[asyncpg.Record], found: Sequence[Cursor], after: Cursor,
-                limit: int) -> Cursor:
-    """Where the read after a page starts: after its last event when the page was
-    full, else at the horizon that came back on every row (nothing below it is left
-    unread)."""
-    if len(found) >= limit:
-        return found[-1]
+                limit: int, last_end: Cursor | None = None) -> Cursor:
+    """Where the read after a page starts: after its last row when the page of stored
+    rows was full, else at the horizon that came back on every row (nothing below it
+    is left unread). ``found`` are the cursors of the events kept of those rows;
+    ``last_end`` is the cursor of the last event the last row stands for (``unfold``;
+    that row's own cursor when not given)."""
+    stored = [Cursor(int(r["tx"]), r["id"]) for r in rows if r["id"] is not None]
+    if len(stored) >= limit:
+        return max(after, last_end or stored[-1], found[-1] if found else after)
     horizon = Cursor(int(rows[0]["horizon"]), 0) if rows else after
     return max(after, horizon, found[-1] if found else after)
 
@@ -87,7 +121,7 @@ async def for_run(
         kinds=list(kinds) if kinds else None, attempt=attempt,
         levels=list(levels) if levels else None, since=since, limit=limit,
     ))
-    return _page(rows, after, limit)
+    return _page(rows, after, limit, kinds)
 
 
 @dataclass(frozen=True)

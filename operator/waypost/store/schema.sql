@@ -445,24 +445,6 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION waypost.run_events_attempt_inserted() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path TO 'waypost', 'pg_catalog'
-    AS $$
-BEGIN
-    INSERT INTO run_events (run_id, kind, attempt, data)
-    SELECT n.run_id, 'attempt_started', n.attempt,
-           jsonb_strip_nulls(jsonb_build_object(
-               'memoryBytes', n.memory_bytes, 'worker', n.worker,
-               'queueWaitMs', (SELECT greatest(0, (extract(epoch FROM n.started_at - q.available_at)
-                                                   * 1000)::bigint)
-                               FROM run_queue q
-                               WHERE q.run_id = n.run_id AND q.attempt = n.attempt)))
-    FROM new_rows n;
-    RETURN NULL;
-END
-$$;
-
 CREATE FUNCTION waypost.run_events_attempt_updated() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'waypost', 'pg_catalog'
@@ -478,7 +460,8 @@ BEGIN
                'oomKilled', CASE WHEN n.error IS NOT NULL THEN n.error ->> 'type' = 'oom' END,
                'durationMs', (extract(epoch FROM n.finished_at - n.started_at) * 1000)::bigint))
     FROM new_rows n JOIN old_rows o ON o.run_id = n.run_id AND o.attempt = n.attempt
-    WHERE n.status IS DISTINCT FROM o.status AND o.status = 'running';
+    WHERE n.status IS DISTINCT FROM o.status AND o.status = 'running'
+      AND n.status <> 'succeeded';
     RETURN NULL;
 END
 $$;
@@ -529,16 +512,42 @@ CREATE FUNCTION waypost.run_events_run_updated() RETURNS trigger
     SET enable_nestloop TO 'off'
     AS $$
 BEGIN
-    INSERT INTO run_events (run_id, kind, attempt, data)
-    SELECT n.id, 'status', n.attempt,
+    INSERT INTO run_events (id, run_id, kind, attempt, data) OVERRIDING SYSTEM VALUE
+    SELECT CASE WHEN x.started IS NOT NULL
+                THEN least(nextval('run_events_id_seq'), nextval('run_events_id_seq'))
+                WHEN x.finished IS NOT NULL
+                THEN greatest(nextval('run_events_id_seq'), nextval('run_events_id_seq'))
+                ELSE nextval('run_events_id_seq') END,
+           n.id, 'status', n.attempt,
            jsonb_strip_nulls(jsonb_build_object(
                'status', n.status, 'previous', o.status,
                'error', CASE WHEN n.error IS NOT NULL THEN
                    jsonb_build_object('type', n.error ->> 'type',
                                       'message', n.error ->> 'message',
                                       'exitCode', n.error -> 'exitCode') END,
-               'result', CASE WHEN n.status = 'succeeded' THEN n.result END))
+               'result', CASE WHEN n.status = 'succeeded' THEN n.result END,
+               'attemptStarted', x.started, 'attemptFinished', x.finished))
     FROM new_rows n JOIN old_rows o ON o.id = n.id
+    LEFT JOIN LATERAL (
+        -- What run_events_attempt_inserted and run_events_attempt_updated wrote.
+        SELECT CASE WHEN n.status = 'running' THEN jsonb_strip_nulls(jsonb_build_object(
+                   'memoryBytes', a.memory_bytes, 'worker', a.worker,
+                   'queueWaitMs', (SELECT greatest(0, (extract(epoch FROM a.started_at
+                                                               - q.available_at)
+                                                       * 1000)::bigint)
+                                   FROM run_queue q
+                                   WHERE q.run_id = a.run_id AND q.attempt = a.attempt)))
+               END AS started,
+               CASE WHEN n.status = 'succeeded' AND a.status = 'succeeded' THEN
+                   jsonb_strip_nulls(jsonb_build_object(
+                       'status', a.status, 'memoryBytes', a.memory_bytes,
+                       'durationMs', (extract(epoch FROM a.finished_at - a.started_at)
+                                      * 1000)::bigint))
+               END AS finished
+        FROM attempts a
+        WHERE a.run_id = n.id AND a.attempt = n.attempt
+          AND n.status IN ('running', 'succeeded')
+    ) x ON true
     WHERE n.status IS DISTINCT FROM o.status;
     RETURN NULL;
 END
@@ -1131,8 +1140,6 @@ ALTER INDEX waypost.run_queue_running ATTACH PARTITION waypost.run_queue_1_queue
 ALTER INDEX waypost.run_queue_ready_by_key ATTACH PARTITION waypost.run_queue_1_queue_id_concurrency_key_priority_seq_idx;
 
 ALTER INDEX waypost.run_queue_ready ATTACH PARTITION waypost.run_queue_1_queue_id_priority_seq_idx;
-
-CREATE TRIGGER run_events_attempt_inserted AFTER INSERT ON waypost.attempts REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION waypost.run_events_attempt_inserted();
 
 CREATE TRIGGER run_events_attempt_updated AFTER UPDATE ON waypost.attempts REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION waypost.run_events_attempt_updated();
 

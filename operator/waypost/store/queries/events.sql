@@ -4,16 +4,25 @@
 -- transaction still running, are read (migration 0012 explains why that keeps
 -- cursors exact); the horizon comes back on every row, and alone on one row of
 -- NULLs when no event does. Filters: :kinds, log lines of :attempt, log :levels,
--- not before :since.
+-- not before :since. A status row stands for the attempt event folded into it too
+-- (migration 0025), so :kinds keeps it for either; store.events unfolds the row and
+-- keeps the events of :kinds after the cursor. The row at the cursor itself is read
+-- again when it folds in an attempt start, which comes after it.
 WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
 SELECT h.horizon::text AS horizon, e.id, e.tx::text AS tx, e.run_id, r.namespace, r.task,
        e.kind, e.attempt, e.ts, e.data
 FROM h
 LEFT JOIN LATERAL (
     SELECT e.id, e.tx, e.run_id, e.kind, e.attempt, e.ts, e.data FROM run_events e
-    WHERE e.run_id = :run_id AND (e.tx, e.id) > (:after_tx::text::xid8, :after_id::bigint)
+    WHERE e.run_id = :run_id AND (e.tx, e.id) >= (:after_tx::text::xid8, :after_id::bigint)
+      AND ((e.tx, e.id) <> (:after_tx::text::xid8, :after_id::bigint)
+           OR e.data ? 'attemptStarted')
       AND e.tx < h.horizon
-      AND (:kinds::text[] IS NULL OR e.kind = ANY(:kinds::text[]))
+      AND (:kinds::text[] IS NULL OR e.kind = ANY(:kinds::text[])
+           OR (e.kind = 'status' AND e.data ? 'attemptStarted'
+               AND 'attempt_started' = ANY(:kinds::text[]))
+           OR (e.kind = 'status' AND e.data ? 'attemptFinished'
+               AND 'attempt_finished' = ANY(:kinds::text[])))
       AND (:attempt::int IS NULL OR e.kind <> 'log' OR e.attempt = :attempt)
       AND (:levels::text[] IS NULL OR e.kind <> 'log'
            OR e.data ->> 'level' = ANY(:levels::text[]))
@@ -33,7 +42,9 @@ ORDER BY e.tx, e.id;
 -- horizon rule and answer shape as run_events_after, plus the snapshot's xmax (the
 -- next transaction id; the pump's arming rule in migration 0015 needs it) and
 -- any_new: whether any run's events came after the cursor, filters or not (the
--- pump stays busy, and writers un-notified, while any do).
+-- pump stays busy, and writers un-notified, while any do). As in
+-- run_events_after, the row at the cursor is read again when it folds in an
+-- attempt start (migration 0025).
 -- Both parts walk run_events_by_tx from the cursor, so a read costs what is new,
 -- not what is stored: any_new is the first event by that index, bounded by the
 -- horizon in the index condition (as EXISTS the planner scanned the whole table for
@@ -60,7 +71,10 @@ LEFT JOIN LATERAL (
     CROSS JOIN LATERAL (
         SELECT r.namespace, r.task FROM runs r WHERE r.id = e.run_id OFFSET 0
     ) r
-    WHERE (e.tx, e.id) > (:after_tx::text::xid8, :after_id::bigint) AND e.tx < h.horizon
+    WHERE (e.tx, e.id) >= (:after_tx::text::xid8, :after_id::bigint)
+      AND ((e.tx, e.id) <> (:after_tx::text::xid8, :after_id::bigint)
+           OR e.data ? 'attemptStarted')
+      AND e.tx < h.horizon
       AND (h.run_ids IS NULL OR e.run_id = ANY(h.run_ids))
       AND (:namespace::text IS NULL OR r.namespace = :namespace)
       AND (:task::text IS NULL OR r.task = :task)
