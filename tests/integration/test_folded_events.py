@@ -13,6 +13,7 @@ import asyncpg
 
 from tests.factories import enqueue, register_task
 from waypost.engine.metrics import BYTES_BUCKETS, SECONDS_BUCKETS
+from waypost.sdk.tracing import trace_sampler
 from waypost.store import events, runs, telemetry
 from waypost.store.events import Cursor, Event
 from waypost.store.pool import RawJson
@@ -115,12 +116,13 @@ async def test_the_leaders_pages_unfold_the_attempt_events(db: asyncpg.Pool) -> 
         spans: list[telemetry.Signal] = []
         cursor = events.START
         while True:
-            page = await telemetry.page_after(db, cursor, limit=limit, spans=True,
+            page = await telemetry.page_after(db, cursor, limit=limit,
+                                              spans=trace_sampler({}),
                                               second_bounds=SECONDS_BUCKETS,
                                               byte_bounds=BYTES_BUCKETS)
             for t in page.tallies:
                 sums[t.series, t.label] = sums.get((t.series, t.label), 0) + t.n
-            spans.extend(page.spans)
+            spans.extend(telemetry.decode_spans(page.spans))
             if page.events < limit:
                 return sums, spans
             assert page.cursor > cursor
