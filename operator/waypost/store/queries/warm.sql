@@ -229,15 +229,23 @@ WITH items AS (
     UPDATE warm_runners w SET state = 'busy', run_id = p.run_id, claim_token = p.claim_token,
                               idle_since = NULL
     FROM pairs p WHERE w.runner_id = p.runner_id AND w.state = 'idle'
-    RETURNING w.runner_id, w.run_id, w.claim_token
+    RETURNING w.runner_id, w.run_id, w.claim_token,
+              -- A pre-warmed runner that has not polled yet: its process or Pod is
+              -- still starting (warm_poll's first-poll test).
+              w.last_seen_at = w.registered_at AND w.runs_served = 0 AS unseen
 ), tagged AS (
     UPDATE attempts a SET worker = 'warm:' || b.runner_id::text
     FROM bound b WHERE a.run_id = b.run_id AND a.claim_token = b.claim_token
     RETURNING a.run_id
 ), leased AS (
+    -- A runner that is up gets the heartbeat lease. One still starting keeps the
+    -- claim's lease, the start timeout: starting a Pod or a process is not
+    -- heartbeat time (its first heartbeat sets the heartbeat lease), and a
+    -- pre-warmed Pod still being scheduled had its attempt declared lost after a
+    -- heartbeat window on a busy node.
     UPDATE run_queue q SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
     FROM bound b WHERE q.run_id = b.run_id AND q.claim_token = b.claim_token
-      AND NOT q.cancel_requested
+      AND NOT q.cancel_requested AND NOT b.unseen
     RETURNING q.run_id
 )
 SELECT b.runner_id, b.run_id, b.claim_token, q.attempt, r.namespace, r.task, r.spec::text AS spec,
