@@ -31,12 +31,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# DEV_ARGS: more options of `waypost dev` (the test of `make dev` gives it a state
-# folder of its own: --state-dir).
-DEV_ARGS ?=
-
 dev: deps venv
-	$(BIN)/waypost dev --examples $(DEV_ARGS)
+	$(BIN)/waypost dev --examples
 
 dev-once: deps venv
 	$(BIN)/waypost dev --examples --once
