@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.factories import settings, wait_for_status
 from waypost.backends.process import ProcessBackend
@@ -82,7 +83,14 @@ async def test_same_process_serves_consecutive_runs(stack: Standalone, db: async
         "SELECT worker FROM attempts WHERE run_id = ANY($1::uuid[]) ORDER BY started_at",
         [second.id, third.id])
     assert all(w["worker"] and w["worker"].startswith("warm:") for w in workers)
-    assert stack.engine.warm.stats.hits[("default", "probe")] == 2
+    # The first run starts its runner cold, unless pre-warming (its queue-depth signal
+    # sees the run waiting for the dispatcher) started one for it a moment before the
+    # claim: then that idle runner takes it, and all three runs are hits. Both happen
+    # (CI on a quiet machine saw 3 hits); the worker of the first attempt says which.
+    first_worker = await db.fetchval("SELECT worker FROM attempts WHERE run_id = $1", first.id)
+    prewarmed = bool(first_worker) and str(first_worker).startswith("warm:")
+    hits, misses = (3, 0) if prewarmed else (2, 1)
+    assert stack.engine.warm.stats.hits[("default", "probe")] == hits
     # The memory report and the task's start ride on the warm hand-off and the next
     # poll as on a cold runner's requests (failure patterns read them).
     await stack.engine.usage.flush()
@@ -91,15 +99,21 @@ async def test_same_process_serves_consecutive_runs(stack: Standalone, db: async
         " WHERE run_id = ANY($1::uuid[])", [second.id, third.id])
     assert all(r["peak_memory_bytes"] > 0 and r["task_seconds"] is not None
                and r["runner_started_at"] is not None for r in reports), reports
-    # The same figures on /metrics: hits, misses (the first, cold run), pool size,
-    # and the dispatch latency histograms.
+    # The same figures on /metrics: hits, misses (the first run, when cold), pool size,
+    # and the dispatch latency histograms. A series never counted is absent: 0.
     async with aiohttp.ClientSession() as http, http.get(f"{stack.url}/metrics") as response:
         text = await response.text()
-    assert 'waypost_warm_hits_total{namespace="default",task="probe"} 2.0' in text
-    assert 'waypost_warm_misses_total{namespace="default",task="probe"} 1.0' in text
-    assert 'waypost_warm_pool_runners{namespace="default",state="idle",task="probe"} 1.0' in text
-    assert 'waypost_dispatch_latency_seconds_count{kind="warm"} 2.0' in text
-    assert 'waypost_dispatch_latency_seconds_count{kind="cold"} 1.0' in text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+
+    def sample(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    probe = {"namespace": "default", "task": "probe"}
+    assert sample("waypost_warm_hits_total", **probe) == hits
+    assert sample("waypost_warm_misses_total", **probe) == misses
+    assert sample("waypost_warm_pool_runners", **probe, state="idle") == 1
+    assert sample("waypost_dispatch_latency_seconds_count", kind="warm") == hits
+    assert sample("waypost_dispatch_latency_seconds_count", kind="cold") == misses
 
 
 async def test_nothing_of_run_a_is_visible_in_run_b(stack: Standalone) -> None:
